@@ -1,0 +1,567 @@
+//! The command line: clap definitions, conversion into engine options, and
+//! human / JSON output. No engine logic lives here.
+
+use crate::backup::{self, BackupOptions, BackupReport};
+use crate::config::{BackupOverrides, BackupSettings, LoadedConfig, OnError};
+use crate::error::Error;
+use crate::id::HashAlgo;
+use crate::pathbytes::{self, display};
+use crate::progress::Progress;
+use crate::store::lock::{LockMode, RepoLock};
+use crate::store::snapshot;
+use crate::store::tree::{Item, Leaf};
+use crate::store::Repo;
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "trove",
+    version,
+    about = "A deterministic, content-addressed backup engine with a browsable backup folder",
+    after_help = "Exit codes: 0 ok, 1 problems found or some files not backed up, 2 usage or config error, 3 repository locked.\n\nExample: trove backup ~/Documents /mnt/backup"
+)]
+pub struct Cli {
+    /// The backup root (it holds .trove/). Also TROVE_REPO.
+    #[arg(long, global = true, env = "TROVE_REPO", value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// Config file [default: ./config.json when present]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More console output (-v actions, -vv debug); the log file is unaffected
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on the console
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Machine-readable output on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a repository (the first backup also does this)
+    #[command(after_help = "Example: trove init /mnt/backup --hash sha256")]
+    Init(InitArgs),
+    /// Run one incremental backup
+    #[command(
+        after_help = "Examples:\n  trove backup                      # sources and backup_root from ./config.json\n  trove backup ~/docs ~/pics /mnt/b # SOURCE… DEST\n  trove backup --dry-run -v         # print the plan, change nothing"
+    )]
+    Backup(BackupArgs),
+    /// List snapshots
+    #[command(after_help = "Example: trove snapshots --repo /mnt/backup")]
+    Snapshots,
+    /// List what a snapshot recorded
+    #[command(
+        after_help = "Examples:\n  trove ls                 # latest snapshot, everything\n  trove ls 3fa2b1c0 docs   # one snapshot, below docs/"
+    )]
+    Ls(LsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Backup root to create
+    pub dir: PathBuf,
+    /// Content hash, fixed for the repository's life
+    #[arg(long, value_parser = ["blake3", "sha256"])]
+    pub hash: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// SOURCE… DEST (or SOURCE… with --repo); none: use the config file
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Exclude matching paths (repeatable; name globs, or paths with /)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Read every file again instead of trusting the stat cache
+    #[arg(long)]
+    pub rehash: bool,
+    /// Do not cross into other filesystems
+    #[arg(long)]
+    pub one_file_system: bool,
+    /// Back up what symlinks point to instead of the links
+    #[arg(long)]
+    pub follow_symlinks: bool,
+    /// What a file that cannot be backed up does to the run
+    #[arg(long, value_name = "POLICY", value_parser = ["ignore", "warn", "fail"])]
+    pub on_error: Option<String>,
+    /// Write a snapshot even when nothing changed
+    #[arg(long)]
+    pub always_snapshot: bool,
+    /// Wait for another trove process to finish instead of exiting 3
+    #[arg(long)]
+    pub wait: bool,
+    /// Hash for a new repository (blake3 or sha256)
+    #[arg(long, value_parser = ["blake3", "sha256"])]
+    pub hash: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Snapshot id prefix, `latest`, or a time [default: latest]
+    pub snapshot: Option<String>,
+    /// Only this path (relative to the snapshot root) and what is below it
+    pub path: Option<String>,
+}
+
+/// How a command ended when it did not fail outright.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// Ran, but found problems (exit 1).
+    Problems,
+}
+
+/// The config file to use: `--config`, else `./config.json` when present.
+fn config_file(cli: &Cli, required: bool) -> Result<Option<LoadedConfig>> {
+    let path = match &cli.config {
+        Some(p) => Some(p.clone()),
+        None if required => {
+            let p = PathBuf::from("config.json");
+            p.is_file().then_some(p)
+        }
+        None => None,
+    };
+    match path {
+        Some(p) => Ok(Some(LoadedConfig::load(&p)?)),
+        None => Ok(None),
+    }
+}
+
+/// The repository for commands that only read: --repo, else the config's
+/// backup_root.
+fn repo_root(cli: &Cli) -> Result<PathBuf> {
+    if let Some(r) = &cli.repo {
+        return Ok(r.clone());
+    }
+    if let Some(cfg) = config_file(cli, true)? {
+        if let Some(root) = cfg.file.backup_root {
+            return Ok(root);
+        }
+    }
+    Err(Error::Usage(
+        "no repository given: pass --repo DIR, set TROVE_REPO, or run where a config.json names backup_root".into(),
+    )
+    .into())
+}
+
+fn parse_hash(s: &Option<String>) -> Result<Option<HashAlgo>> {
+    s.as_deref()
+        .map(|h| {
+            h.parse::<HashAlgo>()
+                .map_err(|e| anyhow::Error::new(Error::Usage(e)))
+        })
+        .transpose()
+}
+
+pub fn run(cli: Cli) -> Result<Outcome> {
+    match &cli.command {
+        Command::Init(a) => init(&cli, a),
+        Command::Backup(a) => run_backup(&cli, a),
+        Command::Snapshots => list_snapshots(&cli),
+        Command::Ls(a) => ls(&cli, a),
+    }
+}
+
+fn init(cli: &Cli, a: &InitArgs) -> Result<Outcome> {
+    let _log = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None)?;
+    let algo = parse_hash(&a.hash)?.unwrap_or(HashAlgo::Blake3);
+    let existed = Repo::exists(&a.dir);
+    let repo = Repo::init(&a.dir, algo)?;
+    if cli.json {
+        print_json(&serde_json::json!({
+            "repository": repo.root, "hash": repo.algo().name(), "id": repo.config.id, "created": !existed
+        }))?;
+    } else if !cli.quiet {
+        let verb = if existed {
+            "already a repository"
+        } else {
+            "created repository"
+        };
+        println!("{verb}: {} (hash {})", repo.root.display(), repo.algo());
+    }
+    Ok(Outcome::Ok)
+}
+
+fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<Outcome> {
+    // Positionals are SOURCE… DEST, or all sources when --repo is given.
+    let mut ov = BackupOverrides {
+        exclude: a.exclude.clone(),
+        follow_symlinks: a.follow_symlinks,
+        one_file_system: a.one_file_system,
+        on_error: a
+            .on_error
+            .as_deref()
+            .map(|s| s.parse::<OnError>())
+            .transpose()
+            .map_err(Error::Usage)?,
+        hash: parse_hash(&a.hash)?,
+        ..BackupOverrides::default()
+    };
+    let cfg = if a.paths.is_empty() {
+        config_file(cli, true)?
+    } else {
+        config_file(cli, false)?
+    };
+    if !a.paths.is_empty() {
+        if cli.repo.is_some() {
+            ov.sources = a.paths.clone();
+        } else if a.paths.len() < 2 {
+            return Err(Error::Usage(
+                "give SOURCE… DEST (at least two paths), or SOURCE with --repo DEST".into(),
+            )
+            .into());
+        } else {
+            ov.sources = a.paths[..a.paths.len() - 1].to_vec();
+            ov.backup_root = a.paths.last().cloned();
+        }
+    }
+    if cli.repo.is_some() {
+        ov.backup_root = cli.repo.clone();
+    }
+    if a.paths.is_empty() && cfg.is_none() && cli.repo.is_none() {
+        return Err(Error::Usage(
+            "nothing to back up: no ./config.json here; pass SOURCE… DEST or --config FILE".into(),
+        )
+        .into());
+    }
+    let settings = BackupSettings::resolve(ov, cfg.as_ref())?;
+    let console = crate::log::console_level(cli.verbose, cli.quiet);
+    let log_dir = settings
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| Repo::dir_of(&settings.backup_root).join("logs"));
+    let file = (!a.dry_run).then_some((log_dir.as_path(), settings.log_level));
+    if a.dry_run && console < tracing_subscriber::filter::LevelFilter::INFO {
+        // A dry run exists to show the plan.
+        let _g = crate::log::init(tracing_subscriber::filter::LevelFilter::INFO, None)?;
+        return finish_backup(cli, a, settings, None);
+    }
+    if file.is_some() && !Repo::exists(&settings.backup_root) {
+        // Create the backup root 0700 before the log directory lands in it.
+        if settings.log_dir.is_none() {
+            crate::fsutil::create_private_dir(&settings.backup_root)?;
+        }
+    }
+    let guard = crate::log::init(console, file)?;
+    let log_path = guard.file.clone();
+    finish_backup(cli, a, settings, log_path)
+}
+
+fn finish_backup(
+    cli: &Cli,
+    a: &BackupArgs,
+    settings: BackupSettings,
+    log: Option<PathBuf>,
+) -> Result<Outcome> {
+    let opts = BackupOptions {
+        settings,
+        rehash: a.rehash,
+        dry_run: a.dry_run,
+        always_snapshot: a.always_snapshot,
+        wait: a.wait,
+    };
+    let bar = TermProgress::new(cli);
+    let report = backup::run(&opts, &bar);
+    drop(bar);
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("{e}");
+            return Err(e.into());
+        }
+    };
+    let line = backup::summary_line(&report);
+    if !report.dry_run {
+        tracing::info!("Run complete");
+    }
+    tracing::info!(target: "trove::summary", "{line}");
+    if cli.json {
+        print_json(&report)?;
+    } else if !cli.quiet {
+        print_summary(&report, &line, log.as_deref());
+    }
+    Ok(if report.failed {
+        Outcome::Problems
+    } else {
+        Outcome::Ok
+    })
+}
+
+fn print_summary(r: &BackupReport, line: &str, log: Option<&Path>) {
+    let mut out = std::io::stdout().lock();
+    let _ = if r.dry_run {
+        writeln!(out, "dry run (nothing changed): {line}")
+    } else if !r.changed {
+        writeln!(
+            out,
+            "Run complete: no changes, no new snapshot: {line}{}",
+            r.snapshot
+                .as_deref()
+                .map(|s| format!(" [latest {s}]"))
+                .unwrap_or_default()
+        )
+    } else {
+        writeln!(
+            out,
+            "Run complete: {line}; snapshot {}",
+            r.snapshot.as_deref().unwrap_or("-")
+        )
+    };
+    if !r.problems.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} paths could not be backed up (see the messages above)",
+            r.problems.len()
+        );
+    }
+    if let Some(l) = log {
+        if !r.dry_run {
+            let _ = writeln!(out, "log: {}", l.display());
+        }
+    }
+}
+
+fn open_for_reading(cli: &Cli) -> Result<(Repo, RepoLock)> {
+    let _ = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None);
+    let root = repo_root(cli)?;
+    let repo = Repo::open(&root)?;
+    let lock = RepoLock::acquire(&repo, LockMode::Shared, true)?;
+    Ok((repo, lock))
+}
+
+#[derive(Serialize)]
+struct SnapshotRow {
+    id: String,
+    full_id: String,
+    time: String,
+    time_ns: i64,
+    files: u64,
+    bytes: u64,
+    added: u64,
+    modified: u64,
+    deleted: u64,
+    new_bytes: u64,
+    sources: Vec<String>,
+}
+
+fn list_snapshots(cli: &Cli) -> Result<Outcome> {
+    let (repo, _lock) = open_for_reading(cli)?;
+    let (all, bad) = snapshot::list(&repo)?;
+    for e in &bad {
+        tracing::error!("{e}");
+    }
+    let rows: Vec<SnapshotRow> = all
+        .iter()
+        .map(|s| SnapshotRow {
+            id: s.id.short(),
+            full_id: s.id.to_hex(),
+            time: snapshot::format_time(s.record.time_ns),
+            time_ns: s.record.time_ns,
+            files: s.record.summary.files,
+            bytes: s.record.summary.bytes,
+            added: s.record.summary.backed_up + s.record.summary.duplicates,
+            modified: s.record.summary.modified,
+            deleted: s.record.summary.deleted,
+            new_bytes: s.record.summary.new_bytes,
+            sources: s.record.sources.iter().map(|x| display(&x.path)).collect(),
+        })
+        .collect();
+    if cli.json {
+        print_json(&rows)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "{:<8}  {:<19}  {:>9}  {:>10}  {:>22}",
+            "ID", "TIME", "FILES", "SIZE", "CHANGES"
+        )?;
+        for r in &rows {
+            writeln!(
+                out,
+                "{:<8}  {:<19}  {:>9}  {:>10}  {:>22}",
+                r.id,
+                r.time,
+                r.files,
+                backup::human_bytes(r.bytes),
+                format!("+{} ~{} -{}", r.added, r.modified, r.deleted)
+            )?;
+        }
+        writeln!(out, "{} snapshots", rows.len())?;
+    }
+    Ok(if bad.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Problems
+    })
+}
+
+#[derive(Serialize)]
+struct LsRow {
+    path: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    size: u64,
+    mode: String,
+    mtime: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+}
+
+fn mode_string(kind: char, mode: u32) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(kind);
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+fn ls(cli: &Cli, a: &LsArgs) -> Result<Outcome> {
+    let (repo, _lock) = open_for_reading(cli)?;
+    let snap = snapshot::resolve(&repo, a.snapshot.as_deref().unwrap_or("latest"))?;
+    let (entries, _) = backup::load_snapshot(&repo, &snap.record)
+        .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
+    let filter = a
+        .path
+        .as_deref()
+        .map(|p| p.trim_matches('/').as_bytes().to_vec());
+    let mut rows = Vec::new();
+    for e in &entries {
+        if let Some(f) = &filter {
+            let under =
+                e.path == *f || (e.path.starts_with(f) && e.path.get(f.len()) == Some(&b'/'));
+            if !f.is_empty() && !under {
+                continue;
+            }
+        }
+        let (kind, ch, size, meta, hash, target) = match &e.item {
+            Item::Dir(m) => ("dir", 'd', 0, *m, None, None),
+            Item::Leaf(Leaf::File { size, id, meta, .. }) => {
+                ("file", '-', *size, *meta, Some(id.to_hex()), None)
+            }
+            Item::Leaf(Leaf::Symlink { target, meta }) => {
+                ("symlink", 'l', 0, *meta, None, Some(display(target)))
+            }
+        };
+        rows.push(LsRow {
+            path: display(&e.path),
+            kind,
+            size,
+            mode: mode_string(ch, meta.mode),
+            mtime: snapshot::format_time(meta.mtime_ns),
+            hash,
+            target,
+        });
+    }
+    if let Some(f) = &filter {
+        if !f.is_empty() && rows.is_empty() {
+            return Err(Error::Usage(format!(
+                "{} is not in snapshot {}",
+                pathbytes::display(f),
+                snap.id.short()
+            ))
+            .into());
+        }
+    }
+    if cli.json {
+        print_json(&rows)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for r in &rows {
+            let tail = r
+                .target
+                .as_deref()
+                .map(|t| format!(" -> {t}"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{} {:>12} {} {}{}",
+                r.mode, r.size, r.mtime, r.path, tail
+            )?;
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// A progress bar on stderr, only when stderr is a terminal.
+struct TermProgress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl TermProgress {
+    fn new(cli: &Cli) -> TermProgress {
+        let on = std::io::stderr().is_terminal() && !cli.quiet && !cli.json;
+        TermProgress {
+            bar: on.then(indicatif::ProgressBar::hidden),
+        }
+    }
+}
+
+impl Progress for TermProgress {
+    fn phase(&self, name: &str, items: u64, bytes: u64) {
+        let Some(b) = &self.bar else { return };
+        b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        b.reset();
+        if bytes > 0 {
+            b.set_length(bytes);
+            let style = indicatif::ProgressStyle::with_template(
+                "{msg:>9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            b.set_style(style.progress_chars("=> "));
+        } else {
+            b.set_length(items);
+            b.set_style(indicatif::ProgressStyle::default_spinner());
+        }
+        b.set_message(name.to_string());
+    }
+    fn advance(&self, _items: u64, bytes: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(bytes);
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Map an error to the exit code of SPEC §5.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(te) = cause.downcast_ref::<Error>() {
+            if matches!(te, Error::Locked { .. }) {
+                return 3;
+            }
+            if te.is_usage() {
+                return 2;
+            }
+        }
+    }
+    1
+}

@@ -1,0 +1,309 @@
+//! `config.json` (the seed's format, extended) and the resolution of
+//! settings: command line > environment > config file > defaults. The
+//! resolved settings are plain data; no clap or serde types leak into the
+//! engine.
+
+use crate::error::{Error, Result};
+use crate::id::HashAlgo;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// What to do when a path cannot be backed up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Log at debug level; the exit code stays 0.
+    Ignore,
+    /// Report each path; the run completes; exit code 1.
+    #[default]
+    Warn,
+    /// Stop at the first problem, before anything is committed; exit 1.
+    Fail,
+}
+
+impl std::str::FromStr for OnError {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ignore" => Ok(OnError::Ignore),
+            "warn" => Ok(OnError::Warn),
+            "fail" => Ok(OnError::Fail),
+            _ => Err(format!("{s:?}: use ignore, warn or fail")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub max_versions_per_file: Option<u64>,
+    pub deleted_max_age_days: Option<u64>,
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    pub debounce_ms: Option<u64>,
+    pub full_scan_interval: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    #[default]
+    Info,
+    Debug,
+}
+
+/// The file as written by the user.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub sources: Option<Vec<PathBuf>>,
+    pub backup_root: Option<PathBuf>,
+    pub log_dir: Option<PathBuf>,
+    pub log_level: Option<LogLevel>,
+    pub hash_algorithm: Option<HashAlgo>,
+    pub retention: Option<RetentionConfig>,
+    pub exclude: Option<Vec<String>>,
+    pub follow_symlinks: Option<bool>,
+    pub one_file_system: Option<bool>,
+    pub on_error: Option<OnError>,
+    pub watch: Option<WatchConfig>,
+}
+
+/// A loaded config file with its relative paths already resolved against
+/// the file's folder.
+#[derive(Clone, Debug)]
+pub struct LoadedConfig {
+    pub path: PathBuf,
+    pub file: FileConfig,
+}
+
+impl LoadedConfig {
+    pub fn load(path: &Path) -> Result<LoadedConfig> {
+        let text = std::fs::read(path).map_err(|e| {
+            Error::config(
+                path,
+                format!("cannot read: {e}; pass --config with an existing file"),
+            )
+        })?;
+        let de = &mut serde_json::Deserializer::from_slice(&text);
+        let mut file: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            if key == "." || key.is_empty() {
+                Error::config(path, inner.to_string())
+            } else {
+                Error::config(path, format!("key `{key}`: {inner}"))
+            }
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        // `./config.json` has the parent "": keep relative paths as written.
+        let base = if base == Path::new(".") {
+            Path::new("")
+        } else {
+            base
+        };
+        let abs = |p: &PathBuf| -> PathBuf {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        };
+        if let Some(s) = &mut file.sources {
+            *s = s.iter().map(abs).collect();
+        }
+        file.backup_root = file.backup_root.as_ref().map(abs);
+        file.log_dir = file.log_dir.as_ref().map(abs);
+        let cfg = LoadedConfig {
+            path: path.to_path_buf(),
+            file,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn err(&self, msg: impl Into<String>) -> Error {
+        Error::config(&self.path, msg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let f = &self.file;
+        if let Some(s) = &f.sources {
+            if s.is_empty() {
+                return Err(self.err("key `sources`: list at least one directory to back up"));
+            }
+            for src in s {
+                if !src.is_dir() {
+                    return Err(self.err(format!(
+                        "key `sources`: {} is not an existing directory",
+                        src.display()
+                    )));
+                }
+            }
+        }
+        if let Some(r) = &f.retention {
+            if r.max_versions_per_file == Some(0) {
+                return Err(self.err(
+                    "key `retention.max_versions_per_file`: must be at least 1 (it counts the earlier versions kept per file)",
+                ));
+            }
+            for (k, v) in [
+                ("keep_last", r.keep_last),
+                ("keep_hourly", r.keep_hourly),
+                ("keep_daily", r.keep_daily),
+                ("keep_weekly", r.keep_weekly),
+                ("keep_monthly", r.keep_monthly),
+            ] {
+                if v.is_some() {
+                    return Err(self.err(format!(
+                        "key `retention.{k}`: snapshot retention policies are not supported by this version of trove; remove the key (max_versions_per_file bounds the history per file)"
+                    )));
+                }
+            }
+        }
+        if let Some(ex) = &f.exclude {
+            crate::scan::Excludes::new(ex).map_err(|e| self.err(format!("key `exclude`: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Settings of a backup run, resolved.
+#[derive(Clone, Debug)]
+pub struct BackupSettings {
+    pub sources: Vec<PathBuf>,
+    pub backup_root: PathBuf,
+    pub log_dir: Option<PathBuf>,
+    pub log_level: LogLevel,
+    pub hash: Option<HashAlgo>,
+    pub exclude: Vec<String>,
+    pub follow_symlinks: bool,
+    pub one_file_system: bool,
+    pub on_error: OnError,
+    pub max_versions: u64,
+    pub deleted_max_age_days: Option<u64>,
+}
+
+pub const DEFAULT_MAX_VERSIONS: u64 = 10;
+
+/// Command-line values for a backup (None: not given).
+#[derive(Clone, Debug, Default)]
+pub struct BackupOverrides {
+    pub sources: Vec<PathBuf>,
+    pub backup_root: Option<PathBuf>,
+    pub exclude: Vec<String>,
+    pub follow_symlinks: bool,
+    pub one_file_system: bool,
+    pub on_error: Option<OnError>,
+    pub hash: Option<HashAlgo>,
+}
+
+impl BackupSettings {
+    pub fn resolve(cli: BackupOverrides, cfg: Option<&LoadedConfig>) -> Result<BackupSettings> {
+        let f = cfg.map(|c| c.file.clone()).unwrap_or_default();
+        let where_ = || match cfg {
+            Some(c) => format!(" (config {})", c.path.display()),
+            None => " (no config file: pass SOURCE… DEST, or --config FILE)".to_string(),
+        };
+        let sources = if !cli.sources.is_empty() {
+            for s in &cli.sources {
+                if !s.is_dir() {
+                    return Err(Error::Usage(format!(
+                        "source {} is not an existing directory",
+                        s.display()
+                    )));
+                }
+            }
+            cli.sources
+        } else {
+            f.sources
+                .clone()
+                .ok_or_else(|| Error::Usage(format!("no sources to back up{}", where_())))?
+        };
+        let backup_root = cli
+            .backup_root
+            .or(f.backup_root.clone())
+            .ok_or_else(|| Error::Usage(format!("no backup root given{}", where_())))?;
+        let r = f.retention.clone().unwrap_or_default();
+        let mut exclude = f.exclude.clone().unwrap_or_default();
+        exclude.extend(cli.exclude);
+        Ok(BackupSettings {
+            sources,
+            backup_root,
+            log_dir: f.log_dir.clone(),
+            log_level: f.log_level.unwrap_or_default(),
+            hash: cli.hash.or(f.hash_algorithm),
+            exclude,
+            follow_symlinks: cli.follow_symlinks || f.follow_symlinks.unwrap_or(false),
+            one_file_system: cli.one_file_system || f.one_file_system.unwrap_or(false),
+            on_error: cli.on_error.or(f.on_error).unwrap_or_default(),
+            max_versions: r.max_versions_per_file.unwrap_or(DEFAULT_MAX_VERSIONS),
+            deleted_max_age_days: r.deleted_max_age_days,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(json: &str) -> Result<LoadedConfig> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        std::fs::create_dir(dir.path().join("src")).map_err(|e| Error::io("mkdir", "src", e))?;
+        let p = dir.path().join("config.json");
+        std::fs::write(&p, json).map_err(|e| Error::io("write", &p, e))?;
+        LoadedConfig::load(&p)
+    }
+
+    fn msg(r: Result<LoadedConfig>) -> String {
+        match r {
+            Ok(_) => "ok".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn seed_config_loads_and_resolves_relative_paths() -> Result<()> {
+        let c = load(
+            r#"{"sources": ["./src"], "backup_root": "./b", "log_dir": "./logs",
+            "hash_algorithm": "sha256", "retention": {"max_versions_per_file": 10}}"#,
+        )?;
+        assert!(c
+            .file
+            .sources
+            .as_ref()
+            .is_some_and(|s| s[0].is_absolute()
+                || s[0].starts_with(c.path.parent().unwrap_or(Path::new("")))));
+        assert_eq!(c.file.hash_algorithm, Some(HashAlgo::Sha256));
+        Ok(())
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(msg(load(r#"{"sources": ["./src"], "bogus": 1}"#)).contains("bogus"));
+        assert!(msg(load(
+            r#"{"sources": ["./src"], "retention": {"max_versions_per_file": "x"}}"#
+        ))
+        .contains("retention.max_versions_per_file"));
+        assert!(msg(load(
+            r#"{"sources": ["./src"], "retention": {"max_versions_per_file": 0}}"#
+        ))
+        .contains("retention.max_versions_per_file"));
+        assert!(msg(load(r#"{"sources": ["./missing"]}"#)).contains("sources"));
+        assert!(
+            msg(load(r#"{"sources": ["./src"], "hash_algorithm": "md5"}"#))
+                .contains("hash_algorithm")
+        );
+        assert!(msg(load(r#"{"sources": []}"#)).contains("sources"));
+        assert!(msg(load(r#"{"sources": ["./src"], "on_error": "explode"}"#)).contains("on_error"));
+        assert!(msg(load("{not json")).contains("config"));
+    }
+}

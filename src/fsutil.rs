@@ -1,0 +1,174 @@
+//! Filesystem primitives with the durability rules of the repository:
+//! atomic writes (temp file → fsync → rename → fsync directory), filesystem
+//! syncs for batches, and hardlink-with-fallback for the browsable tree.
+
+use crate::error::{IoContext, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh, process-unique name for a file in a `tmp/` directory.
+pub fn tmp_name(prefix: &str) -> String {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// fsync a directory so that a rename or link inside it is durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let f = File::open(dir).ctx("open directory for fsync", dir)?;
+    f.sync_all().ctx("fsync directory", dir)
+}
+
+/// Flush every dirty page of the filesystem holding `path`. One `syncfs`
+/// makes a whole batch of freshly written objects durable at the cost of a
+/// single journal commit, instead of one fsync per file.
+#[cfg(target_os = "linux")]
+pub fn sync_filesystem(path: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = File::open(path).ctx("open for syncfs", path)?;
+    // SAFETY: syncfs takes a valid open file descriptor and has no other
+    // preconditions; `f` lives until after the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
+    if rc != 0 {
+        return Err(crate::error::Error::io(
+            "syncfs",
+            path,
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn sync_filesystem(_path: &Path) -> Result<()> {
+    // Portable fallback: sync(2) flushes every filesystem.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::sync()
+    };
+    Ok(())
+}
+
+/// Write `data` to `dest` atomically and durably: a reader sees either the
+/// old file or the complete new one, never a torn write, even after a crash.
+pub fn atomic_write(tmp_dir: &Path, dest: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let tmp = tmp_dir.join(tmp_name("w"));
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .ctx("create", &tmp)?;
+        f.write_all(data).ctx("write", &tmp)?;
+        f.sync_all().ctx("fsync", &tmp)?;
+    }
+    if let Err(e) = fs::rename(&tmp, dest) {
+        let _ = fs::remove_file(&tmp);
+        return Err(crate::error::Error::io("rename into place", dest, e));
+    }
+    if let Some(parent) = dest.parent() {
+        fsync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Create a directory (and parents) with mode 0700 where it is missing.
+pub fn create_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .ctx("create directory", path)
+}
+
+/// How `link_or_copy` placed a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placed {
+    Linked,
+    Copied,
+}
+
+/// Hardlink `src` to `dest`, replacing whatever `dest` is. Where the
+/// filesystem refuses a link (EMLINK: too many links to one inode; EXDEV:
+/// another filesystem; EPERM/ENOTSUP: no hardlinks here) the file is copied
+/// instead: the copy is read-only like the object it comes from.
+pub fn link_or_copy(src: &Path, dest: &Path) -> Result<Placed> {
+    match fs::hard_link(src, dest) {
+        Ok(()) => return Ok(Placed::Linked),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            remove_any(dest)?;
+            match fs::hard_link(src, dest) {
+                Ok(()) => return Ok(Placed::Linked),
+                Err(e) if !link_refused(&e) => {
+                    return Err(crate::error::Error::io("hardlink to", dest, e))
+                }
+                Err(_) => {}
+            }
+        }
+        Err(e) if link_refused(&e) => {}
+        Err(e) => return Err(crate::error::Error::io("hardlink to", dest, e)),
+    }
+    copy_read_only(src, dest)?;
+    Ok(Placed::Copied)
+}
+
+fn link_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMLINK) | Some(libc::EXDEV) | Some(libc::EPERM) | Some(libc::ENOTSUP)
+    )
+}
+
+/// Copy `src` to `dest` (via a temp name in the same directory, so a crash
+/// never leaves a half-written file at `dest`) and make it read-only.
+/// `fs::copy` uses copy_file_range, which reflinks where the filesystem can.
+pub fn copy_read_only(src: &Path, dest: &Path) -> Result<()> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}", tmp_name("trove-copy")));
+    fs::copy(src, &tmp).ctx("copy to", &tmp)?;
+    set_read_only(&tmp)?;
+    if let Err(e) = fs::rename(&tmp, dest) {
+        let _ = fs::remove_file(&tmp);
+        return Err(crate::error::Error::io("rename into place", dest, e));
+    }
+    Ok(())
+}
+
+pub fn set_read_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o444)).ctx("chmod", path)
+}
+
+/// Remove a file, symlink or (recursively) directory; missing is fine.
+pub fn remove_any(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).ctx("remove directory", path),
+        Ok(_) => match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(crate::error::Error::io("remove", path, e)),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(crate::error::Error::io("stat", path, e)),
+    }
+}
+
+/// Create an empty read-only file (empty files are never hardlinked: every
+/// empty file would otherwise share one inode and its link limit).
+pub fn create_empty(dest: &Path) -> Result<()> {
+    remove_any(dest)?;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(dest)
+        .ctx("create", dest)?;
+    Ok(())
+}

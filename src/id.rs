@@ -1,0 +1,169 @@
+//! Content identities: the hash algorithm of a repository and the newtype
+//! ids of objects, trees and snapshots, with their hex form and fan-out path.
+//!
+//! Every id is 32 bytes whatever the algorithm (BLAKE3 and SHA-256 both give
+//! 256-bit digests), so the on-disk encodings do not depend on the choice.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The content hash of a repository, fixed when the repository is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HashAlgo {
+    Blake3,
+    Sha256,
+}
+
+impl HashAlgo {
+    pub fn name(self) -> &'static str {
+        match self {
+            HashAlgo::Blake3 => "blake3",
+            HashAlgo::Sha256 => "sha256",
+        }
+    }
+}
+
+impl fmt::Display for HashAlgo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for HashAlgo {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "blake3" => Ok(HashAlgo::Blake3),
+            "sha256" | "sha-256" => Ok(HashAlgo::Sha256),
+            other => Err(format!(
+                "unknown hash algorithm {other:?}: use \"blake3\" or \"sha256\""
+            )),
+        }
+    }
+}
+
+/// A 256-bit digest. The typed ids below wrap it so that an object id can
+/// never be passed where a tree id is expected.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push(HEX[(b >> 4) as usize] as char);
+            s.push(HEX[(b & 15) as usize] as char);
+        }
+        s
+    }
+
+    pub fn from_hex(s: &str) -> Option<Digest> {
+        let bytes = s.as_bytes();
+        if bytes.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in bytes.chunks_exact(2).enumerate() {
+            out[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
+        }
+        Some(Digest(out))
+    }
+
+    /// The fan-out path of this digest below a store directory: `ab/abcd…`.
+    /// Two hex digits give 256 directories, enough to keep each directory
+    /// small for millions of objects.
+    pub fn fanout(&self) -> String {
+        let hex = self.to_hex();
+        format!("{}/{}", &hex[..2], hex)
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", &self.to_hex()[..16])
+    }
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub struct $name(pub Digest);
+
+        impl $name {
+            pub fn to_hex(&self) -> String {
+                self.0.to_hex()
+            }
+            pub fn from_hex(s: &str) -> Option<Self> {
+                Digest::from_hex(s).map($name)
+            }
+            pub fn fanout(&self) -> String {
+                self.0.fanout()
+            }
+            /// The short form shown to users (like restic's 8 hex digits).
+            pub fn short(&self) -> String {
+                self.0.to_hex()[..8].to_string()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.to_hex())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// The id of a file content: the hash of its raw bytes.
+    ObjectId
+);
+id_type!(
+    /// The id of a tree object: the hash of its uncompressed encoding.
+    TreeId
+);
+id_type!(
+    /// The id of a snapshot record: the hash of its encoding.
+    SnapshotId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let d = Digest([0xab; 32]);
+        assert_eq!(Digest::from_hex(&d.to_hex()), Some(d));
+        assert_eq!(d.fanout().len(), 2 + 1 + 64);
+        assert!(d.fanout().starts_with("ab/abab"));
+        assert_eq!(Digest::from_hex("zz"), None);
+        assert_eq!(Digest::from_hex(&"g".repeat(64)), None);
+    }
+
+    #[test]
+    fn algo_parse() {
+        assert_eq!("BLAKE3".parse::<HashAlgo>(), Ok(HashAlgo::Blake3));
+        assert_eq!("sha256".parse::<HashAlgo>(), Ok(HashAlgo::Sha256));
+        assert!("md5".parse::<HashAlgo>().is_err());
+    }
+}

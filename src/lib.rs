@@ -1,0 +1,31 @@
+//! trove: a deterministic, content-addressed backup engine.
+//!
+//! Data flows through the modules in this order:
+//! [`config`] (what to back up) → [`scan`] (what is there) → [`store::objects`]
+//! (hash, and store new contents once) → [`plan`] (pure: one decision per
+//! path) → [`store::tree`] / [`store::snapshot`] (the Merkle snapshot, the
+//! commit point) → [`browse`] (pure: the browsable layout of a snapshot) →
+//! [`materialize`] (hardlinks on disk). [`backup`] runs that sequence;
+//! [`store::lock`] keeps it to one writer; [`log`] writes the audit trail.
+//! The command line lives in [`cli`], which only parses and prints.
+
+#![deny(unsafe_code)]
+#![warn(clippy::unwrap_used)]
+
+pub mod backup;
+pub mod browse;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod fsutil;
+pub mod hash;
+pub mod id;
+pub mod log;
+pub mod materialize;
+pub mod pathbytes;
+pub mod plan;
+pub mod progress;
+pub mod scan;
+pub mod store;
+
+pub use error::{Error, Result};

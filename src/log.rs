@@ -1,0 +1,121 @@
+//! Logging: console messages and the per-run audit log file
+//! (`trove-YYYYmmdd-HHMMSS.log`), both fed by `tracing`. The console and
+//! the file have independent levels: `-v`/`-q` change only the console.
+
+use crate::config::LogLevel;
+use crate::error::{IoContext, Result};
+use std::fmt;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
+
+/// Console lines: the message alone, `warning: ` / `error: ` prefixed.
+struct ConsoleFormat;
+
+impl<S, N> FormatEvent<S, N> for ConsoleFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        match *event.metadata().level() {
+            Level::ERROR => write!(w, "error: ")?,
+            Level::WARN => write!(w, "warning: ")?,
+            _ => {}
+        }
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
+/// Keeps the log file writer alive; dropping it flushes the file.
+pub struct LogGuard {
+    _guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+    pub file: Option<PathBuf>,
+}
+
+/// Console level from `-v` count and `-q`.
+pub fn console_level(verbose: u8, quiet: bool) -> LevelFilter {
+    if quiet {
+        return LevelFilter::ERROR;
+    }
+    match verbose {
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        _ => LevelFilter::DEBUG,
+    }
+}
+
+/// Create a new log file in `dir`, named after the local time.
+pub fn create_log_file(dir: &Path) -> Result<(std::fs::File, PathBuf)> {
+    crate::fsutil::create_private_dir(dir)?;
+    let stamp = jiff::Zoned::now().strftime("%Y%m%d-%H%M%S").to_string();
+    for n in 1.. {
+        let name = if n == 1 {
+            format!("trove-{stamp}.log")
+        } else {
+            format!("trove-{stamp}-{n}.log")
+        };
+        let p = dir.join(name);
+        match OpenOptions::new().write(true).create_new(true).open(&p) {
+            Ok(f) => return Ok((f, p)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(crate::error::Error::io("create log file", &p, e)),
+        }
+    }
+    Err(crate::error::Error::Usage("no free log file name".into()))
+}
+
+/// Install the global subscriber. With `file`, events of trove at the
+/// file's level also go to a new log file in that directory.
+pub fn init(console: LevelFilter, file: Option<(&Path, LogLevel)>) -> Result<LogGuard> {
+    let console_layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .event_format(ConsoleFormat)
+        .with_filter(Targets::new().with_target("trove", console));
+    let (file_layer, guard, path) = match file {
+        Some((dir, level)) => {
+            let (f, p) = create_log_file(dir)?;
+            let (nb, guard) = tracing_appender::non_blocking(f);
+            let lvl = match level {
+                LogLevel::Info => LevelFilter::INFO,
+                LogLevel::Debug => LevelFilter::DEBUG,
+            };
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(nb)
+                .with_ansi(false)
+                .with_target(false)
+                .with_filter(Targets::new().with_target("trove", lvl));
+            (Some(layer), Some(guard), Some(p))
+        }
+        None => (None, None, None),
+    };
+    let subscriber = tracing_subscriber::registry()
+        .with(console_layer)
+        .with(file_layer);
+    tracing::subscriber::set_global_default(subscriber)
+        .map_err(|e| crate::error::Error::Usage(format!("logging already initialised: {e}")))?;
+    Ok(LogGuard {
+        _guard: guard,
+        file: path,
+    })
+}
+
+/// Check a log directory is writable before a run starts.
+pub fn check_dir(dir: &Path) -> Result<()> {
+    crate::fsutil::create_private_dir(dir)?;
+    std::fs::metadata(dir)
+        .ctx("stat log directory", dir)
+        .map(|_| ())
+}

@@ -1,0 +1,584 @@
+//! The planner: a pure function from (previous snapshot, current scan) to
+//! one decision per path, the new source listing and the new archive.
+//!
+//! It owns the semantics of SPEC §4: BACKUP, DUPLICATE, MODIFIED, SKIP,
+//! DELETED, version numbering and per-file retention. It touches no
+//! filesystem and reads no clock (`now_ns` is a parameter), so the same
+//! inputs always give the same plan and the tests are plain tables.
+
+use crate::id::ObjectId;
+use crate::pathbytes::cmp_paths;
+use crate::store::tree::{Archived, Entry, History, Item, Leaf};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashSet};
+
+/// A path as an ordered map key (path order, see `pathbytes::cmp_paths`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathKey(pub Vec<u8>);
+
+impl Ord for PathKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        cmp_paths(&self.0, &other.0)
+    }
+}
+
+impl PartialOrd for PathKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Earlier versions kept per path (≥ 1).
+    pub max_versions: u64,
+    /// `_deleted/` entries older than this are dropped (None: kept forever).
+    pub deleted_max_age_ns: Option<i64>,
+    /// The snapshot time.
+    pub now_ns: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// New path, content not at the top level yet.
+    Backup { path: Vec<u8> },
+    /// New path, content already at the top level under another path.
+    Duplicate { path: Vec<u8> },
+    /// Known path, new content; the old one became version `version`.
+    Modified { path: Vec<u8>, version: u64 },
+    /// Known path, same content.
+    Skip { path: Vec<u8> },
+    /// The path left the source; its last content went to `_deleted/`.
+    /// An earlier deleted content there was moved to version `displaced`.
+    Deleted {
+        path: Vec<u8>,
+        displaced: Option<u64>,
+    },
+    /// Per-file retention dropped version `version` of `path`.
+    RetainDropVersion { path: Vec<u8>, version: u64 },
+    /// `retention.deleted_max_age_days` dropped the deleted content.
+    RetainDropDeleted { path: Vec<u8> },
+}
+
+impl Action {
+    pub fn path(&self) -> &[u8] {
+        match self {
+            Action::Backup { path }
+            | Action::Duplicate { path }
+            | Action::Modified { path, .. }
+            | Action::Skip { path }
+            | Action::Deleted { path, .. }
+            | Action::RetainDropVersion { path, .. }
+            | Action::RetainDropDeleted { path } => path,
+        }
+    }
+
+    /// Within one path: the content decision first, then retention.
+    fn rank(&self) -> u8 {
+        match self {
+            Action::RetainDropVersion { .. } | Action::RetainDropDeleted { .. } => 1,
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlanCounts {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    pub backed_up: u64,
+    pub duplicates: u64,
+    pub modified: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+    pub retention_removed: u64,
+}
+
+impl PlanCounts {
+    /// "copied" in the summary line: files whose content this run recorded.
+    pub fn copied(&self) -> u64 {
+        self.backed_up + self.duplicates + self.modified
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// In path order; within a path, content decision before retention.
+    pub actions: Vec<Action>,
+    /// The new source listing (the scan with `dup` flags decided).
+    pub entries: Vec<Entry>,
+    /// The new archive, in path order.
+    pub archive: Vec<(Vec<u8>, History)>,
+    pub counts: PlanCounts,
+}
+
+#[derive(Clone, Copy)]
+struct FileRef {
+    id: ObjectId,
+    size: u64,
+    dup: bool,
+    meta: crate::store::tree::Meta,
+}
+
+fn file_of(e: &Entry) -> Option<FileRef> {
+    match &e.item {
+        Item::Leaf(Leaf::File {
+            size,
+            id,
+            dup,
+            meta,
+        }) => Some(FileRef {
+            id: *id,
+            size: *size,
+            dup: *dup,
+            meta: *meta,
+        }),
+        _ => None,
+    }
+}
+
+/// Plan one run. `prev` and `cur` must be sorted in path order with unique
+/// paths; `cur`'s `dup` flags are ignored (the planner decides them).
+pub fn plan(
+    prev: &[Entry],
+    prev_archive: &[(Vec<u8>, History)],
+    cur: Vec<Entry>,
+    opts: &PlanOptions,
+) -> Plan {
+    let mut actions = Vec::new();
+    let mut counts = PlanCounts::default();
+    let mut archive: BTreeMap<PathKey, History> = prev_archive
+        .iter()
+        .map(|(p, h)| (PathKey(p.clone()), h.clone()))
+        .collect();
+    let mut entries = cur;
+    // Indices into `entries` of files that are new at their path.
+    let mut newcomers: Vec<usize> = Vec::new();
+    // Contents shown at the top level after this run.
+    let mut top: HashSet<ObjectId> = HashSet::new();
+
+    let archive_version = |archive: &mut BTreeMap<PathKey, History>, path: &[u8], a: Archived| {
+        let h = archive.entry(PathKey(path.to_vec())).or_default();
+        let n = h.next_version.max(1);
+        h.versions.push((n, a));
+        h.next_version = n + 1;
+        n
+    };
+
+    // Merge-join the two sorted listings.
+    let mut i = 0;
+    let mut j = 0;
+    while i < prev.len() || j < entries.len() {
+        let ord = match (prev.get(i), entries.get(j)) {
+            (Some(p), Some(c)) => cmp_paths(&p.path, &c.path),
+            (Some(_), None) => Ordering::Less,
+            _ => Ordering::Greater,
+        };
+        let (p, cidx) = match ord {
+            Ordering::Less => {
+                i += 1;
+                (Some(&prev[i - 1]), None)
+            }
+            Ordering::Greater => {
+                j += 1;
+                (None, Some(j - 1))
+            }
+            Ordering::Equal => {
+                i += 1;
+                j += 1;
+                (Some(&prev[i - 1]), Some(j - 1))
+            }
+        };
+        let old = p.and_then(file_of);
+        let new = cidx.and_then(|k| file_of(&entries[k]).map(|f| (k, f)));
+        match (old, new) {
+            (Some(o), Some((k, n))) if o.id == n.id => {
+                set_dup(&mut entries[k], o.dup);
+                if !o.dup {
+                    top.insert(n.id);
+                }
+                counts.unchanged += 1;
+                actions.push(Action::Skip {
+                    path: entries[k].path.clone(),
+                });
+            }
+            (Some(o), Some((k, n))) => {
+                let path = entries[k].path.clone();
+                let v = archive_version(
+                    &mut archive,
+                    &path,
+                    Archived {
+                        id: o.id,
+                        size: o.size,
+                        meta: o.meta,
+                        time_ns: opts.now_ns,
+                    },
+                );
+                set_dup(&mut entries[k], false);
+                top.insert(n.id);
+                counts.modified += 1;
+                actions.push(Action::Modified { path, version: v });
+            }
+            (Some(o), None) => {
+                let path = p.map(|e| e.path.clone()).unwrap_or_default();
+                let h = archive.entry(PathKey(path.clone())).or_default();
+                let displaced = h.deleted.take().map(|d| {
+                    let n = h.next_version.max(1);
+                    h.versions.push((n, d));
+                    h.next_version = n + 1;
+                    n
+                });
+                h.deleted = Some(Archived {
+                    id: o.id,
+                    size: o.size,
+                    meta: o.meta,
+                    time_ns: opts.now_ns,
+                });
+                counts.deleted += 1;
+                actions.push(Action::Deleted { path, displaced });
+                if let Some((k, _)) = new {
+                    newcomers.push(k);
+                }
+            }
+            (None, Some((k, _))) => newcomers.push(k),
+            (None, None) => {}
+        }
+    }
+
+    // Newcomers in path order: the byte-smallest path with a content the top
+    // level lacks is BACKUP, the rest DUPLICATE. Empty files are never
+    // duplicates of each other (they carry no data to deduplicate).
+    newcomers.sort_unstable();
+    for k in newcomers {
+        let Some(f) = file_of(&entries[k]) else {
+            continue;
+        };
+        let path = entries[k].path.clone();
+        if f.size > 0 && top.contains(&f.id) {
+            set_dup(&mut entries[k], true);
+            counts.duplicates += 1;
+            actions.push(Action::Duplicate { path });
+        } else {
+            set_dup(&mut entries[k], false);
+            top.insert(f.id);
+            counts.backed_up += 1;
+            actions.push(Action::Backup { path });
+        }
+    }
+
+    // Retention over the whole archive, so lowering the limit applies to
+    // every path, not only to the ones touched in this run.
+    for (key, h) in archive.iter_mut() {
+        while h.versions.len() as u64 > opts.max_versions.max(1) {
+            let (n, _) = h.versions.remove(0);
+            counts.retention_removed += 1;
+            actions.push(Action::RetainDropVersion {
+                path: key.0.clone(),
+                version: n,
+            });
+        }
+        if let (Some(max_age), Some(d)) = (opts.deleted_max_age_ns, &h.deleted) {
+            if d.time_ns < opts.now_ns.saturating_sub(max_age) {
+                h.deleted = None;
+                counts.retention_removed += 1;
+                actions.push(Action::RetainDropDeleted {
+                    path: key.0.clone(),
+                });
+            }
+        }
+    }
+
+    for e in &entries {
+        match &e.item {
+            Item::Leaf(Leaf::File { size, .. }) => {
+                counts.files += 1;
+                counts.bytes += size;
+            }
+            Item::Leaf(Leaf::Symlink { .. }) => counts.symlinks += 1,
+            Item::Dir(_) => counts.dirs += 1,
+        }
+    }
+
+    actions.sort_by(|a, b| cmp_paths(a.path(), b.path()).then(a.rank().cmp(&b.rank())));
+    Plan {
+        actions,
+        entries,
+        archive: archive
+            .into_iter()
+            .filter(|(_, h)| !h.is_empty() || h.next_version > 1)
+            .map(|(k, h)| (k.0, h))
+            .collect(),
+        counts,
+    }
+}
+
+fn set_dup(e: &mut Entry, value: bool) {
+    if let Item::Leaf(Leaf::File { dup, .. }) = &mut e.item {
+        *dup = value;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Digest;
+    use crate::store::tree::Meta;
+
+    fn id(n: u8) -> ObjectId {
+        ObjectId(Digest([n; 32]))
+    }
+
+    fn file(path: &str, content: u8) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            item: Item::Leaf(Leaf::File {
+                size: if content == 0 { 0 } else { 10 },
+                id: id(content),
+                dup: false,
+                meta: Meta::default(),
+            }),
+        }
+    }
+
+    fn dir(path: &str) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            item: Item::Dir(Meta::default()),
+        }
+    }
+
+    fn sorted(mut v: Vec<Entry>) -> Vec<Entry> {
+        v.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+        v
+    }
+
+    fn opts() -> PlanOptions {
+        PlanOptions {
+            max_versions: 10,
+            deleted_max_age_ns: None,
+            now_ns: 1000,
+        }
+    }
+
+    fn names(p: &Plan) -> Vec<String> {
+        p.actions
+            .iter()
+            .map(|a| {
+                let path = String::from_utf8_lossy(a.path()).to_string();
+                match a {
+                    Action::Backup { .. } => format!("BACKUP {path}"),
+                    Action::Duplicate { .. } => format!("DUPLICATE {path}"),
+                    Action::Modified { version, .. } => format!("MODIFIED {path} v{version}"),
+                    Action::Skip { .. } => format!("SKIP {path}"),
+                    Action::Deleted { displaced, .. } => format!("DELETED {path} {displaced:?}"),
+                    Action::RetainDropVersion { version, .. } => {
+                        format!("RETAIN {path} v{version}")
+                    }
+                    Action::RetainDropDeleted { .. } => format!("EXPIRE {path}"),
+                }
+            })
+            .collect()
+    }
+
+    /// Run a sequence of scans through the planner, returning each plan.
+    fn history(scans: Vec<Vec<Entry>>, o: &PlanOptions) -> Vec<Plan> {
+        let mut prev: Vec<Entry> = Vec::new();
+        let mut arch: Vec<(Vec<u8>, History)> = Vec::new();
+        let mut out = Vec::new();
+        for s in scans {
+            let p = plan(&prev, &arch, sorted(s), o);
+            prev = p.entries.clone();
+            arch = p.archive.clone();
+            out.push(p);
+        }
+        out
+    }
+
+    #[test]
+    fn table() {
+        struct Case {
+            name: &'static str,
+            scans: Vec<Vec<Entry>>,
+            want_last: Vec<&'static str>,
+        }
+        let cases = vec![
+            Case {
+                name: "first run: duplicate goes to the larger path",
+                scans: vec![vec![
+                    file("one.txt", 1),
+                    file("two.txt", 2),
+                    file("one_copy.txt", 1),
+                ]],
+                want_last: vec!["BACKUP one.txt", "DUPLICATE one_copy.txt", "BACKUP two.txt"],
+            },
+            Case {
+                name: "byte-smallest newcomer wins even when listed later",
+                scans: vec![vec![file("b", 1), file("a", 1)]],
+                want_last: vec!["BACKUP a", "DUPLICATE b"],
+            },
+            Case {
+                name: "modify and add",
+                scans: vec![
+                    vec![file("one.txt", 1), file("two.txt", 2)],
+                    vec![file("one.txt", 3), file("two.txt", 2), file("three.txt", 4)],
+                ],
+                want_last: vec!["MODIFIED one.txt v1", "BACKUP three.txt", "SKIP two.txt"],
+            },
+            Case {
+                name: "deletion",
+                scans: vec![vec![file("old.txt", 1), file("k", 2)], vec![file("k", 2)]],
+                want_last: vec!["SKIP k", "DELETED old.txt None"],
+            },
+            Case {
+                name: "rename is delete plus backup",
+                scans: vec![vec![file("a", 1)], vec![file("b", 1)]],
+                want_last: vec!["DELETED a None", "BACKUP b"],
+            },
+            Case {
+                name: "later arrival of an existing content is a duplicate",
+                scans: vec![vec![file("z", 1)], vec![file("a", 1), file("z", 1)]],
+                want_last: vec!["DUPLICATE a", "SKIP z"],
+            },
+            Case {
+                name: "second deletion of a path keeps both contents",
+                scans: vec![vec![file("f", 1)], vec![], vec![file("f", 2)], vec![]],
+                want_last: vec!["DELETED f Some(1)"],
+            },
+            Case {
+                name: "empty files are never duplicates",
+                scans: vec![vec![file("e1", 0), file("e2", 0)]],
+                want_last: vec!["BACKUP e1", "BACKUP e2"],
+            },
+            Case {
+                name: "file replaced by a directory",
+                scans: vec![vec![file("x", 1)], vec![dir("x"), file("x/y", 2)]],
+                want_last: vec!["DELETED x None", "BACKUP x/y"],
+            },
+            Case {
+                name: "modified duplicate moves to the top",
+                scans: vec![
+                    vec![file("a", 1), file("b", 1)],
+                    vec![file("a", 1), file("b", 2)],
+                ],
+                want_last: vec!["SKIP a", "MODIFIED b v1"],
+            },
+            Case {
+                name: "new path with content of a modified file is duplicate",
+                scans: vec![vec![file("a", 1)], vec![file("a", 2), file("c", 2)]],
+                want_last: vec!["MODIFIED a v1", "DUPLICATE c"],
+            },
+        ];
+        for c in cases {
+            let plans = history(c.scans, &opts());
+            let last = plans.last().expect("at least one scan");
+            assert_eq!(names(last), c.want_last, "case: {}", c.name);
+        }
+    }
+
+    #[test]
+    fn versions_count_and_never_restart() {
+        let o = PlanOptions {
+            max_versions: 3,
+            ..opts()
+        };
+        let scans: Vec<Vec<Entry>> = (1..=6).map(|n| vec![file("one.txt", n)]).collect();
+        let plans = history(scans, &o);
+        let last = plans.last().expect("six plans");
+        let (_, h) = &last.archive[0];
+        let kept: Vec<u64> = h.versions.iter().map(|(n, _)| *n).collect();
+        assert_eq!(kept, vec![3, 4, 5], "newest three of five versions");
+        assert_eq!(h.next_version, 6);
+        let drops: Vec<String> = plans
+            .iter()
+            .flat_map(names)
+            .filter(|n| n.starts_with("RETAIN"))
+            .collect();
+        assert_eq!(drops, vec!["RETAIN one.txt v1", "RETAIN one.txt v2"]);
+    }
+
+    #[test]
+    fn duplicate_flag_is_sticky_for_unchanged_files() {
+        let plans = history(
+            vec![vec![file("a", 1), file("b", 1)], vec![file("b", 1)]],
+            &opts(),
+        );
+        let b = &plans[1].entries[0];
+        assert!(matches!(b.item, Item::Leaf(Leaf::File { dup: true, .. })));
+    }
+
+    #[test]
+    fn deleted_entries_expire_only_when_configured() {
+        let mut o = opts();
+        let plans = history(vec![vec![file("a", 1)], vec![]], &o);
+        assert!(plans[1].archive[0].1.deleted.is_some());
+        o.deleted_max_age_ns = Some(10);
+        o.now_ns = 2000;
+        let p = plan(&[], &plans[1].archive, vec![], &o);
+        assert_eq!(names(&p), vec!["EXPIRE a"]);
+        // The version counter survives although nothing is kept.
+        assert!(p.archive.is_empty() || p.archive[0].1.deleted.is_none());
+    }
+
+    #[test]
+    fn counts() {
+        let plans = history(
+            vec![vec![file("a", 1), file("b", 1), dir("d"), file("d/c", 2)]],
+            &opts(),
+        );
+        let c = &plans[0].counts;
+        assert_eq!(
+            (c.files, c.dirs, c.backed_up, c.duplicates, c.copied()),
+            (3, 1, 2, 1, 3)
+        );
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_scan() -> impl Strategy<Value = Vec<Entry>> {
+            prop::collection::btree_map("[a-d]{1,2}", 0u8..4, 0..8)
+                .prop_map(|m| sorted(m.into_iter().map(|(p, c)| file(&p, c)).collect()))
+        }
+
+        proptest! {
+            #[test]
+            fn prop_invariants(scans in prop::collection::vec(arb_scan(), 1..6)) {
+                let mut prev: Vec<Entry> = Vec::new();
+                let mut arch: Vec<(Vec<u8>, History)> = Vec::new();
+                for s in scans {
+                    let p = plan(&prev, &arch, s.clone(), &opts());
+                    // Deterministic.
+                    prop_assert_eq!(&p, &plan(&prev, &arch, s.clone(), &opts()));
+                    // The new listing is the scan (paths and contents).
+                    prop_assert_eq!(p.entries.len(), s.len());
+                    // One content decision per current file, one DELETED per lost path.
+                    let decisions = p.actions.iter().filter(|a| !matches!(a,
+                        Action::Deleted{..} | Action::RetainDropVersion{..} | Action::RetainDropDeleted{..})).count();
+                    prop_assert_eq!(decisions, s.len());
+                    // Every non-empty top-level content appears once at the top.
+                    let mut top = HashSet::new();
+                    for e in &p.entries {
+                        if let Item::Leaf(Leaf::File{id, dup: false, size, ..}) = &e.item {
+                            if *size > 0 { top.insert(*id); }
+                        }
+                    }
+                    for e in &p.entries {
+                        if let Item::Leaf(Leaf::File{id, dup: true, ..}) = &e.item {
+                            prop_assert!(top.contains(id) || prev.iter().any(|q| q.path == e.path));
+                        }
+                    }
+                    // Version numbers strictly increase per path.
+                    for (_, h) in &p.archive {
+                        prop_assert!(h.versions.windows(2).all(|w| w[0].0 < w[1].0));
+                        prop_assert!(h.versions.iter().all(|(n, _)| *n < h.next_version));
+                    }
+                    prev = p.entries;
+                    arch = p.archive;
+                }
+            }
+        }
+    }
+}

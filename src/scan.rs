@@ -1,0 +1,367 @@
+//! Walks the sources and lists what is there — types, stats, symlink
+//! targets — without reading any file content (hashing is `store::objects`).
+//!
+//! Directories are listed in parallel (rayon, one task per directory) and
+//! the result is assembled in path order, so the output never depends on
+//! thread timing. Odd entries do not stop the walk: each becomes one
+//! [`Issue`] naming the path, and the caller applies `--on-error`.
+
+use crate::error::{Error, Result};
+use crate::pathbytes;
+use crate::store::objects::StatKey;
+use crate::store::tree::Meta;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Exclusion globs. A pattern without `/` matches a name at any depth
+/// (`*.tmp`, `node_modules`); a pattern with `/` matches the path relative
+/// to the source root (`build/out`, `/cache`, `**/target/*.o`). Matching
+/// a directory excludes everything below it.
+#[derive(Clone, Debug)]
+pub struct Excludes {
+    names: GlobSet,
+    paths: GlobSet,
+    count: usize,
+}
+
+impl Excludes {
+    pub fn new(patterns: &[String]) -> Result<Excludes> {
+        let mut names = GlobSetBuilder::new();
+        let mut paths = GlobSetBuilder::new();
+        for p in patterns {
+            let anchored = p.trim_start_matches('/').trim_end_matches('/');
+            let glob = GlobBuilder::new(anchored)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| Error::Usage(format!("invalid exclude pattern {p:?}: {e}")))?;
+            if anchored.contains('/') || p.starts_with('/') {
+                paths.add(glob);
+            } else {
+                names.add(glob);
+            }
+        }
+        let build = |b: GlobSetBuilder| {
+            b.build()
+                .map_err(|e| Error::Usage(format!("invalid exclude patterns: {e}")))
+        };
+        Ok(Excludes {
+            names: build(names)?,
+            paths: build(paths)?,
+            count: patterns.len(),
+        })
+    }
+
+    pub fn none() -> Excludes {
+        Excludes {
+            names: GlobSet::empty(),
+            paths: GlobSet::empty(),
+            count: 0,
+        }
+    }
+
+    fn matches(&self, name: &[u8], rel: &[u8]) -> bool {
+        if self.count == 0 {
+            return false;
+        }
+        self.names
+            .is_match(Path::new(pathbytes::from_bytes(name.to_vec()).as_os_str()))
+            || self
+                .paths
+                .is_match(Path::new(pathbytes::from_bytes(rel.to_vec()).as_os_str()))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ScanOptions {
+    pub follow_symlinks: bool,
+    pub one_file_system: bool,
+    pub excludes: Excludes,
+    /// Directories never entered, by (device, inode): the backup root
+    /// when it lies inside a source.
+    pub skip_dirs: Vec<(u64, u64)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScanItem {
+    File { stat: StatKey, meta: Meta },
+    Dir { meta: Meta },
+    Symlink { target: Vec<u8>, meta: Meta },
+}
+
+#[derive(Clone, Debug)]
+pub struct ScanEntry {
+    /// The snapshot path (relative to the backup root).
+    pub path: Vec<u8>,
+    /// Where it is on disk.
+    pub fs: PathBuf,
+    pub item: ScanItem,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IssueKind {
+    /// The entry disappeared while we looked at it.
+    Vanished,
+    /// A permission or I/O error reading it.
+    Unreadable,
+    /// A FIFO, socket or device node: not backed up.
+    Special,
+    /// A symlink cycle (only when following symlinks).
+    Loop,
+    /// A directory that could not be listed (its contents are unknown).
+    UnlistableDir,
+}
+
+#[derive(Clone, Debug)]
+pub struct Issue {
+    pub path: Vec<u8>,
+    pub fs: PathBuf,
+    pub kind: IssueKind,
+    pub msg: String,
+}
+
+#[derive(Debug, Default)]
+pub struct ScanOutput {
+    pub entries: Vec<ScanEntry>,
+    pub issues: Vec<Issue>,
+    pub excluded: u64,
+}
+
+pub fn meta_of(m: &fs::Metadata) -> Meta {
+    Meta {
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+    }
+}
+
+struct Ctx<'a> {
+    opts: &'a ScanOptions,
+    root_dev: u64,
+}
+
+/// Walk one source directory. Entries get `prefix` prepended to their
+/// snapshot path (the source's folder name with several sources).
+pub fn scan_source(src: &Path, prefix: &[u8], opts: &ScanOptions) -> Result<ScanOutput> {
+    let m = fs::metadata(src).map_err(|e| Error::io("stat source", src, e))?;
+    let ctx = Ctx {
+        opts,
+        root_dev: m.dev(),
+    };
+    let mut ancestors = vec![(m.dev(), m.ino())];
+    Ok(walk(&ctx, src, prefix, b"", &mut ancestors))
+}
+
+fn issue(path: Vec<u8>, fs: PathBuf, kind: IssueKind, msg: String) -> Issue {
+    Issue {
+        path,
+        fs,
+        kind,
+        msg,
+    }
+}
+
+fn io_issue(path: Vec<u8>, fs: PathBuf, e: &io::Error, what: &str) -> Issue {
+    let kind = if e.kind() == io::ErrorKind::NotFound {
+        IssueKind::Vanished
+    } else {
+        IssueKind::Unreadable
+    };
+    let msg = match kind {
+        IssueKind::Vanished => "vanished during the scan".to_string(),
+        _ => format!("cannot {what}: {e}"),
+    };
+    issue(path, fs, kind, msg)
+}
+
+fn walk(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    dir_path: &[u8],
+    dir_rel: &[u8],
+    ancestors: &mut Vec<(u64, u64)>,
+) -> ScanOutput {
+    let mut out = ScanOutput::default();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            let mut i = io_issue(dir_path.to_vec(), dir.to_path_buf(), &e, "list directory");
+            if i.kind != IssueKind::Vanished {
+                i.kind = IssueKind::UnlistableDir;
+            }
+            out.issues.push(i);
+            return out;
+        }
+    };
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    for ent in rd {
+        match ent {
+            Ok(ent) => names.push(pathbytes::os_bytes(&ent.file_name()).to_vec()),
+            Err(e) => {
+                out.issues.push(io_issue(
+                    dir_path.to_vec(),
+                    dir.to_path_buf(),
+                    &e,
+                    "list directory",
+                ));
+            }
+        }
+    }
+    names.sort();
+
+    // (index in out.entries after which the subtree goes, fs path, snapshot
+    // path, source-relative path, (dev, ino))
+    let mut subdirs: Vec<(usize, PathBuf, Vec<u8>, Vec<u8>, (u64, u64))> = Vec::new();
+    for name in names {
+        let fs_path = dir.join(pathbytes::from_bytes(name.clone()));
+        let path = pathbytes::join(dir_path, &name);
+        let rel = pathbytes::join(dir_rel, &name);
+        if ctx.opts.excludes.matches(&name, &rel) {
+            out.excluded += 1;
+            tracing::debug!("EXCLUDE: {}", pathbytes::display_path(&fs_path));
+            continue;
+        }
+        let lm = match fs::symlink_metadata(&fs_path) {
+            Ok(m) => m,
+            Err(e) => {
+                out.issues.push(io_issue(path, fs_path, &e, "stat"));
+                continue;
+            }
+        };
+        let ft = lm.file_type();
+        let m = if ft.is_symlink() && ctx.opts.follow_symlinks {
+            match fs::metadata(&fs_path) {
+                Ok(m) => m,
+                Err(_) => lm.clone(), // dangling: kept as a symlink
+            }
+        } else {
+            lm.clone()
+        };
+        let ft2 = m.file_type();
+        if ft2.is_dir() {
+            let key = (m.dev(), m.ino());
+            if ctx.opts.skip_dirs.contains(&key) {
+                tracing::debug!(
+                    "EXCLUDE (backup root): {}",
+                    pathbytes::display_path(&fs_path)
+                );
+                continue;
+            }
+            if ancestors.contains(&key) {
+                out.issues.push(issue(
+                    path,
+                    fs_path,
+                    IssueKind::Loop,
+                    "symlink loop: this directory contains itself; not followed".into(),
+                ));
+                continue;
+            }
+            out.entries.push(ScanEntry {
+                path: path.clone(),
+                fs: fs_path.clone(),
+                item: ScanItem::Dir { meta: meta_of(&m) },
+            });
+            if ctx.opts.one_file_system && m.dev() != ctx.root_dev {
+                tracing::debug!(
+                    "not crossing into another filesystem: {}",
+                    pathbytes::display_path(&fs_path)
+                );
+                continue;
+            }
+            subdirs.push((out.entries.len(), fs_path, path, rel, key));
+        } else if ft2.is_file() {
+            out.entries.push(ScanEntry {
+                path,
+                fs: fs_path,
+                item: ScanItem::File {
+                    stat: StatKey::of(&m),
+                    meta: meta_of(&m),
+                },
+            });
+        } else if ft2.is_symlink() {
+            match fs::read_link(&fs_path) {
+                Ok(t) => out.entries.push(ScanEntry {
+                    path,
+                    fs: fs_path,
+                    item: ScanItem::Symlink {
+                        target: pathbytes::os_bytes(t.as_os_str()).to_vec(),
+                        meta: meta_of(&lm),
+                    },
+                }),
+                Err(e) => out.issues.push(io_issue(path, fs_path, &e, "read symlink")),
+            }
+        } else {
+            let what = if ft2.is_fifo() {
+                "a FIFO"
+            } else if ft2.is_socket() {
+                "a socket"
+            } else if ft2.is_block_device() {
+                "a block device"
+            } else if ft2.is_char_device() {
+                "a character device"
+            } else {
+                "of an unknown file type"
+            };
+            out.issues.push(issue(
+                path,
+                fs_path,
+                IssueKind::Special,
+                format!("not backed up: it is {what} (only files, directories and symlinks are)"),
+            ));
+        }
+    }
+
+    let children: Vec<ScanOutput> = subdirs
+        .par_iter()
+        .map(|(_, fs_path, path, rel, key)| {
+            let mut anc = ancestors.clone();
+            anc.push(*key);
+            walk(ctx, fs_path, path, rel, &mut anc)
+        })
+        .collect();
+    if children.is_empty() {
+        return out;
+    }
+    // Splice each subtree right after its directory entry.
+    let own = std::mem::take(&mut out.entries);
+    let total = own.len() + children.iter().map(|c| c.entries.len()).sum::<usize>();
+    let mut merged = Vec::with_capacity(total);
+    let mut own_iter = own.into_iter();
+    let mut taken = 0;
+    for ((after, ..), child) in subdirs.iter().zip(children) {
+        while taken < *after {
+            if let Some(e) = own_iter.next() {
+                merged.push(e);
+            }
+            taken += 1;
+        }
+        merged.extend(child.entries);
+        out.issues.extend(child.issues);
+        out.excluded += child.excluded;
+    }
+    merged.extend(own_iter);
+    out.entries = merged;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclude_semantics() -> Result<()> {
+        let ex = Excludes::new(&["*.tmp".into(), "/build".into(), "a/*/c".into()])?;
+        assert!(ex.matches(b"x.tmp", b"deep/x.tmp"));
+        assert!(ex.matches(b"build", b"build"));
+        assert!(!ex.matches(b"build", b"sub/build"), "anchored pattern");
+        assert!(ex.matches(b"c", b"a/b/c"));
+        assert!(!ex.matches(b"c", b"a/b/d/c"), "* does not cross /");
+        assert!(Excludes::new(&["[".into()]).is_err());
+        Ok(())
+    }
+}

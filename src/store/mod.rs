@@ -1,0 +1,198 @@
+//! The repository proper: `.trove/` inside a backup root. This module owns
+//! the layout (which file lives where), creation and opening, and the
+//! repository config; its submodules own objects, trees, snapshots, the
+//! stat cache and the engine lock.
+
+pub mod cache;
+pub mod lock;
+pub mod objects;
+pub mod snapshot;
+pub mod tree;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::id::{Digest, HashAlgo, ObjectId, TreeId};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The repository format this build writes and reads.
+pub const REPO_FORMAT: u32 = 1;
+
+/// `.trove/config`: small, JSON, human-readable on purpose.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    pub format: u32,
+    pub id: String,
+    pub hash: HashAlgo,
+}
+
+#[derive(Clone, Debug)]
+pub struct Repo {
+    /// The backup root (the browsable tree lives here).
+    pub root: PathBuf,
+    /// `root/.trove`.
+    pub dir: PathBuf,
+    pub config: RepoConfig,
+}
+
+impl Repo {
+    pub fn dir_of(root: &Path) -> PathBuf {
+        root.join(".trove")
+    }
+
+    pub fn exists(root: &Path) -> bool {
+        Self::dir_of(root).join("config").is_file()
+    }
+
+    /// Create a repository at `root` (creating `root` 0700 if needed). An
+    /// existing repository is opened instead, after checking the algorithm.
+    pub fn init(root: &Path, algo: HashAlgo) -> Result<Repo> {
+        if Self::exists(root) {
+            let repo = Self::open(root)?;
+            repo.check_algo(Some(algo))?;
+            return Ok(repo);
+        }
+        fsutil::create_private_dir(root)?;
+        let dir = Self::dir_of(root);
+        fsutil::create_private_dir(&dir)?;
+        for sub in ["objects", "trees", "snapshots", "cache", "tmp", "logs"] {
+            fsutil::create_private_dir(&dir.join(sub))?;
+        }
+        // A repository id only has to be unique, not secret: hash the
+        // creation time, pid and path.
+        let mut seed = Vec::new();
+        seed.extend_from_slice(&now_ns().to_le_bytes());
+        seed.extend_from_slice(&std::process::id().to_le_bytes());
+        seed.extend_from_slice(crate::pathbytes::os_bytes(root.as_os_str()));
+        let id = crate::hash::hash_bytes(HashAlgo::Blake3, &seed).to_hex();
+        let config = RepoConfig {
+            format: REPO_FORMAT,
+            id: id[..32].to_string(),
+            hash: algo,
+        };
+        let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Usage(e.to_string()))?;
+        // The config is written last: a crash before this point leaves a
+        // directory that is not yet a repository, and init can run again.
+        fsutil::atomic_write(&dir.join("tmp"), &dir.join("config"), &json, 0o600)?;
+        fsutil::fsync_dir(root)?;
+        Ok(Repo {
+            root: root.to_path_buf(),
+            dir,
+            config,
+        })
+    }
+
+    pub fn open(root: &Path) -> Result<Repo> {
+        let dir = Self::dir_of(root);
+        let cfg_path = dir.join("config");
+        let data = match fs::read(&cfg_path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotARepository {
+                    path: root.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(Error::io("read", &cfg_path, e)),
+        };
+        let config: RepoConfig = serde_json::from_slice(&data)
+            .map_err(|e| Error::corrupt("repository config", &cfg_path, e.to_string()))?;
+        if config.format != REPO_FORMAT {
+            return Err(Error::Version {
+                path: cfg_path,
+                found: config.format,
+                supported: REPO_FORMAT,
+            });
+        }
+        // Directories a user may have removed by hand are recreated: all of
+        // them may be empty in a valid repository.
+        for sub in ["objects", "trees", "snapshots", "cache", "tmp", "logs"] {
+            let p = dir.join(sub);
+            if !p.is_dir() {
+                fsutil::create_private_dir(&p)?;
+            }
+        }
+        Ok(Repo {
+            root: root.to_path_buf(),
+            dir,
+            config,
+        })
+    }
+
+    /// Refuse a configuration whose hash algorithm disagrees with the one
+    /// the repository was created with.
+    pub fn check_algo(&self, wanted: Option<HashAlgo>) -> Result<()> {
+        match wanted {
+            Some(w) if w != self.config.hash => Err(Error::HashMismatch {
+                path: self.root.clone(),
+                repo: self.config.hash.to_string(),
+                wanted: w.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn algo(&self) -> HashAlgo {
+        self.config.hash
+    }
+    pub fn objects_dir(&self) -> PathBuf {
+        self.dir.join("objects")
+    }
+    pub fn trees_dir(&self) -> PathBuf {
+        self.dir.join("trees")
+    }
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.dir.join("snapshots")
+    }
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.join("cache")
+    }
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+    pub fn lock_path(&self) -> PathBuf {
+        self.dir.join("lock")
+    }
+    pub fn object_path(&self, id: &ObjectId) -> PathBuf {
+        self.objects_dir().join(id.fanout())
+    }
+    pub fn tree_path(&self, id: &TreeId) -> PathBuf {
+        self.trees_dir().join(id.fanout())
+    }
+    pub fn digest_path(&self, kind: StoreKind, d: &Digest) -> PathBuf {
+        match kind {
+            StoreKind::Object => self.objects_dir().join(d.fanout()),
+            StoreKind::Tree => self.trees_dir().join(d.fanout()),
+        }
+    }
+
+    /// Remove leftovers of interrupted writes. Only a writer holding the
+    /// exclusive lock may call this: nobody else can be writing there.
+    pub fn clean_tmp(&self) -> Result<()> {
+        let tmp = self.tmp_dir();
+        let rd = fs::read_dir(&tmp).ctx("list", &tmp)?;
+        for ent in rd {
+            let ent = ent.ctx("list", &tmp)?;
+            fsutil::remove_any(&ent.path())?;
+        }
+        Ok(())
+    }
+}
+
+/// Which content-addressed store a digest lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    Object,
+    Tree,
+}
+
+pub fn now_ns() -> i64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i64,
+        Err(e) => -(e.duration().as_nanos() as i64),
+    }
+}

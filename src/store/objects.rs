@@ -1,0 +1,376 @@
+//! The object store: file contents stored once, named by their hash, as raw
+//! read-only files under `objects/ab/<hash>`.
+//!
+//! A run never writes into `objects/` directly. Each new content is copied
+//! into `tmp/` while it is hashed (one read of the source), and queued in a
+//! [`Batch`]. [`Batch::commit`] then makes the whole batch durable with one
+//! filesystem sync, renames every file into place, and syncs again. So an
+//! object that exists under its name always holds exactly the bytes of that
+//! name — after SIGKILL or power loss alike — and a crash before the commit
+//! leaves only `tmp/` garbage, removed by the next writer.
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::hash::Hasher;
+use crate::id::{Digest, HashAlgo, ObjectId};
+use crate::store::{Repo, StoreKind};
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Files written to `tmp/` and waiting to be renamed into a store.
+pub struct Batch<'r> {
+    repo: &'r Repo,
+    inner: Mutex<BatchInner>,
+}
+
+#[derive(Default)]
+struct BatchInner {
+    queued: HashSet<(bool, Digest)>,
+    moves: Vec<(PathBuf, PathBuf)>,
+    bytes: u64,
+}
+
+impl<'r> Batch<'r> {
+    pub fn new(repo: &'r Repo) -> Batch<'r> {
+        Batch {
+            repo,
+            inner: Mutex::new(BatchInner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BatchInner> {
+        // A panic in another worker poisons the mutex; the data (a list of
+        // renames) is still consistent, so keep going.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Is this digest already stored, or queued by this batch?
+    pub fn contains(&self, kind: StoreKind, d: &Digest) -> bool {
+        if self.lock().queued.contains(&(kind == StoreKind::Tree, *d)) {
+            return true;
+        }
+        self.repo.digest_path(kind, d).exists()
+    }
+
+    /// Queue `tmp` (already complete) to become the store file for `d`.
+    /// Returns false — and removes `tmp` — when the digest is already
+    /// stored or queued, so concurrent writers of one content all succeed.
+    pub fn offer(&self, kind: StoreKind, d: Digest, tmp: PathBuf, len: u64) -> Result<bool> {
+        let dest = self.repo.digest_path(kind, &d);
+        let mut g = self.lock();
+        if g.queued.contains(&(kind == StoreKind::Tree, d)) || dest.exists() {
+            drop(g);
+            fs::remove_file(&tmp).ctx("remove temporary file", &tmp)?;
+            return Ok(false);
+        }
+        g.queued.insert((kind == StoreKind::Tree, d));
+        g.moves.push((tmp, dest));
+        g.bytes += len;
+        Ok(true)
+    }
+
+    /// Write `data` as a new store file for `d` (used for tree objects).
+    pub fn put_bytes(&self, kind: StoreKind, d: Digest, data: &[u8]) -> Result<bool> {
+        if self.lock().queued.contains(&(kind == StoreKind::Tree, d)) {
+            return Ok(false);
+        }
+        let tmp = self.repo.tmp_dir().join(fsutil::tmp_name("t"));
+        let mut f = create_tmp(&tmp)?;
+        f.write_all(data).ctx("write", &tmp)?;
+        drop(f);
+        self.offer(kind, d, tmp, data.len() as u64)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().moves.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    /// Make every queued file durable and move it into place.
+    pub fn commit(&self) -> Result<()> {
+        let moves = std::mem::take(&mut self.lock().moves);
+        if moves.is_empty() {
+            return Ok(());
+        }
+        // 1. The bytes of every temp file reach the disk before any of them
+        //    gets its final name.
+        fsutil::sync_filesystem(&self.repo.tmp_dir())?;
+        let mut made: HashSet<PathBuf> = HashSet::new();
+        for (tmp, dest) in &moves {
+            if let Some(dir) = dest.parent() {
+                if !made.contains(dir) {
+                    fsutil::create_private_dir(dir)?;
+                    made.insert(dir.to_path_buf());
+                }
+            }
+            // The exclusive lock guarantees no other process writes here, and
+            // `offer` checked the name was free, so rename cannot replace an
+            // object that the browsable tree already links to.
+            fs::rename(tmp, dest).ctx("move into store", dest)?;
+        }
+        // 2. The renames themselves are durable before the caller writes a
+        //    snapshot record that refers to these names.
+        fsutil::sync_filesystem(&self.repo.dir)?;
+        Ok(())
+    }
+}
+
+fn create_tmp(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(path)
+        .ctx("create temporary file", path)
+}
+
+/// The identity of a source file as seen by a stat call; two equal values
+/// mean "the file was not changed in between" (a write updates mtime and
+/// ctime, and ctime cannot be set back by an unprivileged writer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatKey {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl StatKey {
+    pub fn of(m: &fs::Metadata) -> StatKey {
+        StatKey {
+            size: m.len(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            ino: m.ino(),
+            dev: m.dev(),
+        }
+    }
+}
+
+/// Why reading a source file failed.
+#[derive(Debug)]
+pub enum ReadFailure {
+    /// The file is gone.
+    Vanished,
+    /// It kept changing while we read it.
+    Unstable,
+    /// Any other I/O error reading the source (permission, EIO, …).
+    Source(io::Error),
+    /// An error in the repository: fatal for the run.
+    Repo(Error),
+}
+
+/// What reading one source file produced.
+#[derive(Clone, Copy, Debug)]
+pub struct Ingested {
+    pub id: ObjectId,
+    pub size: u64,
+    /// The stat of the file as read (use it for the snapshot and cache).
+    pub stat: StatKey,
+    /// True when this call queued a new object.
+    pub stored: bool,
+}
+
+const SMALL_BUF: usize = 256 * 1024;
+const LARGE_BUF: usize = 8 * 1024 * 1024;
+const ATTEMPTS: usize = 3;
+
+/// Read `src` once, hashing it and (with a batch) copying it to `tmp/`.
+/// The before/after stat comparison means an object is never queued under
+/// a name that does not match its bytes: a file modified during the read is
+/// read again, up to three times, then reported.
+pub fn ingest(
+    algo: HashAlgo,
+    batch: Option<&Batch<'_>>,
+    src: &Path,
+    follow: bool,
+) -> Result<Ingested, ReadFailure> {
+    for _ in 0..ATTEMPTS {
+        match ingest_once(algo, batch, src, follow)? {
+            Some(done) => return Ok(done),
+            None => continue,
+        }
+    }
+    Err(ReadFailure::Unstable)
+}
+
+fn source_err(e: io::Error) -> ReadFailure {
+    if e.kind() == io::ErrorKind::NotFound {
+        ReadFailure::Vanished
+    } else {
+        ReadFailure::Source(e)
+    }
+}
+
+fn ingest_once(
+    algo: HashAlgo,
+    batch: Option<&Batch<'_>>,
+    src: &Path,
+    follow: bool,
+) -> Result<Option<Ingested>, ReadFailure> {
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    if !follow {
+        // The scan saw a regular file; if it has been swapped for a symlink
+        // since, refuse to follow it rather than back up its target.
+        opts.custom_flags(libc::O_NOFOLLOW);
+    }
+    let mut file = opts.open(src).map_err(source_err)?;
+    let before = StatKey::of(&file.metadata().map_err(source_err)?);
+    let buf_len = if before.size as usize >= LARGE_BUF {
+        LARGE_BUF
+    } else {
+        (before.size as usize + 1).clamp(4096, SMALL_BUF)
+    };
+    let mut buf = vec![0u8; buf_len];
+    let mut hasher = Hasher::new(algo);
+    let (tmp_path, mut tmp) = match batch {
+        Some(b) => {
+            let p = b.repo.tmp_dir().join(fsutil::tmp_name("o"));
+            let f = create_tmp(&p).map_err(ReadFailure::Repo)?;
+            (Some(p), Some(f))
+        }
+        None => (None, None),
+    };
+    let cleanup = |p: &Option<PathBuf>| {
+        if let Some(p) = p {
+            let _ = fs::remove_file(p);
+        }
+    };
+    let mut total: u64 = 0;
+    loop {
+        let n = match read_full(&mut file, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                cleanup(&tmp_path);
+                return Err(source_err(e));
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if let (Some(t), Some(p)) = (tmp.as_mut(), tmp_path.as_ref()) {
+            if let Err(e) = t.write_all(&buf[..n]) {
+                cleanup(&tmp_path);
+                return Err(ReadFailure::Repo(Error::io("write", p, e)));
+            }
+        }
+        total += n as u64;
+    }
+    let after = match fs::symlink_metadata(src) {
+        Ok(m) if follow => match fs::metadata(src) {
+            Ok(m2) => StatKey::of(&m2),
+            Err(_) => StatKey::of(&m),
+        },
+        Ok(m) => StatKey::of(&m),
+        Err(e) => {
+            cleanup(&tmp_path);
+            return Err(source_err(e));
+        }
+    };
+    let after_fd = file.metadata().map(|m| StatKey::of(&m)).ok();
+    if after != before || after_fd != Some(before) || total != before.size {
+        cleanup(&tmp_path);
+        return Ok(None);
+    }
+    drop(tmp);
+    let id = ObjectId(hasher.finish());
+    let stored = match (batch, tmp_path) {
+        (Some(b), Some(p)) => b
+            .offer(StoreKind::Object, id.0, p, total)
+            .map_err(ReadFailure::Repo)?,
+        _ => false,
+    };
+    Ok(Some(Ingested {
+        id,
+        size: total,
+        stat: before,
+        stored,
+    }))
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Hash a stored object again (verify, materialize of copies).
+pub fn hash_file(algo: HashAlgo, path: &Path) -> Result<Digest> {
+    let mut f = File::open(path).ctx("open", path)?;
+    let mut buf = vec![0u8; LARGE_BUF];
+    let mut h = Hasher::new(algo);
+    loop {
+        let n = read_full(&mut f, &mut buf).ctx("read", path)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_threads_store_same_content() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let repo = Repo::init(&dir.path().join("b"), HashAlgo::Blake3)?;
+        let src_dir = dir.path().join("src");
+        fs::create_dir(&src_dir).ctx("mkdir", &src_dir)?;
+        let mut paths = Vec::new();
+        for i in 0..16 {
+            let p = src_dir.join(format!("f{i}"));
+            fs::write(&p, b"same bytes everywhere").ctx("write", &p)?;
+            paths.push(p);
+        }
+        let batch = Batch::new(&repo);
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = paths
+                .iter()
+                .map(|p| s.spawn(|| ingest(HashAlgo::Blake3, Some(&batch), p, false)))
+                .collect();
+            handles.into_iter().map(|h| h.join()).collect()
+        });
+        let mut stored = 0;
+        let mut ids = HashSet::new();
+        for r in results {
+            let ing = r.map_err(|_| Error::Usage("thread panicked".into()))?;
+            let ing = ing.map_err(|e| Error::Usage(format!("{e:?}")))?;
+            stored += ing.stored as usize;
+            ids.insert(ing.id);
+        }
+        assert_eq!(stored, 1, "exactly one writer queues the object");
+        assert_eq!(ids.len(), 1);
+        batch.commit()?;
+        let id = ids.into_iter().next().ok_or(Error::Interrupted)?;
+        assert_eq!(
+            fs::read(repo.object_path(&id)).ctx("read", "obj")?,
+            b"same bytes everywhere"
+        );
+        assert_eq!(fs::read_dir(repo.tmp_dir()).ctx("ls", "tmp")?.count(), 0);
+        Ok(())
+    }
+}

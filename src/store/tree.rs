@@ -1,0 +1,644 @@
+//! Tree objects: one per directory, content-addressed, so a snapshot is a
+//! Merkle tree and an unchanged directory costs nothing in a new snapshot.
+//!
+//! Two trees hang off every snapshot: the *source tree* (the source as it
+//! was: files, directories, symlinks with their metadata) and the *archive
+//! tree* (per path: earlier versions and the last deleted content). Both use
+//! the same generic node encoding, [`TreeObject`]; in memory both are flat
+//! lists sorted in path order (see `pathbytes::cmp_paths`), which is what the
+//! planner and the browsable-tree renderer consume.
+//!
+//! File format (see docs/FORMAT.md): `b"trvT"`, one version byte, then a
+//! zstd frame of the postcard encoding of a `TreeObject`. The tree id is the
+//! hash of the uncompressed postcard bytes, so it does not depend on the
+//! compressor.
+
+use crate::error::{Error, Result};
+use crate::hash::hash_bytes;
+use crate::id::{HashAlgo, ObjectId, TreeId};
+use crate::pathbytes;
+use crate::store::objects::Batch;
+use crate::store::{Repo, StoreKind};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::Path;
+
+pub const TREE_MAGIC: &[u8; 4] = b"trvT";
+pub const TREE_VERSION: u8 = 1;
+/// Deeper trees than this are refused when reading (a hostile repository
+/// must not overflow the stack).
+pub const MAX_DEPTH: usize = 2048;
+
+/// Metadata kept for every entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+}
+
+/// A non-directory entry of the source tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Leaf {
+    File {
+        size: u64,
+        id: ObjectId,
+        /// Shown in `_duplicates/` rather than at the top of the browsable
+        /// tree (decided by the planner when the content arrived).
+        dup: bool,
+        meta: Meta,
+    },
+    Symlink {
+        target: Vec<u8>,
+        meta: Meta,
+    },
+}
+
+/// One entry of a flat source listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    Leaf(Leaf),
+    Dir(Meta),
+}
+
+/// A flat source listing entry: a path relative to the backup root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub path: Vec<u8>,
+    pub item: Item,
+}
+
+impl Entry {
+    pub fn file_id(&self) -> Option<(ObjectId, u64)> {
+        match &self.item {
+            Item::Leaf(Leaf::File { id, size, .. }) => Some((*id, *size)),
+            _ => None,
+        }
+    }
+}
+
+/// One archived content of a path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Archived {
+    pub id: ObjectId,
+    pub size: u64,
+    pub meta: Meta,
+    /// When it was archived (snapshot time, ns).
+    pub time_ns: i64,
+}
+
+/// The history of one path that the browsable tree shows outside the top
+/// level: `versions/<path>/vN.bak` and `_deleted/<path>`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// The number the next archived version of this path gets. Version
+    /// numbers never restart, even after retention removed older ones.
+    pub next_version: u64,
+    /// Kept versions, ascending by number.
+    pub versions: Vec<(u64, Archived)>,
+    /// The content the path had when it last left the source.
+    pub deleted: Option<Archived>,
+}
+
+impl History {
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty() && self.deleted.is_none()
+    }
+}
+
+/// The encoded form of one directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeObject<L, D> {
+    pub entries: Vec<Node<L, D>>,
+}
+
+/// A named node: a leaf, a directory, or (archive trees only: a path that
+/// was a file and later a directory) both.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node<L, D> {
+    pub name: Vec<u8>,
+    pub leaf: Option<L>,
+    pub dir: Option<(TreeId, D)>,
+}
+
+/// A flat item of a generic tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Flat<L, D> {
+    Leaf(L),
+    Dir(D),
+}
+
+pub fn encode_tree<L: Serialize, D: Serialize>(t: &TreeObject<L, D>) -> Result<Vec<u8>> {
+    postcard::to_stdvec(t).map_err(|e| Error::Usage(format!("encode tree: {e}")))
+}
+
+/// Wrap an encoded payload in the on-disk tree format.
+pub fn frame_tree(payload: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(payload.len() / 2 + 8);
+    out.extend_from_slice(TREE_MAGIC);
+    out.push(TREE_VERSION);
+    let z = zstd::bulk::compress(payload, 3).map_err(|e| Error::io("compress tree", "", e))?;
+    out.extend_from_slice(&z);
+    Ok(out)
+}
+
+/// Undo `frame_tree`. Never panics on hostile input; the size of the
+/// decompressed payload is capped so a tiny zstd bomb cannot exhaust memory.
+pub fn unframe_tree(data: &[u8], path: &Path) -> Result<Vec<u8>> {
+    if data.len() < 5 || &data[..4] != TREE_MAGIC {
+        return Err(Error::corrupt("tree object", path, "bad magic"));
+    }
+    if data[4] != TREE_VERSION {
+        return Err(Error::Version {
+            path: path.to_path_buf(),
+            found: data[4] as u32,
+            supported: TREE_VERSION as u32,
+        });
+    }
+    zstd::bulk::decompress(&data[5..], 256 << 20)
+        .map_err(|e| Error::corrupt("tree object", path, format!("zstd: {e}")))
+}
+
+pub fn decode_tree<L: DeserializeOwned, D: DeserializeOwned>(
+    payload: &[u8],
+    path: &Path,
+) -> Result<TreeObject<L, D>> {
+    let t: TreeObject<L, D> = postcard::from_bytes(payload)
+        .map_err(|e| Error::corrupt("tree object", path, format!("decode: {e}")))?;
+    let mut prev: Option<&[u8]> = None;
+    for n in &t.entries {
+        if !pathbytes::is_safe_component(&n.name) {
+            return Err(Error::corrupt(
+                "tree object",
+                path,
+                format!("unsafe entry name {:?}", pathbytes::display(&n.name)),
+            ));
+        }
+        if n.leaf.is_none() && n.dir.is_none() {
+            return Err(Error::corrupt("tree object", path, "empty node"));
+        }
+        if let Some(p) = prev {
+            if p >= n.name.as_slice() {
+                return Err(Error::corrupt("tree object", path, "entries not sorted"));
+            }
+        }
+        prev = Some(&n.name);
+    }
+    Ok(t)
+}
+
+/// Build and store the Merkle tree of a sorted flat list. Only trees not
+/// already in `known` or in the store are written, so a run that changed one
+/// file writes just the trees on that file's path.
+pub fn write_tree<L, D>(
+    algo: HashAlgo,
+    items: &[(Vec<u8>, Flat<L, D>)],
+    batch: &Batch<'_>,
+    known: &HashSet<TreeId>,
+) -> Result<TreeId>
+where
+    L: Serialize + Clone,
+    D: Serialize + Clone + Default,
+{
+    let mut sink = |payload: Vec<u8>| -> Result<TreeId> {
+        let id = TreeId(hash_bytes(algo, &payload));
+        if !known.contains(&id) && !batch.contains(StoreKind::Tree, &id.0) {
+            batch.put_bytes(StoreKind::Tree, id.0, &frame_tree(&payload)?)?;
+        }
+        Ok(id)
+    };
+    build(items, 0, &mut sink)
+}
+
+/// The root id of a flat list without storing anything (dry runs, and the
+/// "did anything change?" test).
+pub fn tree_id<L, D>(algo: HashAlgo, items: &[(Vec<u8>, Flat<L, D>)]) -> Result<TreeId>
+where
+    L: Serialize + Clone,
+    D: Serialize + Clone + Default,
+{
+    build(items, 0, &mut |payload: Vec<u8>| {
+        Ok(TreeId(hash_bytes(algo, &payload)))
+    })
+}
+
+/// `items` all lie below one directory whose path (plus `/`) is `plen`
+/// bytes long. Sorted path order keeps every subtree contiguous.
+fn build<L, D>(
+    items: &[(Vec<u8>, Flat<L, D>)],
+    plen: usize,
+    sink: &mut dyn FnMut(Vec<u8>) -> Result<TreeId>,
+) -> Result<TreeId>
+where
+    L: Serialize + Clone,
+    D: Serialize + Clone + Default,
+{
+    let mut entries: Vec<Node<L, D>> = Vec::new();
+    let mut i = 0;
+    while i < items.len() {
+        let rest = &items[i].0[plen..];
+        let name_len = rest.iter().position(|&c| c == b'/').unwrap_or(rest.len());
+        let name = &rest[..name_len];
+        let mut leaf = None;
+        let mut dir_meta = None;
+        // Items exactly at this name.
+        while i < items.len() && &items[i].0[plen..] == name {
+            match &items[i].1 {
+                Flat::Leaf(l) => leaf = Some(l.clone()),
+                Flat::Dir(d) => dir_meta = Some(d.clone()),
+            }
+            i += 1;
+        }
+        // Items below this name.
+        let start = i;
+        while i < items.len() {
+            let r = &items[i].0[plen..];
+            if r.len() > name_len && &r[..name_len] == name && r[name_len] == b'/' {
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        let dir = if start < i || dir_meta.is_some() {
+            let child = build(&items[start..i], plen + name_len + 1, sink)?;
+            Some((child, dir_meta.unwrap_or_default()))
+        } else {
+            None
+        };
+        if leaf.is_none() && dir.is_none() {
+            // A path that sorts before its own prefix cannot happen in a
+            // sorted list; guard against an infinite loop anyway.
+            i += 1;
+            continue;
+        }
+        entries.push(Node {
+            name: name.to_vec(),
+            leaf,
+            dir,
+        });
+    }
+    sink(encode_tree(&TreeObject { entries })?)
+}
+
+/// Read a stored tree object.
+pub fn load_tree<L: DeserializeOwned, D: DeserializeOwned>(
+    repo: &Repo,
+    id: &TreeId,
+) -> Result<TreeObject<L, D>> {
+    let path = repo.tree_path(id);
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Missing {
+                what: "tree",
+                id: id.to_hex(),
+                path,
+            })
+        }
+        Err(e) => return Err(Error::io("read", &path, e)),
+    };
+    let payload = unframe_tree(&data, &path)?;
+    if hash_bytes(repo.algo(), &payload) != id.0 {
+        return Err(Error::corrupt(
+            "tree object",
+            &path,
+            "content does not match its id",
+        ));
+    }
+    decode_tree(&payload, &path)
+}
+
+/// Read a whole tree into a flat sorted list, collecting the ids of every
+/// tree visited into `seen`.
+pub fn read_flat<L, D>(
+    repo: &Repo,
+    root: &TreeId,
+    seen: &mut HashSet<TreeId>,
+) -> Result<Vec<(Vec<u8>, Flat<L, D>)>>
+where
+    L: DeserializeOwned,
+    D: DeserializeOwned,
+{
+    let mut out = Vec::new();
+    walk(repo, root, Vec::new(), 0, seen, &mut out)?;
+    Ok(out)
+}
+
+fn walk<L, D>(
+    repo: &Repo,
+    id: &TreeId,
+    prefix: Vec<u8>,
+    depth: usize,
+    seen: &mut HashSet<TreeId>,
+    out: &mut Vec<(Vec<u8>, Flat<L, D>)>,
+) -> Result<()>
+where
+    L: DeserializeOwned,
+    D: DeserializeOwned,
+{
+    if depth > MAX_DEPTH {
+        return Err(Error::corrupt(
+            "tree object",
+            repo.tree_path(id),
+            "directory nesting deeper than any real tree",
+        ));
+    }
+    seen.insert(*id);
+    let t: TreeObject<L, D> = load_tree(repo, id)?;
+    for n in t.entries {
+        let path = pathbytes::join(&prefix, &n.name);
+        if let Some(l) = n.leaf {
+            out.push((path.clone(), Flat::Leaf(l)));
+        }
+        if let Some((child, d)) = n.dir {
+            out.push((path.clone(), Flat::Dir(d)));
+            walk(repo, &child, path, depth + 1, seen, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The source tree as a flat list of typed entries.
+pub fn source_to_flat(entries: &[Entry]) -> Vec<(Vec<u8>, Flat<Leaf, Meta>)> {
+    entries
+        .iter()
+        .map(|e| {
+            let f = match &e.item {
+                Item::Leaf(l) => Flat::Leaf(l.clone()),
+                Item::Dir(m) => Flat::Dir(*m),
+            };
+            (e.path.clone(), f)
+        })
+        .collect()
+}
+
+pub fn flat_to_source(flat: Vec<(Vec<u8>, Flat<Leaf, Meta>)>) -> Vec<Entry> {
+    flat.into_iter()
+        .map(|(path, f)| Entry {
+            path,
+            item: match f {
+                Flat::Leaf(l) => Item::Leaf(l),
+                Flat::Dir(m) => Item::Dir(m),
+            },
+        })
+        .collect()
+}
+
+/// The archive as a flat list (directories are implicit).
+pub fn archive_to_flat(a: &[(Vec<u8>, History)]) -> Vec<(Vec<u8>, Flat<History, ()>)> {
+    a.iter()
+        .filter(|(_, h)| !h.is_empty() || h.next_version > 1)
+        .map(|(p, h)| (p.clone(), Flat::Leaf(h.clone())))
+        .collect()
+}
+
+pub fn flat_to_archive(flat: Vec<(Vec<u8>, Flat<History, ()>)>) -> Vec<(Vec<u8>, History)> {
+    flat.into_iter()
+        .filter_map(|(p, f)| match f {
+            Flat::Leaf(h) => Some((p, h)),
+            Flat::Dir(()) => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn meta(m: u32) -> Meta {
+        Meta {
+            mode: m,
+            uid: 1,
+            gid: 2,
+            mtime_ns: 3,
+        }
+    }
+
+    fn roundtrip_flat<L, D>(items: &[(Vec<u8>, Flat<L, D>)]) -> Vec<(Vec<u8>, Flat<L, D>)>
+    where
+        L: Serialize + DeserializeOwned + Clone,
+        D: Serialize + DeserializeOwned + Clone + Default,
+    {
+        // Encode into an in-memory map, then walk it back.
+        let mut store = std::collections::HashMap::new();
+        let root = build(items, 0, &mut |payload: Vec<u8>| {
+            let id = TreeId(hash_bytes(HashAlgo::Blake3, &payload));
+            let framed = frame_tree(&payload)?;
+            store.insert(id, framed);
+            Ok(id)
+        })
+        .expect("encoding an in-memory tree cannot fail");
+        fn walk_mem<L: DeserializeOwned, D: DeserializeOwned>(
+            store: &std::collections::HashMap<TreeId, Vec<u8>>,
+            id: &TreeId,
+            prefix: Vec<u8>,
+            out: &mut Vec<(Vec<u8>, Flat<L, D>)>,
+        ) {
+            let payload = unframe_tree(&store[id], Path::new("mem")).expect("framed by us");
+            let t: TreeObject<L, D> = decode_tree(&payload, Path::new("mem")).expect("valid");
+            for n in t.entries {
+                let p = pathbytes::join(&prefix, &n.name);
+                if let Some(l) = n.leaf {
+                    out.push((p.clone(), Flat::Leaf(l)));
+                }
+                if let Some((c, d)) = n.dir {
+                    out.push((p.clone(), Flat::Dir(d)));
+                    walk_mem(store, &c, p, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk_mem(&store, &root, Vec::new(), &mut out);
+        out
+    }
+
+    #[test]
+    fn source_tree_round_trip() {
+        let oid = ObjectId(crate::id::Digest([7; 32]));
+        let items: Vec<(Vec<u8>, Flat<Leaf, Meta>)> = vec![
+            (b"a".to_vec(), Flat::Dir(meta(0o755))),
+            (
+                b"a/f".to_vec(),
+                Flat::Leaf(Leaf::File {
+                    size: 5,
+                    id: oid,
+                    dup: false,
+                    meta: meta(0o644),
+                }),
+            ),
+            (b"a/sub".to_vec(), Flat::Dir(meta(0o700))),
+            (
+                b"b\xff".to_vec(),
+                Flat::Leaf(Leaf::Symlink {
+                    target: b"../x".to_vec(),
+                    meta: meta(0o777),
+                }),
+            ),
+        ];
+        assert_eq!(roundtrip_flat(&items), items);
+    }
+
+    #[test]
+    fn unchanged_subtree_keeps_its_id() {
+        let f = |n: u8| {
+            Flat::<Leaf, Meta>::Leaf(Leaf::Symlink {
+                target: vec![n],
+                meta: meta(1),
+            })
+        };
+        let a = vec![
+            (b"d".to_vec(), Flat::Dir(meta(1))),
+            (b"d/x".to_vec(), f(1)),
+            (b"e".to_vec(), Flat::Dir(meta(1))),
+            (b"e/y".to_vec(), f(2)),
+        ];
+        let mut b = a.clone();
+        b[3].1 = f(3);
+        let mut ids_a = Vec::new();
+        let mut ids_b = Vec::new();
+        build(&a, 0, &mut |p: Vec<u8>| {
+            let id = TreeId(hash_bytes(HashAlgo::Blake3, &p));
+            ids_a.push(id);
+            Ok(id)
+        })
+        .expect("in memory");
+        build(&b, 0, &mut |p: Vec<u8>| {
+            let id = TreeId(hash_bytes(HashAlgo::Blake3, &p));
+            ids_b.push(id);
+            Ok(id)
+        })
+        .expect("in memory");
+        assert_eq!(ids_a[0], ids_b[0], "tree of d/ is shared");
+        assert_ne!(ids_a[1], ids_b[1], "tree of e/ changed");
+        assert_ne!(ids_a[2], ids_b[2], "root changed");
+    }
+
+    #[test]
+    fn archive_node_can_be_file_and_directory() {
+        let h = |n: u64| History {
+            next_version: n,
+            versions: vec![],
+            deleted: Some(Archived {
+                id: ObjectId(crate::id::Digest([n as u8; 32])),
+                size: n,
+                meta: meta(0),
+                time_ns: 0,
+            }),
+        };
+        let items: Vec<(Vec<u8>, Flat<History, ()>)> = vec![
+            (b"a".to_vec(), Flat::Leaf(h(2))),
+            (b"a/b".to_vec(), Flat::Leaf(h(3))),
+        ];
+        let back = roundtrip_flat(&items);
+        let leaves: Vec<_> = back
+            .into_iter()
+            .filter(|(_, f)| matches!(f, Flat::Leaf(_)))
+            .collect();
+        assert_eq!(leaves, items);
+    }
+
+    #[test]
+    fn corrupt_input_is_an_error() {
+        let p = Path::new("x");
+        assert!(unframe_tree(b"", p).is_err());
+        assert!(unframe_tree(b"trvT\x01garbage", p).is_err());
+        assert!(unframe_tree(b"trvT\x09", p).is_err());
+        assert!(decode_tree::<Leaf, Meta>(&[0xff, 0xff, 0xff], p).is_err());
+        let bad = TreeObject::<Leaf, Meta> {
+            entries: vec![Node {
+                name: b"..".to_vec(),
+                leaf: None,
+                dir: Some((TreeId(crate::id::Digest([0; 32])), meta(0))),
+            }],
+        };
+        let enc = encode_tree(&bad).expect("in memory");
+        assert!(decode_tree::<Leaf, Meta>(&enc, p).is_err());
+    }
+
+    fn arb_name() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(prop::num::u8::ANY, 1..6).prop_filter_map("component", |mut v| {
+            for b in v.iter_mut() {
+                if *b == b'/' || *b == 0 {
+                    *b = b'_';
+                }
+            }
+            pathbytes::is_safe_component(&v).then_some(v)
+        })
+    }
+
+    fn arb_leaf() -> impl Strategy<Value = Leaf> {
+        prop_oneof![
+            (
+                any::<u64>(),
+                any::<[u8; 32]>(),
+                any::<bool>(),
+                any::<u32>(),
+                any::<i64>()
+            )
+                .prop_map(|(size, id, dup, mode, t)| Leaf::File {
+                    size,
+                    id: ObjectId(crate::id::Digest(id)),
+                    dup,
+                    meta: Meta {
+                        mode,
+                        uid: 0,
+                        gid: 0,
+                        mtime_ns: t
+                    },
+                }),
+            (prop::collection::vec(any::<u8>(), 0..20), any::<u32>()).prop_map(|(target, mode)| {
+                Leaf::Symlink {
+                    target,
+                    meta: Meta {
+                        mode,
+                        uid: 5,
+                        gid: 6,
+                        mtime_ns: -1,
+                    },
+                }
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn prop_source_tree_round_trip(
+            raw in prop::collection::btree_map(
+                prop::collection::vec(arb_name(), 1..4), prop::option::of(arb_leaf()), 0..40)
+        ) {
+            // Turn random paths into a valid source listing: every ancestor
+            // of an entry is a directory, and a leaf has no children.
+            let mut items: std::collections::BTreeMap<Vec<Vec<u8>>, Flat<Leaf, Meta>> = Default::default();
+            for (comps, leaf) in raw {
+                for k in 1..comps.len() {
+                    items.insert(comps[..k].to_vec(), Flat::Dir(meta(0o755)));
+                }
+                let f = match leaf { Some(l) => Flat::Leaf(l), None => Flat::Dir(meta(0o700)) };
+                items.entry(comps).or_insert(f);
+            }
+            let keys: Vec<_> = items.keys().cloned().collect();
+            for k in &keys {
+                let is_dir_prefix = keys.iter().any(|o| o.len() > k.len() && o[..k.len()] == k[..]);
+                if is_dir_prefix {
+                    items.insert(k.clone(), Flat::Dir(meta(0o755)));
+                }
+            }
+            let mut flat: Vec<(Vec<u8>, Flat<Leaf, Meta>)> =
+                items.into_iter().map(|(c, f)| (c.join(&b'/'), f)).collect();
+            flat.sort_by(|a, b| pathbytes::cmp_paths(&a.0, &b.0));
+            prop_assert_eq!(roundtrip_flat(&flat), flat);
+        }
+
+        #[test]
+        fn prop_decode_never_panics(data in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = unframe_tree(&data, Path::new("fuzz"));
+            let _ = decode_tree::<Leaf, Meta>(&data, Path::new("fuzz"));
+            let _ = decode_tree::<History, ()>(&data, Path::new("fuzz"));
+        }
+    }
+}
