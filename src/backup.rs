@@ -17,7 +17,7 @@ use crate::store::cache::{self, CacheRecord, StatCache};
 use crate::store::lock::{LockMode, RepoLock};
 use crate::store::objects::{self, Batch, ReadFailure, StatKey};
 use crate::store::snapshot::{self, Snapshot, SnapshotRecord, SourceRecord, Summary};
-use crate::store::tree::{self, Entry, History, Item, Leaf, Meta};
+use crate::store::tree::{self, Archive, Entry, History, Item, Leaf, Meta};
 use crate::store::{now_ns, Repo};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -97,10 +97,7 @@ fn load_prev(repo: &Repo) -> Result<Prev> {
 }
 
 /// Load a snapshot's two trees.
-pub fn load_snapshot(
-    repo: &Repo,
-    rec: &SnapshotRecord,
-) -> Result<(Vec<Entry>, Vec<(Vec<u8>, History)>)> {
+pub fn load_snapshot(repo: &Repo, rec: &SnapshotRecord) -> Result<(Vec<Entry>, Archive)> {
     let mut seen = HashSet::new();
     let e = tree::flat_to_source(tree::read_flat(repo, &rec.root, &mut seen)?);
     let a = tree::flat_to_archive(tree::read_flat(repo, &rec.archive, &mut seen)?);

@@ -154,7 +154,7 @@ pub fn render(entries: &[Entry], archive: &[(Vec<u8>, History)]) -> Vec<BEntry> 
 /// A history can need a file and a directory at one path (a deleted file
 /// `a` and, later, a deleted `a/b`). The file then moves aside to
 /// `a.~N~` (GNU backup-style, first free N), deterministically.
-fn resolve_conflicts(out: &mut Vec<BEntry>) {
+fn resolve_conflicts(out: &mut [BEntry]) {
     loop {
         let mut moved = false;
         let taken: HashSet<Vec<u8>> = out.iter().map(|e| e.path.clone()).collect();

@@ -153,8 +153,16 @@ pub fn scan_source(src: &Path, prefix: &[u8], opts: &ScanOptions) -> Result<Scan
         opts,
         root_dev: m.dev(),
     };
-    let mut ancestors = vec![(m.dev(), m.ino())];
-    Ok(walk(&ctx, src, prefix, b"", &mut ancestors))
+    Ok(walk(&ctx, src, prefix, b"", &[(m.dev(), m.ino())]))
+}
+
+/// A directory whose listing is spliced in after entry `after`.
+struct SubDir {
+    after: usize,
+    fs: PathBuf,
+    path: Vec<u8>,
+    rel: Vec<u8>,
+    key: (u64, u64),
 }
 
 fn issue(path: Vec<u8>, fs: PathBuf, kind: IssueKind, msg: String) -> Issue {
@@ -184,7 +192,7 @@ fn walk(
     dir: &Path,
     dir_path: &[u8],
     dir_rel: &[u8],
-    ancestors: &mut Vec<(u64, u64)>,
+    ancestors: &[(u64, u64)],
 ) -> ScanOutput {
     let mut out = ScanOutput::default();
     let rd = match fs::read_dir(dir) {
@@ -214,9 +222,7 @@ fn walk(
     }
     names.sort();
 
-    // (index in out.entries after which the subtree goes, fs path, snapshot
-    // path, source-relative path, (dev, ino))
-    let mut subdirs: Vec<(usize, PathBuf, Vec<u8>, Vec<u8>, (u64, u64))> = Vec::new();
+    let mut subdirs: Vec<SubDir> = Vec::new();
     for name in names {
         let fs_path = dir.join(pathbytes::from_bytes(name.clone()));
         let path = pathbytes::join(dir_path, &name);
@@ -273,7 +279,13 @@ fn walk(
                 );
                 continue;
             }
-            subdirs.push((out.entries.len(), fs_path, path, rel, key));
+            subdirs.push(SubDir {
+                after: out.entries.len(),
+                fs: fs_path,
+                path,
+                rel,
+                key,
+            });
         } else if ft2.is_file() {
             out.entries.push(ScanEntry {
                 path,
@@ -318,10 +330,10 @@ fn walk(
 
     let children: Vec<ScanOutput> = subdirs
         .par_iter()
-        .map(|(_, fs_path, path, rel, key)| {
-            let mut anc = ancestors.clone();
-            anc.push(*key);
-            walk(ctx, fs_path, path, rel, &mut anc)
+        .map(|d| {
+            let mut anc = ancestors.to_vec();
+            anc.push(d.key);
+            walk(ctx, &d.fs, &d.path, &d.rel, &anc)
         })
         .collect();
     if children.is_empty() {
@@ -333,8 +345,8 @@ fn walk(
     let mut merged = Vec::with_capacity(total);
     let mut own_iter = own.into_iter();
     let mut taken = 0;
-    for ((after, ..), child) in subdirs.iter().zip(children) {
-        while taken < *after {
+    for (d, child) in subdirs.iter().zip(children) {
+        while taken < d.after {
             if let Some(e) = own_iter.next() {
                 merged.push(e);
             }

@@ -110,6 +110,12 @@ impl History {
     }
 }
 
+/// A flat, path-ordered listing of a generic tree.
+pub type FlatList<L, D> = Vec<(Vec<u8>, Flat<L, D>)>;
+
+/// The archive of a snapshot: per path, its history, in path order.
+pub type Archive = Vec<(Vec<u8>, History)>;
+
 /// The encoded form of one directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TreeObject<L, D> {
@@ -318,7 +324,7 @@ pub fn read_flat<L, D>(
     repo: &Repo,
     root: &TreeId,
     seen: &mut HashSet<TreeId>,
-) -> Result<Vec<(Vec<u8>, Flat<L, D>)>>
+) -> Result<FlatList<L, D>>
 where
     L: DeserializeOwned,
     D: DeserializeOwned,
