@@ -243,6 +243,13 @@ fn log_plan(plan: &Plan, prev: &[Entry], d: &Display, dry: bool) {
     let new_esc = Escapes::for_entries(&plan.entries);
     let old_esc = Escapes::for_entries(prev);
     let pre = if dry { "WOULD " } else { "" };
+    for (name, shown) in new_esc.escaped() {
+        tracing::info!(
+            "RESERVED NAME: {} is shown as {} (the name is reserved for trove's own folders)",
+            d.src(name),
+            d.dst(shown)
+        );
+    }
     for a in &plan.actions {
         let p = a.path();
         match a {
@@ -390,7 +397,14 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     // Scan.
     let names = source_names(&sources);
     let root_meta = std::fs::metadata(&root).ok();
-    let skip_dirs: Vec<(u64, u64)> = root_meta.iter().map(|m| (m.dev(), m.ino())).collect();
+    // Never back up our own output: the backup root and the log directory,
+    // wherever they are.
+    let log_meta = s.log_dir.as_ref().and_then(|d| std::fs::metadata(d).ok());
+    let skip_dirs: Vec<(u64, u64)> = root_meta
+        .iter()
+        .chain(log_meta.iter())
+        .map(|m| (m.dev(), m.ino()))
+        .collect();
     let scan_opts = ScanOptions {
         follow_symlinks: s.follow_symlinks,
         one_file_system: s.one_file_system,

@@ -237,13 +237,16 @@ fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<Outcome> {
         .into());
     }
     let settings = BackupSettings::resolve(ov, cfg.as_ref())?;
+    if !a.dry_run {
+        Repo::check_can_init(&settings.backup_root)?;
+    }
     let console = crate::log::console_level(cli.verbose, cli.quiet);
     let log_dir = settings
         .log_dir
         .clone()
         .unwrap_or_else(|| Repo::dir_of(&settings.backup_root).join("logs"));
     let file = (!a.dry_run).then_some((log_dir.as_path(), settings.log_level));
-    if a.dry_run && console < tracing_subscriber::filter::LevelFilter::INFO {
+    if a.dry_run && !cli.quiet && console < tracing_subscriber::filter::LevelFilter::INFO {
         // A dry run exists to show the plan.
         let _g = crate::log::init(tracing_subscriber::filter::LevelFilter::INFO, None)?;
         return finish_backup(cli, a, settings, None);
@@ -278,7 +281,8 @@ fn finish_backup(
     let report = match report {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!("{e}");
+            // main prints the error on the console; this puts it in the log.
+            tracing::error!(target: "audit", "{e}");
             return Err(e.into());
         }
     };

@@ -96,7 +96,11 @@ pub fn init(console: LevelFilter, file: Option<(&Path, LogLevel)>) -> Result<Log
                 .with_writer(nb)
                 .with_ansi(false)
                 .with_target(false)
-                .with_filter(Targets::new().with_target("trove", lvl));
+                .with_filter(
+                    Targets::new()
+                        .with_target("trove", lvl)
+                        .with_target("audit", lvl),
+                );
             (Some(layer), Some(guard), Some(p))
         }
         None => (None, None, None),

@@ -54,6 +54,7 @@ impl Repo {
             repo.check_algo(Some(algo))?;
             return Ok(repo);
         }
+        Self::check_can_init(root)?;
         fsutil::create_private_dir(root)?;
         let dir = Self::dir_of(root);
         fsutil::create_private_dir(&dir)?;
@@ -82,6 +83,25 @@ impl Repo {
             dir,
             config,
         })
+    }
+
+    /// A repository is only created in a new or empty directory, so the
+    /// browsable tree never mixes with (or moves aside) a user's files.
+    pub fn check_can_init(root: &Path) -> Result<()> {
+        if Self::exists(root) {
+            return Ok(());
+        }
+        if let Ok(rd) = fs::read_dir(root) {
+            // `.trove` alone may exist (a log directory created before init).
+            let foreign = rd.filter_map(|e| e.ok()).any(|e| e.file_name() != ".trove");
+            if foreign {
+                return Err(Error::Usage(format!(
+                    "{} is not empty and not a trove repository: choose a new or empty directory as the backup root",
+                    root.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn open(root: &Path) -> Result<Repo> {
