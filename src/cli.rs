@@ -40,6 +40,9 @@ pub struct Cli {
     /// Machine-readable output on stdout
     #[arg(long, global = true)]
     pub json: bool,
+    /// Wait for the repository lock instead of exiting 3 when another trove holds it
+    #[arg(long, global = true)]
+    pub wait: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -99,9 +102,6 @@ pub struct BackupArgs {
     /// Write a snapshot even when nothing changed
     #[arg(long)]
     pub always_snapshot: bool,
-    /// Wait for another trove process to finish instead of exiting 3
-    #[arg(long)]
-    pub wait: bool,
     /// Hash for a new repository (blake3 or sha256)
     #[arg(long, value_parser = ["blake3", "sha256"])]
     pub hash: Option<String>,
@@ -273,7 +273,7 @@ fn finish_backup(
         rehash: a.rehash,
         dry_run: a.dry_run,
         always_snapshot: a.always_snapshot,
-        wait: a.wait,
+        wait: cli.wait,
     };
     let bar = TermProgress::new(cli);
     let report = backup::run(&opts, &bar);
@@ -341,7 +341,7 @@ fn open_for_reading(cli: &Cli) -> Result<(Repo, RepoLock)> {
     let _ = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None);
     let root = repo_root(cli)?;
     let repo = Repo::open(&root)?;
-    let lock = RepoLock::acquire(&repo, LockMode::Shared, true)?;
+    let lock = RepoLock::acquire(&repo, LockMode::Shared, cli.wait)?;
     Ok((repo, lock))
 }
 
