@@ -1,0 +1,13 @@
+//! Integration tests: every test runs the real `trove` binary against a
+//! temporary source and backup root and checks what it left on disk.
+
+mod common;
+
+mod cli;
+mod config_errors;
+mod crash;
+mod determinism;
+mod emlink;
+mod lock;
+mod odd_entries;
+mod walkthrough;
