@@ -199,15 +199,38 @@ fn source_equal_to_or_inside_the_backup_root_is_exit_2() -> TestResult {
         "no repository is created in the source"
     );
 
-    std::fs::create_dir_all(env.dst("inner"))?;
-    std::fs::write(env.dst("inner/x.txt"), "x")?;
+    // A source inside an existing backup root (here a folder of its own
+    // browsable tree).
+    env.write("inner/x.txt", "x")?;
+    env.backup_ok(&[])?;
+    let snaps = env.snapshot_count()?;
     let out = backup_paths(&env, &env.dst("inner"), &env.backup)?;
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("inside"), "says why: {stderr}");
+    assert_eq!(env.snapshot_count()?, snaps, "no snapshot written");
+    Ok(())
+}
+
+#[test]
+fn non_empty_folder_that_is_not_a_repository_is_refused_and_left_alone() -> TestResult {
+    let env = TestEnv::new()?;
+    env.write("one.txt", "one")?;
+    std::fs::create_dir_all(&env.backup)?;
+    std::fs::write(env.dst("mine.txt"), "the user's own file")?;
+    let r = env.backup(&[])?;
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("not empty"),
+        "the message says why: {}",
+        r.stderr
     );
+    let left: Vec<String> = crate::common::listing(&env.backup, false)?
+        .into_keys()
+        .map(|k| crate::common::show(&k))
+        .collect();
+    assert_eq!(left, vec!["mine.txt"], "nothing was added to the folder");
+    assert_eq!(std::fs::read(env.dst("mine.txt"))?, b"the user's own file");
     Ok(())
 }
 
@@ -240,5 +263,25 @@ fn backup_root_inside_the_source_works_and_does_not_back_itself_up() -> TestResu
             );
         }
     }
+    Ok(())
+}
+
+#[test]
+fn empty_source_equal_to_the_backup_root_is_refused_without_writing_into_it() -> TestResult {
+    let env = TestEnv::new()?;
+    let same = env.root().join("same");
+    std::fs::create_dir(&same)?;
+    let out = backup_paths(&env, &same, &same)?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("inside"), "says why: {stderr}");
+    let written: Vec<String> = crate::common::listing(&same, false)?
+        .into_keys()
+        .map(|k| crate::common::show(&k))
+        .collect();
+    assert!(
+        written.is_empty(),
+        "a refused run writes nothing into the source (SPEC §6), found {written:?}"
+    );
     Ok(())
 }

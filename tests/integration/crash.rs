@@ -194,7 +194,12 @@ fn source_contents(env: &TestEnv) -> Res<Known> {
 #[test]
 fn sigkill_at_random_moments_then_rerun_leaves_a_complete_consistent_backup() -> TestResult {
     let env = TestEnv::new()?;
-    let mut rng = Lcg(0x5eed_1234_abcd_0042);
+    // TROVE_CRASH_SEED explores other kill moments; the default is fixed.
+    let seed = std::env::var("TROVE_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_1234_abcd_0042);
+    let mut rng = Lcg(seed);
     let mut known = Known::new();
     // Contents that were in the source when a run completed: never lost.
     let mut backed_up = Known::new();
@@ -205,21 +210,30 @@ fn sigkill_at_random_moments_then_rerun_leaves_a_complete_consistent_backup() ->
         if iteration > 0 {
             mutate(&env, &mut rng, &mut known, iteration)?;
         }
-        let delay = rng.range(5, 300);
-        let mut child = std::process::Command::new(crate::common::trove_bin())
-            .arg("backup")
-            .arg(&env.source)
-            .arg(&env.backup)
-            .env_remove("TROVE_REPO")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        std::thread::sleep(std::time::Duration::from_millis(delay));
-        child.kill()?;
-        let status = child.wait()?;
-        if status.signal() == Some(9) {
-            killed_mid_run += 1;
+        // On odd iterations the interrupted run's successor is killed too
+        // (a crash during crash recovery).
+        let kills = 1 + iteration % 2;
+        let mut delay = 0;
+        let mut status = None;
+        for _ in 0..kills {
+            delay = rng.range(5, 300);
+            let mut child = std::process::Command::new(crate::common::trove_bin())
+                .arg("backup")
+                .arg(&env.source)
+                .arg(&env.backup)
+                .env_remove("TROVE_REPO")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            std::thread::sleep(std::time::Duration::from_millis(delay));
+            child.kill()?;
+            let st = child.wait()?;
+            if st.signal() == Some(9) {
+                killed_mid_run += 1;
+            }
+            status = Some(st);
         }
+        let status = status.ok_or("no run")?;
 
         let r = env.backup(&[])?;
         assert_eq!(
@@ -262,6 +276,6 @@ fn sigkill_at_random_moments_then_rerun_leaves_a_complete_consistent_backup() ->
         killed_mid_run > 0,
         "no run was still going when it was killed: the test exercised nothing"
     );
-    eprintln!("crash test: {killed_mid_run} of {ITERATIONS} runs killed mid-way");
+    eprintln!("crash test (seed {seed}): {killed_mid_run} runs killed mid-way");
     Ok(())
 }

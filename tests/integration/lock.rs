@@ -42,6 +42,17 @@ fn backup_exits_3_naming_the_lock_while_another_writer_holds_it() -> TestResult 
     assert!(r.stderr.contains("locked"), "{}", r.stderr);
     assert!(!env.dst("a.txt").exists(), "nothing was backed up");
 
+    // Readers take a shared lock: they too exit 3 while a writer holds it.
+    for args in [&["snapshots"][..], &["ls"][..]] {
+        let out = env.repo_cmd(args)?;
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     // Released: the next run works.
     held.unlock()?;
     env.backup_ok(&[])?;
@@ -110,5 +121,33 @@ fn backup_with_wait_blocks_until_the_lock_is_released_then_succeeds() -> TestRes
     assert_eq!(std::fs::read(env.dst("a.txt"))?, b"a");
     assert_eq!(env.snapshot_count()?, 1);
     drop(held);
+    Ok(())
+}
+
+#[test]
+fn readers_share_the_lock_but_a_writer_does_not() -> TestResult {
+    let env = TestEnv::new()?;
+    env.write("a.txt", "a")?;
+    env.backup_ok(&[])?;
+    let reader = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(env.dst(".trove/lock"))?;
+    reader.try_lock_shared()?;
+
+    let out = env.repo_cmd(&["snapshots", "--json"])?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a second reader gets in: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.write("b.txt", "b")?;
+    let r = env.backup(&[])?;
+    r.expect_code(3);
+    assert!(!env.dst("b.txt").exists(), "the writer did nothing");
+    reader.unlock()?;
+    env.backup_ok(&[])?;
+    assert_eq!(std::fs::read(env.dst("b.txt"))?, b"b");
     Ok(())
 }
