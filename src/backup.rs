@@ -104,6 +104,36 @@ pub fn load_snapshot(repo: &Repo, rec: &SnapshotRecord) -> Result<(Vec<Entry>, A
     Ok((e, a))
 }
 
+/// The outcome of updating the browsable tree.
+pub struct TreeUpdate {
+    pub copies: u64,
+    /// Entries that could not be placed (path in the tree, reason).
+    pub failures: Vec<(Vec<u8>, String)>,
+}
+
+/// Report entries the browsable tree lacks, and record the snapshot it
+/// shows only when it is complete (so the next run tries the rest again).
+fn finish_tree_update(repo: &Repo, m: &Materializer<'_>, shows: &SnapshotId) -> Result<TreeUpdate> {
+    let failures = m.take_failures();
+    const SHOWN: usize = 20;
+    for (p, msg) in failures.iter().take(SHOWN) {
+        tracing::warn!("browsable tree: {}: {msg}", show(p));
+    }
+    if failures.len() > SHOWN {
+        tracing::warn!(
+            "browsable tree: {} more entries could not be placed (the snapshot has them; the next backup retries)",
+            failures.len() - SHOWN
+        );
+    }
+    if failures.is_empty() {
+        materialize::write_marker(repo, shows)?;
+    }
+    Ok(TreeUpdate {
+        copies: Stats::get(&m.stats.copied),
+        failures,
+    })
+}
+
 /// Make the browsable tree at the backup root show `latest`, whatever a
 /// crash left behind. Cheap when it already does.
 pub fn catch_up_browsable(
@@ -111,11 +141,14 @@ pub fn catch_up_browsable(
     latest: &Snapshot,
     entries: &[Entry],
     archive: &[(Vec<u8>, History)],
-) -> Result<Stats> {
+) -> Result<TreeUpdate> {
     let m = Materializer::new(repo, &repo.root);
     let marker = materialize::read_marker(repo);
     if marker == Some(latest.id) {
-        return Ok(m.stats);
+        return Ok(TreeUpdate {
+            copies: 0,
+            failures: Vec::new(),
+        });
     }
     let new = browse::render(entries, archive);
     let old_rec = marker.and_then(|id| snapshot::read(repo, &id).ok());
@@ -141,8 +174,7 @@ pub fn catch_up_browsable(
             }
         }
     }
-    materialize::write_marker(repo, &latest.id)?;
-    Ok(m.stats)
+    finish_tree_update(repo, &m, &latest.id)
 }
 
 /// Normalise a path for containment checks: absolute, symlinks resolved
@@ -205,17 +237,11 @@ impl Display {
             let b = &self.src_base[0].1;
             return show(&pathbytes::join(b, path));
         }
-        let first = path.iter().position(|&c| c == b'/').unwrap_or(path.len());
-        let base = self
-            .src_base
-            .iter()
-            .find(|(n, _)| n.as_slice() == &path[..first])
-            .map(|(_, b)| b.clone())
-            .unwrap_or_default();
-        let mut v = base;
-        v.extend_from_slice(&path[first..]);
-        show(&v)
+        // Several sources: the snapshot path starts with the source's
+        // folder name, unique even when two sources share a basename.
+        show(path)
     }
+
     fn dst(&self, browse_path: &[u8]) -> String {
         format!("{}/{}", self.root_base, show(browse_path))
     }
@@ -324,9 +350,10 @@ struct ToRead {
     size: u64,
 }
 
-pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
-    let s = &opts.settings;
-    let run_start = now_ns();
+/// Check a run's paths and patterns before anything is created: a refused
+/// run must leave no trace (no backup root, no log file, nothing in a
+/// source). Returns the normalised backup root and sources.
+pub fn preflight(s: &BackupSettings) -> Result<(PathBuf, Vec<PathBuf>)> {
     let root = normalize(&s.backup_root);
     let mut sources = Vec::new();
     for src in &s.sources {
@@ -346,6 +373,15 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         }
         sources.push(n);
     }
+    scan::Excludes::new(&s.exclude)?;
+    Repo::check_can_init(&root)?;
+    Ok((root, sources))
+}
+
+pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
+    let s = &opts.settings;
+    let run_start = now_ns();
+    let (root, sources) = preflight(s)?;
 
     // Open or create the repository, then take the lock.
     let repo = if Repo::exists(&root) {
@@ -390,8 +426,11 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         ..BackupReport::default()
     };
     if let (Some(r), Some(snap), false) = (&repo, &prev.snap, opts.dry_run) {
-        let st = catch_up_browsable(r, snap, &prev.entries, &prev.archive)?;
-        report.link_fallback_copies += Stats::get(&st.copied);
+        let up = catch_up_browsable(r, snap, &prev.entries, &prev.archive)?;
+        report.link_fallback_copies += up.copies;
+        if !up.failures.is_empty() {
+            report.failed = true;
+        }
     }
 
     // Scan.
@@ -676,9 +715,15 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     let old_render = browse::render(&prev.entries, &prev.archive);
     let new_render = browse::render(&plan.entries, &plan.archive);
     m.apply(&old_render, &new_render)?;
-    materialize::write_marker(repo, &snap_id)?;
-    let copies = Stats::get(&m.stats.copied);
-    report.link_fallback_copies += copies;
+    let up = finish_tree_update(repo, &m, &snap_id)?;
+    report.link_fallback_copies += up.copies;
+    for (p, msg) in up.failures {
+        report.failed = true;
+        report.problems.push(Problem {
+            path: format!("{}/{}", show(&base_name(&root)), show(&p)),
+            message: format!("not placed in the browsable tree: {msg}"),
+        });
+    }
     if report.link_fallback_copies > 0 {
         tracing::warn!(
             "{} files in the browsable tree are copies, not hardlinks (the filesystem refused the link: too many links to one content, or no hardlink support)",

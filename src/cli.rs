@@ -237,9 +237,7 @@ fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<Outcome> {
         .into());
     }
     let settings = BackupSettings::resolve(ov, cfg.as_ref())?;
-    if !a.dry_run {
-        Repo::check_can_init(&settings.backup_root)?;
-    }
+    backup::preflight(&settings)?;
     let console = crate::log::console_level(cli.verbose, cli.quiet);
     let log_dir = settings
         .log_dir

@@ -55,6 +55,10 @@ pub struct Materializer<'r> {
     target: PathBuf,
     quarantine: PathBuf,
     pub stats: Stats,
+    /// Entries that could not be put in place (path, reason). One bad entry
+    /// (a path too long for the target, a missing object) never stops the
+    /// rest of the tree from being built.
+    failures: std::sync::Mutex<Vec<(Vec<u8>, String)>>,
 }
 
 /// How an on-disk entry relates to a rendered one.
@@ -77,7 +81,24 @@ impl<'r> Materializer<'r> {
             target: target.to_path_buf(),
             quarantine: repo.dir.join("quarantine").join(stamp),
             stats: Stats::default(),
+            failures: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    fn record(&self, path: &[u8], r: Result<()>) {
+        if let Err(e) = r {
+            self.failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((path.to_vec(), e.to_string()));
+        }
+    }
+
+    /// The entries that failed, in path order.
+    pub fn take_failures(&self) -> Vec<(Vec<u8>, String)> {
+        let mut v = std::mem::take(&mut *self.failures.lock().unwrap_or_else(|p| p.into_inner()));
+        v.sort_by(|a, b| cmp_paths(&a.0, &b.0));
+        v
     }
 
     fn fs_path(&self, rel: &[u8]) -> PathBuf {
@@ -314,7 +335,7 @@ impl<'r> Materializer<'r> {
         }
         // Children before parents, so directories empty out first.
         for e in removals.iter().rev() {
-            self.remove(e)?;
+            self.record(&e.path, self.remove(e));
         }
         let mut removed_dirs: Vec<&[u8]> = removals
             .iter()
@@ -322,26 +343,26 @@ impl<'r> Materializer<'r> {
             .collect();
         removed_dirs.sort_by(|a, b| cmp_paths(b, a));
         removed_dirs.dedup();
-        self.place_all(&changes)?;
-        self.prune_empty_dirs(&removed_dirs, new)?;
+        self.place_all(&changes);
+        self.prune_empty_dirs(&removed_dirs, new);
         Ok(())
     }
 
     /// Directories first (in order, parents before children), then files in
     /// parallel: linking is metadata-bound, and two cores halve it.
-    fn place_all(&self, changes: &[(&BEntry, Option<&BEntry>)]) -> Result<()> {
+    fn place_all(&self, changes: &[(&BEntry, Option<&BEntry>)]) {
         for (e, old) in changes.iter().filter(|(e, _)| matches!(e.kind, BKind::Dir)) {
-            self.place(e, *old, false)?;
+            self.record(&e.path, self.place(e, *old, false));
         }
         changes
             .par_iter()
             .filter(|(e, _)| !matches!(e.kind, BKind::Dir))
-            .try_for_each(|(e, old)| self.place(e, *old, old.is_none()))
+            .for_each(|(e, old)| self.record(&e.path, self.place(e, *old, old.is_none())));
     }
 
     /// Remove directories left empty by removals (implicit parents such as
     /// `versions/<path>/`), but never one the rendering still wants.
-    fn prune_empty_dirs(&self, dirs: &[&[u8]], new: &[BEntry]) -> Result<()> {
+    fn prune_empty_dirs(&self, dirs: &[&[u8]], new: &[BEntry]) {
         let wanted: HashSet<&[u8]> = new
             .iter()
             .filter(|e| matches!(e.kind, BKind::Dir))
@@ -360,21 +381,22 @@ impl<'r> Materializer<'r> {
                 cur = pathbytes::parent(cur);
             }
         }
-        Ok(())
     }
 
     /// Bring the disk in line with `desired`, whatever is there now. Extra
     /// entries are reported and, with `prune_extra`, moved to quarantine.
     pub fn reconcile(&self, desired: &[BEntry], prune_extra: bool) -> Result<Vec<Vec<u8>>> {
         fsutil::create_private_dir(&self.target)?;
+        // No fast path here: what is on disk is unknown, so every entry is
+        // inspected before it is placed.
         let changes: Vec<(&BEntry, Option<&BEntry>)> = desired.iter().map(|e| (e, None)).collect();
         for (e, _) in changes.iter().filter(|(e, _)| matches!(e.kind, BKind::Dir)) {
-            self.place(e, None, false)?;
+            self.record(&e.path, self.place(e, None, false));
         }
         changes
             .par_iter()
             .filter(|(e, _)| !matches!(e.kind, BKind::Dir))
-            .try_for_each(|(e, _)| self.place(e, None, false))?;
+            .for_each(|(e, _)| self.record(&e.path, self.place(e, None, false)));
         let mut extra = Vec::new();
         let wanted: HashSet<&[u8]> = desired.iter().map(|e| e.path.as_slice()).collect();
         let mut ancestors: HashSet<&[u8]> = HashSet::new();
