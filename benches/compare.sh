@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# Wall-clock and peak-RSS comparison of the trove binary against plain
+# filesystem anchors, on one synthetic tree, in one run.
+#
+#   benches/compare.sh DATA_DIR
+#
+# DATA_DIR (outside the repository; /tmp/... is fine) receives:
+#   src/        the source tree (made by gen_tree.py when missing; a tree
+#               left mutated by an earlier run is regenerated first)
+#   dest/       trove's backup root
+#   cp-copy/    the cp -a anchor's target
+#   results/    raw timings (raw.tsv), command output, strace summaries,
+#               and the markdown report (report.md)
+#
+# Environment: FILES (100000), BYTES (450000000), SEED (1), REPS (3),
+# KEEP=1 to leave dest/ and cp-copy/ in place at the end.
+#
+# Method: nothing is dropped from the page cache (every step runs warm, the
+# source is read from memory); `sync` runs, untimed, before every timed
+# command so none of them pays for the previous one's dirty pages. Each
+# anchor runs right before its trove counterpart, the pair is repeated REPS
+# times and the median is reported. Peak RSS comes from GNU time (%M).
+set -euo pipefail
+
+if [ $# -ne 1 ]; then
+    echo "usage: $0 DATA_DIR" >&2
+    exit 2
+fi
+REPO=$(cd "$(dirname "$0")/.." && pwd -P)
+mkdir -p "$1"
+DATA=$(cd "$1" && pwd -P)
+case "$DATA/" in
+"$REPO"/*)
+    echo "DATA_DIR must be outside the repository ($REPO)" >&2
+    exit 2
+    ;;
+esac
+FILES=${FILES:-100000}
+BYTES=${BYTES:-450000000}
+SEED=${SEED:-1}
+REPS=${REPS:-3}
+SRC=$DATA/src
+DEST=$DATA/dest
+CPX=$DATA/cp-copy
+OUT=$DATA/results
+
+if [ ! -x /usr/bin/time ] || ! /usr/bin/time -f '%M' -o /dev/null true 2>/dev/null; then
+    echo "GNU time (/usr/bin/time with -f/-v) is needed for peak RSS." >&2
+    echo "Install it with:  apt-get update && apt-get install -y time" >&2
+    exit 2
+fi
+command -v python3 >/dev/null || {
+    echo "python3 is needed (gen_tree.py and the report)" >&2
+    exit 2
+}
+HAVE_STRACE=0
+command -v strace >/dev/null && HAVE_STRACE=1
+
+echo "== building (cargo build --release)"
+(cd "$REPO" && cargo build --release --quiet)
+TROVE=$REPO/target/release/trove
+
+if [ -e "$DATA/.src-mutated" ] || [ ! -d "$SRC" ]; then
+    echo "== generating $SRC ($FILES files, ~$BYTES bytes, seed $SEED)"
+    rm -rf "$SRC" "$DATA/.src-mutated"
+    python3 "$REPO/benches/gen_tree.py" --out "$SRC" --files "$FILES" --bytes "$BYTES" --seed "$SEED" -q
+    # Inode change times are "now": let them age past trove's 2 s
+    # racily-clean window, or the stat cache rightly refuses to vouch for
+    # them and the "no-change" reruns read everything again.
+    sleep 2.5
+fi
+rm -rf "$OUT" "$DEST" "$CPX"
+mkdir -p "$OUT"
+# Run everything from DATA_DIR: trove picks up ./config.json when present,
+# and the repository's own config.json must not interfere.
+cd "$DATA"
+
+{
+    echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/{print $2}') GiB RAM, kernel $(uname -r)"
+    echo "filesystem of DATA_DIR: $(df --output=fstype "$DATA" | tail -1) ($(df --output=source "$DATA" | tail -1)), page cache warm (nothing dropped)"
+    echo "trove: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' +uncommitted src changes'), release build"
+    echo "data: $(find "$SRC" -type f | wc -l) files, $(find "$SRC" -type d | wc -l) dirs, $(du -sb "$SRC" | cut -f1) bytes (apparent $(du -sb --apparent-size "$SRC" | cut -f1))"
+} >"$OUT/facts.txt"
+cat "$OUT/facts.txt"
+
+# Busy CPU time of the whole machine so far, in 1/100 s (USER_HZ).
+busy_ticks() {
+    awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+}
+
+# measure NAME CMD... : time one command; append to raw.tsv
+# "NAME<TAB>ms<TAB>maxrss_kB<TAB>CPU s used by other processes meanwhile".
+measure() {
+    local name=$1
+    shift
+    sync
+    local t0 t1 b0 b1
+    b0=$(busy_ticks)
+    t0=$(date +%s%N)
+    if ! /usr/bin/time -f '%M %U %S' -o "$OUT/$name.time" "$@" >"$OUT/$name.out" 2>&1; then
+        echo "FAILED: $name: $*" >&2
+        cat "$OUT/$name.out" >&2
+        exit 1
+    fi
+    t1=$(date +%s%N)
+    b1=$(busy_ticks)
+    local ms=$(((t1 - t0) / 1000000))
+    local rss own other
+    read -r rss own < <(tail -1 "$OUT/$name.time" | awk '{print $1, $2 + $3}')
+    # Other work on the machine skews timings: record how much there was.
+    other=$(awk -v b="$((b1 - b0))" -v o="$own" 'BEGIN { x = b / 100 - o; printf "%.2f", (x < 0 ? 0 : x) }')
+    printf '%s\t%s\t%s\t%s\n' "$name" "$ms" "$rss" "$other" >>"$OUT/raw.tsv"
+    awk -v n="$name" -v ms="$ms" -v kb="$rss" -v ot="$other" \
+        'BEGIN { printf "  %-16s %8.3f s  %6.1f MiB  (other processes: %.2f CPU s)\n", n, ms / 1000, kb / 1024, ot }'
+}
+
+reset_dir() {
+    rm -rf "$1"
+    sync
+}
+
+echo "== first backup vs cp -a (x$REPS)"
+for r in $(seq "$REPS"); do
+    reset_dir "$CPX"
+    measure "cp_a.$r" cp -a "$SRC" "$CPX"
+    reset_dir "$CPX"
+    measure "cp_a_sync.$r" bash -c 'cp -a "$1" "$2" && sync' _ "$SRC" "$CPX"
+    reset_dir "$CPX"
+    reset_dir "$DEST"
+    measure "first.$r" "$TROVE" backup "$SRC" "$DEST" -q
+done
+[ "${KEEP:-0}" = 1 ] || reset_dir "$CPX"
+
+echo "== no-change rerun vs find walk (x$REPS)"
+for r in $(seq "$REPS"); do
+    measure "find.$r" bash -c 'find "$1" -printf "%s %T@ %i\n" >/dev/null' _ "$SRC"
+    measure "nochange.$r" "$TROVE" backup "$SRC" "$DEST" -q
+done
+
+# Does a no-change rerun read file contents? Two independent measures:
+#  (a) strace -ff -y: every read-family syscall with the path behind its fd;
+#      sum the bytes read from fds under SRC and count the regular files
+#      under SRC that were opened (directories are opened to be listed).
+#  (b) /proc/PID/io rchar (bytes passed through read-family syscalls by the
+#      whole process, all threads): exit_group is delayed 300 ms with
+#      strace's fault injection so the counters can be sampled just before
+#      the process disappears. rchar includes reading the repository's own
+#      tree objects and stat cache, so compare it with the source size.
+echo "== read check on one more no-change rerun"
+READ_NOTE="strace not installed (apt-get install -y strace): read check skipped"
+if [ "$HAVE_STRACE" = 1 ]; then
+    sync
+    rm -rf "$OUT/nochange.strace"
+    mkdir -p "$OUT/nochange.strace"
+    # -ff: one file per thread, so no call is split into unfinished/resumed.
+    strace -ff -qq -y -s 0 -o "$OUT/nochange.strace/t" \
+        -e trace=openat,open,read,pread64,readv,preadv,preadv2,mmap,sendfile,copy_file_range \
+        "$TROVE" backup "$SRC" "$DEST" -q >/dev/null 2>&1
+    read -r SRC_BYTES SRC_OPENS OTHER_BYTES < <(python3 - "$SRC" "$OUT"/nochange.strace/t.* <<'EOF'
+import re, sys
+src, paths = sys.argv[1].rstrip("/") + "/", sys.argv[2:]
+rd = re.compile(r'^(?:read|pread64|readv|preadv2?)\((\d+)<([^>]*)>.*\)\s+=\s+(\d+)')
+op = re.compile(r'^open(?:at)?\(.*?"([^"]*)",\s*([A-Z_|]+).*\)\s+=\s+(\d+)')
+src_bytes = other = opens = 0
+for path in paths:
+    for line in open(path, errors="replace"):
+        m = rd.match(line)
+        if m:
+            if m.group(2).startswith(src):
+                src_bytes += int(m.group(3))
+            else:
+                other += int(m.group(3))
+            continue
+        m = op.match(line)
+        if m and m.group(1).startswith(src) and "O_DIRECTORY" not in m.group(2):
+            opens += 1
+print(src_bytes, opens, other)
+EOF
+    )
+    # (b)
+    sync
+    strace -f -qq -e trace=exit_group -e inject=exit_group:delay_enter=300000 -o /dev/null \
+        "$TROVE" backup "$SRC" "$DEST" -q >/dev/null 2>&1 &
+    SP=$!
+    PID=""
+    for _ in $(seq 200); do
+        PID=$(pgrep -P "$SP" || true)
+        [ -n "$PID" ] && break
+        sleep 0.01
+    done
+    LAST=""
+    while [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; do
+        CUR=$(cat "/proc/$PID/io" 2>/dev/null || true)
+        [ -n "$CUR" ] && LAST=$CUR
+        sleep 0.02
+    done
+    wait "$SP" || true
+    RCHAR=$(echo "$LAST" | awk '/^rchar/{print $2}')
+    echo "$LAST" >"$OUT/nochange.proc-io"
+    # And a syscall profile of the same run, for the analysis.
+    sync
+    strace -c -f -o "$OUT/nochange.strace-c" "$TROVE" backup "$SRC" "$DEST" -q >/dev/null 2>&1
+    READ_NOTE="no-change rerun: ${SRC_BYTES} bytes read from files under SRC, ${SRC_OPENS} regular files under SRC opened (strace -ff -y); ${OTHER_BYTES} bytes read from other files (repository trees, stat cache, config); whole-process rchar ${RCHAR:-?} bytes (/proc/PID/io) vs $(find "$SRC" -type f -printf '%s\n' | awk '{s += $1} END {print s}') bytes in the source's files"
+fi
+echo "  $READ_NOTE"
+
+echo "== rerun after gen_tree.py --mutate (1% modified/added/deleted/renamed) vs find walk (x$REPS)"
+touch "$DATA/.src-mutated"
+for r in $(seq "$REPS"); do
+    python3 "$REPO/benches/gen_tree.py" --out "$SRC" --mutate --seed $((1000 + r)) >"$OUT/mutate.$r.log"
+    # Let the edits age past trove's 2 s racily-clean window, as a real
+    # edit made some time before the backup would have.
+    sleep 2.1
+    measure "find_mut.$r" bash -c 'find "$1" -printf "%s %T@ %i\n" >/dev/null' _ "$SRC"
+    measure "mutated.$r" "$TROVE" backup "$SRC" "$DEST" -q
+done
+[ "${KEEP:-0}" = 1 ] || reset_dir "$DEST"
+
+python3 - "$OUT/raw.tsv" "$OUT/facts.txt" "$READ_NOTE" >"$OUT/report.md" <<'EOF'
+import statistics, sys
+raw, facts, note = sys.argv[1], sys.argv[2], sys.argv[3]
+runs = {}
+others = []
+for line in open(raw):
+    name, ms, rss, other = line.rstrip("\n").split("\t")
+    step = name.rsplit(".", 1)[0]
+    runs.setdefault(step, []).append((int(ms) / 1000, int(rss) / 1024))
+    others.append(float(other))
+def med(step):
+    return statistics.median(t for t, _ in runs[step])
+def rss(step):
+    return max(r for _, r in runs[step])
+def all_t(step):
+    return "/".join(f"{t:.2f}" for t, _ in runs[step])
+rows = [
+    ("first backup", "first", "`cp -a SRC X`", "cp_a", 1.1),
+    ("first backup", "first", "`cp -a SRC X && sync`", "cp_a_sync", None),
+    ("no-change rerun", "nochange", "`find SRC -printf '%s %T@ %i\\n'`", "find", 2.0),
+    ("rerun after 1% mutate", "mutated", "`find SRC -printf ...` (same tree)", "find_mut", None),
+]
+print("\n".join("- " + l.strip() for l in open(facts)))
+print()
+print("| step | trove wall (s) | anchor | anchor wall (s) | ratio | trove peak RSS (MiB) | goal |")
+print("|---|---|---|---|---|---|---|")
+for label, t, alabel, a, goal in rows:
+    tt, at = med(t), med(a)
+    ratio = tt / at
+    r = rss(t)
+    g = []
+    if goal:
+        g.append(f"≤ {goal}×: {'met' if ratio <= goal else 'MISSED'}")
+    g.append(f"RSS ≤ 64 MiB: {'met' if r <= 64 else 'MISSED'}")
+    print(f"| {label} | {tt:.2f} ({all_t(t)}) | {alabel} | {at:.2f} ({all_t(a)}) | {ratio:.2f}× | {r:.0f} | {'; '.join(g)} |")
+print()
+print("Median of the runs (each run in parentheses); peak RSS is the largest of the runs.")
+print(f"CPU time used by other processes (and kernel writeback threads) during a timed step: max {max(others):.2f} s, total {sum(others):.2f} s"
+      + (" (the machine was not idle: compare with care)" if max(others) > 0.5 else " (machine idle)"))
+print()
+print("Read check: " + note)
+EOF
+echo
+cat "$OUT/report.md"
+echo
+echo "(report: $OUT/report.md, raw timings: $OUT/raw.tsv)"
