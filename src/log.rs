@@ -87,7 +87,11 @@ pub fn init(console: LevelFilter, file: Option<(&Path, LogLevel)>) -> Result<Log
     let (file_layer, guard, path) = match file {
         Some((dir, level)) => {
             let (f, p) = create_log_file(dir)?;
-            let (nb, guard) = tracing_appender::non_blocking(f);
+            // Not lossy: the default drops lines when the writer falls
+            // behind, and an audit log must never lose a line.
+            let (nb, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .lossy(false)
+                .finish(f);
             let lvl = match level {
                 LogLevel::Info => LevelFilter::INFO,
                 LogLevel::Debug => LevelFilter::DEBUG,
