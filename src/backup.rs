@@ -1,8 +1,9 @@
-//! One backup run: scan → hash (reading only what the stat cache cannot
-//! vouch for) → plan → store objects and trees → snapshot record (the commit
-//! point) → browsable tree → stat cache. It owns the order of those steps,
-//! which is the crash-safety argument of docs/DESIGN.md; the decisions
-//! themselves belong to `plan`, the layout to `browse`.
+//! One backup run: scan → vouch for unchanged files from the stat cache →
+//! read the rest (hashing while copying into `tmp/`) → plan → store objects
+//! and trees → snapshot record (the commit point) → browsable tree → stat
+//! cache. This module owns the order of those steps, which is the
+//! crash-safety argument of docs/DESIGN.md; the decisions belong to `plan`,
+//! the layout of the backup folder to `browse`.
 
 use crate::browse::{self, Escapes};
 use crate::config::{BackupSettings, OnError};
@@ -12,10 +13,10 @@ use crate::materialize::{self, Materializer, Stats};
 use crate::pathbytes::{self, cmp_paths, display as show};
 use crate::plan::{self, Action, Plan, PlanCounts, PlanOptions};
 use crate::progress::Progress;
-use crate::scan::{self, IssueKind, ScanItem, ScanOptions};
-use crate::store::cache::{self, CacheRecord, StatCache};
+use crate::scan::{self, Issue, IssueKind, ScanEntry, ScanItem, ScanOptions};
+use crate::store::cache::{self, StatExtra};
 use crate::store::lock::{LockMode, RepoLock};
-use crate::store::objects::{self, Batch, ReadFailure, StatKey};
+use crate::store::objects::{self, Batch, ReadFailure};
 use crate::store::snapshot::{self, Snapshot, SnapshotRecord, SourceRecord, Summary};
 use crate::store::tree::{self, Archive, Entry, History, Item, Leaf, Meta};
 use crate::store::{now_ns, Repo};
@@ -24,6 +25,8 @@ use serde::Serialize;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering as AtOrd};
+use std::sync::Mutex;
 
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
@@ -72,28 +75,32 @@ pub struct BackupReport {
 struct Prev {
     snap: Option<Snapshot>,
     entries: Vec<Entry>,
-    archive: Vec<(Vec<u8>, History)>,
+    archive: Archive,
     known_trees: HashSet<TreeId>,
 }
 
-fn load_prev(repo: &Repo) -> Result<Prev> {
-    let snap = snapshot::latest(repo)?;
-    let mut known_trees = HashSet::new();
-    let (entries, archive) = match &snap {
-        Some(s) => {
-            let e = tree::flat_to_source(tree::read_flat(repo, &s.record.root, &mut known_trees)?);
-            let a =
-                tree::flat_to_archive(tree::read_flat(repo, &s.record.archive, &mut known_trees)?);
-            (e, a)
-        }
-        None => (Vec::new(), Vec::new()),
+fn load_prev(repo: Option<&Repo>) -> Result<Prev> {
+    let mut prev = Prev {
+        snap: None,
+        entries: Vec::new(),
+        archive: Vec::new(),
+        known_trees: HashSet::new(),
     };
-    Ok(Prev {
-        snap,
-        entries,
-        archive,
-        known_trees,
-    })
+    let Some(repo) = repo else { return Ok(prev) };
+    prev.snap = snapshot::latest(repo)?;
+    if let Some(s) = &prev.snap {
+        prev.entries = tree::flat_to_source(tree::read_flat(
+            repo,
+            &s.record.root,
+            &mut prev.known_trees,
+        )?);
+        prev.archive = tree::flat_to_archive(tree::read_flat(
+            repo,
+            &s.record.archive,
+            &mut prev.known_trees,
+        )?);
+    }
+    Ok(prev)
 }
 
 /// Load a snapshot's two trees.
@@ -109,6 +116,27 @@ pub struct TreeUpdate {
     pub copies: u64,
     /// Entries that could not be placed (path in the tree, reason).
     pub failures: Vec<(Vec<u8>, String)>,
+}
+
+/// Move the browsable tree from showing `old` to showing `new`, touching
+/// only what differs.
+fn update_tree(
+    m: &Materializer<'_>,
+    old: (&[Entry], &[(Vec<u8>, History)]),
+    new: (&[Entry], &[(Vec<u8>, History)]),
+) -> Result<()> {
+    match browse::render_diff(old, new) {
+        Some((o, n)) => {
+            let esc = Escapes::for_entries(new.0);
+            m.apply(&o, &n, &|p: &[u8]| browse::wants_dir(new.0, &esc, p))
+        }
+        None => {
+            let o = browse::render(old.0, old.1);
+            let n = browse::render(new.0, new.1);
+            let dirs = Materializer::dirs_of(&n);
+            m.apply(&o, &n, &|p: &[u8]| dirs.contains(p))
+        }
+    }
 }
 
 /// Report entries the browsable tree lacks, and record the snapshot it
@@ -135,7 +163,7 @@ fn finish_tree_update(repo: &Repo, m: &Materializer<'_>, shows: &SnapshotId) -> 
 }
 
 /// Make the browsable tree at the backup root show `latest`, whatever a
-/// crash left behind. Cheap when it already does.
+/// crash left behind. Free when it already does.
 pub fn catch_up_browsable(
     repo: &Repo,
     latest: &Snapshot,
@@ -150,7 +178,6 @@ pub fn catch_up_browsable(
             failures: Vec::new(),
         });
     }
-    let new = browse::render(entries, archive);
     let old_rec = marker.and_then(|id| snapshot::read(repo, &id).ok());
     match old_rec.and_then(|r| load_snapshot(repo, &r).ok()) {
         Some((oe, oa)) => {
@@ -158,14 +185,14 @@ pub fn catch_up_browsable(
                 "browsable tree is behind snapshot {}: updating it",
                 latest.id.short()
             );
-            m.apply(&browse::render(&oe, &oa), &new)?;
+            update_tree(&m, (&oe, &oa), (entries, archive))?;
         }
         None => {
             tracing::info!(
                 "browsable tree state unknown: checking it against snapshot {}",
                 latest.id.short()
             );
-            let extra = m.reconcile(&new, false)?;
+            let extra = m.reconcile(&browse::render(entries, archive), false)?;
             for p in extra {
                 tracing::warn!(
                     "{} is not part of the backup (left in place)",
@@ -224,24 +251,76 @@ pub fn source_names(sources: &[PathBuf]) -> Vec<Vec<u8>> {
     out
 }
 
-/// How paths are shown in log lines: `source/one.txt`, `backup/one.txt`.
-struct Display {
-    single: bool,
-    src_base: Vec<(Vec<u8>, Vec<u8>)>, // (folder name, source basename)
+/// Check a run's paths and patterns before anything is created: a refused
+/// run must leave no trace (no backup root, no log file, nothing in a
+/// source). Returns the normalised backup root and sources.
+pub fn preflight(s: &BackupSettings) -> Result<(PathBuf, Vec<PathBuf>)> {
+    let root = normalize(&s.backup_root);
+    let mut sources = Vec::new();
+    for src in &s.sources {
+        let n = normalize(src);
+        if !n.is_dir() {
+            return Err(Error::Usage(format!(
+                "source {} is not an existing directory",
+                src.display()
+            )));
+        }
+        if n.starts_with(&root) {
+            return Err(Error::Usage(format!(
+                "source {} is inside (or is) the backup root {}: choose a backup root outside the source",
+                src.display(),
+                root.display()
+            )));
+        }
+        sources.push(n);
+    }
+    scan::Excludes::new(&s.exclude)?;
+    Repo::check_can_init(&root)?;
+    Ok((root, sources))
+}
+
+/// Where the sources are, and how snapshot paths map back to them.
+struct Layout {
+    sources: Vec<PathBuf>,
+    /// Folder of each source in the snapshot (empty with one source).
+    names: Vec<Vec<u8>>,
     root_base: String,
 }
 
-impl Display {
-    fn src(&self, path: &[u8]) -> String {
-        if self.single {
-            let b = &self.src_base[0].1;
-            return show(&pathbytes::join(b, path));
+impl Layout {
+    fn single(&self) -> bool {
+        self.sources.len() == 1
+    }
+
+    /// The file on disk behind a snapshot path.
+    fn fs_path(&self, path: &[u8]) -> PathBuf {
+        if self.single() {
+            return pathbytes::to_fs(&self.sources[0], path);
         }
-        // Several sources: the snapshot path starts with the source's
-        // folder name, unique even when two sources share a basename.
+        let first = path.iter().position(|&c| c == b'/').unwrap_or(path.len());
+        let rest = path.get(first + 1..).unwrap_or(b"");
+        match self
+            .names
+            .iter()
+            .position(|n| n.as_slice() == &path[..first])
+        {
+            Some(i) => pathbytes::to_fs(&self.sources[i], rest),
+            None => pathbytes::to_fs(Path::new("/nonexistent"), path),
+        }
+    }
+
+    /// How log lines name a source path: `source/one.txt` (the source's
+    /// basename) with one source; with several, the snapshot path, which
+    /// starts with the source's folder name and is unique even when two
+    /// sources share a basename.
+    fn src(&self, path: &[u8]) -> String {
+        if self.single() {
+            return show(&pathbytes::join(&base_name(&self.sources[0]), path));
+        }
         show(path)
     }
 
+    /// How log lines name a path of the browsable tree: `backup/one.txt`.
     fn dst(&self, browse_path: &[u8]) -> String {
         format!("{}/{}", self.root_base, show(browse_path))
     }
@@ -264,8 +343,8 @@ fn is_dup(entries: &[Entry], path: &[u8]) -> bool {
     )
 }
 
-/// Write the audit lines of a plan (SPEC §4) through tracing.
-fn log_plan(plan: &Plan, prev: &[Entry], d: &Display, dry: bool) {
+/// Write the audit lines of a plan (SPEC §4) through tracing, in path order.
+fn log_plan(plan: &Plan, prev: &[Entry], d: &Layout, dry: bool) {
     let new_esc = Escapes::for_entries(&plan.entries);
     let old_esc = Escapes::for_entries(prev);
     let pre = if dry { "WOULD " } else { "" };
@@ -276,8 +355,13 @@ fn log_plan(plan: &Plan, prev: &[Entry], d: &Display, dry: bool) {
             d.dst(shown)
         );
     }
-    for a in &plan.actions {
-        let p = a.path();
+    let debug = tracing::enabled!(tracing::Level::DEBUG);
+    let line = |p: &[u8], a: Option<&Action>| {
+        let Some(a) = a else {
+            tracing::debug!("PLANNER → SKIP: {}", d.src(p));
+            tracing::debug!("SKIP: {}", d.src(p));
+            return;
+        };
         match a {
             Action::Backup { .. } => {
                 tracing::debug!("PLANNER → BACKUP: {}", d.src(p));
@@ -309,10 +393,6 @@ fn log_plan(plan: &Plan, prev: &[Entry], d: &Display, dry: bool) {
                     d.dst(&new_esc.top_path(p))
                 );
             }
-            Action::Skip { .. } => {
-                tracing::debug!("PLANNER → SKIP: {}", d.src(p));
-                tracing::debug!("SKIP: {}", d.src(p));
-            }
             Action::Deleted { displaced, .. } => {
                 tracing::debug!("PLANNER → DELETED: {}", d.src(p));
                 if let Some(n) = displaced {
@@ -340,42 +420,295 @@ fn log_plan(plan: &Plan, prev: &[Entry], d: &Display, dry: bool) {
                 tracing::info!("{pre}RETENTION delete: {}", show(&browse::deleted_path(p)));
             }
         }
+    };
+    if debug {
+        // Every decision, SKIPs included, interleaved in path order.
+        plan.for_each_decision(prev, line);
+    } else {
+        for a in &plan.actions {
+            line(a.path(), Some(a));
+        }
     }
 }
 
-/// A file to read (not vouched for by the stat cache).
-struct ToRead {
-    idx: usize,
-    fs: PathBuf,
-    size: u64,
+/// The scan of every source, in path order.
+struct Scanned {
+    entries: Vec<ScanEntry>,
+    issues: Vec<Issue>,
+    excluded: u64,
+    sources: Vec<SourceRecord>,
 }
 
-/// Check a run's paths and patterns before anything is created: a refused
-/// run must leave no trace (no backup root, no log file, nothing in a
-/// source). Returns the normalised backup root and sources.
-pub fn preflight(s: &BackupSettings) -> Result<(PathBuf, Vec<PathBuf>)> {
-    let root = normalize(&s.backup_root);
-    let mut sources = Vec::new();
-    for src in &s.sources {
-        let n = normalize(src);
-        if !n.is_dir() {
-            return Err(Error::Usage(format!(
-                "source {} is not an existing directory",
-                src.display()
-            )));
+fn scan_all(layout: &Layout, s: &BackupSettings, root: &Path) -> Result<Scanned> {
+    // Never back up our own output: the backup root and the log directory,
+    // wherever they are.
+    let skip_dirs: Vec<(u64, u64)> = [Some(root), s.log_dir.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|d| std::fs::metadata(d).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect();
+    let opts = ScanOptions {
+        follow_symlinks: s.follow_symlinks,
+        one_file_system: s.one_file_system,
+        excludes: scan::Excludes::new(&s.exclude)?,
+        skip_dirs,
+    };
+    let mut out = Scanned {
+        entries: Vec::new(),
+        issues: Vec::new(),
+        excluded: 0,
+        sources: Vec::new(),
+    };
+    for (src, name) in layout.sources.iter().zip(&layout.names) {
+        let m = std::fs::metadata(src).map_err(|e| Error::io("stat source", src, e))?;
+        let meta = scan::meta_of(&m);
+        out.sources.push(SourceRecord {
+            path: pathbytes::os_bytes(src.as_os_str()).to_vec(),
+            name: name.clone(),
+            meta,
+        });
+        if !name.is_empty() {
+            out.entries.push(ScanEntry {
+                path: name.clone(),
+                item: ScanItem::Dir { meta },
+            });
         }
-        if n.starts_with(&root) {
-            return Err(Error::Usage(format!(
-                "source {} is inside (or is) the backup root {}: choose a backup root outside the source",
-                src.display(),
-                root.display()
-            )));
-        }
-        sources.push(n);
+        let o = scan::scan_source(src, name, &opts)?;
+        out.entries.extend(o.entries);
+        out.issues.extend(o.issues);
+        out.excluded += o.excluded;
     }
-    scan::Excludes::new(&s.exclude)?;
-    Repo::check_can_init(&root)?;
-    Ok((root, sources))
+    // One source is already in order; several are in the order given.
+    if !layout.single() {
+        out.entries.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+    }
+    Ok(out)
+}
+
+/// The files whose stat matches the cache keep the hash the previous
+/// snapshot recorded for them: a merge-join of the scan with the previous
+/// listing, whose file entries the cache records line up with.
+fn vouch(
+    prev: &[Entry],
+    records: &[Option<StatExtra>],
+    scanned: &[ScanEntry],
+) -> Vec<Option<ObjectId>> {
+    let mut ids = vec![None; scanned.len()];
+    if records.is_empty() {
+        return ids;
+    }
+    let (mut pi, mut file_no) = (0, 0);
+    for (i, e) in scanned.iter().enumerate() {
+        let ScanItem::File { stat, .. } = &e.item else {
+            continue;
+        };
+        while pi < prev.len() && cmp_paths(&prev[pi].path, &e.path) == std::cmp::Ordering::Less {
+            file_no += prev[pi].file_id().is_some() as usize;
+            pi += 1;
+        }
+        let Some(p) = prev.get(pi).filter(|p| p.path == e.path) else {
+            continue;
+        };
+        if let Item::Leaf(Leaf::File { size, id, meta, .. }) = &p.item {
+            if let Some(Some(x)) = records.get(file_no) {
+                if x.key(*size, meta.mtime_ns) == *stat {
+                    ids[i] = Some(*id);
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// Counters of the read stage.
+#[derive(Default)]
+struct ReadStats {
+    files_read: AtomicU64,
+    new_objects: AtomicU64,
+    new_bytes: AtomicU64,
+}
+
+/// Read every file the cache did not vouch for (in parallel), filling in
+/// its id and the stat it had while read. Files that could not be read
+/// come back as issues; a repository error stops the run.
+fn read_files(
+    algo: HashAlgo,
+    batch: Option<&Batch<'_>>,
+    layout: &Layout,
+    scanned: &mut [ScanEntry],
+    ids: &mut [Option<ObjectId>],
+    follow: bool,
+    progress: &dyn Progress,
+) -> Result<(ReadStats, Vec<Issue>)> {
+    let (count, bytes) =
+        scanned
+            .iter()
+            .zip(ids.iter())
+            .fold((0u64, 0u64), |(c, b), (e, id)| match (&e.item, id) {
+                (ScanItem::File { stat, .. }, None) => (c + 1, b + stat.size),
+                _ => (c, b),
+            });
+    progress.phase("reading", count, bytes);
+    let stats = ReadStats::default();
+    let issues = Mutex::new(Vec::new());
+    scanned.par_iter_mut().zip(ids.par_iter_mut()).try_for_each(|(e, id)| -> Result<()> {
+        let ScanItem::File { stat, .. } = &mut e.item else {
+            return Ok(());
+        };
+        if id.is_some() {
+            return Ok(());
+        }
+        let fs = layout.fs_path(&e.path);
+        let size = stat.size;
+        stats.files_read.fetch_add(1, AtOrd::Relaxed);
+        match objects::ingest(algo, batch, &fs, follow) {
+            Ok(ing) => {
+                *id = Some(ing.id);
+                *stat = ing.stat;
+                if ing.stored {
+                    stats.new_objects.fetch_add(1, AtOrd::Relaxed);
+                    stats.new_bytes.fetch_add(ing.size, AtOrd::Relaxed);
+                }
+            }
+            Err(ReadFailure::Repo(err)) => return Err(err),
+            Err(f) => {
+                let (kind, msg) = match f {
+                    ReadFailure::Vanished => (IssueKind::Vanished, "vanished during the backup".to_string()),
+                    ReadFailure::Unstable => (
+                        IssueKind::Unreadable,
+                        "kept changing while it was read (tried 3 times); previous version kept".to_string(),
+                    ),
+                    ReadFailure::Source(io) => (IssueKind::Unreadable, format!("cannot read: {io}")),
+                    ReadFailure::Repo(_) => (IssueKind::Unreadable, "repository error".to_string()),
+                };
+                issues.lock().unwrap_or_else(|p| p.into_inner()).push(Issue {
+                    path: e.path.clone(),
+                    fs,
+                    kind,
+                    msg,
+                });
+            }
+        }
+        progress.advance(1, size);
+        Ok(())
+    })?;
+    progress.finish();
+    Ok((
+        stats,
+        issues.into_inner().unwrap_or_else(|p| p.into_inner()),
+    ))
+}
+
+/// The current listing, and beside each entry the stat to cache for it
+/// (`None` for non-files, unreadable files and racily-clean ones).
+fn build_listing(
+    scanned: Vec<ScanEntry>,
+    ids: Vec<Option<ObjectId>>,
+    run_start: i64,
+) -> (Vec<Entry>, Vec<Option<StatExtra>>) {
+    let mut cur = Vec::with_capacity(scanned.len());
+    let mut extra = Vec::with_capacity(scanned.len());
+    for (e, id) in scanned.into_iter().zip(ids) {
+        let (item, x) = match e.item {
+            ScanItem::Dir { meta } => (Item::Dir(meta), None),
+            ScanItem::Symlink { target, meta } => {
+                (Item::Leaf(Leaf::Symlink { target, meta }), None)
+            }
+            ScanItem::File { stat, meta } => {
+                // A file that could not be read is not in the listing.
+                let Some(id) = id else { continue };
+                let x = (!cache::is_racy(&stat, run_start)).then(|| StatExtra::of(&stat));
+                let meta = Meta {
+                    mtime_ns: stat.mtime_ns,
+                    ..meta
+                };
+                (
+                    Item::Leaf(Leaf::File {
+                        size: stat.size,
+                        id,
+                        dup: false,
+                        meta,
+                    }),
+                    x,
+                )
+            }
+        };
+        cur.push(Entry { path: e.path, item });
+        extra.push(x);
+    }
+    (cur, extra)
+}
+
+/// Report each problem once, in path order, and apply `--on-error`. A
+/// path that could not be read keeps its previous content rather than
+/// turning into a deletion.
+fn handle_issues(
+    mut issues: Vec<Issue>,
+    on_error: OnError,
+    prev: &[Entry],
+    cur: &mut Vec<Entry>,
+    extra: &mut Vec<Option<StatExtra>>,
+    report: &mut BackupReport,
+) -> Result<()> {
+    issues.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+    let mut carried: Vec<Entry> = Vec::new();
+    for i in &issues {
+        let shown = pathbytes::display_path(&i.fs);
+        if on_error == OnError::Ignore {
+            tracing::debug!("{shown}: {}", i.msg);
+        } else {
+            tracing::warn!("{shown}: {}", i.msg);
+        }
+        report.problems.push(Problem {
+            path: shown,
+            message: i.msg.clone(),
+        });
+        // A vanished file is simply not in the source any more.
+        if i.kind == IssueKind::Vanished {
+            continue;
+        }
+        if on_error != OnError::Ignore {
+            report.failed = true;
+        }
+        if on_error == OnError::Fail {
+            return Err(Error::Aborted(format!(
+                "{}: {}",
+                pathbytes::display_path(&i.fs),
+                i.msg
+            )));
+        }
+        if matches!(
+            i.kind,
+            IssueKind::Unreadable | IssueKind::UnlistableDir | IssueKind::Loop
+        ) {
+            let start =
+                prev.partition_point(|e| cmp_paths(&e.path, &i.path) == std::cmp::Ordering::Less);
+            for e in &prev[start..] {
+                let under = e.path == i.path
+                    || (e.path.starts_with(&i.path) && e.path.get(i.path.len()) == Some(&b'/'));
+                if !under {
+                    break;
+                }
+                if find(cur, &e.path).is_none() {
+                    tracing::warn!("keeping the previous version of {}", show(&e.path));
+                    carried.push(e.clone());
+                }
+            }
+        }
+    }
+    if !carried.is_empty() {
+        // Merge (cur wins on equal paths: the sort is stable).
+        let mut all: Vec<(Entry, Option<StatExtra>)> = std::mem::take(cur)
+            .into_iter()
+            .zip(std::mem::take(extra))
+            .collect();
+        all.extend(carried.into_iter().map(|e| (e, None)));
+        all.sort_by(|a, b| cmp_paths(&a.0.path, &b.0.path));
+        all.dedup_by(|a, b| a.0.path == b.0.path);
+        (*cur, *extra) = all.into_iter().unzip();
+    }
+    Ok(())
 }
 
 pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
@@ -395,237 +728,85 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     };
     let algo = repo
         .as_ref()
-        .map(|r| r.algo())
-        .unwrap_or(s.hash.unwrap_or(HashAlgo::Blake3));
-    let _lock = match &repo {
-        Some(r) => Some(RepoLock::acquire(
-            r,
-            if opts.dry_run {
-                LockMode::Shared
-            } else {
-                LockMode::Exclusive
-            },
-            opts.wait,
-        )?),
-        None => None,
+        .map_or(s.hash.unwrap_or(HashAlgo::Blake3), |r| r.algo());
+    let mode = if opts.dry_run {
+        LockMode::Shared
+    } else {
+        LockMode::Exclusive
     };
-    if let (Some(r), false) = (&repo, opts.dry_run) {
+    let _lock = repo
+        .as_ref()
+        .map(|r| RepoLock::acquire(r, mode, opts.wait))
+        .transpose()?;
+    let writer = repo.as_ref().filter(|_| !opts.dry_run);
+    if let Some(r) = writer {
         r.clean_tmp()?;
     }
-    let prev = match &repo {
-        Some(r) => load_prev(r)?,
-        None => Prev {
-            snap: None,
-            entries: Vec::new(),
-            archive: Vec::new(),
-            known_trees: HashSet::new(),
-        },
-    };
+    let prev = load_prev(repo.as_ref())?;
     let mut report = BackupReport {
         dry_run: opts.dry_run,
         ..BackupReport::default()
     };
-    if let (Some(r), Some(snap), false) = (&repo, &prev.snap, opts.dry_run) {
+    if let (Some(r), Some(snap)) = (writer, &prev.snap) {
         let up = catch_up_browsable(r, snap, &prev.entries, &prev.archive)?;
         report.link_fallback_copies += up.copies;
-        if !up.failures.is_empty() {
-            report.failed = true;
-        }
+        report.failed |= !up.failures.is_empty();
     }
 
-    // Scan.
-    let names = source_names(&sources);
-    let root_meta = std::fs::metadata(&root).ok();
-    // Never back up our own output: the backup root and the log directory,
-    // wherever they are.
-    let log_meta = s.log_dir.as_ref().and_then(|d| std::fs::metadata(d).ok());
-    let skip_dirs: Vec<(u64, u64)> = root_meta
-        .iter()
-        .chain(log_meta.iter())
-        .map(|m| (m.dev(), m.ino()))
-        .collect();
-    let scan_opts = ScanOptions {
-        follow_symlinks: s.follow_symlinks,
-        one_file_system: s.one_file_system,
-        excludes: scan::Excludes::new(&s.exclude)?,
-        skip_dirs,
+    let layout = Layout {
+        names: source_names(&sources),
+        sources,
+        root_base: show(&base_name(&root)),
     };
     progress.phase("scanning", 0, 0);
-    let mut scanned = Vec::new();
-    let mut issues = Vec::new();
-    let mut source_records = Vec::new();
-    for (src, name) in sources.iter().zip(&names) {
-        let m = std::fs::metadata(src).map_err(|e| Error::io("stat source", src, e))?;
-        let meta = scan::meta_of(&m);
-        source_records.push(SourceRecord {
-            path: pathbytes::os_bytes(src.as_os_str()).to_vec(),
-            name: name.clone(),
-            meta,
-        });
-        if !name.is_empty() {
-            scanned.push(scan::ScanEntry {
-                path: name.clone(),
-                fs: src.clone(),
-                item: ScanItem::Dir { meta },
-            });
-        }
-        let out = scan::scan_source(src, name, &scan_opts)?;
-        scanned.extend(out.entries);
-        issues.extend(out.issues);
-        report.excluded += out.excluded;
-    }
+    let Scanned {
+        entries: mut scanned,
+        mut issues,
+        excluded,
+        sources: source_records,
+    } = scan_all(&layout, s, &root)?;
     progress.finish();
-    scanned.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+    report.excluded = excluded;
 
     // Hash: the stat cache vouches for unchanged files; the rest are read
-    // (and, for a real run, copied into tmp/ in the same pass).
-    let cache = match (&repo, opts.rehash) {
-        (Some(r), false) => StatCache::load(r, prev.snap.as_ref().map(|s| &s.id)),
-        _ => StatCache::default(),
+    // (and, in a real run, copied into tmp/ in the same pass).
+    let prev_files = prev
+        .entries
+        .iter()
+        .filter(|e| e.file_id().is_some())
+        .count();
+    let records = match (&repo, opts.rehash) {
+        (Some(r), false) => cache::load(r, prev.snap.as_ref().map(|p| &p.id), prev_files),
+        _ => Vec::new(),
     };
-    let mut ids: Vec<Option<(ObjectId, StatKey)>> = vec![None; scanned.len()];
-    let mut to_read = Vec::new();
-    for (i, e) in scanned.iter().enumerate() {
-        if let ScanItem::File { stat, .. } = &e.item {
-            let key = pathbytes::os_bytes(e.fs.as_os_str());
-            match cache.lookup(key, stat) {
-                Some(id) => ids[i] = Some((id, *stat)),
-                None => to_read.push(ToRead {
-                    idx: i,
-                    fs: e.fs.clone(),
-                    size: stat.size,
-                }),
-            }
-        }
-    }
-    drop(cache);
-    let batch = repo.as_ref().filter(|_| !opts.dry_run).map(Batch::new);
-    progress.phase(
-        "reading",
-        to_read.len() as u64,
-        to_read.iter().map(|t| t.size).sum(),
-    );
-    let results: Vec<(usize, std::result::Result<objects::Ingested, ReadFailure>)> = to_read
-        .par_iter()
-        .map(|t| {
-            let r = objects::ingest(algo, batch.as_ref(), &t.fs, s.follow_symlinks);
-            progress.advance(1, t.size);
-            (t.idx, r)
-        })
-        .collect();
-    progress.finish();
-    report.files_read = results.len() as u64;
-    for (idx, r) in results {
-        let e = &scanned[idx];
-        match r {
-            Ok(ing) => {
-                ids[idx] = Some((ing.id, ing.stat));
-                if ing.stored {
-                    report.new_objects += 1;
-                    report.new_bytes += ing.size;
-                }
-            }
-            Err(ReadFailure::Repo(err)) => return Err(err),
-            Err(f) => {
-                let (kind, msg) = match f {
-                    ReadFailure::Vanished => (
-                        IssueKind::Vanished,
-                        "vanished during the backup".to_string(),
-                    ),
-                    ReadFailure::Unstable => (
-                        IssueKind::Unreadable,
-                        "kept changing while it was read (tried 3 times); previous version kept"
-                            .to_string(),
-                    ),
-                    ReadFailure::Source(io) => {
-                        (IssueKind::Unreadable, format!("cannot read: {io}"))
-                    }
-                    ReadFailure::Repo(_) => unreachable_repo(),
-                };
-                issues.push(scan::Issue {
-                    path: e.path.clone(),
-                    fs: e.fs.clone(),
-                    kind,
-                    msg,
-                });
-            }
-        }
-    }
-    if opts.dry_run {
-        report.new_objects = 0;
-    }
+    let mut ids = vouch(&prev.entries, &records, &scanned);
+    let cache_complete = !records.is_empty() && records.iter().all(Option::is_some);
+    drop(records);
+    let batch = writer.map(Batch::new);
+    let (stats, read_issues) = read_files(
+        algo,
+        batch.as_ref(),
+        &layout,
+        &mut scanned,
+        &mut ids,
+        s.follow_symlinks,
+        progress,
+    )?;
+    issues.extend(read_issues);
+    report.files_read = stats.files_read.into_inner();
+    report.new_objects = stats.new_objects.into_inner();
+    report.new_bytes = stats.new_bytes.into_inner();
 
-    // The current listing.
-    let mut cache_records = Vec::new();
-    let mut cur: Vec<Entry> = Vec::with_capacity(scanned.len());
-    for (i, e) in scanned.into_iter().enumerate() {
-        let item = match e.item {
-            ScanItem::Dir { meta } => Item::Dir(meta),
-            ScanItem::Symlink { target, meta } => Item::Leaf(Leaf::Symlink { target, meta }),
-            ScanItem::File { meta, .. } => {
-                let Some((id, stat)) = ids[i] else { continue };
-                cache_records.push(CacheRecord {
-                    path: pathbytes::os_bytes(e.fs.as_os_str()).to_vec(),
-                    size: stat.size,
-                    mtime_ns: stat.mtime_ns,
-                    ctime_ns: stat.ctime_ns,
-                    ino: stat.ino,
-                    dev: stat.dev,
-                    id,
-                });
-                Item::Leaf(Leaf::File {
-                    size: stat.size,
-                    id,
-                    dup: false,
-                    meta: Meta {
-                        mtime_ns: stat.mtime_ns,
-                        ..meta
-                    },
-                })
-            }
-        };
-        cur.push(Entry { path: e.path, item });
-    }
+    let (mut cur, mut extra) = build_listing(scanned, ids, run_start);
+    handle_issues(
+        issues,
+        s.on_error,
+        &prev.entries,
+        &mut cur,
+        &mut extra,
+        &mut report,
+    )?;
 
-    // Problems: report each once, in path order; a path that could not be
-    // read keeps its previous content rather than turning into a deletion.
-    issues.sort_by(|a, b| cmp_paths(&a.path, &b.path));
-    let mut carried = false;
-    for i in &issues {
-        let shown = pathbytes::display_path(&i.fs);
-        let counts = s.on_error != OnError::Ignore && i.kind != IssueKind::Vanished;
-        if s.on_error == OnError::Ignore {
-            tracing::debug!("{shown}: {}", i.msg);
-        } else {
-            tracing::warn!("{shown}: {}", i.msg);
-        }
-        report.problems.push(Problem {
-            path: shown,
-            message: i.msg.clone(),
-        });
-        if counts {
-            report.failed = true;
-        }
-        if s.on_error == OnError::Fail && i.kind != IssueKind::Vanished {
-            return Err(Error::Aborted(format!(
-                "{}: {}",
-                pathbytes::display_path(&i.fs),
-                i.msg
-            )));
-        }
-        if matches!(
-            i.kind,
-            IssueKind::Unreadable | IssueKind::UnlistableDir | IssueKind::Loop
-        ) {
-            carried |= carry_over(&prev.entries, &mut cur, &i.path);
-        }
-    }
-    if carried {
-        cur.sort_by(|a, b| cmp_paths(&a.path, &b.path));
-        cur.dedup_by(|a, b| a.path == b.path);
-    }
-
-    // Plan.
     let plan = plan::plan(
         &prev.entries,
         &prev.archive,
@@ -639,45 +820,41 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         },
     );
     fill_counts(&mut report, &plan.counts);
-    let display = Display {
-        single: sources.len() == 1,
-        src_base: names
-            .iter()
-            .cloned()
-            .zip(sources.iter().map(|p| base_name(p)))
-            .collect(),
-        root_base: show(&base_name(&root)),
-    };
-    let src_flat = tree::source_to_flat(&plan.entries);
-    let arch_flat = tree::archive_to_flat(&plan.archive);
 
-    let Some(repo) = repo.as_ref().filter(|_| !opts.dry_run) else {
-        let root_id = tree::tree_id(algo, &src_flat)?;
-        let arch_id = tree::tree_id(algo, &arch_flat)?;
+    let (Some(repo), Some(batch)) = (writer, batch) else {
+        let root_id = tree::tree_id(algo, &plan.entries)?;
+        let arch_id = tree::tree_id(algo, &plan.archive)?;
         report.changed = prev
             .snap
             .as_ref()
             .is_none_or(|p| p.record.root != root_id || p.record.archive != arch_id);
-        log_plan(&plan, &prev.entries, &display, true);
+        log_plan(&plan, &prev.entries, &layout, true);
         return Ok(report);
     };
-    let Some(batch) = batch else {
-        return Err(Error::Usage("internal: no write batch".into()));
-    };
 
-    let root_id = tree::write_tree(algo, &src_flat, &batch, &prev.known_trees)?;
-    let arch_id = tree::write_tree(algo, &arch_flat, &batch, &prev.known_trees)?;
-    drop(src_flat);
-    drop(arch_flat);
+    let root_id = tree::write_tree(algo, &plan.entries, &batch, &prev.known_trees)?;
+    let arch_id = tree::write_tree(algo, &plan.archive, &batch, &prev.known_trees)?;
     report.changed = prev
         .snap
         .as_ref()
         .is_none_or(|p| p.record.root != root_id || p.record.archive != arch_id);
+    let cache_records = || -> Vec<Option<StatExtra>> {
+        plan.entries
+            .iter()
+            .zip(&extra)
+            .filter(|(e, _)| e.file_id().is_some())
+            .map(|(_, x)| *x)
+            .collect()
+    };
 
     if !report.changed && !opts.always_snapshot {
         let latest = prev.snap.as_ref().map(|p| p.id);
         tracing::info!("No changes: nothing to back up, no new snapshot");
-        cache::save(repo, latest, cache_records, run_start)?;
+        // Nothing read and every file vouched for: the cache on disk is
+        // already exactly what would be written.
+        if !(report.files_read == 0 && cache_complete && report.problems.is_empty()) {
+            cache::save(repo, latest, cache_records())?;
+        }
         report.snapshot = latest.map(|i| i.short());
         return Ok(report);
     }
@@ -708,19 +885,21 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     };
     let snap_id: SnapshotId = snapshot::write(repo, &record)?;
     report.snapshot = Some(snap_id.short());
-    log_plan(&plan, &prev.entries, &display, false);
+    log_plan(&plan, &prev.entries, &layout, false);
 
     // Derived data: the browsable tree, then the cache.
     let m = Materializer::new(repo, &repo.root);
-    let old_render = browse::render(&prev.entries, &prev.archive);
-    let new_render = browse::render(&plan.entries, &plan.archive);
-    m.apply(&old_render, &new_render)?;
+    update_tree(
+        &m,
+        (&prev.entries, &prev.archive),
+        (&plan.entries, &plan.archive),
+    )?;
     let up = finish_tree_update(repo, &m, &snap_id)?;
     report.link_fallback_copies += up.copies;
     for (p, msg) in up.failures {
         report.failed = true;
         report.problems.push(Problem {
-            path: format!("{}/{}", show(&base_name(&root)), show(&p)),
+            path: layout.dst(&p),
             message: format!("not placed in the browsable tree: {msg}"),
         });
     }
@@ -730,32 +909,8 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
             report.link_fallback_copies
         );
     }
-    cache::save(repo, Some(snap_id), cache_records, run_start)?;
+    cache::save(repo, Some(snap_id), cache_records())?;
     Ok(report)
-}
-
-fn unreachable_repo() -> (IssueKind, String) {
-    (IssueKind::Unreadable, "repository error".into())
-}
-
-/// Copy the previous snapshot's entries at and below `path` into `cur`
-/// where `cur` lacks them. Returns whether anything was added.
-fn carry_over(prev: &[Entry], cur: &mut Vec<Entry>, path: &[u8]) -> bool {
-    let start = prev.partition_point(|e| cmp_paths(&e.path, path) == std::cmp::Ordering::Less);
-    let mut added = false;
-    for e in &prev[start..] {
-        let under =
-            e.path == path || (e.path.starts_with(path) && e.path.get(path.len()) == Some(&b'/'));
-        if !under {
-            break;
-        }
-        if !cur.iter().any(|c| c.path == e.path) {
-            tracing::warn!("keeping the previous version of {}", show(&e.path));
-            cur.push(e.clone());
-            added = true;
-        }
-    }
-    added
 }
 
 fn fill_counts(r: &mut BackupReport, c: &PlanCounts) {
@@ -772,7 +927,6 @@ fn fill_counts(r: &mut BackupReport, c: &PlanCounts) {
     r.retention_removed = c.retention_removed;
 }
 
-/// The summary line (SPEC §4), printed on the console and logged.
 pub fn summary_line(r: &BackupReport) -> String {
     format!(
         "{} copied, {} unchanged, {} total ({} stored in {} new objects)",

@@ -101,54 +101,172 @@ pub fn deleted_path(path: &[u8]) -> Vec<u8> {
     pathbytes::join(b"_deleted", path)
 }
 
+/// The browsable entry showing one source entry.
+fn render_entry(esc: &Escapes, e: &Entry) -> BEntry {
+    let (path, kind) = match &e.item {
+        Item::Dir(_) => (esc.top_path(&e.path), BKind::Dir),
+        Item::Leaf(Leaf::File { size, id, dup, .. }) => (
+            current_path(esc, &e.path, *dup),
+            BKind::File {
+                id: *id,
+                size: *size,
+            },
+        ),
+        Item::Leaf(Leaf::Symlink { target, .. }) => (
+            esc.top_path(&e.path),
+            BKind::Symlink {
+                target: target.clone(),
+            },
+        ),
+    };
+    BEntry { path, kind }
+}
+
+/// The browsable entries showing one path's history.
+fn render_history(p: &[u8], h: &History, out: &mut Vec<BEntry>) {
+    for (n, a) in &h.versions {
+        out.push(BEntry {
+            path: version_path(p, *n),
+            kind: BKind::File {
+                id: a.id,
+                size: a.size,
+            },
+        });
+    }
+    if let Some(a) = &h.deleted {
+        out.push(BEntry {
+            path: deleted_path(p),
+            kind: BKind::File {
+                id: a.id,
+                size: a.size,
+            },
+        });
+    }
+}
+
 /// Render one snapshot (its source listing and archive) as the list of
 /// browsable entries, sorted in path order, with no entry below a
 /// non-directory.
 pub fn render(entries: &[Entry], archive: &[(Vec<u8>, History)]) -> Vec<BEntry> {
     let esc = Escapes::for_entries(entries);
     let mut out = Vec::with_capacity(entries.len() + archive.len());
-    for e in entries {
-        let (path, kind) = match &e.item {
-            Item::Dir(_) => (esc.top_path(&e.path), BKind::Dir),
-            Item::Leaf(Leaf::File { size, id, dup, .. }) => (
-                current_path(&esc, &e.path, *dup),
-                BKind::File {
-                    id: *id,
-                    size: *size,
-                },
-            ),
-            Item::Leaf(Leaf::Symlink { target, .. }) => (
-                esc.top_path(&e.path),
-                BKind::Symlink {
-                    target: target.clone(),
-                },
-            ),
-        };
-        out.push(BEntry { path, kind });
-    }
+    out.extend(entries.iter().map(|e| render_entry(&esc, e)));
     for (p, h) in archive {
-        for (n, a) in &h.versions {
-            out.push(BEntry {
-                path: version_path(p, *n),
-                kind: BKind::File {
-                    id: a.id,
-                    size: a.size,
-                },
-            });
-        }
-        if let Some(a) = &h.deleted {
-            out.push(BEntry {
-                path: deleted_path(p),
-                kind: BKind::File {
-                    id: a.id,
-                    size: a.size,
-                },
-            });
-        }
+        render_history(p, h, &mut out);
     }
     out.sort_by(|a, b| cmp_paths(&a.path, &b.path));
     resolve_conflicts(&mut out);
     out
+}
+
+/// Could two archived paths need a file and a directory at one browsable
+/// path (see `resolve_conflicts`)? Then only a full render is exact.
+fn archive_nests(archive: &[(Vec<u8>, History)]) -> bool {
+    archive.windows(2).any(|w| {
+        let (a, b) = (&w[0].0, &w[1].0);
+        b.len() > a.len() && b.starts_with(a) && b[a.len()] == b'/'
+    })
+}
+
+/// Only the part of two renderings that differs, as (old side, new side),
+/// each sorted: what `render` of both would give minus the entries they
+/// share. It costs memory in proportion to the change, not to the tree.
+/// `None` when the shortcut would not be exact (reserved-name escapes
+/// changed, or an archive needs conflict resolution): render both then.
+pub fn render_diff(
+    old: (&[Entry], &[(Vec<u8>, History)]),
+    new: (&[Entry], &[(Vec<u8>, History)]),
+) -> Option<(Vec<BEntry>, Vec<BEntry>)> {
+    let old_esc = Escapes::for_entries(old.0);
+    let new_esc = Escapes::for_entries(new.0);
+    if old_esc.map != new_esc.map || archive_nests(old.1) || archive_nests(new.1) {
+        return None;
+    }
+    let mut o = Vec::new();
+    let mut n = Vec::new();
+    merge_by_path(
+        old.0,
+        new.0,
+        |e| &e.path,
+        |a, b| {
+            if a != b {
+                o.extend(a.map(|e| render_entry(&old_esc, e)));
+                n.extend(b.map(|e| render_entry(&new_esc, e)));
+            }
+        },
+    );
+    merge_by_path(
+        old.1,
+        new.1,
+        |x| &x.0,
+        |a, b| {
+            if a != b {
+                if let Some((p, h)) = a {
+                    render_history(p, h, &mut o);
+                }
+                if let Some((p, h)) = b {
+                    render_history(p, h, &mut n);
+                }
+            }
+        },
+    );
+    o.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+    n.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+    Some((o, n))
+}
+
+/// Walk two path-ordered lists together, calling `f` with the items at
+/// each path (one side `None` where the path is only in the other).
+fn merge_by_path<'a, T>(
+    a: &'a [T],
+    b: &'a [T],
+    key: impl Fn(&T) -> &[u8],
+    mut f: impl FnMut(Option<&'a T>, Option<&'a T>),
+) {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let ord = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => cmp_paths(key(x), key(y)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match ord {
+            std::cmp::Ordering::Less => {
+                f(Some(&a[i]), None);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                f(None, Some(&b[j]));
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                f(Some(&a[i]), Some(&b[j]));
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+}
+
+/// Does the rendering of `entries` show a directory at browsable path `p`?
+/// (Folders below `versions/`, `_duplicates/` and `_deleted/` are implied
+/// by their contents, never wanted for themselves.)
+pub fn wants_dir(entries: &[Entry], esc: &Escapes, p: &[u8]) -> bool {
+    let first_len = p.iter().position(|&c| c == b'/').unwrap_or(p.len());
+    let first = &p[..first_len];
+    let source_path = match esc.map.iter().find(|(_, shown)| shown.as_slice() == first) {
+        Some((real, _)) => {
+            let mut v = real.clone();
+            v.extend_from_slice(&p[first_len..]);
+            v
+        }
+        None if RESERVED.contains(&first) => return false,
+        None => p.to_vec(),
+    };
+    entries
+        .binary_search_by(|e| cmp_paths(&e.path, &source_path))
+        .map(|i| matches!(entries[i].item, Item::Dir(_)))
+        .unwrap_or(false)
 }
 
 /// A history can need a file and a directory at one path (a deleted file
@@ -261,6 +379,59 @@ mod tests {
         ];
         let r = paths(&render(&entries, &[]));
         assert_eq!(r, vec!["_.trove", "__versions", "_versions"]);
+    }
+
+    #[test]
+    fn diff_equals_full_render_difference() {
+        let old_e = vec![f("a", false), f("b", true), f("c", false)];
+        let mut new_e = vec![f("a", false), f("c", false), f("d", false)];
+        if let Item::Leaf(Leaf::File { id, .. }) = &mut new_e[1].item {
+            *id = ObjectId(Digest([9; 32]));
+        }
+        let old_a = vec![];
+        let new_a = vec![(
+            b"b".to_vec(),
+            History {
+                next_version: 1,
+                versions: vec![],
+                deleted: Some(arch(1)),
+            },
+        )];
+        let (o, n) = render_diff((&old_e, &old_a), (&new_e, &new_a)).expect("no escapes");
+        // Full renders, minus what both share.
+        let full_o = render(&old_e, &old_a);
+        let full_n = render(&new_e, &new_a);
+        let want_o: Vec<BEntry> = full_o
+            .iter()
+            .filter(|x| !full_n.contains(x))
+            .cloned()
+            .collect();
+        let want_n: Vec<BEntry> = full_n
+            .iter()
+            .filter(|x| !full_o.contains(x))
+            .cloned()
+            .collect();
+        assert_eq!(o, want_o);
+        assert_eq!(n, want_n);
+    }
+
+    #[test]
+    fn wanted_directories() {
+        let entries = vec![
+            Entry {
+                path: b"d".to_vec(),
+                item: Item::Dir(Meta::default()),
+            },
+            Entry {
+                path: b"versions".to_vec(),
+                item: Item::Dir(Meta::default()),
+            },
+        ];
+        let esc = Escapes::for_entries(&entries);
+        assert!(wants_dir(&entries, &esc, b"d"));
+        assert!(wants_dir(&entries, &esc, b"_versions"));
+        assert!(!wants_dir(&entries, &esc, b"versions"));
+        assert!(!wants_dir(&entries, &esc, b"e"));
     }
 
     #[test]

@@ -13,7 +13,16 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh, process-unique name for a file in a `tmp/` directory.
 pub fn tmp_name(prefix: &str) -> String {
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    tmp_name_of(prefix, next_tmp_number())
+}
+
+/// A process-unique number; `tmp_name_of(prefix, n)` turns it into a name,
+/// so a long list of temp files can be kept as numbers, not paths.
+pub fn next_tmp_number() -> u64 {
+    TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+pub fn tmp_name_of(prefix: &str, n: u64) -> String {
     format!("{prefix}-{}-{n}", std::process::id())
 }
 

@@ -304,8 +304,17 @@ impl<'r> Materializer<'r> {
         }
     }
 
-    /// Move the tree on disk from rendering `old` to rendering `new`.
-    pub fn apply(&self, old: &[BEntry], new: &[BEntry]) -> Result<()> {
+    /// Move the tree on disk from rendering `old` to rendering `new`. Both
+    /// may be whole renderings or just their differing parts
+    /// (`browse::render_diff`); `wanted_dir` says whether the complete new
+    /// rendering shows a directory at a path, so that directories emptied
+    /// by removals are cleaned up unless the source has them too.
+    pub fn apply(
+        &self,
+        old: &[BEntry],
+        new: &[BEntry],
+        wanted_dir: &(dyn Fn(&[u8]) -> bool + Sync),
+    ) -> Result<()> {
         let mut removals: Vec<&BEntry> = Vec::new();
         let mut changes: Vec<(&BEntry, Option<&BEntry>)> = Vec::new();
         let (mut i, mut j) = (0, 0);
@@ -344,7 +353,7 @@ impl<'r> Materializer<'r> {
         removed_dirs.sort_by(|a, b| cmp_paths(b, a));
         removed_dirs.dedup();
         self.place_all(&changes);
-        self.prune_empty_dirs(&removed_dirs, new);
+        self.prune_empty_dirs(&removed_dirs, wanted_dir);
         Ok(())
     }
 
@@ -362,16 +371,11 @@ impl<'r> Materializer<'r> {
 
     /// Remove directories left empty by removals (implicit parents such as
     /// `versions/<path>/`), but never one the rendering still wants.
-    fn prune_empty_dirs(&self, dirs: &[&[u8]], new: &[BEntry]) {
-        let wanted: HashSet<&[u8]> = new
-            .iter()
-            .filter(|e| matches!(e.kind, BKind::Dir))
-            .map(|e| e.path.as_slice())
-            .collect();
+    fn prune_empty_dirs(&self, dirs: &[&[u8]], wanted_dir: &dyn Fn(&[u8]) -> bool) {
         let mut done: HashSet<Vec<u8>> = HashSet::new();
         for d in dirs {
             let mut cur: &[u8] = d;
-            while !cur.is_empty() && !wanted.contains(cur) && done.insert(cur.to_vec()) {
+            while !cur.is_empty() && !wanted_dir(cur) && done.insert(cur.to_vec()) {
                 let p = self.fs_path(cur);
                 match fs::remove_dir(&p) {
                     Ok(()) => {}
@@ -381,6 +385,15 @@ impl<'r> Materializer<'r> {
                 cur = pathbytes::parent(cur);
             }
         }
+    }
+
+    /// `wanted_dir` for a complete rendering.
+    pub fn dirs_of(render: &[BEntry]) -> HashSet<Vec<u8>> {
+        render
+            .iter()
+            .filter(|e| matches!(e.kind, BKind::Dir))
+            .map(|e| e.path.clone())
+            .collect()
     }
 
     /// Bring the disk in line with `desired`, whatever is there now. Extra

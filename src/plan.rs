@@ -46,8 +46,6 @@ pub enum Action {
     Duplicate { path: Vec<u8> },
     /// Known path, new content; the old one became version `version`.
     Modified { path: Vec<u8>, version: u64 },
-    /// Known path, same content.
-    Skip { path: Vec<u8> },
     /// The path left the source; its last content went to `_deleted/`.
     /// An earlier deleted content there was moved to version `displaced`.
     Deleted {
@@ -66,7 +64,6 @@ impl Action {
             Action::Backup { path }
             | Action::Duplicate { path }
             | Action::Modified { path, .. }
-            | Action::Skip { path }
             | Action::Deleted { path, .. }
             | Action::RetainDropVersion { path, .. }
             | Action::RetainDropDeleted { path } => path,
@@ -106,6 +103,7 @@ impl PlanCounts {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// In path order; within a path, content decision before retention.
+    /// Unchanged files (SKIP) have no action: see [`Plan::is_skip`].
     pub actions: Vec<Action>,
     /// The new source listing (the scan with `dup` flags decided).
     pub entries: Vec<Entry>,
@@ -199,10 +197,10 @@ pub fn plan(
                 if !o.dup {
                     top.insert(n.id);
                 }
+                // SKIP is not stored as an action: it is the common case
+                // (every file of a no-change run) and is implied by the
+                // listing; `unchanged_files` yields it when it is logged.
                 counts.unchanged += 1;
-                actions.push(Action::Skip {
-                    path: entries[k].path.clone(),
-                });
             }
             (Some(o), Some((k, n))) => {
                 let path = entries[k].path.clone();
@@ -314,6 +312,39 @@ pub fn plan(
     }
 }
 
+impl Plan {
+    /// Merge SKIP decisions back into the action list, in path order, for
+    /// whoever wants every decision (debug logging, tests): calls `f` with
+    /// `Some(action)` for each action and `None` for each unchanged file.
+    pub fn for_each_decision(&self, prev: &[Entry], mut f: impl FnMut(&[u8], Option<&Action>)) {
+        let mut a = 0;
+        for e in &self.entries {
+            let Some((id, _)) = e.file_id() else { continue };
+            while a < self.actions.len()
+                && cmp_paths(self.actions[a].path(), &e.path) == Ordering::Less
+            {
+                f(self.actions[a].path(), Some(&self.actions[a]));
+                a += 1;
+            }
+            let decided = a < self.actions.len() && self.actions[a].path() == e.path.as_slice();
+            if !decided && Self::is_skip(prev, &e.path, &id) {
+                f(&e.path, None);
+            }
+        }
+        for act in &self.actions[a..] {
+            f(act.path(), Some(act));
+        }
+    }
+
+    /// Was this file unchanged (same content at the same path before)?
+    fn is_skip(prev: &[Entry], path: &[u8], id: &ObjectId) -> bool {
+        prev.binary_search_by(|p| cmp_paths(&p.path, path))
+            .ok()
+            .and_then(|i| prev[i].file_id())
+            .is_some_and(|(pid, _)| pid == *id)
+    }
+}
+
 fn set_dup(e: &mut Entry, value: bool) {
     if let Item::Leaf(Leaf::File { dup, .. }) = &mut e.item {
         *dup = value;
@@ -362,24 +393,44 @@ mod tests {
         }
     }
 
-    fn names(p: &Plan) -> Vec<String> {
-        p.actions
-            .iter()
-            .map(|a| {
-                let path = String::from_utf8_lossy(a.path()).to_string();
-                match a {
+    fn names_with(p: &Plan, prev: &[Entry]) -> Vec<String> {
+        let mut out = Vec::new();
+        p.for_each_decision(prev, |path, a| {
+            let path = String::from_utf8_lossy(path).to_string();
+            out.push(match a {
+                None => format!("SKIP {path}"),
+                Some(a) => match a {
                     Action::Backup { .. } => format!("BACKUP {path}"),
                     Action::Duplicate { .. } => format!("DUPLICATE {path}"),
                     Action::Modified { version, .. } => format!("MODIFIED {path} v{version}"),
-                    Action::Skip { .. } => format!("SKIP {path}"),
                     Action::Deleted { displaced, .. } => format!("DELETED {path} {displaced:?}"),
                     Action::RetainDropVersion { version, .. } => {
                         format!("RETAIN {path} v{version}")
                     }
                     Action::RetainDropDeleted { .. } => format!("EXPIRE {path}"),
-                }
-            })
-            .collect()
+                },
+            });
+        });
+        out
+    }
+
+    fn names(p: &Plan) -> Vec<String> {
+        names_with(p, &[])
+    }
+
+    /// Run a sequence of scans through the planner, returning each plan
+    /// with the listing it was planned against.
+    fn history_with_prev(scans: Vec<Vec<Entry>>, o: &PlanOptions) -> Vec<(Plan, Vec<Entry>)> {
+        let mut prev: Vec<Entry> = Vec::new();
+        let mut arch: Vec<(Vec<u8>, History)> = Vec::new();
+        let mut out = Vec::new();
+        for s in scans {
+            let p = plan(&prev, &arch, sorted(s), o);
+            let before = std::mem::replace(&mut prev, p.entries.clone());
+            arch = p.archive.clone();
+            out.push((p, before));
+        }
+        out
     }
 
     /// Run a sequence of scans through the planner, returning each plan.
@@ -471,9 +522,9 @@ mod tests {
             },
         ];
         for c in cases {
-            let plans = history(c.scans, &opts());
-            let last = plans.last().expect("at least one scan");
-            assert_eq!(names(last), c.want_last, "case: {}", c.name);
+            let plans = history_with_prev(c.scans, &opts());
+            let (last, prev) = plans.last().expect("at least one scan");
+            assert_eq!(names_with(last, prev), c.want_last, "case: {}", c.name);
         }
     }
 
@@ -557,7 +608,10 @@ mod tests {
                     // One content decision per current file, one DELETED per lost path.
                     let decisions = p.actions.iter().filter(|a| !matches!(a,
                         Action::Deleted{..} | Action::RetainDropVersion{..} | Action::RetainDropDeleted{..})).count();
-                    prop_assert_eq!(decisions, s.len());
+                    prop_assert_eq!(decisions as u64 + p.counts.unchanged, s.len() as u64);
+                    let mut skips = 0u64;
+                    p.for_each_decision(&prev, |_, a| if a.is_none() { skips += 1 });
+                    prop_assert_eq!(skips, p.counts.unchanged);
                     // Every non-empty top-level content appears once at the top.
                     let mut top = HashSet::new();
                     for e in &p.entries {

@@ -93,12 +93,13 @@ pub enum ScanItem {
     Symlink { target: Vec<u8>, meta: Meta },
 }
 
+/// One entry found by the scan. Its place on disk is the source root
+/// joined with the path below the source's folder; it is not stored, as
+/// only the few files that must be read ever need it.
 #[derive(Clone, Debug)]
 pub struct ScanEntry {
     /// The snapshot path (relative to the backup root).
     pub path: Vec<u8>,
-    /// Where it is on disk.
-    pub fs: PathBuf,
     pub item: ScanItem,
 }
 
@@ -206,10 +207,12 @@ fn walk(
             return out;
         }
     };
-    let mut names: Vec<Vec<u8>> = Vec::new();
+    // Keep each DirEntry: its metadata() is an fstatat relative to the open
+    // directory, which spares the kernel resolving the whole path again.
+    let mut ents: Vec<(Vec<u8>, fs::DirEntry)> = Vec::new();
     for ent in rd {
         match ent {
-            Ok(ent) => names.push(pathbytes::os_bytes(&ent.file_name()).to_vec()),
+            Ok(ent) => ents.push((pathbytes::os_bytes(&ent.file_name()).to_vec(), ent)),
             Err(e) => {
                 out.issues.push(io_issue(
                     dir_path.to_vec(),
@@ -220,28 +223,28 @@ fn walk(
             }
         }
     }
-    names.sort();
+    ents.sort_by(|a, b| a.0.cmp(&b.0));
 
     let mut subdirs: Vec<SubDir> = Vec::new();
-    for name in names {
-        let fs_path = dir.join(pathbytes::from_bytes(name.clone()));
+    for (name, dent) in ents {
         let path = pathbytes::join(dir_path, &name);
         let rel = pathbytes::join(dir_rel, &name);
+        let fs_path = || dir.join(pathbytes::from_bytes(name.clone()));
         if ctx.opts.excludes.matches(&name, &rel) {
             out.excluded += 1;
-            tracing::debug!("EXCLUDE: {}", pathbytes::display_path(&fs_path));
+            tracing::debug!("EXCLUDE: {}", pathbytes::display_path(&fs_path()));
             continue;
         }
-        let lm = match fs::symlink_metadata(&fs_path) {
+        let lm = match dent.metadata() {
             Ok(m) => m,
             Err(e) => {
-                out.issues.push(io_issue(path, fs_path, &e, "stat"));
+                out.issues.push(io_issue(path, fs_path(), &e, "stat"));
                 continue;
             }
         };
         let ft = lm.file_type();
         let m = if ft.is_symlink() && ctx.opts.follow_symlinks {
-            match fs::metadata(&fs_path) {
+            match fs::metadata(fs_path()) {
                 Ok(m) => m,
                 Err(_) => lm.clone(), // dangling: kept as a symlink
             }
@@ -253,15 +256,15 @@ fn walk(
             let key = (m.dev(), m.ino());
             if ctx.opts.skip_dirs.contains(&key) {
                 tracing::debug!(
-                    "EXCLUDE (backup root): {}",
-                    pathbytes::display_path(&fs_path)
+                    "EXCLUDE (trove's own output): {}",
+                    pathbytes::display_path(&fs_path())
                 );
                 continue;
             }
             if ancestors.contains(&key) {
                 out.issues.push(issue(
                     path,
-                    fs_path,
+                    fs_path(),
                     IssueKind::Loop,
                     "symlink loop: this directory contains itself; not followed".into(),
                 ));
@@ -269,19 +272,18 @@ fn walk(
             }
             out.entries.push(ScanEntry {
                 path: path.clone(),
-                fs: fs_path.clone(),
                 item: ScanItem::Dir { meta: meta_of(&m) },
             });
             if ctx.opts.one_file_system && m.dev() != ctx.root_dev {
                 tracing::debug!(
                     "not crossing into another filesystem: {}",
-                    pathbytes::display_path(&fs_path)
+                    pathbytes::display_path(&fs_path())
                 );
                 continue;
             }
             subdirs.push(SubDir {
                 after: out.entries.len(),
-                fs: fs_path,
+                fs: fs_path(),
                 path,
                 rel,
                 key,
@@ -289,23 +291,23 @@ fn walk(
         } else if ft2.is_file() {
             out.entries.push(ScanEntry {
                 path,
-                fs: fs_path,
                 item: ScanItem::File {
                     stat: StatKey::of(&m),
                     meta: meta_of(&m),
                 },
             });
         } else if ft2.is_symlink() {
-            match fs::read_link(&fs_path) {
+            match fs::read_link(fs_path()) {
                 Ok(t) => out.entries.push(ScanEntry {
                     path,
-                    fs: fs_path,
                     item: ScanItem::Symlink {
                         target: pathbytes::os_bytes(t.as_os_str()).to_vec(),
                         meta: meta_of(&lm),
                     },
                 }),
-                Err(e) => out.issues.push(io_issue(path, fs_path, &e, "read symlink")),
+                Err(e) => out
+                    .issues
+                    .push(io_issue(path, fs_path(), &e, "read symlink")),
             }
         } else {
             let what = if ft2.is_fifo() {
@@ -321,7 +323,7 @@ fn walk(
             };
             out.issues.push(issue(
                 path,
-                fs_path,
+                fs_path(),
                 IssueKind::Special,
                 format!("not backed up: it is {what} (only files, directories and symlinks are)"),
             ));

@@ -14,14 +14,18 @@ use crate::fsutil;
 use crate::hash::Hasher;
 use crate::id::{Digest, HashAlgo, ObjectId};
 use crate::store::{Repo, StoreKind};
-use std::collections::HashSet;
+use rayon::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// Files written to `tmp/` and waiting to be renamed into a store.
+/// Files written to `tmp/` and waiting to be renamed into a store. Each is
+/// kept as (store, digest) → temp-file number: no paths, so a first backup
+/// of a million files holds a few dozen bytes per file here.
 pub struct Batch<'r> {
     repo: &'r Repo,
     inner: Mutex<BatchInner>,
@@ -29,10 +33,16 @@ pub struct Batch<'r> {
 
 #[derive(Default)]
 struct BatchInner {
-    queued: HashSet<(bool, Digest)>,
-    moves: Vec<(PathBuf, PathBuf)>,
+    queued: HashMap<(bool, Digest), u64>,
     bytes: u64,
 }
+
+/// Below these sizes a batch is made durable with one fsync per file (in
+/// parallel) instead of `syncfs`, which also waits for every other
+/// process's dirty data on the filesystem.
+const SMALL_BATCH_FILES: usize = 2000;
+const SMALL_BATCH_BYTES: u64 = 64 << 20;
+const TMP_PREFIX: &str = "b";
 
 impl<'r> Batch<'r> {
     pub fn new(repo: &'r Repo) -> Batch<'r> {
@@ -43,50 +53,71 @@ impl<'r> Batch<'r> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BatchInner> {
-        // A panic in another worker poisons the mutex; the data (a list of
-        // renames) is still consistent, so keep going.
+        // A panic in another worker poisons the mutex; the data (a map of
+        // pending renames) is still consistent, so keep going.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tmp_path(&self, n: u64) -> PathBuf {
+        self.repo.tmp_dir().join(fsutil::tmp_name_of(TMP_PREFIX, n))
+    }
+
+    /// A new temp file for the batch: its number and open handle.
+    fn new_tmp(&self) -> Result<(u64, PathBuf, File)> {
+        let n = fsutil::next_tmp_number();
+        let p = self.tmp_path(n);
+        let f = create_tmp(&p)?;
+        Ok((n, p, f))
     }
 
     /// Is this digest already stored, or queued by this batch?
     pub fn contains(&self, kind: StoreKind, d: &Digest) -> bool {
-        if self.lock().queued.contains(&(kind == StoreKind::Tree, *d)) {
+        if self
+            .lock()
+            .queued
+            .contains_key(&(kind == StoreKind::Tree, *d))
+        {
             return true;
         }
         self.repo.digest_path(kind, d).exists()
     }
 
-    /// Queue `tmp` (already complete) to become the store file for `d`.
-    /// Returns false — and removes `tmp` — when the digest is already
-    /// stored or queued, so concurrent writers of one content all succeed.
-    pub fn offer(&self, kind: StoreKind, d: Digest, tmp: PathBuf, len: u64) -> Result<bool> {
+    /// Queue temp file `n` (already complete) to become the store file for
+    /// `d`. Returns false — and removes the temp file — when the digest is
+    /// already stored or queued, so concurrent writers of one content all
+    /// succeed.
+    fn offer(&self, kind: StoreKind, d: Digest, n: u64, len: u64) -> Result<bool> {
+        let key = (kind == StoreKind::Tree, d);
         let dest = self.repo.digest_path(kind, &d);
         let mut g = self.lock();
-        if g.queued.contains(&(kind == StoreKind::Tree, d)) || dest.exists() {
+        if g.queued.contains_key(&key) || dest.exists() {
             drop(g);
+            let tmp = self.tmp_path(n);
             fs::remove_file(&tmp).ctx("remove temporary file", &tmp)?;
             return Ok(false);
         }
-        g.queued.insert((kind == StoreKind::Tree, d));
-        g.moves.push((tmp, dest));
+        g.queued.insert(key, n);
         g.bytes += len;
         Ok(true)
     }
 
     /// Write `data` as a new store file for `d` (used for tree objects).
     pub fn put_bytes(&self, kind: StoreKind, d: Digest, data: &[u8]) -> Result<bool> {
-        if self.lock().queued.contains(&(kind == StoreKind::Tree, d)) {
+        if self
+            .lock()
+            .queued
+            .contains_key(&(kind == StoreKind::Tree, d))
+        {
             return Ok(false);
         }
-        let tmp = self.repo.tmp_dir().join(fsutil::tmp_name("t"));
-        let mut f = create_tmp(&tmp)?;
+        let (n, tmp, mut f) = self.new_tmp()?;
         f.write_all(data).ctx("write", &tmp)?;
         drop(f);
-        self.offer(kind, d, tmp, data.len() as u64)
+        self.offer(kind, d, n, data.len() as u64)
     }
 
     pub fn len(&self) -> usize {
-        self.lock().moves.len()
+        self.lock().queued.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -99,19 +130,43 @@ impl<'r> Batch<'r> {
 
     /// Make every queued file durable and move it into place.
     pub fn commit(&self) -> Result<()> {
-        let moves = std::mem::take(&mut self.lock().moves);
-        if moves.is_empty() {
+        let (queued, bytes) = {
+            let mut g = self.lock();
+            (std::mem::take(&mut g.queued), std::mem::take(&mut g.bytes))
+        };
+        if queued.is_empty() {
             return Ok(());
         }
+        let mut moves: Vec<(PathBuf, PathBuf)> = queued
+            .into_iter()
+            .map(|((tree, d), n)| {
+                let kind = if tree {
+                    StoreKind::Tree
+                } else {
+                    StoreKind::Object
+                };
+                (self.tmp_path(n), self.repo.digest_path(kind, &d))
+            })
+            .collect();
+        // Sorted by destination: a deterministic order, and renames into one
+        // fan-out directory stay together.
+        moves.sort_by(|a, b| a.1.cmp(&b.1));
+        let small = moves.len() < SMALL_BATCH_FILES && bytes < SMALL_BATCH_BYTES;
         // 1. The bytes of every temp file reach the disk before any of them
         //    gets its final name.
-        fsutil::sync_filesystem(&self.repo.tmp_dir())?;
-        let mut made: HashSet<PathBuf> = HashSet::new();
+        if small {
+            moves.par_iter().try_for_each(|(tmp, _)| {
+                File::open(tmp).and_then(|f| f.sync_all()).ctx("fsync", tmp)
+            })?;
+        } else {
+            fsutil::sync_filesystem(&self.repo.tmp_dir())?;
+        }
+        let mut dirs: Vec<PathBuf> = Vec::new();
         for (tmp, dest) in &moves {
             if let Some(dir) = dest.parent() {
-                if !made.contains(dir) {
+                if dirs.last().map(|d| d.as_path()) != Some(dir) {
                     fsutil::create_private_dir(dir)?;
-                    made.insert(dir.to_path_buf());
+                    dirs.push(dir.to_path_buf());
                 }
             }
             // The exclusive lock guarantees no other process writes here, and
@@ -121,7 +176,15 @@ impl<'r> Batch<'r> {
         }
         // 2. The renames themselves are durable before the caller writes a
         //    snapshot record that refers to these names.
-        fsutil::sync_filesystem(&self.repo.dir)?;
+        if small {
+            dirs.dedup();
+            dirs.par_iter().try_for_each(|d| fsutil::fsync_dir(d))?;
+            for top in [self.repo.objects_dir(), self.repo.trees_dir()] {
+                fsutil::fsync_dir(&top)?;
+            }
+        } else {
+            fsutil::sync_filesystem(&self.repo.dir)?;
+        }
         Ok(())
     }
 }
@@ -184,6 +247,10 @@ pub struct Ingested {
 }
 
 const SMALL_BUF: usize = 256 * 1024;
+
+thread_local! {
+    static SMALL_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 const LARGE_BUF: usize = 8 * 1024 * 1024;
 const ATTEMPTS: usize = 3;
 
@@ -234,15 +301,13 @@ fn ingest_once(
     } else {
         (before.size as usize + 1).clamp(4096, SMALL_BUF)
     };
-    let mut buf = vec![0u8; buf_len];
     let mut hasher = Hasher::new(algo);
-    let (tmp_path, mut tmp) = match batch {
+    let (tmp_num, tmp_path, mut tmp) = match batch {
         Some(b) => {
-            let p = b.repo.tmp_dir().join(fsutil::tmp_name("o"));
-            let f = create_tmp(&p).map_err(ReadFailure::Repo)?;
-            (Some(p), Some(f))
+            let (n, p, f) = b.new_tmp().map_err(ReadFailure::Repo)?;
+            (n, Some(p), Some(f))
         }
-        None => (None, None),
+        None => (0, None, None),
     };
     let cleanup = |p: &Option<PathBuf>| {
         if let Some(p) = p {
@@ -250,8 +315,22 @@ fn ingest_once(
         }
     };
     let mut total: u64 = 0;
+    // Small files share one buffer per thread; a large file gets its own,
+    // big enough for BLAKE3's multi-threaded path.
+    let mut large: Vec<u8>;
+    let mut small_guard: Vec<u8> = Vec::new();
+    let buf: &mut [u8] = if buf_len > SMALL_BUF {
+        large = vec![0u8; buf_len];
+        &mut large
+    } else {
+        small_guard = SMALL_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        if small_guard.len() < SMALL_BUF {
+            small_guard = vec![0u8; SMALL_BUF];
+        }
+        &mut small_guard
+    };
     loop {
-        let n = match read_full(&mut file, &mut buf) {
+        let n = match read_full(&mut file, buf) {
             Ok(n) => n,
             Err(e) => {
                 cleanup(&tmp_path);
@@ -288,11 +367,14 @@ fn ingest_once(
     }
     drop(tmp);
     let id = ObjectId(hasher.finish());
-    let stored = match (batch, tmp_path) {
-        (Some(b), Some(p)) => b
-            .offer(StoreKind::Object, id.0, p, total)
+    if buf_len <= SMALL_BUF {
+        SMALL_BUFFER.with(|b| *b.borrow_mut() = std::mem::take(&mut small_guard));
+    }
+    let stored = match batch {
+        Some(b) => b
+            .offer(StoreKind::Object, id.0, tmp_num, total)
             .map_err(ReadFailure::Repo)?,
-        _ => false,
+        None => false,
     };
     Ok(Some(Ingested {
         id,
@@ -355,7 +437,7 @@ mod tests {
             handles.into_iter().map(|h| h.join()).collect()
         });
         let mut stored = 0;
-        let mut ids = HashSet::new();
+        let mut ids = std::collections::HashSet::new();
         for r in results {
             let ing = r.map_err(|_| Error::Usage("thread panicked".into()))?;
             let ing = ing.map_err(|e| Error::Usage(format!("{e:?}")))?;

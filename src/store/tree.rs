@@ -142,12 +142,65 @@ pub fn encode_tree<L: Serialize, D: Serialize>(t: &TreeObject<L, D>) -> Result<V
     postcard::to_stdvec(t).map_err(|e| Error::Usage(format!("encode tree: {e}")))
 }
 
+thread_local! {
+    // zstd contexts are costly to set up (a third of the time of a small
+    // tree); each thread keeps one of each.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Compress with this thread's zstd context.
+pub fn zstd_compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(zstd::bulk::Compressor::new(level)?);
+        }
+        match c.as_mut() {
+            Some(comp) => {
+                comp.set_compression_level(level)?;
+                comp.compress(data)
+            }
+            None => zstd::bulk::compress(data, level),
+        }
+    })
+}
+
+/// Decompress one zstd frame, refusing output larger than `cap`. The
+/// output buffer is sized from the frame header (capped), not reserved at
+/// `cap` for every call.
+pub fn zstd_decompress(data: &[u8], cap: usize) -> std::io::Result<Vec<u8>> {
+    let declared = zstd::zstd_safe::get_frame_content_size(data).ok().flatten();
+    let size = match declared {
+        Some(n) if n as usize <= cap => n as usize,
+        Some(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "frame larger than allowed",
+            ))
+        }
+        None => cap,
+    };
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match d.as_mut() {
+            Some(dec) => dec.decompress(data, size),
+            None => zstd::bulk::decompress(data, size),
+        }
+    })
+}
+
 /// Wrap an encoded payload in the on-disk tree format.
 pub fn frame_tree(payload: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(payload.len() / 2 + 8);
     out.extend_from_slice(TREE_MAGIC);
     out.push(TREE_VERSION);
-    let z = zstd::bulk::compress(payload, 3).map_err(|e| Error::io("compress tree", "", e))?;
+    let z = zstd_compress(payload, 3).map_err(|e| Error::io("compress tree", "", e))?;
     out.extend_from_slice(&z);
     Ok(out)
 }
@@ -165,7 +218,7 @@ pub fn unframe_tree(data: &[u8], path: &Path) -> Result<Vec<u8>> {
             supported: TREE_VERSION as u32,
         });
     }
-    zstd::bulk::decompress(&data[5..], 256 << 20)
+    zstd_decompress(&data[5..], 256 << 20)
         .map_err(|e| Error::corrupt("tree object", path, format!("zstd: {e}")))
 }
 
@@ -197,19 +250,61 @@ pub fn decode_tree<L: DeserializeOwned, D: DeserializeOwned>(
     Ok(t)
 }
 
+/// Anything that can be listed as a tree: a path and a leaf or directory.
+/// Trees are built straight from the engine's own listings, so no flat copy
+/// of a whole snapshot is ever made just to encode it.
+pub trait TreeItem {
+    type L: Serialize + Clone;
+    type D: Serialize + Clone + Default;
+    fn path(&self) -> &[u8];
+    fn to_flat(&self) -> Flat<Self::L, Self::D>;
+}
+
+impl TreeItem for Entry {
+    type L = Leaf;
+    type D = Meta;
+    fn path(&self) -> &[u8] {
+        &self.path
+    }
+    fn to_flat(&self) -> Flat<Leaf, Meta> {
+        match &self.item {
+            Item::Leaf(l) => Flat::Leaf(l.clone()),
+            Item::Dir(m) => Flat::Dir(*m),
+        }
+    }
+}
+
+impl TreeItem for (Vec<u8>, History) {
+    type L = History;
+    type D = ();
+    fn path(&self) -> &[u8] {
+        &self.0
+    }
+    fn to_flat(&self) -> Flat<History, ()> {
+        Flat::Leaf(self.1.clone())
+    }
+}
+
+impl<L: Serialize + Clone, D: Serialize + Clone + Default> TreeItem for (Vec<u8>, Flat<L, D>) {
+    type L = L;
+    type D = D;
+    fn path(&self) -> &[u8] {
+        &self.0
+    }
+    fn to_flat(&self) -> Flat<L, D> {
+        self.1.clone()
+    }
+}
+
 /// Build and store the Merkle tree of a sorted flat list. Only trees not
 /// already in `known` or in the store are written, so a run that changed one
 /// file writes just the trees on that file's path.
-pub fn write_tree<L, D>(
+pub fn write_tree<T: TreeItem>(
     algo: HashAlgo,
-    items: &[(Vec<u8>, Flat<L, D>)],
+    items: &[T],
     batch: &Batch<'_>,
     known: &HashSet<TreeId>,
-) -> Result<TreeId>
-where
-    L: Serialize + Clone,
-    D: Serialize + Clone + Default,
-{
+) -> Result<TreeId> {
     let mut sink = |payload: Vec<u8>| -> Result<TreeId> {
         let id = TreeId(hash_bytes(algo, &payload));
         if !known.contains(&id) && !batch.contains(StoreKind::Tree, &id.0) {
@@ -222,11 +317,7 @@ where
 
 /// The root id of a flat list without storing anything (dry runs, and the
 /// "did anything change?" test).
-pub fn tree_id<L, D>(algo: HashAlgo, items: &[(Vec<u8>, Flat<L, D>)]) -> Result<TreeId>
-where
-    L: Serialize + Clone,
-    D: Serialize + Clone + Default,
-{
+pub fn tree_id<T: TreeItem>(algo: HashAlgo, items: &[T]) -> Result<TreeId> {
     build(items, 0, &mut |payload: Vec<u8>| {
         Ok(TreeId(hash_bytes(algo, &payload)))
     })
@@ -234,35 +325,31 @@ where
 
 /// `items` all lie below one directory whose path (plus `/`) is `plen`
 /// bytes long. Sorted path order keeps every subtree contiguous.
-fn build<L, D>(
-    items: &[(Vec<u8>, Flat<L, D>)],
+fn build<T: TreeItem>(
+    items: &[T],
     plen: usize,
     sink: &mut dyn FnMut(Vec<u8>) -> Result<TreeId>,
-) -> Result<TreeId>
-where
-    L: Serialize + Clone,
-    D: Serialize + Clone + Default,
-{
-    let mut entries: Vec<Node<L, D>> = Vec::new();
+) -> Result<TreeId> {
+    let mut entries: Vec<Node<T::L, T::D>> = Vec::new();
     let mut i = 0;
     while i < items.len() {
-        let rest = &items[i].0[plen..];
+        let rest = &items[i].path()[plen..];
         let name_len = rest.iter().position(|&c| c == b'/').unwrap_or(rest.len());
         let name = &rest[..name_len];
         let mut leaf = None;
         let mut dir_meta = None;
         // Items exactly at this name.
-        while i < items.len() && &items[i].0[plen..] == name {
-            match &items[i].1 {
-                Flat::Leaf(l) => leaf = Some(l.clone()),
-                Flat::Dir(d) => dir_meta = Some(d.clone()),
+        while i < items.len() && &items[i].path()[plen..] == name {
+            match items[i].to_flat() {
+                Flat::Leaf(l) => leaf = Some(l),
+                Flat::Dir(d) => dir_meta = Some(d),
             }
             i += 1;
         }
         // Items below this name.
         let start = i;
         while i < items.len() {
-            let r = &items[i].0[plen..];
+            let r = &items[i].path()[plen..];
             if r.len() > name_len && &r[..name_len] == name && r[name_len] == b'/' {
                 i += 1;
             } else {
@@ -368,20 +455,6 @@ where
     Ok(())
 }
 
-/// The source tree as a flat list of typed entries.
-pub fn source_to_flat(entries: &[Entry]) -> Vec<(Vec<u8>, Flat<Leaf, Meta>)> {
-    entries
-        .iter()
-        .map(|e| {
-            let f = match &e.item {
-                Item::Leaf(l) => Flat::Leaf(l.clone()),
-                Item::Dir(m) => Flat::Dir(*m),
-            };
-            (e.path.clone(), f)
-        })
-        .collect()
-}
-
 pub fn flat_to_source(flat: Vec<(Vec<u8>, Flat<Leaf, Meta>)>) -> Vec<Entry> {
     flat.into_iter()
         .map(|(path, f)| Entry {
@@ -391,14 +464,6 @@ pub fn flat_to_source(flat: Vec<(Vec<u8>, Flat<Leaf, Meta>)>) -> Vec<Entry> {
                 Flat::Dir(m) => Item::Dir(m),
             },
         })
-        .collect()
-}
-
-/// The archive as a flat list (directories are implicit).
-pub fn archive_to_flat(a: &[(Vec<u8>, History)]) -> Vec<(Vec<u8>, Flat<History, ()>)> {
-    a.iter()
-        .filter(|(_, h)| !h.is_empty() || h.next_version > 1)
-        .map(|(p, h)| (p.clone(), Flat::Leaf(h.clone())))
         .collect()
 }
 
