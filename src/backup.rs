@@ -8,17 +8,17 @@
 use crate::browse::{self, Escapes};
 use crate::config::{BackupSettings, OnError};
 use crate::error::{Error, Result};
-use crate::id::{HashAlgo, ObjectId, SnapshotId, TreeId};
+use crate::id::{HashAlgo, SnapshotId, TreeId};
 use crate::materialize::{self, Materializer, Stats};
 use crate::pathbytes::{self, cmp_paths, display as show};
 use crate::plan::{self, Action, Plan, PlanCounts, PlanOptions};
 use crate::progress::Progress;
-use crate::scan::{self, Issue, IssueKind, ScanEntry, ScanItem, ScanOptions};
+use crate::scan::{self, Issue, IssueKind, ScanOptions};
 use crate::store::cache::{self, StatExtra};
 use crate::store::lock::{LockMode, RepoLock};
-use crate::store::objects::{self, Batch, ReadFailure};
+use crate::store::objects::{self, Batch, ReadFailure, StatKey};
 use crate::store::snapshot::{self, Snapshot, SnapshotRecord, SourceRecord, Summary};
-use crate::store::tree::{self, Archive, Entry, History, Item, Leaf, Meta};
+use crate::store::tree::{self, Archive, Entry, History, Item, Leaf};
 use crate::store::{now_ns, Repo};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -426,16 +426,14 @@ fn log_plan(plan: &Plan, prev: &[Entry], d: &Layout, dry: bool) {
         plan.for_each_decision(prev, line);
     } else {
         for a in &plan.actions {
-            line(a.path(), Some(a));
+            line(a.path(&plan.entries), Some(a));
         }
     }
 }
 
 /// The scan of every source, in path order.
 struct Scanned {
-    entries: Vec<ScanEntry>,
-    issues: Vec<Issue>,
-    excluded: u64,
+    out: scan::ScanOutput,
     sources: Vec<SourceRecord>,
 }
 
@@ -454,53 +452,78 @@ fn scan_all(layout: &Layout, s: &BackupSettings, root: &Path) -> Result<Scanned>
         excludes: scan::Excludes::new(&s.exclude)?,
         skip_dirs,
     };
-    let mut out = Scanned {
-        entries: Vec::new(),
-        issues: Vec::new(),
-        excluded: 0,
+    let mut all = Scanned {
+        out: scan::ScanOutput::default(),
         sources: Vec::new(),
     };
     for (src, name) in layout.sources.iter().zip(&layout.names) {
         let m = std::fs::metadata(src).map_err(|e| Error::io("stat source", src, e))?;
         let meta = scan::meta_of(&m);
-        out.sources.push(SourceRecord {
+        all.sources.push(SourceRecord {
             path: pathbytes::os_bytes(src.as_os_str()).to_vec(),
             name: name.clone(),
             meta,
         });
         if !name.is_empty() {
-            out.entries.push(ScanEntry {
-                path: name.clone(),
-                item: ScanItem::Dir { meta },
-            });
+            all.out.push(
+                Entry {
+                    path: name.clone(),
+                    item: Item::Dir(meta),
+                },
+                None,
+            );
         }
         let o = scan::scan_source(src, name, &opts)?;
-        out.entries.extend(o.entries);
-        out.issues.extend(o.issues);
-        out.excluded += o.excluded;
+        if all.out.entries.is_empty() {
+            // One source: take its listing as is (extending an empty
+            // vector would copy it, briefly doubling the largest array).
+            all.out.entries = o.entries;
+            all.out.extra = o.extra;
+        } else {
+            all.out.entries.extend(o.entries);
+            all.out.extra.extend(o.extra);
+        }
+        all.out.issues.extend(o.issues);
+        all.out.excluded += o.excluded;
     }
-    // One source is already in order; several are in the order given.
+    // One source is already in order; several come in the order given.
     if !layout.single() {
-        out.entries.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+        let o = &mut all.out;
+        let mut pairs: Vec<(Entry, Option<StatExtra>)> = std::mem::take(&mut o.entries)
+            .into_iter()
+            .zip(std::mem::take(&mut o.extra))
+            .collect();
+        pairs.sort_by(|a, b| cmp_paths(&a.0.path, &b.0.path));
+        (o.entries, o.extra) = pairs.into_iter().unzip();
     }
-    Ok(out)
+    Ok(all)
 }
 
-/// The files whose stat matches the cache keep the hash the previous
-/// snapshot recorded for them: a merge-join of the scan with the previous
-/// listing, whose file entries the cache records line up with.
+/// The full stat of a scanned file.
+fn stat_key(e: &Entry, x: &Option<StatExtra>) -> Option<StatKey> {
+    match (&e.item, x) {
+        (Item::Leaf(Leaf::File { size, meta, .. }), Some(x)) => Some(x.key(*size, meta.mtime_ns)),
+        _ => None,
+    }
+}
+
+/// Files whose stat matches the cache take the hash the previous snapshot
+/// recorded for them: a merge-join of the scan with the previous listing,
+/// whose file entries the cache records line up with. Returns, per entry,
+/// whether it is a file that still has to be read.
 fn vouch(
     prev: &[Entry],
     records: &[Option<StatExtra>],
-    scanned: &[ScanEntry],
-) -> Vec<Option<ObjectId>> {
-    let mut ids = vec![None; scanned.len()];
+    entries: &mut [Entry],
+    extra: &[Option<StatExtra>],
+) -> Vec<bool> {
+    let mut unread: Vec<bool> = entries.iter().map(|e| e.file_id().is_some()).collect();
     if records.is_empty() {
-        return ids;
+        return unread;
     }
     let (mut pi, mut file_no) = (0, 0);
-    for (i, e) in scanned.iter().enumerate() {
-        let ScanItem::File { stat, .. } = &e.item else {
+    for (i, e) in entries.iter_mut().enumerate() {
+        let Some(stat) = stat_key(e, &extra[i]) else {
             continue;
         };
         while pi < prev.len() && cmp_paths(&prev[pi].path, &e.path) == std::cmp::Ordering::Less {
@@ -510,15 +533,24 @@ fn vouch(
         let Some(p) = prev.get(pi).filter(|p| p.path == e.path) else {
             continue;
         };
-        if let Item::Leaf(Leaf::File { size, id, meta, .. }) = &p.item {
+        if let Item::Leaf(Leaf::File {
+            size,
+            id: prev_id,
+            meta,
+            ..
+        }) = &p.item
+        {
             if let Some(Some(x)) = records.get(file_no) {
-                if x.key(*size, meta.mtime_ns) == *stat {
-                    ids[i] = Some(*id);
+                if x.key(*size, meta.mtime_ns) == stat {
+                    if let Item::Leaf(Leaf::File { id, .. }) = &mut e.item {
+                        *id = *prev_id;
+                        unread[i] = false;
+                    }
                 }
             }
         }
     }
-    ids
+    unread
 }
 
 /// Counters of the read stage.
@@ -531,68 +563,77 @@ struct ReadStats {
 
 /// Read every file the cache did not vouch for (in parallel), filling in
 /// its id and the stat it had while read. Files that could not be read
-/// come back as issues; a repository error stops the run.
+/// stay marked unread and come back as issues; a repository error stops
+/// the run.
+#[allow(clippy::too_many_arguments)]
 fn read_files(
     algo: HashAlgo,
     batch: Option<&Batch<'_>>,
     layout: &Layout,
-    scanned: &mut [ScanEntry],
-    ids: &mut [Option<ObjectId>],
+    entries: &mut [Entry],
+    extra: &mut [Option<StatExtra>],
+    unread: &mut [bool],
     follow: bool,
     progress: &dyn Progress,
 ) -> Result<(ReadStats, Vec<Issue>)> {
-    let (count, bytes) =
-        scanned
-            .iter()
-            .zip(ids.iter())
-            .fold((0u64, 0u64), |(c, b), (e, id)| match (&e.item, id) {
-                (ScanItem::File { stat, .. }, None) => (c + 1, b + stat.size),
-                _ => (c, b),
-            });
+    let (count, bytes) = entries
+        .iter()
+        .zip(unread.iter())
+        .fold((0u64, 0u64), |(c, b), (e, u)| match (e.file_id(), u) {
+            (Some((_, size)), true) => (c + 1, b + size),
+            _ => (c, b),
+        });
     progress.phase("reading", count, bytes);
     let stats = ReadStats::default();
     let issues = Mutex::new(Vec::new());
-    scanned.par_iter_mut().zip(ids.par_iter_mut()).try_for_each(|(e, id)| -> Result<()> {
-        let ScanItem::File { stat, .. } = &mut e.item else {
-            return Ok(());
-        };
-        if id.is_some() {
-            return Ok(());
-        }
-        let fs = layout.fs_path(&e.path);
-        let size = stat.size;
-        stats.files_read.fetch_add(1, AtOrd::Relaxed);
-        match objects::ingest(algo, batch, &fs, follow) {
-            Ok(ing) => {
-                *id = Some(ing.id);
-                *stat = ing.stat;
-                if ing.stored {
-                    stats.new_objects.fetch_add(1, AtOrd::Relaxed);
-                    stats.new_bytes.fetch_add(ing.size, AtOrd::Relaxed);
+    entries
+        .par_iter_mut()
+        .zip(extra.par_iter_mut())
+        .zip(unread.par_iter_mut())
+        .try_for_each(|((e, x), unread)| -> Result<()> {
+            if !*unread {
+                return Ok(());
+            }
+            let Item::Leaf(Leaf::File { size, id, meta, .. }) = &mut e.item else {
+                return Ok(());
+            };
+            let fs = layout.fs_path(&e.path);
+            let scanned_size = *size;
+            stats.files_read.fetch_add(1, AtOrd::Relaxed);
+            match objects::ingest(algo, batch, &fs, follow) {
+                Ok(ing) => {
+                    *id = ing.id;
+                    *size = ing.size;
+                    meta.mtime_ns = ing.stat.mtime_ns;
+                    *x = Some(StatExtra::of(&ing.stat));
+                    *unread = false;
+                    if ing.stored {
+                        stats.new_objects.fetch_add(1, AtOrd::Relaxed);
+                        stats.new_bytes.fetch_add(ing.size, AtOrd::Relaxed);
+                    }
+                }
+                Err(ReadFailure::Repo(err)) => return Err(err),
+                Err(f) => {
+                    let (kind, msg) = match f {
+                        ReadFailure::Vanished => (IssueKind::Vanished, "vanished during the backup".to_string()),
+                        ReadFailure::Unstable => (
+                            IssueKind::Unreadable,
+                            "kept changing while it was read (tried 3 times); previous version kept".to_string(),
+                        ),
+                        ReadFailure::Source(io) => (IssueKind::Unreadable, format!("cannot read: {io}")),
+                        ReadFailure::Repo(_) => (IssueKind::Unreadable, "repository error".to_string()),
+                    };
+                    issues.lock().unwrap_or_else(|p| p.into_inner()).push(Issue {
+                        path: e.path.clone(),
+                        fs,
+                        kind,
+                        msg,
+                    });
                 }
             }
-            Err(ReadFailure::Repo(err)) => return Err(err),
-            Err(f) => {
-                let (kind, msg) = match f {
-                    ReadFailure::Vanished => (IssueKind::Vanished, "vanished during the backup".to_string()),
-                    ReadFailure::Unstable => (
-                        IssueKind::Unreadable,
-                        "kept changing while it was read (tried 3 times); previous version kept".to_string(),
-                    ),
-                    ReadFailure::Source(io) => (IssueKind::Unreadable, format!("cannot read: {io}")),
-                    ReadFailure::Repo(_) => (IssueKind::Unreadable, "repository error".to_string()),
-                };
-                issues.lock().unwrap_or_else(|p| p.into_inner()).push(Issue {
-                    path: e.path.clone(),
-                    fs,
-                    kind,
-                    msg,
-                });
-            }
-        }
-        progress.advance(1, size);
-        Ok(())
-    })?;
+            progress.advance(1, scanned_size);
+            Ok(())
+        })?;
     progress.finish();
     Ok((
         stats,
@@ -600,44 +641,31 @@ fn read_files(
     ))
 }
 
-/// The current listing, and beside each entry the stat to cache for it
-/// (`None` for non-files, unreadable files and racily-clean ones).
-fn build_listing(
-    scanned: Vec<ScanEntry>,
-    ids: Vec<Option<ObjectId>>,
+/// Turn the scan into the current listing, in place: files that could not
+/// be read leave it, and files too fresh to trust next time (racily
+/// clean) lose their cache record.
+fn finish_listing(
+    entries: &mut Vec<Entry>,
+    extra: &mut Vec<Option<StatExtra>>,
+    unread: &[bool],
     run_start: i64,
-) -> (Vec<Entry>, Vec<Option<StatExtra>>) {
-    let mut cur = Vec::with_capacity(scanned.len());
-    let mut extra = Vec::with_capacity(scanned.len());
-    for (e, id) in scanned.into_iter().zip(ids) {
-        let (item, x) = match e.item {
-            ScanItem::Dir { meta } => (Item::Dir(meta), None),
-            ScanItem::Symlink { target, meta } => {
-                (Item::Leaf(Leaf::Symlink { target, meta }), None)
+) {
+    let mut w = 0;
+    for (r, &skip) in unread.iter().enumerate() {
+        if skip {
+            continue;
+        }
+        entries.swap(w, r);
+        extra.swap(w, r);
+        if let Some(k) = stat_key(&entries[w], &extra[w]) {
+            if cache::is_racy(&k, run_start) {
+                extra[w] = None;
             }
-            ScanItem::File { stat, meta } => {
-                // A file that could not be read is not in the listing.
-                let Some(id) = id else { continue };
-                let x = (!cache::is_racy(&stat, run_start)).then(|| StatExtra::of(&stat));
-                let meta = Meta {
-                    mtime_ns: stat.mtime_ns,
-                    ..meta
-                };
-                (
-                    Item::Leaf(Leaf::File {
-                        size: stat.size,
-                        id,
-                        dup: false,
-                        meta,
-                    }),
-                    x,
-                )
-            }
-        };
-        cur.push(Entry { path: e.path, item });
-        extra.push(x);
+        }
+        w += 1;
     }
-    (cur, extra)
+    entries.truncate(w);
+    extra.truncate(w);
 }
 
 /// Report each problem once, in path order, and apply `--on-error`. A
@@ -760,9 +788,13 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     };
     progress.phase("scanning", 0, 0);
     let Scanned {
-        entries: mut scanned,
-        mut issues,
-        excluded,
+        out:
+            scan::ScanOutput {
+                entries: mut cur,
+                mut extra,
+                mut issues,
+                excluded,
+            },
         sources: source_records,
     } = scan_all(&layout, s, &root)?;
     progress.finish();
@@ -779,7 +811,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         (Some(r), false) => cache::load(r, prev.snap.as_ref().map(|p| &p.id), prev_files),
         _ => Vec::new(),
     };
-    let mut ids = vouch(&prev.entries, &records, &scanned);
+    let mut unread = vouch(&prev.entries, &records, &mut cur, &extra);
     let cache_complete = !records.is_empty() && records.iter().all(Option::is_some);
     drop(records);
     let batch = writer.map(Batch::new);
@@ -787,8 +819,9 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         algo,
         batch.as_ref(),
         &layout,
-        &mut scanned,
-        &mut ids,
+        &mut cur,
+        &mut extra,
+        &mut unread,
         s.follow_symlinks,
         progress,
     )?;
@@ -797,7 +830,8 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     report.new_objects = stats.new_objects.into_inner();
     report.new_bytes = stats.new_bytes.into_inner();
 
-    let (mut cur, mut extra) = build_listing(scanned, ids, run_start);
+    finish_listing(&mut cur, &mut extra, &unread, run_start);
+    drop(unread);
     handle_issues(
         issues,
         s.on_error,
@@ -807,7 +841,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         &mut report,
     )?;
 
-    let plan = plan::plan(
+    let mut plan = plan::plan(
         &prev.entries,
         &prev.archive,
         cur,
@@ -861,6 +895,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
 
     // Commit: objects and trees, then the record.
     batch.commit()?;
+    drop(batch);
     let record = SnapshotRecord {
         seq: prev.snap.as_ref().map_or(1, |p| p.record.seq + 1),
         time_ns: run_start,
@@ -886,6 +921,9 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     let snap_id: SnapshotId = snapshot::write(repo, &record)?;
     report.snapshot = Some(snap_id.short());
     log_plan(&plan, &prev.entries, &layout, false);
+    // Logged: the actions are not needed any more, and on a first backup
+    // they hold a path per file.
+    plan.actions = Vec::new();
 
     // Derived data: the browsable tree, then the cache.
     let m = Materializer::new(repo, &repo.root);

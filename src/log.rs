@@ -89,8 +89,12 @@ pub fn init(console: LevelFilter, file: Option<(&Path, LogLevel)>) -> Result<Log
             let (f, p) = create_log_file(dir)?;
             // Not lossy: the default drops lines when the writer falls
             // behind, and an audit log must never lose a line.
+            // A short queue: the writer thread keeps up with a run's
+            // lines, and a long one would hold a first backup's hundred
+            // thousand lines in memory.
             let (nb, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
                 .lossy(false)
+                .buffered_lines_limit(4096)
                 .finish(f);
             let lvl = match level {
                 LogLevel::Info => LevelFilter::INFO,

@@ -38,14 +38,17 @@ pub struct PlanOptions {
     pub now_ns: i64,
 }
 
+/// One decision. Decisions about current files name them by their index
+/// in [`Plan::entries`] rather than by a copy of the path: a first backup
+/// has one per file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// New path, content not at the top level yet.
-    Backup { path: Vec<u8> },
+    Backup { entry: usize },
     /// New path, content already at the top level under another path.
-    Duplicate { path: Vec<u8> },
+    Duplicate { entry: usize },
     /// Known path, new content; the old one became version `version`.
-    Modified { path: Vec<u8>, version: u64 },
+    Modified { entry: usize, version: u64 },
     /// The path left the source; its last content went to `_deleted/`.
     /// An earlier deleted content there was moved to version `displaced`.
     Deleted {
@@ -59,12 +62,13 @@ pub enum Action {
 }
 
 impl Action {
-    pub fn path(&self) -> &[u8] {
+    /// The path decided about (`entries`: the plan's listing).
+    pub fn path<'a>(&'a self, entries: &'a [Entry]) -> &'a [u8] {
         match self {
-            Action::Backup { path }
-            | Action::Duplicate { path }
-            | Action::Modified { path, .. }
-            | Action::Deleted { path, .. }
+            Action::Backup { entry }
+            | Action::Duplicate { entry }
+            | Action::Modified { entry, .. } => &entries[*entry].path,
+            Action::Deleted { path, .. }
             | Action::RetainDropVersion { path, .. }
             | Action::RetainDropDeleted { path } => path,
         }
@@ -203,10 +207,9 @@ pub fn plan(
                 counts.unchanged += 1;
             }
             (Some(o), Some((k, n))) => {
-                let path = entries[k].path.clone();
                 let v = archive_version(
                     &mut archive,
-                    &path,
+                    &entries[k].path,
                     Archived {
                         id: o.id,
                         size: o.size,
@@ -217,7 +220,10 @@ pub fn plan(
                 set_dup(&mut entries[k], false);
                 top.insert(n.id);
                 counts.modified += 1;
-                actions.push(Action::Modified { path, version: v });
+                actions.push(Action::Modified {
+                    entry: k,
+                    version: v,
+                });
             }
             (Some(o), None) => {
                 let path = p.map(|e| e.path.clone()).unwrap_or_default();
@@ -253,16 +259,15 @@ pub fn plan(
         let Some(f) = file_of(&entries[k]) else {
             continue;
         };
-        let path = entries[k].path.clone();
         if f.size > 0 && top.contains(&f.id) {
             set_dup(&mut entries[k], true);
             counts.duplicates += 1;
-            actions.push(Action::Duplicate { path });
+            actions.push(Action::Duplicate { entry: k });
         } else {
             set_dup(&mut entries[k], false);
             top.insert(f.id);
             counts.backed_up += 1;
-            actions.push(Action::Backup { path });
+            actions.push(Action::Backup { entry: k });
         }
     }
 
@@ -299,7 +304,9 @@ pub fn plan(
         }
     }
 
-    actions.sort_by(|a, b| cmp_paths(a.path(), b.path()).then(a.rank().cmp(&b.rank())));
+    actions.sort_by(|a, b| {
+        cmp_paths(a.path(&entries), b.path(&entries)).then(a.rank().cmp(&b.rank()))
+    });
     Plan {
         actions,
         entries,
@@ -321,18 +328,19 @@ impl Plan {
         for e in &self.entries {
             let Some((id, _)) = e.file_id() else { continue };
             while a < self.actions.len()
-                && cmp_paths(self.actions[a].path(), &e.path) == Ordering::Less
+                && cmp_paths(self.actions[a].path(&self.entries), &e.path) == Ordering::Less
             {
-                f(self.actions[a].path(), Some(&self.actions[a]));
+                f(self.actions[a].path(&self.entries), Some(&self.actions[a]));
                 a += 1;
             }
-            let decided = a < self.actions.len() && self.actions[a].path() == e.path.as_slice();
+            let decided =
+                a < self.actions.len() && self.actions[a].path(&self.entries) == e.path.as_slice();
             if !decided && Self::is_skip(prev, &e.path, &id) {
                 f(&e.path, None);
             }
         }
         for act in &self.actions[a..] {
-            f(act.path(), Some(act));
+            f(act.path(&self.entries), Some(act));
         }
     }
 

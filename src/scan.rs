@@ -7,9 +7,11 @@
 //! [`Issue`] naming the path, and the caller applies `--on-error`.
 
 use crate::error::{Error, Result};
+use crate::id::{Digest, ObjectId};
 use crate::pathbytes;
+use crate::store::cache::StatExtra;
 use crate::store::objects::StatKey;
-use crate::store::tree::Meta;
+use crate::store::tree::{Entry, Item, Leaf, Meta};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 use std::fs;
@@ -86,22 +88,8 @@ pub struct ScanOptions {
     pub skip_dirs: Vec<(u64, u64)>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ScanItem {
-    File { stat: StatKey, meta: Meta },
-    Dir { meta: Meta },
-    Symlink { target: Vec<u8>, meta: Meta },
-}
-
-/// One entry found by the scan. Its place on disk is the source root
-/// joined with the path below the source's folder; it is not stored, as
-/// only the few files that must be read ever need it.
-#[derive(Clone, Debug)]
-pub struct ScanEntry {
-    /// The snapshot path (relative to the backup root).
-    pub path: Vec<u8>,
-    pub item: ScanItem,
-}
+/// The id a file has in a scan until it is hashed.
+pub const UNHASHED: ObjectId = ObjectId(Digest([0; 32]));
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IssueKind {
@@ -125,11 +113,25 @@ pub struct Issue {
     pub msg: String,
 }
 
+/// What a scan found. The entries are already the snapshot's own type (a
+/// file's id is [`UNHASHED`] until it is hashed), so no second listing is
+/// built from the scan.
 #[derive(Debug, Default)]
 pub struct ScanOutput {
-    pub entries: Vec<ScanEntry>,
+    /// In path order.
+    pub entries: Vec<Entry>,
+    /// Beside each entry: for a file, the stat fields the entry does not
+    /// hold (ctime, inode, device); `None` otherwise.
+    pub extra: Vec<Option<StatExtra>>,
     pub issues: Vec<Issue>,
     pub excluded: u64,
+}
+
+impl ScanOutput {
+    pub fn push(&mut self, e: Entry, x: Option<StatExtra>) {
+        self.entries.push(e);
+        self.extra.push(x);
+    }
 }
 
 pub fn meta_of(m: &fs::Metadata) -> Meta {
@@ -270,10 +272,13 @@ fn walk(
                 ));
                 continue;
             }
-            out.entries.push(ScanEntry {
-                path: path.clone(),
-                item: ScanItem::Dir { meta: meta_of(&m) },
-            });
+            out.push(
+                Entry {
+                    path: path.clone(),
+                    item: Item::Dir(meta_of(&m)),
+                },
+                None,
+            );
             if ctx.opts.one_file_system && m.dev() != ctx.root_dev {
                 tracing::debug!(
                     "not crossing into another filesystem: {}",
@@ -289,22 +294,30 @@ fn walk(
                 key,
             });
         } else if ft2.is_file() {
-            out.entries.push(ScanEntry {
-                path,
-                item: ScanItem::File {
-                    stat: StatKey::of(&m),
-                    meta: meta_of(&m),
+            out.push(
+                Entry {
+                    path,
+                    item: Item::Leaf(Leaf::File {
+                        size: m.len(),
+                        id: UNHASHED,
+                        dup: false,
+                        meta: meta_of(&m),
+                    }),
                 },
-            });
+                Some(StatExtra::of(&StatKey::of(&m))),
+            );
         } else if ft2.is_symlink() {
             match fs::read_link(fs_path()) {
-                Ok(t) => out.entries.push(ScanEntry {
-                    path,
-                    item: ScanItem::Symlink {
-                        target: pathbytes::os_bytes(t.as_os_str()).to_vec(),
-                        meta: meta_of(&lm),
+                Ok(t) => out.push(
+                    Entry {
+                        path,
+                        item: Item::Leaf(Leaf::Symlink {
+                            target: pathbytes::os_bytes(t.as_os_str()).to_vec(),
+                            meta: meta_of(&lm),
+                        }),
                     },
-                }),
+                    None,
+                ),
                 Err(e) => out
                     .issues
                     .push(io_issue(path, fs_path(), &e, "read symlink")),
@@ -343,23 +356,27 @@ fn walk(
     }
     // Splice each subtree right after its directory entry.
     let own = std::mem::take(&mut out.entries);
+    let own_x = std::mem::take(&mut out.extra);
     let total = own.len() + children.iter().map(|c| c.entries.len()).sum::<usize>();
-    let mut merged = Vec::with_capacity(total);
-    let mut own_iter = own.into_iter();
+    out.entries.reserve_exact(total);
+    out.extra.reserve_exact(total);
+    let mut own_iter = own.into_iter().zip(own_x);
     let mut taken = 0;
     for (d, child) in subdirs.iter().zip(children) {
         while taken < d.after {
-            if let Some(e) = own_iter.next() {
-                merged.push(e);
+            if let Some((e, x)) = own_iter.next() {
+                out.push(e, x);
             }
             taken += 1;
         }
-        merged.extend(child.entries);
+        out.entries.extend(child.entries);
+        out.extra.extend(child.extra);
         out.issues.extend(child.issues);
         out.excluded += child.excluded;
     }
-    merged.extend(own_iter);
-    out.entries = merged;
+    for (e, x) in own_iter {
+        out.push(e, x);
+    }
     out
 }
 

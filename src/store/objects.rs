@@ -137,32 +137,35 @@ impl<'r> Batch<'r> {
         if queued.is_empty() {
             return Ok(());
         }
-        let mut moves: Vec<(PathBuf, PathBuf)> = queued
-            .into_iter()
-            .map(|((tree, d), n)| {
-                let kind = if tree {
-                    StoreKind::Tree
-                } else {
-                    StoreKind::Object
-                };
-                (self.tmp_path(n), self.repo.digest_path(kind, &d))
-            })
-            .collect();
-        // Sorted by destination: a deterministic order, and renames into one
-        // fan-out directory stay together.
-        moves.sort_by(|a, b| a.1.cmp(&b.1));
+        // Sorted by store and digest: a deterministic order, and renames
+        // into one fan-out directory stay together. Paths are made one at a
+        // time, never held for the whole batch.
+        let mut moves: Vec<((bool, Digest), u64)> = queued.into_iter().collect();
+        moves.sort_unstable();
+        let paths = |&((tree, d), n): &((bool, Digest), u64)| {
+            let kind = if tree {
+                StoreKind::Tree
+            } else {
+                StoreKind::Object
+            };
+            (self.tmp_path(n), self.repo.digest_path(kind, &d))
+        };
         let small = moves.len() < SMALL_BATCH_FILES && bytes < SMALL_BATCH_BYTES;
         // 1. The bytes of every temp file reach the disk before any of them
         //    gets its final name.
         if small {
-            moves.par_iter().try_for_each(|(tmp, _)| {
-                File::open(tmp).and_then(|f| f.sync_all()).ctx("fsync", tmp)
+            moves.par_iter().try_for_each(|m| {
+                let (tmp, _) = paths(m);
+                File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .ctx("fsync", &tmp)
             })?;
         } else {
             fsutil::sync_filesystem(&self.repo.tmp_dir())?;
         }
         let mut dirs: Vec<PathBuf> = Vec::new();
-        for (tmp, dest) in &moves {
+        for m in &moves {
+            let (tmp, dest) = paths(m);
             if let Some(dir) = dest.parent() {
                 if dirs.last().map(|d| d.as_path()) != Some(dir) {
                     fsutil::create_private_dir(dir)?;
@@ -172,7 +175,7 @@ impl<'r> Batch<'r> {
             // The exclusive lock guarantees no other process writes here, and
             // `offer` checked the name was free, so rename cannot replace an
             // object that the browsable tree already links to.
-            fs::rename(tmp, dest).ctx("move into store", dest)?;
+            fs::rename(&tmp, &dest).ctx("move into store", &dest)?;
         }
         // 2. The renames themselves are durable before the caller writes a
         //    snapshot record that refers to these names.
@@ -251,7 +254,10 @@ const SMALL_BUF: usize = 256 * 1024;
 thread_local! {
     static SMALL_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
-const LARGE_BUF: usize = 8 * 1024 * 1024;
+/// Big enough for BLAKE3's multi-threaded path to pay off, small enough
+/// that two workers reading large files at once stay within the memory
+/// budget.
+const LARGE_BUF: usize = 2 * 1024 * 1024;
 const ATTEMPTS: usize = 3;
 
 /// Read `src` once, hashing it and (with a batch) copying it to `tmp/`.
