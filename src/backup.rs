@@ -118,23 +118,44 @@ pub struct TreeUpdate {
     pub failures: Vec<(Vec<u8>, String)>,
 }
 
-/// Move the browsable tree from showing `old` to showing `new`, touching
-/// only what differs.
-fn update_tree(
-    m: &Materializer<'_>,
-    old: (&[Entry], &[(Vec<u8>, History)]),
-    new: (&[Entry], &[(Vec<u8>, History)]),
-) -> Result<()> {
-    match browse::render_diff(old, new) {
-        Some((o, n)) => {
-            let esc = Escapes::for_entries(new.0);
-            m.apply(&o, &n, &|p: &[u8]| browse::wants_dir(new.0, &esc, p))
+/// What must change in the browsable tree to go from showing one
+/// snapshot to showing the next: usually only the differing entries
+/// (`partial`), else both whole renderings.
+struct TreeDiff {
+    old: Vec<browse::BEntry>,
+    new: Vec<browse::BEntry>,
+    partial: bool,
+}
+
+impl TreeDiff {
+    fn between(
+        old: (&[Entry], &[(Vec<u8>, History)]),
+        new: (&[Entry], &[(Vec<u8>, History)]),
+    ) -> TreeDiff {
+        match browse::render_diff(old, new) {
+            Some((o, n)) => TreeDiff {
+                old: o,
+                new: n,
+                partial: true,
+            },
+            None => TreeDiff {
+                old: browse::render(old.0, old.1),
+                new: browse::render(new.0, new.1),
+                partial: false,
+            },
         }
-        None => {
-            let o = browse::render(old.0, old.1);
-            let n = browse::render(new.0, new.1);
-            let dirs = Materializer::dirs_of(&n);
-            m.apply(&o, &n, &|p: &[u8]| dirs.contains(p))
+    }
+
+    /// Apply it; `new_entries` is the listing the tree is to show.
+    fn apply(&self, m: &Materializer<'_>, new_entries: &[Entry]) -> Result<()> {
+        if self.partial {
+            let esc = Escapes::for_entries(new_entries);
+            m.apply(&self.old, &self.new, &|p: &[u8]| {
+                browse::wants_dir(new_entries, &esc, p)
+            })
+        } else {
+            let dirs = Materializer::dirs_of(&self.new);
+            m.apply(&self.old, &self.new, &|p: &[u8]| dirs.contains(p))
         }
     }
 }
@@ -185,7 +206,7 @@ pub fn catch_up_browsable(
                 "browsable tree is behind snapshot {}: updating it",
                 latest.id.short()
             );
-            update_tree(&m, (&oe, &oa), (entries, archive))?;
+            TreeDiff::between((&oe, &oa), (entries, archive)).apply(&m, entries)?;
         }
         None => {
             tracing::info!(
@@ -333,20 +354,10 @@ fn find<'a>(entries: &'a [Entry], path: &[u8]) -> Option<&'a Entry> {
         .map(|i| &entries[i])
 }
 
-fn is_dup(entries: &[Entry], path: &[u8]) -> bool {
-    matches!(
-        find(entries, path),
-        Some(Entry {
-            item: Item::Leaf(Leaf::File { dup: true, .. }),
-            ..
-        })
-    )
-}
-
 /// Write the audit lines of a plan (SPEC §4) through tracing, in path order.
-fn log_plan(plan: &Plan, prev: &[Entry], d: &Layout, dry: bool) {
+/// `old_esc`: the reserved-name escapes of the previous snapshot.
+fn log_plan(plan: &Plan, old_esc: &Escapes, d: &Layout, dry: bool) {
     let new_esc = Escapes::for_entries(&plan.entries);
-    let old_esc = Escapes::for_entries(prev);
     let pre = if dry { "WOULD " } else { "" };
     for (name, shown) in new_esc.escaped() {
         tracing::info!(
@@ -379,9 +390,11 @@ fn log_plan(plan: &Plan, prev: &[Entry], d: &Layout, dry: bool) {
                     d.dst(&browse::current_path(&new_esc, p, true))
                 );
             }
-            Action::Modified { version, .. } => {
+            Action::Modified {
+                version, was_dup, ..
+            } => {
                 tracing::debug!("PLANNER → MODIFIED: {}", d.src(p));
-                let old = browse::current_path(&old_esc, p, is_dup(prev, p));
+                let old = browse::current_path(old_esc, p, *was_dup);
                 tracing::info!(
                     "{pre}ARCHIVE: {} → {}",
                     d.dst(&old),
@@ -393,7 +406,9 @@ fn log_plan(plan: &Plan, prev: &[Entry], d: &Layout, dry: bool) {
                     d.dst(&new_esc.top_path(p))
                 );
             }
-            Action::Deleted { displaced, .. } => {
+            Action::Deleted {
+                displaced, was_dup, ..
+            } => {
                 tracing::debug!("PLANNER → DELETED: {}", d.src(p));
                 if let Some(n) = displaced {
                     tracing::info!(
@@ -402,7 +417,7 @@ fn log_plan(plan: &Plan, prev: &[Entry], d: &Layout, dry: bool) {
                         show(&browse::version_path(p, *n))
                     );
                 }
-                let old = browse::current_path(&old_esc, p, is_dup(prev, p));
+                let old = browse::current_path(old_esc, p, *was_dup);
                 tracing::info!(
                     "{pre}ARCHIVE DELETE: {} → {}",
                     d.dst(&old),
@@ -423,7 +438,7 @@ fn log_plan(plan: &Plan, prev: &[Entry], d: &Layout, dry: bool) {
     };
     if debug {
         // Every decision, SKIPs included, interleaved in path order.
-        plan.for_each_decision(prev, line);
+        plan.for_each_decision(line);
     } else {
         for a in &plan.actions {
             line(a.path(&plan.entries), Some(a));
@@ -854,6 +869,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         },
     );
     fill_counts(&mut report, &plan.counts);
+    let old_esc = Escapes::for_entries(&prev.entries);
 
     let (Some(repo), Some(batch)) = (writer, batch) else {
         let root_id = tree::tree_id(algo, &plan.entries)?;
@@ -862,14 +878,34 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
             .snap
             .as_ref()
             .is_none_or(|p| p.record.root != root_id || p.record.archive != arch_id);
-        log_plan(&plan, &prev.entries, &layout, true);
+        log_plan(&plan, &old_esc, &layout, true);
         return Ok(report);
     };
 
-    let root_id = tree::write_tree(algo, &plan.entries, &batch, &prev.known_trees)?;
-    let arch_id = tree::write_tree(algo, &plan.archive, &batch, &prev.known_trees)?;
-    report.changed = prev
-        .snap
+    // The previous listing is needed only to know what the browsable tree
+    // must change: take that now (it is small) and free the listing, a
+    // large share of the run's memory. A first backup has no previous
+    // listing, and its diff (the whole tree) is made after the commit,
+    // when the batch is gone.
+    let Prev {
+        snap: prev_snap,
+        entries: prev_entries,
+        archive: prev_archive,
+        known_trees,
+    } = prev;
+    let mut tree_diff = (!prev_entries.is_empty() || !prev_archive.is_empty()).then(|| {
+        TreeDiff::between(
+            (&prev_entries, &prev_archive),
+            (&plan.entries, &plan.archive),
+        )
+    });
+    drop(prev_entries);
+    drop(prev_archive);
+
+    let root_id = tree::write_tree(algo, &plan.entries, &batch, &known_trees)?;
+    let arch_id = tree::write_tree(algo, &plan.archive, &batch, &known_trees)?;
+    drop(known_trees);
+    report.changed = prev_snap
         .as_ref()
         .is_none_or(|p| p.record.root != root_id || p.record.archive != arch_id);
     let cache_records = || -> Vec<Option<StatExtra>> {
@@ -882,7 +918,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     };
 
     if !report.changed && !opts.always_snapshot {
-        let latest = prev.snap.as_ref().map(|p| p.id);
+        let latest = prev_snap.as_ref().map(|p| p.id);
         tracing::info!("No changes: nothing to back up, no new snapshot");
         // Nothing read and every file vouched for: the cache on disk is
         // already exactly what would be written.
@@ -897,9 +933,9 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     batch.commit()?;
     drop(batch);
     let record = SnapshotRecord {
-        seq: prev.snap.as_ref().map_or(1, |p| p.record.seq + 1),
+        seq: prev_snap.as_ref().map_or(1, |p| p.record.seq + 1),
         time_ns: run_start,
-        parent: prev.snap.as_ref().map(|p| p.id),
+        parent: prev_snap.as_ref().map(|p| p.id),
         sources: source_records,
         root: root_id,
         archive: arch_id,
@@ -920,18 +956,18 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     };
     let snap_id: SnapshotId = snapshot::write(repo, &record)?;
     report.snapshot = Some(snap_id.short());
-    log_plan(&plan, &prev.entries, &layout, false);
+    log_plan(&plan, &old_esc, &layout, false);
     // Logged: the actions are not needed any more, and on a first backup
     // they hold a path per file.
     plan.actions = Vec::new();
 
     // Derived data: the browsable tree, then the cache.
     let m = Materializer::new(repo, &repo.root);
-    update_tree(
-        &m,
-        (&prev.entries, &prev.archive),
-        (&plan.entries, &plan.archive),
-    )?;
+    let diff = tree_diff
+        .take()
+        .unwrap_or_else(|| TreeDiff::between((&[], &[]), (&plan.entries, &plan.archive)));
+    diff.apply(&m, &plan.entries)?;
+    drop(diff);
     let up = finish_tree_update(repo, &m, &snap_id)?;
     report.link_fallback_copies += up.copies;
     for (p, msg) in up.failures {

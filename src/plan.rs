@@ -48,12 +48,18 @@ pub enum Action {
     /// New path, content already at the top level under another path.
     Duplicate { entry: usize },
     /// Known path, new content; the old one became version `version`.
-    Modified { entry: usize, version: u64 },
+    /// `was_dup`: the old content was shown in `_duplicates/`.
+    Modified {
+        entry: usize,
+        version: u64,
+        was_dup: bool,
+    },
     /// The path left the source; its last content went to `_deleted/`.
     /// An earlier deleted content there was moved to version `displaced`.
     Deleted {
         path: Vec<u8>,
         displaced: Option<u64>,
+        was_dup: bool,
     },
     /// Per-file retention dropped version `version` of `path`.
     RetainDropVersion { path: Vec<u8>, version: u64 },
@@ -223,6 +229,7 @@ pub fn plan(
                 actions.push(Action::Modified {
                     entry: k,
                     version: v,
+                    was_dup: o.dup,
                 });
             }
             (Some(o), None) => {
@@ -241,7 +248,11 @@ pub fn plan(
                     time_ns: opts.now_ns,
                 });
                 counts.deleted += 1;
-                actions.push(Action::Deleted { path, displaced });
+                actions.push(Action::Deleted {
+                    path,
+                    displaced,
+                    was_dup: o.dup,
+                });
                 if let Some((k, _)) = new {
                     newcomers.push(k);
                 }
@@ -323,10 +334,12 @@ impl Plan {
     /// Merge SKIP decisions back into the action list, in path order, for
     /// whoever wants every decision (debug logging, tests): calls `f` with
     /// `Some(action)` for each action and `None` for each unchanged file.
-    pub fn for_each_decision(&self, prev: &[Entry], mut f: impl FnMut(&[u8], Option<&Action>)) {
+    pub fn for_each_decision(&self, mut f: impl FnMut(&[u8], Option<&Action>)) {
         let mut a = 0;
         for e in &self.entries {
-            let Some((id, _)) = e.file_id() else { continue };
+            if e.file_id().is_none() {
+                continue;
+            }
             while a < self.actions.len()
                 && cmp_paths(self.actions[a].path(&self.entries), &e.path) == Ordering::Less
             {
@@ -335,21 +348,15 @@ impl Plan {
             }
             let decided =
                 a < self.actions.len() && self.actions[a].path(&self.entries) == e.path.as_slice();
-            if !decided && Self::is_skip(prev, &e.path, &id) {
+            // Every current file gets BACKUP, DUPLICATE or MODIFIED, or
+            // else it is unchanged.
+            if !decided {
                 f(&e.path, None);
             }
         }
         for act in &self.actions[a..] {
             f(act.path(&self.entries), Some(act));
         }
-    }
-
-    /// Was this file unchanged (same content at the same path before)?
-    fn is_skip(prev: &[Entry], path: &[u8], id: &ObjectId) -> bool {
-        prev.binary_search_by(|p| cmp_paths(&p.path, path))
-            .ok()
-            .and_then(|i| prev[i].file_id())
-            .is_some_and(|(pid, _)| pid == *id)
     }
 }
 
@@ -401,9 +408,9 @@ mod tests {
         }
     }
 
-    fn names_with(p: &Plan, prev: &[Entry]) -> Vec<String> {
+    fn names(p: &Plan) -> Vec<String> {
         let mut out = Vec::new();
-        p.for_each_decision(prev, |path, a| {
+        p.for_each_decision(|path, a| {
             let path = String::from_utf8_lossy(path).to_string();
             out.push(match a {
                 None => format!("SKIP {path}"),
@@ -419,25 +426,6 @@ mod tests {
                 },
             });
         });
-        out
-    }
-
-    fn names(p: &Plan) -> Vec<String> {
-        names_with(p, &[])
-    }
-
-    /// Run a sequence of scans through the planner, returning each plan
-    /// with the listing it was planned against.
-    fn history_with_prev(scans: Vec<Vec<Entry>>, o: &PlanOptions) -> Vec<(Plan, Vec<Entry>)> {
-        let mut prev: Vec<Entry> = Vec::new();
-        let mut arch: Vec<(Vec<u8>, History)> = Vec::new();
-        let mut out = Vec::new();
-        for s in scans {
-            let p = plan(&prev, &arch, sorted(s), o);
-            let before = std::mem::replace(&mut prev, p.entries.clone());
-            arch = p.archive.clone();
-            out.push((p, before));
-        }
         out
     }
 
@@ -530,9 +518,9 @@ mod tests {
             },
         ];
         for c in cases {
-            let plans = history_with_prev(c.scans, &opts());
-            let (last, prev) = plans.last().expect("at least one scan");
-            assert_eq!(names_with(last, prev), c.want_last, "case: {}", c.name);
+            let plans = history(c.scans, &opts());
+            let last = plans.last().expect("at least one scan");
+            assert_eq!(names(last), c.want_last, "case: {}", c.name);
         }
     }
 
@@ -618,7 +606,7 @@ mod tests {
                         Action::Deleted{..} | Action::RetainDropVersion{..} | Action::RetainDropDeleted{..})).count();
                     prop_assert_eq!(decisions as u64 + p.counts.unchanged, s.len() as u64);
                     let mut skips = 0u64;
-                    p.for_each_decision(&prev, |_, a| if a.is_none() { skips += 1 });
+                    p.for_each_decision(|_, a| if a.is_none() { skips += 1 });
                     prop_assert_eq!(skips, p.counts.unchanged);
                     // Every non-empty top-level content appears once at the top.
                     let mut top = HashSet::new();
