@@ -79,15 +79,15 @@ struct Prev {
     known_trees: HashSet<TreeId>,
 }
 
-fn load_prev(repo: Option<&Repo>) -> Result<Prev> {
+/// Load the listing and archive of the latest snapshot `snap`.
+fn load_prev(repo: Option<&Repo>, snap: Option<Snapshot>) -> Result<Prev> {
     let mut prev = Prev {
-        snap: None,
+        snap,
         entries: Vec::new(),
         archive: Vec::new(),
         known_trees: HashSet::new(),
     };
     let Some(repo) = repo else { return Ok(prev) };
-    prev.snap = snapshot::latest(repo)?;
     if let Some(s) = &prev.snap {
         prev.entries = tree::flat_to_source(tree::read_flat(
             repo,
@@ -185,12 +185,7 @@ fn finish_tree_update(repo: &Repo, m: &Materializer<'_>, shows: &SnapshotId) -> 
 
 /// Make the browsable tree at the backup root show `latest`, whatever a
 /// crash left behind. Free when it already does.
-pub fn catch_up_browsable(
-    repo: &Repo,
-    latest: &Snapshot,
-    entries: &[Entry],
-    archive: &[(Vec<u8>, History)],
-) -> Result<TreeUpdate> {
+pub fn catch_up_browsable(repo: &Repo, latest: &Snapshot) -> Result<TreeUpdate> {
     let m = Materializer::new(repo, &repo.root);
     let marker = materialize::read_marker(repo);
     if marker == Some(latest.id) {
@@ -199,6 +194,8 @@ pub fn catch_up_browsable(
             failures: Vec::new(),
         });
     }
+    let (entries, archive) = load_snapshot(repo, &latest.record)?;
+    let (entries, archive) = (&entries[..], &archive[..]);
     let old_rec = marker.and_then(|id| snapshot::read(repo, &id).ok());
     match old_rec.and_then(|r| load_snapshot(repo, &r).ok()) {
         Some((oe, oa)) => {
@@ -785,13 +782,13 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     if let Some(r) = writer {
         r.clean_tmp()?;
     }
-    let prev = load_prev(repo.as_ref())?;
+    let latest = repo.as_ref().map(snapshot::latest).transpose()?.flatten();
     let mut report = BackupReport {
         dry_run: opts.dry_run,
         ..BackupReport::default()
     };
-    if let (Some(r), Some(snap)) = (writer, &prev.snap) {
-        let up = catch_up_browsable(r, snap, &prev.entries, &prev.archive)?;
+    if let (Some(r), Some(snap)) = (writer, &latest) {
+        let up = catch_up_browsable(r, snap)?;
         report.link_fallback_copies += up.copies;
         report.failed |= !up.failures.is_empty();
     }
@@ -814,6 +811,9 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     } = scan_all(&layout, s, &root)?;
     progress.finish();
     report.excluded = excluded;
+    // Loaded after the scan, whose assembly briefly needs twice its own
+    // size: the two never have to fit in memory at once.
+    let prev = load_prev(repo.as_ref(), latest)?;
 
     // Hash: the stat cache vouches for unchanged files; the rest are read
     // (and, in a real run, copied into tmp/ in the same pass).

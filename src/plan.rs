@@ -164,8 +164,6 @@ pub fn plan(
     let mut entries = cur;
     // Indices into `entries` of files that are new at their path.
     let mut newcomers: Vec<usize> = Vec::new();
-    // Contents shown at the top level after this run.
-    let mut top: HashSet<ObjectId> = HashSet::new();
 
     let archive_version = |archive: &mut BTreeMap<PathKey, History>, path: &[u8], a: Archived| {
         let h = archive.entry(PathKey(path.to_vec())).or_default();
@@ -204,15 +202,12 @@ pub fn plan(
         match (old, new) {
             (Some(o), Some((k, n))) if o.id == n.id => {
                 set_dup(&mut entries[k], o.dup);
-                if !o.dup {
-                    top.insert(n.id);
-                }
                 // SKIP is not stored as an action: it is the common case
                 // (every file of a no-change run) and is implied by the
-                // listing; `unchanged_files` yields it when it is logged.
+                // listing; `for_each_decision` yields it when it is logged.
                 counts.unchanged += 1;
             }
-            (Some(o), Some((k, n))) => {
+            (Some(o), Some((k, _))) => {
                 let v = archive_version(
                     &mut archive,
                     &entries[k].path,
@@ -224,7 +219,6 @@ pub fn plan(
                     },
                 );
                 set_dup(&mut entries[k], false);
-                top.insert(n.id);
                 counts.modified += 1;
                 actions.push(Action::Modified {
                     entry: k,
@@ -266,6 +260,22 @@ pub fn plan(
     // level lacks is BACKUP, the rest DUPLICATE. Empty files are never
     // duplicates of each other (they carry no data to deduplicate).
     newcomers.sort_unstable();
+    // Contents at the top level before the newcomers are placed: unchanged
+    // files not shown as duplicates, and modified files. Built only when
+    // there are newcomers (never in a no-change run).
+    let mut top: HashSet<ObjectId> = HashSet::new();
+    if !newcomers.is_empty() {
+        let mut nc = newcomers.iter().peekable();
+        for (k, e) in entries.iter().enumerate() {
+            if nc.peek() == Some(&&k) {
+                nc.next();
+                continue;
+            }
+            if let Item::Leaf(Leaf::File { id, dup: false, .. }) = &e.item {
+                top.insert(*id);
+            }
+        }
+    }
     for k in newcomers {
         let Some(f) = file_of(&entries[k]) else {
             continue;
