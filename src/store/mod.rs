@@ -203,6 +203,29 @@ impl Repo {
     }
 }
 
+/// Check the 5-byte header every trove file starts with (4 magic bytes, one
+/// version byte) and return what follows it. A wrong magic is corruption; an
+/// unknown version is a file from a newer trove, reported as such.
+pub fn check_header<'a>(
+    data: &'a [u8],
+    magic: &[u8; 4],
+    version: u8,
+    what: &'static str,
+    path: &Path,
+) -> Result<&'a [u8]> {
+    if data.len() < 5 || &data[..4] != magic {
+        return Err(Error::corrupt(what, path, "bad magic"));
+    }
+    if data[4] != version {
+        return Err(Error::Version {
+            path: path.to_path_buf(),
+            found: data[4] as u32,
+            supported: version as u32,
+        });
+    }
+    Ok(&data[5..])
+}
+
 /// Which content-addressed store a digest lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreKind {

@@ -78,17 +78,14 @@ pub fn encode(rec: &SnapshotRecord) -> Result<Vec<u8>> {
 }
 
 pub fn decode(data: &[u8], path: &Path) -> Result<SnapshotRecord> {
-    if data.len() < 5 || &data[..4] != SNAPSHOT_MAGIC {
-        return Err(Error::corrupt("snapshot record", path, "bad magic"));
-    }
-    if data[4] != SNAPSHOT_VERSION {
-        return Err(Error::Version {
-            path: path.to_path_buf(),
-            found: data[4] as u32,
-            supported: SNAPSHOT_VERSION as u32,
-        });
-    }
-    let (rec, rest): (SnapshotRecord, &[u8]) = postcard::take_from_bytes(&data[5..])
+    let payload = crate::store::check_header(
+        data,
+        SNAPSHOT_MAGIC,
+        SNAPSHOT_VERSION,
+        "snapshot record",
+        path,
+    )?;
+    let (rec, rest): (SnapshotRecord, &[u8]) = postcard::take_from_bytes(payload)
         .map_err(|e| Error::corrupt("snapshot record", path, format!("decode: {e}")))?;
     if !rest.is_empty() {
         return Err(Error::corrupt("snapshot record", path, "trailing bytes"));

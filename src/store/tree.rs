@@ -208,17 +208,8 @@ pub fn frame_tree(payload: &[u8]) -> Result<Vec<u8>> {
 /// Undo `frame_tree`. Never panics on hostile input; the size of the
 /// decompressed payload is capped so a tiny zstd bomb cannot exhaust memory.
 pub fn unframe_tree(data: &[u8], path: &Path) -> Result<Vec<u8>> {
-    if data.len() < 5 || &data[..4] != TREE_MAGIC {
-        return Err(Error::corrupt("tree object", path, "bad magic"));
-    }
-    if data[4] != TREE_VERSION {
-        return Err(Error::Version {
-            path: path.to_path_buf(),
-            found: data[4] as u32,
-            supported: TREE_VERSION as u32,
-        });
-    }
-    zstd_decompress(&data[5..], 256 << 20)
+    let payload = crate::store::check_header(data, TREE_MAGIC, TREE_VERSION, "tree object", path)?;
+    zstd_decompress(payload, 256 << 20)
         .map_err(|e| Error::corrupt("tree object", path, format!("zstd: {e}")))
 }
 

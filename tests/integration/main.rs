@@ -3,6 +3,7 @@
 
 mod common;
 
+mod change_detection;
 mod cli;
 mod config_errors;
 mod crash;
