@@ -18,9 +18,9 @@ fn someone_waits_for(ino: u64) -> std::io::Result<bool> {
     }))
 }
 
-#[test]
-fn backup_exits_3_naming_the_lock_while_another_writer_holds_it() -> TestResult {
-    let env = TestEnv::new()?;
+/// A repository with one source file, and its engine lock held by this
+/// test process (as another trove writer would hold it).
+fn init_and_hold_lock(env: &TestEnv) -> crate::common::Res<(std::path::PathBuf, std::fs::File)> {
     env.write("a.txt", "a")?;
     env.cmd()?.arg("init").arg(&env.backup).assert().success();
     let lock_path = env.dst(".trove/lock");
@@ -31,6 +31,13 @@ fn backup_exits_3_naming_the_lock_while_another_writer_holds_it() -> TestResult 
         .truncate(false)
         .open(&lock_path)?;
     held.try_lock()?;
+    Ok((lock_path, held))
+}
+
+#[test]
+fn backup_exits_3_naming_the_lock_while_another_writer_holds_it() -> TestResult {
+    let env = TestEnv::new()?;
+    let (lock_path, held) = init_and_hold_lock(&env)?;
 
     let r = env.backup(&[])?;
     r.expect_code(3);
@@ -63,16 +70,7 @@ fn backup_exits_3_naming_the_lock_while_another_writer_holds_it() -> TestResult 
 #[test]
 fn backup_with_wait_blocks_until_the_lock_is_released_then_succeeds() -> TestResult {
     let env = TestEnv::new()?;
-    env.write("a.txt", "a")?;
-    env.cmd()?.arg("init").arg(&env.backup).assert().success();
-    let lock_path = env.dst(".trove/lock");
-    let held = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)?;
-    held.try_lock()?;
+    let (lock_path, held) = init_and_hold_lock(&env)?;
     let ino = std::fs::metadata(&lock_path)?.ino();
 
     let mut child = std::process::Command::new(trove_bin())
