@@ -89,25 +89,25 @@ fn load_prev(repo: Option<&Repo>, snap: Option<Snapshot>) -> Result<Prev> {
     };
     let Some(repo) = repo else { return Ok(prev) };
     if let Some(s) = &prev.snap {
-        prev.entries = tree::flat_to_source(tree::read_flat(
-            repo,
-            &s.record.root,
-            &mut prev.known_trees,
-        )?);
-        prev.archive = tree::flat_to_archive(tree::read_flat(
-            repo,
-            &s.record.archive,
-            &mut prev.known_trees,
-        )?);
+        (prev.entries, prev.archive) = load_trees(repo, &s.record, &mut prev.known_trees)?;
     }
     Ok(prev)
 }
 
 /// Load a snapshot's two trees.
 pub fn load_snapshot(repo: &Repo, rec: &SnapshotRecord) -> Result<(Vec<Entry>, Archive)> {
-    let mut seen = HashSet::new();
-    let e = tree::flat_to_source(tree::read_flat(repo, &rec.root, &mut seen)?);
-    let a = tree::flat_to_archive(tree::read_flat(repo, &rec.archive, &mut seen)?);
+    load_trees(repo, rec, &mut HashSet::new())
+}
+
+/// Load a snapshot's two trees, noting every tree id met in `seen`.
+fn load_trees(
+    repo: &Repo,
+    rec: &SnapshotRecord,
+    seen: &mut HashSet<TreeId>,
+) -> Result<(Vec<Entry>, Archive)> {
+    let n = rec.summary.files + rec.summary.dirs + rec.summary.symlinks;
+    let e = tree::flat_to_source(tree::read_flat(repo, &rec.root, seen, n as usize)?);
+    let a = tree::flat_to_archive(tree::read_flat(repo, &rec.archive, seen, 0)?);
     Ok((e, a))
 }
 

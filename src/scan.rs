@@ -226,6 +226,10 @@ fn walk(
         }
     }
     ents.sort_by(|a, b| a.0.cmp(&b.0));
+    // Exact sizes: a listing is built once per directory and the slack of
+    // growing by doubling would be a third of the scan's memory.
+    out.entries.reserve_exact(ents.len());
+    out.extra.reserve_exact(ents.len());
 
     let mut subdirs: Vec<SubDir> = Vec::new();
     for (name, dent) in ents {

@@ -397,17 +397,21 @@ pub fn load_tree<L: DeserializeOwned, D: DeserializeOwned>(
 }
 
 /// Read a whole tree into a flat sorted list, collecting the ids of every
-/// tree visited into `seen`.
+/// tree visited into `seen`. `expected` is how many entries the caller
+/// expects (0 if unknown).
 pub fn read_flat<L, D>(
     repo: &Repo,
     root: &TreeId,
     seen: &mut HashSet<TreeId>,
+    expected: usize,
 ) -> Result<FlatList<L, D>>
 where
     L: DeserializeOwned,
     D: DeserializeOwned,
 {
-    let mut out = Vec::new();
+    // `expected` (the entry count the snapshot record states) sizes the list
+    // exactly; it is only a hint, never trusted beyond that.
+    let mut out = Vec::with_capacity(expected.min(1 << 26));
     walk(repo, root, Vec::new(), 0, seen, &mut out)?;
     Ok(out)
 }
