@@ -1003,12 +1003,13 @@ fn fill_counts(r: &mut BackupReport, c: &PlanCounts) {
 
 pub fn summary_line(r: &BackupReport) -> String {
     format!(
-        "{} copied, {} unchanged, {} total ({} stored in {} new objects)",
+        "{} copied, {} unchanged, {} total ({} stored in {} new object{})",
         r.copied,
         r.unchanged,
         r.files,
         human_bytes(r.new_bytes),
-        r.new_objects
+        r.new_objects,
+        if r.new_objects == 1 { "" } else { "s" }
     )
 }
 

@@ -9,6 +9,7 @@ mod config_errors;
 mod crash;
 mod determinism;
 mod emlink;
+mod example;
 mod lock;
 mod odd_entries;
 mod walkthrough;
