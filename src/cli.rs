@@ -526,20 +526,24 @@ impl TermProgress {
 impl Progress for TermProgress {
     fn phase(&self, name: &str, items: u64, bytes: u64) {
         let Some(b) = &self.bar else { return };
-        b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         b.reset();
+        // Style and length first: the bar draws as soon as it has a target.
         if bytes > 0 {
+            b.disable_steady_tick();
             b.set_length(bytes);
             let style = indicatif::ProgressStyle::with_template(
-                "{msg:>9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                "{msg:>8} [{bar:20}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
             b.set_style(style.progress_chars("=> "));
         } else {
             b.set_length(items);
             b.set_style(indicatif::ProgressStyle::default_spinner());
+            // A spinner only moves when something ticks it.
+            b.enable_steady_tick(std::time::Duration::from_millis(120));
         }
         b.set_message(name.to_string());
+        b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
     }
     fn advance(&self, _items: u64, bytes: u64) {
         if let Some(b) = &self.bar {
@@ -548,7 +552,9 @@ impl Progress for TermProgress {
     }
     fn finish(&self) {
         if let Some(b) = &self.bar {
+            b.disable_steady_tick();
             b.finish_and_clear();
+            b.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
     }
 }
