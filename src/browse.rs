@@ -459,4 +459,119 @@ mod tests {
             vec!["_deleted/a/b", "_deleted/a.~1~"]
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        /// A random listing over a small name space, valid as a snapshot:
+        /// every ancestor of an entry is a directory, leaves have no
+        /// children. Some names are reserved, to exercise the escapes.
+        fn arb_listing() -> impl Strategy<Value = Vec<Entry>> {
+            let name = prop::sample::select(vec!["a", "b", "versions", "_a", "c"]);
+            prop::collection::btree_map(
+                prop::collection::vec(name, 1..3).prop_map(|v| v.join("/")),
+                (0u8..3, any::<bool>()),
+                0..8,
+            )
+            .prop_map(|m| {
+                let mut out: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+                for (p, (c, dup)) in m {
+                    let parts: Vec<&str> = p.split('/').collect();
+                    for k in 1..parts.len() {
+                        let d = parts[..k].join("/").into_bytes();
+                        out.insert(
+                            d.clone(),
+                            Entry {
+                                path: d,
+                                item: Item::Dir(Meta::default()),
+                            },
+                        );
+                    }
+                    let path = p.into_bytes();
+                    out.entry(path.clone()).or_insert(Entry {
+                        path,
+                        item: Item::Leaf(Leaf::File {
+                            size: 1,
+                            id: ObjectId(Digest([c; 32])),
+                            dup,
+                            meta: Meta::default(),
+                        }),
+                    });
+                }
+                // A leaf that is also some entry's ancestor becomes a directory.
+                let keys: Vec<Vec<u8>> = out.keys().cloned().collect();
+                for k in &keys {
+                    if keys
+                        .iter()
+                        .any(|o| o.len() > k.len() && o.starts_with(k) && o[k.len()] == b'/')
+                    {
+                        out.insert(
+                            k.clone(),
+                            Entry {
+                                path: k.clone(),
+                                item: Item::Dir(Meta::default()),
+                            },
+                        );
+                    }
+                }
+                let mut v: Vec<Entry> = out.into_values().collect();
+                v.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+                v
+            })
+        }
+
+        fn arb_archive() -> impl Strategy<Value = Vec<(Vec<u8>, History)>> {
+            let name = prop::sample::select(vec!["a", "b", "a/b", "c/d"]);
+            prop::collection::btree_map(name, (0u8..3, any::<bool>()), 0..4).prop_map(|m| {
+                let mut v: Vec<(Vec<u8>, History)> = m
+                    .into_iter()
+                    .map(|(p, (c, del))| {
+                        (
+                            p.as_bytes().to_vec(),
+                            History {
+                                next_version: 3,
+                                versions: vec![(1, arch(c)), (2, arch(c + 1))],
+                                deleted: del.then(|| arch(c + 2)),
+                            },
+                        )
+                    })
+                    .collect();
+                v.sort_by(|a, b| cmp_paths(&a.0, &b.0));
+                v
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn partial_diff_turns_old_render_into_new(
+                old_e in arb_listing(), new_e in arb_listing(),
+                old_a in arb_archive(), new_a in arb_archive(),
+            ) {
+                let full_old = render(&old_e, &old_a);
+                let full_new = render(&new_e, &new_a);
+                if let Some((o, n)) = render_diff((&old_e, &old_a), (&new_e, &new_a)) {
+                    // Apply the diff the way `Materializer::apply` does: drop
+                    // every old-side path the new side lacks, set every
+                    // new-side entry.
+                    let mut tree: BTreeMap<Vec<u8>, BKind> =
+                        full_old.iter().map(|e| (e.path.clone(), e.kind.clone())).collect();
+                    let new_paths: std::collections::HashSet<&[u8]> =
+                        n.iter().map(|e| e.path.as_slice()).collect();
+                    for e in &o {
+                        if !new_paths.contains(e.path.as_slice()) {
+                            tree.remove(&e.path);
+                        }
+                    }
+                    for e in &n {
+                        tree.insert(e.path.clone(), e.kind.clone());
+                    }
+                    let want: BTreeMap<Vec<u8>, BKind> =
+                        full_new.iter().map(|e| (e.path.clone(), e.kind.clone())).collect();
+                    prop_assert_eq!(tree, want);
+                }
+            }
+        }
+    }
 }
