@@ -10,6 +10,7 @@ mod crash;
 mod determinism;
 mod emlink;
 mod example;
+mod filesystems;
 mod lock;
 mod odd_entries;
 mod walkthrough;
