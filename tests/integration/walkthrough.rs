@@ -457,3 +457,37 @@ fn deleting_the_stat_cache_makes_a_run_slower_never_wrong() -> TestResult {
     assert!(r.stdout.contains("no changes"), "{}", r.stdout);
     Ok(())
 }
+
+/// Every tree object file in the repository.
+fn tree_files(env: &TestEnv) -> crate::common::Res<std::collections::BTreeSet<std::path::PathBuf>> {
+    let mut out = std::collections::BTreeSet::new();
+    for fan in std::fs::read_dir(env.dst(".trove/trees"))? {
+        for t in std::fs::read_dir(fan?.path())? {
+            out.insert(t?.path());
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn changing_one_file_writes_only_the_trees_on_its_path() -> TestResult {
+    let env = TestEnv::new()?;
+    env.write("a/b/c/deep.txt", "v1")?;
+    for d in 0..30 {
+        env.write(&format!("other{d}/sub/f.txt"), format!("{d}"))?;
+    }
+    env.backup_ok(&[])?;
+    let before = tree_files(&env)?;
+    env.write("a/b/c/deep.txt", "v2")?;
+    env.backup_ok(&[])?;
+    let added: Vec<_> = tree_files(&env)?.difference(&before).cloned().collect();
+    // The source trees of /, a, a/b, a/b/c, and the archive trees on the
+    // same path (the old content became versions/a/b/c/deep.txt/v1.bak):
+    // eight at most, whatever the 60 other directories.
+    assert!(
+        !added.is_empty() && added.len() <= 8,
+        "{} new tree objects: {added:?}",
+        added.len()
+    );
+    Ok(())
+}
