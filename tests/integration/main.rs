@@ -13,4 +13,5 @@ mod example;
 mod filesystems;
 mod lock;
 mod odd_entries;
+mod recovery;
 mod walkthrough;
