@@ -41,13 +41,6 @@ impl Stats {
     pub fn get(a: &AtomicU64) -> u64 {
         a.load(AtOrd::Relaxed)
     }
-    pub fn changes(&self) -> u64 {
-        Self::get(&self.linked)
-            + Self::get(&self.copied)
-            + Self::get(&self.created)
-            + Self::get(&self.removed)
-            + Self::get(&self.quarantined)
-    }
 }
 
 pub struct Materializer<'r> {

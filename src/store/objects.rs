@@ -70,27 +70,21 @@ impl<'r> Batch<'r> {
         Ok((n, p, f))
     }
 
-    /// Is this digest already stored, or queued by this batch?
-    pub fn contains(&self, kind: StoreKind, d: &Digest) -> bool {
-        if self
-            .lock()
-            .queued
-            .contains_key(&(kind == StoreKind::Tree, *d))
-        {
-            return true;
-        }
-        self.repo.digest_path(kind, d).exists()
+    /// Is this digest queued by this batch, or already in the store?
+    fn present(&self, key: &(bool, Digest)) -> bool {
+        let kind = if key.0 {
+            StoreKind::Tree
+        } else {
+            StoreKind::Object
+        };
+        self.lock().queued.contains_key(key) || self.repo.digest_path(kind, &key.1).exists()
     }
 
-    /// Queue temp file `n` (already complete) to become the store file for
-    /// `d`. Returns false — and removes the temp file — when the digest is
-    /// already stored or queued, so concurrent writers of one content all
-    /// succeed.
-    fn offer(&self, kind: StoreKind, d: Digest, n: u64, len: u64) -> Result<bool> {
-        let key = (kind == StoreKind::Tree, d);
-        let dest = self.repo.digest_path(kind, &d);
+    /// Queue complete temp file `n` for `key`, unless another writer queued
+    /// the same digest first (then the temp file goes).
+    fn queue(&self, key: (bool, Digest), n: u64, len: u64) -> Result<bool> {
         let mut g = self.lock();
-        if g.queued.contains_key(&key) || dest.exists() {
+        if g.queued.contains_key(&key) {
             drop(g);
             let tmp = self.tmp_path(n);
             fs::remove_file(&tmp).ctx("remove temporary file", &tmp)?;
@@ -101,31 +95,38 @@ impl<'r> Batch<'r> {
         Ok(true)
     }
 
-    /// Write `data` as a new store file for `d` (used for tree objects).
-    pub fn put_bytes(&self, kind: StoreKind, d: Digest, data: &[u8]) -> Result<bool> {
-        if self
-            .lock()
-            .queued
-            .contains_key(&(kind == StoreKind::Tree, d))
-        {
+    /// Queue temp file `n`, whose digest `d` was only known once it was
+    /// written (file contents are hashed while copied). Returns false — and
+    /// removes the temp file — when the digest is already stored or queued,
+    /// so concurrent writers of one content all succeed.
+    fn offer(&self, kind: StoreKind, d: Digest, n: u64, len: u64) -> Result<bool> {
+        let key = (kind == StoreKind::Tree, d);
+        if self.repo.digest_path(kind, &d).exists() {
+            let tmp = self.tmp_path(n);
+            fs::remove_file(&tmp).ctx("remove temporary file", &tmp)?;
             return Ok(false);
         }
+        self.queue(key, n, len)
+    }
+
+    /// Store the bytes `make` produces under `d` (used for tree objects,
+    /// whose id is known before they are written): one existence check,
+    /// and nothing is built or written when the digest is already there.
+    pub fn put_with(
+        &self,
+        kind: StoreKind,
+        d: Digest,
+        make: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<bool> {
+        let key = (kind == StoreKind::Tree, d);
+        if self.present(&key) {
+            return Ok(false);
+        }
+        let data = make()?;
         let (n, tmp, mut f) = self.new_tmp()?;
-        f.write_all(data).ctx("write", &tmp)?;
+        f.write_all(&data).ctx("write", &tmp)?;
         drop(f);
-        self.offer(kind, d, n, data.len() as u64)
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().queued.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn bytes(&self) -> u64 {
-        self.lock().bytes
+        self.queue(key, n, data.len() as u64)
     }
 
     /// Make every queued file durable and move it into place.

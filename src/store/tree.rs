@@ -298,8 +298,8 @@ pub fn write_tree<T: TreeItem>(
 ) -> Result<TreeId> {
     let mut sink = |payload: Vec<u8>| -> Result<TreeId> {
         let id = TreeId(hash_bytes(algo, &payload));
-        if !known.contains(&id) && !batch.contains(StoreKind::Tree, &id.0) {
-            batch.put_bytes(StoreKind::Tree, id.0, &frame_tree(&payload)?)?;
+        if !known.contains(&id) {
+            batch.put_with(StoreKind::Tree, id.0, || frame_tree(&payload))?;
         }
         Ok(id)
     };
