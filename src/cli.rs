@@ -65,6 +65,104 @@ pub enum Command {
         after_help = "Examples:\n  trove ls                 # latest snapshot, everything\n  trove ls 3fa2b1c0 docs   # one snapshot, below docs/"
     )]
     Ls(LsArgs),
+    /// Recreate files from a snapshot (copies, hash-checked)
+    #[command(
+        after_help = "Examples:\n  trove restore --target /tmp/r                  # everything from the latest snapshot\n  trove restore --snapshot 3fa2b1c0 --target /tmp/r docs/report.txt\n  trove restore --snapshot '2026-11-01 12:00' --target /tmp/r --dry-run"
+    )]
+    Restore(RestoreArgs),
+    /// Check snapshots, trees, objects and the browsable tree
+    #[command(
+        after_help = "Examples:\n  trove verify               # re-hash every object\n  trove verify --quick       # existence and sizes only\n  trove verify --sample 5    # re-hash a random 5% of the objects\n\nExit 1 when any problem is found; each is named with the object or path and the snapshots affected."
+    )]
+    Verify(VerifyArgs),
+    /// Rebuild the browsable tree from the snapshots and objects
+    #[command(
+        after_help = "Examples:\n  trove materialize                      # repair the tree at the backup root\n  trove materialize --target /tmp/view   # a complete tree elsewhere\n  trove materialize --prune-extra        # also move foreign files to .trove/quarantine/"
+    )]
+    Materialize(MaterializeArgs),
+    /// Show what changed between two snapshots
+    #[command(
+        after_help = "Example: trove diff 3fa2b1c0 latest\n\nMarkers: + added, - removed, M content changed, T type changed, U metadata (mode, owner, mtime) changed."
+    )]
+    Diff(DiffArgs),
+    /// Show every recorded version of one path
+    #[command(after_help = "Example: trove history docs/report.txt")]
+    History(HistoryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Snapshot id prefix, `latest`, or a time (the newest snapshot at or before it)
+    #[arg(
+        long,
+        short = 's',
+        default_value = "latest",
+        value_name = "ID|latest|TIME"
+    )]
+    pub snapshot: String,
+    /// Directory to restore into (created if missing; must be empty unless --overwrite)
+    #[arg(long, short = 't', value_name = "DIR")]
+    pub target: PathBuf,
+    /// Only these paths (relative to the snapshot root) and what is below them
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// Restore into a non-empty target, replacing entries the snapshot has
+    #[arg(long)]
+    pub overwrite: bool,
+    /// List what would be written and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Check existence and sizes only; do not re-hash objects
+    #[arg(long, conflicts_with = "sample")]
+    pub quick: bool,
+    /// Re-hash a random PERCENT of the objects (0 < PERCENT <= 100)
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub sample: Option<f64>,
+    /// Seed for --sample, to repeat a sample exactly
+    #[arg(long, requires = "sample")]
+    pub seed: Option<u64>,
+}
+
+fn parse_percent(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if v > 0.0 && v <= 100.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{s} is not a percentage between 0 (exclusive) and 100"
+        ))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct MaterializeArgs {
+    /// Build the tree here instead of at the backup root
+    #[arg(long, value_name = "DIR")]
+    pub target: Option<PathBuf>,
+    /// Move entries trove did not create into .trove/quarantine/
+    #[arg(long)]
+    pub prune_extra: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The older snapshot (id prefix, `latest` or a time)
+    pub from: String,
+    /// The newer snapshot
+    pub to: String,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// Path relative to the snapshot root, as `trove ls` shows it
+    pub path: String,
 }
 
 #[derive(Args, Debug)]
@@ -171,6 +269,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Backup(a) => run_backup(&cli, a),
         Command::Snapshots => list_snapshots(&cli),
         Command::Ls(a) => ls(&cli, a),
+        Command::Restore(a) => restore(&cli, a),
+        Command::Verify(a) => verify(&cli, a),
+        Command::Materialize(a) => materialize(&cli, a),
+        Command::Diff(a) => diff(&cli, a),
+        Command::History(a) => history(&cli, a),
     }
 }
 
@@ -496,6 +599,265 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<Outcome> {
                 out,
                 "{} {:>12} {} {}{}",
                 r.mode, r.size, r.mtime, r.path, tail
+            )?;
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+fn restore(cli: &Cli, a: &RestoreArgs) -> Result<Outcome> {
+    let (repo, _lock) = open_for_reading(cli)?;
+    let snap = snapshot::resolve(&repo, &a.snapshot)?;
+    let (entries, _) = backup::load_snapshot(&repo, &snap.record)
+        .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
+    let opts = crate::restore::RestoreOptions {
+        target: a.target.clone(),
+        paths: a.paths.clone(),
+        overwrite: a.overwrite,
+        dry_run: a.dry_run,
+    };
+    let bar = TermProgress::new(cli);
+    let report = crate::restore::run(&repo, &snap, entries, &opts, &bar);
+    drop(bar);
+    let report = report?;
+    if cli.json {
+        print_json(&report)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for p in &report.would_write {
+            writeln!(out, "would restore: {p}")?;
+        }
+        for p in &report.missing {
+            writeln!(
+                out,
+                "missing: {p}: its content was removed by retention; restore it from a snapshot that kept it (`trove history {p}`)"
+            )?;
+        }
+        for p in &report.problems {
+            writeln!(out, "error: {}: {}", p.path, p.message)?;
+        }
+        if !cli.quiet {
+            let verb = if report.dry_run {
+                "would restore"
+            } else {
+                "restored"
+            };
+            let bad = report.missing.len() + report.problems.len();
+            writeln!(
+                out,
+                "{verb} {} files ({}), {} directories, {} symlinks from snapshot {} to {}{}",
+                report.files - report.missing.len() as u64,
+                backup::human_bytes(report.bytes),
+                report.dirs,
+                report.symlinks,
+                report.snapshot,
+                report.target,
+                if bad > 0 {
+                    format!("; {bad} paths not restored (listed above)")
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+    }
+    Ok(if report.failed() {
+        Outcome::Problems
+    } else {
+        Outcome::Ok
+    })
+}
+
+fn verify(cli: &Cli, a: &VerifyArgs) -> Result<Outcome> {
+    let (repo, _lock) = open_for_reading(cli)?;
+    let opts = crate::verify::VerifyOptions {
+        quick: a.quick,
+        sample_percent: a.sample,
+        seed: a.seed,
+    };
+    let bar = TermProgress::new(cli);
+    let report = crate::verify::run(&repo, &opts, &bar);
+    drop(bar);
+    let report = report?;
+    if cli.json {
+        print_json(&report)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for p in &report.problems {
+            let mut line = format!("problem: {} {}: {}", p.kind, p.subject, p.message);
+            if !p.snapshots.is_empty() {
+                line.push_str(&format!(" [snapshots: {}]", p.snapshots.join(", ")));
+            }
+            writeln!(out, "{line}")?;
+            for path in &p.paths {
+                writeln!(out, "    used by {path}")?;
+            }
+            if p.paths_total > p.paths.len() as u64 {
+                writeln!(
+                    out,
+                    "    … and {} more paths",
+                    p.paths_total - p.paths.len() as u64
+                )?;
+            }
+        }
+        if !cli.quiet {
+            let hashed = if a.quick {
+                "existence and sizes checked, not re-hashed".to_string()
+            } else if let Some(s) = &report.sample {
+                format!(
+                    "{} of them re-hashed ({}% sample, seed {})",
+                    s.objects, s.percent, s.seed
+                )
+            } else {
+                format!(
+                    "all re-hashed ({})",
+                    backup::human_bytes(report.bytes_hashed)
+                )
+            };
+            writeln!(
+                out,
+                "{} snapshots, {} trees, {} objects ({}): {hashed}; {} browsable entries checked",
+                report.snapshots,
+                report.trees,
+                report.objects,
+                backup::human_bytes(report.object_bytes),
+                report.browsable_entries
+            )?;
+            if report.unreferenced_objects > 0 {
+                writeln!(
+                    out,
+                    "{} objects ({}) are referenced by no snapshot",
+                    report.unreferenced_objects,
+                    backup::human_bytes(report.unreferenced_bytes)
+                )?;
+            }
+        }
+        writeln!(
+            out,
+            "verify: {} objects, {} problems",
+            report.objects,
+            report.problems.len()
+        )?;
+    }
+    Ok(if report.problems.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Problems
+    })
+}
+
+fn materialize(cli: &Cli, a: &MaterializeArgs) -> Result<Outcome> {
+    let _ = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None);
+    let root = repo_root(cli)?;
+    let repo = Repo::open(&root)?;
+    let _lock = RepoLock::acquire(&repo, LockMode::Exclusive, cli.wait)?;
+    let snap = snapshot::resolve(&repo, "latest")?;
+    let report = crate::materialize::rebuild(&repo, &snap, a.target.as_deref(), a.prune_extra)?;
+    if cli.json {
+        print_json(&report)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for p in &report.extra {
+            writeln!(
+                out,
+                "extra: {p} (not created by trove; left in place, --prune-extra moves it to .trove/quarantine/)"
+            )?;
+        }
+        for (p, msg) in &report.failures {
+            writeln!(out, "error: {p}: {msg}")?;
+        }
+        if !cli.quiet {
+            if report.nothing_done() && report.failures.is_empty() {
+                writeln!(
+                    out,
+                    "{} already shows snapshot {} ({} entries): nothing to do",
+                    report.target, report.snapshot, report.entries
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "materialized snapshot {} at {}: {} linked, {} copied, {} created, {} relinked, {} stale removed, {} quarantined, {} already right",
+                    report.snapshot,
+                    report.target,
+                    report.linked,
+                    report.copied,
+                    report.created,
+                    report.relinked,
+                    report.removed,
+                    report.quarantined,
+                    report.unchanged
+                )?;
+            }
+        }
+    }
+    Ok(if report.failures.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Problems
+    })
+}
+
+fn diff(cli: &Cli, a: &DiffArgs) -> Result<Outcome> {
+    let (repo, _lock) = open_for_reading(cli)?;
+    let from = snapshot::resolve(&repo, &a.from)?;
+    let to = snapshot::resolve(&repo, &a.to)?;
+    let d = crate::inspect::diff(&repo, &from, &to)?;
+    if cli.json {
+        print_json(&d)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for c in &d.changes {
+            writeln!(out, "{}    {}", c.change.marker(), c.path)?;
+        }
+        let s = &d.summary;
+        writeln!(
+            out,
+            "{} → {}: {} added, {} removed, {} modified, {} type changed, {} metadata only; +{} -{}",
+            d.from,
+            d.to,
+            s.added,
+            s.removed,
+            s.modified,
+            s.type_changed,
+            s.metadata,
+            backup::human_bytes(s.added_bytes),
+            backup::human_bytes(s.removed_bytes)
+        )?;
+    }
+    Ok(Outcome::Ok)
+}
+
+fn history(cli: &Cli, a: &HistoryArgs) -> Result<Outcome> {
+    let (repo, _lock) = open_for_reading(cli)?;
+    let rows = crate::inspect::history(&repo, &a.path)?;
+    if cli.json {
+        print_json(&rows)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "{:<8}  {:<19}  {:<12}  {:>10}  {:<8}  WHERE",
+            "SNAPSHOT", "TIME", "EVENT", "SIZE", "HASH"
+        )?;
+        for r in &rows {
+            let size = if r.kind == "file" && r.event != "deleted" {
+                backup::human_bytes(r.size)
+            } else {
+                r.kind.to_string()
+            };
+            let hash = r
+                .hash
+                .as_deref()
+                .map(|h| &h[..8.min(h.len())])
+                .unwrap_or("-");
+            let place = match (&r.location, &r.target) {
+                (Some(l), _) => l.clone(),
+                (None, Some(t)) => format!("-> {t}"),
+                _ => String::new(),
+            };
+            writeln!(
+                out,
+                "{:<8}  {:<19}  {:<12}  {:>10}  {:<8}  {}",
+                r.snapshot, r.time, r.event, size, hash, place
             )?;
         }
     }

@@ -181,3 +181,45 @@ pub fn create_empty(dest: &Path) -> Result<()> {
         .ctx("create", dest)?;
     Ok(())
 }
+
+/// Set a symlink's own mtime (std has no lutimes). The access time is left
+/// alone.
+pub fn set_symlink_mtime(path: &Path, mtime_ns: i64) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        crate::error::Error::io(
+            "set mtime of",
+            path,
+            io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"),
+        )
+    })?;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
+            tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as libc::c_long,
+        },
+    ];
+    // SAFETY: `c` is a valid NUL-terminated string and `times` two valid
+    // timespecs, both alive for the duration of the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(crate::error::Error::io(
+            "set mtime of",
+            path,
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}

@@ -20,12 +20,15 @@ pub mod error;
 pub mod fsutil;
 pub mod hash;
 pub mod id;
+pub mod inspect;
 pub mod log;
 pub mod materialize;
 pub mod pathbytes;
 pub mod plan;
 pub mod progress;
+pub mod restore;
 pub mod scan;
 pub mod store;
+pub mod verify;
 
 pub use error::{Error, Result};

@@ -35,6 +35,8 @@ pub struct Stats {
     pub removed: AtomicU64,
     pub quarantined: AtomicU64,
     pub unchanged: AtomicU64,
+    /// Copies replaced by hardlinks (`relink`).
+    pub relinked: AtomicU64,
 }
 
 impl Stats {
@@ -48,6 +50,9 @@ pub struct Materializer<'r> {
     target: PathBuf,
     quarantine: PathBuf,
     pub stats: Stats,
+    /// Replace a correct copy by a hardlink where the filesystem now allows
+    /// one (`trove materialize`; a backup leaves copies alone).
+    pub relink: bool,
     /// Entries that could not be put in place (path, reason). One bad entry
     /// (a path too long for the target, a missing object) never stops the
     /// rest of the tree from being built.
@@ -74,6 +79,7 @@ impl<'r> Materializer<'r> {
             target: target.to_path_buf(),
             quarantine: repo.dir.join("quarantine").join(stamp),
             stats: Stats::default(),
+            relink: false,
             failures: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -225,7 +231,11 @@ impl<'r> Materializer<'r> {
         }
         match self.inspect(e, old)? {
             Disk::Matches => {
-                self.stats.unchanged.fetch_add(1, AtOrd::Relaxed);
+                if self.relink && self.try_relink(e, &p)? {
+                    self.stats.relinked.fetch_add(1, AtOrd::Relaxed);
+                } else {
+                    self.stats.unchanged.fetch_add(1, AtOrd::Relaxed);
+                }
                 return Ok(());
             }
             Disk::Missing => {}
@@ -265,6 +275,35 @@ impl<'r> Materializer<'r> {
             }
         }
         Ok(())
+    }
+
+    /// `p` holds the right content for `e`: if it is a copy and a hardlink
+    /// of the object can be made now, put the link in its place (via a temp
+    /// name, so the path never goes missing).
+    fn try_relink(&self, e: &BEntry, p: &Path) -> Result<bool> {
+        let BKind::File { id, size } = &e.kind else {
+            return Ok(false);
+        };
+        if *size == 0 {
+            return Ok(false);
+        }
+        let obj = self.repo.object_path(id);
+        let (Ok(om), Ok(m)) = (fs::metadata(&obj), fs::symlink_metadata(p)) else {
+            return Ok(false);
+        };
+        if om.ino() == m.ino() && om.dev() == m.dev() {
+            return Ok(false);
+        }
+        let dir = p.parent().unwrap_or(&self.target);
+        let tmp = dir.join(format!(".{}", fsutil::tmp_name("trove-link")));
+        if fs::hard_link(&obj, &tmp).is_err() {
+            return Ok(false); // still refused (EMLINK, EXDEV…): the copy stays
+        }
+        if let Err(err) = fs::rename(&tmp, p) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io("replace copy with hardlink", p, err));
+        }
+        Ok(true)
     }
 
     /// Make sure `dir` (an absolute path inside the target) is a directory,
@@ -389,8 +428,10 @@ impl<'r> Materializer<'r> {
             .collect()
     }
 
-    /// Bring the disk in line with `desired`, whatever is there now. Extra
-    /// entries are reported and, with `prune_extra`, moved to quarantine.
+    /// Bring the disk in line with `desired`, whatever is there now.
+    /// Entries trove left behind (hardlinks of stored objects, empty
+    /// directories) that `desired` lacks are removed; anything else extra
+    /// is returned and, with `prune_extra`, moved to quarantine.
     pub fn reconcile(&self, desired: &[BEntry], prune_extra: bool) -> Result<Vec<Vec<u8>>> {
         fsutil::create_private_dir(&self.target)?;
         // No fast path here: what is on disk is unknown, so every entry is
@@ -403,62 +444,115 @@ impl<'r> Materializer<'r> {
             .par_iter()
             .filter(|(e, _)| !matches!(e.kind, BKind::Dir))
             .for_each(|(e, _)| self.record(&e.path, self.place(e, None, false)));
-        let mut extra = Vec::new();
-        let wanted: HashSet<&[u8]> = desired.iter().map(|e| e.path.as_slice()).collect();
-        let mut ancestors: HashSet<&[u8]> = HashSet::new();
-        for e in desired {
-            let mut p = pathbytes::parent(&e.path);
-            while !p.is_empty() && ancestors.insert(p) {
-                p = pathbytes::parent(p);
-            }
+        let mut foreign = Vec::new();
+        for p in extra_paths(&self.target, desired)? {
+            self.clear_stale(&p, &mut foreign)?;
         }
-        self.find_extra(Vec::new(), &wanted, &ancestors, &mut extra)?;
-        extra.sort_by(|a, b| cmp_paths(a, b));
+        foreign.sort_by(|a, b| cmp_paths(a, b));
         if prune_extra {
-            for p in &extra {
-                self.to_quarantine(p)?;
+            for p in &foreign {
+                self.record(p, self.to_quarantine(p));
             }
         }
-        Ok(extra)
+        Ok(foreign)
     }
 
-    fn find_extra(
-        &self,
-        rel: Vec<u8>,
-        wanted: &HashSet<&[u8]>,
-        ancestors: &HashSet<&[u8]>,
-        out: &mut Vec<Vec<u8>>,
-    ) -> Result<()> {
-        let dir = self.fs_path(&rel);
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
+    /// Remove `rel` if it is provably trove's own leftover (a hardlink of a
+    /// stored object, or a directory holding only such things); push what
+    /// is not to `foreign`.
+    fn clear_stale(&self, rel: &[u8], foreign: &mut Vec<Vec<u8>>) -> Result<()> {
+        let p = self.fs_path(rel);
+        let m = match fs::symlink_metadata(&p) {
+            Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io("list", &dir, e)),
+            Err(e) => return Err(Error::io("stat", &p, e)),
         };
-        let mut names: Vec<Vec<u8>> = Vec::new();
-        for ent in rd {
-            let ent = ent.ctx("list", &dir)?;
-            names.push(pathbytes::os_bytes(&ent.file_name()).to_vec());
-        }
-        names.sort();
-        for name in names {
-            if rel.is_empty() && name == b".trove" {
-                continue;
+        if m.is_dir() {
+            let mut names: Vec<Vec<u8>> = Vec::new();
+            for ent in fs::read_dir(&p).ctx("list", &p)? {
+                let ent = ent.ctx("list", &p)?;
+                names.push(pathbytes::os_bytes(&ent.file_name()).to_vec());
             }
-            let p = pathbytes::join(&rel, &name);
-            let is_dir = fs::symlink_metadata(self.fs_path(&p))
-                .map(|m| m.is_dir())
-                .unwrap_or(false);
-            if wanted.contains(p.as_slice()) || ancestors.contains(p.as_slice()) {
-                if is_dir {
-                    self.find_extra(p, wanted, ancestors, out)?;
+            names.sort();
+            let before = foreign.len();
+            for n in names {
+                self.clear_stale(&pathbytes::join(rel, &n), foreign)?;
+            }
+            if foreign.len() == before && fs::remove_dir(&p).is_ok() {
+                self.stats.removed.fetch_add(1, AtOrd::Relaxed);
+            }
+            return Ok(());
+        }
+        if m.is_file() && m.nlink() >= 2 && m.len() > 0 {
+            let d = objects::hash_file(self.repo.algo(), &p)?;
+            let obj = self.repo.object_path(&crate::id::ObjectId(d));
+            if let Ok(om) = fs::metadata(&obj) {
+                if om.ino() == m.ino() && om.dev() == m.dev() {
+                    fs::remove_file(&p).ctx("remove stale entry", &p)?;
+                    self.stats.removed.fetch_add(1, AtOrd::Relaxed);
+                    return Ok(());
                 }
-            } else {
-                out.push(p);
             }
         }
+        foreign.push(rel.to_vec());
         Ok(())
     }
+}
+
+/// Paths under `target` that a complete rendering `desired` does not have
+/// (a directory that is extra as a whole is listed once). `.trove` at the
+/// top is never listed.
+pub fn extra_paths(target: &Path, desired: &[BEntry]) -> Result<Vec<Vec<u8>>> {
+    let wanted: HashSet<&[u8]> = desired.iter().map(|e| e.path.as_slice()).collect();
+    let mut ancestors: HashSet<&[u8]> = HashSet::new();
+    for e in desired {
+        let mut p = pathbytes::parent(&e.path);
+        while !p.is_empty() && ancestors.insert(p) {
+            p = pathbytes::parent(p);
+        }
+    }
+    let mut out = Vec::new();
+    find_extra(target, Vec::new(), &wanted, &ancestors, &mut out)?;
+    out.sort_by(|a, b| cmp_paths(a, b));
+    Ok(out)
+}
+
+fn find_extra(
+    target: &Path,
+    rel: Vec<u8>,
+    wanted: &HashSet<&[u8]>,
+    ancestors: &HashSet<&[u8]>,
+    out: &mut Vec<Vec<u8>>,
+) -> Result<()> {
+    let dir = pathbytes::to_fs(target, &rel);
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("list", &dir, e)),
+    };
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    for ent in rd {
+        let ent = ent.ctx("list", &dir)?;
+        names.push(pathbytes::os_bytes(&ent.file_name()).to_vec());
+    }
+    names.sort();
+    for name in names {
+        if rel.is_empty() && name == b".trove" {
+            continue;
+        }
+        let p = pathbytes::join(&rel, &name);
+        let is_dir = fs::symlink_metadata(pathbytes::to_fs(target, &p))
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
+        if wanted.contains(p.as_slice()) || ancestors.contains(p.as_slice()) {
+            if is_dir {
+                find_extra(target, p, wanted, ancestors, out)?;
+            }
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(())
 }
 
 const MARKER: &str = "materialized";
@@ -476,4 +570,103 @@ pub fn write_marker(repo: &Repo, id: &SnapshotId) -> Result<()> {
         format!("{}\n", id.to_hex()).as_bytes(),
         0o600,
     )
+}
+
+/// The outcome of `trove materialize`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct MaterializeReport {
+    pub snapshot: String,
+    pub target: String,
+    pub entries: u64,
+    pub linked: u64,
+    pub copied: u64,
+    pub created: u64,
+    pub relinked: u64,
+    pub removed: u64,
+    pub quarantined: u64,
+    pub unchanged: u64,
+    /// Entries trove did not create, left in place (or quarantined with
+    /// `--prune-extra`).
+    pub extra: Vec<String>,
+    /// Entries that could not be put in place: (path, reason).
+    pub failures: Vec<(String, String)>,
+}
+
+impl MaterializeReport {
+    /// True when the run changed nothing on disk.
+    pub fn nothing_done(&self) -> bool {
+        self.linked + self.copied + self.created + self.relinked + self.removed + self.quarantined
+            == 0
+    }
+}
+
+/// Rebuild the browsable tree of `snap` at `target` (the backup root when
+/// `None`) from the snapshot and the objects: the same rendering and the
+/// same placement code as a backup's incremental update, applied to
+/// whatever is on disk. Idempotent.
+pub fn rebuild(
+    repo: &Repo,
+    snap: &crate::store::snapshot::Snapshot,
+    target: Option<&Path>,
+    prune_extra: bool,
+) -> Result<MaterializeReport> {
+    let at_root = match target {
+        None => true,
+        Some(t) => {
+            let canon = |p: &Path| {
+                std::path::absolute(p)
+                    .ok()
+                    .and_then(|a| a.canonicalize().ok().or(Some(a)))
+            };
+            let (t, root, dir) = (canon(t), canon(&repo.root), canon(&repo.dir));
+            if let (Some(t), Some(dir)) = (&t, &dir) {
+                if t.starts_with(dir) {
+                    return Err(Error::Usage(format!(
+                        "materialize target {} is inside the repository's .trove directory: choose another directory",
+                        t.display()
+                    )));
+                }
+            }
+            t == root
+        }
+    };
+    let dest = if at_root {
+        repo.root.clone()
+    } else {
+        target
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| repo.root.clone())
+    };
+    let (entries, archive) = crate::backup::load_snapshot(repo, &snap.record)?;
+    let desired = crate::browse::render(&entries, &archive);
+    drop((entries, archive));
+    let mut m = Materializer::new(repo, &dest);
+    m.relink = true;
+    let extra = m.reconcile(&desired, prune_extra)?;
+    let failures = m.take_failures();
+    if at_root && failures.is_empty() {
+        write_marker(repo, &snap.id)?;
+    }
+    let s = &m.stats;
+    Ok(MaterializeReport {
+        snapshot: snap.id.short(),
+        target: pathbytes::display_path(&dest),
+        entries: desired.len() as u64,
+        linked: Stats::get(&s.linked),
+        copied: Stats::get(&s.copied),
+        created: Stats::get(&s.created),
+        relinked: Stats::get(&s.relinked),
+        removed: Stats::get(&s.removed),
+        quarantined: Stats::get(&s.quarantined),
+        unchanged: Stats::get(&s.unchanged),
+        extra: if prune_extra {
+            Vec::new()
+        } else {
+            extra.iter().map(|p| pathbytes::display(p)).collect()
+        },
+        failures: failures
+            .into_iter()
+            .map(|(p, msg)| (pathbytes::display(&p), msg))
+            .collect(),
+    })
 }

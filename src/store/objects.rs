@@ -419,6 +419,54 @@ pub fn hash_file(algo: HashAlgo, path: &Path) -> Result<Digest> {
     Ok(h.finish())
 }
 
+/// Every file stored under `objects/` or `trees/`: its digest and size, in
+/// digest order. Names that are not a digest in the right fan-out folder
+/// are skipped (they were not written by trove).
+pub fn list_store(repo: &Repo, kind: StoreKind) -> Result<Vec<(Digest, u64)>> {
+    let top = match kind {
+        StoreKind::Object => repo.objects_dir(),
+        StoreKind::Tree => repo.trees_dir(),
+    };
+    let mut out = Vec::new();
+    let mut fans: Vec<_> = fs::read_dir(&top)
+        .ctx("list", &top)?
+        .filter_map(|e| e.ok())
+        .collect();
+    fans.sort_by_key(|e| e.file_name());
+    for fan in fans {
+        let fan_name = fan.file_name();
+        let Some(fan_name) = fan_name.to_str() else {
+            continue;
+        };
+        if !fan.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let dir = fan.path();
+        for ent in fs::read_dir(&dir).ctx("list", &dir)? {
+            let ent = ent.ctx("list", &dir)?;
+            let name = ent.file_name();
+            let Some(d) = name.to_str().and_then(Digest::from_hex) else {
+                continue;
+            };
+            if !name.to_str().is_some_and(|n| n.starts_with(fan_name)) {
+                continue;
+            }
+            let size = ent.metadata().map(|m| m.len()).unwrap_or(0);
+            out.push((d, size));
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Every stored object and its size.
+pub fn list_stored(repo: &Repo) -> Result<Vec<(ObjectId, u64)>> {
+    Ok(list_store(repo, StoreKind::Object)?
+        .into_iter()
+        .map(|(d, s)| (ObjectId(d), s))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

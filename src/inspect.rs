@@ -1,0 +1,503 @@
+//! Read-only questions about what snapshots recorded: `diff` between two
+//! snapshots (walking both Merkle trees and skipping every subtree whose id
+//! is equal on both sides) and `history` of one path across all snapshots,
+//! with where each content can be found today.
+
+use crate::browse::{self, Escapes};
+use crate::error::{Error, Result};
+use crate::id::{ObjectId, TreeId};
+use crate::pathbytes::{self, display as show};
+use crate::store::snapshot::{self, Snapshot};
+use crate::store::tree::{self, Entry, History, Item, Leaf, Meta, Node, MAX_DEPTH};
+use crate::store::Repo;
+use serde::Serialize;
+use std::cmp::Ordering;
+
+/// What happened to one path between two snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Added,
+    Removed,
+    /// A file's content (or a symlink's target) changed.
+    Modified,
+    /// File ↔ directory ↔ symlink.
+    TypeChanged,
+    /// Same content, other mode, owner or (files, symlinks) mtime.
+    Metadata,
+}
+
+impl ChangeKind {
+    /// restic's one-letter markers.
+    pub fn marker(self) -> char {
+        match self {
+            ChangeKind::Added => '+',
+            ChangeKind::Removed => '-',
+            ChangeKind::Modified => 'M',
+            ChangeKind::TypeChanged => 'T',
+            ChangeKind::Metadata => 'U',
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Change {
+    pub change: ChangeKind,
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DiffSummary {
+    pub added: u64,
+    pub removed: u64,
+    pub modified: u64,
+    pub type_changed: u64,
+    pub metadata: u64,
+    /// Bytes of files added or with new content in B, and removed or
+    /// replaced from A.
+    pub added_bytes: u64,
+    pub removed_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Diff {
+    pub from: String,
+    pub to: String,
+    pub changes: Vec<Change>,
+    pub summary: DiffSummary,
+}
+
+type SrcNode = Node<Leaf, Meta>;
+
+fn load(repo: &Repo, id: &TreeId, depth: usize) -> Result<Vec<SrcNode>> {
+    if depth > MAX_DEPTH {
+        return Err(Error::corrupt(
+            "tree object",
+            repo.tree_path(id),
+            "nested deeper than any real tree",
+        ));
+    }
+    Ok(tree::load_tree::<Leaf, Meta>(repo, id)?.entries)
+}
+
+/// Type name of a node's leaf or directory part.
+fn leaf_kind(l: &Leaf) -> &'static str {
+    match l {
+        Leaf::File { .. } => "file",
+        Leaf::Symlink { .. } => "symlink",
+    }
+}
+
+struct Differ<'r> {
+    repo: &'r Repo,
+    out: Vec<Change>,
+    sum: DiffSummary,
+}
+
+impl Differ<'_> {
+    fn push(&mut self, change: ChangeKind, path: &[u8], kind: &'static str) {
+        match change {
+            ChangeKind::Added => self.sum.added += 1,
+            ChangeKind::Removed => self.sum.removed += 1,
+            ChangeKind::Modified => self.sum.modified += 1,
+            ChangeKind::TypeChanged => self.sum.type_changed += 1,
+            ChangeKind::Metadata => self.sum.metadata += 1,
+        }
+        let mut p = show(path);
+        if kind == "dir" {
+            p.push('/');
+        }
+        self.out.push(Change {
+            change,
+            path: p,
+            kind,
+        });
+    }
+
+    /// Everything below a directory present on one side only.
+    fn whole(
+        &mut self,
+        change: ChangeKind,
+        id: &TreeId,
+        prefix: &[u8],
+        depth: usize,
+    ) -> Result<()> {
+        for n in load(self.repo, id, depth)? {
+            let p = pathbytes::join(prefix, &n.name);
+            if let Some(l) = &n.leaf {
+                self.count_bytes(change, l);
+                self.push(change, &p, leaf_kind(l));
+            }
+            if let Some((child, _)) = &n.dir {
+                self.push(change, &p, "dir");
+                self.whole(change, child, &p, depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn count_bytes(&mut self, change: ChangeKind, l: &Leaf) {
+        if let Leaf::File { size, .. } = l {
+            match change {
+                ChangeKind::Added => self.sum.added_bytes += size,
+                ChangeKind::Removed => self.sum.removed_bytes += size,
+                _ => {}
+            }
+        }
+    }
+
+    fn trees(&mut self, a: &TreeId, b: &TreeId, prefix: &[u8], depth: usize) -> Result<()> {
+        if a == b {
+            return Ok(());
+        }
+        let (na, nb) = (load(self.repo, a, depth)?, load(self.repo, b, depth)?);
+        let (mut i, mut j) = (0, 0);
+        while i < na.len() || j < nb.len() {
+            let ord = match (na.get(i), nb.get(j)) {
+                (Some(x), Some(y)) => x.name.cmp(&y.name),
+                (Some(_), None) => Ordering::Less,
+                _ => Ordering::Greater,
+            };
+            match ord {
+                Ordering::Less => {
+                    self.node_gone(&na[i], prefix, depth)?;
+                    i += 1;
+                }
+                Ordering::Greater => {
+                    self.node_new(&nb[j], prefix, depth)?;
+                    j += 1;
+                }
+                Ordering::Equal => {
+                    self.node_pair(&na[i], &nb[j], prefix, depth)?;
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn node_gone(&mut self, n: &SrcNode, prefix: &[u8], depth: usize) -> Result<()> {
+        let p = pathbytes::join(prefix, &n.name);
+        if let Some(l) = &n.leaf {
+            self.count_bytes(ChangeKind::Removed, l);
+            self.push(ChangeKind::Removed, &p, leaf_kind(l));
+        }
+        if let Some((child, _)) = &n.dir {
+            self.push(ChangeKind::Removed, &p, "dir");
+            self.whole(ChangeKind::Removed, child, &p, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    fn node_new(&mut self, n: &SrcNode, prefix: &[u8], depth: usize) -> Result<()> {
+        let p = pathbytes::join(prefix, &n.name);
+        if let Some(l) = &n.leaf {
+            self.count_bytes(ChangeKind::Added, l);
+            self.push(ChangeKind::Added, &p, leaf_kind(l));
+        }
+        if let Some((child, _)) = &n.dir {
+            self.push(ChangeKind::Added, &p, "dir");
+            self.whole(ChangeKind::Added, child, &p, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    fn node_pair(&mut self, a: &SrcNode, b: &SrcNode, prefix: &[u8], depth: usize) -> Result<()> {
+        let p = pathbytes::join(prefix, &a.name);
+        match (&a.leaf, &a.dir, &b.leaf, &b.dir) {
+            (Some(la), None, Some(lb), None) => self.leaves(la, lb, &p),
+            (None, Some((ta, ma)), None, Some((tb, mb))) => {
+                if (ma.mode, ma.uid, ma.gid) != (mb.mode, mb.uid, mb.gid) {
+                    self.push(ChangeKind::Metadata, &p, "dir");
+                }
+                self.trees(ta, tb, &p, depth + 1)?;
+            }
+            _ => {
+                // The path changed type: report it once, then what the
+                // directory side brings or takes away below it.
+                let to = b.leaf.as_ref().map(leaf_kind).unwrap_or("dir");
+                if let Some(Leaf::File { size, .. }) = &a.leaf {
+                    self.sum.removed_bytes += size;
+                }
+                if let Some(Leaf::File { size, .. }) = &b.leaf {
+                    self.sum.added_bytes += size;
+                }
+                self.push(ChangeKind::TypeChanged, &p, to);
+                if let Some((ta, _)) = &a.dir {
+                    self.whole(ChangeKind::Removed, ta, &p, depth + 1)?;
+                }
+                if let Some((tb, _)) = &b.dir {
+                    self.whole(ChangeKind::Added, tb, &p, depth + 1)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn leaves(&mut self, a: &Leaf, b: &Leaf, p: &[u8]) {
+        let meta_differs = |x: &Meta, y: &Meta| {
+            (x.mode, x.uid, x.gid, x.mtime_ns) != (y.mode, y.uid, y.gid, y.mtime_ns)
+        };
+        match (a, b) {
+            (
+                Leaf::File {
+                    id: ia,
+                    size: sa,
+                    meta: ma,
+                    ..
+                },
+                Leaf::File {
+                    id: ib,
+                    size: sb,
+                    meta: mb,
+                    ..
+                },
+            ) => {
+                if ia != ib {
+                    self.sum.removed_bytes += sa;
+                    self.sum.added_bytes += sb;
+                    self.push(ChangeKind::Modified, p, "file");
+                } else if meta_differs(ma, mb) {
+                    self.push(ChangeKind::Metadata, p, "file");
+                }
+            }
+            (
+                Leaf::Symlink {
+                    target: ta,
+                    meta: ma,
+                },
+                Leaf::Symlink {
+                    target: tb,
+                    meta: mb,
+                },
+            ) => {
+                if ta != tb {
+                    self.push(ChangeKind::Modified, p, "symlink");
+                } else if meta_differs(ma, mb) {
+                    self.push(ChangeKind::Metadata, p, "symlink");
+                }
+            }
+            (_, b) => {
+                if let Leaf::File { size, .. } = a {
+                    self.sum.removed_bytes += size;
+                }
+                if let Leaf::File { size, .. } = b {
+                    self.sum.added_bytes += size;
+                }
+                self.push(ChangeKind::TypeChanged, p, leaf_kind(b));
+            }
+        }
+    }
+}
+
+/// What changed from snapshot `a` to snapshot `b`, in path order.
+pub fn diff(repo: &Repo, a: &Snapshot, b: &Snapshot) -> Result<Diff> {
+    let mut d = Differ {
+        repo,
+        out: Vec::new(),
+        sum: DiffSummary::default(),
+    };
+    d.trees(&a.record.root, &b.record.root, b"", 0)?;
+    Ok(Diff {
+        from: a.id.short(),
+        to: b.id.short(),
+        changes: d.out,
+        summary: d.sum,
+    })
+}
+
+/// One row of `trove history`: a state the path entered in a snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct HistoryRow {
+    pub snapshot: String,
+    pub time: String,
+    pub time_ns: i64,
+    /// `added`, `modified`, `type changed`, `deleted`, `metadata`.
+    pub event: &'static str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Where this content is in the browsable tree now (relative to the
+    /// backup root), or why it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+/// The state of one path in one snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    Absent,
+    Dir(Meta),
+    Leaf(Leaf),
+}
+
+/// Find `path` in the source tree of a snapshot, following only the
+/// directories on its way.
+fn lookup(repo: &Repo, root: &TreeId, path: &[u8]) -> Result<State> {
+    let comps: Vec<&[u8]> = path.split(|&c| c == b'/').collect();
+    let mut cur = *root;
+    for (i, c) in comps.iter().enumerate() {
+        let nodes = load(repo, &cur, i)?;
+        let Ok(k) = nodes.binary_search_by(|n| n.name.as_slice().cmp(c)) else {
+            return Ok(State::Absent);
+        };
+        let n = &nodes[k];
+        if i + 1 == comps.len() {
+            return Ok(match (&n.leaf, &n.dir) {
+                (Some(l), _) => State::Leaf(l.clone()),
+                (None, Some((_, m))) => State::Dir(*m),
+                (None, None) => State::Absent,
+            });
+        }
+        match &n.dir {
+            Some((child, _)) => cur = *child,
+            None => return Ok(State::Absent),
+        }
+    }
+    Ok(State::Absent)
+}
+
+/// Where content `id` of `path` shows in the browsable tree of the latest
+/// snapshot, if anywhere.
+struct Locator {
+    esc: Escapes,
+    current: Option<(ObjectId, bool)>,
+    history: Option<History>,
+}
+
+impl Locator {
+    fn new(path: &[u8], entries: &[Entry], archive: &[(Vec<u8>, History)]) -> Locator {
+        let current = entries
+            .binary_search_by(|e| pathbytes::cmp_paths(&e.path, path))
+            .ok()
+            .and_then(|i| match &entries[i].item {
+                Item::Leaf(Leaf::File { id, dup, .. }) => Some((*id, *dup)),
+                _ => None,
+            });
+        let history = archive
+            .binary_search_by(|(p, _)| pathbytes::cmp_paths(p, path))
+            .ok()
+            .map(|i| archive[i].1.clone());
+        Locator {
+            esc: Escapes::for_entries(entries),
+            current,
+            history,
+        }
+    }
+
+    fn locate(&self, repo: &Repo, path: &[u8], id: &ObjectId) -> String {
+        if let Some((cid, dup)) = self.current {
+            if cid == *id {
+                return show(&browse::current_path(&self.esc, path, dup));
+            }
+        }
+        if let Some(h) = &self.history {
+            if let Some((n, _)) = h.versions.iter().rev().find(|(_, a)| a.id == *id) {
+                return show(&browse::version_path(path, *n));
+            }
+            if h.deleted.as_ref().is_some_and(|a| a.id == *id) {
+                return show(&browse::deleted_path(path));
+            }
+        }
+        if repo.object_path(id).exists() {
+            format!(
+                "not in the browsable tree; restorable (object {})",
+                id.short()
+            )
+        } else {
+            "removed by retention".to_string()
+        }
+    }
+}
+
+/// Every state `path` went through, oldest first: one row per snapshot in
+/// which it appeared, changed or disappeared.
+pub fn history(repo: &Repo, path: &str) -> Result<Vec<HistoryRow>> {
+    let rel = path.trim_matches('/');
+    if rel.is_empty()
+        || !rel
+            .split('/')
+            .all(|c| pathbytes::is_safe_component(c.as_bytes()))
+    {
+        return Err(Error::Usage(format!(
+            "{path:?} is not a path inside the snapshots: give it relative to the backup root, as `trove ls` shows it"
+        )));
+    }
+    let rel = rel.as_bytes();
+    let (snaps, _) = snapshot::list(repo)?;
+    let Some(latest) = snaps.last() else {
+        return Err(Error::NoSuchSnapshot("latest".into()));
+    };
+    let (entries, archive) = crate::backup::load_snapshot(repo, &latest.record)?;
+    let loc = Locator::new(rel, &entries, &archive);
+    drop((entries, archive));
+    let mut rows = Vec::new();
+    let mut prev = State::Absent;
+    for s in &snaps {
+        let st = lookup(repo, &s.record.root, rel)?;
+        let event = match (&prev, &st) {
+            (a, b) if a == b => None,
+            (State::Absent, _) => Some("added"),
+            (_, State::Absent) => Some("deleted"),
+            (State::Leaf(Leaf::File { id: a, .. }), State::Leaf(Leaf::File { id: b, .. })) => {
+                Some(if a == b { "metadata" } else { "modified" })
+            }
+            (
+                State::Leaf(Leaf::Symlink { target: a, .. }),
+                State::Leaf(Leaf::Symlink { target: b, .. }),
+            ) => Some(if a == b { "metadata" } else { "modified" }),
+            (State::Dir(_), State::Dir(_)) => None, // a directory's mtime follows its contents
+            _ => Some("type changed"),
+        };
+        if let Some(event) = event {
+            let mut row = HistoryRow {
+                snapshot: s.id.short(),
+                time: snapshot::format_time(s.record.time_ns),
+                time_ns: s.record.time_ns,
+                event,
+                kind: "none",
+                size: 0,
+                hash: None,
+                target: None,
+                location: None,
+            };
+            match &st {
+                State::Absent => {
+                    if let State::Leaf(l) = &prev {
+                        row.kind = leaf_kind(l);
+                    } else {
+                        row.kind = "dir";
+                    }
+                }
+                State::Dir(_) => row.kind = "dir",
+                State::Leaf(Leaf::File { id, size, .. }) => {
+                    row.kind = "file";
+                    row.size = *size;
+                    row.hash = Some(id.to_hex());
+                    row.location = Some(loc.locate(repo, rel, id));
+                }
+                State::Leaf(Leaf::Symlink { target, .. }) => {
+                    row.kind = "symlink";
+                    row.target = Some(show(target));
+                }
+            }
+            rows.push(row);
+        }
+        prev = st;
+    }
+    if rows.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} is in none of the {} snapshots: check the path with `trove ls`",
+            show(rel),
+            snaps.len()
+        )));
+    }
+    Ok(rows)
+}

@@ -1,0 +1,599 @@
+//! `trove restore`: recreate files from a snapshot as independent copies.
+//!
+//! A snapshot is untrusted input when read back (a damaged disk, or someone
+//! with write access to the repository), so this module never lets a
+//! recorded path reach outside the target:
+//! - every name was checked by the tree decoder (no `..`, `/`, NUL or empty
+//!   names), and a listing with a path twice is refused before anything is
+//!   written;
+//! - directories are created first and checked to be real directories (a
+//!   symlink already in the target is replaced, never followed);
+//! - files are created with `O_EXCL | O_NOFOLLOW` (or written to a fresh temp
+//!   name and renamed over an existing entry with `--overwrite`), so the
+//!   last component is never followed either;
+//! - symlinks are created last, so no write can pass through a symlink the
+//!   restore itself made.
+//!
+//! Every file's bytes are hashed while they are copied and compared with the
+//! recorded id; a mismatch removes the file and is reported. Content that
+//! retention removed is reported per path (exit 1) and the rest restored.
+
+use crate::error::{Error, IoContext, Result};
+use crate::hash::Hasher;
+use crate::id::ObjectId;
+use crate::pathbytes::{self, cmp_paths, display as show};
+use crate::progress::Progress;
+use crate::store::snapshot::Snapshot;
+use crate::store::tree::{Entry, Item, Leaf, Meta};
+use crate::store::Repo;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    /// Paths relative to the snapshot root; empty means everything.
+    pub paths: Vec<String>,
+    pub overwrite: bool,
+    pub dry_run: bool,
+}
+
+/// A path that could not be restored.
+#[derive(Clone, Debug, Serialize)]
+pub struct RestoreProblem {
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RestoreReport {
+    pub snapshot: String,
+    pub target: String,
+    pub dry_run: bool,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    /// Files whose content is no longer in the repository (retention).
+    pub missing: Vec<String>,
+    pub problems: Vec<RestoreProblem>,
+    /// With `--dry-run`: every path that would be written, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub would_write: Vec<String>,
+}
+
+impl RestoreReport {
+    pub fn failed(&self) -> bool {
+        !self.missing.is_empty() || !self.problems.is_empty()
+    }
+}
+
+/// The entries a restore writes: everything, or the requested paths, the
+/// entries below them and the directories above them.
+fn select(entries: Vec<Entry>, paths: &[String], snap: &Snapshot) -> Result<Vec<Entry>> {
+    for w in entries.windows(2) {
+        if cmp_paths(&w[0].path, &w[1].path) != std::cmp::Ordering::Less {
+            return Err(Error::corrupt(
+                "snapshot",
+                format!("snapshot {}", snap.id.short()),
+                format!(
+                    "path {} is recorded twice (or out of order); refusing to restore from it",
+                    show(&w[1].path)
+                ),
+            ));
+        }
+    }
+    if paths.is_empty() {
+        return Ok(entries);
+    }
+    let mut wanted: Vec<Vec<u8>> = Vec::new();
+    for p in paths {
+        let rel = p.trim_matches('/');
+        if rel.is_empty() {
+            return Ok(entries);
+        }
+        if !rel
+            .split('/')
+            .all(|c| pathbytes::is_safe_component(c.as_bytes()))
+        {
+            return Err(Error::Usage(format!(
+                "{p:?} is not a path inside the snapshot: give it relative to the snapshot root, without . or .."
+            )));
+        }
+        wanted.push(rel.as_bytes().to_vec());
+    }
+    let mut keep = vec![false; entries.len()];
+    for w in &wanted {
+        let mut found = false;
+        for (i, e) in entries.iter().enumerate() {
+            let under = e.path.starts_with(w)
+                && (e.path.len() == w.len() || e.path.get(w.len()) == Some(&b'/'));
+            let above = w.starts_with(&e.path) && w.get(e.path.len()) == Some(&b'/');
+            if under {
+                found = true;
+            }
+            if under || (above && matches!(e.item, Item::Dir(_))) {
+                keep[i] = true;
+            }
+        }
+        if !found {
+            return Err(Error::Usage(format!(
+                "{} is not in snapshot {}: list it with `trove ls {}`",
+                show(w),
+                snap.id.short(),
+                snap.id.short()
+            )));
+        }
+    }
+    Ok(entries
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(e, k)| k.then_some(e))
+        .collect())
+}
+
+/// Refuse targets that would damage the repository or surprise the user.
+fn check_target(repo: &Repo, target: &Path, overwrite: bool) -> Result<bool> {
+    let abs = std::path::absolute(target).ctx("resolve", target)?;
+    let canon = abs.canonicalize().unwrap_or(abs.clone());
+    let repo_dir = repo.dir.canonicalize().unwrap_or(repo.dir.clone());
+    if canon.starts_with(&repo_dir) {
+        return Err(Error::Usage(format!(
+            "restore target {} is inside the repository's .trove directory: choose another directory",
+            target.display()
+        )));
+    }
+    match fs::metadata(target) {
+        Ok(m) if !m.is_dir() => Err(Error::Usage(format!(
+            "restore target {} exists and is not a directory",
+            target.display()
+        ))),
+        Ok(_) => {
+            let empty = fs::read_dir(target).ctx("list", target)?.next().is_none();
+            if !empty && !overwrite {
+                return Err(Error::Usage(format!(
+                    "restore target {} is not empty: choose an empty or new directory, or pass --overwrite to replace what the snapshot has",
+                    target.display()
+                )));
+            }
+            Ok(false)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(Error::io("stat", target, e)),
+    }
+}
+
+struct Ctx<'a> {
+    repo: &'a Repo,
+    target: &'a Path,
+    overwrite: bool,
+    as_root: bool,
+    problems: Mutex<Vec<RestoreProblem>>,
+    missing: Mutex<Vec<String>>,
+    /// Directories that could not be created: nothing below them is tried.
+    failed_dirs: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Ctx<'_> {
+    fn problem(&self, path: &[u8], message: String) {
+        self.problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(RestoreProblem {
+                path: show(path),
+                message,
+            });
+    }
+
+    fn below_failed(&self, path: &[u8]) -> bool {
+        let failed = self.failed_dirs.lock().unwrap_or_else(|p| p.into_inner());
+        failed
+            .iter()
+            .any(|d| path.starts_with(d) && path.get(d.len()) == Some(&b'/'))
+    }
+
+    fn fs_path(&self, rel: &[u8]) -> PathBuf {
+        pathbytes::to_fs(self.target, rel)
+    }
+}
+
+/// Restore `snap` (already loaded as `entries`) into `opts.target`.
+pub fn run(
+    repo: &Repo,
+    snap: &Snapshot,
+    entries: Vec<Entry>,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let whole = opts.paths.iter().all(|p| p.trim_matches('/').is_empty());
+    let entries = select(entries, &opts.paths, snap)?;
+    let created_target = check_target(repo, &opts.target, opts.overwrite)?;
+    let mut report = RestoreReport {
+        snapshot: snap.id.short(),
+        target: pathbytes::display_path(&opts.target),
+        dry_run: opts.dry_run,
+        ..RestoreReport::default()
+    };
+    for e in &entries {
+        match &e.item {
+            Item::Dir(_) => report.dirs += 1,
+            Item::Leaf(Leaf::File { size, .. }) => {
+                report.files += 1;
+                report.bytes += size;
+            }
+            Item::Leaf(Leaf::Symlink { .. }) => report.symlinks += 1,
+        }
+    }
+    if opts.dry_run {
+        for e in &entries {
+            if let Item::Leaf(Leaf::File { id, size, .. }) = &e.item {
+                if *size > 0 && !repo.object_path(id).exists() {
+                    report.missing.push(show(&e.path));
+                    continue;
+                }
+            }
+            report.would_write.push(show(&e.path));
+        }
+        return Ok(report);
+    }
+    if created_target {
+        fs::create_dir_all(&opts.target).ctx("create restore target", &opts.target)?;
+    }
+    let cx = Ctx {
+        repo,
+        target: &opts.target,
+        overwrite: opts.overwrite,
+        // Ownership is only restored by root, as tar and restic do; anyone
+        // else gets files they own.
+        as_root: is_root(),
+        problems: Mutex::new(Vec::new()),
+        missing: Mutex::new(Vec::new()),
+        failed_dirs: Mutex::new(Vec::new()),
+    };
+    // 1. Directories, parents first, writable by us until step 4.
+    for e in entries.iter().filter(|e| matches!(e.item, Item::Dir(_))) {
+        if cx.below_failed(&e.path) {
+            continue;
+        }
+        if let Err(err) = make_dir(&cx, &e.path) {
+            cx.problem(&e.path, err.to_string());
+            cx.failed_dirs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(e.path.clone());
+        }
+    }
+    // 2. Files, in parallel: small files are bound by metadata operations,
+    //    which two threads overlap.
+    progress.phase("restore", report.files, report.bytes);
+    entries.par_iter().for_each(|e| {
+        if let Item::Leaf(Leaf::File { id, size, meta, .. }) = &e.item {
+            if cx.below_failed(&e.path) {
+                return;
+            }
+            match restore_file(&cx, &e.path, id, *size, meta) {
+                Ok(()) => {}
+                Err(FileError::Missing) => cx
+                    .missing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(show(&e.path)),
+                Err(FileError::Other(err)) => cx.problem(&e.path, err.to_string()),
+            }
+            progress.advance(1, *size);
+        }
+    });
+    progress.finish();
+    // 3. Symlinks, after every file: nothing is written through them.
+    for e in &entries {
+        if let Item::Leaf(Leaf::Symlink { target, meta }) = &e.item {
+            if cx.below_failed(&e.path) {
+                continue;
+            }
+            if let Err(err) = restore_symlink(&cx, &e.path, target, meta) {
+                cx.problem(&e.path, err.to_string());
+            }
+        }
+    }
+    // 4. Directory metadata, children first, since creating entries in a
+    //    directory changes its mtime and a read-only mode would block them.
+    for e in entries.iter().rev() {
+        if let Item::Dir(meta) = &e.item {
+            if cx.below_failed(&e.path) || cx.failed_dirs_contains(&e.path) {
+                continue;
+            }
+            if let Err(err) = set_dir_meta(&cx, &cx.fs_path(&e.path), meta) {
+                cx.problem(&e.path, err.to_string());
+            }
+        }
+    }
+    if whole && created_target && snap.record.sources.len() == 1 {
+        // One source: the target stands for the source directory itself.
+        let meta = snap.record.sources[0].meta;
+        if let Err(err) = set_dir_meta(&cx, &opts.target, &meta) {
+            cx.problem(b"", err.to_string());
+        }
+    }
+    let mut problems = cx.problems.into_inner().unwrap_or_else(|p| p.into_inner());
+    problems.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut missing = cx.missing.into_inner().unwrap_or_else(|p| p.into_inner());
+    missing.sort();
+    report.problems = problems;
+    report.missing = missing;
+    Ok(report)
+}
+
+impl Ctx<'_> {
+    fn failed_dirs_contains(&self, path: &[u8]) -> bool {
+        self.failed_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|d| d == path)
+    }
+}
+
+fn is_root() -> bool {
+    // geteuid has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    let uid = unsafe { libc::geteuid() };
+    uid == 0
+}
+
+/// Create a directory for the restore, or make sure what is there is a real
+/// directory (with `--overwrite`, a file or symlink in the way is removed:
+/// it is inside the target, and following it could lead outside).
+fn make_dir(cx: &Ctx<'_>, rel: &[u8]) -> Result<()> {
+    let p = cx.fs_path(rel);
+    match fs::create_dir(&p) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("create directory", &p, e)),
+    }
+    let m = fs::symlink_metadata(&p).ctx("stat", &p)?;
+    if m.is_dir() {
+        // Ours to fill: make sure we can, the final mode comes in step 4.
+        if m.mode() & 0o700 != 0o700 {
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o700)).ctx("chmod", &p)?;
+        }
+        return Ok(());
+    }
+    if !cx.overwrite {
+        return Err(Error::Usage(format!(
+            "{} appeared in the target while restoring; not replaced",
+            p.display()
+        )));
+    }
+    fs::remove_file(&p).ctx("remove (to make a directory)", &p)?;
+    fs::create_dir(&p).ctx("create directory", &p)
+}
+
+enum FileError {
+    Missing,
+    Other(Error),
+}
+
+impl From<Error> for FileError {
+    fn from(e: Error) -> FileError {
+        FileError::Other(e)
+    }
+}
+
+/// Create a file that does not follow a symlink and does not open an
+/// existing file: either a new name (O_EXCL) or a temp name renamed over
+/// the existing entry afterwards.
+fn create_dest(cx: &Ctx<'_>, p: &Path) -> Result<(File, Option<PathBuf>)> {
+    let open = |path: &Path| {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(path)
+    };
+    match open(p) {
+        Ok(f) => Ok((f, None)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && cx.overwrite => {
+            let m = fs::symlink_metadata(p).ctx("stat", p)?;
+            if m.is_dir() {
+                return Err(Error::Usage(format!(
+                    "{} is a directory in the target; the snapshot has a file there (move the directory away)",
+                    p.display()
+                )));
+            }
+            let dir = p.parent().unwrap_or(Path::new("."));
+            let tmp = dir.join(format!(".{}", crate::fsutil::tmp_name("trove-restore")));
+            let f = open(&tmp).ctx("create", &tmp)?;
+            Ok((f, Some(tmp)))
+        }
+        Err(e) => Err(Error::io("create", p, e)),
+    }
+}
+
+fn restore_file(
+    cx: &Ctx<'_>,
+    rel: &[u8],
+    id: &ObjectId,
+    size: u64,
+    meta: &Meta,
+) -> std::result::Result<(), FileError> {
+    let p = cx.fs_path(rel);
+    let src = if size > 0 {
+        let obj = cx.repo.object_path(id);
+        match File::open(&obj) {
+            Ok(f) => Some((f, obj)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(FileError::Missing),
+            Err(e) => return Err(Error::io("open object", &obj, e).into()),
+        }
+    } else {
+        None
+    };
+    let (mut dest, tmp) = create_dest(cx, &p)?;
+    let written = tmp.as_deref().unwrap_or(&p);
+    let result = (|| -> Result<()> {
+        if let Some((mut f, obj)) = src {
+            let digest = copy_hashing(cx, &mut f, &obj, &mut dest, written)?;
+            if digest != id.0 {
+                return Err(Error::corrupt(
+                    "object",
+                    &obj,
+                    format!(
+                        "its bytes do not hash to its name, so {} was not restored",
+                        show(rel)
+                    ),
+                ));
+            }
+        }
+        apply_file_meta(cx, &dest, written, meta)
+    })();
+    drop(dest);
+    match result {
+        Ok(()) => {
+            if let Some(t) = &tmp {
+                if let Err(e) = fs::rename(t, &p) {
+                    let _ = fs::remove_file(t);
+                    return Err(Error::io("rename into place", &p, e).into());
+                }
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let _ = fs::remove_file(written);
+            Err(e.into())
+        }
+    }
+}
+
+const BUF: usize = 1 << 20;
+
+thread_local! {
+    static COPY_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Copy `src` to `dest`, returning the hash of the bytes. A reflink
+/// (FICLONE) is tried first on filesystems that share extents; the object
+/// is then read once to check its hash.
+fn copy_hashing(
+    cx: &Ctx<'_>,
+    src: &mut File,
+    src_path: &Path,
+    dest: &mut File,
+    dest_path: &Path,
+) -> Result<crate::id::Digest> {
+    let cloned = try_reflink(src, dest);
+    COPY_BUF.with(|b| {
+        let mut buf = b.borrow_mut();
+        if buf.len() < BUF {
+            buf.resize(BUF, 0);
+        }
+        let mut h = Hasher::new(cx.repo.algo());
+        loop {
+            let n = match src.read(&mut buf[..]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("read", src_path, e)),
+            };
+            h.update(&buf[..n]);
+            if !cloned {
+                dest.write_all(&buf[..n]).ctx("write", dest_path)?;
+            }
+        }
+        Ok(h.finish())
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn try_reflink(src: &File, dest: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: both descriptors are open for the duration of the call and
+    // FICLONE takes the source fd as its integer argument.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::ioctl(dest.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
+    rc == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn try_reflink(_src: &File, _dest: &File) -> bool {
+    false
+}
+
+fn system_time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+/// Owner (root only), mode, then mtime: chown clears set-id bits, so the
+/// mode comes after it.
+fn apply_file_meta(cx: &Ctx<'_>, f: &File, path: &Path, meta: &Meta) -> Result<()> {
+    if cx.as_root {
+        std::os::unix::fs::fchown(f, Some(meta.uid), Some(meta.gid)).ctx("chown", path)?;
+    }
+    f.set_permissions(fs::Permissions::from_mode(meta.mode & 0o7777))
+        .ctx("chmod", path)?;
+    f.set_times(fs::FileTimes::new().set_modified(system_time(meta.mtime_ns)))
+        .ctx("set mtime of", path)
+}
+
+fn set_dir_meta(cx: &Ctx<'_>, p: &Path, meta: &Meta) -> Result<()> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(p)
+        .ctx("open directory", p)?;
+    apply_file_meta(cx, &f, p, meta)
+}
+
+fn restore_symlink(cx: &Ctx<'_>, rel: &[u8], target: &[u8], meta: &Meta) -> Result<()> {
+    let p = cx.fs_path(rel);
+    let t = pathbytes::from_bytes(target.to_vec());
+    match std::os::unix::fs::symlink(&t, &p) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && cx.overwrite => {
+            if fs::symlink_metadata(&p)
+                .map(|m| m.is_dir())
+                .unwrap_or(false)
+            {
+                return Err(Error::Usage(format!(
+                    "{} is a directory in the target; the snapshot has a symlink there (move the directory away)",
+                    p.display()
+                )));
+            }
+            let dir = p.parent().unwrap_or(Path::new("."));
+            let tmp = dir.join(format!(".{}", crate::fsutil::tmp_name("trove-restore")));
+            std::os::unix::fs::symlink(&t, &tmp).ctx("create symlink", &tmp)?;
+            if let Err(e) = fs::rename(&tmp, &p) {
+                let _ = fs::remove_file(&tmp);
+                return Err(Error::io("rename into place", &p, e));
+            }
+        }
+        Err(e) => return Err(Error::io("create symlink", &p, e)),
+    }
+    if cx.as_root {
+        std::os::unix::fs::lchown(&p, Some(meta.uid), Some(meta.gid)).ctx("chown", &p)?;
+    }
+    crate::fsutil::set_symlink_mtime(&p, meta.mtime_ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_before_the_epoch() {
+        assert_eq!(
+            system_time(-1_500_000_000),
+            UNIX_EPOCH - Duration::from_millis(1500)
+        );
+        assert_eq!(system_time(2_000_000_001), UNIX_EPOCH + Duration::new(2, 1));
+    }
+}

@@ -1,0 +1,657 @@
+//! `trove verify`: prove the repository can give back what it promises.
+//!
+//! 1. Every snapshot record decodes.
+//! 2. Every tree reachable from a record exists, decodes and hashes to its
+//!    id (each tree is read once, however many snapshots share it).
+//! 3. Every object those trees name exists with the recorded size and (not
+//!    with `--quick`) hashes to its name; `--sample` re-hashes a random,
+//!    reported share of them.
+//! 4. The browsable tree at the backup root shows the latest snapshot:
+//!    no entry missing, extra, of the wrong kind or content, and every file
+//!    a hardlink of its object unless the filesystem refuses one.
+//!
+//! Nothing is repaired here: a problem is named (object or path, and the
+//! snapshots it affects) and the exit code says so. `materialize` repairs
+//! the browsable tree; a corrupt object needs the file backed up again.
+
+use crate::browse::{self, BEntry, BKind};
+use crate::error::{Error, Result};
+use crate::id::{ObjectId, TreeId};
+use crate::materialize;
+use crate::pathbytes::{self, display as show};
+use crate::progress::Progress;
+use crate::store::snapshot::{self, Snapshot};
+use crate::store::tree::{self, History, Leaf, Meta, TreeObject, MAX_DEPTH};
+use crate::store::{objects, Repo};
+use rayon::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Check existence and sizes only, do not re-hash objects.
+    pub quick: bool,
+    /// Re-hash only this percentage of the objects (chosen at random).
+    pub sample_percent: Option<f64>,
+    /// Seed for the sample (random when not given).
+    pub seed: Option<u64>,
+}
+
+/// One thing wrong, with what it affects.
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifyProblem {
+    /// `snapshot`, `missing tree`, `corrupt tree`, `missing object`,
+    /// `corrupt object`, `object size`, `browsable`.
+    pub kind: &'static str,
+    /// The object or tree id, or the path (snapshot record, browsable entry).
+    pub subject: String,
+    pub message: String,
+    /// Short ids of the snapshots affected.
+    pub snapshots: Vec<String>,
+    /// Paths in those snapshots that use the damaged object (at most
+    /// [`MAX_PATHS`], see `paths_total`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub paths_total: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// How many affected paths a problem lists.
+pub const MAX_PATHS: usize = 20;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    pub percent: f64,
+    pub seed: u64,
+    pub objects: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifyReport {
+    pub snapshots: u64,
+    pub trees: u64,
+    /// Distinct objects the snapshots reference.
+    pub objects: u64,
+    pub object_bytes: u64,
+    /// Objects whose bytes were hashed again.
+    pub objects_hashed: u64,
+    pub bytes_hashed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<Sample>,
+    /// Objects no snapshot references (space `prune` can give back).
+    pub unreferenced_objects: u64,
+    pub unreferenced_bytes: u64,
+    /// Entries of the browsable tree checked (0 without snapshots).
+    pub browsable_entries: u64,
+    pub problems: Vec<VerifyProblem>,
+}
+
+/// What a tree leaf references in the object store.
+trait Refs {
+    fn refs(&self, f: &mut dyn FnMut(ObjectId, u64, RefWhere));
+}
+
+/// Where a reference sits within its path (for naming affected paths).
+#[derive(Clone, Copy, Debug)]
+enum RefWhere {
+    Current,
+    Version(u64),
+    Deleted,
+}
+
+impl Refs for Leaf {
+    fn refs(&self, f: &mut dyn FnMut(ObjectId, u64, RefWhere)) {
+        if let Leaf::File { id, size, .. } = self {
+            f(*id, *size, RefWhere::Current);
+        }
+    }
+}
+
+impl Refs for History {
+    fn refs(&self, f: &mut dyn FnMut(ObjectId, u64, RefWhere)) {
+        for (n, a) in &self.versions {
+            f(a.id, a.size, RefWhere::Version(*n));
+        }
+        if let Some(a) = &self.deleted {
+            f(a.id, a.size, RefWhere::Deleted);
+        }
+    }
+}
+
+/// Walks trees once each, remembering which problems lie below each one so
+/// that every snapshot sharing a damaged subtree is named.
+struct TreeWalk<'r> {
+    repo: &'r Repo,
+    below: HashMap<TreeId, Vec<usize>>,
+    objects: HashMap<ObjectId, u64>,
+    problems: Vec<VerifyProblem>,
+}
+
+impl TreeWalk<'_> {
+    fn visit<L: DeserializeOwned + Refs, D: DeserializeOwned>(
+        &mut self,
+        id: &TreeId,
+        depth: usize,
+    ) -> Vec<usize> {
+        if let Some(v) = self.below.get(id) {
+            return v.clone();
+        }
+        let mut bad = Vec::new();
+        let loaded = if depth > MAX_DEPTH {
+            Err(Error::corrupt(
+                "tree object",
+                self.repo.tree_path(id),
+                "nested deeper than any real tree",
+            ))
+        } else {
+            tree::load_tree::<L, D>(self.repo, id)
+        };
+        match loaded {
+            Ok(TreeObject { entries }) => {
+                for n in entries {
+                    if let Some(l) = &n.leaf {
+                        l.refs(&mut |oid, size, _| {
+                            self.objects.insert(oid, size);
+                        });
+                    }
+                    if let Some((child, _)) = &n.dir {
+                        for i in self.visit::<L, D>(child, depth + 1) {
+                            if !bad.contains(&i) {
+                                bad.push(i);
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let kind = if matches!(e, Error::Missing { .. }) {
+                    "missing tree"
+                } else {
+                    "corrupt tree"
+                };
+                bad.push(self.problems.len());
+                self.problems.push(VerifyProblem {
+                    kind,
+                    subject: id.to_hex(),
+                    message: e.to_string(),
+                    snapshots: Vec::new(),
+                    paths: Vec::new(),
+                    paths_total: 0,
+                });
+            }
+        }
+        self.below.insert(*id, bad.clone());
+        bad
+    }
+}
+
+/// Which objects are bad, and why.
+struct BadObject {
+    kind: &'static str,
+    message: String,
+}
+
+/// Deterministic pseudo-random choice of an object for the sample.
+fn sampled(seed: u64, id: &ObjectId, percent: f64) -> bool {
+    let mut h = blake3::Hasher::new();
+    h.update(&seed.to_le_bytes());
+    h.update(&id.0 .0);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    let x = u64::from_le_bytes(b) as f64 / u64::MAX as f64;
+    x * 100.0 < percent
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_i64(crate::store::now_ns());
+    h.finish()
+}
+
+/// Check one object: present, right size, and (when `hash`) right bytes.
+fn check_object(repo: &Repo, id: &ObjectId, size: u64, hash: bool) -> Option<BadObject> {
+    let p = repo.object_path(id);
+    let m = match fs::metadata(&p) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Some(BadObject {
+                kind: "missing object",
+                message: format!("{} is not in the store", p.display()),
+            })
+        }
+        Err(e) => {
+            return Some(BadObject {
+                kind: "missing object",
+                message: format!("cannot stat {}: {e}", p.display()),
+            })
+        }
+    };
+    if m.len() != size {
+        return Some(BadObject {
+            kind: "object size",
+            message: format!(
+                "{} has {} bytes, the snapshots recorded {size}",
+                p.display(),
+                m.len()
+            ),
+        });
+    }
+    if hash {
+        match objects::hash_file(repo.algo(), &p) {
+            Ok(d) if d == id.0 => {}
+            Ok(d) => {
+                return Some(BadObject {
+                    kind: "corrupt object",
+                    message: format!(
+                        "{}: its bytes hash to {}, not to its name (silent corruption; back the file up again)",
+                        p.display(),
+                        d.to_hex()
+                    ),
+                })
+            }
+            Err(e) => {
+                return Some(BadObject {
+                    kind: "corrupt object",
+                    message: format!("cannot read it: {e}"),
+                })
+            }
+        }
+    }
+    None
+}
+
+/// For each bad object, the (snapshot, path) pairs using it. Each tree is
+/// searched once; snapshots sharing it reuse the result.
+fn locate(
+    repo: &Repo,
+    snaps: &[Snapshot],
+    bad: &HashSet<ObjectId>,
+) -> HashMap<ObjectId, (Vec<String>, Vec<String>, u64)> {
+    type Hits = Vec<(Vec<u8>, ObjectId)>;
+    fn search<L: DeserializeOwned + Refs, D: DeserializeOwned>(
+        repo: &Repo,
+        id: &TreeId,
+        bad: &HashSet<ObjectId>,
+        memo: &mut HashMap<TreeId, Hits>,
+        depth: usize,
+        archive: bool,
+    ) -> Hits {
+        if let Some(h) = memo.get(id) {
+            return h.clone();
+        }
+        let mut hits = Vec::new();
+        if depth <= MAX_DEPTH {
+            if let Ok(t) = tree::load_tree::<L, D>(repo, id) {
+                for n in t.entries {
+                    if let Some(l) = &n.leaf {
+                        l.refs(&mut |oid, _, w| {
+                            if bad.contains(&oid) {
+                                let p = match (archive, w) {
+                                    (true, RefWhere::Version(v)) => {
+                                        browse::version_path(&n.name, v)
+                                    }
+                                    (true, RefWhere::Deleted) => browse::deleted_path(&n.name),
+                                    _ => n.name.clone(),
+                                };
+                                hits.push((p, oid));
+                            }
+                        });
+                    }
+                    if let Some((child, _)) = &n.dir {
+                        for (p, oid) in search::<L, D>(repo, child, bad, memo, depth + 1, archive) {
+                            // Archive paths carry their prefix inside the
+                            // version/deleted path: splice the dir name in.
+                            let full = if archive {
+                                splice_archive(&n.name, &p)
+                            } else {
+                                pathbytes::join(&n.name, &p)
+                            };
+                            hits.push((full, oid));
+                        }
+                    }
+                }
+            }
+        }
+        memo.insert(*id, hits.clone());
+        hits
+    }
+    let mut out: HashMap<ObjectId, (Vec<String>, Vec<String>, u64)> = HashMap::new();
+    let mut memo_src: HashMap<TreeId, Hits> = HashMap::new();
+    let mut memo_arc: HashMap<TreeId, Hits> = HashMap::new();
+    for s in snaps {
+        let mut hits = search::<Leaf, Meta>(repo, &s.record.root, bad, &mut memo_src, 0, false);
+        hits.extend(search::<History, ()>(
+            repo,
+            &s.record.archive,
+            bad,
+            &mut memo_arc,
+            0,
+            true,
+        ));
+        for (p, oid) in hits {
+            let e = out.entry(oid).or_default();
+            let short = s.id.short();
+            if !e.0.contains(&short) {
+                e.0.push(short.clone());
+            }
+            e.2 += 1;
+            let shown = format!("{} ({short})", show(&p));
+            if e.1.len() < MAX_PATHS {
+                e.1.push(shown);
+            }
+        }
+    }
+    out
+}
+
+/// `versions/<p>/vN.bak` or `_deleted/<p>` found in directory `dir`:
+/// the same with `dir/` put in front of `<p>`.
+fn splice_archive(dir: &[u8], p: &[u8]) -> Vec<u8> {
+    for prefix in [&b"versions/"[..], &b"_deleted/"[..]] {
+        if let Some(rest) = p.strip_prefix(prefix) {
+            let mut v = prefix.to_vec();
+            v.extend_from_slice(&pathbytes::join(dir, rest));
+            return v;
+        }
+    }
+    pathbytes::join(dir, p)
+}
+
+pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let (snaps, bad_records) = snapshot::list(repo)?;
+    let mut problems = Vec::new();
+    for e in bad_records {
+        let subject = match &e {
+            Error::Corrupt { path, .. } | Error::Version { path, .. } => {
+                pathbytes::display_path(path)
+            }
+            Error::Io { path, .. } => pathbytes::display_path(path),
+            _ => "snapshot record".to_string(),
+        };
+        problems.push(VerifyProblem {
+            kind: "snapshot",
+            subject,
+            message: e.to_string(),
+            snapshots: Vec::new(),
+            paths: Vec::new(),
+            paths_total: 0,
+        });
+    }
+    report.snapshots = snaps.len() as u64;
+
+    // Trees.
+    progress.phase("trees", snaps.len() as u64, 0);
+    let mut walk = TreeWalk {
+        repo,
+        below: HashMap::new(),
+        objects: HashMap::new(),
+        problems: Vec::new(),
+    };
+    for s in &snaps {
+        let mut bad = walk.visit::<Leaf, Meta>(&s.record.root, 0);
+        bad.extend(walk.visit::<History, ()>(&s.record.archive, 0));
+        bad.sort_unstable();
+        bad.dedup();
+        for i in bad {
+            walk.problems[i].snapshots.push(s.id.short());
+        }
+        progress.advance(1, 0);
+    }
+    progress.finish();
+    report.trees = walk.below.len() as u64;
+    problems.append(&mut walk.problems);
+
+    // Objects.
+    let mut objs: Vec<(ObjectId, u64)> = walk.objects.into_iter().collect();
+    objs.sort_unstable_by_key(|(id, _)| *id);
+    report.objects = objs.len() as u64;
+    report.object_bytes = objs.iter().map(|(_, s)| s).sum();
+    let sample = opts.sample_percent.map(|p| Sample {
+        percent: p,
+        seed: opts.seed.unwrap_or_else(random_seed),
+        objects: 0,
+    });
+    let hash_it = |id: &ObjectId| -> bool {
+        if opts.quick {
+            return false;
+        }
+        match &sample {
+            Some(s) => sampled(s.seed, id, s.percent),
+            None => true,
+        }
+    };
+    let to_hash: u64 = objs
+        .iter()
+        .filter(|(id, _)| hash_it(id))
+        .map(|(_, s)| s)
+        .sum();
+    progress.phase("objects", objs.len() as u64, to_hash);
+    let hashed = Mutex::new((0u64, 0u64));
+    let mut bad: Vec<(ObjectId, BadObject)> = objs
+        .par_iter()
+        .filter_map(|(id, size)| {
+            let h = hash_it(id);
+            let r = check_object(repo, id, *size, h);
+            if h {
+                let mut g = hashed.lock().unwrap_or_else(|p| p.into_inner());
+                g.0 += 1;
+                g.1 += size;
+                progress.advance(1, *size);
+            } else {
+                progress.advance(1, 0);
+            }
+            r.map(|b| (*id, b))
+        })
+        .collect();
+    progress.finish();
+    bad.sort_by_key(|(id, _)| *id);
+    let (n_hashed, b_hashed) = hashed.into_inner().unwrap_or_else(|p| p.into_inner());
+    report.objects_hashed = n_hashed;
+    report.bytes_hashed = b_hashed;
+    report.sample = sample.map(|mut s| {
+        s.objects = n_hashed;
+        s
+    });
+    if !bad.is_empty() {
+        let set: HashSet<ObjectId> = bad.iter().map(|(id, _)| *id).collect();
+        let mut located = locate(repo, &snaps, &set);
+        for (id, b) in bad {
+            let (snapshots, paths, total) = located.remove(&id).unwrap_or_default();
+            problems.push(VerifyProblem {
+                kind: b.kind,
+                subject: id.to_hex(),
+                message: b.message,
+                snapshots,
+                paths,
+                paths_total: total,
+            });
+        }
+    }
+    let referenced: HashSet<ObjectId> = objs.iter().map(|(id, _)| *id).collect();
+    (report.unreferenced_objects, report.unreferenced_bytes) =
+        unreferenced_objects(repo, &referenced)?;
+
+    // The browsable tree.
+    if let Some(latest) = snaps.last() {
+        // A snapshot whose trees are damaged has its problems named above.
+        if let Ok((entries, archive)) = crate::backup::load_snapshot(repo, &latest.record) {
+            let desired = browse::render(&entries, &archive);
+            report.browsable_entries = desired.len() as u64;
+            problems.extend(check_browsable(repo, latest, &desired, progress)?);
+        }
+    }
+    report.problems = problems;
+    Ok(report)
+}
+
+/// Count objects in the store that no snapshot references.
+fn unreferenced_objects(repo: &Repo, referenced: &HashSet<ObjectId>) -> Result<(u64, u64)> {
+    let (mut n, mut bytes) = (0, 0);
+    for (id, size) in objects::list_stored(repo)? {
+        if !referenced.contains(&id) {
+            n += 1;
+            bytes += size;
+        }
+    }
+    Ok((n, bytes))
+}
+
+/// Compare the browsable tree on disk with the rendering of `latest`.
+fn check_browsable(
+    repo: &Repo,
+    latest: &Snapshot,
+    desired: &[BEntry],
+    progress: &dyn Progress,
+) -> Result<Vec<VerifyProblem>> {
+    let short = latest.id.short();
+    let mk = |path: &[u8], message: String| VerifyProblem {
+        kind: "browsable",
+        subject: pathbytes::display_path(&pathbytes::to_fs(&repo.root, path)),
+        message,
+        snapshots: vec![short.clone()],
+        paths: Vec::new(),
+        paths_total: 0,
+    };
+    let mut out = Vec::new();
+    if materialize::read_marker(repo) != Some(latest.id) {
+        out.push(mk(
+            b"",
+            format!(
+                "the browsable tree does not record showing the latest snapshot {short}; `trove materialize` brings it up to date"
+            ),
+        ));
+    }
+    progress.phase("browsable tree", desired.len() as u64, 0);
+    let probe = LinkProbe::new(repo);
+    let mut entry_problems: Vec<(Vec<u8>, String)> = desired
+        .par_iter()
+        .filter_map(|e| {
+            progress.advance(1, 0);
+            check_entry(repo, e, &probe).map(|m| (e.path.clone(), m))
+        })
+        .collect();
+    progress.finish();
+    for p in materialize::extra_paths(&repo.root, desired)? {
+        entry_problems.push((
+            p,
+            "not part of the latest snapshot (trove did not put it here): move it elsewhere, or `trove materialize --prune-extra` moves it to .trove/quarantine/".into(),
+        ));
+    }
+    entry_problems.sort_by(|a, b| pathbytes::cmp_paths(&a.0, &b.0));
+    out.extend(entry_problems.into_iter().map(|(p, m)| mk(&p, m)));
+    Ok(out)
+}
+
+/// Whether the filesystem would hardlink an object now (a copy is only
+/// correct when it would not: EMLINK, EXDEV, no hardlinks at all).
+struct LinkProbe {
+    dir: std::path::PathBuf,
+}
+
+impl LinkProbe {
+    fn new(repo: &Repo) -> LinkProbe {
+        LinkProbe {
+            dir: repo.tmp_dir(),
+        }
+    }
+
+    /// `tmp/` is on the backup root's filesystem, which is what counts.
+    fn can_link(&self, obj: &Path) -> bool {
+        let probe = self.dir.join(crate::fsutil::tmp_name("verify-probe"));
+        match fs::hard_link(obj, &probe) {
+            Ok(()) => {
+                let _ = fs::remove_file(&probe);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+fn check_entry(repo: &Repo, e: &BEntry, probe: &LinkProbe) -> Option<String> {
+    let p = pathbytes::to_fs(&repo.root, &e.path);
+    let m = match fs::symlink_metadata(&p) {
+        Ok(m) => m,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            return Some("missing: `trove materialize` puts it back".into())
+        }
+        Err(err) => return Some(format!("cannot stat: {err}")),
+    };
+    let kind_of = |m: &fs::Metadata| {
+        if m.is_dir() {
+            "a directory"
+        } else if m.file_type().is_symlink() {
+            "a symlink"
+        } else if m.is_file() {
+            "a file"
+        } else {
+            "a special file"
+        }
+    };
+    match &e.kind {
+        BKind::Dir => (!m.is_dir()).then(|| {
+            format!(
+                "should be a directory but is {}: `trove materialize` repairs it",
+                kind_of(&m)
+            )
+        }),
+        BKind::Symlink { target } => {
+            if !m.file_type().is_symlink() {
+                return Some(format!("should be a symlink but is {}", kind_of(&m)));
+            }
+            match fs::read_link(&p) {
+                Ok(t) if pathbytes::os_bytes(t.as_os_str()) == target.as_slice() => None,
+                Ok(t) => Some(format!(
+                    "symlink points to {}, the snapshot says {}",
+                    pathbytes::display_path(&t),
+                    show(target)
+                )),
+                Err(err) => Some(format!("cannot read symlink: {err}")),
+            }
+        }
+        BKind::File { id, size } => {
+            if !m.is_file() {
+                return Some(format!("should be a file but is {}", kind_of(&m)));
+            }
+            if m.len() != *size {
+                return Some(format!(
+                    "wrong content: {} bytes, the snapshot has {size} (modified in place?): `trove materialize` replaces it",
+                    m.len()
+                ));
+            }
+            if *size == 0 {
+                return None;
+            }
+            let obj = repo.object_path(id);
+            if let Ok(om) = fs::metadata(&obj) {
+                if om.ino() == m.ino() && om.dev() == m.dev() {
+                    return None;
+                }
+            }
+            match objects::hash_file(repo.algo(), &p) {
+                Ok(d) if d == id.0 => {
+                    probe.can_link(&obj).then(|| {
+                        "a copy, not a hardlink of its object (content is right): `trove materialize` relinks it".to_string()
+                    })
+                }
+                Ok(_) => Some(format!(
+                    "wrong content: its bytes do not match object {}: `trove materialize` replaces it",
+                    id.short()
+                )),
+                Err(err) => Some(format!("cannot read: {err}")),
+            }
+        }
+    }
+}
