@@ -434,8 +434,9 @@ impl<'r> Materializer<'r> {
     /// is returned and, with `prune_extra`, moved to quarantine.
     pub fn reconcile(&self, desired: &[BEntry], prune_extra: bool) -> Result<Vec<Vec<u8>>> {
         fsutil::create_private_dir(&self.target)?;
-        // No fast path here: what is on disk is unknown, so every entry is
-        // inspected before it is placed.
+        // What is on disk is unknown, but the fast path is still safe: it
+        // only links where nothing exists (EEXIST sends it to the slow
+        // path, which inspects what is there).
         let changes: Vec<(&BEntry, Option<&BEntry>)> = desired.iter().map(|e| (e, None)).collect();
         for (e, _) in changes.iter().filter(|(e, _)| matches!(e.kind, BKind::Dir)) {
             self.record(&e.path, self.place(e, None, false));
@@ -443,7 +444,7 @@ impl<'r> Materializer<'r> {
         changes
             .par_iter()
             .filter(|(e, _)| !matches!(e.kind, BKind::Dir))
-            .for_each(|(e, _)| self.record(&e.path, self.place(e, None, false)));
+            .for_each(|(e, _)| self.record(&e.path, self.place(e, None, true)));
         let mut foreign = Vec::new();
         for p in extra_paths(&self.target, desired)? {
             self.clear_stale(&p, &mut foreign)?;
@@ -530,20 +531,20 @@ fn find_extra(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io("list", &dir, e)),
     };
-    let mut names: Vec<Vec<u8>> = Vec::new();
+    // readdir's d_type says which names are directories without a stat
+    // per entry.
+    let mut names: Vec<(Vec<u8>, bool)> = Vec::new();
     for ent in rd {
         let ent = ent.ctx("list", &dir)?;
-        names.push(pathbytes::os_bytes(&ent.file_name()).to_vec());
+        let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        names.push((pathbytes::os_bytes(&ent.file_name()).to_vec(), is_dir));
     }
     names.sort();
-    for name in names {
+    for (name, is_dir) in names {
         if rel.is_empty() && name == b".trove" {
             continue;
         }
         let p = pathbytes::join(&rel, &name);
-        let is_dir = fs::symlink_metadata(pathbytes::to_fs(target, &p))
-            .map(|m| m.is_dir())
-            .unwrap_or(false);
         if wanted.contains(p.as_slice()) || ancestors.contains(p.as_slice()) {
             if is_dir {
                 find_extra(target, p, wanted, ancestors, out)?;

@@ -220,55 +220,72 @@ fn random_seed() -> u64 {
 }
 
 /// Check one object: present, right size, and (when `hash`) right bytes.
-fn check_object(repo: &Repo, id: &ObjectId, size: u64, hash: bool) -> Option<BadObject> {
+/// Returns its (device, inode) when present, for the browsable-tree check.
+fn check_object(
+    repo: &Repo,
+    id: &ObjectId,
+    size: u64,
+    hash: bool,
+) -> (Option<(u64, u64)>, Option<BadObject>) {
     let p = repo.object_path(id);
-    let m = match fs::metadata(&p) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Some(BadObject {
-                kind: "missing object",
-                message: format!("{} is not in the store", p.display()),
-            })
-        }
+    // One open and fstat per object, hashed or not: path lookups are most
+    // of the cost for small objects.
+    let f = match fs::File::open(&p) {
+        Ok(f) => f,
         Err(e) => {
-            return Some(BadObject {
+            let message = if e.kind() == io::ErrorKind::NotFound {
+                format!("{} is not in the store", p.display())
+            } else {
+                format!("cannot open {}: {e}", p.display())
+            };
+            let bad = BadObject {
                 kind: "missing object",
-                message: format!("cannot stat {}: {e}", p.display()),
-            })
+                message,
+            };
+            return (None, Some(bad));
         }
     };
+    let m = match f.metadata() {
+        Ok(m) => m,
+        Err(e) => {
+            let bad = BadObject {
+                kind: "missing object",
+                message: format!("cannot stat {}: {e}", p.display()),
+            };
+            return (None, Some(bad));
+        }
+    };
+    let here = Some((m.dev(), m.ino()));
     if m.len() != size {
-        return Some(BadObject {
+        let bad = BadObject {
             kind: "object size",
             message: format!(
                 "{} has {} bytes, the snapshots recorded {size}",
                 p.display(),
                 m.len()
             ),
-        });
+        };
+        return (here, Some(bad));
     }
-    if hash {
-        match objects::hash_file(repo.algo(), &p) {
-            Ok(d) if d == id.0 => {}
-            Ok(d) => {
-                return Some(BadObject {
-                    kind: "corrupt object",
-                    message: format!(
-                        "{}: its bytes hash to {}, not to its name (silent corruption; back the file up again)",
-                        p.display(),
-                        d.to_hex()
-                    ),
-                })
-            }
-            Err(e) => {
-                return Some(BadObject {
-                    kind: "corrupt object",
-                    message: format!("cannot read it: {e}"),
-                })
-            }
-        }
+    if !hash {
+        return (here, None);
     }
-    None
+    let bad = match objects::hash_open_file(repo.algo(), f, m.len(), &p) {
+        Ok(d) if d == id.0 => None,
+        Ok(d) => Some(BadObject {
+            kind: "corrupt object",
+            message: format!(
+                "{}: its bytes hash to {}, not to its name (silent corruption; back the file up again)",
+                p.display(),
+                d.to_hex()
+            ),
+        }),
+        Err(e) => Some(BadObject {
+            kind: "corrupt object",
+            message: format!("cannot read it: {e}"),
+        }),
+    };
+    (here, bad)
 }
 
 /// For each bad object, the (snapshot, path) pairs using it. Each tree is
@@ -439,11 +456,11 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
         .sum();
     progress.phase("objects", objs.len() as u64, to_hash);
     let hashed = Mutex::new((0u64, 0u64));
-    let mut bad: Vec<(ObjectId, BadObject)> = objs
+    let checked: Vec<(ObjectId, Option<(u64, u64)>, Option<BadObject>)> = objs
         .par_iter()
-        .filter_map(|(id, size)| {
+        .map(|(id, size)| {
             let h = hash_it(id);
-            let r = check_object(repo, id, *size, h);
+            let (here, r) = check_object(repo, id, *size, h);
             if h {
                 let mut g = hashed.lock().unwrap_or_else(|p| p.into_inner());
                 g.0 += 1;
@@ -452,10 +469,20 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
             } else {
                 progress.advance(1, 0);
             }
-            r.map(|b| (*id, b))
+            (*id, here, r)
         })
         .collect();
     progress.finish();
+    let mut inodes: HashMap<ObjectId, (u64, u64)> = HashMap::with_capacity(checked.len());
+    let mut bad: Vec<(ObjectId, BadObject)> = Vec::new();
+    for (id, here, b) in checked {
+        if let Some(h) = here {
+            inodes.insert(id, h);
+        }
+        if let Some(b) = b {
+            bad.push((id, b));
+        }
+    }
     bad.sort_by_key(|(id, _)| *id);
     let (n_hashed, b_hashed) = hashed.into_inner().unwrap_or_else(|p| p.into_inner());
     report.objects_hashed = n_hashed;
@@ -489,7 +516,7 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
         if let Ok((entries, archive)) = crate::backup::load_snapshot(repo, &latest.record) {
             let desired = browse::render(&entries, &archive);
             report.browsable_entries = desired.len() as u64;
-            problems.extend(check_browsable(repo, latest, &desired, progress)?);
+            problems.extend(check_browsable(repo, latest, &desired, &inodes, progress)?);
         }
     }
     report.problems = problems;
@@ -499,10 +526,13 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
 /// Count objects in the store that no snapshot references.
 fn unreferenced_objects(repo: &Repo, referenced: &HashSet<ObjectId>) -> Result<(u64, u64)> {
     let (mut n, mut bytes) = (0, 0);
-    for (id, size) in objects::list_stored(repo)? {
+    for d in objects::list_store(repo, crate::store::StoreKind::Object)? {
+        let id = ObjectId(d);
         if !referenced.contains(&id) {
             n += 1;
-            bytes += size;
+            bytes += fs::metadata(repo.object_path(&id))
+                .map(|m| m.len())
+                .unwrap_or(0);
         }
     }
     Ok((n, bytes))
@@ -513,6 +543,7 @@ fn check_browsable(
     repo: &Repo,
     latest: &Snapshot,
     desired: &[BEntry],
+    inodes: &HashMap<ObjectId, (u64, u64)>,
     progress: &dyn Progress,
 ) -> Result<Vec<VerifyProblem>> {
     let short = latest.id.short();
@@ -539,7 +570,7 @@ fn check_browsable(
         .par_iter()
         .filter_map(|e| {
             progress.advance(1, 0);
-            check_entry(repo, e, &probe).map(|m| (e.path.clone(), m))
+            check_entry(repo, e, inodes, &probe).map(|m| (e.path.clone(), m))
         })
         .collect();
     progress.finish();
@@ -580,7 +611,12 @@ impl LinkProbe {
     }
 }
 
-fn check_entry(repo: &Repo, e: &BEntry, probe: &LinkProbe) -> Option<String> {
+fn check_entry(
+    repo: &Repo,
+    e: &BEntry,
+    inodes: &HashMap<ObjectId, (u64, u64)>,
+    probe: &LinkProbe,
+) -> Option<String> {
     let p = pathbytes::to_fs(&repo.root, &e.path);
     let m = match fs::symlink_metadata(&p) {
         Ok(m) => m,
@@ -634,12 +670,10 @@ fn check_entry(repo: &Repo, e: &BEntry, probe: &LinkProbe) -> Option<String> {
             if *size == 0 {
                 return None;
             }
-            let obj = repo.object_path(id);
-            if let Ok(om) = fs::metadata(&obj) {
-                if om.ino() == m.ino() && om.dev() == m.dev() {
-                    return None;
-                }
+            if inodes.get(id) == Some(&(m.dev(), m.ino())) {
+                return None;
             }
+            let obj = repo.object_path(id);
             match objects::hash_file(repo.algo(), &p) {
                 Ok(d) if d == id.0 => {
                     probe.can_link(&obj).then(|| {

@@ -404,36 +404,55 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Hash a stored object again (verify, materialize of copies).
+/// Hash a stored object again (verify, materialize of copies). Small files
+/// reuse a per-thread buffer: allocating and zeroing a large one per file
+/// would cost more than hashing a 4 KiB file.
 pub fn hash_file(algo: HashAlgo, path: &Path) -> Result<Digest> {
-    let mut f = File::open(path).ctx("open", path)?;
-    let mut buf = vec![0u8; LARGE_BUF];
+    let f = File::open(path).ctx("open", path)?;
+    let size = f.metadata().map(|m| m.len()).unwrap_or(LARGE_BUF as u64);
+    hash_open_file(algo, f, size, path)
+}
+
+/// `hash_file` for a file already open; `size` picks the buffer.
+pub fn hash_open_file(algo: HashAlgo, mut f: File, size: u64, path: &Path) -> Result<Digest> {
+    let size = size as usize;
     let mut h = Hasher::new(algo);
-    loop {
-        let n = read_full(&mut f, &mut buf).ctx("read", path)?;
-        if n == 0 {
-            break;
+    let mut run = |buf: &mut [u8]| -> Result<()> {
+        loop {
+            let n = read_full(&mut f, buf).ctx("read", path)?;
+            if n == 0 {
+                return Ok(());
+            }
+            h.update(&buf[..n]);
         }
-        h.update(&buf[..n]);
+    };
+    if size >= SMALL_BUF {
+        let mut buf = vec![0u8; LARGE_BUF];
+        run(&mut buf)?;
+    } else {
+        let mut buf = SMALL_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        if buf.len() < SMALL_BUF {
+            buf.resize(SMALL_BUF, 0);
+        }
+        let r = run(&mut buf);
+        SMALL_BUFFER.with(|b| *b.borrow_mut() = buf);
+        r?;
     }
     Ok(h.finish())
 }
 
-/// Every file stored under `objects/` or `trees/`: its digest and size, in
-/// digest order. Names that are not a digest in the right fan-out folder
-/// are skipped (they were not written by trove).
-pub fn list_store(repo: &Repo, kind: StoreKind) -> Result<Vec<(Digest, u64)>> {
+/// Every file stored under `objects/` or `trees/` by digest, in digest
+/// order (no stat: callers that need sizes ask for the few they need).
+/// Names that are not a digest in the right fan-out folder are skipped
+/// (they were not written by trove).
+pub fn list_store(repo: &Repo, kind: StoreKind) -> Result<Vec<Digest>> {
     let top = match kind {
         StoreKind::Object => repo.objects_dir(),
         StoreKind::Tree => repo.trees_dir(),
     };
     let mut out = Vec::new();
-    let mut fans: Vec<_> = fs::read_dir(&top)
-        .ctx("list", &top)?
-        .filter_map(|e| e.ok())
-        .collect();
-    fans.sort_by_key(|e| e.file_name());
-    for fan in fans {
+    for fan in fs::read_dir(&top).ctx("list", &top)? {
+        let fan = fan.ctx("list", &top)?;
         let fan_name = fan.file_name();
         let Some(fan_name) = fan_name.to_str() else {
             continue;
@@ -445,26 +464,14 @@ pub fn list_store(repo: &Repo, kind: StoreKind) -> Result<Vec<(Digest, u64)>> {
         for ent in fs::read_dir(&dir).ctx("list", &dir)? {
             let ent = ent.ctx("list", &dir)?;
             let name = ent.file_name();
-            let Some(d) = name.to_str().and_then(Digest::from_hex) else {
-                continue;
-            };
-            if !name.to_str().is_some_and(|n| n.starts_with(fan_name)) {
-                continue;
+            let Some(name) = name.to_str() else { continue };
+            if let Some(d) = Digest::from_hex(name).filter(|_| name.starts_with(fan_name)) {
+                out.push(d);
             }
-            let size = ent.metadata().map(|m| m.len()).unwrap_or(0);
-            out.push((d, size));
         }
     }
     out.sort_unstable();
     Ok(out)
-}
-
-/// Every stored object and its size.
-pub fn list_stored(repo: &Repo) -> Result<Vec<(ObjectId, u64)>> {
-    Ok(list_store(repo, StoreKind::Object)?
-        .into_iter()
-        .map(|(d, s)| (ObjectId(d), s))
-        .collect())
 }
 
 #[cfg(test)]
