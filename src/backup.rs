@@ -61,6 +61,11 @@ pub struct BackupReport {
     pub modified: u64,
     pub deleted: u64,
     pub retention_removed: u64,
+    /// Snapshot records the keep policy forgot at the end of the run.
+    pub snapshots_forgotten: u64,
+    /// Objects garbage-collected at the end of the run, and bytes freed.
+    pub objects_removed: u64,
+    pub bytes_freed: u64,
     pub files_read: u64,
     pub new_objects: u64,
     pub new_bytes: u64,
@@ -100,7 +105,7 @@ pub fn load_snapshot(repo: &Repo, rec: &SnapshotRecord) -> Result<(Vec<Entry>, A
 }
 
 /// Load a snapshot's two trees, noting every tree id met in `seen`.
-fn load_trees(
+pub(crate) fn load_trees(
     repo: &Repo,
     rec: &SnapshotRecord,
     seen: &mut HashSet<TreeId>,
@@ -121,14 +126,14 @@ pub struct TreeUpdate {
 /// What must change in the browsable tree to go from showing one
 /// snapshot to showing the next: usually only the differing entries
 /// (`partial`), else both whole renderings.
-struct TreeDiff {
+pub(crate) struct TreeDiff {
     old: Vec<browse::BEntry>,
     new: Vec<browse::BEntry>,
     partial: bool,
 }
 
 impl TreeDiff {
-    fn between(
+    pub(crate) fn between(
         old: (&[Entry], &[(Vec<u8>, History)]),
         new: (&[Entry], &[(Vec<u8>, History)]),
     ) -> TreeDiff {
@@ -147,7 +152,7 @@ impl TreeDiff {
     }
 
     /// Apply it; `new_entries` is the listing the tree is to show.
-    fn apply(&self, m: &Materializer<'_>, new_entries: &[Entry]) -> Result<()> {
+    pub(crate) fn apply(&self, m: &Materializer<'_>, new_entries: &[Entry]) -> Result<()> {
         if self.partial {
             let esc = Escapes::for_entries(new_entries);
             m.apply(&self.old, &self.new, &|p: &[u8]| {
@@ -162,7 +167,11 @@ impl TreeDiff {
 
 /// Report entries the browsable tree lacks, and record the snapshot it
 /// shows only when it is complete (so the next run tries the rest again).
-fn finish_tree_update(repo: &Repo, m: &Materializer<'_>, shows: &SnapshotId) -> Result<TreeUpdate> {
+pub(crate) fn finish_tree_update(
+    repo: &Repo,
+    m: &Materializer<'_>,
+    shows: &SnapshotId,
+) -> Result<TreeUpdate> {
     let failures = m.take_failures();
     const SHOWN: usize = 20;
     for (p, msg) in failures.iter().take(SHOWN) {
@@ -298,7 +307,7 @@ pub fn preflight(s: &BackupSettings) -> Result<(PathBuf, Vec<PathBuf>)> {
 }
 
 /// Where the sources are, and how snapshot paths map back to them.
-struct Layout {
+pub(crate) struct Layout {
     sources: Vec<PathBuf>,
     /// Folder of each source in the snapshot (empty with one source).
     names: Vec<Vec<u8>>,
@@ -306,6 +315,19 @@ struct Layout {
 }
 
 impl Layout {
+    /// The layout a snapshot was taken with (for runs that do not scan).
+    pub(crate) fn of_record(repo: &Repo, rec: &SnapshotRecord) -> Layout {
+        Layout {
+            sources: rec
+                .sources
+                .iter()
+                .map(|s| PathBuf::from(pathbytes::from_bytes(s.path.clone())))
+                .collect(),
+            names: rec.sources.iter().map(|s| s.name.clone()).collect(),
+            root_base: show(&base_name(&repo.root)),
+        }
+    }
+
     fn single(&self) -> bool {
         self.sources.len() == 1
     }
@@ -353,7 +375,7 @@ fn find<'a>(entries: &'a [Entry], path: &[u8]) -> Option<&'a Entry> {
 
 /// Write the audit lines of a plan (SPEC §4) through tracing, in path order.
 /// `old_esc`: the reserved-name escapes of the previous snapshot.
-fn log_plan(plan: &Plan, old_esc: &Escapes, d: &Layout, dry: bool) {
+pub(crate) fn log_plan(plan: &Plan, old_esc: &Escapes, d: &Layout, dry: bool) {
     let new_esc = Escapes::for_entries(&plan.entries);
     let pre = if dry { "WOULD " } else { "" };
     for (name, shown) in new_esc.escaped() {
@@ -984,6 +1006,14 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         );
     }
     cache::save(repo, Some(snap_id), cache_records())?;
+    drop(plan);
+    if let Some(g) =
+        crate::prune::after_backup(repo, &s.policy, report.retention_removed, run_start)?
+    {
+        report.snapshots_forgotten = g.forgotten.len() as u64;
+        report.objects_removed = g.objects_removed;
+        report.bytes_freed = g.bytes_freed();
+    }
     Ok(report)
 }
 

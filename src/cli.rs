@@ -88,6 +88,42 @@ pub enum Command {
     /// Show every recorded version of one path
     #[command(after_help = "Example: trove history docs/report.txt")]
     History(HistoryArgs),
+    /// Apply retention and remove content nothing references any more
+    #[command(
+        after_help = "Examples:\n  trove prune --dry-run                     # what would go, and the bytes freed\n  trove prune --keep-daily 7 --keep-weekly 4 --keep-monthly 12\n\nWithout any keep rule every snapshot record stays, and only the latest snapshot pins its content (max_versions_per_file bounds the history per file)."
+    )]
+    Prune(PruneArgs),
+    /// Show repository statistics (logical vs stored bytes, dedup ratio)
+    #[command(after_help = "Example: trove stats --repo /mnt/backup --json")]
+    Stats,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Print what would be removed and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep the N newest snapshots
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours with snapshots
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days with snapshots
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks with snapshots
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months with snapshots
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years with snapshots
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot taken in the last N days
+    #[arg(long, value_name = "DAYS")]
+    pub keep_within_days: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -274,6 +310,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Materialize(a) => materialize(&cli, a),
         Command::Diff(a) => diff(&cli, a),
         Command::History(a) => history(&cli, a),
+        Command::Prune(a) => prune(&cli, a),
+        Command::Stats => stats(&cli),
     }
 }
 
@@ -637,27 +675,36 @@ fn restore(cli: &Cli, a: &RestoreArgs) -> Result<Outcome> {
             writeln!(out, "error: {}: {}", p.path, p.message)?;
         }
         if !cli.quiet {
-            let verb = if report.dry_run {
-                "would restore"
-            } else {
-                "restored"
-            };
             let bad = report.missing.len() + report.problems.len();
-            writeln!(
-                out,
-                "{verb} {} files ({}), {} directories, {} symlinks from snapshot {} to {}{}",
-                report.files - report.missing.len() as u64,
-                backup::human_bytes(report.bytes),
-                report.dirs,
-                report.symlinks,
-                report.snapshot,
-                report.target,
-                if bad > 0 {
-                    format!("; {bad} paths not restored (listed above)")
-                } else {
-                    String::new()
-                }
-            )?;
+            let tail = if bad > 0 {
+                format!("; {bad} paths not restored (listed above)")
+            } else {
+                String::new()
+            };
+            if report.dry_run {
+                writeln!(
+                    out,
+                    "would restore {} files ({}), {} directories, {} symlinks from snapshot {} to {}{tail}",
+                    report.files - report.missing.len() as u64,
+                    backup::human_bytes(report.bytes),
+                    report.dirs,
+                    report.symlinks,
+                    report.snapshot,
+                    report.target,
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "restored {} of {} files ({}), {} directories, {} symlinks from snapshot {} to {}{tail}",
+                    report.files_restored,
+                    report.files,
+                    backup::human_bytes(report.bytes_restored),
+                    report.dirs,
+                    report.symlinks,
+                    report.snapshot,
+                    report.target,
+                )?;
+            }
         }
     }
     Ok(if report.failed() {
@@ -722,6 +769,13 @@ fn verify(cli: &Cli, a: &VerifyArgs) -> Result<Outcome> {
                 backup::human_bytes(report.object_bytes),
                 report.browsable_entries
             )?;
+            if report.expired_missing > 0 {
+                writeln!(
+                    out,
+                    "{} objects that only {} older snapshots referenced were removed by retention (expected: restoring those snapshots names the paths)",
+                    report.expired_missing, report.expired_snapshots
+                )?;
+            }
             if report.unreferenced_objects > 0 {
                 writeln!(
                     out,
@@ -861,6 +915,179 @@ fn history(cli: &Cli, a: &HistoryArgs) -> Result<Outcome> {
             )?;
         }
     }
+    Ok(Outcome::Ok)
+}
+
+/// Retention settings from the config file (when there is one).
+fn retention_settings(cli: &Cli) -> Result<(crate::config::RetentionConfig, Option<PathBuf>)> {
+    Ok(match config_file(cli, true)? {
+        Some(c) => (
+            c.file.retention.clone().unwrap_or_default(),
+            c.file.log_dir.clone(),
+        ),
+        None => Default::default(),
+    })
+}
+
+fn prune(cli: &Cli, a: &PruneArgs) -> Result<Outcome> {
+    let root = repo_root(cli)?;
+    let (ret, log_dir) = retention_settings(cli)?;
+    let policy = ret.policy().overridden_by(crate::retention::Policy {
+        keep_last: a.keep_last,
+        keep_hourly: a.keep_hourly,
+        keep_daily: a.keep_daily,
+        keep_weekly: a.keep_weekly,
+        keep_monthly: a.keep_monthly,
+        keep_yearly: a.keep_yearly,
+        keep_within_days: a.keep_within_days,
+    });
+    let repo = Repo::open(&root)?;
+    let console = crate::log::console_level(cli.verbose, cli.quiet);
+    let log_dir = log_dir.unwrap_or_else(|| repo.logs_dir());
+    let _guard = if a.dry_run {
+        crate::log::init(
+            console.max(tracing_subscriber::filter::LevelFilter::INFO),
+            None,
+        )?
+    } else {
+        crate::log::init(
+            console,
+            Some((log_dir.as_path(), crate::config::LogLevel::default())),
+        )?
+    };
+    let mode = if a.dry_run {
+        LockMode::Shared
+    } else {
+        LockMode::Exclusive
+    };
+    let _lock = RepoLock::acquire(&repo, mode, cli.wait)?;
+    let opts = crate::prune::PruneOptions {
+        policy,
+        max_versions: ret
+            .max_versions_per_file
+            .unwrap_or(crate::config::DEFAULT_MAX_VERSIONS),
+        deleted_max_age_days: ret.deleted_max_age_days,
+        dry_run: a.dry_run,
+        now_ns: crate::store::now_ns(),
+    };
+    let report = match crate::prune::run(&repo, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(target: "audit", "{e}");
+            return Err(e.into());
+        }
+    };
+    let g = &report.gc;
+    let verb = if a.dry_run { "would remove" } else { "removed" };
+    let line = format!(
+        "prune: {verb} {} snapshots, {} versions/deleted entries, {} objects ({}) and {} trees ({}); {} snapshots kept{}",
+        g.forgotten.len(),
+        report.retention_removed,
+        g.objects_removed,
+        backup::human_bytes(g.object_bytes_removed),
+        g.trees_removed,
+        backup::human_bytes(g.tree_bytes_removed),
+        g.kept.len(),
+        if g.expired.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} older snapshots can now be restored only in part",
+                g.expired.len()
+            )
+        }
+    );
+    if !a.dry_run {
+        tracing::info!(target: "trove::summary", "{line}");
+    }
+    if cli.json {
+        print_json(&report)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        if a.dry_run {
+            for f in &g.forgotten {
+                writeln!(out, "would forget snapshot {} ({})", f.id, f.time)?;
+            }
+            for o in &g.objects {
+                writeln!(out, "would delete object {} ({} bytes)", o.id, o.size)?;
+            }
+        } else if cli.verbose > 0 {
+            for f in &g.forgotten {
+                writeln!(out, "forgot snapshot {} ({})", f.id, f.time)?;
+            }
+        }
+        if g.policy_set && cli.verbose > 0 {
+            for k in &g.kept {
+                writeln!(out, "keep {} ({}): {}", k.id, k.time, k.reasons.join(", "))?;
+            }
+        }
+        if !cli.quiet {
+            writeln!(out, "{line}")?;
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+fn stats(cli: &Cli) -> Result<Outcome> {
+    let (repo, _lock) = open_for_reading(cli)?;
+    let (ret, _) = retention_settings(cli)?;
+    let st = crate::gc::stats(&repo, &ret.policy(), crate::store::now_ns())?;
+    if cli.json {
+        print_json(&st)?;
+        return Ok(Outcome::Ok);
+    }
+    let h = backup::human_bytes;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "snapshots:        {}{}",
+        st.snapshots,
+        if st.expired_snapshots > 0 {
+            format!(" ({} restorable only in part)", st.expired_snapshots)
+        } else {
+            String::new()
+        }
+    )?;
+    if let Some(l) = &st.latest {
+        writeln!(
+            out,
+            "latest:           {} ({}): {} files, {} dirs, {} symlinks, {}",
+            l.id,
+            l.time,
+            l.files,
+            l.dirs,
+            l.symlinks,
+            h(l.bytes)
+        )?;
+    }
+    writeln!(
+        out,
+        "versions kept:    {} ({})",
+        st.versions,
+        h(st.version_bytes)
+    )?;
+    writeln!(
+        out,
+        "deleted entries:  {} ({})",
+        st.deleted,
+        h(st.deleted_bytes)
+    )?;
+    writeln!(out, "logical bytes:    {}", h(st.logical_bytes))?;
+    writeln!(
+        out,
+        "stored:           {} objects, {}; {} trees, {}",
+        st.objects,
+        h(st.stored_bytes),
+        st.trees,
+        h(st.tree_bytes)
+    )?;
+    writeln!(out, "dedup ratio:      {:.2}", st.dedup_ratio)?;
+    writeln!(
+        out,
+        "reclaimable:      {} objects, {} (`trove prune`)",
+        st.reclaimable_objects,
+        h(st.reclaimable_bytes)
+    )?;
     Ok(Outcome::Ok)
 }
 

@@ -43,6 +43,22 @@ pub struct RetentionConfig {
     pub keep_daily: Option<u32>,
     pub keep_weekly: Option<u32>,
     pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    pub keep_within_days: Option<u32>,
+}
+
+impl RetentionConfig {
+    pub fn policy(&self) -> crate::retention::Policy {
+        crate::retention::Policy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+            keep_within_days: self.keep_within_days,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -155,19 +171,6 @@ impl LoadedConfig {
                     "key `retention.max_versions_per_file`: must be at least 1 (it counts the earlier versions kept per file)",
                 ));
             }
-            for (k, v) in [
-                ("keep_last", r.keep_last),
-                ("keep_hourly", r.keep_hourly),
-                ("keep_daily", r.keep_daily),
-                ("keep_weekly", r.keep_weekly),
-                ("keep_monthly", r.keep_monthly),
-            ] {
-                if v.is_some() {
-                    return Err(self.err(format!(
-                        "key `retention.{k}`: snapshot retention policies are not supported by this version of trove; remove the key (max_versions_per_file bounds the history per file)"
-                    )));
-                }
-            }
         }
         if let Some(ex) = &f.exclude {
             crate::scan::Excludes::new(ex).map_err(|e| self.err(format!("key `exclude`: {e}")))?;
@@ -190,6 +193,8 @@ pub struct BackupSettings {
     pub on_error: OnError,
     pub max_versions: u64,
     pub deleted_max_age_days: Option<u64>,
+    /// Snapshot policy (`keep_*`); not set: every record stays.
+    pub policy: crate::retention::Policy,
 }
 
 pub const DEFAULT_MAX_VERSIONS: u64 = 10;
@@ -247,6 +252,7 @@ impl BackupSettings {
             on_error: cli.on_error.or(f.on_error).unwrap_or_default(),
             max_versions: r.max_versions_per_file.unwrap_or(DEFAULT_MAX_VERSIONS),
             deleted_max_age_days: r.deleted_max_age_days,
+            policy: r.policy(),
         })
     }
 }

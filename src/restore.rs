@@ -60,6 +60,10 @@ pub struct RestoreReport {
     pub dirs: u64,
     pub symlinks: u64,
     pub bytes: u64,
+    /// Files and bytes actually written (all of them unless some are
+    /// missing or failed).
+    pub files_restored: u64,
+    pub bytes_restored: u64,
     /// Files whose content is no longer in the repository (retention).
     pub missing: Vec<String>,
     pub problems: Vec<RestoreProblem>,
@@ -178,6 +182,7 @@ struct Ctx<'a> {
     missing: Mutex<Vec<String>>,
     /// Directories that could not be created: nothing below them is tried.
     failed_dirs: Mutex<Vec<Vec<u8>>>,
+    done: Mutex<(u64, u64)>,
 }
 
 impl Ctx<'_> {
@@ -255,6 +260,7 @@ pub fn run(
         problems: Mutex::new(Vec::new()),
         missing: Mutex::new(Vec::new()),
         failed_dirs: Mutex::new(Vec::new()),
+        done: Mutex::new((0, 0)),
     };
     // 1. Directories, parents first, writable by us until step 4.
     for e in entries.iter().filter(|e| matches!(e.item, Item::Dir(_))) {
@@ -278,7 +284,11 @@ pub fn run(
                 return;
             }
             match restore_file(&cx, &e.path, id, *size, meta) {
-                Ok(()) => {}
+                Ok(()) => {
+                    let mut d = cx.done.lock().unwrap_or_else(|p| p.into_inner());
+                    d.0 += 1;
+                    d.1 += size;
+                }
                 Err(FileError::Missing) => cx
                     .missing
                     .lock()
@@ -326,6 +336,8 @@ pub fn run(
     missing.sort();
     report.problems = problems;
     report.missing = missing;
+    (report.files_restored, report.bytes_restored) =
+        cx.done.into_inner().unwrap_or_else(|p| p.into_inner());
     Ok(report)
 }
 

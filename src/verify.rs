@@ -88,6 +88,11 @@ pub struct VerifyReport {
     pub bytes_hashed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample: Option<Sample>,
+    /// Snapshots some of whose content retention removed (`prune`).
+    pub expired_snapshots: u64,
+    /// Objects only those snapshots referenced that retention removed:
+    /// expected, not a problem (restoring them names the paths).
+    pub expired_missing: u64,
     /// Objects no snapshot references (space `prune` can give back).
     pub unreferenced_objects: u64,
     pub unreferenced_bytes: u64,
@@ -134,6 +139,11 @@ struct TreeWalk<'r> {
     repo: &'r Repo,
     below: HashMap<TreeId, Vec<usize>>,
     objects: HashMap<ObjectId, u64>,
+    /// Objects only expired snapshots reference: retention may have
+    /// removed them on purpose (see `gc`).
+    optional: HashMap<ObjectId, u64>,
+    /// Walking trees whose content retention may have removed.
+    in_expired: bool,
     problems: Vec<VerifyProblem>,
 }
 
@@ -161,7 +171,11 @@ impl TreeWalk<'_> {
                 for n in entries {
                     if let Some(l) = &n.leaf {
                         l.refs(&mut |oid, size, _| {
-                            self.objects.insert(oid, size);
+                            if !self.in_expired {
+                                self.objects.insert(oid, size);
+                            } else if !self.objects.contains_key(&oid) {
+                                self.optional.insert(oid, size);
+                            }
                         });
                     }
                     if let Some((child, _)) = &n.dir {
@@ -194,6 +208,9 @@ impl TreeWalk<'_> {
         bad
     }
 }
+
+/// (device, inode) of a stored object.
+type DevIno = (u64, u64);
 
 /// Which objects are bad, and why.
 struct BadObject {
@@ -414,24 +431,57 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
         repo,
         below: HashMap::new(),
         objects: HashMap::new(),
+        optional: HashMap::new(),
+        in_expired: false,
         problems: Vec::new(),
     };
-    for s in &snaps {
-        let mut bad = walk.visit::<Leaf, Meta>(&s.record.root, 0);
-        bad.extend(walk.visit::<History, ()>(&s.record.archive, 0));
+    // Required content: the files of every snapshot retention has not
+    // expired, and the archive (versions, deleted) of the latest one. The
+    // rest (expired snapshots' files, older snapshots' archives) may have
+    // been removed by retention on purpose. Required trees are walked
+    // first, so a tree shared with an optional role counts as required.
+    let expired = crate::gc::expired(repo);
+    report.expired_snapshots = snaps.iter().filter(|s| expired.contains(&s.id)).count() as u64;
+    let latest_id = snaps.last().map(|s| s.id);
+    let mut bad_of: Vec<Vec<usize>> = vec![Vec::new(); snaps.len()];
+    for optional_pass in [false, true] {
+        walk.in_expired = optional_pass;
+        for (i, s) in snaps.iter().enumerate() {
+            if expired.contains(&s.id) == optional_pass {
+                bad_of[i].extend(walk.visit::<Leaf, Meta>(&s.record.root, 0));
+            }
+            if (Some(s.id) != latest_id) == optional_pass {
+                bad_of[i].extend(walk.visit::<History, ()>(&s.record.archive, 0));
+            }
+            if optional_pass {
+                progress.advance(1, 0);
+            }
+        }
+    }
+    for (i, mut bad) in bad_of.into_iter().enumerate() {
         bad.sort_unstable();
         bad.dedup();
-        for i in bad {
-            walk.problems[i].snapshots.push(s.id.short());
+        for p in bad {
+            walk.problems[p].snapshots.push(snaps[i].id.short());
         }
-        progress.advance(1, 0);
     }
     progress.finish();
     report.trees = walk.below.len() as u64;
     problems.append(&mut walk.problems);
 
     // Objects.
+    let optional: HashSet<ObjectId> = walk
+        .optional
+        .keys()
+        .filter(|id| !walk.objects.contains_key(id))
+        .copied()
+        .collect();
     let mut objs: Vec<(ObjectId, u64)> = walk.objects.into_iter().collect();
+    objs.extend(
+        walk.optional
+            .into_iter()
+            .filter(|(id, _)| optional.contains(id)),
+    );
     objs.sort_unstable_by_key(|(id, _)| *id);
     report.objects = objs.len() as u64;
     report.object_bytes = objs.iter().map(|(_, s)| s).sum();
@@ -456,12 +506,12 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
         .sum();
     progress.phase("objects", objs.len() as u64, to_hash);
     let hashed = Mutex::new((0u64, 0u64));
-    let checked: Vec<(ObjectId, Option<(u64, u64)>, Option<BadObject>)> = objs
+    let checked: Vec<(ObjectId, Option<DevIno>, Option<BadObject>)> = objs
         .par_iter()
         .map(|(id, size)| {
             let h = hash_it(id);
             let (here, r) = check_object(repo, id, *size, h);
-            if h {
+            if h && here.is_some() {
                 let mut g = hashed.lock().unwrap_or_else(|p| p.into_inner());
                 g.0 += 1;
                 g.1 += size;
@@ -479,8 +529,12 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
         if let Some(h) = here {
             inodes.insert(id, h);
         }
-        if let Some(b) = b {
-            bad.push((id, b));
+        match b {
+            Some(b) if b.kind == "missing object" && optional.contains(&id) => {
+                report.expired_missing += 1;
+            }
+            Some(b) => bad.push((id, b)),
+            None => {}
         }
     }
     bad.sort_by_key(|(id, _)| *id);
@@ -506,6 +560,8 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
             });
         }
     }
+    report.objects -= report.expired_missing;
+    report.object_bytes = inodes_bytes(&objs, &inodes);
     let referenced: HashSet<ObjectId> = objs.iter().map(|(id, _)| *id).collect();
     (report.unreferenced_objects, report.unreferenced_bytes) =
         unreferenced_objects(repo, &referenced)?;
@@ -521,6 +577,14 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
     }
     report.problems = problems;
     Ok(report)
+}
+
+/// Bytes of the referenced objects that are present.
+fn inodes_bytes(objs: &[(ObjectId, u64)], present: &HashMap<ObjectId, (u64, u64)>) -> u64 {
+    objs.iter()
+        .filter(|(id, _)| present.contains_key(id))
+        .map(|(_, s)| s)
+        .sum()
 }
 
 /// Count objects in the store that no snapshot references.

@@ -1,0 +1,163 @@
+//! `trove prune` and the retention step at the end of a backup: per-file
+//! retention (`max_versions_per_file`, `deleted_max_age_days`) applied to
+//! the latest snapshot, the snapshot policy (`keep_*`), then garbage
+//! collection (`gc`).
+//!
+//! Per-file retention changes the archive, which lives in the snapshot, so
+//! when the current settings drop something from the latest snapshot's
+//! archive, prune records a new snapshot with the same source tree and the
+//! trimmed archive (the planner decides, exactly as in a backup run), then
+//! updates the browsable tree. Nothing else ever leaves the repository.
+
+use crate::backup::{self, Layout, TreeDiff};
+use crate::browse::Escapes;
+use crate::error::Result;
+use crate::gc::{self, GcReport};
+use crate::id::SnapshotId;
+use crate::materialize::Materializer;
+use crate::plan::{self, PlanOptions};
+use crate::retention::Policy;
+use crate::store::objects::Batch;
+use crate::store::snapshot::{self, Snapshot, SnapshotRecord, Summary};
+use crate::store::{cache, tree, Repo};
+use serde::Serialize;
+use std::collections::HashSet;
+
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    pub policy: Policy,
+    pub max_versions: u64,
+    pub deleted_max_age_days: Option<u64>,
+    pub dry_run: bool,
+    pub now_ns: i64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    /// Versions and deleted entries per-file retention removed now.
+    pub retention_removed: u64,
+    /// The snapshot recording that trim, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_snapshot: Option<String>,
+    pub gc: GcReport,
+}
+
+fn plan_options(o: &PruneOptions) -> PlanOptions {
+    PlanOptions {
+        max_versions: o.max_versions,
+        deleted_max_age_ns: o
+            .deleted_max_age_days
+            .map(|d| (d as i64).saturating_mul(86_400_000_000_000)),
+        now_ns: o.now_ns,
+    }
+}
+
+/// Apply per-file retention to the latest snapshot; returns how many
+/// entries went and the new snapshot's id (None in a dry run or when
+/// nothing went).
+fn file_retention(
+    repo: &Repo,
+    latest: &Snapshot,
+    o: &PruneOptions,
+) -> Result<(u64, Option<SnapshotId>)> {
+    let mut known = HashSet::new();
+    let (entries, archive) = backup::load_trees(repo, &latest.record, &mut known)?;
+    let plan = plan::plan(&entries, &archive, entries.clone(), &plan_options(o));
+    let removed = plan.counts.retention_removed;
+    if removed == 0 {
+        return Ok((0, None));
+    }
+    let layout = Layout::of_record(repo, &latest.record);
+    let esc = Escapes::for_entries(&entries);
+    if o.dry_run {
+        backup::log_plan(&plan, &esc, &layout, true);
+        return Ok((removed, None));
+    }
+    let batch = Batch::new(repo);
+    let root = tree::write_tree(repo.algo(), &plan.entries, &batch, &known)?;
+    let arch = tree::write_tree(repo.algo(), &plan.archive, &batch, &known)?;
+    batch.commit()?;
+    let s = &latest.record.summary;
+    let record = SnapshotRecord {
+        seq: latest.record.seq + 1,
+        time_ns: o.now_ns.max(latest.record.time_ns + 1),
+        parent: Some(latest.id),
+        sources: latest.record.sources.clone(),
+        root,
+        archive: arch,
+        summary: Summary {
+            files: s.files,
+            dirs: s.dirs,
+            symlinks: s.symlinks,
+            bytes: s.bytes,
+            unchanged: s.files,
+            ..Summary::default()
+        },
+    };
+    let id = snapshot::write(repo, &record)?;
+    backup::log_plan(&plan, &esc, &layout, false);
+    tracing::info!(
+        "RETENTION snapshot {}: {} of snapshot {} with {removed} archived entries removed",
+        id.short(),
+        "the files",
+        latest.id.short()
+    );
+    // The browsable tree follows; the stat cache moves to the new id (the
+    // files are the same, so the next backup still reads nothing).
+    let m = Materializer::new(repo, &repo.root);
+    TreeDiff::between((&entries, &archive), (&plan.entries, &plan.archive))
+        .apply(&m, &plan.entries)?;
+    backup::finish_tree_update(repo, &m, &id)?;
+    let files = entries.iter().filter(|e| e.file_id().is_some()).count();
+    let records = cache::load(repo, Some(&latest.id), files);
+    if !records.is_empty() {
+        cache::save(repo, Some(id), records)?;
+    }
+    Ok((removed, Some(id)))
+}
+
+/// Run retention and garbage collection. The caller holds the exclusive
+/// lock (a shared one for a dry run).
+pub fn run(repo: &Repo, o: &PruneOptions) -> Result<PruneReport> {
+    let mut report = PruneReport {
+        dry_run: o.dry_run,
+        ..PruneReport::default()
+    };
+    if !o.dry_run {
+        repo.clean_tmp()?;
+    }
+    if let Some(latest) = snapshot::latest(repo)? {
+        if !o.dry_run {
+            backup::catch_up_browsable(repo, &latest)?;
+        }
+        let (removed, id) = file_retention(repo, &latest, o)?;
+        report.retention_removed = removed;
+        report.retention_snapshot = id.map(|i| i.short());
+    }
+    let tz = jiff::tz::TimeZone::system();
+    let gcp = gc::plan(repo, &o.policy, o.now_ns, &tz)?;
+    if !o.dry_run {
+        gc::execute(repo, &gcp)?;
+    }
+    report.gc = gcp.report;
+    report.gc.dry_run = o.dry_run;
+    Ok(report)
+}
+
+/// The collection at the end of a backup run: only when retention removed
+/// something or a snapshot policy is set (which may forget a record).
+pub fn after_backup(
+    repo: &Repo,
+    policy: &Policy,
+    retention_removed: u64,
+    now_ns: i64,
+) -> Result<Option<GcReport>> {
+    if retention_removed == 0 && !policy.is_set() {
+        return Ok(None);
+    }
+    let tz = jiff::tz::TimeZone::system();
+    let gcp = gc::plan(repo, policy, now_ns, &tz)?;
+    gc::execute(repo, &gcp)?;
+    Ok(Some(gcp.report))
+}
