@@ -88,7 +88,7 @@ struct Mark<'r> {
 }
 
 impl Mark<'_> {
-    fn walk<L: DeserializeOwned + Refs, D: DeserializeOwned>(
+    fn walk<L: tree::TreeLeaf + Refs, D: DeserializeOwned>(
         &mut self,
         id: &TreeId,
         depth: usize,
@@ -126,7 +126,7 @@ fn refuse(e: Error) -> Error {
 }
 
 /// Does any tree below `id` reference one of `dead`? Memoised per tree.
-fn uses_dead<L: DeserializeOwned + Refs, D: DeserializeOwned>(
+fn uses_dead<L: tree::TreeLeaf + Refs, D: DeserializeOwned>(
     repo: &Repo,
     id: &TreeId,
     dead: &HashSet<ObjectId>,

@@ -148,7 +148,7 @@ struct TreeWalk<'r> {
 }
 
 impl TreeWalk<'_> {
-    fn visit<L: DeserializeOwned + Refs, D: DeserializeOwned>(
+    fn visit<L: tree::TreeLeaf + Refs, D: DeserializeOwned>(
         &mut self,
         id: &TreeId,
         depth: usize,
@@ -313,7 +313,7 @@ fn locate(
     bad: &HashSet<ObjectId>,
 ) -> HashMap<ObjectId, (Vec<String>, Vec<String>, u64)> {
     type Hits = Vec<(Vec<u8>, ObjectId)>;
-    fn search<L: DeserializeOwned + Refs, D: DeserializeOwned>(
+    fn search<L: tree::TreeLeaf + Refs, D: DeserializeOwned>(
         repo: &Repo,
         id: &TreeId,
         bad: &HashSet<ObjectId>,

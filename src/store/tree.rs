@@ -213,7 +213,24 @@ pub fn unframe_tree(data: &[u8], path: &Path) -> Result<Vec<u8>> {
         .map_err(|e| Error::corrupt("tree object", path, format!("zstd: {e}")))
 }
 
-pub fn decode_tree<L: DeserializeOwned, D: DeserializeOwned>(
+/// A leaf type of a tree object, and whether a node may hold it and a
+/// directory at once.
+pub trait TreeLeaf: DeserializeOwned {
+    /// Archive trees: a path that was a file and later a directory keeps
+    /// both histories. A source tree never has both: a snapshot that says
+    /// so is damaged or hostile (a symlink to write "through").
+    const WITH_DIR: bool;
+}
+
+impl TreeLeaf for Leaf {
+    const WITH_DIR: bool = false;
+}
+
+impl TreeLeaf for History {
+    const WITH_DIR: bool = true;
+}
+
+pub fn decode_tree<L: TreeLeaf, D: DeserializeOwned>(
     payload: &[u8],
     path: &Path,
 ) -> Result<TreeObject<L, D>> {
@@ -230,6 +247,16 @@ pub fn decode_tree<L: DeserializeOwned, D: DeserializeOwned>(
         }
         if n.leaf.is_none() && n.dir.is_none() {
             return Err(Error::corrupt("tree object", path, "empty node"));
+        }
+        if !L::WITH_DIR && n.leaf.is_some() && n.dir.is_some() {
+            return Err(Error::corrupt(
+                "tree object",
+                path,
+                format!(
+                    "entry {:?} is recorded both as a directory and as a file or symlink",
+                    pathbytes::display(&n.name)
+                ),
+            ));
         }
         if let Some(p) = prev {
             if p >= n.name.as_slice() {
@@ -369,7 +396,7 @@ fn build<T: TreeItem>(
 }
 
 /// Read a stored tree object.
-pub fn load_tree<L: DeserializeOwned, D: DeserializeOwned>(
+pub fn load_tree<L: TreeLeaf, D: DeserializeOwned>(
     repo: &Repo,
     id: &TreeId,
 ) -> Result<TreeObject<L, D>> {
@@ -406,7 +433,7 @@ pub fn read_flat<L, D>(
     expected: usize,
 ) -> Result<FlatList<L, D>>
 where
-    L: DeserializeOwned,
+    L: TreeLeaf,
     D: DeserializeOwned,
 {
     // `expected` (the entry count the snapshot record states) sizes the list
@@ -425,7 +452,7 @@ fn walk<L, D>(
     out: &mut Vec<(Vec<u8>, Flat<L, D>)>,
 ) -> Result<()>
 where
-    L: DeserializeOwned,
+    L: TreeLeaf,
     D: DeserializeOwned,
 {
     if depth > MAX_DEPTH {
@@ -487,7 +514,7 @@ mod tests {
 
     fn roundtrip_flat<L, D>(items: &[(Vec<u8>, Flat<L, D>)]) -> Vec<(Vec<u8>, Flat<L, D>)>
     where
-        L: Serialize + DeserializeOwned + Clone,
+        L: Serialize + TreeLeaf + Clone,
         D: Serialize + DeserializeOwned + Clone + Default,
     {
         // Encode into an in-memory map, then walk it back.
@@ -499,7 +526,7 @@ mod tests {
             Ok(id)
         })
         .expect("encoding an in-memory tree cannot fail");
-        fn walk_mem<L: DeserializeOwned, D: DeserializeOwned>(
+        fn walk_mem<L: TreeLeaf, D: DeserializeOwned>(
             store: &std::collections::HashMap<TreeId, Vec<u8>>,
             id: &TreeId,
             prefix: Vec<u8>,
