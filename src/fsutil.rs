@@ -223,3 +223,44 @@ pub fn set_symlink_mtime(path: &Path, mtime_ns: i64) -> Result<()> {
     }
     Ok(())
 }
+
+/// Rename `src` to `dest` unless `dest` exists (then `AlreadyExists`):
+/// `renameat2(RENAME_NOREPLACE)` where the kernel and filesystem have it,
+/// else a check then a rename (racy only against other processes, which the
+/// engine lock keeps out).
+pub fn rename_noreplace(src: &Path, dest: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+        };
+        let (s, d) = (c(src)?, c(dest)?);
+        // SAFETY: both are valid NUL-terminated strings alive for the call.
+        #[allow(unsafe_code)]
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                s.as_ptr(),
+                libc::AT_FDCWD,
+                d.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+            return Err(e);
+        }
+    }
+    if fs::symlink_metadata(dest).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "destination exists",
+        ));
+    }
+    fs::rename(src, dest)
+}

@@ -160,20 +160,49 @@ impl<'r> Materializer<'r> {
         })
     }
 
+    /// Move `rel` into this run's quarantine folder. Never replaces
+    /// anything already quarantined: a name (or a parent) that is taken
+    /// sends the entry to a fresh `~N/` folder beside it.
     fn to_quarantine(&self, rel: &[u8]) -> Result<()> {
         let src = self.fs_path(rel);
-        let dest = pathbytes::to_fs(&self.quarantine, rel);
-        if let Some(parent) = dest.parent() {
-            fsutil::create_private_dir(parent)?;
+        for attempt in 0u32..1000 {
+            let base = if attempt == 0 {
+                self.quarantine.clone()
+            } else {
+                self.quarantine.join(format!("~{attempt}"))
+            };
+            let dest = pathbytes::to_fs(&base, rel);
+            if let Some(parent) = dest.parent() {
+                if fsutil::create_private_dir(parent).is_err() {
+                    continue; // a quarantined file where a folder is needed
+                }
+            }
+            match fsutil::rename_noreplace(&src, &dest) {
+                Ok(()) => {
+                    tracing::warn!(
+                        "moved {} (not created by trove) to {}",
+                        src.display(),
+                        dest.display()
+                    );
+                    self.stats.quarantined.fetch_add(1, AtOrd::Relaxed);
+                    return Ok(());
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::AlreadyExists
+                        || e.raw_os_error() == Some(libc::ENOTEMPTY)
+                        || e.raw_os_error() == Some(libc::ENOTDIR)
+                        || e.raw_os_error() == Some(libc::EISDIR) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(Error::io("move to quarantine", &src, e)),
+            }
         }
-        fs::rename(&src, &dest).ctx("move to quarantine", &src)?;
-        tracing::warn!(
-            "moved {} (not created by trove) to {}",
-            src.display(),
-            dest.display()
-        );
-        self.stats.quarantined.fetch_add(1, AtOrd::Relaxed);
-        Ok(())
+        Err(Error::Usage(format!(
+            "cannot find a free name in {} for {}: clean up the quarantine folder",
+            self.quarantine.display(),
+            src.display()
+        )))
     }
 
     fn remove(&self, e: &BEntry) -> Result<()> {
@@ -306,33 +335,68 @@ impl<'r> Materializer<'r> {
         Ok(true)
     }
 
-    /// Make sure `dir` (an absolute path inside the target) is a directory,
-    /// moving a foreign non-directory out of the way.
+    /// Make sure `dir` (an absolute path inside the target) and every
+    /// folder between the target and it are real directories: a symlink or
+    /// file in the way is moved to quarantine, never followed.
     fn ensure_dir(&self, dir: &Path) -> Result<()> {
-        match fs::symlink_metadata(dir) {
-            Ok(m) if m.is_dir() => Ok(()),
+        let rel = dir
+            .strip_prefix(&self.target)
+            .map(|r| pathbytes::os_bytes(r.as_os_str()).to_vec())
+            .map_err(|_| Error::Usage(format!("{} is outside the target", dir.display())))?;
+        self.ensure_rel(&rel, &mut HashSet::new())
+    }
+
+    /// `ensure_dir` by relative path; `done` holds folders already checked.
+    fn ensure_rel(&self, rel: &[u8], done: &mut HashSet<Vec<u8>>) -> Result<()> {
+        if rel.is_empty() || done.contains(rel) {
+            return Ok(());
+        }
+        // Parents first: once they are known to be real directories, an
+        // lstat of this one cannot pass through a symlink.
+        self.ensure_rel(pathbytes::parent(rel), done)?;
+        let dir = self.fs_path(rel);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
             Ok(_) => {
-                let rel = dir
-                    .strip_prefix(&self.target)
-                    .map(|r| pathbytes::os_bytes(r.as_os_str()).to_vec())
-                    .map_err(|_| {
-                        Error::Usage(format!("{} is outside the target", dir.display()))
-                    })?;
-                self.to_quarantine(&rel)?;
-                fs::create_dir_all(dir).ctx("create directory", dir)
+                self.to_quarantine(rel)?;
+                self.make_dir(&dir)?;
             }
-            Err(_) => {
-                if let Some(parent) = dir.parent() {
-                    if parent != self.target && parent.starts_with(&self.target) {
-                        self.ensure_dir(parent)?;
-                    }
-                }
-                match fs::create_dir(dir) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-                    Err(e) => Err(Error::io("create directory", dir, e)),
-                }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.make_dir(&dir)?,
+            Err(e) => return Err(Error::io("stat", &dir, e)),
+        }
+        done.insert(rel.to_vec());
+        Ok(())
+    }
+
+    fn make_dir(&self, dir: &Path) -> Result<()> {
+        match fs::create_dir(dir) {
+            Ok(()) => {
+                self.stats.created.fetch_add(1, AtOrd::Relaxed);
+                Ok(())
             }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match fs::symlink_metadata(dir) {
+                Ok(m) if m.is_dir() => Ok(()),
+                _ => Err(Error::io("create directory", dir, e)),
+            },
+            Err(e) => Err(Error::io("create directory", dir, e)),
+        }
+    }
+
+    /// Check (and create) the parent folders of `paths` one by one, in
+    /// order, before entries are placed in parallel: implicit folders such
+    /// as `versions/<path>/` have no entry of their own, and two threads
+    /// must not both try to move the same thing out of their way.
+    fn prepare_parents<'a>(&self, paths: impl Iterator<Item = &'a [u8]>) {
+        let mut parents: Vec<&[u8]> = paths
+            .map(pathbytes::parent)
+            .filter(|p| !p.is_empty())
+            .collect();
+        parents.sort_by(|a, b| cmp_paths(a, b));
+        parents.dedup();
+        let mut done = HashSet::new();
+        for p in parents {
+            let r = self.ensure_rel(p, &mut done);
+            self.record(p, r);
         }
     }
 
@@ -384,6 +448,7 @@ impl<'r> Materializer<'r> {
             .collect();
         removed_dirs.sort_by(|a, b| cmp_paths(b, a));
         removed_dirs.dedup();
+        self.prepare_parents(changes.iter().map(|(e, _)| e.path.as_slice()));
         self.place_all(&changes);
         self.prune_empty_dirs(&removed_dirs, wanted_dir);
         Ok(())
@@ -438,6 +503,7 @@ impl<'r> Materializer<'r> {
         // only links where nothing exists (EEXIST sends it to the slow
         // path, which inspects what is there).
         let changes: Vec<(&BEntry, Option<&BEntry>)> = desired.iter().map(|e| (e, None)).collect();
+        self.prepare_parents(desired.iter().map(|e| e.path.as_slice()));
         for (e, _) in changes.iter().filter(|(e, _)| matches!(e.kind, BKind::Dir)) {
             self.record(&e.path, self.place(e, None, false));
         }
@@ -454,6 +520,19 @@ impl<'r> Materializer<'r> {
             for p in &foreign {
                 self.record(p, self.to_quarantine(p));
             }
+            // Folders that held only quarantined entries go too (an empty
+            // folder carries no data), unless the rendering has them.
+            let mut needed: HashSet<&[u8]> = HashSet::new();
+            for e in desired {
+                let mut p: &[u8] = &e.path;
+                while !p.is_empty() && needed.insert(p) {
+                    p = pathbytes::parent(p);
+                }
+            }
+            let mut dirs: Vec<&[u8]> = foreign.iter().map(|p| pathbytes::parent(p)).collect();
+            dirs.sort_by(|a, b| cmp_paths(b, a));
+            dirs.dedup();
+            self.prune_empty_dirs(&dirs, &|p: &[u8]| needed.contains(p));
         }
         Ok(foreign)
     }

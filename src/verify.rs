@@ -629,15 +629,47 @@ fn check_browsable(
         ));
     }
     progress.phase("browsable tree", desired.len() as u64, 0);
-    let probe = LinkProbe::new(repo);
     let mut entry_problems: Vec<(Vec<u8>, String)> = desired
         .par_iter()
         .filter_map(|e| {
             progress.advance(1, 0);
-            check_entry(repo, e, inodes, &probe).map(|m| (e.path.clone(), m))
+            check_entry(repo, e, inodes).map(|m| (e.path.clone(), m))
         })
         .collect();
     progress.finish();
+    // Folders with no entry of their own (`versions/`, `versions/<path>/`,
+    // `_deleted/…`): an lstat of an entry below them would follow a
+    // symlink put in their place, so check each one itself.
+    let listed: HashSet<&[u8]> = desired.iter().map(|e| e.path.as_slice()).collect();
+    let mut implicit: Vec<&[u8]> = Vec::new();
+    let mut seen: HashSet<&[u8]> = HashSet::new();
+    for e in desired {
+        let mut p = pathbytes::parent(&e.path);
+        while !p.is_empty() && seen.insert(p) {
+            if !listed.contains(p) {
+                implicit.push(p);
+            }
+            p = pathbytes::parent(p);
+        }
+    }
+    for p in implicit {
+        let fp = pathbytes::to_fs(&repo.root, p);
+        match fs::symlink_metadata(&fp) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) => entry_problems.push((
+                p.to_vec(),
+                format!(
+                    "should be a directory but is {}: `trove materialize` repairs it",
+                    if m.file_type().is_symlink() {
+                        "a symlink"
+                    } else {
+                        "a file"
+                    }
+                ),
+            )),
+            Err(_) => {} // its entries are reported missing
+        }
+    }
     for p in materialize::extra_paths(&repo.root, desired)? {
         entry_problems.push((
             p,
@@ -649,38 +681,29 @@ fn check_browsable(
     Ok(out)
 }
 
-/// Whether the filesystem would hardlink an object now (a copy is only
-/// correct when it would not: EMLINK, EXDEV, no hardlinks at all).
-struct LinkProbe {
-    dir: std::path::PathBuf,
+/// Whether a hardlink of the object at `obj` could be made on device
+/// `dev` now (a copy is only correct when it could not: another
+/// filesystem, the link limit reached, or no hardlinks at all). Asked of
+/// the filesystem (`fpathconf(_PC_LINK_MAX)`), so verify writes nothing.
+fn link_possible(obj: &Path, dev: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = fs::File::open(obj) else {
+        return false;
+    };
+    let Ok(m) = f.metadata() else {
+        return false;
+    };
+    if m.dev() != dev {
+        return false;
+    }
+    // SAFETY: `f` is an open descriptor for the duration of the call.
+    #[allow(unsafe_code)]
+    let max = unsafe { libc::fpathconf(f.as_raw_fd(), libc::_PC_LINK_MAX) };
+    // -1: no limit (or unknown): a link is possible.
+    max < 0 || (m.nlink() as i64) < max as i64
 }
 
-impl LinkProbe {
-    fn new(repo: &Repo) -> LinkProbe {
-        LinkProbe {
-            dir: repo.tmp_dir(),
-        }
-    }
-
-    /// `tmp/` is on the backup root's filesystem, which is what counts.
-    fn can_link(&self, obj: &Path) -> bool {
-        let probe = self.dir.join(crate::fsutil::tmp_name("verify-probe"));
-        match fs::hard_link(obj, &probe) {
-            Ok(()) => {
-                let _ = fs::remove_file(&probe);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-}
-
-fn check_entry(
-    repo: &Repo,
-    e: &BEntry,
-    inodes: &HashMap<ObjectId, (u64, u64)>,
-    probe: &LinkProbe,
-) -> Option<String> {
+fn check_entry(repo: &Repo, e: &BEntry, inodes: &HashMap<ObjectId, (u64, u64)>) -> Option<String> {
     let p = pathbytes::to_fs(&repo.root, &e.path);
     let m = match fs::symlink_metadata(&p) {
         Ok(m) => m,
@@ -740,7 +763,7 @@ fn check_entry(
             let obj = repo.object_path(id);
             match objects::hash_file(repo.algo(), &p) {
                 Ok(d) if d == id.0 => {
-                    probe.can_link(&obj).then(|| {
+                    link_possible(&obj, m.dev()).then(|| {
                         "a copy, not a hardlink of its object (content is right): `trove materialize` relinks it".to_string()
                     })
                 }

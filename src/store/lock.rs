@@ -23,13 +23,25 @@ impl RepoLock {
     /// at once with `Error::Locked` naming the lock file.
     pub fn acquire(repo: &Repo, mode: LockMode, wait: bool) -> Result<RepoLock> {
         let path = repo.lock_path();
-        let file = OpenOptions::new()
+        let file = match OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
-            .ctx("open lock file", &path)?;
+        {
+            Ok(f) => f,
+            // A reader of a repository on read-only media (or owned by
+            // another user) can still take a shared lock on a read-only fd.
+            Err(e)
+                if mode == LockMode::Shared
+                    && (e.raw_os_error() == Some(libc::EROFS)
+                        || e.kind() == std::io::ErrorKind::PermissionDenied) =>
+            {
+                File::open(&path).ctx("open lock file", &path)?
+            }
+            Err(e) => return Err(Error::io("open lock file", &path, e)),
+        };
         let res = match (mode, wait) {
             (LockMode::Exclusive, true) => file.lock().map_err(TryLockError::Error),
             (LockMode::Shared, true) => file.lock_shared().map_err(TryLockError::Error),
