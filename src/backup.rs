@@ -891,6 +891,9 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         },
     );
     fill_counts(&mut report, &plan.counts);
+    // Content this run's retention drops: the only content that can stop
+    // being pinned in a run (see `gc::collect_dropped`).
+    let dropped = dropped_by_retention(&plan, &prev.archive);
     let old_esc = Escapes::for_entries(&prev.entries);
 
     let (Some(repo), Some(batch)) = (writer, batch) else {
@@ -1006,15 +1009,59 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         );
     }
     cache::save(repo, Some(snap_id), cache_records())?;
-    drop(plan);
-    if let Some(g) =
-        crate::prune::after_backup(repo, &s.policy, report.retention_removed, run_start)?
-    {
+    if s.policy.is_set() {
+        drop(plan);
+        let g = crate::prune::full_gc(repo, &s.policy, run_start)?;
         report.snapshots_forgotten = g.forgotten.len() as u64;
         report.objects_removed = g.objects_removed;
         report.bytes_freed = g.bytes_freed();
+    } else if !dropped.is_empty() {
+        let mut live = HashSet::with_capacity(plan.entries.len());
+        live.extend(
+            plan.entries
+                .iter()
+                .filter_map(|e| e.file_id().map(|(id, _)| id)),
+        );
+        for (_, h) in &plan.archive {
+            live.extend(h.versions.iter().map(|(_, a)| a.id));
+            live.extend(h.deleted.iter().map(|a| a.id));
+        }
+        drop(plan);
+        (report.objects_removed, report.bytes_freed) =
+            crate::gc::collect_dropped(repo, &dropped, &live)?;
     }
     Ok(report)
+}
+
+/// Every object the previous archive had for a path whose history this
+/// plan's retention trims, and the new archive no longer has there.
+fn dropped_by_retention(plan: &Plan, prev_archive: &Archive) -> Vec<crate::id::ObjectId> {
+    let ids = |h: &History| -> Vec<crate::id::ObjectId> {
+        h.versions
+            .iter()
+            .map(|(_, a)| a.id)
+            .chain(h.deleted.iter().map(|a| a.id))
+            .collect()
+    };
+    let find = |archive: &[(Vec<u8>, History)], p: &[u8]| {
+        archive
+            .binary_search_by(|(q, _)| cmp_paths(q, p))
+            .ok()
+            .map(|i| ids(&archive[i].1))
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for a in &plan.actions {
+        if let Action::RetainDropVersion { path, .. } | Action::RetainDropDeleted { path } = a {
+            let now = find(&plan.archive, path);
+            out.extend(
+                find(prev_archive, path)
+                    .into_iter()
+                    .filter(|id| !now.contains(id)),
+            );
+        }
+    }
+    out
 }
 
 fn fill_counts(r: &mut BackupReport, c: &PlanCounts) {

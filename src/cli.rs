@@ -769,11 +769,11 @@ fn verify(cli: &Cli, a: &VerifyArgs) -> Result<Outcome> {
                 backup::human_bytes(report.object_bytes),
                 report.browsable_entries
             )?;
-            if report.expired_missing > 0 {
+            if report.unpinned_missing > 0 {
                 writeln!(
                     out,
-                    "{} objects that only {} older snapshots referenced were removed by retention (expected: restoring those snapshots names the paths)",
-                    report.expired_missing, report.expired_snapshots
+                    "{} objects that only older, unpinned snapshots referenced are gone: removed by retention (restoring such a snapshot names the paths)",
+                    report.unpinned_missing
                 )?;
             }
             if report.unreferenced_objects > 0 {
@@ -980,7 +980,7 @@ fn prune(cli: &Cli, a: &PruneArgs) -> Result<Outcome> {
     let g = &report.gc;
     let verb = if a.dry_run { "would remove" } else { "removed" };
     let line = format!(
-        "prune: {verb} {} snapshots, {} versions/deleted entries, {} objects ({}) and {} trees ({}); {} snapshots kept{}",
+        "prune: {verb} {} snapshots, {} versions/deleted entries, {} objects ({}) and {} trees ({}); {} snapshots kept",
         g.forgotten.len(),
         report.retention_removed,
         g.objects_removed,
@@ -988,14 +988,6 @@ fn prune(cli: &Cli, a: &PruneArgs) -> Result<Outcome> {
         g.trees_removed,
         backup::human_bytes(g.tree_bytes_removed),
         g.kept.len(),
-        if g.expired.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; {} older snapshots can now be restored only in part",
-                g.expired.len()
-            )
-        }
     );
     if !a.dry_run {
         tracing::info!(target: "trove::summary", "{line}");
@@ -1040,13 +1032,8 @@ fn stats(cli: &Cli) -> Result<Outcome> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "snapshots:        {}{}",
-        st.snapshots,
-        if st.expired_snapshots > 0 {
-            format!(" ({} restorable only in part)", st.expired_snapshots)
-        } else {
-            String::new()
-        }
+        "snapshots:        {} ({} pinned: their content is kept complete)",
+        st.snapshots, st.pinned_snapshots
     )?;
     if let Some(l) = &st.latest {
         writeln!(

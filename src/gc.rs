@@ -4,26 +4,31 @@
 //! (its files, and the versions and deleted contents its archive keeps) and,
 //! when a `keep_*` policy is set, every snapshot the policy keeps. Records of
 //! other snapshots stay (they are the audit trail, and their trees are
-//! small) unless the policy forgets them; their trees stay with them.
+//! small) unless the policy forgets them; their trees stay with them, but
+//! their content is only kept while something pinned shares it.
 //!
-//! Mark: walk the pinned snapshots' trees, collecting objects; walk the
-//! remaining snapshots' trees, collecting trees. Sweep: every stored object
-//! or tree not marked, and every leftover in `tmp/`.
+//! `pinned` (a list of snapshot ids, written only when a policy is set)
+//! tells readers which snapshots besides the latest must be complete:
+//! `verify` treats content that only unpinned snapshots reference as
+//! removable, and `restore` names what is gone.
 //!
-//! Crash safety (the caller holds the exclusive lock, so no backup or
-//! reader runs meanwhile):
-//! 1. every remaining snapshot that references an object about to go gets
-//!    an `expired/<id>` marker, durably, before anything is deleted, so that
-//!    `verify` knows its missing content was removed on purpose;
+//! Full collection (`trove prune`, and a backup when a policy is set): mark
+//! from the pinned snapshots (objects) and from every remaining record
+//! (trees); sweep every stored object or tree not marked and every leftover
+//! in `tmp/`. Crash safety (the caller holds the exclusive lock, so no
+//! backup or reader runs meanwhile):
+//! 1. `pinned` is rewritten (atomically) before anything is deleted, so it
+//!    never names a snapshot whose content is gone;
 //! 2. forgotten records are removed and the directory synced, so no record
 //!    refers to the trees about to go;
 //! 3. only then are objects and trees deleted.
 //!
-//! A crash between any two steps leaves a repository in which every record
-//! that remains can be verified and restored as far as retention allows;
-//! the next prune finishes the sweep.
+//! Incremental collection (a backup without a policy): the only content
+//! that can leave the pinned set in a run is what per-file retention
+//! dropped from the archive, so only those objects are candidates, and one
+//! goes when the new snapshot does not reference it.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::id::{ObjectId, SnapshotId, TreeId};
 use crate::retention::{self, Decision, Policy};
@@ -39,20 +44,34 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 
-const EXPIRED_DIR: &str = "expired";
+const PINNED: &str = "pinned";
 
-fn expired_dir(repo: &Repo) -> PathBuf {
-    repo.dir.join(EXPIRED_DIR)
-}
-
-/// Snapshots some of whose content retention removed.
-pub fn expired(repo: &Repo) -> HashSet<SnapshotId> {
-    let Ok(rd) = fs::read_dir(expired_dir(repo)) else {
+/// Snapshots besides the latest whose content must stay complete (those a
+/// keep policy retains). Empty without a policy.
+pub fn pinned(repo: &Repo) -> HashSet<SnapshotId> {
+    let Ok(text) = fs::read_to_string(repo.dir.join(PINNED)) else {
         return HashSet::new();
     };
-    rd.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(SnapshotId::from_hex))
+    text.lines()
+        .filter_map(|l| SnapshotId::from_hex(l.trim()))
         .collect()
+}
+
+fn write_pinned(repo: &Repo, ids: &[SnapshotId]) -> Result<()> {
+    let path = repo.dir.join(PINNED);
+    if ids.is_empty() {
+        return match fs::remove_file(&path) {
+            Ok(()) => fsutil::fsync_dir(&repo.dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &path, e)),
+        };
+    }
+    let mut text = String::new();
+    for id in ids {
+        text.push_str(&id.to_hex());
+        text.push('\n');
+    }
+    fsutil::atomic_write(&repo.tmp_dir(), &path, text.as_bytes(), 0o600)
 }
 
 /// Leaves and what they reference in the object store.
@@ -83,39 +102,81 @@ impl Refs for History {
 /// while part of the graph is unknown could delete live content.
 struct Mark<'r> {
     repo: &'r Repo,
-    trees: HashSet<TreeId>,
+    /// Every tree reached, and (for trees reached from a pinned snapshot)
+    /// whether all content below it is in the store.
+    trees: HashMap<TreeId, bool>,
     objects: HashSet<ObjectId>,
+    stored: &'r HashSet<ObjectId>,
 }
 
 impl Mark<'_> {
-    fn walk<L: tree::TreeLeaf + Refs, D: DeserializeOwned>(
-        &mut self,
+    fn load<L: tree::TreeLeaf, D: DeserializeOwned>(
+        &self,
         id: &TreeId,
+    ) -> Result<tree::TreeObject<L, D>> {
+        tree::load_tree::<L, D>(self.repo, id).map_err(refuse)
+    }
+
+    /// Walk a loaded tree; returns whether everything below is stored.
+    /// The children of each directory are read in parallel: reading and
+    /// decoding trees is most of a collection's time.
+    fn walk<L: tree::TreeLeaf + Refs + Send, D: DeserializeOwned + Send>(
+        &mut self,
+        id: TreeId,
+        t: tree::TreeObject<L, D>,
         depth: usize,
         collect_objects: bool,
-    ) -> Result<()> {
-        if depth > MAX_DEPTH || !self.trees.insert(*id) {
-            return Ok(());
-        }
-        let t = tree::load_tree::<L, D>(self.repo, id).map_err(refuse)?;
+    ) -> Result<bool> {
+        self.trees.insert(id, true);
+        let mut complete = true;
+        let mut children: Vec<TreeId> = Vec::new();
         for n in &t.entries {
             if collect_objects {
                 if let Some(l) = &n.leaf {
                     l.each(&mut |o| {
+                        complete &= self.stored.contains(&o);
                         self.objects.insert(o);
                     });
                 }
             }
             if let Some((child, _)) = &n.dir {
-                self.walk::<L, D>(child, depth + 1, collect_objects)?;
+                match self.trees.get(child) {
+                    Some(&c) => complete &= c,
+                    None => children.push(*child),
+                }
             }
         }
-        Ok(())
+        drop(t);
+        children.sort_unstable();
+        children.dedup();
+        if depth < MAX_DEPTH && !children.is_empty() {
+            let loaded: Vec<Result<tree::TreeObject<L, D>>> =
+                children.par_iter().map(|c| self.load::<L, D>(c)).collect();
+            for (c, t) in children.into_iter().zip(loaded) {
+                complete &= self.walk::<L, D>(c, t?, depth + 1, collect_objects)?;
+            }
+        }
+        self.trees.insert(id, complete);
+        Ok(complete)
     }
 
-    fn snapshot(&mut self, s: &Snapshot, collect_objects: bool) -> Result<()> {
-        self.walk::<Leaf, Meta>(&s.record.root, 0, collect_objects)?;
-        self.walk::<History, ()>(&s.record.archive, 0, collect_objects)
+    fn root<L: tree::TreeLeaf + Refs + Send, D: DeserializeOwned + Send>(
+        &mut self,
+        id: &TreeId,
+        collect_objects: bool,
+    ) -> Result<bool> {
+        if let Some(&c) = self.trees.get(id) {
+            return Ok(c);
+        }
+        let t = self.load::<L, D>(id)?;
+        self.walk::<L, D>(*id, t, 0, collect_objects)
+    }
+
+    /// Mark one snapshot; returns whether all its content is stored.
+    fn snapshot(&mut self, s: &Snapshot, collect_objects: bool) -> Result<bool> {
+        let a = self.root::<Leaf, Meta>(&s.record.root, collect_objects)?;
+        let b = self.root::<History, ()>(&s.record.archive, collect_objects)?;
+        Ok(a && b)
     }
 }
 
@@ -123,38 +184,6 @@ fn refuse(e: Error) -> Error {
     Error::Usage(format!(
         "cannot collect garbage safely: {e}. Nothing was deleted; run `trove verify` and repair the repository first"
     ))
-}
-
-/// Does any tree below `id` reference one of `dead`? Memoised per tree.
-fn uses_dead<L: tree::TreeLeaf + Refs, D: DeserializeOwned>(
-    repo: &Repo,
-    id: &TreeId,
-    dead: &HashSet<ObjectId>,
-    memo: &mut HashMap<TreeId, bool>,
-    depth: usize,
-) -> Result<bool> {
-    if let Some(&b) = memo.get(id) {
-        return Ok(b);
-    }
-    let mut found = false;
-    if depth <= MAX_DEPTH {
-        let t = tree::load_tree::<L, D>(repo, id).map_err(refuse)?;
-        for n in &t.entries {
-            if let Some(l) = &n.leaf {
-                l.each(&mut |o| found |= dead.contains(&o));
-            }
-            if !found {
-                if let Some((child, _)) = &n.dir {
-                    found = uses_dead::<L, D>(repo, child, dead, memo, depth + 1)?;
-                }
-            }
-            if found {
-                break;
-            }
-        }
-    }
-    memo.insert(*id, found);
-    Ok(found)
 }
 
 /// One snapshot and what the policy said about it.
@@ -172,8 +201,6 @@ pub struct GcReport {
     pub policy_set: bool,
     pub kept: Vec<SnapshotFate>,
     pub forgotten: Vec<SnapshotFate>,
-    /// Remaining snapshots that now miss some content (restorable in part).
-    pub expired: Vec<String>,
     pub objects_removed: u64,
     pub object_bytes_removed: u64,
     pub trees_removed: u64,
@@ -201,7 +228,8 @@ impl GcReport {
 pub struct GcPlan {
     pub report: GcReport,
     forgotten: Vec<Snapshot>,
-    expire: Vec<SnapshotId>,
+    /// Snapshots the policy keeps (all pinned), when one is set.
+    pinned: Vec<SnapshotId>,
     dead_objects: Vec<(ObjectId, u64)>,
     dead_trees: Vec<TreeId>,
     tmp: Vec<PathBuf>,
@@ -239,26 +267,36 @@ pub fn plan(repo: &Repo, policy: &Policy, now_ns: i64, tz: &jiff::tz::TimeZone) 
     // Pinned: the latest always; with a policy, everything it keeps.
     let latest_id = remaining.last().map(|s| s.id);
     let pinned = |s: &Snapshot| policy.is_set() || Some(s.id) == latest_id;
+    let stored: HashSet<ObjectId> = objects::list_store(repo, StoreKind::Object)?
+        .into_iter()
+        .map(ObjectId)
+        .collect();
     let mut mark = Mark {
         repo,
-        trees: HashSet::new(),
+        trees: HashMap::new(),
         objects: HashSet::new(),
+        stored: &stored,
     };
     // Pinned snapshots first: a tree shared with an unpinned one is then
-    // already walked with its objects collected.
+    // already walked with its objects collected. A kept snapshot whose
+    // content is already incomplete (collected before a policy kept it)
+    // keeps what it has but is not listed as pinned: readers would expect
+    // it complete.
+    let mut complete_pins = Vec::new();
     for s in remaining.iter().filter(|s| pinned(s)) {
-        mark.snapshot(s, true)?;
+        if mark.snapshot(s, true)? {
+            complete_pins.push(s.id);
+        }
     }
     for s in remaining.iter().filter(|s| !pinned(s)) {
         mark.snapshot(s, false)?;
     }
     let mut dead: HashSet<ObjectId> = HashSet::new();
-    for d in objects::list_store(repo, StoreKind::Object)? {
-        let id = ObjectId(d);
-        if mark.objects.contains(&id) {
+    for id in &stored {
+        if mark.objects.contains(id) {
             report.objects_left += 1;
         } else {
-            dead.insert(id);
+            dead.insert(*id);
         }
     }
     let mut dead_objects: Vec<(ObjectId, u64)> = dead
@@ -283,7 +321,7 @@ pub fn plan(repo: &Repo, policy: &Policy, now_ns: i64, tz: &jiff::tz::TimeZone) 
     let dead_trees: Vec<TreeId> = objects::list_store(repo, StoreKind::Tree)?
         .into_iter()
         .map(TreeId)
-        .filter(|t| !mark.trees.contains(t))
+        .filter(|t| !mark.trees.contains_key(t))
         .collect();
     report.trees_removed = dead_trees.len() as u64;
     report.tree_bytes_removed = dead_trees
@@ -295,33 +333,21 @@ pub fn plan(repo: &Repo, policy: &Policy, now_ns: i64, tz: &jiff::tz::TimeZone) 
         })
         .sum();
     drop(mark);
-    // Remaining, unpinned snapshots that lose content become "expired".
-    let mut expire = Vec::new();
-    if !dead.is_empty() {
-        let already = expired(repo);
-        let mut msrc = HashMap::new();
-        for s in remaining.iter().filter(|s| !pinned(s)) {
-            if already.contains(&s.id) {
-                continue;
-            }
-            // Only the files matter: a restore recreates those, and an
-            // older snapshot's archive is never required (see verify).
-            if uses_dead::<Leaf, Meta>(repo, &s.record.root, &dead, &mut msrc, 0)? {
-                report.expired.push(s.id.short());
-                expire.push(s.id);
-            }
-        }
-    }
     let mut tmp: Vec<PathBuf> = match fs::read_dir(repo.tmp_dir()) {
         Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
         Err(_) => Vec::new(),
     };
     tmp.sort();
     report.tmp_removed = tmp.len() as u64;
+    let pinned_ids = if policy.is_set() {
+        complete_pins
+    } else {
+        Vec::new()
+    };
     Ok(GcPlan {
         report,
         forgotten,
-        expire,
+        pinned: pinned_ids,
         dead_objects,
         dead_trees,
         tmp,
@@ -339,27 +365,14 @@ fn remove_if_present(p: &std::path::Path, what: &'static str) -> Result<bool> {
 /// Carry out a plan (the caller holds the exclusive lock, taken before
 /// [`plan`]). Every removal is logged.
 pub fn execute(repo: &Repo, plan: &GcPlan) -> Result<()> {
-    // 1. Expired markers, durable before any content goes.
-    if !plan.expire.is_empty() {
-        let dir = expired_dir(repo);
-        fsutil::create_private_dir(&dir)?;
-        for id in &plan.expire {
-            let p = dir.join(id.to_hex());
-            fs::write(&p, b"").ctx("write", &p)?;
-            tracing::info!(
-                "EXPIRED snapshot {}: content retention removes is no longer restorable from it",
-                id.short()
-            );
-        }
-        fsutil::fsync_dir(&dir)?;
-    }
+    // 1. The pinned list, before any content goes.
+    write_pinned(repo, &plan.pinned)?;
     // 2. Forget records, durably, before their trees go.
     for s in &plan.forgotten {
         remove_if_present(
             &repo.snapshots_dir().join(s.id.to_hex()),
             "remove snapshot record",
         )?;
-        remove_if_present(&expired_dir(repo).join(s.id.to_hex()), "remove marker")?;
         tracing::info!(
             "FORGET snapshot {} ({}): outside the keep policy",
             s.id.short(),
@@ -387,10 +400,13 @@ pub fn execute(repo: &Repo, plan: &GcPlan) -> Result<()> {
     if let Some(e) = failures.into_iter().next() {
         return Err(e);
     }
-    for t in &plan.dead_trees {
-        if remove_if_present(&repo.tree_path(t), "remove tree")? {
-            tracing::debug!("GC delete tree {}", t.to_hex());
-        }
+    let failures: Vec<Error> = plan
+        .dead_trees
+        .par_iter()
+        .filter_map(|t| remove_if_present(&repo.tree_path(t), "remove tree").err())
+        .collect();
+    if let Some(e) = failures.into_iter().next() {
+        return Err(e);
     }
     for p in &plan.tmp {
         fsutil::remove_any(p)?;
@@ -398,12 +414,42 @@ pub fn execute(repo: &Repo, plan: &GcPlan) -> Result<()> {
     Ok(())
 }
 
+/// Incremental collection after a backup without a keep policy:
+/// `candidates` (content per-file retention dropped in the run) go unless
+/// `live` (every id the new latest snapshot references) still has them.
+/// Returns (objects removed, bytes freed).
+pub fn collect_dropped(
+    repo: &Repo,
+    candidates: &[ObjectId],
+    live: &HashSet<ObjectId>,
+) -> Result<(u64, u64)> {
+    let mut dead: Vec<ObjectId> = candidates
+        .iter()
+        .filter(|id| !live.contains(id))
+        .copied()
+        .collect();
+    dead.sort_unstable();
+    dead.dedup();
+    let (mut n, mut bytes) = (0, 0);
+    for id in dead {
+        let p = repo.object_path(&id);
+        let size = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        if remove_if_present(&p, "remove object")? {
+            tracing::info!("GC delete object {} ({size} bytes)", id.to_hex());
+            n += 1;
+            bytes += size;
+        }
+    }
+    Ok((n, bytes))
+}
+
 /// What `trove stats` reports.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RepoStats {
     pub snapshots: u64,
-    /// Snapshots some of whose content retention removed.
-    pub expired_snapshots: u64,
+    /// Snapshots whose content is kept complete: the latest, and those a
+    /// keep policy retains.
+    pub pinned_snapshots: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latest: Option<LatestStats>,
     /// Earlier versions kept in `versions/`, and their bytes.
@@ -444,8 +490,12 @@ pub fn stats(repo: &Repo, policy: &Policy, now_ns: i64) -> Result<RepoStats> {
         snapshots: snaps.len() as u64,
         ..RepoStats::default()
     };
-    let exp = expired(repo);
-    st.expired_snapshots = snaps.iter().filter(|s| exp.contains(&s.id)).count() as u64;
+    let pin = pinned(repo);
+    st.pinned_snapshots = snaps
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| *i + 1 == snaps.len() || pin.contains(&s.id))
+        .count() as u64;
     if let Some(l) = snaps.last() {
         let r = &l.record;
         st.latest = Some(LatestStats {

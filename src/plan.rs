@@ -147,6 +147,28 @@ fn file_of(e: &Entry) -> Option<FileRef> {
     }
 }
 
+/// Per-file retention: the oldest kept version of `h` must go.
+fn version_expires(h: &History, opts: &PlanOptions) -> bool {
+    h.versions.len() as u64 > opts.max_versions.max(1)
+}
+
+/// Per-file retention: the deleted content of `h` is too old to keep.
+fn deleted_expires(h: &History, opts: &PlanOptions) -> bool {
+    match (opts.deleted_max_age_ns, &h.deleted) {
+        (Some(max_age), Some(d)) => d.time_ns < opts.now_ns.saturating_sub(max_age),
+        _ => false,
+    }
+}
+
+/// Whether per-file retention would remove anything from `archive` (the
+/// same rules `plan` applies), without planning: `prune` asks this before
+/// loading a whole listing.
+pub fn archive_needs_retention(archive: &[(Vec<u8>, History)], opts: &PlanOptions) -> bool {
+    archive
+        .iter()
+        .any(|(_, h)| version_expires(h, opts) || deleted_expires(h, opts))
+}
+
 /// Plan one run. `prev` and `cur` must be sorted in path order with unique
 /// paths; `cur`'s `dup` flags are ignored (the planner decides them).
 pub fn plan(
@@ -295,7 +317,7 @@ pub fn plan(
     // Retention over the whole archive, so lowering the limit applies to
     // every path, not only to the ones touched in this run.
     for (key, h) in archive.iter_mut() {
-        while h.versions.len() as u64 > opts.max_versions.max(1) {
+        while version_expires(h, opts) {
             let (n, _) = h.versions.remove(0);
             counts.retention_removed += 1;
             actions.push(Action::RetainDropVersion {
@@ -303,14 +325,12 @@ pub fn plan(
                 version: n,
             });
         }
-        if let (Some(max_age), Some(d)) = (opts.deleted_max_age_ns, &h.deleted) {
-            if d.time_ns < opts.now_ns.saturating_sub(max_age) {
-                h.deleted = None;
-                counts.retention_removed += 1;
-                actions.push(Action::RetainDropDeleted {
-                    path: key.0.clone(),
-                });
-            }
+        if deleted_expires(h, opts) {
+            h.deleted = None;
+            counts.retention_removed += 1;
+            actions.push(Action::RetainDropDeleted {
+                path: key.0.clone(),
+            });
         }
     }
 

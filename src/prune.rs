@@ -61,9 +61,22 @@ fn file_retention(
     latest: &Snapshot,
     o: &PruneOptions,
 ) -> Result<(u64, Option<SnapshotId>)> {
+    let popts = plan_options(o);
+    // The archive alone says whether anything expires; the whole listing
+    // (the largest thing prune could hold) is loaded only then.
+    let archive = tree::flat_to_archive(tree::read_flat(
+        repo,
+        &latest.record.archive,
+        &mut HashSet::new(),
+        0,
+    )?);
+    if !plan::archive_needs_retention(&archive, &popts) {
+        return Ok((0, None));
+    }
+    drop(archive);
     let mut known = HashSet::new();
     let (entries, archive) = backup::load_trees(repo, &latest.record, &mut known)?;
-    let plan = plan::plan(&entries, &archive, entries.clone(), &plan_options(o));
+    let plan = plan::plan(&entries, &archive, entries.clone(), &popts);
     let removed = plan.counts.retention_removed;
     if removed == 0 {
         return Ok((0, None));
@@ -145,19 +158,11 @@ pub fn run(repo: &Repo, o: &PruneOptions) -> Result<PruneReport> {
     Ok(report)
 }
 
-/// The collection at the end of a backup run: only when retention removed
-/// something or a snapshot policy is set (which may forget a record).
-pub fn after_backup(
-    repo: &Repo,
-    policy: &Policy,
-    retention_removed: u64,
-    now_ns: i64,
-) -> Result<Option<GcReport>> {
-    if retention_removed == 0 && !policy.is_set() {
-        return Ok(None);
-    }
+/// The full collection at the end of a backup run with a keep policy (the
+/// policy may forget a snapshot, and what it keeps pins content).
+pub fn full_gc(repo: &Repo, policy: &Policy, now_ns: i64) -> Result<GcReport> {
     let tz = jiff::tz::TimeZone::system();
     let gcp = gc::plan(repo, policy, now_ns, &tz)?;
     gc::execute(repo, &gcp)?;
-    Ok(Some(gcp.report))
+    Ok(gcp.report)
 }

@@ -88,11 +88,13 @@ pub struct VerifyReport {
     pub bytes_hashed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample: Option<Sample>,
-    /// Snapshots some of whose content retention removed (`prune`).
-    pub expired_snapshots: u64,
-    /// Objects only those snapshots referenced that retention removed:
-    /// expected, not a problem (restoring them names the paths).
-    pub expired_missing: u64,
+    /// Snapshots whose content must be complete: the latest, and those a
+    /// keep policy retains (`.trove/pinned`).
+    pub pinned_snapshots: u64,
+    /// Missing objects that only unpinned snapshots referenced: removed by
+    /// retention (expected, not a problem; restoring such a snapshot names
+    /// the paths).
+    pub unpinned_missing: u64,
     /// Objects no snapshot references (space `prune` can give back).
     pub unreferenced_objects: u64,
     pub unreferenced_bytes: u64,
@@ -139,10 +141,10 @@ struct TreeWalk<'r> {
     repo: &'r Repo,
     below: HashMap<TreeId, Vec<usize>>,
     objects: HashMap<ObjectId, u64>,
-    /// Objects only expired snapshots reference: retention may have
+    /// Objects only unpinned snapshots reference: retention may have
     /// removed them on purpose (see `gc`).
     optional: HashMap<ObjectId, u64>,
-    /// Walking trees whose content retention may have removed.
+    /// Walking an unpinned snapshot's trees.
     in_expired: bool,
     problems: Vec<VerifyProblem>,
 }
@@ -435,22 +437,21 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
         in_expired: false,
         problems: Vec::new(),
     };
-    // Required content: the files of every snapshot retention has not
-    // expired, and the archive (versions, deleted) of the latest one. The
-    // rest (expired snapshots' files, older snapshots' archives) may have
-    // been removed by retention on purpose. Required trees are walked
-    // first, so a tree shared with an optional role counts as required.
-    let expired = crate::gc::expired(repo);
-    report.expired_snapshots = snaps.iter().filter(|s| expired.contains(&s.id)).count() as u64;
+    // Required content: everything the pinned snapshots reference (the
+    // latest, and those a keep policy retains). Other snapshots' content
+    // may have been removed by retention (SPEC §7). Required trees are
+    // walked first, so a tree shared with an unpinned snapshot counts as
+    // required.
+    let extra_pins = crate::gc::pinned(repo);
     let latest_id = snaps.last().map(|s| s.id);
+    let is_pinned = |s: &Snapshot| Some(s.id) == latest_id || extra_pins.contains(&s.id);
+    report.pinned_snapshots = snaps.iter().filter(|s| is_pinned(s)).count() as u64;
     let mut bad_of: Vec<Vec<usize>> = vec![Vec::new(); snaps.len()];
     for optional_pass in [false, true] {
         walk.in_expired = optional_pass;
         for (i, s) in snaps.iter().enumerate() {
-            if expired.contains(&s.id) == optional_pass {
+            if is_pinned(s) != optional_pass {
                 bad_of[i].extend(walk.visit::<Leaf, Meta>(&s.record.root, 0));
-            }
-            if (Some(s.id) != latest_id) == optional_pass {
                 bad_of[i].extend(walk.visit::<History, ()>(&s.record.archive, 0));
             }
             if optional_pass {
@@ -531,7 +532,7 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
         }
         match b {
             Some(b) if b.kind == "missing object" && optional.contains(&id) => {
-                report.expired_missing += 1;
+                report.unpinned_missing += 1;
             }
             Some(b) => bad.push((id, b)),
             None => {}
@@ -560,7 +561,7 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
             });
         }
     }
-    report.objects -= report.expired_missing;
+    report.objects -= report.unpinned_missing;
     report.object_bytes = inodes_bytes(&objs, &inodes);
     let referenced: HashSet<ObjectId> = objs.iter().map(|(id, _)| *id).collect();
     (report.unreferenced_objects, report.unreferenced_bytes) =
