@@ -951,6 +951,16 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
             cache::save(repo, latest, cache_records())?;
         }
         report.snapshot = latest.map(|i| i.short());
+        // A keep policy is applied even when nothing changed (it may have
+        // just been configured); the records alone say whether it forgets
+        // anything, so an idle run stays cheap.
+        if crate::prune::policy_would_forget(repo, &s.policy, run_start)? {
+            drop(plan);
+            let g = crate::prune::full_gc(repo, &s.policy, run_start)?;
+            report.snapshots_forgotten = g.forgotten.len() as u64;
+            report.objects_removed = g.objects_removed;
+            report.bytes_freed = g.bytes_freed();
+        }
         return Ok(report);
     }
 

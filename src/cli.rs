@@ -1023,7 +1023,23 @@ fn prune(cli: &Cli, a: &PruneArgs) -> Result<Outcome> {
 fn stats(cli: &Cli) -> Result<Outcome> {
     let (repo, _lock) = open_for_reading(cli)?;
     let (ret, _) = retention_settings(cli)?;
-    let st = crate::gc::stats(&repo, &ret.policy(), crate::store::now_ns())?;
+    let mut st = crate::gc::stats(&repo)?;
+    // What prune would reclaim with the current settings: its dry run. A
+    // damaged repository cannot be collected: nothing is reclaimable then.
+    let preview = crate::prune::PruneOptions {
+        policy: ret.policy(),
+        max_versions: ret
+            .max_versions_per_file
+            .unwrap_or(crate::config::DEFAULT_MAX_VERSIONS),
+        deleted_max_age_days: ret.deleted_max_age_days,
+        dry_run: true,
+        now_ns: crate::store::now_ns(),
+    };
+    if let Ok(p) = crate::prune::run(&repo, &preview) {
+        st.reclaimable_objects = p.gc.objects_removed;
+        st.reclaimable_bytes = p.gc.bytes_freed();
+        st.reclaimable_snapshots = p.gc.forgotten.len() as u64;
+    }
     if cli.json {
         print_json(&st)?;
         return Ok(Outcome::Ok);

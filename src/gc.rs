@@ -236,7 +236,16 @@ pub struct GcPlan {
 }
 
 /// Decide what goes. Reads the repository, changes nothing.
-pub fn plan(repo: &Repo, policy: &Policy, now_ns: i64, tz: &jiff::tz::TimeZone) -> Result<GcPlan> {
+/// `latest_objects`, when given, replaces what the latest snapshot pins
+/// (a dry run of `prune` passes the content the latest snapshot keeps once
+/// per-file retention has trimmed its archive, which is not written).
+pub fn plan(
+    repo: &Repo,
+    policy: &Policy,
+    now_ns: i64,
+    tz: &jiff::tz::TimeZone,
+    latest_objects: Option<&HashSet<ObjectId>>,
+) -> Result<GcPlan> {
     let (snaps, bad) = snapshot::list(repo)?;
     if let Some(e) = bad.into_iter().next() {
         return Err(refuse(e));
@@ -284,9 +293,17 @@ pub fn plan(repo: &Repo, policy: &Policy, now_ns: i64, tz: &jiff::tz::TimeZone) 
     // it complete.
     let mut complete_pins = Vec::new();
     for s in remaining.iter().filter(|s| pinned(s)) {
+        let overridden = Some(s.id) == latest_id && latest_objects.is_some();
+        if overridden {
+            continue;
+        }
         if mark.snapshot(s, true)? {
             complete_pins.push(s.id);
         }
+    }
+    if let (Some(objs), Some(latest)) = (latest_objects, remaining.last()) {
+        mark.objects.extend(objs.iter().copied());
+        mark.snapshot(latest, false)?;
     }
     for s in remaining.iter().filter(|s| !pinned(s)) {
         mark.snapshot(s, false)?;
@@ -468,7 +485,8 @@ pub struct RepoStats {
     pub tree_bytes: u64,
     /// logical_bytes / stored_bytes (1.0 when nothing is stored).
     pub dedup_ratio: f64,
-    /// What `trove prune` with the current settings would remove.
+    /// What `trove prune` with the current settings would remove (filled
+    /// in by the caller, which knows the settings: `prune::run` dry).
     pub reclaimable_objects: u64,
     pub reclaimable_bytes: u64,
     pub reclaimable_snapshots: u64,
@@ -484,7 +502,7 @@ pub struct LatestStats {
     pub bytes: u64,
 }
 
-pub fn stats(repo: &Repo, policy: &Policy, now_ns: i64) -> Result<RepoStats> {
+pub fn stats(repo: &Repo) -> Result<RepoStats> {
     let (snaps, _) = snapshot::list(repo)?;
     let mut st = RepoStats {
         snapshots: snaps.len() as u64,
@@ -536,12 +554,5 @@ pub fn stats(repo: &Repo, policy: &Policy, now_ns: i64) -> Result<RepoStats> {
     } else {
         st.logical_bytes as f64 / st.stored_bytes as f64
     };
-    // A damaged repository cannot be collected: report nothing reclaimable
-    // rather than fail the statistics.
-    if let Ok(p) = plan(repo, policy, now_ns, &jiff::tz::TimeZone::system()) {
-        st.reclaimable_objects = p.report.objects_removed;
-        st.reclaimable_bytes = p.report.bytes_freed();
-        st.reclaimable_snapshots = p.report.forgotten.len() as u64;
-    }
     Ok(st)
 }

@@ -13,7 +13,7 @@ use crate::backup::{self, Layout, TreeDiff};
 use crate::browse::Escapes;
 use crate::error::Result;
 use crate::gc::{self, GcReport};
-use crate::id::SnapshotId;
+use crate::id::{ObjectId, SnapshotId};
 use crate::materialize::Materializer;
 use crate::plan::{self, PlanOptions};
 use crate::retention::Policy;
@@ -53,14 +53,20 @@ fn plan_options(o: &PruneOptions) -> PlanOptions {
     }
 }
 
-/// Apply per-file retention to the latest snapshot; returns how many
-/// entries went and the new snapshot's id (None in a dry run or when
-/// nothing went).
-fn file_retention(
-    repo: &Repo,
-    latest: &Snapshot,
-    o: &PruneOptions,
-) -> Result<(u64, Option<SnapshotId>)> {
+/// What per-file retention did (or, in a dry run, would do) to the latest
+/// snapshot.
+#[derive(Default)]
+struct Trim {
+    removed: u64,
+    /// The snapshot recording the trim (not in a dry run).
+    snapshot: Option<SnapshotId>,
+    /// Dry run: every object the trimmed latest snapshot would reference,
+    /// for the collection preview.
+    preview: Option<HashSet<ObjectId>>,
+}
+
+/// Apply per-file retention to the latest snapshot.
+fn file_retention(repo: &Repo, latest: &Snapshot, o: &PruneOptions) -> Result<Trim> {
     let popts = plan_options(o);
     // The archive alone says whether anything expires; the whole listing
     // (the largest thing prune could hold) is loaded only then.
@@ -71,7 +77,7 @@ fn file_retention(
         0,
     )?);
     if !plan::archive_needs_retention(&archive, &popts) {
-        return Ok((0, None));
+        return Ok(Trim::default());
     }
     drop(archive);
     let mut known = HashSet::new();
@@ -79,13 +85,26 @@ fn file_retention(
     let plan = plan::plan(&entries, &archive, entries.clone(), &popts);
     let removed = plan.counts.retention_removed;
     if removed == 0 {
-        return Ok((0, None));
+        return Ok(Trim::default());
     }
     let layout = Layout::of_record(repo, &latest.record);
     let esc = Escapes::for_entries(&entries);
     if o.dry_run {
         backup::log_plan(&plan, &esc, &layout, true);
-        return Ok((removed, None));
+        let mut live: HashSet<ObjectId> = plan
+            .entries
+            .iter()
+            .filter_map(|e| e.file_id().map(|(id, _)| id))
+            .collect();
+        for (_, h) in &plan.archive {
+            live.extend(h.versions.iter().map(|(_, a)| a.id));
+            live.extend(h.deleted.iter().map(|a| a.id));
+        }
+        return Ok(Trim {
+            removed,
+            snapshot: None,
+            preview: Some(live),
+        });
     }
     let batch = Batch::new(repo);
     let root = tree::write_tree(repo.algo(), &plan.entries, &batch, &known)?;
@@ -127,7 +146,11 @@ fn file_retention(
     if !records.is_empty() {
         cache::save(repo, Some(id), records)?;
     }
-    Ok((removed, Some(id)))
+    Ok(Trim {
+        removed,
+        snapshot: Some(id),
+        preview: None,
+    })
 }
 
 /// Run retention and garbage collection. The caller holds the exclusive
@@ -140,16 +163,17 @@ pub fn run(repo: &Repo, o: &PruneOptions) -> Result<PruneReport> {
     if !o.dry_run {
         repo.clean_tmp()?;
     }
+    let mut trim = Trim::default();
     if let Some(latest) = snapshot::latest(repo)? {
         if !o.dry_run {
             backup::catch_up_browsable(repo, &latest)?;
         }
-        let (removed, id) = file_retention(repo, &latest, o)?;
-        report.retention_removed = removed;
-        report.retention_snapshot = id.map(|i| i.short());
+        trim = file_retention(repo, &latest, o)?;
+        report.retention_removed = trim.removed;
+        report.retention_snapshot = trim.snapshot.map(|i| i.short());
     }
     let tz = jiff::tz::TimeZone::system();
-    let gcp = gc::plan(repo, &o.policy, o.now_ns, &tz)?;
+    let gcp = gc::plan(repo, &o.policy, o.now_ns, &tz, trim.preview.as_ref())?;
     if !o.dry_run {
         gc::execute(repo, &gcp)?;
     }
@@ -162,7 +186,20 @@ pub fn run(repo: &Repo, o: &PruneOptions) -> Result<PruneReport> {
 /// policy may forget a snapshot, and what it keeps pins content).
 pub fn full_gc(repo: &Repo, policy: &Policy, now_ns: i64) -> Result<GcReport> {
     let tz = jiff::tz::TimeZone::system();
-    let gcp = gc::plan(repo, policy, now_ns, &tz)?;
+    let gcp = gc::plan(repo, policy, now_ns, &tz, None)?;
     gc::execute(repo, &gcp)?;
     Ok(gcp.report)
+}
+
+/// Whether the policy would forget a snapshot now (cheap: records only).
+pub fn policy_would_forget(repo: &Repo, policy: &Policy, now_ns: i64) -> Result<bool> {
+    if !policy.is_set() {
+        return Ok(false);
+    }
+    let (snaps, _) = snapshot::list(repo)?;
+    let times: Vec<(SnapshotId, i64)> = snaps.iter().map(|s| (s.id, s.record.time_ns)).collect();
+    let tz = jiff::tz::TimeZone::system();
+    Ok(crate::retention::apply(&times, policy, now_ns, &tz)
+        .iter()
+        .any(|d| !d.keep))
 }

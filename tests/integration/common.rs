@@ -408,3 +408,123 @@ pub fn abbreviate(s: &str) -> String {
         })
         .collect()
 }
+
+impl TestEnv {
+    /// `trove --repo backup ARGS…` as a [`Run`] (no audit log).
+    pub fn repo_run(&self, args: &[&str]) -> Res<Run> {
+        Ok(Run::from_output(&self.repo_cmd(args)?, String::new()))
+    }
+
+    /// `(id, full_id)` of every snapshot, oldest first.
+    pub fn snapshot_ids(&self) -> Res<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for s in self.snapshots()? {
+            let id = s["id"].as_str().ok_or("snapshot without id")?;
+            let full = s["full_id"].as_str().ok_or("snapshot without full_id")?;
+            out.push((id.to_string(), full.to_string()));
+        }
+        Ok(out)
+    }
+
+    /// The name (hash) of the object a browsable file is a hardlink of.
+    pub fn object_hash_of(&self, rel: &str) -> Res<String> {
+        let obj = self
+            .object_of(&self.dst(rel))?
+            .ok_or_else(|| format!("{rel} is not a hardlink of any object"))?;
+        Ok(obj
+            .file_name()
+            .ok_or("object without a name")?
+            .to_string_lossy()
+            .into_owned())
+    }
+}
+
+/// What `stat_listing` records of one entry: enough to see that nothing
+/// was created, removed, replaced or written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatRow {
+    /// `d`, `f`, `l` or `?`.
+    pub kind: char,
+    pub ino: u64,
+    pub size: u64,
+    pub mode: u32,
+    pub nlink: u64,
+    pub mtime_ns: i128,
+}
+
+/// `root` itself (as the empty path) and every entry below it, by relative
+/// path bytes, with inode, size, mode, link count and mtime. `skip_trove`
+/// leaves out the top `.trove`.
+pub fn stat_listing(root: &Path, skip_trove: bool) -> Res<BTreeMap<Vec<u8>, StatRow>> {
+    fn row(p: &Path) -> Res<StatRow> {
+        let m = std::fs::symlink_metadata(p)?;
+        let ft = m.file_type();
+        Ok(StatRow {
+            kind: if ft.is_dir() {
+                'd'
+            } else if ft.is_symlink() {
+                'l'
+            } else if ft.is_file() {
+                'f'
+            } else {
+                '?'
+            },
+            ino: m.ino(),
+            size: m.len(),
+            mode: m.mode(),
+            nlink: m.nlink(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
+    fn rec(
+        dir: &Path,
+        rel: Vec<u8>,
+        skip_trove: bool,
+        out: &mut BTreeMap<Vec<u8>, StatRow>,
+    ) -> Res<()> {
+        for ent in std::fs::read_dir(dir)? {
+            let ent = ent?;
+            let name = ent.file_name();
+            if rel.is_empty() && skip_trove && name == ".trove" {
+                continue;
+            }
+            let mut r = rel.clone();
+            if !r.is_empty() {
+                r.push(b'/');
+            }
+            r.extend_from_slice(name.as_bytes());
+            let p = ent.path();
+            let st = row(&p)?;
+            let is_dir = st.kind == 'd';
+            out.insert(r.clone(), st);
+            if is_dir {
+                rec(&p, r, skip_trove, out)?;
+            }
+        }
+        Ok(())
+    }
+    let mut out = BTreeMap::new();
+    out.insert(Vec::new(), row(root)?);
+    rec(root, Vec::new(), skip_trove, &mut out)?;
+    Ok(out)
+}
+
+/// The differences between two `stat_listing`s, one line each, for
+/// failure messages (empty when equal).
+pub fn stat_differences(
+    before: &BTreeMap<Vec<u8>, StatRow>,
+    after: &BTreeMap<Vec<u8>, StatRow>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, b) in before {
+        match after.get(k) {
+            None => out.push(format!("removed: {}", show(k))),
+            Some(a) if a != b => out.push(format!("changed: {} {b:?} -> {a:?}", show(k))),
+            Some(_) => {}
+        }
+    }
+    for k in after.keys().filter(|k| !before.contains_key(*k)) {
+        out.push(format!("added: {}", show(k)));
+    }
+    out
+}

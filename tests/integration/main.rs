@@ -2,6 +2,7 @@
 //! temporary source and backup root and checks what it left on disk.
 
 mod common;
+mod damage;
 
 mod change_detection;
 mod cli;
@@ -11,7 +12,12 @@ mod determinism;
 mod emlink;
 mod example;
 mod filesystems;
+mod inspect;
 mod lock;
+mod materialize;
 mod odd_entries;
 mod recovery;
+mod restore;
+mod retention;
+mod verify;
 mod walkthrough;
