@@ -342,7 +342,7 @@ pub fn plan(
         .collect();
     report.trees_removed = dead_trees.len() as u64;
     report.tree_bytes_removed = dead_trees
-        .iter()
+        .par_iter()
         .map(|t| {
             fs::metadata(repo.tree_path(t))
                 .map(|m| m.len())
