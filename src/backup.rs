@@ -35,6 +35,9 @@ pub struct BackupOptions {
     pub dry_run: bool,
     pub always_snapshot: bool,
     pub wait: bool,
+    /// Watch mode: only these snapshot paths may have changed (None: scan
+    /// everything).
+    pub scope: Option<Vec<Vec<u8>>>,
 }
 
 /// A path that could not be backed up.
@@ -533,6 +536,157 @@ fn scan_all(layout: &Layout, s: &BackupSettings, root: &Path) -> Result<Scanned>
     Ok(all)
 }
 
+/// The stat cache records of the previous snapshot's files (empty when
+/// there are none, they do not line up, or `--rehash`).
+fn load_records(repo: Option<&Repo>, prev: &Prev, rehash: bool) -> Vec<Option<StatExtra>> {
+    match (repo, rehash) {
+        (Some(r), false) => {
+            let files = prev
+                .entries
+                .iter()
+                .filter(|e| e.file_id().is_some())
+                .count();
+            cache::load(r, prev.snap.as_ref().map(|p| &p.id), files)
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The snapshot path of a scope path, split into (source index, path
+/// relative to that source).
+fn split_scope<'a>(layout: &Layout, p: &'a [u8]) -> Option<(usize, &'a [u8])> {
+    if layout.single() {
+        return Some((0, p));
+    }
+    let first = p.iter().position(|&c| c == b'/').unwrap_or(p.len());
+    let i = layout
+        .names
+        .iter()
+        .position(|n| n.as_slice() == &p[..first])?;
+    Some((i, p.get(first + 1..).unwrap_or(b"")))
+}
+
+/// Watch mode: the previous listing with the entries at and below each
+/// path in `scope` replaced by a fresh scan of that path. Every other entry
+/// keeps its previous state (and its stat cache record, so the cache
+/// vouches for it without a stat). A path whose parent the previous
+/// listing lacks is widened to the nearest ancestor it has; a path that
+/// reaches a source root means that whole source is scanned again.
+fn scan_scoped(
+    layout: &Layout,
+    s: &BackupSettings,
+    root: &Path,
+    prev: &[Entry],
+    records: &[Option<StatExtra>],
+    scope: &[Vec<u8>],
+) -> Result<Scanned> {
+    let is_dir =
+        |p: &[u8]| p.is_empty() || find(prev, p).is_some_and(|e| matches!(e.item, Item::Dir(_)));
+    // Widen each path until its parent is a known directory; a source's
+    // own folder (several sources) counts as its root.
+    let mut roots: Vec<Vec<u8>> = Vec::new();
+    for p in scope {
+        let mut p: &[u8] = p;
+        while !p.is_empty() && !is_dir(pathbytes::parent(p)) {
+            p = pathbytes::parent(p);
+        }
+        let root_of_source = match split_scope(layout, p) {
+            Some((_, rel)) => rel.is_empty(),
+            None => true,
+        };
+        roots.push(if root_of_source {
+            match split_scope(layout, p) {
+                Some((i, _)) if !layout.single() => layout.names[i].clone(),
+                _ => Vec::new(),
+            }
+        } else {
+            p.to_vec()
+        });
+    }
+    roots.sort_by(|a, b| cmp_paths(a, b));
+    roots.dedup();
+    // Drop paths below another one in the list.
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    for r in roots {
+        let covered = kept.iter().any(|k| {
+            k.is_empty() || r == *k || (r.starts_with(k) && r.get(k.len()) == Some(&b'/'))
+        });
+        if !covered {
+            kept.push(r);
+        }
+    }
+    if kept.iter().any(|k| k.is_empty()) {
+        return scan_all(layout, s, root);
+    }
+    let mut all = Scanned {
+        out: scan::ScanOutput::default(),
+        sources: Vec::new(),
+    };
+    for (src, name) in layout.sources.iter().zip(&layout.names) {
+        let m = std::fs::metadata(src).map_err(|e| Error::io("stat source", src, e))?;
+        all.sources.push(SourceRecord {
+            path: pathbytes::os_bytes(src.as_os_str()).to_vec(),
+            name: name.clone(),
+            meta: scan::meta_of(&m),
+        });
+    }
+    let skip_dirs: Vec<(u64, u64)> = [Some(root), s.log_dir.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|d| std::fs::metadata(d).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect();
+    let opts = ScanOptions {
+        follow_symlinks: s.follow_symlinks,
+        one_file_system: s.one_file_system,
+        excludes: scan::Excludes::new(&s.exclude)?,
+        skip_dirs,
+    };
+    let under = |p: &[u8]| {
+        kept.iter()
+            .any(|k| p == k.as_slice() || (p.starts_with(k) && p.get(k.len()) == Some(&b'/')))
+    };
+    // Carried entries, with the cache record of each file.
+    let mut pairs: Vec<(Entry, Option<StatExtra>)> = Vec::with_capacity(prev.len());
+    let mut file_no = 0;
+    for e in prev {
+        let rec = if e.file_id().is_some() {
+            file_no += 1;
+            records.get(file_no - 1).copied().flatten()
+        } else {
+            None
+        };
+        if !under(&e.path) {
+            pairs.push((e.clone(), rec));
+        }
+    }
+    for k in &kept {
+        let Some((i, rel)) = split_scope(layout, k) else {
+            continue;
+        };
+        let src = &layout.sources[i];
+        let o = if rel.is_empty() {
+            // One whole source (of several): its folder and everything in it.
+            pairs.push((
+                Entry {
+                    path: layout.names[i].clone(),
+                    item: Item::Dir(all.sources[i].meta),
+                },
+                None,
+            ));
+            scan::scan_source(src, &layout.names[i], &opts)?
+        } else {
+            scan::scan_path(src, &layout.names[i], rel, &opts)?
+        };
+        pairs.extend(o.entries.into_iter().zip(o.extra));
+        all.out.issues.extend(o.issues);
+        all.out.excluded += o.excluded;
+    }
+    pairs.sort_by(|a, b| cmp_paths(&a.0.path, &b.0.path));
+    (all.out.entries, all.out.extra) = pairs.into_iter().unzip();
+    Ok(all)
+}
+
 /// The full stat of a scanned file.
 fn stat_key(e: &Entry, x: &Option<StatExtra>) -> Option<StatKey> {
     match (&e.item, x) {
@@ -821,6 +975,28 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         root_base: show(&base_name(&root)),
     };
     progress.phase("scanning", 0, 0);
+    // Watch mode looks again only at the paths events named, when there is
+    // a previous snapshot to take everything else from.
+    let scoped = opts
+        .scope
+        .as_ref()
+        .filter(|_| latest.is_some() && repo.is_some());
+    let (scanned, prev, records) = match scoped {
+        Some(scope) => {
+            let prev = load_prev(repo.as_ref(), latest)?;
+            let records = load_records(repo.as_ref(), &prev, opts.rehash);
+            let scanned = scan_scoped(&layout, s, &root, &prev.entries, &records, scope)?;
+            (scanned, prev, records)
+        }
+        None => {
+            let scanned = scan_all(&layout, s, &root)?;
+            // Loaded after the scan, whose assembly briefly needs twice its
+            // own size: the two never have to fit in memory at once.
+            let prev = load_prev(repo.as_ref(), latest)?;
+            let records = load_records(repo.as_ref(), &prev, opts.rehash);
+            (scanned, prev, records)
+        }
+    };
     let Scanned {
         out:
             scan::ScanOutput {
@@ -830,24 +1006,12 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
                 excluded,
             },
         sources: source_records,
-    } = scan_all(&layout, s, &root)?;
+    } = scanned;
     progress.finish();
     report.excluded = excluded;
-    // Loaded after the scan, whose assembly briefly needs twice its own
-    // size: the two never have to fit in memory at once.
-    let prev = load_prev(repo.as_ref(), latest)?;
 
     // Hash: the stat cache vouches for unchanged files; the rest are read
     // (and, in a real run, copied into tmp/ in the same pass).
-    let prev_files = prev
-        .entries
-        .iter()
-        .filter(|e| e.file_id().is_some())
-        .count();
-    let records = match (&repo, opts.rehash) {
-        (Some(r), false) => cache::load(r, prev.snap.as_ref().map(|p| &p.id), prev_files),
-        _ => Vec::new(),
-    };
     let mut unread = vouch(&prev.entries, &records, &mut cur, &extra);
     let cache_complete = !records.is_empty() && records.iter().all(Option::is_some);
     drop(records);

@@ -93,9 +93,45 @@ pub enum Command {
         after_help = "Examples:\n  trove prune --dry-run                     # what would go, and the bytes freed\n  trove prune --keep-daily 7 --keep-weekly 4 --keep-monthly 12\n\nWithout any keep rule every snapshot record stays, and only the latest snapshot pins its content (max_versions_per_file bounds the history per file)."
     )]
     Prune(PruneArgs),
+    /// Back up continuously: an initial run, then one run per burst of changes
+    #[command(
+        after_help = "Examples:\n  trove watch                          # sources and backup_root from ./config.json\n  trove watch ~/docs /mnt/backup --debounce 500\n  trove watch --poll 30                # poll instead of inotify (network filesystems)\n\nStops cleanly on SIGINT/SIGTERM (the run in progress finishes). One log file per session. With --json, one JSON line per run on stdout."
+    )]
+    Watch(WatchArgs),
     /// Show repository statistics (logical vs stored bytes, dedup ratio)
     #[command(after_help = "Example: trove stats --repo /mnt/backup --json")]
     Stats,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// SOURCE… DEST (or SOURCE… with --repo); none: use the config file
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Exclude matching paths (repeatable; name globs, or paths with /)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Do not cross into other filesystems
+    #[arg(long)]
+    pub one_file_system: bool,
+    /// Back up what symlinks point to instead of the links
+    #[arg(long)]
+    pub follow_symlinks: bool,
+    /// What a file that cannot be backed up does to a run
+    #[arg(long, value_name = "POLICY", value_parser = ["ignore", "warn", "fail"])]
+    pub on_error: Option<String>,
+    /// Hash for a new repository (blake3 or sha256)
+    #[arg(long, value_parser = ["blake3", "sha256"])]
+    pub hash: Option<String>,
+    /// Quiet time after the last change before a run starts, in ms [default: watch.debounce_ms, else 1000]
+    #[arg(long, value_name = "MS")]
+    pub debounce: Option<u64>,
+    /// Poll the sources every SECONDS instead of using filesystem notifications
+    #[arg(long, value_name = "SECONDS")]
+    pub poll: Option<f64>,
+    /// Full scan at least this often, in seconds [default: watch.full_scan_interval, else 3600]
+    #[arg(long, value_name = "SECONDS")]
+    pub full_scan_interval: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -312,6 +348,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::History(a) => history(&cli, a),
         Command::Prune(a) => prune(&cli, a),
         Command::Stats => stats(&cli),
+        Command::Watch(a) => watch(&cli, a),
     }
 }
 
@@ -335,49 +372,62 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<Outcome> {
-    // Positionals are SOURCE… DEST, or all sources when --repo is given.
-    let mut ov = BackupOverrides {
-        exclude: a.exclude.clone(),
-        follow_symlinks: a.follow_symlinks,
-        one_file_system: a.one_file_system,
-        on_error: a
-            .on_error
-            .as_deref()
-            .map(|s| s.parse::<OnError>())
-            .transpose()
-            .map_err(Error::Usage)?,
-        hash: parse_hash(&a.hash)?,
-        ..BackupOverrides::default()
-    };
-    let cfg = if a.paths.is_empty() {
+/// Settings for a run from `PATH…` (SOURCE… DEST, or sources with
+/// --repo) or the config file, with command-line overrides.
+fn resolve_settings(
+    cli: &Cli,
+    paths: &[PathBuf],
+    mut ov: BackupOverrides,
+) -> Result<(BackupSettings, Option<LoadedConfig>)> {
+    let cfg = if paths.is_empty() {
         config_file(cli, true)?
     } else {
         config_file(cli, false)?
     };
-    if !a.paths.is_empty() {
+    if !paths.is_empty() {
         if cli.repo.is_some() {
-            ov.sources = a.paths.clone();
-        } else if a.paths.len() < 2 {
+            ov.sources = paths.to_vec();
+        } else if paths.len() < 2 {
             return Err(Error::Usage(
                 "give SOURCE… DEST (at least two paths), or SOURCE with --repo DEST".into(),
             )
             .into());
         } else {
-            ov.sources = a.paths[..a.paths.len() - 1].to_vec();
-            ov.backup_root = a.paths.last().cloned();
+            ov.sources = paths[..paths.len() - 1].to_vec();
+            ov.backup_root = paths.last().cloned();
         }
     }
     if cli.repo.is_some() {
         ov.backup_root = cli.repo.clone();
     }
-    if a.paths.is_empty() && cfg.is_none() && cli.repo.is_none() {
+    if paths.is_empty() && cfg.is_none() && cli.repo.is_none() {
         return Err(Error::Usage(
             "nothing to back up: no ./config.json here; pass SOURCE… DEST or --config FILE".into(),
         )
         .into());
     }
     let settings = BackupSettings::resolve(ov, cfg.as_ref())?;
+    Ok((settings, cfg))
+}
+
+fn parse_on_error(s: &Option<String>) -> Result<Option<OnError>> {
+    Ok(s.as_deref()
+        .map(|s| s.parse::<OnError>())
+        .transpose()
+        .map_err(Error::Usage)?)
+}
+
+fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<Outcome> {
+    // Positionals are SOURCE… DEST, or all sources when --repo is given.
+    let ov = BackupOverrides {
+        exclude: a.exclude.clone(),
+        follow_symlinks: a.follow_symlinks,
+        one_file_system: a.one_file_system,
+        on_error: parse_on_error(&a.on_error)?,
+        hash: parse_hash(&a.hash)?,
+        ..BackupOverrides::default()
+    };
+    let (settings, _) = resolve_settings(cli, &a.paths, ov)?;
     backup::preflight(&settings)?;
     let console = crate::log::console_level(cli.verbose, cli.quiet);
     let log_dir = settings
@@ -413,6 +463,7 @@ fn finish_backup(
         dry_run: a.dry_run,
         always_snapshot: a.always_snapshot,
         wait: cli.wait,
+        scope: None,
     };
     let bar = TermProgress::new(cli);
     let report = backup::run(&opts, &bar);
@@ -1092,6 +1143,118 @@ fn stats(cli: &Cli) -> Result<Outcome> {
         h(st.reclaimable_bytes)
     )?;
     Ok(Outcome::Ok)
+}
+
+fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
+    let ov = BackupOverrides {
+        exclude: a.exclude.clone(),
+        follow_symlinks: a.follow_symlinks,
+        one_file_system: a.one_file_system,
+        on_error: parse_on_error(&a.on_error)?,
+        hash: parse_hash(&a.hash)?,
+        ..BackupOverrides::default()
+    };
+    let (settings, cfg) = resolve_settings(cli, &a.paths, ov)?;
+    backup::preflight(&settings)?;
+    let wcfg = cfg
+        .as_ref()
+        .and_then(|c| c.file.watch.clone())
+        .unwrap_or_default();
+    let debounce = a
+        .debounce
+        .or(wcfg.debounce_ms)
+        .unwrap_or(crate::watch::DEFAULT_DEBOUNCE_MS);
+    let full = a
+        .full_scan_interval
+        .or(wcfg.full_scan_interval)
+        .unwrap_or(crate::watch::DEFAULT_FULL_SCAN_SECS);
+    if debounce == 0 || full == 0 {
+        return Err(
+            Error::Usage("--debounce and --full-scan-interval must be above 0".into()).into(),
+        );
+    }
+    let poll = match a.poll {
+        Some(p) if !(p > 0.0 && p.is_finite()) => {
+            return Err(
+                Error::Usage(format!("--poll {p}: give a number of seconds above 0")).into(),
+            )
+        }
+        Some(p) => Some(std::time::Duration::from_secs_f64(p)),
+        None => None,
+    };
+    let console = crate::log::console_level(cli.verbose, cli.quiet);
+    let log_dir = settings
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| Repo::dir_of(&settings.backup_root).join("logs"));
+    if !Repo::exists(&settings.backup_root) && settings.log_dir.is_none() {
+        crate::fsutil::create_private_dir(&settings.backup_root)?;
+    }
+    // One log file for the whole session: every run's lines and summary.
+    let guard = crate::log::init(console, Some((log_dir.as_path(), settings.log_level)))?;
+    let opts = crate::watch::WatchOptions {
+        backup: BackupOptions {
+            settings,
+            rehash: false,
+            dry_run: false,
+            always_snapshot: false,
+            wait: true,
+            scope: None,
+        },
+        debounce: std::time::Duration::from_millis(debounce),
+        full_scan_every: std::time::Duration::from_secs(full),
+        poll,
+    };
+    if !cli.quiet && !cli.json {
+        if let Some(l) = &guard.file {
+            eprintln!("watching; log: {} (stop with Ctrl-C)", l.display());
+        }
+    }
+    let mut failed = false;
+    crate::watch::run(&opts, &mut |w| {
+        if let Some(r) = &w.report {
+            failed |= r.failed;
+        }
+        if cli.json {
+            if let Ok(line) = serde_json::to_string(w) {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        } else if !cli.quiet {
+            let mut out = std::io::stdout().lock();
+            let _ = match (&w.report, &w.error) {
+                (Some(r), _) => {
+                    let what = match w.kind {
+                        crate::watch::RunKind::Initial => "initial run".to_string(),
+                        crate::watch::RunKind::Events => format!("{} changed paths", w.paths),
+                        crate::watch::RunKind::Full => {
+                            format!("full scan ({})", w.reason.as_deref().unwrap_or("requested"))
+                        }
+                    };
+                    writeln!(
+                        out,
+                        "run {} ({what}): {}{}",
+                        w.run,
+                        backup::summary_line(r),
+                        match (&r.snapshot, r.changed) {
+                            (Some(s), true) => format!("; snapshot {s}"),
+                            _ => "; no changes".to_string(),
+                        }
+                    )
+                }
+                (None, Some(e)) => writeln!(out, "run {} failed: {e}", w.run),
+                _ => Ok(()),
+            };
+            let _ = out.flush();
+        }
+    })?;
+    drop(guard);
+    Ok(if failed {
+        Outcome::Problems
+    } else {
+        Outcome::Ok
+    })
 }
 
 fn print_json<T: Serialize>(v: &T) -> Result<()> {

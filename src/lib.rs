@@ -33,5 +33,6 @@ pub mod retention;
 pub mod scan;
 pub mod store;
 pub mod verify;
+pub mod watch;
 
 pub use error::{Error, Result};

@@ -159,6 +159,91 @@ pub fn scan_source(src: &Path, prefix: &[u8], opts: &ScanOptions) -> Result<Scan
     Ok(walk(&ctx, src, prefix, b"", &[(m.dev(), m.ino())]))
 }
 
+/// Scan one path inside a source, and everything below it when it is a
+/// directory (watch mode: only the paths events name are looked at again).
+/// `rel` is relative to the source root `src` and not empty; entries get
+/// `prefix` prepended like in [`scan_source`]. A path below an excluded or
+/// skipped directory, or below something that is no longer a directory,
+/// yields nothing: it is not part of the source.
+pub fn scan_path(src: &Path, prefix: &[u8], rel: &[u8], opts: &ScanOptions) -> Result<ScanOutput> {
+    let m = fs::metadata(src).map_err(|e| Error::io("stat source", src, e))?;
+    let ctx = Ctx {
+        opts,
+        root_dev: m.dev(),
+    };
+    let mut out = ScanOutput::default();
+    // The folders on the way: not excluded, not skipped, real directories
+    // (or followed symlinks), and the ancestors for loop detection.
+    let mut ancestors = vec![(m.dev(), m.ino())];
+    let comps: Vec<&[u8]> = rel.split(|&c| c == b'/').collect();
+    let mut dir = src.to_path_buf();
+    let mut dir_path = prefix.to_vec();
+    let mut dir_rel: Vec<u8> = Vec::new();
+    for (i, name) in comps.iter().enumerate() {
+        let last = i + 1 == comps.len();
+        if last {
+            let full = dir.join(pathbytes::from_bytes(name.to_vec()));
+            let mut subdirs = Vec::new();
+            visit(
+                &ctx,
+                &dir,
+                &dir_path,
+                &dir_rel,
+                name,
+                fs::symlink_metadata(&full),
+                &ancestors,
+                &mut out,
+                &mut subdirs,
+            );
+            if out
+                .issues
+                .last()
+                .is_some_and(|i| i.kind == IssueKind::Vanished)
+            {
+                // Gone since the event: simply not in the source now.
+                out.issues.pop();
+            }
+            for d in subdirs {
+                let mut anc = ancestors.clone();
+                anc.push(d.key);
+                let child = walk(&ctx, &d.fs, &d.path, &d.rel, &anc);
+                out.entries.extend(child.entries);
+                out.extra.extend(child.extra);
+                out.issues.extend(child.issues);
+                out.excluded += child.excluded;
+            }
+            break;
+        }
+        let rel_here = pathbytes::join(&dir_rel, name);
+        if opts.excludes.matches(name, &rel_here) {
+            return Ok(out);
+        }
+        let next = dir.join(pathbytes::from_bytes(name.to_vec()));
+        let dm = if opts.follow_symlinks {
+            fs::metadata(&next)
+        } else {
+            fs::symlink_metadata(&next)
+        };
+        match dm {
+            Ok(dm) if dm.is_dir() => {
+                let key = (dm.dev(), dm.ino());
+                if opts.skip_dirs.contains(&key)
+                    || ancestors.contains(&key)
+                    || (opts.one_file_system && dm.dev() != ctx.root_dev)
+                {
+                    return Ok(out);
+                }
+                ancestors.push(key);
+            }
+            _ => return Ok(out),
+        }
+        dir = next;
+        dir_path = pathbytes::join(&dir_path, name);
+        dir_rel = rel_here;
+    }
+    Ok(out)
+}
+
 /// A directory whose listing is spliced in after entry `after`.
 struct SubDir {
     after: usize,
@@ -188,6 +273,134 @@ fn io_issue(path: Vec<u8>, fs: PathBuf, e: &io::Error, what: &str) -> Issue {
         _ => format!("cannot {what}: {e}"),
     };
     issue(path, fs, kind, msg)
+}
+
+/// One directory entry: push it to `out` (directories to descend into go
+/// to `subdirs`), or record why it is not backed up.
+#[allow(clippy::too_many_arguments)]
+fn visit(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    dir_path: &[u8],
+    dir_rel: &[u8],
+    name: &[u8],
+    lm: io::Result<fs::Metadata>,
+    ancestors: &[(u64, u64)],
+    out: &mut ScanOutput,
+    subdirs: &mut Vec<SubDir>,
+) {
+    let path = pathbytes::join(dir_path, name);
+    let rel = pathbytes::join(dir_rel, name);
+    let fs_path = || dir.join(pathbytes::from_bytes(name.to_vec()));
+    if ctx.opts.excludes.matches(name, &rel) {
+        out.excluded += 1;
+        tracing::debug!("EXCLUDE: {}", pathbytes::display_path(&fs_path()));
+        return;
+    }
+    let lm = match lm {
+        Ok(m) => m,
+        Err(e) => {
+            out.issues.push(io_issue(path, fs_path(), &e, "stat"));
+            return;
+        }
+    };
+    let ft = lm.file_type();
+    let m = if ft.is_symlink() && ctx.opts.follow_symlinks {
+        match fs::metadata(fs_path()) {
+            Ok(m) => m,
+            Err(_) => lm.clone(), // dangling: kept as a symlink
+        }
+    } else {
+        lm.clone()
+    };
+    let ft2 = m.file_type();
+    if ft2.is_dir() {
+        let key = (m.dev(), m.ino());
+        if ctx.opts.skip_dirs.contains(&key) {
+            tracing::debug!(
+                "EXCLUDE (trove's own output): {}",
+                pathbytes::display_path(&fs_path())
+            );
+            return;
+        }
+        if ancestors.contains(&key) {
+            out.issues.push(issue(
+                path,
+                fs_path(),
+                IssueKind::Loop,
+                "symlink loop: this directory contains itself; not followed".into(),
+            ));
+            return;
+        }
+        out.push(
+            Entry {
+                path: path.clone(),
+                item: Item::Dir(meta_of(&m)),
+            },
+            None,
+        );
+        if ctx.opts.one_file_system && m.dev() != ctx.root_dev {
+            tracing::debug!(
+                "not crossing into another filesystem: {}",
+                pathbytes::display_path(&fs_path())
+            );
+            return;
+        }
+        subdirs.push(SubDir {
+            after: out.entries.len(),
+            fs: fs_path(),
+            path,
+            rel,
+            key,
+        });
+    } else if ft2.is_file() {
+        out.push(
+            Entry {
+                path,
+                item: Item::Leaf(Leaf::File {
+                    size: m.len(),
+                    id: UNHASHED,
+                    dup: false,
+                    meta: meta_of(&m),
+                }),
+            },
+            Some(StatExtra::of(&StatKey::of(&m))),
+        );
+    } else if ft2.is_symlink() {
+        match fs::read_link(fs_path()) {
+            Ok(t) => out.push(
+                Entry {
+                    path,
+                    item: Item::Leaf(Leaf::Symlink {
+                        target: pathbytes::os_bytes(t.as_os_str()).to_vec(),
+                        meta: meta_of(&lm),
+                    }),
+                },
+                None,
+            ),
+            Err(e) => out
+                .issues
+                .push(io_issue(path, fs_path(), &e, "read symlink")),
+        }
+    } else {
+        let what = if ft2.is_fifo() {
+            "a FIFO"
+        } else if ft2.is_socket() {
+            "a socket"
+        } else if ft2.is_block_device() {
+            "a block device"
+        } else if ft2.is_char_device() {
+            "a character device"
+        } else {
+            "of an unknown file type"
+        };
+        out.issues.push(issue(
+            path,
+            fs_path(),
+            IssueKind::Special,
+            format!("not backed up: it is {what} (only files, directories and symlinks are)"),
+        ));
+    }
 }
 
 fn walk(
@@ -233,118 +446,17 @@ fn walk(
 
     let mut subdirs: Vec<SubDir> = Vec::new();
     for (name, dent) in ents {
-        let path = pathbytes::join(dir_path, &name);
-        let rel = pathbytes::join(dir_rel, &name);
-        let fs_path = || dir.join(pathbytes::from_bytes(name.clone()));
-        if ctx.opts.excludes.matches(&name, &rel) {
-            out.excluded += 1;
-            tracing::debug!("EXCLUDE: {}", pathbytes::display_path(&fs_path()));
-            continue;
-        }
-        let lm = match dent.metadata() {
-            Ok(m) => m,
-            Err(e) => {
-                out.issues.push(io_issue(path, fs_path(), &e, "stat"));
-                continue;
-            }
-        };
-        let ft = lm.file_type();
-        let m = if ft.is_symlink() && ctx.opts.follow_symlinks {
-            match fs::metadata(fs_path()) {
-                Ok(m) => m,
-                Err(_) => lm.clone(), // dangling: kept as a symlink
-            }
-        } else {
-            lm.clone()
-        };
-        let ft2 = m.file_type();
-        if ft2.is_dir() {
-            let key = (m.dev(), m.ino());
-            if ctx.opts.skip_dirs.contains(&key) {
-                tracing::debug!(
-                    "EXCLUDE (trove's own output): {}",
-                    pathbytes::display_path(&fs_path())
-                );
-                continue;
-            }
-            if ancestors.contains(&key) {
-                out.issues.push(issue(
-                    path,
-                    fs_path(),
-                    IssueKind::Loop,
-                    "symlink loop: this directory contains itself; not followed".into(),
-                ));
-                continue;
-            }
-            out.push(
-                Entry {
-                    path: path.clone(),
-                    item: Item::Dir(meta_of(&m)),
-                },
-                None,
-            );
-            if ctx.opts.one_file_system && m.dev() != ctx.root_dev {
-                tracing::debug!(
-                    "not crossing into another filesystem: {}",
-                    pathbytes::display_path(&fs_path())
-                );
-                continue;
-            }
-            subdirs.push(SubDir {
-                after: out.entries.len(),
-                fs: fs_path(),
-                path,
-                rel,
-                key,
-            });
-        } else if ft2.is_file() {
-            out.push(
-                Entry {
-                    path,
-                    item: Item::Leaf(Leaf::File {
-                        size: m.len(),
-                        id: UNHASHED,
-                        dup: false,
-                        meta: meta_of(&m),
-                    }),
-                },
-                Some(StatExtra::of(&StatKey::of(&m))),
-            );
-        } else if ft2.is_symlink() {
-            match fs::read_link(fs_path()) {
-                Ok(t) => out.push(
-                    Entry {
-                        path,
-                        item: Item::Leaf(Leaf::Symlink {
-                            target: pathbytes::os_bytes(t.as_os_str()).to_vec(),
-                            meta: meta_of(&lm),
-                        }),
-                    },
-                    None,
-                ),
-                Err(e) => out
-                    .issues
-                    .push(io_issue(path, fs_path(), &e, "read symlink")),
-            }
-        } else {
-            let what = if ft2.is_fifo() {
-                "a FIFO"
-            } else if ft2.is_socket() {
-                "a socket"
-            } else if ft2.is_block_device() {
-                "a block device"
-            } else if ft2.is_char_device() {
-                "a character device"
-            } else {
-                "of an unknown file type"
-            };
-            out.issues.push(issue(
-                path,
-                fs_path(),
-                IssueKind::Special,
-                format!("not backed up: it is {what} (only files, directories and symlinks are)"),
-            ));
-        }
+        visit(
+            ctx,
+            dir,
+            dir_path,
+            dir_rel,
+            &name,
+            dent.metadata(),
+            ancestors,
+            &mut out,
+            &mut subdirs,
+        );
     }
 
     let children: Vec<ScanOutput> = subdirs
