@@ -98,6 +98,11 @@ pub enum Command {
         after_help = "Examples:\n  trove watch                          # sources and backup_root from ./config.json\n  trove watch ~/docs /mnt/backup --debounce 500\n  trove watch --poll 30                # poll instead of inotify (network filesystems)\n\nStops cleanly on SIGINT/SIGTERM (the run in progress finishes). One log file per session. With --json, one JSON line per run on stdout."
     )]
     Watch(WatchArgs),
+    /// Report sets of byte-identical files and the space they waste
+    #[command(
+        after_help = "Examples:\n  trove dupes ~/Pictures ~/Downloads\n  trove dupes --min-size 1M --json /data\n\nFiles that are hardlinks of each other share their blocks: they are marked as such and never counted as waste."
+    )]
+    Dupes(DupesArgs),
     /// Show repository statistics (logical vs stored bytes, dedup ratio)
     #[command(after_help = "Example: trove stats --repo /mnt/backup --json")]
     Stats,
@@ -132,6 +137,48 @@ pub struct WatchArgs {
     /// Full scan at least this often, in seconds [default: watch.full_scan_interval, else 3600]
     #[arg(long, value_name = "SECONDS")]
     pub full_scan_interval: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct DupesArgs {
+    /// Directories (or files) to look in
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Ignore files smaller than this (bytes, or with K/M/G/T: 64K, 1M) [default: 1]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub min_size: Option<u64>,
+    /// Exclude matching paths (repeatable; name globs, or paths with /)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Do not cross into other filesystems
+    #[arg(long)]
+    pub one_file_system: bool,
+}
+
+/// A size: bytes, or a number with K, M, G or T (powers of 1024; `KiB`,
+/// `MB` and the like are read the same way).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 4096, 64K, 1.5M, 2G)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+    };
+    let v = n * mult as f64;
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(v as u64)
 }
 
 #[derive(Args, Debug)]
@@ -349,6 +396,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Prune(a) => prune(&cli, a),
         Command::Stats => stats(&cli),
         Command::Watch(a) => watch(&cli, a),
+        Command::Dupes(a) => dupes(&cli, a),
     }
 }
 
@@ -1254,6 +1302,74 @@ fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
         Outcome::Problems
     } else {
         Outcome::Ok
+    })
+}
+
+fn dupes(cli: &Cli, a: &DupesArgs) -> Result<Outcome> {
+    let _ = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None);
+    let opts = crate::dupes::DupesOptions {
+        paths: a.paths.clone(),
+        min_size: a.min_size.unwrap_or(1),
+        scan: crate::scan::ScanOptions {
+            follow_symlinks: false,
+            one_file_system: a.one_file_system,
+            excludes: crate::scan::Excludes::new(&a.exclude)?,
+            skip_dirs: Vec::new(),
+        },
+    };
+    let bar = TermProgress::new(cli);
+    let r = crate::dupes::run(&opts, &bar);
+    drop(bar);
+    let r = r?;
+    if cli.json {
+        print_json(&r)?;
+    } else {
+        let h = backup::human_bytes;
+        let mut out = std::io::stdout().lock();
+        for set in &r.sets {
+            writeln!(
+                out,
+                "{} copies of {} ({} wasted), {}:",
+                set.copies,
+                h(set.size),
+                h(set.wasted),
+                &set.hash[..16]
+            )?;
+            let mut first_of: std::collections::HashMap<usize, &str> = Default::default();
+            for f in &set.files {
+                match first_of.get(&f.inode) {
+                    Some(orig) => writeln!(out, "  {}  (hardlink of {orig})", f.path)?,
+                    None => {
+                        first_of.insert(f.inode, &f.path);
+                        writeln!(out, "  {}", f.path)?
+                    }
+                }
+            }
+        }
+        for g in &r.hardlinked {
+            writeln!(out, "already hardlinked (no waste): {}", g.join(", "))?;
+        }
+        for (p, m) in &r.problems {
+            writeln!(out, "error: {p}: {m}")?;
+        }
+        if !cli.quiet {
+            writeln!(
+                out,
+                "{} duplicate sets, {} files, {} wasted ({} files, {} scanned; {} compared by their first and last blocks, {} hashed in full)",
+                r.sets.len(),
+                r.duplicate_files,
+                h(r.wasted),
+                r.files_scanned,
+                h(r.bytes_scanned),
+                r.files_partially_hashed,
+                r.files_fully_hashed
+            )?;
+        }
+    }
+    Ok(if r.problems.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Problems
     })
 }
 

@@ -16,6 +16,7 @@ pub mod backup;
 pub mod browse;
 pub mod cli;
 pub mod config;
+pub mod dupes;
 pub mod error;
 pub mod fsutil;
 pub mod gc;
