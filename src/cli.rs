@@ -98,6 +98,11 @@ pub enum Command {
         after_help = "Examples:\n  trove watch                          # sources and backup_root from ./config.json\n  trove watch ~/docs /mnt/backup --debounce 500\n  trove watch --poll 30                # poll instead of inotify (network filesystems)\n\nStops cleanly on SIGINT/SIGTERM (the run in progress finishes). One log file per session. With --json, one JSON line per run on stdout."
     )]
     Watch(WatchArgs),
+    /// Make DEST an exact copy of SRC (dry run unless --apply)
+    #[command(
+        after_help = "Examples:\n  trove mirror ~/docs /mnt/usb/docs           # show what would change\n  trove mirror ~/docs /mnt/usb/docs --apply   # do it\n\nA mirror deletes from DEST what is not in SRC: it keeps no history (use `trove backup` for that). SRC is never modified."
+    )]
+    Mirror(MirrorArgs),
     /// Report sets of byte-identical files and the space they waste
     #[command(
         after_help = "Examples:\n  trove dupes ~/Pictures ~/Downloads\n  trove dupes --min-size 1M --json /data\n\nFiles that are hardlinks of each other share their blocks: they are marked as such and never counted as waste."
@@ -137,6 +142,23 @@ pub struct WatchArgs {
     /// Full scan at least this often, in seconds [default: watch.full_scan_interval, else 3600]
     #[arg(long, value_name = "SECONDS")]
     pub full_scan_interval: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct MirrorArgs {
+    /// The directory to copy from (never modified)
+    pub src: PathBuf,
+    /// The directory to make equal to SRC (created if missing)
+    pub dest: PathBuf,
+    /// Carry out the changes (without it: print what would change)
+    #[arg(long)]
+    pub apply: bool,
+    /// Exclude matching paths from both sides (repeatable)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Do not cross into other filesystems inside SRC
+    #[arg(long)]
+    pub one_file_system: bool,
 }
 
 #[derive(Args, Debug)]
@@ -397,6 +419,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Stats => stats(&cli),
         Command::Watch(a) => watch(&cli, a),
         Command::Dupes(a) => dupes(&cli, a),
+        Command::Mirror(a) => mirror(&cli, a),
     }
 }
 
@@ -1302,6 +1325,66 @@ fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
         Outcome::Problems
     } else {
         Outcome::Ok
+    })
+}
+
+fn mirror(cli: &Cli, a: &MirrorArgs) -> Result<Outcome> {
+    let _ = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None);
+    let opts = crate::mirror::MirrorOptions {
+        src: a.src.clone(),
+        dest: a.dest.clone(),
+        apply: a.apply,
+        scan: crate::scan::ScanOptions {
+            follow_symlinks: false,
+            one_file_system: a.one_file_system,
+            excludes: crate::scan::Excludes::new(&a.exclude)?,
+            skip_dirs: Vec::new(),
+        },
+    };
+    let bar = TermProgress::new(cli);
+    let r = crate::mirror::run(&opts, &bar);
+    drop(bar);
+    let r = r?;
+    if cli.json {
+        print_json(&r)?;
+    } else {
+        let (c, d) = if r.applied {
+            ("COPY", "DELETE")
+        } else {
+            ("WOULD COPY", "WOULD DELETE")
+        };
+        let mut out = std::io::stdout().lock();
+        for p in &r.copy {
+            writeln!(out, "{c}: {p}")?;
+        }
+        for p in &r.delete {
+            writeln!(out, "{d}: {p}")?;
+        }
+        for (p, m) in &r.problems {
+            writeln!(out, "error: {p}: {m}")?;
+        }
+        if !cli.quiet {
+            writeln!(
+                out,
+                "{}{} to copy ({}), {} to delete, {} with only mode/mtime to set, {} unchanged{}",
+                if r.applied { "mirrored: " } else { "dry run: " },
+                r.copy.len(),
+                backup::human_bytes(r.bytes_copied),
+                r.delete.len(),
+                r.metadata,
+                r.unchanged,
+                if r.applied {
+                    ""
+                } else {
+                    "; nothing was changed (run again with --apply)"
+                }
+            )?;
+        }
+    }
+    Ok(if r.problems.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Problems
     })
 }
 

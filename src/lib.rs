@@ -25,6 +25,7 @@ pub mod id;
 pub mod inspect;
 pub mod log;
 pub mod materialize;
+pub mod mirror;
 pub mod pathbytes;
 pub mod plan;
 pub mod progress;
