@@ -118,7 +118,7 @@ pub fn check(src: &Path, dest: &Path) -> Result<()> {
             "refusing to mirror onto / (it would delete everything not in the source)".into(),
         ));
     }
-    if homes().iter().any(|h| *h == d) {
+    if homes().contains(&d) {
         return Err(Error::Usage(format!(
             "refusing to mirror onto the home directory {}: choose a dedicated folder",
             d.display()
