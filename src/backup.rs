@@ -474,21 +474,28 @@ struct Scanned {
     sources: Vec<SourceRecord>,
 }
 
-fn scan_all(layout: &Layout, s: &BackupSettings, root: &Path) -> Result<Scanned> {
-    // Never back up our own output: the backup root and the log directory,
-    // wherever they are.
+/// How the sources are walked: the settings' filters, and never into
+/// trove's own output (the backup root, the log directory).
+fn scan_options(s: &BackupSettings, root: &Path) -> Result<ScanOptions> {
     let skip_dirs: Vec<(u64, u64)> = [Some(root), s.log_dir.as_deref()]
         .into_iter()
         .flatten()
         .filter_map(|d| std::fs::metadata(d).ok())
         .map(|m| (m.dev(), m.ino()))
         .collect();
-    let opts = ScanOptions {
+    Ok(ScanOptions {
         follow_symlinks: s.follow_symlinks,
         one_file_system: s.one_file_system,
         excludes: scan::Excludes::new(&s.exclude)?,
         skip_dirs,
-    };
+        filters: s.filters.clone(),
+    })
+}
+
+fn scan_all(layout: &Layout, s: &BackupSettings, root: &Path) -> Result<Scanned> {
+    // Never back up our own output: the backup root and the log directory,
+    // wherever they are.
+    let opts = scan_options(s, root)?;
     let mut all = Scanned {
         out: scan::ScanOutput::default(),
         sources: Vec::new(),
@@ -587,6 +594,10 @@ fn scan_scoped(
     let mut roots: Vec<Vec<u8>> = Vec::new();
     for p in scope {
         let mut p: &[u8] = p;
+        // A changed ignore file changes what its whole directory holds.
+        if pathbytes::file_name(p) == scan::IGNORE_FILE.as_bytes() {
+            p = pathbytes::parent(p);
+        }
         while !p.is_empty() && !is_dir(pathbytes::parent(p)) {
             p = pathbytes::parent(p);
         }
@@ -630,18 +641,7 @@ fn scan_scoped(
             meta: scan::meta_of(&m),
         });
     }
-    let skip_dirs: Vec<(u64, u64)> = [Some(root), s.log_dir.as_deref()]
-        .into_iter()
-        .flatten()
-        .filter_map(|d| std::fs::metadata(d).ok())
-        .map(|m| (m.dev(), m.ino()))
-        .collect();
-    let opts = ScanOptions {
-        follow_symlinks: s.follow_symlinks,
-        one_file_system: s.one_file_system,
-        excludes: scan::Excludes::new(&s.exclude)?,
-        skip_dirs,
-    };
+    let opts = scan_options(s, root)?;
     let under = |p: &[u8]| {
         kept.iter()
             .any(|k| p == k.as_slice() || (p.starts_with(k) && p.get(k.len()) == Some(&b'/')))
@@ -1253,7 +1253,7 @@ fn fill_counts(r: &mut BackupReport, c: &PlanCounts) {
 }
 
 pub fn summary_line(r: &BackupReport) -> String {
-    format!(
+    let mut line = format!(
         "{} copied, {} unchanged, {} total ({} stored in {} new object{})",
         r.copied,
         r.unchanged,
@@ -1261,7 +1261,11 @@ pub fn summary_line(r: &BackupReport) -> String {
         human_bytes(r.new_bytes),
         r.new_objects,
         if r.new_objects == 1 { "" } else { "s" }
-    )
+    );
+    if r.excluded > 0 {
+        line.push_str(&format!("; {} excluded", r.excluded));
+    }
+    line
 }
 
 pub fn human_bytes(n: u64) -> String {

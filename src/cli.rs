@@ -118,9 +118,8 @@ pub struct WatchArgs {
     /// SOURCE… DEST (or SOURCE… with --repo); none: use the config file
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// Exclude matching paths (repeatable; name globs, or paths with /)
-    #[arg(long, value_name = "GLOB")]
-    pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Do not cross into other filesystems
     #[arg(long)]
     pub one_file_system: bool,
@@ -153,9 +152,8 @@ pub struct MirrorArgs {
     /// Carry out the changes (without it: print what would change)
     #[arg(long)]
     pub apply: bool,
-    /// Exclude matching paths from both sides (repeatable)
-    #[arg(long, value_name = "GLOB")]
-    pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Do not cross into other filesystems inside SRC
     #[arg(long)]
     pub one_file_system: bool,
@@ -167,40 +165,13 @@ pub struct DupesArgs {
     #[arg(value_name = "PATH", required = true)]
     pub paths: Vec<PathBuf>,
     /// Ignore files smaller than this (bytes, or with K/M/G/T: 64K, 1M) [default: 1]
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
     pub min_size: Option<u64>,
-    /// Exclude matching paths (repeatable; name globs, or paths with /)
-    #[arg(long, value_name = "GLOB")]
-    pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Do not cross into other filesystems
     #[arg(long)]
     pub one_file_system: bool,
-}
-
-/// A size: bytes, or a number with K, M, G or T (powers of 1024; `KiB`,
-/// `MB` and the like are read the same way).
-pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (examples: 4096, 64K, 1.5M, 2G)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
-    };
-    let v = n * mult as f64;
-    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(v as u64)
 }
 
 #[derive(Args, Debug)]
@@ -323,9 +294,8 @@ pub struct BackupArgs {
     /// Print the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Exclude matching paths (repeatable; name globs, or paths with /)
-    #[arg(long, value_name = "GLOB")]
-    pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Read every file again instead of trusting the stat cache
     #[arg(long)]
     pub rehash: bool,
@@ -344,6 +314,60 @@ pub struct BackupArgs {
     /// Hash for a new repository (blake3 or sha256)
     #[arg(long, value_parser = ["blake3", "sha256"])]
     pub hash: Option<String>,
+}
+
+/// What to leave out; the same filters for backup, watch, mirror and dupes.
+#[derive(Args, Debug, Default)]
+pub struct FilterArgs {
+    /// Exclude matching paths (repeatable; `*.tmp` matches names anywhere, `build/out` or `/cache` paths from the root)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Read exclude patterns from FILE, one per line (# comments)
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Exclude a directory that holds a file named NAME (repeatable)
+    #[arg(long, value_name = "NAME")]
+    pub exclude_if_present: Vec<String>,
+    /// Exclude directories holding a valid CACHEDIR.TAG (bford.info/cachedir)
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Exclude files larger than SIZE (bytes, or 64K, 1.5M, 2G)
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
+    pub exclude_larger_than: Option<u64>,
+}
+
+impl FilterArgs {
+    /// The walk options for commands that do not read config.json.
+    fn scan_options(&self, one_file_system: bool) -> Result<crate::scan::ScanOptions> {
+        let mut exclude = self.exclude.clone();
+        for f in &self.exclude_file {
+            exclude.extend(crate::config::read_exclude_file(f)?);
+        }
+        Ok(crate::scan::ScanOptions {
+            follow_symlinks: false,
+            one_file_system,
+            excludes: crate::scan::Excludes::new(&exclude)?,
+            skip_dirs: Vec::new(),
+            filters: crate::scan::Filters {
+                if_present: self
+                    .exclude_if_present
+                    .iter()
+                    .map(|s| s.as_bytes().to_vec())
+                    .collect(),
+                caches: self.exclude_caches,
+                larger_than: self.exclude_larger_than,
+            },
+        })
+    }
+
+    /// Into backup/watch overrides (merged with the config's filters).
+    fn overrides(&self, ov: &mut BackupOverrides) {
+        ov.exclude = self.exclude.clone();
+        ov.exclude_file = self.exclude_file.clone();
+        ov.exclude_if_present = self.exclude_if_present.clone();
+        ov.exclude_caches = self.exclude_caches;
+        ov.exclude_larger_than = self.exclude_larger_than;
+    }
 }
 
 #[derive(Args, Debug)]
@@ -490,14 +514,14 @@ fn parse_on_error(s: &Option<String>) -> Result<Option<OnError>> {
 
 fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<Outcome> {
     // Positionals are SOURCE… DEST, or all sources when --repo is given.
-    let ov = BackupOverrides {
-        exclude: a.exclude.clone(),
+    let mut ov = BackupOverrides {
         follow_symlinks: a.follow_symlinks,
         one_file_system: a.one_file_system,
         on_error: parse_on_error(&a.on_error)?,
         hash: parse_hash(&a.hash)?,
         ..BackupOverrides::default()
     };
+    a.filter.overrides(&mut ov);
     let (settings, _) = resolve_settings(cli, &a.paths, ov)?;
     backup::preflight(&settings)?;
     let console = crate::log::console_level(cli.verbose, cli.quiet);
@@ -1217,14 +1241,14 @@ fn stats(cli: &Cli) -> Result<Outcome> {
 }
 
 fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
-    let ov = BackupOverrides {
-        exclude: a.exclude.clone(),
+    let mut ov = BackupOverrides {
         follow_symlinks: a.follow_symlinks,
         one_file_system: a.one_file_system,
         on_error: parse_on_error(&a.on_error)?,
         hash: parse_hash(&a.hash)?,
         ..BackupOverrides::default()
     };
+    a.filter.overrides(&mut ov);
     let (settings, cfg) = resolve_settings(cli, &a.paths, ov)?;
     backup::preflight(&settings)?;
     let wcfg = cfg
@@ -1334,12 +1358,7 @@ fn mirror(cli: &Cli, a: &MirrorArgs) -> Result<Outcome> {
         src: a.src.clone(),
         dest: a.dest.clone(),
         apply: a.apply,
-        scan: crate::scan::ScanOptions {
-            follow_symlinks: false,
-            one_file_system: a.one_file_system,
-            excludes: crate::scan::Excludes::new(&a.exclude)?,
-            skip_dirs: Vec::new(),
-        },
+        scan: a.filter.scan_options(a.one_file_system)?,
     };
     let bar = TermProgress::new(cli);
     let r = crate::mirror::run(&opts, &bar);
@@ -1393,12 +1412,7 @@ fn dupes(cli: &Cli, a: &DupesArgs) -> Result<Outcome> {
     let opts = crate::dupes::DupesOptions {
         paths: a.paths.clone(),
         min_size: a.min_size.unwrap_or(1),
-        scan: crate::scan::ScanOptions {
-            follow_symlinks: false,
-            one_file_system: a.one_file_system,
-            excludes: crate::scan::Excludes::new(&a.exclude)?,
-            skip_dirs: Vec::new(),
-        },
+        scan: a.filter.scan_options(a.one_file_system)?,
     };
     let bar = TermProgress::new(cli);
     let r = crate::dupes::run(&opts, &bar);

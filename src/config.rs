@@ -87,10 +87,74 @@ pub struct FileConfig {
     pub hash_algorithm: Option<HashAlgo>,
     pub retention: Option<RetentionConfig>,
     pub exclude: Option<Vec<String>>,
+    /// Files of exclude patterns, one per line (`#` comments).
+    pub exclude_file: Option<Vec<PathBuf>>,
+    /// Exclude a directory holding a file of one of these names.
+    pub exclude_if_present: Option<Vec<String>>,
+    /// Exclude directories holding a valid `CACHEDIR.TAG`.
+    pub exclude_caches: Option<bool>,
+    /// Exclude files larger than this (bytes, or "64K", "1.5M", "2G").
+    pub exclude_larger_than: Option<SizeSetting>,
     pub follow_symlinks: Option<bool>,
     pub one_file_system: Option<bool>,
     pub on_error: Option<OnError>,
     pub watch: Option<WatchConfig>,
+}
+
+/// A size in the config: a number of bytes or a string with a unit.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SizeSetting {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeSetting {
+    pub fn bytes(&self) -> std::result::Result<u64, String> {
+        match self {
+            SizeSetting::Bytes(b) => Ok(*b),
+            SizeSetting::Text(t) => parse_size(t),
+        }
+    }
+}
+
+/// A size: bytes, or a number with K, M, G or T (powers of 1024; `KiB`,
+/// `MB` and the like are read the same way).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 4096, 64K, 1.5M, 2G)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+    };
+    let v = n * mult as f64;
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(v as u64)
+}
+
+/// Read an exclude file: one pattern per line; blank lines and lines
+/// starting with `#` are skipped (restic's `--exclude-file`).
+pub fn read_exclude_file(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Usage(format!("cannot read exclude file {}: {e}", path.display())))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
 }
 
 /// A loaded config file with its relative paths already resolved against
@@ -138,6 +202,9 @@ impl LoadedConfig {
         }
         file.backup_root = file.backup_root.as_ref().map(abs);
         file.log_dir = file.log_dir.as_ref().map(abs);
+        if let Some(v) = &mut file.exclude_file {
+            *v = v.iter().map(abs).collect();
+        }
         let cfg = LoadedConfig {
             path: path.to_path_buf(),
             file,
@@ -175,6 +242,16 @@ impl LoadedConfig {
         if let Some(ex) = &f.exclude {
             crate::scan::Excludes::new(ex).map_err(|e| self.err(format!("key `exclude`: {e}")))?;
         }
+        for p in f.exclude_file.iter().flatten() {
+            let pats =
+                read_exclude_file(p).map_err(|e| self.err(format!("key `exclude_file`: {e}")))?;
+            crate::scan::Excludes::new(&pats)
+                .map_err(|e| self.err(format!("key `exclude_file` ({}): {e}", p.display())))?;
+        }
+        if let Some(sz) = &f.exclude_larger_than {
+            sz.bytes()
+                .map_err(|e| self.err(format!("key `exclude_larger_than`: {e}")))?;
+        }
         Ok(())
     }
 }
@@ -195,6 +272,8 @@ pub struct BackupSettings {
     pub deleted_max_age_days: Option<u64>,
     /// Snapshot policy (`keep_*`); not set: every record stays.
     pub policy: crate::retention::Policy,
+    /// Filters beyond the exclude globs.
+    pub filters: crate::scan::Filters,
 }
 
 pub const DEFAULT_MAX_VERSIONS: u64 = 10;
@@ -209,6 +288,10 @@ pub struct BackupOverrides {
     pub one_file_system: bool,
     pub on_error: Option<OnError>,
     pub hash: Option<HashAlgo>,
+    pub exclude_file: Vec<PathBuf>,
+    pub exclude_if_present: Vec<String>,
+    pub exclude_caches: bool,
+    pub exclude_larger_than: Option<u64>,
 }
 
 impl BackupSettings {
@@ -240,6 +323,32 @@ impl BackupSettings {
         let r = f.retention.clone().unwrap_or_default();
         let mut exclude = f.exclude.clone().unwrap_or_default();
         exclude.extend(cli.exclude);
+        for p in f.exclude_file.iter().flatten().chain(&cli.exclude_file) {
+            exclude.extend(read_exclude_file(p)?);
+        }
+        let mut if_present: Vec<Vec<u8>> = f
+            .exclude_if_present
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(cli.exclude_if_present)
+            .map(String::into_bytes)
+            .collect();
+        if_present.sort();
+        if_present.dedup();
+        let larger_than = match cli.exclude_larger_than {
+            Some(n) => Some(n),
+            None => f
+                .exclude_larger_than
+                .as_ref()
+                .map(|s| s.bytes().map_err(Error::Usage))
+                .transpose()?,
+        };
+        let filters = crate::scan::Filters {
+            if_present,
+            caches: cli.exclude_caches || f.exclude_caches.unwrap_or(false),
+            larger_than,
+        };
         Ok(BackupSettings {
             sources,
             backup_root,
@@ -253,6 +362,7 @@ impl BackupSettings {
             max_versions: r.max_versions_per_file.unwrap_or(DEFAULT_MAX_VERSIONS),
             deleted_max_age_days: r.deleted_max_age_days,
             policy: r.policy(),
+            filters,
         })
     }
 }

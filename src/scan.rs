@@ -30,6 +30,12 @@ pub struct Excludes {
     count: usize,
 }
 
+impl Default for Excludes {
+    fn default() -> Excludes {
+        Excludes::none()
+    }
+}
+
 impl Excludes {
     pub fn new(patterns: &[String]) -> Result<Excludes> {
         let mut names = GlobSetBuilder::new();
@@ -78,7 +84,7 @@ impl Excludes {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ScanOptions {
     pub follow_symlinks: bool,
     pub one_file_system: bool,
@@ -86,6 +92,78 @@ pub struct ScanOptions {
     /// Directories never entered, by (device, inode): the backup root
     /// when it lies inside a source.
     pub skip_dirs: Vec<(u64, u64)>,
+    /// Filters beyond globs (`--exclude-if-present`, `--exclude-caches`,
+    /// `--exclude-larger-than`, `.troveignore`).
+    pub filters: Filters,
+}
+
+/// The file in any source directory whose gitignore-syntax patterns
+/// exclude entries of that directory and below.
+pub const IGNORE_FILE: &str = ".troveignore";
+
+/// The signature a valid `CACHEDIR.TAG` starts with (bford.info/cachedir).
+const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+#[derive(Clone, Debug, Default)]
+pub struct Filters {
+    /// A directory holding a file of one of these names is excluded.
+    pub if_present: Vec<Vec<u8>>,
+    /// A directory holding a valid `CACHEDIR.TAG` is excluded.
+    pub caches: bool,
+    /// Files larger than this many bytes are excluded.
+    pub larger_than: Option<u64>,
+}
+
+impl Filters {
+    /// Why directory `dir` is excluded, if it is.
+    fn dir_excluded(&self, dir: &Path) -> Option<String> {
+        for n in &self.if_present {
+            let p = dir.join(pathbytes::from_bytes(n.clone()));
+            if fs::symlink_metadata(&p).is_ok() {
+                return Some(format!("it contains {}", pathbytes::display(n)));
+            }
+        }
+        if self.caches {
+            let p = dir.join("CACHEDIR.TAG");
+            let mut head = [0u8; 43];
+            if let Ok(mut f) = fs::File::open(&p) {
+                use std::io::Read;
+                if f.read_exact(&mut head).is_ok() && head == CACHEDIR_SIGNATURE {
+                    return Some("it is a cache directory (CACHEDIR.TAG)".into());
+                }
+            }
+        }
+        None
+    }
+}
+
+/// `.troveignore` matchers of the directories above an entry, outermost
+/// first; the innermost one with an opinion decides (gitignore rules).
+type IgnoreStack = Vec<std::sync::Arc<ignore::gitignore::Gitignore>>;
+
+/// Load `dir/.troveignore` when `present` says there is one. A file that
+/// cannot be read or parsed is reported once and otherwise ignored.
+fn load_ignore(dir: &Path, present: bool) -> Option<std::sync::Arc<ignore::gitignore::Gitignore>> {
+    if !present {
+        return None;
+    }
+    let p = dir.join(IGNORE_FILE);
+    let (g, err) = ignore::gitignore::Gitignore::new(&p);
+    if let Some(e) = err {
+        tracing::warn!("{}: {e}", p.display());
+    }
+    (!g.is_empty()).then(|| std::sync::Arc::new(g))
+}
+
+fn ignored(stack: &IgnoreStack, path: &Path, is_dir: bool) -> bool {
+    for g in stack.iter().rev() {
+        match g.matched(path, is_dir) {
+            ignore::Match::Ignore(_) => return true,
+            ignore::Match::Whitelist(_) => return false,
+            ignore::Match::None => {}
+        }
+    }
+    false
 }
 
 /// The id a file has in a scan until it is hashed.
@@ -156,7 +234,14 @@ pub fn scan_source(src: &Path, prefix: &[u8], opts: &ScanOptions) -> Result<Scan
         opts,
         root_dev: m.dev(),
     };
-    Ok(walk(&ctx, src, prefix, b"", &[(m.dev(), m.ino())]))
+    Ok(walk(
+        &ctx,
+        src,
+        prefix,
+        b"",
+        &[(m.dev(), m.ino())],
+        &Vec::new(),
+    ))
 }
 
 /// Scan one path inside a source, and everything below it when it is a
@@ -179,7 +264,11 @@ pub fn scan_path(src: &Path, prefix: &[u8], rel: &[u8], opts: &ScanOptions) -> R
     let mut dir = src.to_path_buf();
     let mut dir_path = prefix.to_vec();
     let mut dir_rel: Vec<u8> = Vec::new();
+    let mut ignores: IgnoreStack = Vec::new();
     for (i, name) in comps.iter().enumerate() {
+        if let Some(g) = load_ignore(&dir, dir.join(IGNORE_FILE).is_file()) {
+            ignores.push(g);
+        }
         let last = i + 1 == comps.len();
         if last {
             let full = dir.join(pathbytes::from_bytes(name.to_vec()));
@@ -192,6 +281,7 @@ pub fn scan_path(src: &Path, prefix: &[u8], rel: &[u8], opts: &ScanOptions) -> R
                 name,
                 fs::symlink_metadata(&full),
                 &ancestors,
+                &ignores,
                 &mut out,
                 &mut subdirs,
             );
@@ -206,7 +296,7 @@ pub fn scan_path(src: &Path, prefix: &[u8], rel: &[u8], opts: &ScanOptions) -> R
             for d in subdirs {
                 let mut anc = ancestors.clone();
                 anc.push(d.key);
-                let child = walk(&ctx, &d.fs, &d.path, &d.rel, &anc);
+                let child = walk(&ctx, &d.fs, &d.path, &d.rel, &anc, &ignores);
                 out.entries.extend(child.entries);
                 out.extra.extend(child.extra);
                 out.issues.extend(child.issues);
@@ -219,6 +309,9 @@ pub fn scan_path(src: &Path, prefix: &[u8], rel: &[u8], opts: &ScanOptions) -> R
             return Ok(out);
         }
         let next = dir.join(pathbytes::from_bytes(name.to_vec()));
+        if ignored(&ignores, &next, true) || opts.filters.dir_excluded(&next).is_some() {
+            return Ok(out);
+        }
         let dm = if opts.follow_symlinks {
             fs::metadata(&next)
         } else {
@@ -286,6 +379,7 @@ fn visit(
     name: &[u8],
     lm: io::Result<fs::Metadata>,
     ancestors: &[(u64, u64)],
+    ignores: &IgnoreStack,
     out: &mut ScanOutput,
     subdirs: &mut Vec<SubDir>,
 ) {
@@ -314,6 +408,34 @@ fn visit(
         lm.clone()
     };
     let ft2 = m.file_type();
+    if !ignores.is_empty() && ignored(ignores, &fs_path(), ft2.is_dir()) {
+        out.excluded += 1;
+        tracing::debug!(
+            "EXCLUDE ({IGNORE_FILE}): {}",
+            pathbytes::display_path(&fs_path())
+        );
+        return;
+    }
+    if ft2.is_dir() {
+        if let Some(why) = ctx.opts.filters.dir_excluded(&fs_path()) {
+            out.excluded += 1;
+            tracing::debug!("EXCLUDE: {} ({why})", pathbytes::display_path(&fs_path()));
+            return;
+        }
+    }
+    if ft2.is_file() {
+        if let Some(limit) = ctx.opts.filters.larger_than {
+            if m.len() > limit {
+                out.excluded += 1;
+                tracing::debug!(
+                    "EXCLUDE: {} ({} bytes, larger than {limit})",
+                    pathbytes::display_path(&fs_path()),
+                    m.len()
+                );
+                return;
+            }
+        }
+    }
     if ft2.is_dir() {
         let key = (m.dev(), m.ino());
         if ctx.opts.skip_dirs.contains(&key) {
@@ -409,6 +531,7 @@ fn walk(
     dir_path: &[u8],
     dir_rel: &[u8],
     ancestors: &[(u64, u64)],
+    ignores: &IgnoreStack,
 ) -> ScanOutput {
     let mut out = ScanOutput::default();
     let rd = match fs::read_dir(dir) {
@@ -439,6 +562,21 @@ fn walk(
         }
     }
     ents.sort_by(|a, b| a.0.cmp(&b.0));
+    let own_ignore = load_ignore(
+        dir,
+        ents.iter()
+            .any(|(n, _)| n.as_slice() == IGNORE_FILE.as_bytes()),
+    );
+    let stack_here;
+    let ignores = match own_ignore {
+        Some(g) => {
+            let mut v = ignores.clone();
+            v.push(g);
+            stack_here = v;
+            &stack_here
+        }
+        None => ignores,
+    };
     // Exact sizes: a listing is built once per directory and the slack of
     // growing by doubling would be a third of the scan's memory.
     out.entries.reserve_exact(ents.len());
@@ -454,6 +592,7 @@ fn walk(
             &name,
             dent.metadata(),
             ancestors,
+            ignores,
             &mut out,
             &mut subdirs,
         );
@@ -464,7 +603,7 @@ fn walk(
         .map(|d| {
             let mut anc = ancestors.to_vec();
             anc.push(d.key);
-            walk(ctx, &d.fs, &d.path, &d.rel, &anc)
+            walk(ctx, &d.fs, &d.path, &d.rel, &anc, ignores)
         })
         .collect();
     if children.is_empty() {
