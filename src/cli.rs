@@ -108,6 +108,17 @@ pub enum Command {
         after_help = "Examples:\n  trove dupes ~/Pictures ~/Downloads\n  trove dupes --min-size 1M --json /data\n\nFiles that are hardlinks of each other share their blocks: they are marked as such and never counted as waste."
     )]
     Dupes(DupesArgs),
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  trove completions bash > ~/.local/share/bash-completion/completions/trove\n  trove completions zsh > ~/.zfunc/_trove\n  trove completions fish > ~/.config/fish/completions/trove.fish"
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff)
+    #[command(after_help = "Example: trove man > ~/.local/share/man/man1/trove.1 && man trove")]
+    Man,
     /// Show repository statistics (logical vs stored bytes, dedup ratio)
     #[command(after_help = "Example: trove stats --repo /mnt/backup --json")]
     Stats,
@@ -444,6 +455,26 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Watch(a) => watch(&cli, a),
         Command::Dupes(a) => dupes(&cli, a),
         Command::Mirror(a) => mirror(&cli, a),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "trove", &mut std::io::stdout());
+            Ok(Outcome::Ok)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = std::io::stdout().lock();
+            clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+            // One section per command, so `man trove` documents them all.
+            for sub in cmd.get_subcommands() {
+                writeln!(out, ".SH \"TROVE {}\"", sub.get_name().to_uppercase())?;
+                let mut buf = Vec::new();
+                clap_mangen::Man::new(sub.clone()).render_description_section(&mut buf)?;
+                clap_mangen::Man::new(sub.clone()).render_options_section(&mut buf)?;
+                clap_mangen::Man::new(sub.clone()).render_extra_section(&mut buf)?;
+                out.write_all(&buf)?;
+            }
+            Ok(Outcome::Ok)
+        }
     }
 }
 
