@@ -660,6 +660,38 @@ fn scan_scoped(
             pairs.push((e.clone(), rec));
         }
     }
+    // The folder holding each rescanned path changed too (an entry created,
+    // removed or renamed in it sets its mtime); inotify names only the
+    // entry, so read the folder's own stat again.
+    let mut parents: Vec<&[u8]> = kept
+        .iter()
+        .map(|k| pathbytes::parent(k))
+        .filter(|p| !p.is_empty() && !under(p))
+        .collect();
+    parents.sort_by(|a, b| cmp_paths(a, b));
+    parents.dedup();
+    for p in parents {
+        let Ok(at) = pairs.binary_search_by(|(e, _)| cmp_paths(&e.path, p)) else {
+            continue;
+        };
+        let Some((i, rel)) = split_scope(layout, p) else {
+            continue;
+        };
+        let meta = if rel.is_empty() {
+            Some(all.sources[i].meta)
+        } else {
+            let fs = pathbytes::to_fs(&layout.sources[i], rel);
+            let m = if s.follow_symlinks {
+                std::fs::metadata(&fs)
+            } else {
+                std::fs::symlink_metadata(&fs)
+            };
+            m.ok().filter(|m| m.is_dir()).map(|m| scan::meta_of(&m))
+        };
+        if let (Some(meta), Item::Dir(old)) = (meta, &mut pairs[at].0.item) {
+            *old = meta;
+        }
+    }
     for k in &kept {
         let Some((i, rel)) = split_scope(layout, k) else {
             continue;
