@@ -1222,16 +1222,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         report.objects_removed = g.objects_removed;
         report.bytes_freed = g.bytes_freed();
     } else if !dropped.is_empty() {
-        let mut live = HashSet::with_capacity(plan.entries.len());
-        live.extend(
-            plan.entries
-                .iter()
-                .filter_map(|e| e.file_id().map(|(id, _)| id)),
-        );
-        for (_, h) in &plan.archive {
-            live.extend(h.versions.iter().map(|(_, a)| a.id));
-            live.extend(h.deleted.iter().map(|a| a.id));
-        }
+        let live = plan.referenced_objects();
         drop(plan);
         (report.objects_removed, report.bytes_freed) =
             crate::gc::collect_dropped(repo, &dropped, &live)?;

@@ -74,30 +74,6 @@ fn write_pinned(repo: &Repo, ids: &[SnapshotId]) -> Result<()> {
     fsutil::atomic_write(&repo.tmp_dir(), &path, text.as_bytes(), 0o600)
 }
 
-/// Leaves and what they reference in the object store.
-trait Refs {
-    fn each(&self, f: &mut dyn FnMut(ObjectId));
-}
-
-impl Refs for Leaf {
-    fn each(&self, f: &mut dyn FnMut(ObjectId)) {
-        if let Leaf::File { id, .. } = self {
-            f(*id);
-        }
-    }
-}
-
-impl Refs for History {
-    fn each(&self, f: &mut dyn FnMut(ObjectId)) {
-        for (_, a) in &self.versions {
-            f(a.id);
-        }
-        if let Some(a) = &self.deleted {
-            f(a.id);
-        }
-    }
-}
-
 /// The marking walk. Any unreadable tree aborts the collection: deleting
 /// while part of the graph is unknown could delete live content.
 struct Mark<'r> {
@@ -120,7 +96,7 @@ impl Mark<'_> {
     /// Walk a loaded tree; returns whether everything below is stored.
     /// The children of each directory are read in parallel: reading and
     /// decoding trees is most of a collection's time.
-    fn walk<L: tree::TreeLeaf + Refs + Send, D: DeserializeOwned + Send>(
+    fn walk<L: tree::TreeLeaf + Send, D: DeserializeOwned + Send>(
         &mut self,
         id: TreeId,
         t: tree::TreeObject<L, D>,
@@ -133,7 +109,7 @@ impl Mark<'_> {
         for n in &t.entries {
             if collect_objects {
                 if let Some(l) = &n.leaf {
-                    l.each(&mut |o| {
+                    l.object_refs(&mut |o, _, _| {
                         complete &= self.stored.contains(&o);
                         self.objects.insert(o);
                     });
@@ -160,7 +136,7 @@ impl Mark<'_> {
         Ok(complete)
     }
 
-    fn root<L: tree::TreeLeaf + Refs + Send, D: DeserializeOwned + Send>(
+    fn root<L: tree::TreeLeaf + Send, D: DeserializeOwned + Send>(
         &mut self,
         id: &TreeId,
         collect_objects: bool,

@@ -326,6 +326,22 @@ impl Applier<'_> {
     }
 }
 
+/// The index after entry `at` and everything below it (a deleted folder
+/// takes its contents with it).
+fn past_subtree(entries: &[Entry], at: usize) -> usize {
+    let e = &entries[at];
+    let mut j = at + 1;
+    if matches!(e.item, Item::Dir(_)) {
+        while j < entries.len()
+            && entries[j].path.starts_with(&e.path)
+            && entries[j].path.get(e.path.len()) == Some(&b'/')
+        {
+            j += 1;
+        }
+    }
+    j
+}
+
 /// Compute (and with `apply`, carry out) the mirror.
 pub fn run(o: &MirrorOptions, progress: &dyn Progress) -> Result<MirrorReport> {
     check(&o.src, &o.dest)?;
@@ -381,15 +397,7 @@ pub fn run(o: &MirrorOptions, progress: &dyn Progress) -> Result<MirrorReport> {
                 // Only in DEST: delete it (a folder with everything below).
                 let e = &d[j];
                 a.delete(e);
-                j += 1;
-                if matches!(e.item, Item::Dir(_)) {
-                    while j < d.len()
-                        && d[j].path.starts_with(&e.path)
-                        && d[j].path.get(e.path.len()) == Some(&b'/')
-                    {
-                        j += 1;
-                    }
-                }
+                j = past_subtree(d, j);
             }
             Ordering::Less => {
                 let e = &s[i];
@@ -418,14 +426,7 @@ pub fn run(o: &MirrorOptions, progress: &dyn Progress) -> Result<MirrorReport> {
                     // Other type in DEST: remove it first (never follow a
                     // symlink standing where SRC has a folder).
                     a.delete(y);
-                    if matches!(y.item, Item::Dir(_)) {
-                        while j < d.len()
-                            && d[j].path.starts_with(&y.path)
-                            && d[j].path.get(y.path.len()) == Some(&b'/')
-                        {
-                            j += 1;
-                        }
-                    }
+                    j = past_subtree(d, j - 1);
                     let before = a.report.problems.len();
                     a.copy(x);
                     if matches!(x.item, Item::Dir(_)) {

@@ -147,6 +147,23 @@ fn file_of(e: &Entry) -> Option<FileRef> {
     }
 }
 
+impl Plan {
+    /// Every object the planned snapshot references: its files, and the
+    /// versions and deleted contents its archive keeps.
+    pub fn referenced_objects(&self) -> HashSet<ObjectId> {
+        let mut live: HashSet<ObjectId> = self
+            .entries
+            .iter()
+            .filter_map(|e| e.file_id().map(|(id, _)| id))
+            .collect();
+        for (_, h) in &self.archive {
+            live.extend(h.versions.iter().map(|(_, a)| a.id));
+            live.extend(h.deleted.iter().map(|a| a.id));
+        }
+        live
+    }
+}
+
 /// Per-file retention: the oldest kept version of `h` must go.
 fn version_expires(h: &History, opts: &PlanOptions) -> bool {
     h.versions.len() as u64 > opts.max_versions.max(1)

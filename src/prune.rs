@@ -91,19 +91,10 @@ fn file_retention(repo: &Repo, latest: &Snapshot, o: &PruneOptions) -> Result<Tr
     let esc = Escapes::for_entries(&entries);
     if o.dry_run {
         backup::log_plan(&plan, &esc, &layout, true);
-        let mut live: HashSet<ObjectId> = plan
-            .entries
-            .iter()
-            .filter_map(|e| e.file_id().map(|(id, _)| id))
-            .collect();
-        for (_, h) in &plan.archive {
-            live.extend(h.versions.iter().map(|(_, a)| a.id));
-            live.extend(h.deleted.iter().map(|a| a.id));
-        }
         return Ok(Trim {
             removed,
             snapshot: None,
-            preview: Some(live),
+            preview: Some(plan.referenced_objects()),
         });
     }
     let batch = Batch::new(repo);

@@ -21,7 +21,7 @@ use crate::materialize;
 use crate::pathbytes::{self, display as show};
 use crate::progress::Progress;
 use crate::store::snapshot::{self, Snapshot};
-use crate::store::tree::{self, History, Leaf, Meta, TreeObject, MAX_DEPTH};
+use crate::store::tree::{self, History, Leaf, Meta, RefRole, TreeObject, MAX_DEPTH};
 use crate::store::{objects, Repo};
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
@@ -103,38 +103,6 @@ pub struct VerifyReport {
     pub problems: Vec<VerifyProblem>,
 }
 
-/// What a tree leaf references in the object store.
-trait Refs {
-    fn refs(&self, f: &mut dyn FnMut(ObjectId, u64, RefWhere));
-}
-
-/// Where a reference sits within its path (for naming affected paths).
-#[derive(Clone, Copy, Debug)]
-enum RefWhere {
-    Current,
-    Version(u64),
-    Deleted,
-}
-
-impl Refs for Leaf {
-    fn refs(&self, f: &mut dyn FnMut(ObjectId, u64, RefWhere)) {
-        if let Leaf::File { id, size, .. } = self {
-            f(*id, *size, RefWhere::Current);
-        }
-    }
-}
-
-impl Refs for History {
-    fn refs(&self, f: &mut dyn FnMut(ObjectId, u64, RefWhere)) {
-        for (n, a) in &self.versions {
-            f(a.id, a.size, RefWhere::Version(*n));
-        }
-        if let Some(a) = &self.deleted {
-            f(a.id, a.size, RefWhere::Deleted);
-        }
-    }
-}
-
 /// Walks trees once each, remembering which problems lie below each one so
 /// that every snapshot sharing a damaged subtree is named.
 struct TreeWalk<'r> {
@@ -150,7 +118,7 @@ struct TreeWalk<'r> {
 }
 
 impl TreeWalk<'_> {
-    fn visit<L: tree::TreeLeaf + Refs, D: DeserializeOwned>(
+    fn visit<L: tree::TreeLeaf, D: DeserializeOwned>(
         &mut self,
         id: &TreeId,
         depth: usize,
@@ -172,7 +140,7 @@ impl TreeWalk<'_> {
             Ok(TreeObject { entries }) => {
                 for n in entries {
                     if let Some(l) = &n.leaf {
-                        l.refs(&mut |oid, size, _| {
+                        l.object_refs(&mut |oid, size, _| {
                             if !self.in_expired {
                                 self.objects.insert(oid, size);
                             } else if !self.objects.contains_key(&oid) {
@@ -315,7 +283,7 @@ fn locate(
     bad: &HashSet<ObjectId>,
 ) -> HashMap<ObjectId, (Vec<String>, Vec<String>, u64)> {
     type Hits = Vec<(Vec<u8>, ObjectId)>;
-    fn search<L: tree::TreeLeaf + Refs, D: DeserializeOwned>(
+    fn search<L: tree::TreeLeaf, D: DeserializeOwned>(
         repo: &Repo,
         id: &TreeId,
         bad: &HashSet<ObjectId>,
@@ -331,13 +299,11 @@ fn locate(
             if let Ok(t) = tree::load_tree::<L, D>(repo, id) {
                 for n in t.entries {
                     if let Some(l) = &n.leaf {
-                        l.refs(&mut |oid, _, w| {
+                        l.object_refs(&mut |oid, _, w| {
                             if bad.contains(&oid) {
                                 let p = match (archive, w) {
-                                    (true, RefWhere::Version(v)) => {
-                                        browse::version_path(&n.name, v)
-                                    }
-                                    (true, RefWhere::Deleted) => browse::deleted_path(&n.name),
+                                    (true, RefRole::Version(v)) => browse::version_path(&n.name, v),
+                                    (true, RefRole::Deleted) => browse::deleted_path(&n.name),
                                     _ => n.name.clone(),
                                 };
                                 hits.push((p, oid));

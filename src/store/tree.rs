@@ -213,21 +213,48 @@ pub fn unframe_tree(data: &[u8], path: &Path) -> Result<Vec<u8>> {
         .map_err(|e| Error::corrupt("tree object", path, format!("zstd: {e}")))
 }
 
-/// A leaf type of a tree object, and whether a node may hold it and a
-/// directory at once.
+/// A leaf type of a tree object: whether a node may hold it and a
+/// directory at once, and which stored objects it references.
 pub trait TreeLeaf: DeserializeOwned {
     /// Archive trees: a path that was a file and later a directory keeps
     /// both histories. A source tree never has both: a snapshot that says
     /// so is damaged or hostile (a symlink to write "through").
     const WITH_DIR: bool;
+    /// Call `f` with every object this leaf references, its size, and its
+    /// role (for naming the path that uses it).
+    fn object_refs(&self, f: &mut dyn FnMut(ObjectId, u64, RefRole));
+}
+
+/// The role of an object reference within its path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefRole {
+    /// The current content of a file.
+    Current,
+    /// Version N in `versions/`.
+    Version(u64),
+    /// The content in `_deleted/`.
+    Deleted,
 }
 
 impl TreeLeaf for Leaf {
     const WITH_DIR: bool = false;
+    fn object_refs(&self, f: &mut dyn FnMut(ObjectId, u64, RefRole)) {
+        if let Leaf::File { id, size, .. } = self {
+            f(*id, *size, RefRole::Current);
+        }
+    }
 }
 
 impl TreeLeaf for History {
     const WITH_DIR: bool = true;
+    fn object_refs(&self, f: &mut dyn FnMut(ObjectId, u64, RefRole)) {
+        for (n, a) in &self.versions {
+            f(a.id, a.size, RefRole::Version(*n));
+        }
+        if let Some(a) = &self.deleted {
+            f(a.id, a.size, RefRole::Deleted);
+        }
+    }
 }
 
 pub fn decode_tree<L: TreeLeaf, D: DeserializeOwned>(
