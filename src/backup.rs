@@ -529,6 +529,7 @@ fn scan_all(layout: &Layout, s: &BackupSettings, root: &Path) -> Result<Scanned>
         }
         all.out.issues.extend(o.issues);
         all.out.excluded += o.excluded;
+        all.out.excluded_paths.extend(o.excluded_paths);
     }
     // One source is already in order; several come in the order given.
     if !layout.single() {
@@ -713,6 +714,7 @@ fn scan_scoped(
         pairs.extend(o.entries.into_iter().zip(o.extra));
         all.out.issues.extend(o.issues);
         all.out.excluded += o.excluded;
+        all.out.excluded_paths.extend(o.excluded_paths);
     }
     pairs.sort_by(|a, b| cmp_paths(&a.0.path, &b.0.path));
     (all.out.entries, all.out.extra) = pairs.into_iter().unzip();
@@ -1036,6 +1038,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
                 mut extra,
                 mut issues,
                 excluded,
+                ..
             },
         sources: source_records,
     } = scanned;

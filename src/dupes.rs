@@ -76,24 +76,32 @@ pub struct DupesReport {
 /// A file found by the walk.
 struct Found {
     path: PathBuf,
+    /// The path with its root resolved (symlinks, `.`, `..`): the same file
+    /// reached through two PATH arguments has one `real` path.
+    real: PathBuf,
     size: u64,
     key: (u64, u64),
 }
 
 const EDGE: u64 = 4096;
 
-/// Hash of the first and last `EDGE` bytes (the whole file when small).
+/// Hash of the first and last `EDGE` bytes, or, for a file of at most
+/// `2 × EDGE` bytes, of the whole file (then it is the full BLAKE3 hash).
 fn partial_hash(path: &Path, size: u64) -> Result<[u8; 32]> {
     let mut f = File::open(path).ctx("open", path)?;
     let mut h = blake3::Hasher::new();
+    if size <= 2 * EDGE {
+        let mut buf = vec![0u8; (2 * EDGE) as usize + 1];
+        let n = read_up_to(&mut f, &mut buf).ctx("read", path)?;
+        h.update(&buf[..n]);
+        return Ok(*h.finalize().as_bytes());
+    }
     let mut buf = vec![0u8; EDGE as usize];
     let n = read_up_to(&mut f, &mut buf).ctx("read", path)?;
     h.update(&buf[..n]);
-    if size > 2 * EDGE {
-        f.seek(SeekFrom::Start(size - EDGE)).ctx("seek", path)?;
-        let n = read_up_to(&mut f, &mut buf).ctx("read", path)?;
-        h.update(&buf[..n]);
-    }
+    f.seek(SeekFrom::Start(size - EDGE)).ctx("seek", path)?;
+    let n = read_up_to(&mut f, &mut buf).ctx("read", path)?;
+    h.update(&buf[..n]);
     Ok(*h.finalize().as_bytes())
 }
 
@@ -123,10 +131,12 @@ pub fn run(o: &DupesOptions, progress: &dyn Progress) -> Result<DupesReport> {
     for root in &o.paths {
         let root = root.clone();
         let m = std::fs::metadata(&root).ctx("stat", &root)?;
+        let real_root = root.canonicalize().ctx("resolve", &root)?;
         if !m.is_dir() {
             if m.is_file() && m.len() >= o.min_size.max(1) {
                 found.push(Found {
                     path: root.clone(),
+                    real: real_root,
                     size: m.len(),
                     key: (m.dev(), m.ino()),
                 });
@@ -144,6 +154,7 @@ pub fn run(o: &DupesOptions, progress: &dyn Progress) -> Result<DupesReport> {
                 if *size >= o.min_size.max(1) {
                     found.push(Found {
                         path: pathbytes::to_fs(&root, &e.path),
+                        real: pathbytes::to_fs(&real_root, &e.path),
                         size: *size,
                         key: (x.dev, x.ino),
                     });
@@ -152,11 +163,13 @@ pub fn run(o: &DupesOptions, progress: &dyn Progress) -> Result<DupesReport> {
         }
     }
     progress.finish();
+    // The same file reached twice (overlapping PATHs, or one folder spelled
+    // two ways) is one file, shown as first given.
+    found.sort_by(|a, b| a.real.cmp(&b.real));
+    found.dedup_by(|a, b| a.real == b.real);
+    found.sort_by(|a, b| a.path.cmp(&b.path));
     report.files_scanned = found.len() as u64;
     report.bytes_scanned = found.iter().map(|f| f.size).sum();
-    // The same file given twice (overlapping PATHs) is one file.
-    found.sort_by(|a, b| a.path.cmp(&b.path));
-    found.dedup_by(|a, b| a.path == b.path);
 
     // 2. Sizes seen on more than one inode.
     let mut by_size: BTreeMap<u64, Vec<usize>> = BTreeMap::new();

@@ -177,6 +177,9 @@ struct Applier<'a> {
     o: &'a MirrorOptions,
     report: MirrorReport,
     progress: &'a dyn Progress,
+    /// Folders (relative paths) in which something was created, replaced
+    /// or removed.
+    touched: std::collections::HashSet<Vec<u8>>,
 }
 
 impl Applier<'_> {
@@ -191,24 +194,39 @@ impl Applier<'_> {
         self.report.problems.push((show(rel), e.to_string()));
     }
 
-    /// Remove a DEST entry (recursively for a directory; symlinks are
-    /// removed as themselves, never followed).
-    fn delete(&mut self, e: &Entry) {
+    /// Remove a DEST entry and, for a folder, the listed entries below it
+    /// (`subtree`, in path order), deepest first. Only what the DEST scan
+    /// listed goes: an excluded file keeps its folder. Symlinks are removed
+    /// as themselves, never followed.
+    fn delete(&mut self, e: &Entry, subtree: &[Entry]) {
         self.report.delete.push(shown(e));
+        self.touch(&e.path);
         if !self.o.apply {
             return;
         }
-        let p = self.dest_path(&e.path);
-        let r = match fs::symlink_metadata(&p) {
-            // remove_dir_all does not follow symlinks inside the tree.
-            Ok(m) if m.is_dir() => fs::remove_dir_all(&p).ctx("delete", &p),
-            Ok(_) => fs::remove_file(&p).ctx("delete", &p),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(err) => Err(Error::io("stat", &p, err)),
-        };
-        if let Err(err) = r {
-            self.problem(&e.path, err);
+        for x in subtree.iter().rev().chain(std::iter::once(e)) {
+            let p = self.dest_path(&x.path);
+            let r = if matches!(x.item, Item::Dir(_)) {
+                match fs::remove_dir(&p) {
+                    // Something excluded (or appeared) inside: it stays.
+                    Err(err) if err.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
+                    r => r,
+                }
+            } else {
+                fs::remove_file(&p)
+            };
+            match r {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => self.problem(&x.path, Error::io("delete", &p, err)),
+            }
         }
+    }
+
+    /// Something changed inside the folder holding `path`: its mtime has
+    /// to be set again at the end.
+    fn touch(&mut self, path: &[u8]) {
+        self.touched.insert(pathbytes::parent(path).to_vec());
     }
 
     fn set_meta(&self, p: &Path, meta: &Meta, symlink: bool) -> Result<()> {
@@ -263,6 +281,7 @@ impl Applier<'_> {
 
     fn copy(&mut self, e: &Entry) {
         self.report.copy.push(shown(e));
+        self.touch(&e.path);
         if let Item::Leaf(Leaf::File { size, .. }) = &e.item {
             if !self.o.apply {
                 self.report.bytes_copied += size;
@@ -361,6 +380,30 @@ pub fn run(o: &MirrorOptions, progress: &dyn Progress) -> Result<MirrorReport> {
             ..MirrorReport::default()
         },
         progress,
+        touched: std::collections::HashSet::new(),
+    };
+    // What SRC could not list or stat is not known to be gone: its DEST
+    // copy is left alone (rsync skips deletions after I/O errors too).
+    // Neither is what SRC excludes (rsync protects excluded files from
+    // --delete the same way).
+    let mut protected: Vec<Vec<u8>> = src
+        .issues
+        .iter()
+        .filter(|i| {
+            matches!(
+                i.kind,
+                scan::IssueKind::UnlistableDir
+                    | scan::IssueKind::Unreadable
+                    | scan::IssueKind::Loop
+            )
+        })
+        .map(|i| i.path.clone())
+        .collect();
+    protected.extend(src.excluded_paths.iter().cloned());
+    let is_protected = |p: &[u8]| {
+        protected
+            .iter()
+            .any(|q| p == q.as_slice() || (p.starts_with(q) && p.get(q.len()) == Some(&b'/')))
     };
     for i in &src.issues {
         a.report
@@ -396,8 +439,13 @@ pub fn run(o: &MirrorOptions, progress: &dyn Progress) -> Result<MirrorReport> {
             Ordering::Greater => {
                 // Only in DEST: delete it (a folder with everything below).
                 let e = &d[j];
-                a.delete(e);
-                j = past_subtree(d, j);
+                let end = past_subtree(d, j);
+                if is_protected(&e.path) {
+                    // Its SRC side could not be read: keep everything.
+                } else {
+                    a.delete(e, &d[j + 1..end]);
+                }
+                j = end;
             }
             Ordering::Less => {
                 let e = &s[i];
@@ -425,8 +473,9 @@ pub fn run(o: &MirrorOptions, progress: &dyn Progress) -> Result<MirrorReport> {
                 if kind_of(x) != kind_of(y) {
                     // Other type in DEST: remove it first (never follow a
                     // symlink standing where SRC has a folder).
-                    a.delete(y);
-                    j = past_subtree(d, j - 1);
+                    let end = past_subtree(d, j - 1);
+                    a.delete(y, &d[j..end]);
+                    j = end;
                     let before = a.report.problems.len();
                     a.copy(x);
                     if matches!(x.item, Item::Dir(_)) {
@@ -441,6 +490,7 @@ pub fn run(o: &MirrorOptions, progress: &dyn Progress) -> Result<MirrorReport> {
                 match (&x.item, &y.item) {
                     (Item::Dir(sm), Item::Dir(dm)) => {
                         if sm.mode != dm.mode || sm.mtime_ns != dm.mtime_ns {
+                            a.report.metadata += 1;
                             dirs.push(x);
                         } else {
                             a.report.unchanged += 1;
@@ -463,7 +513,19 @@ pub fn run(o: &MirrorOptions, progress: &dyn Progress) -> Result<MirrorReport> {
     }
     // Directory modes and times last, deepest first: writing inside a
     // directory changes its mtime, and a read-only mode would block it.
+    // That includes folders whose own stat was right but in which
+    // something was copied or deleted.
     if o.apply {
+        let mut seen: std::collections::HashSet<&[u8]> =
+            dirs.iter().map(|e| e.path.as_slice()).collect();
+        for e in s {
+            if matches!(e.item, Item::Dir(_))
+                && a.touched.contains(&e.path)
+                && seen.insert(e.path.as_slice())
+            {
+                dirs.push(e);
+            }
+        }
         dirs.sort_by(|x, y| cmp_paths(&y.path, &x.path));
         for e in dirs {
             if let Item::Dir(m) = &e.item {

@@ -203,6 +203,9 @@ pub struct ScanOutput {
     pub extra: Vec<Option<StatExtra>>,
     pub issues: Vec<Issue>,
     pub excluded: u64,
+    /// The excluded paths themselves (what is below an excluded folder is
+    /// not walked, so not listed): a mirror must not delete their copies.
+    pub excluded_paths: Vec<Vec<u8>>,
 }
 
 impl ScanOutput {
@@ -301,6 +304,7 @@ pub fn scan_path(src: &Path, prefix: &[u8], rel: &[u8], opts: &ScanOptions) -> R
                 out.extra.extend(child.extra);
                 out.issues.extend(child.issues);
                 out.excluded += child.excluded;
+                out.excluded_paths.extend(child.excluded_paths);
             }
             break;
         }
@@ -388,6 +392,7 @@ fn visit(
     let fs_path = || dir.join(pathbytes::from_bytes(name.to_vec()));
     if ctx.opts.excludes.matches(name, &rel) {
         out.excluded += 1;
+        out.excluded_paths.push(path.clone());
         tracing::debug!("EXCLUDE: {}", pathbytes::display_path(&fs_path()));
         return;
     }
@@ -410,6 +415,7 @@ fn visit(
     let ft2 = m.file_type();
     if !ignores.is_empty() && ignored(ignores, &fs_path(), ft2.is_dir()) {
         out.excluded += 1;
+        out.excluded_paths.push(path.clone());
         tracing::debug!(
             "EXCLUDE ({IGNORE_FILE}): {}",
             pathbytes::display_path(&fs_path())
@@ -419,6 +425,7 @@ fn visit(
     if ft2.is_dir() {
         if let Some(why) = ctx.opts.filters.dir_excluded(&fs_path()) {
             out.excluded += 1;
+            out.excluded_paths.push(path.clone());
             tracing::debug!("EXCLUDE: {} ({why})", pathbytes::display_path(&fs_path()));
             return;
         }
@@ -427,6 +434,7 @@ fn visit(
         if let Some(limit) = ctx.opts.filters.larger_than {
             if m.len() > limit {
                 out.excluded += 1;
+                out.excluded_paths.push(path.clone());
                 tracing::debug!(
                     "EXCLUDE: {} ({} bytes, larger than {limit})",
                     pathbytes::display_path(&fs_path()),
@@ -628,6 +636,7 @@ fn walk(
         out.extra.extend(child.extra);
         out.issues.extend(child.issues);
         out.excluded += child.excluded;
+        out.excluded_paths.extend(child.excluded_paths);
     }
     for (e, x) in own_iter {
         out.push(e, x);
