@@ -350,6 +350,9 @@ pub struct FilterArgs {
 impl FilterArgs {
     /// The walk options for commands that do not read config.json.
     fn scan_options(&self, one_file_system: bool) -> Result<crate::scan::ScanOptions> {
+        for n in &self.exclude_if_present {
+            crate::config::check_marker_name(n).map_err(Error::Usage)?;
+        }
         let mut exclude = self.exclude.clone();
         for f in &self.exclude_file {
             exclude.extend(crate::config::read_exclude_file(f)?);
@@ -372,12 +375,16 @@ impl FilterArgs {
     }
 
     /// Into backup/watch overrides (merged with the config's filters).
-    fn overrides(&self, ov: &mut BackupOverrides) {
+    fn overrides(&self, ov: &mut BackupOverrides) -> Result<()> {
+        for n in &self.exclude_if_present {
+            crate::config::check_marker_name(n).map_err(Error::Usage)?;
+        }
         ov.exclude = self.exclude.clone();
         ov.exclude_file = self.exclude_file.clone();
         ov.exclude_if_present = self.exclude_if_present.clone();
         ov.exclude_caches = self.exclude_caches;
         ov.exclude_larger_than = self.exclude_larger_than;
+        Ok(())
     }
 }
 
@@ -457,7 +464,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Mirror(a) => mirror(&cli, a),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut cmd, "trove", &mut std::io::stdout());
+            // Into a buffer: generate() panics on a write error, and a
+            // closed pipe is not a failure.
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "trove", &mut buf);
+            std::io::stdout().lock().write_all(&buf)?;
             Ok(Outcome::Ok)
         }
         Command::Man => {
@@ -493,7 +504,12 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<Outcome> {
         } else {
             "created repository"
         };
-        println!("{verb}: {} (hash {})", repo.root.display(), repo.algo());
+        writeln!(
+            std::io::stdout().lock(),
+            "{verb}: {} (hash {})",
+            repo.root.display(),
+            repo.algo()
+        )?;
     }
     Ok(Outcome::Ok)
 }
@@ -552,7 +568,7 @@ fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<Outcome> {
         hash: parse_hash(&a.hash)?,
         ..BackupOverrides::default()
     };
-    a.filter.overrides(&mut ov);
+    a.filter.overrides(&mut ov)?;
     let (settings, _) = resolve_settings(cli, &a.paths, ov)?;
     backup::preflight(&settings)?;
     let console = crate::log::console_level(cli.verbose, cli.quiet);
@@ -1279,7 +1295,7 @@ fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
         hash: parse_hash(&a.hash)?,
         ..BackupOverrides::default()
     };
-    a.filter.overrides(&mut ov);
+    a.filter.overrides(&mut ov)?;
     let (settings, cfg) = resolve_settings(cli, &a.paths, ov)?;
     backup::preflight(&settings)?;
     let wcfg = cfg
@@ -1502,9 +1518,11 @@ fn dupes(cli: &Cli, a: &DupesArgs) -> Result<Outcome> {
 }
 
 fn print_json<T: Serialize>(v: &T) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v)?;
-    writeln!(out)?;
+    // Serialised first, written with std's error type, so a closed pipe
+    // (`trove ls --json | head`) is recognised and is not a failure.
+    let mut text = serde_json::to_string_pretty(v)?;
+    text.push('\n');
+    std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
 }
 

@@ -144,6 +144,18 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     Ok(v as u64)
 }
 
+/// An `--exclude-if-present` name must be one file name: an empty name,
+/// `.` or `..` would name the folder itself (every folder would match).
+pub fn check_marker_name(n: &str) -> std::result::Result<(), String> {
+    if crate::pathbytes::is_safe_component(n.as_bytes()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--exclude-if-present {n:?}: give the name of a file (like .nobackup), without / and not empty, . or .."
+        ))
+    }
+}
+
 /// Read an exclude file: one pattern per line; blank lines and lines
 /// starting with `#` are skipped (restic's `--exclude-file`).
 pub fn read_exclude_file(path: &Path) -> Result<Vec<String>> {
@@ -247,6 +259,9 @@ impl LoadedConfig {
                 read_exclude_file(p).map_err(|e| self.err(format!("key `exclude_file`: {e}")))?;
             crate::scan::Excludes::new(&pats)
                 .map_err(|e| self.err(format!("key `exclude_file` ({}): {e}", p.display())))?;
+        }
+        for n in f.exclude_if_present.iter().flatten() {
+            check_marker_name(n).map_err(|e| self.err(format!("key `exclude_if_present`: {e}")))?;
         }
         if let Some(sz) = &f.exclude_larger_than {
             sz.bytes()
