@@ -404,6 +404,9 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Objects at least this large are hashed through a memory map.
+const MMAP_MIN: u64 = 16 << 20;
+
 /// Hash a stored object again (verify, materialize of copies). Small files
 /// reuse a per-thread buffer: allocating and zeroing a large one per file
 /// would cost more than hashing a 4 KiB file.
@@ -415,6 +418,16 @@ pub fn hash_file(algo: HashAlgo, path: &Path) -> Result<Digest> {
 
 /// `hash_file` for a file already open; `size` picks the buffer.
 pub fn hash_open_file(algo: HashAlgo, mut f: File, size: u64, path: &Path) -> Result<Digest> {
+    // Large stored objects are memory-mapped and hashed on every core, as
+    // b3sum does: reading them through a buffer costs a copy of every
+    // byte. Objects are immutable under the repository lock, so the map
+    // cannot be truncated under us (sources, which can, are never mapped).
+    if algo == HashAlgo::Blake3 && size >= MMAP_MIN {
+        drop(f);
+        let mut h = blake3::Hasher::new();
+        h.update_mmap_rayon(path).ctx("read", path)?;
+        return Ok(Digest(*h.finalize().as_bytes()));
+    }
     let size = size as usize;
     let mut h = Hasher::new(algo);
     let mut run = |buf: &mut [u8]| -> Result<()> {
