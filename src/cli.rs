@@ -1526,9 +1526,12 @@ fn print_json<T: Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
-/// A progress bar on stderr, only when stderr is a terminal.
+/// A progress bar on stderr, only when stderr is a terminal: files and
+/// bytes done, rate and ETA.
 struct TermProgress {
     bar: Option<indicatif::ProgressBar>,
+    files: std::sync::atomic::AtomicU64,
+    total_files: std::sync::atomic::AtomicU64,
 }
 
 impl TermProgress {
@@ -1536,6 +1539,8 @@ impl TermProgress {
         let on = std::io::stderr().is_terminal() && !cli.quiet && !cli.json;
         TermProgress {
             bar: on.then(indicatif::ProgressBar::hidden),
+            files: Default::default(),
+            total_files: Default::default(),
         }
     }
 }
@@ -1543,16 +1548,20 @@ impl TermProgress {
 impl Progress for TermProgress {
     fn phase(&self, name: &str, items: u64, bytes: u64) {
         let Some(b) = &self.bar else { return };
+        use std::sync::atomic::Ordering::Relaxed;
         b.reset();
+        self.files.store(0, Relaxed);
+        self.total_files.store(items, Relaxed);
         // Style and length first: the bar draws as soon as it has a target.
         if bytes > 0 {
             b.disable_steady_tick();
             b.set_length(bytes);
             let style = indicatif::ProgressStyle::with_template(
-                "{msg:>8} [{bar:20}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                "{msg:>8} [{bar:20}] {prefix} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
             b.set_style(style.progress_chars("=> "));
+            b.set_prefix(format!("0/{items} files"));
         } else {
             b.set_length(items);
             b.set_style(indicatif::ProgressStyle::default_spinner());
@@ -1562,9 +1571,17 @@ impl Progress for TermProgress {
         b.set_message(name.to_string());
         b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
     }
-    fn advance(&self, _items: u64, bytes: u64) {
+    fn advance(&self, items: u64, bytes: u64) {
         if let Some(b) = &self.bar {
+            use std::sync::atomic::Ordering::Relaxed;
             b.inc(bytes);
+            let done = self.files.fetch_add(items, Relaxed) + items;
+            let total = self.total_files.load(Relaxed);
+            // The text changes at most every 64 files: formatting per file
+            // would cost more than the files.
+            if items > 0 && (done % 64 < items || done == total) {
+                b.set_prefix(format!("{done}/{total} files"));
+            }
         }
     }
     fn finish(&self) {
