@@ -136,13 +136,27 @@ reset_dir() {
     sync
 }
 
-echo "== first backup vs cp -a (x$REPS)"
+HAVE_RSYNC=0
+command -v rsync >/dev/null && HAVE_RSYNC=1
+HAVE_B3=0
+command -v b3sum >/dev/null && HAVE_B3=1
+RS=$DATA/rsync
+echo "== first backup vs cp -a, rsync -a, cat, b3sum (x$REPS)"
 for r in $(seq "$REPS"); do
     reset_dir "$CPX"
     measure "cp_a.$r" cp -a "$SRC" "$CPX"
     reset_dir "$CPX"
     measure "cp_a_sync.$r" bash -c 'cp -a "$1" "$2" && sync' _ "$SRC" "$CPX"
     reset_dir "$CPX"
+    # Read bandwidth: every byte of every file, once.
+    measure "cat.$r" bash -c 'find "$1" -type f -print0 | xargs -0 -r cat >/dev/null' _ "$SRC"
+    if [ "$HAVE_B3" = 1 ]; then
+        measure "b3_first.$r" bash -c 'find "$1" -type f -print0 | xargs -0 -r b3sum >/dev/null' _ "$SRC"
+    fi
+    if [ "$HAVE_RSYNC" = 1 ]; then
+        reset_dir "$RS"
+        measure "rsync_first.$r" rsync -a "$SRC/" "$RS/base/"
+    fi
     reset_dir "$DEST"
     measure "first.$r" "$TROVE" backup "$SRC" "$DEST" -q
 done
@@ -151,6 +165,11 @@ done
 echo "== no-change rerun vs find walk (x$REPS)"
 for r in $(seq "$REPS"); do
     measure "find.$r" bash -c 'find "$1" -printf "%s %T@ %i\n" >/dev/null' _ "$SRC"
+    if [ "$HAVE_RSYNC" = 1 ]; then
+        # rsnapshot's incremental: a new folder, unchanged files hardlinked.
+        rm -rf "$RS/nc"
+        measure "rsync_ld.$r" rsync -a --link-dest="$RS/base" "$SRC/" "$RS/nc/"
+    fi
     measure "nochange.$r" "$TROVE" backup "$SRC" "$DEST" -q
 done
 
@@ -255,8 +274,13 @@ for r in $(seq "$REPS"); do
     # edit made some time before the backup would have.
     sleep 2.1
     measure "find_mut.$r" bash -c 'find "$1" -printf "%s %T@ %i\n" >/dev/null' _ "$SRC"
+    if [ "$HAVE_RSYNC" = 1 ]; then
+        rm -rf "$RS/mut"
+        measure "rsync_ld_mut.$r" rsync -a --link-dest="$RS/base" "$SRC/" "$RS/mut/"
+    fi
     measure "mutated.$r" "$TROVE" backup "$SRC" "$DEST" -q
 done
+[ "${KEEP:-0}" = 1 ] || reset_dir "$RS"
 [ "${KEEP:-0}" = 1 ] || reset_dir "$DEST"
 
 python3 - "$OUT/raw.tsv" "$OUT/facts.txt" "$READ_NOTE" >"$OUT/report.md" <<'EOF'
@@ -280,8 +304,13 @@ def all_t(step):
 rows = [
     ("first backup", "first", "`cp -a SRC X`", "cp_a", 1.1),
     ("first backup", "first", "`cp -a SRC X && sync`", "cp_a_sync", None),
+    ("first backup", "first", "`rsync -a SRC/ X/`", "rsync_first", None),
+    ("first backup", "first", "`cat` of every file (read bandwidth)", "cat", None),
+    ("first backup", "first", "`b3sum` of every file (hash bandwidth)", "b3_first", None),
     ("no-change rerun", "nochange", "`find SRC -printf '%s %T@ %i\\n'`", "find", 2.0),
+    ("no-change rerun", "nochange", "`rsync -a --link-dest=PREV SRC/ NEW/`", "rsync_ld", None),
     ("rerun after 1% mutate", "mutated", "`find SRC -printf ...` (same tree)", "find_mut", None),
+    ("rerun after 1% mutate", "mutated", "`rsync -a --link-dest=PREV SRC/ NEW/`", "rsync_ld_mut", None),
     ("full restore", "restore", "`cp -a SRC X`", "cp_a_r", 1.1),
     ("full verify", "verify", "`b3sum` over every source file", "b3sum", 1.2),
     ("materialize --target", "materialize", "`cp -al SRC X`", "cp_al", 1.5),
