@@ -3,7 +3,8 @@
 //! * `hash`: content-hash throughput, BLAKE3 vs SHA-256, through
 //!   `trove::hash::Hasher` on one buffer (default 64 MiB), fed the way
 //!   `store::objects::ingest` feeds it (8 MiB blocks for a large file, 256 KiB
-//!   blocks for a small-file buffer) and as one update.
+//!   blocks for a small-file buffer) and as one update; and from a file,
+//!   streamed through a buffer vs memory-mapped.
 //! * `tree`: encode/decode of one directory's tree object (default 1,000
 //!   entries): postcard encode, zstd frame, unframe, decode (with its checks).
 //! * `plan`: the planner on a listing of N entries (default 100,000) of
@@ -105,7 +106,31 @@ fn bench_hash(c: &mut Criterion) {
             })
         });
     }
+    // From a file (page cache warm): streamed through a buffer, as a
+    // backup reads sources, against memory-mapped, as verify hashes large
+    // stored objects.
+    let dir = std::env::temp_dir().join(format!("trove-bench-hash-{}", std::process::id()));
+    let file = dir.join("data");
+    if std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&file, &buf).is_ok() {
+        g.bench_function(format!("blake3/file-streamed/{mib}MiB"), |b| {
+            b.iter(|| {
+                let f = std::fs::File::open(&file).expect("bench file");
+                black_box(
+                    trove::store::objects::hash_open_file(HashAlgo::Blake3, f, 1 << 20, &file)
+                        .expect("hash"),
+                )
+            })
+        });
+        g.bench_function(format!("blake3/file-mmap/{mib}MiB"), |b| {
+            b.iter(|| {
+                let mut h = blake3::Hasher::new();
+                h.update_mmap_rayon(&file).expect("hash");
+                black_box(h.finalize())
+            })
+        });
+    }
     g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// One directory: mostly files, every 20th entry a subdirectory.

@@ -185,7 +185,13 @@ impl LoadedConfig {
                 format!("cannot read: {e}; pass --config with an existing file"),
             )
         })?;
-        let de = &mut serde_json::Deserializer::from_slice(&text);
+        LoadedConfig::parse(&text, path)
+    }
+
+    /// Decode and check the text of a config file read from `path`
+    /// (relative paths in it are resolved against `path`'s folder).
+    pub fn parse(text: &[u8], path: &Path) -> Result<LoadedConfig> {
+        let de = &mut serde_json::Deserializer::from_slice(text);
         let mut file: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();

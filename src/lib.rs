@@ -19,6 +19,7 @@ pub mod config;
 pub mod dupes;
 pub mod error;
 pub mod fsutil;
+pub mod fuzzing;
 pub mod gc;
 pub mod hash;
 pub mod id;

@@ -20,12 +20,28 @@ use std::path::{Path, PathBuf};
 pub const REPO_FORMAT: u32 = 1;
 
 /// `.trove/config`: small, JSON, human-readable on purpose.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepoConfig {
     pub format: u32,
     pub id: String,
     pub hash: HashAlgo,
+}
+
+impl RepoConfig {
+    /// Decode `.trove/config` (untrusted bytes: never panics).
+    pub fn parse(data: &[u8], path: &Path) -> Result<RepoConfig> {
+        let config: RepoConfig = serde_json::from_slice(data)
+            .map_err(|e| Error::corrupt("repository config", path, e.to_string()))?;
+        if config.format != REPO_FORMAT {
+            return Err(Error::Version {
+                path: path.to_path_buf(),
+                found: config.format,
+                supported: REPO_FORMAT,
+            });
+        }
+        Ok(config)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -116,15 +132,7 @@ impl Repo {
             }
             Err(e) => return Err(Error::io("read", &cfg_path, e)),
         };
-        let config: RepoConfig = serde_json::from_slice(&data)
-            .map_err(|e| Error::corrupt("repository config", &cfg_path, e.to_string()))?;
-        if config.format != REPO_FORMAT {
-            return Err(Error::Version {
-                path: cfg_path,
-                found: config.format,
-                supported: REPO_FORMAT,
-            });
-        }
+        let config = RepoConfig::parse(&data, &cfg_path)?;
         // Directories a user may have removed by hand are recreated: all of
         // them may be empty in a valid repository.
         for sub in ["objects", "trees", "snapshots", "cache", "tmp", "logs"] {

@@ -15,6 +15,7 @@ mod emlink;
 mod example;
 mod filesystems;
 mod filters;
+mod fuzz_corpus;
 mod inspect;
 mod lock;
 mod materialize;
