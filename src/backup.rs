@@ -492,22 +492,34 @@ fn scan_options(s: &BackupSettings, root: &Path) -> Result<ScanOptions> {
     })
 }
 
+/// The snapshot's record of each source folder (its path, folder name and
+/// own metadata), stat'ed now.
+fn source_records(layout: &Layout) -> Result<Vec<SourceRecord>> {
+    layout
+        .sources
+        .iter()
+        .zip(&layout.names)
+        .map(|(src, name)| {
+            let m = std::fs::metadata(src).map_err(|e| Error::io("stat source", src, e))?;
+            Ok(SourceRecord {
+                path: pathbytes::os_bytes(src.as_os_str()).to_vec(),
+                name: name.clone(),
+                meta: scan::meta_of(&m),
+            })
+        })
+        .collect()
+}
+
 fn scan_all(layout: &Layout, s: &BackupSettings, root: &Path) -> Result<Scanned> {
     // Never back up our own output: the backup root and the log directory,
     // wherever they are.
     let opts = scan_options(s, root)?;
     let mut all = Scanned {
         out: scan::ScanOutput::default(),
-        sources: Vec::new(),
+        sources: source_records(layout)?,
     };
-    for (src, name) in layout.sources.iter().zip(&layout.names) {
-        let m = std::fs::metadata(src).map_err(|e| Error::io("stat source", src, e))?;
-        let meta = scan::meta_of(&m);
-        all.sources.push(SourceRecord {
-            path: pathbytes::os_bytes(src.as_os_str()).to_vec(),
-            name: name.clone(),
-            meta,
-        });
+    for (i, (src, name)) in layout.sources.iter().zip(&layout.names).enumerate() {
+        let meta = all.sources[i].meta;
         if !name.is_empty() {
             all.out.push(
                 Entry {
@@ -632,16 +644,8 @@ fn scan_scoped(
     }
     let mut all = Scanned {
         out: scan::ScanOutput::default(),
-        sources: Vec::new(),
+        sources: source_records(layout)?,
     };
-    for (src, name) in layout.sources.iter().zip(&layout.names) {
-        let m = std::fs::metadata(src).map_err(|e| Error::io("stat source", src, e))?;
-        all.sources.push(SourceRecord {
-            path: pathbytes::os_bytes(src.as_os_str()).to_vec(),
-            name: name.clone(),
-            meta: scan::meta_of(&m),
-        });
-    }
     let opts = scan_options(s, root)?;
     let under = |p: &[u8]| {
         kept.iter()

@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use tracing_subscriber::filter::LevelFilter;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -126,23 +127,8 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct WatchArgs {
-    /// SOURCE… DEST (or SOURCE… with --repo); none: use the config file
-    #[arg(value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
     #[command(flatten)]
-    pub filter: FilterArgs,
-    /// Do not cross into other filesystems
-    #[arg(long)]
-    pub one_file_system: bool,
-    /// Back up what symlinks point to instead of the links
-    #[arg(long)]
-    pub follow_symlinks: bool,
-    /// What a file that cannot be backed up does to a run
-    #[arg(long, value_name = "POLICY", value_parser = ["ignore", "warn", "fail"])]
-    pub on_error: Option<String>,
-    /// Hash for a new repository (blake3 or sha256)
-    #[arg(long, value_parser = ["blake3", "sha256"])]
-    pub hash: Option<String>,
+    pub src: SourceArgs,
     /// Quiet time after the last change before a run starts, in ms [default: watch.debounce_ms, else 1000]
     #[arg(long, value_name = "MS")]
     pub debounce: Option<u64>,
@@ -299,32 +285,56 @@ pub struct InitArgs {
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
-    /// SOURCE… DEST (or SOURCE… with --repo); none: use the config file
-    #[arg(value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub src: SourceArgs,
     /// Print the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,
-    #[command(flatten)]
-    pub filter: FilterArgs,
     /// Read every file again instead of trusting the stat cache
     #[arg(long)]
     pub rehash: bool,
+    /// Write a snapshot even when nothing changed
+    #[arg(long)]
+    pub always_snapshot: bool,
+}
+
+/// What to back up and how: shared by `backup` and `watch`.
+#[derive(Args, Debug)]
+pub struct SourceArgs {
+    /// SOURCE… DEST (or SOURCE… with --repo); none: use the config file
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Do not cross into other filesystems
     #[arg(long)]
     pub one_file_system: bool,
     /// Back up what symlinks point to instead of the links
     #[arg(long)]
     pub follow_symlinks: bool,
-    /// What a file that cannot be backed up does to the run
+    /// What a file that cannot be backed up does to a run
     #[arg(long, value_name = "POLICY", value_parser = ["ignore", "warn", "fail"])]
     pub on_error: Option<String>,
-    /// Write a snapshot even when nothing changed
-    #[arg(long)]
-    pub always_snapshot: bool,
     /// Hash for a new repository (blake3 or sha256)
     #[arg(long, value_parser = ["blake3", "sha256"])]
     pub hash: Option<String>,
+}
+
+impl SourceArgs {
+    /// The run's settings: these options over the config file, checked.
+    fn settings(&self, cli: &Cli) -> Result<(BackupSettings, Option<LoadedConfig>)> {
+        let mut ov = BackupOverrides {
+            follow_symlinks: self.follow_symlinks,
+            one_file_system: self.one_file_system,
+            on_error: parse_on_error(&self.on_error)?,
+            hash: parse_hash(&self.hash)?,
+            ..BackupOverrides::default()
+        };
+        self.filter.overrides(&mut ov)?;
+        let (settings, cfg) = resolve_settings(cli, &self.paths, ov)?;
+        backup::preflight(&settings)?;
+        Ok((settings, cfg))
+    }
 }
 
 /// What to leave out; the same filters for backup, watch, mirror and dupes.
@@ -561,36 +571,39 @@ fn parse_on_error(s: &Option<String>) -> Result<Option<OnError>> {
 
 fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<Outcome> {
     // Positionals are SOURCE… DEST, or all sources when --repo is given.
-    let mut ov = BackupOverrides {
-        follow_symlinks: a.follow_symlinks,
-        one_file_system: a.one_file_system,
-        on_error: parse_on_error(&a.on_error)?,
-        hash: parse_hash(&a.hash)?,
-        ..BackupOverrides::default()
-    };
-    a.filter.overrides(&mut ov)?;
-    let (settings, _) = resolve_settings(cli, &a.paths, ov)?;
-    backup::preflight(&settings)?;
+    let (settings, _) = a.src.settings(cli)?;
     let console = crate::log::console_level(cli.verbose, cli.quiet);
+    if a.dry_run {
+        // Nothing is written, not even a log; a dry run exists to show the
+        // plan.
+        let level = if cli.quiet {
+            console
+        } else {
+            console.max(tracing_subscriber::filter::LevelFilter::INFO)
+        };
+        let _g = crate::log::init(level, None)?;
+        return finish_backup(cli, a, settings, None);
+    }
+    let guard = run_log(&settings, console)?;
+    let log_path = guard.file.clone();
+    finish_backup(cli, a, settings, log_path)
+}
+
+/// The console and audit log of a writing run (backup, watch): the log
+/// file goes to `log_dir`, else `.trove/logs`, and the backup root is
+/// created 0700 first so the log directory never makes it world-readable.
+fn run_log(settings: &BackupSettings, console: LevelFilter) -> Result<crate::log::LogGuard> {
     let log_dir = settings
         .log_dir
         .clone()
         .unwrap_or_else(|| Repo::dir_of(&settings.backup_root).join("logs"));
-    let file = (!a.dry_run).then_some((log_dir.as_path(), settings.log_level));
-    if a.dry_run && !cli.quiet && console < tracing_subscriber::filter::LevelFilter::INFO {
-        // A dry run exists to show the plan.
-        let _g = crate::log::init(tracing_subscriber::filter::LevelFilter::INFO, None)?;
-        return finish_backup(cli, a, settings, None);
+    if settings.log_dir.is_none() && !Repo::exists(&settings.backup_root) {
+        crate::fsutil::create_private_dir(&settings.backup_root)?;
     }
-    if file.is_some() && !Repo::exists(&settings.backup_root) {
-        // Create the backup root 0700 before the log directory lands in it.
-        if settings.log_dir.is_none() {
-            crate::fsutil::create_private_dir(&settings.backup_root)?;
-        }
-    }
-    let guard = crate::log::init(console, file)?;
-    let log_path = guard.file.clone();
-    finish_backup(cli, a, settings, log_path)
+    Ok(crate::log::init(
+        console,
+        Some((log_dir.as_path(), settings.log_level)),
+    )?)
 }
 
 fn finish_backup(
@@ -1288,16 +1301,7 @@ fn stats(cli: &Cli) -> Result<Outcome> {
 }
 
 fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
-    let mut ov = BackupOverrides {
-        follow_symlinks: a.follow_symlinks,
-        one_file_system: a.one_file_system,
-        on_error: parse_on_error(&a.on_error)?,
-        hash: parse_hash(&a.hash)?,
-        ..BackupOverrides::default()
-    };
-    a.filter.overrides(&mut ov)?;
-    let (settings, cfg) = resolve_settings(cli, &a.paths, ov)?;
-    backup::preflight(&settings)?;
+    let (settings, cfg) = a.src.settings(cli)?;
     let wcfg = cfg
         .as_ref()
         .and_then(|c| c.file.watch.clone())
@@ -1324,16 +1328,8 @@ fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
         Some(p) => Some(std::time::Duration::from_secs_f64(p)),
         None => None,
     };
-    let console = crate::log::console_level(cli.verbose, cli.quiet);
-    let log_dir = settings
-        .log_dir
-        .clone()
-        .unwrap_or_else(|| Repo::dir_of(&settings.backup_root).join("logs"));
-    if !Repo::exists(&settings.backup_root) && settings.log_dir.is_none() {
-        crate::fsutil::create_private_dir(&settings.backup_root)?;
-    }
     // One log file for the whole session: every run's lines and summary.
-    let guard = crate::log::init(console, Some((log_dir.as_path(), settings.log_level)))?;
+    let guard = run_log(&settings, crate::log::console_level(cli.verbose, cli.quiet))?;
     let opts = crate::watch::WatchOptions {
         backup: BackupOptions {
             settings,

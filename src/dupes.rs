@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -92,30 +92,17 @@ fn partial_hash(path: &Path, size: u64) -> Result<[u8; 32]> {
     let mut h = blake3::Hasher::new();
     if size <= 2 * EDGE {
         let mut buf = vec![0u8; (2 * EDGE) as usize + 1];
-        let n = read_up_to(&mut f, &mut buf).ctx("read", path)?;
+        let n = crate::fsutil::read_full(&mut f, &mut buf).ctx("read", path)?;
         h.update(&buf[..n]);
         return Ok(*h.finalize().as_bytes());
     }
     let mut buf = vec![0u8; EDGE as usize];
-    let n = read_up_to(&mut f, &mut buf).ctx("read", path)?;
+    let n = crate::fsutil::read_full(&mut f, &mut buf).ctx("read", path)?;
     h.update(&buf[..n]);
     f.seek(SeekFrom::Start(size - EDGE)).ctx("seek", path)?;
-    let n = read_up_to(&mut f, &mut buf).ctx("read", path)?;
+    let n = crate::fsutil::read_full(&mut f, &mut buf).ctx("read", path)?;
     h.update(&buf[..n]);
     Ok(*h.finalize().as_bytes())
-}
-
-fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 pub fn run(o: &DupesOptions, progress: &dyn Progress) -> Result<DupesReport> {

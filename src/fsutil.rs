@@ -3,8 +3,9 @@
 //! syncs for batches, and hardlink-with-fallback for the browsable tree.
 
 use crate::error::{IoContext, Result};
+use crate::store::tree::Meta;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -263,4 +264,67 @@ pub fn rename_noreplace(src: &Path, dest: &Path) -> io::Result<()> {
         ));
     }
     fs::rename(src, dest)
+}
+
+/// Read until `buf` is full or the file ends; returns the bytes read.
+pub fn read_full(f: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Nanoseconds since the epoch (negative before it) as a `SystemTime`.
+pub fn system_time(ns: i64) -> std::time::SystemTime {
+    use std::time::{Duration, UNIX_EPOCH};
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+/// Give an open file or directory recorded metadata: owner (when `owner`;
+/// chown needs privilege), then mode (chown clears set-id bits, so it comes
+/// after), then mtime.
+pub fn apply_meta(f: &File, path: &Path, meta: &Meta, owner: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if owner {
+        std::os::unix::fs::fchown(f, Some(meta.uid), Some(meta.gid)).ctx("chown", path)?;
+    }
+    f.set_permissions(fs::Permissions::from_mode(meta.mode & 0o7777))
+        .ctx("chmod", path)?;
+    f.set_times(fs::FileTimes::new().set_modified(system_time(meta.mtime_ns)))
+        .ctx("set mtime of", path)
+}
+
+/// `apply_meta` on a path, never through a symlink standing there.
+pub fn set_meta_nofollow(path: &Path, meta: &Meta, owner: bool) -> Result<()> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .ctx("open", path)?;
+    apply_meta(&f, path, meta, owner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_before_the_epoch() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(
+            system_time(-1_500_000_000),
+            UNIX_EPOCH - Duration::from_millis(1500)
+        );
+        assert_eq!(system_time(2_000_000_001), UNIX_EPOCH + Duration::new(2, 1));
+    }
 }

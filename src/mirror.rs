@@ -29,11 +29,10 @@ use crate::store::objects;
 use crate::store::tree::{Entry, Item, Leaf, Meta};
 use serde::Serialize;
 use std::cmp::Ordering;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
 
 #[derive(Clone, Debug)]
 pub struct MirrorOptions {
@@ -165,14 +164,6 @@ fn shown(e: &Entry) -> String {
     s
 }
 
-fn mtime_of(ns: i64) -> std::time::SystemTime {
-    if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
-}
-
 struct Applier<'a> {
     o: &'a MirrorOptions,
     report: MirrorReport,
@@ -229,19 +220,9 @@ impl Applier<'_> {
         self.touched.insert(pathbytes::parent(path).to_vec());
     }
 
-    fn set_meta(&self, p: &Path, meta: &Meta, symlink: bool) -> Result<()> {
-        if symlink {
-            return crate::fsutil::set_symlink_mtime(p, meta.mtime_ns);
-        }
-        let f = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(p)
-            .ctx("open", p)?;
-        f.set_permissions(fs::Permissions::from_mode(meta.mode & 0o7777))
-            .ctx("chmod", p)?;
-        f.set_times(fs::FileTimes::new().set_modified(mtime_of(meta.mtime_ns)))
-            .ctx("set mtime of", p)
+    /// Mode and mtime (never the owner: a mirror is made by its user).
+    fn set_meta(&self, p: &Path, meta: &Meta) -> Result<()> {
+        crate::fsutil::set_meta_nofollow(p, meta, false)
     }
 
     /// Put SRC's entry `e` at its place in DEST (nothing there now).
@@ -267,7 +248,7 @@ impl Applier<'_> {
                     dst.with_file_name(format!(".{}", crate::fsutil::tmp_name("trove-mirror")));
                 let r = fs::copy(&src, &tmp)
                     .ctx("copy", &src)
-                    .and_then(|_| self.set_meta(&tmp, meta, false))
+                    .and_then(|_| self.set_meta(&tmp, meta))
                     .and_then(|_| fs::rename(&tmp, &dst).ctx("rename into place", &dst));
                 if r.is_err() {
                     let _ = fs::remove_file(&tmp);
@@ -338,7 +319,7 @@ impl Applier<'_> {
         self.report.metadata += 1;
         if self.o.apply {
             let p = self.dest_path(&s.path);
-            if let Err(err) = self.set_meta(&p, m, false) {
+            if let Err(err) = self.set_meta(&p, m) {
                 self.problem(&s.path, err);
             }
         }
@@ -530,7 +511,7 @@ pub fn run(o: &MirrorOptions, progress: &dyn Progress) -> Result<MirrorReport> {
         for e in dirs {
             if let Item::Dir(m) = &e.item {
                 let p = a.dest_path(&e.path);
-                if let Err(err) = a.set_meta(&p, m, false) {
+                if let Err(err) = a.set_meta(&p, m) {
                     a.problem(&e.path, err);
                 }
             }
@@ -539,7 +520,7 @@ pub fn run(o: &MirrorOptions, progress: &dyn Progress) -> Result<MirrorReport> {
     if o.apply {
         // DEST itself stands for SRC: its mode and mtime too.
         if let Ok(m) = fs::metadata(&o.src) {
-            if let Err(err) = a.set_meta(&o.dest, &scan::meta_of(&m), false) {
+            if let Err(err) = a.set_meta(&o.dest, &scan::meta_of(&m)) {
                 a.problem(b"", err);
             }
         }

@@ -33,7 +33,6 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
@@ -318,7 +317,9 @@ pub fn run(
             if cx.below_failed(&e.path) || cx.failed_dirs_contains(&e.path) {
                 continue;
             }
-            if let Err(err) = set_dir_meta(&cx, &cx.fs_path(&e.path), meta) {
+            if let Err(err) =
+                crate::fsutil::set_meta_nofollow(&cx.fs_path(&e.path), meta, cx.as_root)
+            {
                 cx.problem(&e.path, err.to_string());
             }
         }
@@ -326,7 +327,7 @@ pub fn run(
     if whole && created_target && snap.record.sources.len() == 1 {
         // One source: the target stands for the source directory itself.
         let meta = snap.record.sources[0].meta;
-        if let Err(err) = set_dir_meta(&cx, &opts.target, &meta) {
+        if let Err(err) = crate::fsutil::set_meta_nofollow(&opts.target, &meta, cx.as_root) {
             cx.problem(b"", err.to_string());
         }
     }
@@ -462,7 +463,7 @@ fn restore_file(
                 ));
             }
         }
-        apply_file_meta(cx, &dest, written, meta)
+        crate::fsutil::apply_meta(&dest, written, meta, cx.as_root)
     })();
     drop(dest);
     match result {
@@ -536,35 +537,6 @@ fn try_reflink(_src: &File, _dest: &File) -> bool {
     false
 }
 
-fn system_time(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
-}
-
-/// Owner (root only), mode, then mtime: chown clears set-id bits, so the
-/// mode comes after it.
-fn apply_file_meta(cx: &Ctx<'_>, f: &File, path: &Path, meta: &Meta) -> Result<()> {
-    if cx.as_root {
-        std::os::unix::fs::fchown(f, Some(meta.uid), Some(meta.gid)).ctx("chown", path)?;
-    }
-    f.set_permissions(fs::Permissions::from_mode(meta.mode & 0o7777))
-        .ctx("chmod", path)?;
-    f.set_times(fs::FileTimes::new().set_modified(system_time(meta.mtime_ns)))
-        .ctx("set mtime of", path)
-}
-
-fn set_dir_meta(cx: &Ctx<'_>, p: &Path, meta: &Meta) -> Result<()> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(p)
-        .ctx("open directory", p)?;
-    apply_file_meta(cx, &f, p, meta)
-}
-
 fn restore_symlink(cx: &Ctx<'_>, rel: &[u8], target: &[u8], meta: &Meta) -> Result<()> {
     let p = cx.fs_path(rel);
     let t = pathbytes::from_bytes(target.to_vec());
@@ -594,18 +566,4 @@ fn restore_symlink(cx: &Ctx<'_>, rel: &[u8], target: &[u8], meta: &Meta) -> Resu
         std::os::unix::fs::lchown(&p, Some(meta.uid), Some(meta.gid)).ctx("chown", &p)?;
     }
     crate::fsutil::set_symlink_mtime(&p, meta.mtime_ns)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_before_the_epoch() {
-        assert_eq!(
-            system_time(-1_500_000_000),
-            UNIX_EPOCH - Duration::from_millis(1500)
-        );
-        assert_eq!(system_time(2_000_000_001), UNIX_EPOCH + Duration::new(2, 1));
-    }
 }

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -337,7 +337,7 @@ fn ingest_once(
         &mut small_guard
     };
     loop {
-        let n = match read_full(&mut file, buf) {
+        let n = match fsutil::read_full(&mut file, buf) {
             Ok(n) => n,
             Err(e) => {
                 cleanup(&tmp_path);
@@ -391,19 +391,6 @@ fn ingest_once(
     }))
 }
 
-fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// Objects at least this large are hashed through a memory map.
 const MMAP_MIN: u64 = 16 << 20;
 
@@ -432,7 +419,7 @@ pub fn hash_open_file(algo: HashAlgo, mut f: File, size: u64, path: &Path) -> Re
     let mut h = Hasher::new(algo);
     let mut run = |buf: &mut [u8]| -> Result<()> {
         loop {
-            let n = read_full(&mut f, buf).ctx("read", path)?;
+            let n = fsutil::read_full(&mut f, buf).ctx("read", path)?;
             if n == 0 {
                 return Ok(());
             }
