@@ -100,36 +100,7 @@ cd "$DATA"
 } >"$OUT/facts.txt"
 cat "$OUT/facts.txt"
 
-# Busy CPU time of the whole machine so far, in 1/100 s (USER_HZ).
-busy_ticks() {
-    awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
-}
-
-# measure NAME CMD... : time one command; append to raw.tsv
-# "NAME<TAB>ms<TAB>maxrss_kB<TAB>CPU s used by other processes meanwhile".
-measure() {
-    local name=$1
-    shift
-    sync
-    local t0 t1 b0 b1
-    b0=$(busy_ticks)
-    t0=$(date +%s%N)
-    if ! /usr/bin/time -f '%M %U %S' -o "$OUT/$name.time" "$@" >"$OUT/$name.out" 2>&1; then
-        echo "FAILED: $name: $*" >&2
-        cat "$OUT/$name.out" >&2
-        exit 1
-    fi
-    t1=$(date +%s%N)
-    b1=$(busy_ticks)
-    local ms=$(((t1 - t0) / 1000000))
-    local rss own other
-    read -r rss own < <(tail -1 "$OUT/$name.time" | awk '{print $1, $2 + $3}')
-    # Other work on the machine skews timings: record how much there was.
-    other=$(awk -v b="$((b1 - b0))" -v o="$own" 'BEGIN { x = b / 100 - o; printf "%.2f", (x < 0 ? 0 : x) }')
-    printf '%s\t%s\t%s\t%s\n' "$name" "$ms" "$rss" "$other" >>"$OUT/raw.tsv"
-    awk -v n="$name" -v ms="$ms" -v kb="$rss" -v ot="$other" \
-        'BEGIN { printf "  %-16s %8.3f s  %6.1f MiB  (other processes: %.2f CPU s)\n", n, ms / 1000, kb / 1024, ot }'
-}
+. "$REPO/benches/lib.sh"
 
 reset_dir() {
     rm -rf "$1"
@@ -155,6 +126,7 @@ for r in $(seq "$REPS"); do
     fi
     if [ "$HAVE_RSYNC" = 1 ]; then
         reset_dir "$RS"
+        mkdir -p "$RS"
         measure "rsync_first.$r" rsync -a "$SRC/" "$RS/base/"
     fi
     reset_dir "$DEST"
@@ -290,7 +262,7 @@ runs = {}
 others = []
 names = []
 for line in open(raw):
-    name, ms, rss, other = line.rstrip("\n").split("\t")
+    name, ms, rss, other = line.rstrip("\n").split("\t")[:4]
     step = name.rsplit(".", 1)[0]
     runs.setdefault(step, []).append((int(ms) / 1000, int(rss) / 1024))
     others.append(float(other))

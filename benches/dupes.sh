@@ -107,35 +107,7 @@ cd "$DATA"
 } >"$OUT/facts.txt"
 cat "$OUT/facts.txt"
 
-# Busy CPU time of the whole machine so far, in 1/100 s (USER_HZ).
-busy_ticks() {
-    awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
-}
-
-# measure NAME CMD... : time one command (stdout to NAME.out); append
-# "NAME<TAB>ms<TAB>maxrss_kB<TAB>CPU s used by other processes" to raw.tsv.
-measure() {
-    local name=$1
-    shift
-    sync
-    local t0 t1 b0 b1
-    b0=$(busy_ticks)
-    t0=$(date +%s%N)
-    if ! /usr/bin/time -f '%M %U %S' -o "$OUT/$name.time" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err"; then
-        echo "FAILED: $name: $*" >&2
-        cat "$OUT/$name.err" >&2
-        exit 1
-    fi
-    t1=$(date +%s%N)
-    b1=$(busy_ticks)
-    local ms=$(((t1 - t0) / 1000000))
-    local rss own other
-    read -r rss own < <(tail -1 "$OUT/$name.time" | awk '{print $1, $2 + $3}')
-    other=$(awk -v b="$((b1 - b0))" -v o="$own" 'BEGIN { x = b / 100 - o; printf "%.2f", (x < 0 ? 0 : x) }')
-    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$ms" "$rss" "$other" "$own" >>"$OUT/raw.tsv"
-    awk -v n="$name" -v ms="$ms" -v kb="$rss" -v ot="$other" -v cpu="$own" \
-        'BEGIN { printf "  %-12s %8.3f s  %7.1f MiB  (own CPU %.2f s; other processes: %.2f CPU s)\n", n, ms / 1000, kb / 1024, cpu, ot }'
-}
+. "$REPO/benches/lib.sh"
 
 echo "== dupes: fclones group / jdupes -r / trove dupes (x$REPS)"
 for r in $(seq "$REPS"); do

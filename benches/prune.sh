@@ -55,16 +55,7 @@ for i in $(seq "$SNAPS"); do
     restic --repo "$RREPO" backup -q "$SRC" >/dev/null
 done
 sync
-measure() {
-    local name=$1
-    shift
-    sync
-    local t0 t1
-    t0=$(date +%s%N)
-    /usr/bin/time -f '%M' -o "$OUT/$name.time" "$@" >"$OUT/$name.out" 2>&1
-    t1=$(date +%s%N)
-    printf '%s\t%s\t%s\n' "$name" "$(((t1 - t0) / 1000000))" "$(tail -1 "$OUT/$name.time")" | tee -a "$OUT/raw.tsv"
-}
+. "$REPO/benches/lib.sh"
 du -sb "$DEST/.trove/objects" "$RREPO" | tee "$OUT/before.du"
 # Keep the history so the comparison can be repeated (REPS, default 1):
 # each repetition prunes a fresh copy of both repositories.
@@ -86,7 +77,7 @@ import sys
 import statistics
 runs = {}
 for l in open(sys.argv[1]):
-    n, ms, kb = l.rstrip("\n").split("\t")
+    n, ms, kb = l.rstrip("\n").split("\t")[:3]
     runs.setdefault(n, []).append((int(ms), int(kb)))
 rows = {n: [statistics.median(m for m, _ in v), max(k for _, k in v)] for n, v in runs.items()}
 t, r = rows["trove"], rows["restic"]
