@@ -300,10 +300,18 @@ pub fn plan(
     // duplicates of each other (they carry no data to deduplicate).
     newcomers.sort_unstable();
     // Contents at the top level before the newcomers are placed: unchanged
-    // files not shown as duplicates, and modified files. Built only when
-    // there are newcomers (never in a no-change run).
+    // files not shown as duplicates, and modified files. Only membership of
+    // a newcomer's content is ever asked, so only those contents are
+    // collected: a 1% change of a million files then builds a set of
+    // thousands, not of a million (a quarter of the planner's time).
     let mut top: HashSet<ObjectId> = HashSet::new();
     if !newcomers.is_empty() {
+        let wanted: HashSet<ObjectId> = newcomers
+            .iter()
+            .filter_map(|&k| file_of(&entries[k]))
+            .filter(|f| f.size > 0)
+            .map(|f| f.id)
+            .collect();
         let mut nc = newcomers.iter().peekable();
         for (k, e) in entries.iter().enumerate() {
             if nc.peek() == Some(&&k) {
@@ -311,7 +319,9 @@ pub fn plan(
                 continue;
             }
             if let Item::Leaf(Leaf::File { id, dup: false, .. }) = &e.item {
-                top.insert(*id);
+                if wanted.contains(id) {
+                    top.insert(*id);
+                }
             }
         }
     }
