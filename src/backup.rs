@@ -1013,6 +1013,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         root_base: show(&base_name(&root)),
     };
     progress.phase("scanning", 0, 0);
+    crate::log::mem_phase("start");
     // Watch mode looks again only at the paths events named, when there is
     // a previous snapshot to take everything else from.
     let scoped = opts
@@ -1028,6 +1029,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         }
         None => {
             let scanned = scan_all(&layout, s, &root)?;
+            crate::log::mem_phase("scanned");
             // Loaded after the scan, whose assembly briefly needs twice its
             // own size: the two never have to fit in memory at once.
             let prev = load_prev(repo.as_ref(), latest)?;
@@ -1048,12 +1050,14 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     } = scanned;
     progress.finish();
     report.excluded = excluded;
+    crate::log::mem_phase("previous loaded");
 
     // Hash: the stat cache vouches for unchanged files; the rest are read
     // (and, in a real run, copied into tmp/ in the same pass).
     let mut unread = vouch(&prev.entries, &records, &mut cur, &extra);
     let cache_complete = !records.is_empty() && records.iter().all(Option::is_some);
     drop(records);
+    crate::log::mem_phase("vouched");
     let batch = writer.map(Batch::new);
     let (stats, read_issues) = read_files(
         algo,
@@ -1071,6 +1075,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     report.new_bytes = stats.new_bytes.into_inner();
 
     finish_listing(&mut cur, &mut extra, &unread, run_start);
+    crate::log::mem_phase("files read");
     drop(unread);
     handle_issues(
         issues,
@@ -1094,6 +1099,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         },
     );
     fill_counts(&mut report, &plan.counts);
+    crate::log::mem_phase("planned");
     // Content this run's retention drops: the only content that can stop
     // being pinned in a run (see `gc::collect_dropped`).
     let dropped = dropped_by_retention(&plan, &prev.archive);
@@ -1129,10 +1135,12 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     });
     drop(prev_entries);
     drop(prev_archive);
+    crate::log::mem_phase("diffed");
 
     let root_id = tree::write_tree(algo, &plan.entries, &batch, &known_trees)?;
     let arch_id = tree::write_tree(algo, &plan.archive, &batch, &known_trees)?;
     drop(known_trees);
+    crate::log::mem_phase("trees written");
     report.changed = prev_snap
         .as_ref()
         .is_none_or(|p| p.record.root != root_id || p.record.archive != arch_id);
@@ -1169,7 +1177,6 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
 
     // Commit: objects and trees, then the record.
     batch.commit()?;
-    drop(batch);
     let record = SnapshotRecord {
         seq: prev_snap.as_ref().map_or(1, |p| p.record.seq + 1),
         time_ns: run_start,
@@ -1195,6 +1202,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     let snap_id: SnapshotId = snapshot::write(repo, &record)?;
     report.snapshot = Some(snap_id.short());
     log_plan(&plan, &old_esc, &layout, false);
+    crate::log::mem_phase("logged");
     // Logged: the actions are not needed any more, and on a first backup
     // they hold a path per file.
     plan.actions = Vec::new();
@@ -1207,6 +1215,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     diff.apply(&m, &plan.entries)?;
     drop(diff);
     let up = finish_tree_update(repo, &m, &snap_id)?;
+    crate::log::mem_phase("browsable updated");
     report.link_fallback_copies += up.copies;
     for (p, msg) in up.failures {
         report.failed = true;
@@ -1222,6 +1231,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         );
     }
     cache::save(repo, Some(snap_id), cache_records())?;
+    crate::log::mem_phase("cache saved");
     if s.policy.is_set() {
         drop(plan);
         let g = crate::prune::full_gc(repo, &s.policy, run_start)?;

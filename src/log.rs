@@ -131,3 +131,28 @@ pub fn check_dir(dir: &Path) -> Result<()> {
         .ctx("stat log directory", dir)
         .map(|_| ())
 }
+
+/// Measurement hook for the scale checks (`benches/README.md`): with
+/// `TROVE_MEMPROBE` set, print the resident and peak memory (from
+/// `/proc/self/status`) at the named phase of a run to stderr. Never in the
+/// audit log, whose lines must not depend on the machine.
+pub fn mem_phase(phase: &str) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*ON.get_or_init(|| std::env::var_os("TROVE_MEMPROBE").is_some()) {
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mib = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .map_or(0, |kib| kib / 1024)
+    };
+    eprintln!(
+        "trove mem: {phase:<18} rss {:>5} MiB  peak {:>5} MiB",
+        mib("VmRSS:"),
+        mib("VmHWM:")
+    );
+}

@@ -80,11 +80,15 @@ impl Action {
         }
     }
 
-    /// Within one path: the content decision first, then retention.
-    fn rank(&self) -> u8 {
+    /// Within one path: the content decision first, then retention of
+    /// versions (oldest first), then of the deleted content. No two actions
+    /// of one plan share (path, rank), so an unstable sort (which needs no
+    /// buffer) gives one order.
+    fn rank(&self) -> (u8, u64) {
         match self {
-            Action::RetainDropVersion { .. } | Action::RetainDropDeleted { .. } => 1,
-            _ => 0,
+            Action::RetainDropVersion { version, .. } => (1, *version),
+            Action::RetainDropDeleted { .. } => (2, 0),
+            _ => (0, 0),
         }
     }
 }
@@ -301,17 +305,34 @@ pub fn plan(
     newcomers.sort_unstable();
     // Contents at the top level before the newcomers are placed: unchanged
     // files not shown as duplicates, and modified files. Only membership of
-    // a newcomer's content is ever asked, so only those contents are
-    // collected: a 1% change of a million files then builds a set of
-    // thousands, not of a million (a quarter of the planner's time).
-    let mut top: HashSet<ObjectId> = HashSet::new();
-    if !newcomers.is_empty() {
-        let wanted: HashSet<ObjectId> = newcomers
-            .iter()
-            .filter_map(|&k| file_of(&entries[k]))
-            .filter(|f| f.size > 0)
-            .map(|f| f.id)
-            .collect();
+    // a newcomer's content is ever asked, so the set is kept over the
+    // newcomers' contents alone: a sorted list of them and a flag each
+    // (33 bytes per content, no hash table, and for a 1% change of a
+    // million files thousands of entries, not a million).
+    let mut wanted: Vec<ObjectId> = newcomers
+        .iter()
+        .filter_map(|&k| file_of(&entries[k]))
+        .filter(|f| f.size > 0)
+        .map(|f| f.id)
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut top = vec![false; wanted.len()];
+    if !wanted.is_empty() {
+        // Most files' contents are not wanted: a bit per 2^k slots keyed by
+        // the id's first bytes (ids are uniform hashes) rules nearly all of
+        // them out before a binary search would touch the list.
+        let slots = (wanted.len() * 16).next_power_of_two();
+        let slot = |id: &ObjectId| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&id.0 .0[..8]);
+            (u64::from_le_bytes(b) as usize) & (slots - 1)
+        };
+        let mut maybe = vec![0u64; slots.div_ceil(64)];
+        for id in &wanted {
+            let s = slot(id);
+            maybe[s / 64] |= 1 << (s % 64);
+        }
         let mut nc = newcomers.iter().peekable();
         for (k, e) in entries.iter().enumerate() {
             if nc.peek() == Some(&&k) {
@@ -319,27 +340,37 @@ pub fn plan(
                 continue;
             }
             if let Item::Leaf(Leaf::File { id, dup: false, .. }) = &e.item {
-                if wanted.contains(id) {
-                    top.insert(*id);
+                let s = slot(id);
+                if maybe[s / 64] & (1 << (s % 64)) == 0 {
+                    continue;
+                }
+                if let Ok(i) = wanted.binary_search(id) {
+                    top[i] = true;
                 }
             }
         }
     }
+    actions.reserve_exact(newcomers.len());
     for k in newcomers {
         let Some(f) = file_of(&entries[k]) else {
             continue;
         };
-        if f.size > 0 && top.contains(&f.id) {
+        // Empty contents are not in `wanted`: never duplicates.
+        let slot = wanted.binary_search(&f.id).ok().filter(|_| f.size > 0);
+        if slot.is_some_and(|i| top[i]) {
             set_dup(&mut entries[k], true);
             counts.duplicates += 1;
             actions.push(Action::Duplicate { entry: k });
         } else {
+            if let Some(i) = slot {
+                top[i] = true;
+            }
             set_dup(&mut entries[k], false);
-            top.insert(f.id);
             counts.backed_up += 1;
             actions.push(Action::Backup { entry: k });
         }
     }
+    drop((wanted, top));
 
     // Retention over the whole archive, so lowering the limit applies to
     // every path, not only to the ones touched in this run.
@@ -372,7 +403,7 @@ pub fn plan(
         }
     }
 
-    actions.sort_by(|a, b| {
+    actions.sort_unstable_by(|a, b| {
         cmp_paths(a.path(&entries), b.path(&entries)).then(a.rank().cmp(&b.rank()))
     });
     Plan {
@@ -642,6 +673,47 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
+        fn dup_flags(entries: &[Entry]) -> Vec<bool> {
+            entries
+                .iter()
+                .map(|e| matches!(e.item, Item::Leaf(Leaf::File { dup: true, .. })))
+                .collect()
+        }
+
+        /// SPEC §4's rule without any economy: an unchanged file keeps its
+        /// flag, a modified one is at the top, and newcomers in path order
+        /// are duplicates of whatever non-empty content is at the top.
+        fn reference_dups(prev: &[Entry], cur: &[Entry]) -> Vec<bool> {
+            let old = |path: &[u8]| prev.iter().find(|e| e.path == path).and_then(file_of);
+            let mut flags = vec![false; cur.len()];
+            let mut newcomers = Vec::new();
+            let mut top = HashSet::new();
+            for (k, e) in cur.iter().enumerate() {
+                let Some(f) = file_of(e) else { continue };
+                match old(&e.path) {
+                    Some(o) if o.id == f.id => {
+                        flags[k] = o.dup;
+                        if !o.dup {
+                            top.insert(f.id);
+                        }
+                    }
+                    Some(_) => {
+                        top.insert(f.id);
+                    }
+                    None => newcomers.push(k),
+                }
+            }
+            for k in newcomers {
+                let Some(f) = file_of(&cur[k]) else { continue };
+                if f.size > 0 && top.contains(&f.id) {
+                    flags[k] = true;
+                } else {
+                    top.insert(f.id);
+                }
+            }
+            flags
+        }
+
         fn arb_scan() -> impl Strategy<Value = Vec<Entry>> {
             prop::collection::btree_map("[a-d]{1,2}", 0u8..4, 0..8)
                 .prop_map(|m| sorted(m.into_iter().map(|(p, c)| file(&p, c)).collect()))
@@ -677,6 +749,9 @@ mod tests {
                             prop_assert!(top.contains(id) || prev.iter().any(|q| q.path == e.path));
                         }
                     }
+                    // The duplicate flags are those of the rule stated
+                    // plainly (a set of every top-level content).
+                    prop_assert_eq!(dup_flags(&p.entries), reference_dups(&prev, &s));
                     // Version numbers strictly increase per path.
                     for (_, h) in &p.archive {
                         prop_assert!(h.versions.windows(2).all(|w| w[0].0 < w[1].0));

@@ -16,50 +16,73 @@ use crate::id::{Digest, HashAlgo, ObjectId};
 use crate::store::{Repo, StoreKind};
 use rayon::prelude::*;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Files written to `tmp/` and waiting to be renamed into a store. Each is
-/// kept as (store, digest) → temp-file number: no paths, so a first backup
-/// of a million files holds a few dozen bytes per file here.
+/// Files written to `tmp/` and waiting to be renamed into a store.
+///
+/// A queued file is named after its digest (`tmp/obj-<hex>`,
+/// `tmp/tree-<hex>`), so the directory itself is the set of queued
+/// contents: no per-object memory, which for a first backup of a million
+/// files was the largest structure of the run (about 100 MiB of hash map),
+/// and a second writer of the same content finds the name taken. The
+/// commit lists `tmp/` to find what to move.
+///
+/// A file under a queued name may be incomplete only while its writer is
+/// still running or after a failed write; a failed write is a repository
+/// error, fatal for the run, so such a batch is never committed, and the
+/// next writer empties `tmp/` first ([`Repo::clean_tmp`]).
 pub struct Batch<'r> {
     repo: &'r Repo,
-    inner: Mutex<BatchInner>,
-}
-
-#[derive(Default)]
-struct BatchInner {
-    queued: HashMap<(bool, Digest), u64>,
-    bytes: u64,
+    files: AtomicU64,
+    bytes: AtomicU64,
 }
 
 /// Below these sizes a batch is made durable with one fsync per file (in
 /// parallel) instead of `syncfs`, which also waits for every other
 /// process's dirty data on the filesystem.
-const SMALL_BATCH_FILES: usize = 2000;
+const SMALL_BATCH_FILES: u64 = 2000;
 const SMALL_BATCH_BYTES: u64 = 64 << 20;
 const TMP_PREFIX: &str = "b";
+const QUEUED_OBJECT: &str = "obj-";
+const QUEUED_TREE: &str = "tree-";
+
+/// The store and digest a queued temp file name stands for (None for any
+/// other file in `tmp/`: partial large-file copies, other writers' temp
+/// files).
+fn parse_queued(name: &std::ffi::OsStr) -> Option<(StoreKind, Digest)> {
+    let name = name.to_str()?;
+    let (kind, hex) = if let Some(h) = name.strip_prefix(QUEUED_OBJECT) {
+        (StoreKind::Object, h)
+    } else {
+        (StoreKind::Tree, name.strip_prefix(QUEUED_TREE)?)
+    };
+    Some((kind, Digest::from_hex(hex)?))
+}
 
 impl<'r> Batch<'r> {
     pub fn new(repo: &'r Repo) -> Batch<'r> {
         Batch {
             repo,
-            inner: Mutex::new(BatchInner::default()),
+            files: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BatchInner> {
-        // A panic in another worker poisons the mutex; the data (a map of
-        // pending renames) is still consistent, so keep going.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn tmp_path(&self, n: u64) -> PathBuf {
         self.repo.tmp_dir().join(fsutil::tmp_name_of(TMP_PREFIX, n))
+    }
+
+    fn queued_path(&self, kind: StoreKind, d: &Digest) -> PathBuf {
+        let prefix = match kind {
+            StoreKind::Object => QUEUED_OBJECT,
+            StoreKind::Tree => QUEUED_TREE,
+        };
+        self.repo.tmp_dir().join(format!("{prefix}{}", d.to_hex()))
     }
 
     /// A new temp file for the batch: its number and open handle.
@@ -70,118 +93,125 @@ impl<'r> Batch<'r> {
         Ok((n, p, f))
     }
 
-    /// Is this digest queued by this batch, or already in the store?
-    fn present(&self, key: &(bool, Digest)) -> bool {
-        let kind = if key.0 {
-            StoreKind::Tree
-        } else {
-            StoreKind::Object
-        };
-        self.lock().queued.contains_key(key) || self.repo.digest_path(kind, &key.1).exists()
+    fn counted(&self, len: u64) -> bool {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        true
     }
 
-    /// Queue complete temp file `n` for `key`, unless another writer queued
-    /// the same digest first (then the temp file goes).
-    fn queue(&self, key: (bool, Digest), n: u64, len: u64) -> Result<bool> {
-        let mut g = self.lock();
-        if g.queued.contains_key(&key) {
-            drop(g);
-            let tmp = self.tmp_path(n);
-            fs::remove_file(&tmp).ctx("remove temporary file", &tmp)?;
+    /// Queue `data` under digest `d`, unless it is stored or queued
+    /// already (false then). The name is claimed with `O_EXCL`, so of
+    /// concurrent writers of one content exactly one writes it.
+    fn put_bytes(&self, kind: StoreKind, d: Digest, data: &[u8]) -> Result<bool> {
+        if self.repo.digest_path(kind, &d).exists() {
             return Ok(false);
         }
-        g.queued.insert(key, n);
-        g.bytes += len;
-        Ok(true)
+        let q = self.queued_path(kind, &d);
+        let mut f = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&q)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(Error::io("create temporary file", &q, e)),
+        };
+        if let Err(e) = f.write_all(data) {
+            // Never leave a partial file under a digest name.
+            let _ = fs::remove_file(&q);
+            return Err(Error::io("write", &q, e));
+        }
+        Ok(self.counted(data.len() as u64))
     }
 
     /// Queue temp file `n`, whose digest `d` was only known once it was
-    /// written (file contents are hashed while copied). Returns false — and
-    /// removes the temp file — when the digest is already stored or queued,
-    /// so concurrent writers of one content all succeed.
+    /// written (large file contents are hashed while copied). Returns false
+    /// — and removes the temp file — when the digest is already stored or
+    /// queued, so concurrent writers of one content all succeed.
     fn offer(&self, kind: StoreKind, d: Digest, n: u64, len: u64) -> Result<bool> {
-        let key = (kind == StoreKind::Tree, d);
+        let tmp = self.tmp_path(n);
         if self.repo.digest_path(kind, &d).exists() {
-            let tmp = self.tmp_path(n);
             fs::remove_file(&tmp).ctx("remove temporary file", &tmp)?;
             return Ok(false);
         }
-        self.queue(key, n, len)
+        let q = self.queued_path(kind, &d);
+        match fsutil::rename_noreplace(&tmp, &q) {
+            Ok(()) => Ok(self.counted(len)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                fs::remove_file(&tmp).ctx("remove temporary file", &tmp)?;
+                Ok(false)
+            }
+            Err(e) => Err(Error::io("queue temporary file", &q, e)),
+        }
     }
 
     /// Store the bytes `make` produces under `d` (used for tree objects,
-    /// whose id is known before they are written): one existence check,
-    /// and nothing is built or written when the digest is already there.
+    /// whose id is known before they are written): nothing is built or
+    /// written when the digest is already stored or queued.
     pub fn put_with(
         &self,
         kind: StoreKind,
         d: Digest,
         make: impl FnOnce() -> Result<Vec<u8>>,
     ) -> Result<bool> {
-        let key = (kind == StoreKind::Tree, d);
-        if self.present(&key) {
+        if self.repo.digest_path(kind, &d).exists() || self.queued_path(kind, &d).exists() {
             return Ok(false);
         }
         let data = make()?;
-        let (n, tmp, mut f) = self.new_tmp()?;
-        f.write_all(&data).ctx("write", &tmp)?;
-        drop(f);
-        self.queue(key, n, data.len() as u64)
+        self.put_bytes(kind, d, &data)
     }
 
     /// Make every queued file durable and move it into place.
     pub fn commit(&self) -> Result<()> {
-        let (queued, bytes) = {
-            let mut g = self.lock();
-            (std::mem::take(&mut g.queued), std::mem::take(&mut g.bytes))
-        };
-        if queued.is_empty() {
+        let files = self.files.swap(0, Ordering::Relaxed);
+        let bytes = self.bytes.swap(0, Ordering::Relaxed);
+        if files == 0 {
             return Ok(());
         }
-        // Sorted by store and digest: a deterministic order, and renames
-        // into one fan-out directory stay together. Paths are made one at a
-        // time, never held for the whole batch.
-        let mut moves: Vec<((bool, Digest), u64)> = queued.into_iter().collect();
-        moves.sort_unstable();
-        let paths = |&((tree, d), n): &((bool, Digest), u64)| {
-            let kind = if tree {
-                StoreKind::Tree
-            } else {
-                StoreKind::Object
-            };
-            (self.tmp_path(n), self.repo.digest_path(kind, &d))
+        let tmp_dir = self.repo.tmp_dir();
+        let queued = || -> Result<_> {
+            let rd = fs::read_dir(&tmp_dir).ctx("list", &tmp_dir)?;
+            Ok(rd.filter_map(|e| {
+                let e = match e {
+                    Ok(e) => e,
+                    Err(err) => return Some(Err(Error::io("list", &tmp_dir, err))),
+                };
+                parse_queued(&e.file_name()).map(|(kind, d)| Ok((e.path(), kind, d)))
+            }))
         };
-        let small = moves.len() < SMALL_BATCH_FILES && bytes < SMALL_BATCH_BYTES;
+        let small = files < SMALL_BATCH_FILES && bytes < SMALL_BATCH_BYTES;
         // 1. The bytes of every temp file reach the disk before any of them
         //    gets its final name.
         if small {
-            moves.par_iter().try_for_each(|m| {
-                let (tmp, _) = paths(m);
-                File::open(&tmp)
-                    .and_then(|f| f.sync_all())
-                    .ctx("fsync", &tmp)
+            let list: Vec<(PathBuf, StoreKind, Digest)> = queued()?.collect::<Result<_>>()?;
+            list.par_iter().try_for_each(|(tmp, _, _)| {
+                File::open(tmp).and_then(|f| f.sync_all()).ctx("fsync", tmp)
             })?;
         } else {
-            fsutil::sync_filesystem(&self.repo.tmp_dir())?;
+            fsutil::sync_filesystem(&tmp_dir)?;
         }
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        for m in &moves {
-            let (tmp, dest) = paths(m);
+        // Entries are renamed out of `tmp/` while it is listed: a listing
+        // returns every entry that is neither added nor removed during it
+        // exactly once, and only entries already returned are removed.
+        let mut dirs: HashSet<PathBuf> = HashSet::new();
+        for q in queued()? {
+            let (tmp, kind, d) = q?;
+            let dest = self.repo.digest_path(kind, &d);
             if let Some(dir) = dest.parent() {
-                if dirs.last().map(|d| d.as_path()) != Some(dir) {
+                if !dirs.contains(dir) {
                     fsutil::create_private_dir(dir)?;
-                    dirs.push(dir.to_path_buf());
+                    dirs.insert(dir.to_path_buf());
                 }
             }
             // The exclusive lock guarantees no other process writes here, and
-            // `offer` checked the name was free, so rename cannot replace an
-            // object that the browsable tree already links to.
+            // the queueing checked the name was free, so rename cannot replace
+            // an object that the browsable tree already links to.
             fs::rename(&tmp, &dest).ctx("move into store", &dest)?;
         }
         // 2. The renames themselves are durable before the caller writes a
         //    snapshot record that refers to these names.
         if small {
-            dirs.dedup();
             dirs.par_iter().try_for_each(|d| fsutil::fsync_dir(d))?;
             for top in [self.repo.objects_dir(), self.repo.trees_dir()] {
                 fsutil::fsync_dir(&top)?;
@@ -309,7 +339,11 @@ fn ingest_once(
         (before.size as usize + 1).clamp(4096, SMALL_BUF)
     };
     let mut hasher = Hasher::new(algo);
-    let (tmp_num, tmp_path, mut tmp) = match batch {
+    // A small file fits the buffer whole: it is hashed first and written
+    // once under its digest name. A large one is copied to a numbered temp
+    // file while it is hashed (one read), then renamed to its digest name.
+    let whole = (before.size as usize) < SMALL_BUF;
+    let (tmp_num, tmp_path, mut tmp) = match batch.filter(|_| !whole) {
         Some(b) => {
             let (n, p, f) = b.new_tmp().map_err(ReadFailure::Repo)?;
             (n, Some(p), Some(f))
@@ -322,6 +356,7 @@ fn ingest_once(
         }
     };
     let mut total: u64 = 0;
+    let mut chunks = 0;
     // Small files share one buffer per thread; a large file gets its own,
     // big enough for BLAKE3's multi-threaded path.
     let mut large: Vec<u8>;
@@ -346,6 +381,11 @@ fn ingest_once(
         };
         if n == 0 {
             break;
+        }
+        chunks += 1;
+        if whole && chunks > 1 {
+            // It grew past the buffer since it was stat'ed: read it again.
+            return Ok(None);
         }
         hasher.update(&buf[..n]);
         if let (Some(t), Some(p)) = (tmp.as_mut(), tmp_path.as_ref()) {
@@ -374,15 +414,18 @@ fn ingest_once(
     }
     drop(tmp);
     let id = ObjectId(hasher.finish());
-    if buf_len <= SMALL_BUF {
-        SMALL_BUFFER.with(|b| *b.borrow_mut() = std::mem::take(&mut small_guard));
-    }
     let stored = match batch {
+        Some(b) if whole => b
+            .put_bytes(StoreKind::Object, id.0, &buf[..total as usize])
+            .map_err(ReadFailure::Repo)?,
         Some(b) => b
             .offer(StoreKind::Object, id.0, tmp_num, total)
             .map_err(ReadFailure::Repo)?,
         None => false,
     };
+    if buf_len <= SMALL_BUF {
+        SMALL_BUFFER.with(|b| *b.borrow_mut() = std::mem::take(&mut small_guard));
+    }
     Ok(Some(Ingested {
         id,
         size: total,
@@ -478,18 +521,26 @@ pub fn list_store(repo: &Repo, kind: StoreKind) -> Result<Vec<Digest>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn two_threads_store_same_content() -> Result<()> {
+    /// Sixteen threads ingest files of one content at once; exactly one
+    /// queues it, and the commit moves exactly that file into the store and
+    /// leaves other files in `tmp/` alone. `len` picks the path: below
+    /// SMALL_BUF a file is written whole under its digest name, above it is
+    /// copied while hashed and then renamed to that name.
+    fn same_content_from_many_threads(len: usize) -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
         let repo = Repo::init(&dir.path().join("b"), HashAlgo::Blake3)?;
         let src_dir = dir.path().join("src");
         fs::create_dir(&src_dir).ctx("mkdir", &src_dir)?;
+        let content: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
         let mut paths = Vec::new();
         for i in 0..16 {
             let p = src_dir.join(format!("f{i}"));
-            fs::write(&p, b"same bytes everywhere").ctx("write", &p)?;
+            fs::write(&p, &content).ctx("write", &p)?;
             paths.push(p);
         }
+        // Another writer's temp file: not the batch's to move.
+        let stray = repo.tmp_dir().join("w-1-1");
+        fs::write(&stray, b"x").ctx("write", &stray)?;
         let batch = Batch::new(&repo);
         let results: Vec<_> = std::thread::scope(|s| {
             let handles: Vec<_> = paths
@@ -508,13 +559,55 @@ mod tests {
         }
         assert_eq!(stored, 1, "exactly one writer queues the object");
         assert_eq!(ids.len(), 1);
-        batch.commit()?;
         let id = ids.into_iter().next().ok_or(Error::Interrupted)?;
-        assert_eq!(
-            fs::read(repo.object_path(&id)).ctx("read", "obj")?,
-            b"same bytes everywhere"
+        assert!(
+            !repo.object_path(&id).exists(),
+            "nothing stored before the commit"
         );
-        assert_eq!(fs::read_dir(repo.tmp_dir()).ctx("ls", "tmp")?.count(), 0);
+        // A tree whose digest is queued or stored is neither built nor written.
+        let tree = Digest([7; 32]);
+        assert!(batch.put_with(StoreKind::Tree, tree, || Ok(b"tree".to_vec()))?);
+        assert!(!batch.put_with(StoreKind::Tree, tree, || Err(Error::Interrupted))?);
+        batch.commit()?;
+        assert_eq!(fs::read(repo.object_path(&id)).ctx("read", "obj")?, content);
+        assert_eq!(
+            fs::read(repo.digest_path(StoreKind::Tree, &tree)).ctx("read", "tree")?,
+            b"tree"
+        );
+        assert!(!batch.put_with(StoreKind::Tree, tree, || Err(Error::Interrupted))?);
+        let left: Vec<_> = fs::read_dir(repo.tmp_dir())
+            .ctx("ls", "tmp")?
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("w-1-1")]);
         Ok(())
+    }
+
+    #[test]
+    fn many_threads_store_one_small_content_once() -> Result<()> {
+        same_content_from_many_threads(21)
+    }
+
+    #[test]
+    fn many_threads_store_one_large_content_once() -> Result<()> {
+        same_content_from_many_threads(SMALL_BUF + 1)?;
+        same_content_from_many_threads(LARGE_BUF + 3)
+    }
+
+    #[test]
+    fn only_queued_names_are_committed() {
+        let d = Digest([0xab; 32]);
+        let name = |s: String| std::ffi::OsString::from(s);
+        assert_eq!(
+            parse_queued(&name(format!("obj-{}", d.to_hex()))),
+            Some((StoreKind::Object, d))
+        );
+        assert_eq!(
+            parse_queued(&name(format!("tree-{}", d.to_hex()))),
+            Some((StoreKind::Tree, d))
+        );
+        for other in ["b-12-3", "obj-", "obj-zz", "w-1-1", "tree-ab"] {
+            assert_eq!(parse_queued(&name(other.to_string())), None, "{other}");
+        }
     }
 }
