@@ -1177,6 +1177,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
 
     // Commit: objects and trees, then the record.
     batch.commit()?;
+    crate::log::mem_phase("batch committed");
     let record = SnapshotRecord {
         seq: prev_snap.as_ref().map_or(1, |p| p.record.seq + 1),
         time_ns: run_start,

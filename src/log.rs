@@ -132,15 +132,18 @@ pub fn check_dir(dir: &Path) -> Result<()> {
         .map(|_| ())
 }
 
-/// Measurement hook for the scale checks (`benches/README.md`): with
-/// `TROVE_MEMPROBE` set, print the resident and peak memory (from
-/// `/proc/self/status`) at the named phase of a run to stderr. Never in the
-/// audit log, whose lines must not depend on the machine.
+/// Measurement hook for the scale check (`benches/scale.sh`): with
+/// `TROVE_MEMPROBE` set, print the time since the first call and the
+/// resident and peak memory (from `/proc/self/status`) at the named phase
+/// of a run to stderr. Never in the audit log, whose lines must not depend
+/// on the machine.
 pub fn mem_phase(phase: &str) {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if !*ON.get_or_init(|| std::env::var_os("TROVE_MEMPROBE").is_some()) {
+    static ON: std::sync::OnceLock<Option<std::time::Instant>> = std::sync::OnceLock::new();
+    let Some(t0) =
+        ON.get_or_init(|| std::env::var_os("TROVE_MEMPROBE").map(|_| std::time::Instant::now()))
+    else {
         return;
-    }
+    };
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let mib = |key: &str| -> u64 {
         status
@@ -151,7 +154,8 @@ pub fn mem_phase(phase: &str) {
             .map_or(0, |kib| kib / 1024)
     };
     eprintln!(
-        "trove mem: {phase:<18} rss {:>5} MiB  peak {:>5} MiB",
+        "trove mem: {phase:<18} {:>8.2} s  rss {:>5} MiB  peak {:>5} MiB",
+        t0.elapsed().as_secs_f64(),
         mib("VmRSS:"),
         mib("VmHWM:")
     );

@@ -434,6 +434,7 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
     }
     progress.finish();
     report.trees = walk.below.len() as u64;
+    crate::log::mem_phase("trees walked");
     problems.append(&mut walk.problems);
 
     // Objects.
@@ -490,12 +491,15 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
         })
         .collect();
     progress.finish();
-    let mut inodes: HashMap<ObjectId, (u64, u64)> = HashMap::with_capacity(checked.len());
+    crate::log::mem_phase("objects checked");
+    // `checked` is in the order of `objs` (sorted by id).
+    let mut inodes = Inodes {
+        objs: &objs,
+        at: Vec::with_capacity(checked.len()),
+    };
     let mut bad: Vec<(ObjectId, BadObject)> = Vec::new();
     for (id, here, b) in checked {
-        if let Some(h) = here {
-            inodes.insert(id, h);
-        }
+        inodes.at.push(here);
         match b {
             Some(b) if b.kind == "missing object" && optional.contains(&id) => {
                 report.unpinned_missing += 1;
@@ -528,38 +532,66 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
         }
     }
     report.objects -= report.unpinned_missing;
-    report.object_bytes = inodes_bytes(&objs, &inodes);
-    let referenced: HashSet<ObjectId> = objs.iter().map(|(id, _)| *id).collect();
-    (report.unreferenced_objects, report.unreferenced_bytes) =
-        unreferenced_objects(repo, &referenced)?;
+    report.object_bytes = inodes.present_bytes();
+    (report.unreferenced_objects, report.unreferenced_bytes) = unreferenced_objects(repo, &inodes)?;
 
     // The browsable tree.
     if let Some(latest) = snaps.last() {
         // A snapshot whose trees are damaged has its problems named above.
         if let Ok((entries, archive)) = crate::backup::load_snapshot(repo, &latest.record) {
+            // The listing is not needed past its rendering: free it before
+            // the tree is checked (a large share of the memory).
             let desired = browse::render(&entries, &archive);
+            drop((entries, archive));
+            crate::log::mem_phase("tree rendered");
             report.browsable_entries = desired.len() as u64;
             problems.extend(check_browsable(repo, latest, &desired, &inodes, progress)?);
         }
     }
+    crate::log::mem_phase("browsable checked");
     report.problems = problems;
     Ok(report)
 }
 
-/// Bytes of the referenced objects that are present.
-fn inodes_bytes(objs: &[(ObjectId, u64)], present: &HashMap<ObjectId, (u64, u64)>) -> u64 {
-    objs.iter()
-        .filter(|(id, _)| present.contains_key(id))
-        .map(|(_, s)| s)
-        .sum()
+/// Where each referenced object is in the store (device, inode), or None
+/// where it is missing: a list beside the id-sorted `objs`, found by binary
+/// search (a hash map of a million objects took about 100 MiB).
+struct Inodes<'a> {
+    objs: &'a [(ObjectId, u64)],
+    at: Vec<Option<DevIno>>,
+}
+
+impl Inodes<'_> {
+    fn index(&self, id: &ObjectId) -> Option<usize> {
+        self.objs.binary_search_by_key(id, |(x, _)| *x).ok()
+    }
+
+    fn get(&self, id: &ObjectId) -> Option<DevIno> {
+        self.index(id)
+            .and_then(|i| self.at.get(i).copied().flatten())
+    }
+
+    fn referenced(&self, id: &ObjectId) -> bool {
+        self.index(id).is_some()
+    }
+
+    /// Bytes of the referenced objects that are present.
+    fn present_bytes(&self) -> u64 {
+        self.objs
+            .iter()
+            .zip(&self.at)
+            .filter(|(_, here)| here.is_some())
+            .map(|((_, size), _)| size)
+            .sum()
+    }
 }
 
 /// Count objects in the store that no snapshot references.
-fn unreferenced_objects(repo: &Repo, referenced: &HashSet<ObjectId>) -> Result<(u64, u64)> {
+fn unreferenced_objects(repo: &Repo, inodes: &Inodes<'_>) -> Result<(u64, u64)> {
     let (mut n, mut bytes) = (0, 0);
     for d in objects::list_store(repo, crate::store::StoreKind::Object)? {
         let id = ObjectId(d);
-        if !referenced.contains(&id) {
+        if !inodes.referenced(&id) {
             n += 1;
             bytes += fs::metadata(repo.object_path(&id))
                 .map(|m| m.len())
@@ -574,7 +606,7 @@ fn check_browsable(
     repo: &Repo,
     latest: &Snapshot,
     desired: &[BEntry],
-    inodes: &HashMap<ObjectId, (u64, u64)>,
+    inodes: &Inodes<'_>,
     progress: &dyn Progress,
 ) -> Result<Vec<VerifyProblem>> {
     let short = latest.id.short();
@@ -670,7 +702,7 @@ fn link_possible(obj: &Path, dev: u64) -> bool {
     max < 0 || (m.nlink() as i64) < max as i64
 }
 
-fn check_entry(repo: &Repo, e: &BEntry, inodes: &HashMap<ObjectId, (u64, u64)>) -> Option<String> {
+fn check_entry(repo: &Repo, e: &BEntry, inodes: &Inodes<'_>) -> Option<String> {
     let p = pathbytes::to_fs(&repo.root, &e.path);
     let m = match fs::symlink_metadata(&p) {
         Ok(m) => m,
@@ -724,7 +756,7 @@ fn check_entry(repo: &Repo, e: &BEntry, inodes: &HashMap<ObjectId, (u64, u64)>) 
             if *size == 0 {
                 return None;
             }
-            if inodes.get(id) == Some(&(m.dev(), m.ino())) {
+            if inodes.get(id) == Some((m.dev(), m.ino())) {
                 return None;
             }
             let obj = repo.object_path(id);

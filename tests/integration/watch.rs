@@ -553,7 +553,13 @@ fn create_modify_delete_rename_are_reflected_in_snapshots_and_the_browsable_tree
     std::fs::remove_file(env.src("del.txt"))?;
     std::fs::remove_file(env.src("sub/gone.txt"))?;
     std::fs::remove_dir_all(env.src("tree"))?;
-    w.wait_for("5 deleted files", |l| total(l, "deleted") >= 5)?;
+    // `remove_dir_all` empties `tree/` before removing it: a run can see
+    // the files gone and the folder still there, and the next run removes
+    // the folder. Wait for both.
+    let tree_shown = env.dst("tree");
+    w.wait_for("5 deleted files and the folder gone", |l| {
+        total(l, "deleted") >= 5 && !tree_shown.exists()
+    })?;
     assert!(!env.dst("del.txt").exists(), "del.txt still at the top");
     assert!(
         !env.dst("sub/gone.txt").exists(),

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Scale check (issue 7, item 5): a tree of a million mostly tiny files.
+# Times the first backup, a no-change rerun and `verify --quick` against
+# the `find` stat walk, and records each one's peak RSS, plus trove's
+# memory per run phase (TROVE_MEMPROBE) so the largest structure is named.
+#
+#   benches/scale.sh DATA_DIR
+#
+# DATA_DIR (outside the repository) receives src/ (made by gen_tree.py
+# when missing), dest/ (trove's backup root, recreated every run) and
+# results/ (raw.tsv, command output, report.md).
+#
+# Environment: FILES (1000000), BYTES (1000000000), SEED (1), REPS (2) for
+# the no-change rerun and its `find` anchor. Needs GNU time
+# (/usr/bin/time) and about 3 GB free in DATA_DIR. Takes 5-10 minutes, most
+# of it the first backup (writing a million objects).
+set -euo pipefail
+
+FILES=${FILES:-1000000}
+BYTES=${BYTES:-1000000000}
+SEED=${SEED:-1}
+REPS=${REPS:-2}
+
+if [ $# -ne 1 ]; then
+    echo "usage: $0 DATA_DIR" >&2
+    exit 2
+fi
+DATA=$(realpath -m "$1")
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO_DIR=$(cd "$HERE/.." && pwd)
+case "$DATA/" in
+"$REPO_DIR"/*)
+    echo "DATA_DIR must be outside the repository" >&2
+    exit 2
+    ;;
+esac
+[ -x /usr/bin/time ] || {
+    echo "GNU time is needed: apt-get install -y time" >&2
+    exit 2
+}
+
+SRC=$DATA/src
+DEST=$DATA/dest
+OUT=$DATA/results
+mkdir -p "$DATA"
+rm -rf "$OUT" "$DEST"
+mkdir -p "$OUT"
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+
+(cd "$REPO_DIR" && cargo build --release --quiet)
+TROVE=$REPO_DIR/target/release/trove
+
+if [ ! -d "$SRC" ]; then
+    echo "generating $FILES files ($BYTES bytes) in $SRC"
+    python3 "$HERE/gen_tree.py" --out "$SRC" --files "$FILES" --bytes "$BYTES" --seed "$SEED"
+    # Files changed less than 2 s before a run are "racily clean": the stat
+    # cache does not vouch for them, and the no-change rerun would read them.
+    sleep 3
+fi
+echo "data: $(find "$SRC" -type f | wc -l) files, $(du -sh --apparent-size "$SRC" | cut -f1)"
+
+export TROVE_MEMPROBE=1
+measure first "$TROVE" backup "$SRC" "$DEST" -q
+cp "$OUT/first.err" "$OUT/first.phases"
+for r in $(seq 1 "$REPS"); do
+    measure "find-$r" find "$SRC" -printf '%s %T@ %i %p\n'
+    measure "nochange-$r" "$TROVE" backup "$SRC" "$DEST" -q
+done
+cp "$OUT/nochange-1.err" "$OUT/nochange.phases"
+measure verify-quick "$TROVE" --repo "$DEST" verify --quick -q
+
+# Median over the reps (lower middle for an even count).
+med() {
+    awk -F'\t' -v p="^$1-[0-9]+\$" -v c="$2" '$1 ~ p { print $c }' "$OUT/raw.tsv" |
+        sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+one() { awk -F'\t' -v n="$1" -v c="$2" '$1 == n { print $c }' "$OUT/raw.tsv"; }
+find_ms=$(med find 2)
+{
+    echo "| step | trove | peak RSS | anchor | ratio |"
+    echo "|---|---|---|---|---|"
+    awk -v t="$(one first 2)" -v m="$(one first 3)" 'BEGIN {
+        printf "| first backup | %.1f s | %.0f MiB | (benches/compare.sh has cp -a) | - |\n", t / 1000, m / 1024 }'
+    awk -v t="$(med nochange 2)" -v m="$(med nochange 3)" -v f="$find_ms" 'BEGIN {
+        printf "| no-change rerun | %.2f s | %.0f MiB | `find` walk: %.2f s | **%.2fx** (goal <= 2x) |\n", t / 1000, m / 1024, f / 1000, t / f }'
+    awk -v t="$(one verify-quick 2)" -v m="$(one verify-quick 3)" -v f="$find_ms" 'BEGIN {
+        printf "| verify --quick | %.2f s | %.0f MiB | `find` walk: %.2f s | %.1fx |\n", t / 1000, m / 1024, f / 1000, t / f }'
+    echo
+    echo "Memory by phase (TROVE_MEMPROBE), first backup:"
+    echo
+    echo '```'
+    cat "$OUT/first.phases"
+    echo '```'
+    echo
+    echo "No-change rerun:"
+    echo
+    echo '```'
+    cat "$OUT/nochange.phases"
+    echo '```'
+} | tee "$OUT/report.md"
