@@ -82,3 +82,35 @@ fn lost_marker_means_a_full_check_that_repairs_and_spares_foreign_files() -> Tes
     assert!(env.dst(MARKER).exists(), "marker written again");
     Ok(())
 }
+
+/// A run killed while writing leaves files in `tmp/` under the names the
+/// batch queues contents by (`obj-<hex>`, `tree-<hex>`), possibly partial.
+/// The next writer must never take one for a queued content: it empties
+/// `tmp/` before it queues anything, so the content is written again.
+#[test]
+fn partial_queued_files_left_by_a_killed_run_are_never_committed() -> TestResult {
+    let env = setup()?;
+    let fresh = b"content the next run stores for the first time";
+    let hex = blake3::hash(fresh).to_hex().to_string();
+    let tmp = env.dst(".trove/tmp");
+    std::fs::write(tmp.join(format!("obj-{hex}")), &fresh[..10])?;
+    std::fs::write(tmp.join(format!("tree-{}", "ab".repeat(32))), b"torn")?;
+    env.write("fresh.txt", fresh)?;
+
+    env.backup_ok(&[])?;
+    assert_eq!(std::fs::read(env.dst("fresh.txt"))?, fresh);
+    let stored = env.dst(&format!(".trove/objects/{}/{}", &hex[..2], hex));
+    assert_eq!(std::fs::read(&stored)?, fresh, "the object holds all its bytes");
+    assert!(
+        !env.dst(&format!(".trove/trees/ab/{}", "ab".repeat(32))).exists(),
+        "a stray queued tree was moved into the store"
+    );
+    assert_eq!(std::fs::read_dir(&tmp)?.count(), 0, "tmp/ emptied");
+    let out = env.repo_cmd(&["verify"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(())
+}
