@@ -1029,6 +1029,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         }
         None => {
             let scanned = scan_all(&layout, s, &root)?;
+            crate::fsutil::release_free_memory();
             crate::log::mem_phase("scanned");
             // Loaded after the scan, whose assembly briefly needs twice its
             // own size: the two never have to fit in memory at once.
@@ -1207,6 +1208,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     // Logged: the actions are not needed any more, and on a first backup
     // they hold a path per file.
     plan.actions = Vec::new();
+    crate::fsutil::release_free_memory();
 
     // Derived data: the browsable tree, then the cache.
     let m = Materializer::new(repo, &repo.root);

@@ -136,6 +136,9 @@ impl<'r> Batch<'r> {
             return Ok(false);
         }
         let q = self.queued_path(kind, &d);
+        // Where the filesystem lacks RENAME_NOREPLACE, two threads can both
+        // find the name free and both rename: harmless (the bytes are equal,
+        // being of one digest), and the count of new objects is one high.
         match fsutil::rename_noreplace(&tmp, &q) {
             Ok(()) => Ok(self.counted(len)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
