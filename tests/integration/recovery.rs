@@ -100,9 +100,14 @@ fn partial_queued_files_left_by_a_killed_run_are_never_committed() -> TestResult
     env.backup_ok(&[])?;
     assert_eq!(std::fs::read(env.dst("fresh.txt"))?, fresh);
     let stored = env.dst(&format!(".trove/objects/{}/{}", &hex[..2], hex));
-    assert_eq!(std::fs::read(&stored)?, fresh, "the object holds all its bytes");
+    assert_eq!(
+        std::fs::read(&stored)?,
+        fresh,
+        "the object holds all its bytes"
+    );
     assert!(
-        !env.dst(&format!(".trove/trees/ab/{}", "ab".repeat(32))).exists(),
+        !env.dst(&format!(".trove/trees/ab/{}", "ab".repeat(32)))
+            .exists(),
         "a stray queued tree was moved into the store"
     );
     assert_eq!(std::fs::read_dir(&tmp)?.count(), 0, "tmp/ emptied");
