@@ -26,19 +26,9 @@
 # times and the median is reported. Peak RSS comes from GNU time (%M).
 set -euo pipefail
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 DATA_DIR" >&2
-    exit 2
-fi
-REPO=$(cd "$(dirname "$0")/.." && pwd -P)
-mkdir -p "$1"
-DATA=$(cd "$1" && pwd -P)
-case "$DATA/" in
-"$REPO"/*)
-    echo "DATA_DIR must be outside the repository ($REPO)" >&2
-    exit 2
-    ;;
-esac
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+data_dir_arg "$@"
 FILES=${FILES:-100000}
 BYTES=${BYTES:-450000000}
 SEED=${SEED:-1}
@@ -100,7 +90,6 @@ cd "$DATA"
 } >"$OUT/facts.txt"
 cat "$OUT/facts.txt"
 
-. "$REPO/benches/lib.sh"
 
 reset_dir() {
     rm -rf "$1"

@@ -31,19 +31,9 @@
 # work.
 set -euo pipefail
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 DATA_DIR" >&2
-    exit 2
-fi
-REPO=$(cd "$(dirname "$0")/.." && pwd -P)
-mkdir -p "$1"
-DATA=$(cd "$1" && pwd -P)
-case "$DATA/" in
-"$REPO"/*)
-    echo "DATA_DIR must be outside the repository ($REPO)" >&2
-    exit 2
-    ;;
-esac
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+data_dir_arg "$@"
 FILES=${FILES:-100000}
 BYTES=${BYTES:-450000000}
 SEED=${SEED:-1}
@@ -107,7 +97,6 @@ cd "$DATA"
 } >"$OUT/facts.txt"
 cat "$OUT/facts.txt"
 
-. "$REPO/benches/lib.sh"
 
 echo "== dupes: fclones group / jdupes -r / trove dupes (x$REPS)"
 for r in $(seq "$REPS"); do

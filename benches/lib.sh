@@ -1,5 +1,25 @@
-# Shared by the benchmark scripts (source it; it needs $OUT, a results
-# directory, and GNU time at /usr/bin/time).
+# Shared by the benchmark scripts (source it; `measure` needs $OUT, a
+# results directory, and GNU time at /usr/bin/time).
+
+# data_dir_arg "$@": the single DATA_DIR argument every script takes.
+# Creates it if needed and sets REPO (this checkout) and DATA (DATA_DIR,
+# absolute); refuses a DATA_DIR inside the checkout, which generated data
+# must never enter.
+data_dir_arg() {
+    if [ $# -ne 1 ]; then
+        echo "usage: $0 DATA_DIR" >&2
+        exit 2
+    fi
+    REPO=$(cd "$(dirname "$0")/.." && pwd -P)
+    mkdir -p "$1"
+    DATA=$(cd "$1" && pwd -P)
+    case "$DATA/" in
+    "$REPO"/*)
+        echo "DATA_DIR must be outside the repository ($REPO)" >&2
+        exit 2
+        ;;
+    esac
+}
 
 # Busy CPU time of the whole machine so far, in 1/100 s (USER_HZ).
 busy_ticks() {

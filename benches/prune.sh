@@ -14,13 +14,9 @@
 # (apt-get install restic) and GNU time (apt-get install time).
 set -euo pipefail
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 DATA_DIR" >&2
-    exit 2
-fi
-REPO=$(cd "$(dirname "$0")/.." && pwd -P)
-mkdir -p "$1"
-DATA=$(cd "$1" && pwd -P)
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+data_dir_arg "$@"
 FILES=${FILES:-100000}
 BYTES=${BYTES:-450000000}
 SNAPS=${SNAPS:-20}
@@ -55,7 +51,6 @@ for i in $(seq "$SNAPS"); do
     restic --repo "$RREPO" backup -q "$SRC" >/dev/null
 done
 sync
-. "$REPO/benches/lib.sh"
 du -sb "$DEST/.trove/objects" "$RREPO" | tee "$OUT/before.du"
 # Keep the history so the comparison can be repeated (REPS, default 1):
 # each repetition prunes a fresh copy of both repositories.

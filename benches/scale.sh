@@ -21,19 +21,10 @@ BYTES=${BYTES:-1000000000}
 SEED=${SEED:-1}
 REPS=${REPS:-2}
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 DATA_DIR" >&2
-    exit 2
-fi
-DATA=$(realpath -m "$1")
-HERE=$(cd "$(dirname "$0")" && pwd)
-REPO_DIR=$(cd "$HERE/.." && pwd)
-case "$DATA/" in
-"$REPO_DIR"/*)
-    echo "DATA_DIR must be outside the repository" >&2
-    exit 2
-    ;;
-esac
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+data_dir_arg "$@"
+HERE=$REPO/benches
 [ -x /usr/bin/time ] || {
     echo "GNU time is needed: apt-get install -y time" >&2
     exit 2
@@ -42,14 +33,11 @@ esac
 SRC=$DATA/src
 DEST=$DATA/dest
 OUT=$DATA/results
-mkdir -p "$DATA"
 rm -rf "$OUT" "$DEST"
 mkdir -p "$OUT"
-# shellcheck source=lib.sh
-. "$HERE/lib.sh"
 
-(cd "$REPO_DIR" && cargo build --release --quiet)
-TROVE=$REPO_DIR/target/release/trove
+(cd "$REPO" && cargo build --release --quiet)
+TROVE=$REPO/target/release/trove
 
 if [ ! -d "$SRC" ]; then
     echo "generating $FILES files ($BYTES bytes) in $SRC"
