@@ -168,6 +168,28 @@ impl TreeDiff {
     }
 }
 
+/// Entries placed per step when a first backup fills the browsable tree.
+const FILL_RUN: usize = 8192;
+
+/// Fill the empty browsable tree of a first backup: the rendering is made
+/// and placed a run of entries at a time, so it never exists whole (for a
+/// million files it was the largest structure of the run's last phase).
+/// Where that is not exact (see `browse::fresh_runs`), render it whole.
+fn fill_browsable(m: &Materializer<'_>, entries: &[Entry], archive: &Archive) -> Result<()> {
+    let Some(mut rendering) = browse::fresh_runs(entries, archive) else {
+        return TreeDiff::between((&[], &[]), (entries, archive)).apply(m, entries);
+    };
+    loop {
+        let run: Vec<browse::BEntry> = rendering.by_ref().take(FILL_RUN).collect();
+        if run.is_empty() {
+            return Ok(());
+        }
+        // Nothing is removed from an empty tree, so no directory is ever
+        // pruned and the question of which ones are wanted does not arise.
+        m.apply(&[], &run, &|_| true)?;
+    }
+}
+
 /// Report entries the browsable tree lacks, and record the snapshot it
 /// shows only when it is complete (so the next run tries the rest again).
 pub(crate) fn finish_tree_update(
@@ -1212,11 +1234,10 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
 
     // Derived data: the browsable tree, then the cache.
     let m = Materializer::new(repo, &repo.root);
-    let diff = tree_diff
-        .take()
-        .unwrap_or_else(|| TreeDiff::between((&[], &[]), (&plan.entries, &plan.archive)));
-    diff.apply(&m, &plan.entries)?;
-    drop(diff);
+    match tree_diff.take() {
+        Some(diff) => diff.apply(&m, &plan.entries)?,
+        None => fill_browsable(&m, &plan.entries, &plan.archive)?,
+    }
     let up = finish_tree_update(repo, &m, &snap_id)?;
     crate::log::mem_phase("browsable updated");
     report.link_fallback_copies += up.copies;

@@ -159,6 +159,33 @@ pub fn render(entries: &[Entry], archive: &[(Vec<u8>, History)]) -> Vec<BEntry> 
     out
 }
 
+/// The rendering of a snapshot as two sorted runs, produced lazily: the
+/// top level, then `_duplicates/`. For a first backup's browsable tree,
+/// which is filled from empty, so the interleaving of the two does not
+/// matter and the whole rendering never has to exist at once. `None` when
+/// the lazy form would not be exact: an archive (it can need conflict
+/// resolution) or escaped reserved names (they reorder the top level).
+pub fn fresh_runs<'a>(
+    entries: &'a [Entry],
+    archive: &[(Vec<u8>, History)],
+) -> Option<impl Iterator<Item = BEntry> + 'a> {
+    if !archive.is_empty() || !Escapes::for_entries(entries).map.is_empty() {
+        return None;
+    }
+    let dup = |e: &&Entry| matches!(e.item, Item::Leaf(Leaf::File { dup: true, .. }));
+    // No escapes: an empty map renders every path as itself.
+    let (top_esc, dup_esc) = (Escapes::default(), Escapes::default());
+    let top = entries
+        .iter()
+        .filter(move |e| !dup(e))
+        .map(move |e| render_entry(&top_esc, e));
+    let dups = entries
+        .iter()
+        .filter(dup)
+        .map(move |e| render_entry(&dup_esc, e));
+    Some(top.chain(dups))
+}
+
 /// Could two archived paths need a file and a directory at one browsable
 /// path (see `resolve_conflicts`)? Then only a full render is exact.
 fn archive_nests(archive: &[(Vec<u8>, History)]) -> bool {

@@ -597,3 +597,36 @@ fn quarantine_never_overwrites_an_earlier_quarantined_file() -> TestResult {
     }
     Ok(())
 }
+
+/// A first backup fills the empty browsable tree a run of entries at a
+/// time (8,192), never holding the whole rendering; past a run boundary
+/// and across the switch from the top level to `_duplicates/`, the tree
+/// must be exactly what a whole rendering gives (`materialize --target`).
+#[test]
+fn a_first_backup_larger_than_one_fill_run_builds_the_whole_tree() -> TestResult {
+    let env = TestEnv::new()?;
+    let n = 12_000;
+    for i in 0..n {
+        // Every fifth file repeats an earlier content: a duplicate.
+        let content = if i % 5 == 4 { i - 3 } else { i };
+        env.write(
+            &format!("d{:02}/s{:02}/f{i:05}.txt", i % 37, i % 11),
+            format!("content {content}\n"),
+        )?;
+    }
+    env.backup_ok(&[])?;
+    let tree = env.tree()?;
+    let files = tree.values().filter(|n| matches!(n, Node::File(_))).count();
+    assert_eq!(files, n, "every file shown once");
+    let dups = tree
+        .keys()
+        .filter(|k| k.starts_with(b"_duplicates/"))
+        .count();
+    assert!(dups > 2000, "{dups} duplicates shown");
+
+    let view = env.root().join("view");
+    materialize(&env, &["--target", &view.display().to_string()])?.expect_code(0);
+    assert_eq!(env.tree()?, listing(&view, false)?);
+    // verify also checks that every file is a hardlink of its object.
+    verify_ok(&env)
+}
