@@ -1228,7 +1228,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     log_plan(&plan, &old_esc, &layout, false);
     crate::log::mem_phase("logged");
     // Logged: the actions are not needed any more, and on a first backup
-    // they hold a path per file.
+    // there is one per file.
     plan.actions = Vec::new();
     crate::fsutil::release_free_memory();
 

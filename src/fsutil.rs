@@ -314,11 +314,11 @@ pub fn set_meta_nofollow(path: &Path, meta: &Meta, owner: bool) -> Result<()> {
     apply_meta(&f, path, meta, owner)
 }
 
-/// Hand memory that was freed back to the system. The scan assembles its
-/// listing from per-directory pieces built on several threads; once they
-/// are spliced together, their space is free but scattered through the
-/// allocator's heaps, where it would stay resident under everything the
-/// run allocates next. glibc only; elsewhere a no-op.
+/// Hand memory a phase freed back to the system. Freed space scattered
+/// through the allocator's heaps (the scan's per-directory pieces, built on
+/// several threads and then spliced together; a logged plan's actions)
+/// otherwise stays resident under everything the run allocates next.
+/// glibc only; elsewhere a no-op.
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
