@@ -398,6 +398,45 @@ mod tests {
     }
 
     #[test]
+    fn fresh_runs_hold_exactly_the_rendering() {
+        let dir = |p: &str| Entry {
+            path: p.as_bytes().to_vec(),
+            item: Item::Dir(Meta::default()),
+        };
+        // Uppercase sorts before `_duplicates`, lowercase after: the runs
+        // are not in the rendering's order, but hold the same entries.
+        let entries = vec![
+            f("A", true),
+            f("B", false),
+            dir("d"),
+            f("d/x", true),
+            f("d/y", false),
+            f("z", true),
+        ];
+        let mut runs: Vec<BEntry> = fresh_runs(&entries, &[]).into_iter().flatten().collect();
+        let top = runs
+            .iter()
+            .take_while(|e| !e.path.starts_with(b"_"))
+            .count();
+        assert!(
+            runs[..top]
+                .windows(2)
+                .all(|w| cmp_paths(&w[0].path, &w[1].path).is_lt())
+                && runs[top..]
+                    .windows(2)
+                    .all(|w| cmp_paths(&w[0].path, &w[1].path).is_lt()),
+            "two sorted runs: {:?}",
+            paths(&runs)
+        );
+        runs.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+        assert_eq!(runs, render(&entries, &[]));
+        // Not exact, so not offered: an archive, or an escaped name.
+        let archive = vec![(b"B".to_vec(), History::default())];
+        assert!(fresh_runs(&entries, &archive).is_none());
+        assert!(fresh_runs(&[f("versions", false)], &[]).is_none());
+    }
+
+    #[test]
     fn reserved_names_are_escaped() {
         let entries = vec![
             f("_versions", false),
