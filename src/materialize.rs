@@ -583,16 +583,34 @@ impl<'r> Materializer<'r> {
 /// (a directory that is extra as a whole is listed once). `.trove` at the
 /// top is never listed.
 pub fn extra_paths(target: &Path, desired: &[BEntry]) -> Result<Vec<Vec<u8>>> {
-    let wanted: HashSet<&[u8]> = desired.iter().map(|e| e.path.as_slice()).collect();
-    let mut ancestors: HashSet<&[u8]> = HashSet::new();
-    for e in desired {
-        let mut p = pathbytes::parent(&e.path);
-        while !p.is_empty() && ancestors.insert(p) {
-            p = pathbytes::parent(p);
+    extra_paths_in(target, &PathSets::of(desired))
+}
+
+/// The paths of a rendering (`listed`) and every folder above them
+/// (`ancestors`), which a check of the tree on disk needs more than once.
+pub struct PathSets<'a> {
+    pub listed: HashSet<&'a [u8]>,
+    pub ancestors: HashSet<&'a [u8]>,
+}
+
+impl<'a> PathSets<'a> {
+    pub fn of(desired: &'a [BEntry]) -> PathSets<'a> {
+        let listed: HashSet<&[u8]> = desired.iter().map(|e| e.path.as_slice()).collect();
+        let mut ancestors: HashSet<&[u8]> = HashSet::new();
+        for e in desired {
+            let mut p = pathbytes::parent(&e.path);
+            while !p.is_empty() && ancestors.insert(p) {
+                p = pathbytes::parent(p);
+            }
         }
+        PathSets { listed, ancestors }
     }
+}
+
+/// [`extra_paths`] with the rendering's path sets already made.
+pub fn extra_paths_in(target: &Path, sets: &PathSets<'_>) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
-    find_extra(target, Vec::new(), &wanted, &ancestors, &mut out)?;
+    find_extra(target, Vec::new(), &sets.listed, &sets.ancestors, &mut out)?;
     out.sort_by(|a, b| cmp_paths(a, b));
     Ok(out)
 }

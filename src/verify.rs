@@ -639,19 +639,10 @@ fn check_browsable(
     // Folders with no entry of their own (`versions/`, `versions/<path>/`,
     // `_deleted/…`): an lstat of an entry below them would follow a
     // symlink put in their place, so check each one itself.
-    let listed: HashSet<&[u8]> = desired.iter().map(|e| e.path.as_slice()).collect();
-    let mut implicit: Vec<&[u8]> = Vec::new();
-    let mut seen: HashSet<&[u8]> = HashSet::new();
-    for e in desired {
-        let mut p = pathbytes::parent(&e.path);
-        while !p.is_empty() && seen.insert(p) {
-            if !listed.contains(p) {
-                implicit.push(p);
-            }
-            p = pathbytes::parent(p);
-        }
-    }
-    for p in implicit {
+    // (Problems are sorted by path below, so the set's order is not seen.)
+    let sets = materialize::PathSets::of(desired);
+    let implicit = sets.ancestors.iter().filter(|p| !sets.listed.contains(*p));
+    for &p in implicit {
         let fp = pathbytes::to_fs(&repo.root, p);
         match fs::symlink_metadata(&fp) {
             Ok(m) if m.is_dir() => {}
@@ -669,7 +660,7 @@ fn check_browsable(
             Err(_) => {} // its entries are reported missing
         }
     }
-    for p in materialize::extra_paths(&repo.root, desired)? {
+    for p in materialize::extra_paths_in(&repo.root, &sets)? {
         entry_problems.push((
             p,
             "not part of the latest snapshot (trove did not put it here): move it elsewhere, or `trove materialize --prune-extra` moves it to .trove/quarantine/".into(),
