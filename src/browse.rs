@@ -321,6 +321,19 @@ pub fn wants_dir(entries: &[Entry], esc: &Escapes, p: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
+/// Where a file that a folder displaces goes: `<path>.~N~`, the first N
+/// whose name is free (`taken` is finite, so one always is).
+fn moved_name(p: &[u8], taken: &HashSet<Vec<u8>>) -> Vec<u8> {
+    (1u64..)
+        .map(|n| {
+            let mut c = p.to_vec();
+            c.extend_from_slice(format!(".~{n}~").as_bytes());
+            c
+        })
+        .find(|c| !taken.contains(c))
+        .unwrap_or_default()
+}
+
 /// A history can need a file and a directory at one path (a deleted file
 /// `a` and, later, a deleted `a/b`). The file then moves aside to
 /// `a.~N~` (GNU backup-style, first free N), deterministically.
@@ -344,15 +357,7 @@ fn resolve_conflicts(out: &mut [BEntry]) {
     let mut taken: HashSet<Vec<u8>> = out.iter().map(|e| e.path.clone()).collect();
     loop {
         let p = out[i].path.clone();
-        let mut n = 1;
-        let newp = loop {
-            let mut c = p.clone();
-            c.extend_from_slice(format!(".~{n}~").as_bytes());
-            if !taken.contains(&c) {
-                break c;
-            }
-            n += 1;
-        };
+        let newp = moved_name(&p, &taken);
         taken.remove(&p);
         taken.insert(newp.clone());
         out[i].path = newp;
@@ -577,16 +582,7 @@ mod tests {
                     let p = &out[i].path;
                     let next = &out[i + 1].path;
                     if next.len() > p.len() && next.starts_with(p) && next[p.len()] == b'/' {
-                        let mut n = 1;
-                        let newp = loop {
-                            let mut c = p.clone();
-                            c.extend_from_slice(format!(".~{n}~").as_bytes());
-                            if !taken.contains(&c) {
-                                break c;
-                            }
-                            n += 1;
-                        };
-                        out[i].path = newp;
+                        out[i].path = moved_name(p, &taken);
                         moved = true;
                         break;
                     }
