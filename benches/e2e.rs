@@ -1,6 +1,7 @@
 //! End-to-end benchmarks through the library, on generated datasets
 //! (`benches/common`): first backup, no-change backup, backup after a 1%
-//! mutation, restore, verify, materialize, prune and dupes, each with
+//! mutation, restore, verify, materialize, prune (dry run and a real one
+//! forgetting three of four snapshots) and dupes, each with
 //! `Throughput::Bytes` of the tree. Sizes: `TROVE_BENCH_FILES` (default
 //! 2,000) and `TROVE_BENCH_BYTES` (default 16 MiB). Run:
 //! `cargo bench --bench e2e` (about five minutes as shipped).
@@ -145,6 +146,47 @@ fn bench_e2e(c: &mut Criterion) {
             now_ns: trove::store::now_ns(),
         };
         b.iter(|| trove::prune::run(&repo, &o).expect("prune"))
+    });
+
+    // A real prune: a history of four snapshots (three rounds of 1%
+    // changes), copied afresh for each run, forgets all but the latest and
+    // collects what only the forgotten ones used.
+    let history = tempfile::tempdir().expect("temp dir");
+    let hsrc = history.path().join("src");
+    let hdest = history.path().join("b");
+    copy_tree(&d.src, &hsrc);
+    backup::run(&opts(&hsrc, &hdest), &NoProgress).expect("backup");
+    for round in 0..3 {
+        common::mutate(&hsrc, 1, 20 + round).expect("mutate");
+        std::thread::sleep(Duration::from_millis(2100));
+        backup::run(&opts(&hsrc, &hdest), &NoProgress).expect("backup");
+    }
+    g.bench_function("prune_keep_last_1", |b| {
+        let o = trove::prune::PruneOptions {
+            policy: trove::retention::Policy {
+                keep_last: Some(1),
+                ..Default::default()
+            },
+            max_versions: 10,
+            deleted_max_age_days: None,
+            dry_run: false,
+            now_ns: trove::store::now_ns(),
+        };
+        b.iter_batched(
+            || {
+                let t = tempfile::tempdir().expect("temp dir");
+                let copy = t.path().join("b");
+                copy_tree(&hdest, &copy);
+                (t, copy)
+            },
+            |(_t, copy)| {
+                let r = trove::store::Repo::open(&copy).expect("repo");
+                let report = trove::prune::run(&r, &o).expect("prune");
+                assert!(!report.gc.forgotten.is_empty(), "the history was pruned");
+                report
+            },
+            BatchSize::PerIteration,
+        )
     });
 
     g.bench_function("dupes", |b| {
