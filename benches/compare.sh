@@ -43,15 +43,7 @@ DEST=$DATA/dest
 CPX=$DATA/cp-copy
 OUT=$DATA/results
 
-if [ ! -x /usr/bin/time ] || ! /usr/bin/time -f '%M' -o /dev/null true 2>/dev/null; then
-    echo "GNU time (/usr/bin/time with -f/-v) is needed for peak RSS." >&2
-    echo "Install it with:  apt-get update && apt-get install -y time" >&2
-    exit 2
-fi
-command -v python3 >/dev/null || {
-    echo "python3 is needed (gen_tree.py and the report)" >&2
-    exit 2
-}
+require_base_tools
 HAVE_STRACE=0
 command -v strace >/dev/null && HAVE_STRACE=1
 

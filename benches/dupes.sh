@@ -43,29 +43,9 @@ LARGE_COPIES=${LARGE_COPIES:-3}
 TREE=$DATA/tree
 OUT=$DATA/results
 
-if [ ! -x /usr/bin/time ] || ! /usr/bin/time -f '%M' -o /dev/null true 2>/dev/null; then
-    echo "GNU time (/usr/bin/time with -f) is needed for peak RSS." >&2
-    echo "Install it with:  apt-get update && apt-get install -y time" >&2
-    exit 2
-fi
-command -v python3 >/dev/null || {
-    echo "python3 is needed (gen_tree.py and the report)" >&2
-    exit 2
-}
-HAVE_FCLONES=0
-if command -v fclones >/dev/null; then
-    HAVE_FCLONES=1
-else
-    echo "fclones not found: its anchor is skipped." >&2
-    echo "Install it with:  cargo install fclones --locked   (a few minutes; puts it in ~/.cargo/bin)" >&2
-fi
-HAVE_JDUPES=0
-if command -v jdupes >/dev/null; then
-    HAVE_JDUPES=1
-else
-    echo "jdupes not found: its anchor is skipped." >&2
-    echo "Install it with:  apt-get update && apt-get install -y jdupes" >&2
-fi
+require_base_tools
+HAVE_FCLONES=$(have_tool fclones "cargo install fclones --locked   (a few minutes; puts it in ~/.cargo/bin)")
+HAVE_JDUPES=$(have_tool jdupes "apt-get update && apt-get install -y jdupes")
 
 echo "== building (cargo build --release)"
 (cd "$REPO" && cargo build --release --quiet)

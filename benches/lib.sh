@@ -21,6 +21,32 @@ data_dir_arg() {
     esac
 }
 
+# require_base_tools: stop (exit 2) unless GNU time (for peak RSS) and
+# python3 (gen_tree.py, reports) are installed, saying how to get them.
+require_base_tools() {
+    if [ ! -x /usr/bin/time ] || ! /usr/bin/time -f '%M' -o /dev/null true 2>/dev/null; then
+        echo "GNU time (/usr/bin/time with -f) is needed for peak RSS." >&2
+        echo "Install it with:  apt-get update && apt-get install -y time" >&2
+        exit 2
+    fi
+    command -v python3 >/dev/null || {
+        echo "python3 is needed (gen_tree.py and the report)" >&2
+        exit 2
+    }
+}
+
+# have_tool NAME HOW: print 1 when NAME is on PATH; else print 0 and tell
+# (on stderr) that its anchor is skipped and how to install it.
+have_tool() {
+    if command -v "$1" >/dev/null; then
+        echo 1
+    else
+        echo "$1 not found: its anchor is skipped." >&2
+        echo "Install it with:  $2" >&2
+        echo 0
+    fi
+}
+
 # Busy CPU time of the whole machine so far, in 1/100 s (USER_HZ).
 busy_ticks() {
     awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat

@@ -21,12 +21,11 @@ FILES=${FILES:-100000}
 BYTES=${BYTES:-450000000}
 SNAPS=${SNAPS:-20}
 KEEP=${KEEP:-10}
-for tool in restic /usr/bin/time python3; do
-    command -v "$tool" >/dev/null || {
-        echo "$tool is needed (apt-get install -y restic time python3)" >&2
-        exit 2
-    }
-done
+require_base_tools
+command -v restic >/dev/null || {
+    echo "restic is needed: apt-get update && apt-get install -y restic" >&2
+    exit 2
+}
 export RESTIC_PASSWORD=trove-bench
 (cd "$REPO" && cargo build --release --quiet)
 TROVE=$REPO/target/release/trove

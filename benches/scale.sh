@@ -25,10 +25,7 @@ REPS=${REPS:-2}
 . "$(dirname "$0")/lib.sh"
 data_dir_arg "$@"
 HERE=$REPO/benches
-[ -x /usr/bin/time ] || {
-    echo "GNU time is needed: apt-get install -y time" >&2
-    exit 2
-}
+require_base_tools
 
 SRC=$DATA/src
 DEST=$DATA/dest
