@@ -286,37 +286,50 @@ pub enum Node {
 /// contents and symlink targets. `skip_trove` leaves out the top `.trove`.
 pub fn listing(root: &Path, skip_trove: bool) -> Res<BTreeMap<Vec<u8>, Node>> {
     let mut out = BTreeMap::new();
-    walk(root, Vec::new(), skip_trove, &mut out)?;
+    walk_below(root, skip_trove, &mut |rel, p, m| {
+        let ft = m.file_type();
+        let node = if ft.is_dir() {
+            Node::Dir
+        } else if ft.is_symlink() {
+            Node::Symlink(std::fs::read_link(p)?.as_os_str().as_bytes().to_vec())
+        } else {
+            Node::File(std::fs::read(p)?)
+        };
+        out.insert(rel.to_vec(), node);
+        Ok(())
+    })?;
     Ok(out)
 }
 
-fn walk(dir: &Path, rel: Vec<u8>, skip_trove: bool, out: &mut BTreeMap<Vec<u8>, Node>) -> Res<()> {
-    for ent in std::fs::read_dir(dir)? {
-        let ent = ent?;
-        let name = ent.file_name();
-        if rel.is_empty() && skip_trove && name == ".trove" {
-            continue;
+/// What `walk_below` calls per entry: relative path bytes, path, lstat.
+pub type EntryVisitor<'a> = dyn FnMut(&[u8], &Path, &std::fs::Metadata) -> Res<()> + 'a;
+
+/// Call `f` with the relative path bytes (`a/b`), the path and the lstat of
+/// every entry below `root`, parents before children, never following a
+/// symlink. `skip_trove` leaves out the top `.trove`.
+pub fn walk_below(root: &Path, skip_trove: bool, f: &mut EntryVisitor<'_>) -> Res<()> {
+    fn rec(dir: &Path, rel: &[u8], skip_trove: bool, f: &mut EntryVisitor<'_>) -> Res<()> {
+        for ent in std::fs::read_dir(dir)? {
+            let ent = ent?;
+            let name = ent.file_name();
+            if rel.is_empty() && skip_trove && name == ".trove" {
+                continue;
+            }
+            let mut r = rel.to_vec();
+            if !r.is_empty() {
+                r.push(b'/');
+            }
+            r.extend_from_slice(name.as_bytes());
+            let p = ent.path();
+            let m = std::fs::symlink_metadata(&p)?;
+            f(&r, &p, &m)?;
+            if m.file_type().is_dir() {
+                rec(&p, &r, skip_trove, f)?;
+            }
         }
-        let mut r = rel.clone();
-        if !r.is_empty() {
-            r.push(b'/');
-        }
-        r.extend_from_slice(name.as_bytes());
-        let p = ent.path();
-        let ft = std::fs::symlink_metadata(&p)?.file_type();
-        if ft.is_dir() {
-            out.insert(r.clone(), Node::Dir);
-            walk(&p, r, skip_trove, out)?;
-        } else if ft.is_symlink() {
-            out.insert(
-                r,
-                Node::Symlink(std::fs::read_link(&p)?.as_os_str().as_bytes().to_vec()),
-            );
-        } else {
-            out.insert(r, Node::File(std::fs::read(&p)?));
-        }
+        Ok(())
     }
-    Ok(())
+    rec(root, b"", skip_trove, f)
 }
 
 /// A non-cryptographic fingerprint of some bytes (length + SipHash with
@@ -456,10 +469,9 @@ pub struct StatRow {
 /// path bytes, with inode, size, mode, link count and mtime. `skip_trove`
 /// leaves out the top `.trove`.
 pub fn stat_listing(root: &Path, skip_trove: bool) -> Res<BTreeMap<Vec<u8>, StatRow>> {
-    fn row(p: &Path) -> Res<StatRow> {
-        let m = std::fs::symlink_metadata(p)?;
+    fn row(m: &std::fs::Metadata) -> StatRow {
         let ft = m.file_type();
-        Ok(StatRow {
+        StatRow {
             kind: if ft.is_dir() {
                 'd'
             } else if ft.is_symlink() {
@@ -474,38 +486,14 @@ pub fn stat_listing(root: &Path, skip_trove: bool) -> Res<BTreeMap<Vec<u8>, Stat
             mode: m.mode(),
             nlink: m.nlink(),
             mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        })
-    }
-    fn rec(
-        dir: &Path,
-        rel: Vec<u8>,
-        skip_trove: bool,
-        out: &mut BTreeMap<Vec<u8>, StatRow>,
-    ) -> Res<()> {
-        for ent in std::fs::read_dir(dir)? {
-            let ent = ent?;
-            let name = ent.file_name();
-            if rel.is_empty() && skip_trove && name == ".trove" {
-                continue;
-            }
-            let mut r = rel.clone();
-            if !r.is_empty() {
-                r.push(b'/');
-            }
-            r.extend_from_slice(name.as_bytes());
-            let p = ent.path();
-            let st = row(&p)?;
-            let is_dir = st.kind == 'd';
-            out.insert(r.clone(), st);
-            if is_dir {
-                rec(&p, r, skip_trove, out)?;
-            }
         }
-        Ok(())
     }
     let mut out = BTreeMap::new();
-    out.insert(Vec::new(), row(root)?);
-    rec(root, Vec::new(), skip_trove, &mut out)?;
+    out.insert(Vec::new(), row(&std::fs::symlink_metadata(root)?));
+    walk_below(root, skip_trove, &mut |rel, _, m| {
+        out.insert(rel.to_vec(), row(m));
+        Ok(())
+    })?;
     Ok(out)
 }
 
