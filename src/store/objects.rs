@@ -106,6 +106,12 @@ impl<'r> Batch<'r> {
         if self.repo.digest_path(kind, &d).exists() {
             return Ok(false);
         }
+        self.claim_and_write(kind, d, data)
+    }
+
+    /// Write `data` under the queued name of `d` unless that name is
+    /// taken (false then); the caller checked the store.
+    fn claim_and_write(&self, kind: StoreKind, d: Digest, data: &[u8]) -> Result<bool> {
         let q = self.queued_path(kind, &d);
         let mut f = match OpenOptions::new()
             .write(true)
@@ -162,7 +168,7 @@ impl<'r> Batch<'r> {
             return Ok(false);
         }
         let data = make()?;
-        self.put_bytes(kind, d, &data)
+        self.claim_and_write(kind, d, &data)
     }
 
     /// Make every queued file durable and move it into place.
@@ -185,20 +191,25 @@ impl<'r> Batch<'r> {
         };
         let small = files < SMALL_BATCH_FILES && bytes < SMALL_BATCH_BYTES;
         // 1. The bytes of every temp file reach the disk before any of them
-        //    gets its final name.
-        if small {
+        //    gets its final name. A small batch is listed once and kept (its
+        //    files are fsynced one by one); a large one is synced as a whole
+        //    and then streamed from the listing, never held.
+        let moves: Box<dyn Iterator<Item = Result<(PathBuf, StoreKind, Digest)>>> = if small {
             let list: Vec<(PathBuf, StoreKind, Digest)> = queued()?.collect::<Result<_>>()?;
             list.par_iter().try_for_each(|(tmp, _, _)| {
                 File::open(tmp).and_then(|f| f.sync_all()).ctx("fsync", tmp)
             })?;
+            Box::new(list.into_iter().map(Ok))
         } else {
             fsutil::sync_filesystem(&tmp_dir)?;
-        }
-        // Entries are renamed out of `tmp/` while it is listed: a listing
-        // returns every entry that is neither added nor removed during it
-        // exactly once, and only entries already returned are removed.
+            Box::new(queued()?)
+        };
+        // A large batch's entries are renamed out of `tmp/` while it is
+        // listed: a listing returns every entry that is neither added nor
+        // removed during it exactly once, and only entries already returned
+        // are removed.
         let mut dirs: HashSet<PathBuf> = HashSet::new();
-        for q in queued()? {
+        for q in moves {
             let (tmp, kind, d) = q?;
             let dest = self.repo.digest_path(kind, &d);
             if let Some(dir) = dest.parent() {
