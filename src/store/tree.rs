@@ -422,6 +422,231 @@ fn build<T: TreeItem>(
     sink(encode_tree(&TreeObject { entries })?)
 }
 
+/// A directory the streaming writer has open: its path, its own metadata
+/// and the nodes seen so far.
+struct OpenDir<L, D> {
+    path: Vec<u8>,
+    meta: D,
+    nodes: Vec<Node<L, D>>,
+    /// Set by [`TreeWriter::unchanged`]: the id this directory is known to
+    /// have, so closing it encodes nothing.
+    known: Option<TreeId>,
+}
+
+/// Builds a Merkle tree from items arriving one at a time in path order:
+/// a directory is encoded and handed to the sink when the first item not
+/// below it arrives. Memory is the open directories (the current path's
+/// ancestors and their entries), not the tree. Gives the same ids as
+/// [`write_tree`] over the same sorted list; each path may come once, or
+/// as a leaf followed by items below it (an archive path that was a file
+/// and later a directory).
+pub struct TreeWriter<L, D, F> {
+    stack: Vec<OpenDir<L, D>>,
+    sink: F,
+}
+
+impl<L, D, F> TreeWriter<L, D, F>
+where
+    L: Serialize,
+    D: Serialize + Default,
+    F: FnMut(Vec<u8>) -> Result<TreeId>,
+{
+    pub fn new(sink: F) -> TreeWriter<L, D, F> {
+        TreeWriter {
+            stack: vec![OpenDir {
+                path: Vec::new(),
+                meta: D::default(),
+                nodes: Vec::new(),
+                known: None,
+            }],
+            sink,
+        }
+    }
+
+    /// Offset of a child's name in a path below the top directory.
+    fn child_offset(&self) -> usize {
+        match self.stack.last() {
+            Some(d) if self.stack.len() > 1 => d.path.len() + 1,
+            _ => 0,
+        }
+    }
+
+    fn close_top(&mut self) -> Result<()> {
+        let Some(d) = self.stack.pop() else {
+            return Ok(());
+        };
+        let id = match d.known {
+            Some(id) => id,
+            None => (self.sink)(encode_tree(&TreeObject { entries: d.nodes })?)?,
+        };
+        if let Some(node) = self.stack.last_mut().and_then(|p| p.nodes.last_mut()) {
+            node.dir = Some((id, d.meta));
+        }
+        Ok(())
+    }
+
+    /// Add the item at `path` (after every item that sorts before it).
+    pub fn push(&mut self, path: &[u8], item: Flat<L, D>) -> Result<()> {
+        while self.stack.len() > 1 {
+            let top = &self.stack[self.stack.len() - 1].path;
+            if path.len() > top.len() && path.starts_with(top) && path[top.len()] == b'/' {
+                break;
+            }
+            self.close_top()?;
+        }
+        // Folders on the way that no item named (archive trees).
+        loop {
+            let off = self.child_offset();
+            let Some(k) = path[off..].iter().position(|&c| c == b'/') else {
+                break;
+            };
+            let name = &path[off..off + k];
+            let top = self.stack.last_mut().expect("the root is never popped here");
+            if top.nodes.last().is_none_or(|n| n.name != name) {
+                top.nodes.push(Node {
+                    name: name.to_vec(),
+                    leaf: None,
+                    dir: None,
+                });
+            }
+            self.stack.push(OpenDir {
+                path: path[..off + k].to_vec(),
+                meta: D::default(),
+                nodes: Vec::new(),
+                known: None,
+            });
+        }
+        let off = self.child_offset();
+        let name = &path[off..];
+        let top = self.stack.last_mut().expect("the root is never popped here");
+        if top.nodes.last().is_none_or(|n| n.name != name) {
+            top.nodes.push(Node {
+                name: name.to_vec(),
+                leaf: None,
+                dir: None,
+            });
+        }
+        match item {
+            Flat::Leaf(l) => {
+                if let Some(n) = top.nodes.last_mut() {
+                    n.leaf = Some(l);
+                }
+            }
+            Flat::Dir(meta) => self.stack.push(OpenDir {
+                path: path.to_vec(),
+                meta,
+                nodes: Vec::new(),
+                known: None,
+            }),
+        }
+        Ok(())
+    }
+
+    /// The directory at `path`, open now with every item below it pushed,
+    /// is known to encode to `id` (it equals a stored tree): closing it
+    /// then costs no encoding.
+    pub fn unchanged(&mut self, path: &[u8], id: TreeId) {
+        if self.stack.len() < 2 {
+            return;
+        }
+        if let Some(d) = self.stack.last_mut().filter(|d| d.path == path) {
+            d.known = Some(id);
+        }
+    }
+
+    /// Close every directory and return the root's id.
+    pub fn finish(mut self) -> Result<TreeId> {
+        while self.stack.len() > 1 {
+            self.close_top()?;
+        }
+        let root = self.stack.pop().map(|d| d.nodes).unwrap_or_default();
+        (self.sink)(encode_tree(&TreeObject { entries: root })?)
+    }
+}
+
+/// A stored tree read lazily in path order (the order of [`read_flat`]):
+/// only the tree objects on the current path are decoded, so memory is
+/// the depth times the widest directory, not the tree.
+pub struct FlatCursor<'r, L, D> {
+    repo: &'r Repo,
+    /// Per open directory: its path and its remaining nodes (reversed, so
+    /// the next one pops off the end).
+    stack: Vec<(Vec<u8>, Vec<Node<L, D>>)>,
+    /// A directory whose `Dir` item was yielded and is entered next.
+    pending: Option<(Vec<u8>, TreeId)>,
+    seen: Option<&'r mut HashSet<TreeId>>,
+}
+
+impl<'r, L: TreeLeaf, D: DeserializeOwned> FlatCursor<'r, L, D> {
+    /// `seen`, when given, collects the id of every tree entered.
+    pub fn new(
+        repo: &'r Repo,
+        root: &TreeId,
+        mut seen: Option<&'r mut HashSet<TreeId>>,
+    ) -> Result<FlatCursor<'r, L, D>> {
+        let t: TreeObject<L, D> = load_tree(repo, root)?;
+        if let Some(s) = seen.as_deref_mut() {
+            s.insert(*root);
+        }
+        let mut nodes = t.entries;
+        nodes.reverse();
+        Ok(FlatCursor {
+            repo,
+            stack: vec![(Vec::new(), nodes)],
+            pending: None,
+            seen,
+        })
+    }
+
+    /// The next item in path order, or `None` at the end.
+    #[allow(clippy::should_implement_trait)] // fallible: Result<Option<_>>
+    pub fn next(&mut self) -> Result<Option<(Vec<u8>, Flat<L, D>)>> {
+        if let Some((path, id)) = self.pending.take() {
+            if self.stack.len() > MAX_DEPTH {
+                return Err(Error::corrupt(
+                    "tree object",
+                    self.repo.tree_path(&id),
+                    "directory nesting deeper than any real tree",
+                ));
+            }
+            let t: TreeObject<L, D> = load_tree(self.repo, &id)?;
+            if let Some(s) = self.seen.as_deref_mut() {
+                s.insert(id);
+            }
+            let mut nodes = t.entries;
+            nodes.reverse();
+            self.stack.push((path, nodes));
+        }
+        loop {
+            let Some((prefix, nodes)) = self.stack.last_mut() else {
+                return Ok(None);
+            };
+            let Some(node) = nodes.pop() else {
+                self.stack.pop();
+                continue;
+            };
+            let path = pathbytes::join(prefix, &node.name);
+            match (node.leaf, node.dir) {
+                (Some(l), Some(dir)) => {
+                    // The leaf now; the directory when asked next.
+                    nodes.push(Node {
+                        name: node.name,
+                        leaf: None,
+                        dir: Some(dir),
+                    });
+                    return Ok(Some((path, Flat::Leaf(l))));
+                }
+                (Some(l), None) => return Ok(Some((path, Flat::Leaf(l)))),
+                (None, Some((id, d))) => {
+                    self.pending = Some((path.clone(), id));
+                    return Ok(Some((path, Flat::Dir(d))));
+                }
+                (None, None) => continue,
+            }
+        }
+    }
+}
+
 /// Read a stored tree object.
 pub fn load_tree<L: TreeLeaf, D: DeserializeOwned>(
     repo: &Repo,
@@ -584,6 +809,89 @@ mod tests {
         let mut out = Vec::new();
         walk_mem(&store, &root, Vec::new(), &mut out);
         out
+    }
+
+    /// Every tree id `build` hands its sink, in order.
+    fn built_ids<L: Serialize + Clone, D: Serialize + Clone + Default>(
+        items: &[(Vec<u8>, Flat<L, D>)],
+    ) -> Vec<TreeId> {
+        let mut ids = Vec::new();
+        build(items, 0, &mut |p: Vec<u8>| {
+            let id = TreeId(hash_bytes(HashAlgo::Blake3, &p));
+            ids.push(id);
+            Ok(id)
+        })
+        .expect("in memory");
+        ids
+    }
+
+    /// The same through the streaming writer.
+    fn streamed_ids<L: Serialize + Clone, D: Serialize + Clone + Default>(
+        items: &[(Vec<u8>, Flat<L, D>)],
+    ) -> Vec<TreeId> {
+        let mut ids = Vec::new();
+        let mut w = TreeWriter::new(|p: Vec<u8>| {
+            let id = TreeId(hash_bytes(HashAlgo::Blake3, &p));
+            ids.push(id);
+            Ok(id)
+        });
+        for (p, f) in items {
+            w.push(p, f.clone()).expect("in memory");
+        }
+        w.finish().expect("in memory");
+        ids
+    }
+
+    #[test]
+    fn cursor_reads_what_read_flat_reads() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", Path::new("/tmp"), e))?;
+        let repo = Repo::init(dir.path(), HashAlgo::Blake3)?;
+        let h = |n: u64| History {
+            next_version: n,
+            versions: vec![],
+            deleted: None,
+        };
+        let archive: Vec<(Vec<u8>, History)> = ["a", "a/b", "a/b/c", "a/d", "e", "f/g/h"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.as_bytes().to_vec(), h(i as u64 + 2)))
+            .collect();
+        let batch = Batch::new(&repo);
+        let root = write_tree(HashAlgo::Blake3, &archive, &batch, &HashSet::new())?;
+        batch.commit()?;
+        let mut seen_flat = HashSet::new();
+        let flat: FlatList<History, ()> = read_flat(&repo, &root, &mut seen_flat, 0)?;
+        let mut seen_cursor = HashSet::new();
+        let mut c = FlatCursor::<History, ()>::new(&repo, &root, Some(&mut seen_cursor))?;
+        let mut streamed = Vec::new();
+        while let Some(item) = c.next()? {
+            streamed.push(item);
+        }
+        assert_eq!(streamed, flat);
+        assert_eq!(seen_cursor, seen_flat);
+        Ok(())
+    }
+
+    #[test]
+    fn unchanged_directory_is_not_encoded() {
+        let items: Vec<(Vec<u8>, Flat<History, ()>)> = vec![
+            (b"a/x".to_vec(), Flat::Leaf(History::default())),
+            (b"b".to_vec(), Flat::Leaf(History::default())),
+        ];
+        let all = built_ids(&items);
+        let known = all[0];
+        let mut ids = Vec::new();
+        let mut w = TreeWriter::new(|p: Vec<u8>| {
+            let id = TreeId(hash_bytes(HashAlgo::Blake3, &p));
+            ids.push(id);
+            Ok(id)
+        });
+        w.push(&items[0].0, items[0].1.clone()).expect("in memory");
+        w.unchanged(b"a", known);
+        w.push(&items[1].0, items[1].1.clone()).expect("in memory");
+        let root = w.finish().expect("in memory");
+        assert_eq!(root, all[1]);
+        assert_eq!(ids, vec![all[1]], "only the root was encoded");
     }
 
     #[test]
@@ -760,7 +1068,20 @@ mod tests {
             let mut flat: Vec<(Vec<u8>, Flat<Leaf, Meta>)> =
                 items.into_iter().map(|(c, f)| (c.join(&b'/'), f)).collect();
             flat.sort_by(|a, b| pathbytes::cmp_paths(&a.0, &b.0));
+            prop_assert_eq!(streamed_ids(&flat), built_ids(&flat));
             prop_assert_eq!(roundtrip_flat(&flat), flat);
+        }
+
+        #[test]
+        fn prop_streamed_archive_equals_built(
+            raw in prop::collection::btree_set(prop::collection::vec(arb_name(), 1..4), 0..30)
+        ) {
+            // Archive paths nest freely (a file and, later, a folder).
+            let h = History { next_version: 2, versions: vec![], deleted: None };
+            let mut flat: Vec<(Vec<u8>, Flat<History, ()>)> =
+                raw.into_iter().map(|c| (c.join(&b'/'), Flat::Leaf(h.clone()))).collect();
+            flat.sort_by(|a, b| pathbytes::cmp_paths(&a.0, &b.0));
+            prop_assert_eq!(streamed_ids(&flat), built_ids(&flat));
         }
 
         #[test]
