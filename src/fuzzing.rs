@@ -81,7 +81,7 @@ pub fn repo_config(data: &[u8]) {
     }
 }
 
-/// The stat cache (`cache/stat-v1`).
+/// The stat cache (`cache/stat-v2`).
 pub fn stat_cache(data: &[u8]) {
     if let Some(f) = crate::store::cache::decode(data) {
         let enc = match crate::store::cache::encode(&f) {
