@@ -32,18 +32,25 @@ pub struct BEntry {
 }
 
 /// Escapes of reserved top-level names for one snapshot.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Escapes {
     map: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 impl Escapes {
     pub fn for_entries(entries: &[Entry]) -> Escapes {
-        let top: HashSet<&[u8]> = entries
-            .iter()
-            .filter(|e| !e.path.contains(&b'/'))
-            .map(|e| e.path.as_slice())
-            .collect();
+        Escapes::for_top_names(
+            entries
+                .iter()
+                .filter(|e| !e.path.contains(&b'/'))
+                .map(|e| e.path.as_slice()),
+        )
+    }
+
+    /// From the names at the top of a listing. Only the names that matter
+    /// (see [`Escapes::matters`]) are kept, so a walk can pass every name.
+    pub fn for_top_names<'a>(names: impl Iterator<Item = &'a [u8]>) -> Escapes {
+        let top: HashSet<&[u8]> = names.filter(|n| Escapes::matters(n)).collect();
         let mut map = BTreeMap::new();
         for r in RESERVED {
             if top.contains(r) {
@@ -51,6 +58,19 @@ impl Escapes {
             }
         }
         Escapes { map }
+    }
+
+    /// Can a top-level name change the escapes: a reserved name, or one
+    /// an escape could take (a reserved name behind underscores)?
+    pub fn matters(name: &[u8]) -> bool {
+        let bare = &name[name.iter().take_while(|&&c| c == b'_').count()..];
+        RESERVED
+            .iter()
+            .any(|r| name == *r || bare == *r || (r[0] == b'_' && bare == &r[1..]))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 
     /// Where a source path appears at the top of the browsable tree.
@@ -102,18 +122,23 @@ pub fn deleted_path(path: &[u8]) -> Vec<u8> {
 }
 
 /// The browsable entry showing one source entry.
-fn render_entry(esc: &Escapes, e: &Entry) -> BEntry {
-    let (path, kind) = match &e.item {
-        Item::Dir(_) => (esc.top_path(&e.path), BKind::Dir),
+pub fn render_entry(esc: &Escapes, e: &Entry) -> BEntry {
+    render_item(esc, &e.path, &e.item)
+}
+
+/// The browsable entry showing the item at source path `p`.
+pub fn render_item(esc: &Escapes, p: &[u8], item: &Item) -> BEntry {
+    let (path, kind) = match item {
+        Item::Dir(_) => (esc.top_path(p), BKind::Dir),
         Item::Leaf(Leaf::File { size, id, dup, .. }) => (
-            current_path(esc, &e.path, *dup),
+            current_path(esc, p, *dup),
             BKind::File {
                 id: *id,
                 size: *size,
             },
         ),
         Item::Leaf(Leaf::Symlink { target, .. }) => (
-            esc.top_path(&e.path),
+            esc.top_path(p),
             BKind::Symlink {
                 target: target.clone(),
             },
@@ -123,7 +148,7 @@ fn render_entry(esc: &Escapes, e: &Entry) -> BEntry {
 }
 
 /// The browsable entries showing one path's history.
-fn render_history(p: &[u8], h: &History, out: &mut Vec<BEntry>) {
+pub fn render_history(p: &[u8], h: &History, out: &mut Vec<BEntry>) {
     render_versions(p, h, out);
     render_deleted(p, h, out);
 }
@@ -304,6 +329,17 @@ fn merge_by_path<'a, T>(
 /// (Folders below `versions/`, `_duplicates/` and `_deleted/` are implied
 /// by their contents, never wanted for themselves.)
 pub fn wants_dir(entries: &[Entry], esc: &Escapes, p: &[u8]) -> bool {
+    wants_dir_by(esc, p, &|source_path| {
+        entries
+            .binary_search_by(|e| cmp_paths(&e.path, source_path))
+            .map(|i| matches!(entries[i].item, Item::Dir(_)))
+            .unwrap_or(false)
+    })
+}
+
+/// [`wants_dir`] with the listing behind a question: is this source path
+/// a directory?
+pub fn wants_dir_by(esc: &Escapes, p: &[u8], is_dir: &dyn Fn(&[u8]) -> bool) -> bool {
     let first_len = p.iter().position(|&c| c == b'/').unwrap_or(p.len());
     let first = &p[..first_len];
     let source_path = match esc.map.iter().find(|(_, shown)| shown.as_slice() == first) {
@@ -315,10 +351,7 @@ pub fn wants_dir(entries: &[Entry], esc: &Escapes, p: &[u8]) -> bool {
         None if RESERVED.contains(&first) => return false,
         None => p.to_vec(),
     };
-    entries
-        .binary_search_by(|e| cmp_paths(&e.path, &source_path))
-        .map(|i| matches!(entries[i].item, Item::Dir(_)))
-        .unwrap_or(false)
+    is_dir(&source_path)
 }
 
 /// Where a file that a folder displaces goes: `<path>.~N~`, the first N

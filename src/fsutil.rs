@@ -330,6 +330,34 @@ pub fn release_free_memory() {
     }
 }
 
+/// A file with no name in `dir` (`O_TMPFILE`, or a name unlinked at once
+/// where the filesystem lacks it), for scratch data: the kernel frees it
+/// when it is closed, even if the process is killed.
+pub fn anonymous_file(dir: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmpfile = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir);
+    match tmpfile {
+        Ok(f) => Ok(f),
+        Err(_) => {
+            let p = dir.join(tmp_name("scratch"));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&p)
+                .map_err(|e| crate::error::Error::io("create a scratch file in", dir, e))?;
+            std::fs::remove_file(&p).map_err(|e| crate::error::Error::io("remove", &p, e))?;
+            Ok(f)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

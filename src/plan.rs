@@ -10,7 +10,7 @@ use crate::id::ObjectId;
 use crate::pathbytes::cmp_paths;
 use crate::store::tree::{Archived, Entry, History, Item, Leaf};
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 /// A path as an ordered map key (path order, see `pathbytes::cmp_paths`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,18 +79,6 @@ impl Action {
             | Action::RetainDropDeleted { path } => path,
         }
     }
-
-    /// Within one path: the content decision first, then retention of
-    /// versions (oldest first), then of the deleted content. No two actions
-    /// of one plan share (path, rank), so an unstable sort (which needs no
-    /// buffer) gives one order.
-    fn rank(&self) -> (u8, u64) {
-        match self {
-            Action::RetainDropVersion { version, .. } => (1, *version),
-            Action::RetainDropDeleted { .. } => (2, 0),
-            _ => (0, 0),
-        }
-    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -134,8 +122,8 @@ struct FileRef {
     meta: crate::store::tree::Meta,
 }
 
-fn file_of(e: &Entry) -> Option<FileRef> {
-    match &e.item {
+fn file_ref(i: &Item) -> Option<FileRef> {
+    match i {
         Item::Leaf(Leaf::File {
             size,
             id,
@@ -190,6 +178,261 @@ pub fn archive_needs_retention(archive: &[(Vec<u8>, History)], opts: &PlanOption
         .any(|(_, h)| version_expires(h, opts) || deleted_expires(h, opts))
 }
 
+/// What a path's file did between two runs (SPEC §4), before DUPLICATE
+/// is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Not a file now.
+    NoFile,
+    /// A file with the same content as before; keeps its `dup` flag.
+    Unchanged { dup: bool },
+    /// A file whose content changed.
+    Modified,
+    /// A file where there was none: BACKUP or DUPLICATE.
+    Newcomer,
+}
+
+/// Classify the entry at one path (`prev`, `cur`: its items in the
+/// previous and current listing).
+pub fn classify(prev: Option<&Item>, cur: Option<&Item>) -> Change {
+    let file = |i: Option<&Item>| match i {
+        Some(Item::Leaf(Leaf::File { id, dup, .. })) => Some((*id, *dup)),
+        _ => None,
+    };
+    match (file(prev), file(cur)) {
+        (_, None) => Change::NoFile,
+        (Some((a, dup)), Some((b, _))) if a == b => Change::Unchanged { dup },
+        (Some(_), Some(_)) => Change::Modified,
+        (None, Some(_)) => Change::Newcomer,
+    }
+}
+
+/// The one global question of a run: is a newcomer's content already at
+/// the top level? Newcomers in path order: the byte-smallest path with a
+/// content the top level lacks is BACKUP, the rest DUPLICATE; the top
+/// level before them holds the unchanged files not shown as duplicates and
+/// the modified files, wherever they are in the tree (later paths too).
+/// Empty files are never duplicates of each other (they carry no data to
+/// deduplicate).
+///
+/// Only membership of a newcomer's content is ever asked, so the set is
+/// kept over the newcomers' contents alone: a sorted list and a flag each
+/// (33 bytes per content, no hash table; for a 1% change of a million
+/// files thousands of entries, not a million).
+#[derive(Clone, Debug, Default)]
+pub struct Dups {
+    wanted: Vec<ObjectId>,
+    top: Vec<bool>,
+    /// A bit per 2^k slots keyed by an id's first bytes (ids are uniform
+    /// hashes): rules nearly every unwanted content out before a binary
+    /// search would touch the list.
+    maybe: Vec<u64>,
+    slots: usize,
+}
+
+impl Dups {
+    /// `newcomers`: the contents of every newcomer (any order, repeats
+    /// allowed; empty contents are left out by the caller or ignored).
+    pub fn new(mut newcomers: Vec<ObjectId>) -> Dups {
+        newcomers.sort_unstable();
+        newcomers.dedup();
+        newcomers.shrink_to_fit();
+        let slots = (newcomers.len() * 16).next_power_of_two();
+        let mut d = Dups {
+            top: vec![false; newcomers.len()],
+            maybe: vec![0u64; slots.div_ceil(64)],
+            slots,
+            wanted: newcomers,
+        };
+        for i in 0..d.wanted.len() {
+            let s = d.slot(&d.wanted[i]);
+            d.maybe[s / 64] |= 1 << (s % 64);
+        }
+        d
+    }
+
+    fn slot(&self, id: &ObjectId) -> usize {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&id.0 .0[..8]);
+        (u64::from_le_bytes(b) as usize) & (self.slots - 1)
+    }
+
+    fn find(&self, id: &ObjectId) -> Option<usize> {
+        if self.wanted.is_empty() {
+            return None;
+        }
+        let s = self.slot(id);
+        if self.maybe[s / 64] & (1 << (s % 64)) == 0 {
+            return None;
+        }
+        self.wanted.binary_search(id).ok()
+    }
+
+    /// Whether any newcomer content is asked about (else `note_top` is
+    /// pointless).
+    pub fn is_empty(&self) -> bool {
+        self.wanted.is_empty()
+    }
+
+    /// Record a non-newcomer at the top level (unchanged and not shown as
+    /// a duplicate, or modified). All of them come before any `decide`.
+    pub fn note_top(&mut self, id: &ObjectId) {
+        if let Some(i) = self.find(id) {
+            self.top[i] = true;
+        }
+    }
+
+    /// Decide a newcomer (in path order): `true` for DUPLICATE.
+    pub fn decide(&mut self, id: &ObjectId, size: u64) -> bool {
+        let Some(i) = self.find(id).filter(|_| size > 0) else {
+            return false;
+        };
+        std::mem::replace(&mut self.top[i], true)
+    }
+}
+
+/// One decision about one path, in the order the audit log shows them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Decision {
+    Backup,
+    Duplicate,
+    Modified {
+        version: u64,
+        was_dup: bool,
+    },
+    Deleted {
+        displaced: Option<u64>,
+        was_dup: bool,
+    },
+    RetainDropVersion {
+        version: u64,
+    },
+    RetainDropDeleted,
+}
+
+/// The planner one path at a time, in path order: what both the whole
+/// planner ([`plan`]) and a streaming run call for every path of the union
+/// of the previous listing, the current one and the previous archive.
+pub struct PathPlanner<'o> {
+    opts: &'o PlanOptions,
+    pub counts: PlanCounts,
+}
+
+impl<'o> PathPlanner<'o> {
+    pub fn new(opts: &'o PlanOptions) -> PathPlanner<'o> {
+        PathPlanner {
+            opts,
+            counts: PlanCounts::default(),
+        }
+    }
+
+    /// Decide one path. `prev`, `cur`: its entries (`cur`'s `dup` is set
+    /// here); `hist`: its history in the previous archive. Decisions go to
+    /// `out` (content first, then retention); returns the history the new
+    /// archive keeps for the path.
+    pub fn step(
+        &mut self,
+        prev: Option<&Item>,
+        mut cur: Option<&mut Item>,
+        hist: Option<History>,
+        dups: &mut Dups,
+        out: &mut Vec<Decision>,
+    ) -> Option<History> {
+        let opts = self.opts;
+        let mut h = hist;
+        let old = prev.and_then(file_ref);
+        let archived = |f: &FileRef| Archived {
+            id: f.id,
+            size: f.size,
+            meta: f.meta,
+            time_ns: opts.now_ns,
+        };
+        match classify(prev, cur.as_deref()) {
+            Change::Unchanged { dup } => {
+                if let Some(c) = cur.as_deref_mut() {
+                    set_dup(c, dup);
+                }
+                self.counts.unchanged += 1;
+            }
+            Change::Modified => {
+                let o = old.expect("a modified path had a file");
+                let hh = h.get_or_insert_with(History::default);
+                let n = hh.next_version.max(1);
+                hh.versions.push((n, archived(&o)));
+                hh.next_version = n + 1;
+                if let Some(c) = cur.as_deref_mut() {
+                    set_dup(c, false);
+                }
+                self.counts.modified += 1;
+                out.push(Decision::Modified {
+                    version: n,
+                    was_dup: o.dup,
+                });
+            }
+            Change::Newcomer => {
+                let (id, size) = match cur.as_deref().and_then(file_ref) {
+                    Some(f) => (f.id, f.size),
+                    None => unreachable!("a newcomer is a file"),
+                };
+                let dup = dups.decide(&id, size);
+                if let Some(c) = cur.as_deref_mut() {
+                    set_dup(c, dup);
+                }
+                if dup {
+                    self.counts.duplicates += 1;
+                    out.push(Decision::Duplicate);
+                } else {
+                    self.counts.backed_up += 1;
+                    out.push(Decision::Backup);
+                }
+            }
+            Change::NoFile => {}
+        }
+        if let (Some(o), Change::NoFile | Change::Newcomer) = (old, classify(prev, cur.as_deref()))
+        {
+            // The file left its path (the path may hold something else now,
+            // but never a file: that would be MODIFIED).
+            let hh = h.get_or_insert_with(History::default);
+            let displaced = hh.deleted.take().map(|d| {
+                let n = hh.next_version.max(1);
+                hh.versions.push((n, d));
+                hh.next_version = n + 1;
+                n
+            });
+            hh.deleted = Some(archived(&o));
+            self.counts.deleted += 1;
+            out.push(Decision::Deleted {
+                displaced,
+                was_dup: o.dup,
+            });
+        }
+        if let Some(c) = cur.as_deref() {
+            match c {
+                Item::Leaf(Leaf::File { size, .. }) => {
+                    self.counts.files += 1;
+                    self.counts.bytes += size;
+                }
+                Item::Leaf(Leaf::Symlink { .. }) => self.counts.symlinks += 1,
+                Item::Dir(_) => self.counts.dirs += 1,
+            }
+        }
+        // Retention over every history, so lowering the limit applies to
+        // every path, not only to the ones touched in this run.
+        let mut h = h?;
+        while version_expires(&h, opts) {
+            let (n, _) = h.versions.remove(0);
+            self.counts.retention_removed += 1;
+            out.push(Decision::RetainDropVersion { version: n });
+        }
+        if deleted_expires(&h, opts) {
+            h.deleted = None;
+            self.counts.retention_removed += 1;
+            out.push(Decision::RetainDropDeleted);
+        }
+        (!h.is_empty() || h.next_version > 1).then_some(h)
+    }
+}
+
 /// Plan one run. `prev` and `cur` must be sorted in path order with unique
 /// paths; `cur`'s `dup` flags are ignored (the planner decides them).
 pub fn plan(
@@ -198,223 +441,127 @@ pub fn plan(
     cur: Vec<Entry>,
     opts: &PlanOptions,
 ) -> Plan {
-    let mut actions = Vec::new();
-    let mut counts = PlanCounts::default();
-    let mut archive: BTreeMap<PathKey, History> = prev_archive
-        .iter()
-        .map(|(p, h)| (PathKey(p.clone()), h.clone()))
-        .collect();
     let mut entries = cur;
-    // Indices into `entries` of files that are new at their path.
-    let mut newcomers: Vec<usize> = Vec::new();
-
-    let archive_version = |archive: &mut BTreeMap<PathKey, History>, path: &[u8], a: Archived| {
-        let h = archive.entry(PathKey(path.to_vec())).or_default();
-        let n = h.next_version.max(1);
-        h.versions.push((n, a));
-        h.next_version = n + 1;
-        n
-    };
-
-    // Merge-join the two sorted listings.
-    let mut i = 0;
-    let mut j = 0;
-    while i < prev.len() || j < entries.len() {
-        let ord = match (prev.get(i), entries.get(j)) {
-            (Some(p), Some(c)) => cmp_paths(&p.path, &c.path),
-            (Some(_), None) => Ordering::Less,
-            _ => Ordering::Greater,
-        };
-        let (p, cidx) = match ord {
-            Ordering::Less => {
-                i += 1;
-                (Some(&prev[i - 1]), None)
-            }
-            Ordering::Greater => {
-                j += 1;
-                (None, Some(j - 1))
-            }
-            Ordering::Equal => {
-                i += 1;
-                j += 1;
-                (Some(&prev[i - 1]), Some(j - 1))
-            }
-        };
-        let old = p.and_then(file_of);
-        let new = cidx.and_then(|k| file_of(&entries[k]).map(|f| (k, f)));
-        match (old, new) {
-            (Some(o), Some((k, n))) if o.id == n.id => {
-                set_dup(&mut entries[k], o.dup);
-                // SKIP is not stored as an action: it is the common case
-                // (every file of a no-change run) and is implied by the
-                // listing; `for_each_decision` yields it when it is logged.
-                counts.unchanged += 1;
-            }
-            (Some(o), Some((k, _))) => {
-                let v = archive_version(
-                    &mut archive,
-                    &entries[k].path,
-                    Archived {
-                        id: o.id,
-                        size: o.size,
-                        meta: o.meta,
-                        time_ns: opts.now_ns,
-                    },
-                );
-                set_dup(&mut entries[k], false);
-                counts.modified += 1;
-                actions.push(Action::Modified {
-                    entry: k,
-                    version: v,
-                    was_dup: o.dup,
-                });
-            }
-            (Some(o), None) => {
-                let path = p.map(|e| e.path.clone()).unwrap_or_default();
-                let h = archive.entry(PathKey(path.clone())).or_default();
-                let displaced = h.deleted.take().map(|d| {
-                    let n = h.next_version.max(1);
-                    h.versions.push((n, d));
-                    h.next_version = n + 1;
-                    n
-                });
-                h.deleted = Some(Archived {
-                    id: o.id,
-                    size: o.size,
-                    meta: o.meta,
-                    time_ns: opts.now_ns,
-                });
-                counts.deleted += 1;
-                actions.push(Action::Deleted {
-                    path,
-                    displaced,
-                    was_dup: o.dup,
-                });
-                if let Some((k, _)) = new {
-                    newcomers.push(k);
-                }
-            }
-            (None, Some((k, _))) => newcomers.push(k),
-            (None, None) => {}
-        }
-    }
-
-    // Newcomers in path order: the byte-smallest path with a content the top
-    // level lacks is BACKUP, the rest DUPLICATE. Empty files are never
-    // duplicates of each other (they carry no data to deduplicate).
-    newcomers.sort_unstable();
-    // Contents at the top level before the newcomers are placed: unchanged
-    // files not shown as duplicates, and modified files. Only membership of
-    // a newcomer's content is ever asked, so the set is kept over the
-    // newcomers' contents alone: a sorted list of them and a flag each
-    // (33 bytes per content, no hash table, and for a 1% change of a
-    // million files thousands of entries, not a million).
-    let mut wanted: Vec<ObjectId> = newcomers
-        .iter()
-        .filter_map(|&k| file_of(&entries[k]))
-        .filter(|f| f.size > 0)
-        .map(|f| f.id)
-        .collect();
-    wanted.sort_unstable();
-    wanted.dedup();
-    let mut top = vec![false; wanted.len()];
-    if !wanted.is_empty() {
-        // Most files' contents are not wanted: a bit per 2^k slots keyed by
-        // the id's first bytes (ids are uniform hashes) rules nearly all of
-        // them out before a binary search would touch the list.
-        let slots = (wanted.len() * 16).next_power_of_two();
-        let slot = |id: &ObjectId| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&id.0 .0[..8]);
-            (u64::from_le_bytes(b) as usize) & (slots - 1)
-        };
-        let mut maybe = vec![0u64; slots.div_ceil(64)];
-        for id in &wanted {
-            let s = slot(id);
-            maybe[s / 64] |= 1 << (s % 64);
-        }
-        let mut nc = newcomers.iter().peekable();
-        for (k, e) in entries.iter().enumerate() {
-            if nc.peek() == Some(&&k) {
-                nc.next();
-                continue;
-            }
-            if let Item::Leaf(Leaf::File { id, dup: false, .. }) = &e.item {
-                let s = slot(id);
-                if maybe[s / 64] & (1 << (s % 64)) == 0 {
-                    continue;
-                }
-                if let Ok(i) = wanted.binary_search(id) {
-                    top[i] = true;
+    // The DUPLICATE question needs every newcomer, then every other top
+    // file, before the first newcomer is decided.
+    let mut newcomers = Vec::new();
+    merge_by_path(prev, &entries, |p, c| {
+        if classify(p.map(|e| &e.item), c.map(|e| &e.item)) == Change::Newcomer {
+            if let Some((id, size)) = c.and_then(Entry::file_id) {
+                if size > 0 {
+                    newcomers.push(id);
                 }
             }
         }
-    }
-    actions.reserve_exact(newcomers.len());
-    for k in newcomers {
-        let Some(f) = file_of(&entries[k]) else {
-            continue;
-        };
-        // Empty contents are not in `wanted`: never duplicates.
-        let slot = wanted.binary_search(&f.id).ok().filter(|_| f.size > 0);
-        if slot.is_some_and(|i| top[i]) {
-            set_dup(&mut entries[k], true);
-            counts.duplicates += 1;
-            actions.push(Action::Duplicate { entry: k });
-        } else {
-            if let Some(i) = slot {
-                top[i] = true;
-            }
-            set_dup(&mut entries[k], false);
-            counts.backed_up += 1;
-            actions.push(Action::Backup { entry: k });
-        }
-    }
-    drop((wanted, top));
-
-    // Retention over the whole archive, so lowering the limit applies to
-    // every path, not only to the ones touched in this run.
-    for (key, h) in archive.iter_mut() {
-        while version_expires(h, opts) {
-            let (n, _) = h.versions.remove(0);
-            counts.retention_removed += 1;
-            actions.push(Action::RetainDropVersion {
-                path: key.0.clone(),
-                version: n,
-            });
-        }
-        if deleted_expires(h, opts) {
-            h.deleted = None;
-            counts.retention_removed += 1;
-            actions.push(Action::RetainDropDeleted {
-                path: key.0.clone(),
-            });
-        }
-    }
-
-    for e in &entries {
-        match &e.item {
-            Item::Leaf(Leaf::File { size, .. }) => {
-                counts.files += 1;
-                counts.bytes += size;
-            }
-            Item::Leaf(Leaf::Symlink { .. }) => counts.symlinks += 1,
-            Item::Dir(_) => counts.dirs += 1,
-        }
-    }
-
-    actions.sort_unstable_by(|a, b| {
-        cmp_paths(a.path(&entries), b.path(&entries)).then(a.rank().cmp(&b.rank()))
     });
+    let mut dups = Dups::new(newcomers);
+    if !dups.is_empty() {
+        merge_by_path(prev, &entries, |p, c| {
+            let top = match classify(p.map(|e| &e.item), c.map(|e| &e.item)) {
+                Change::Unchanged { dup } => !dup,
+                Change::Modified => true,
+                _ => false,
+            };
+            if let (true, Some((id, _))) = (top, c.and_then(Entry::file_id)) {
+                dups.note_top(&id);
+            }
+        });
+    }
+
+    let mut planner = PathPlanner::new(opts);
+    let mut actions = Vec::new();
+    let mut archive = Vec::new();
+    let mut decisions = Vec::new();
+    let (mut i, mut j, mut k) = (0, 0, 0);
+    loop {
+        // The smallest path among the three listings' next items.
+        let mut next: Option<&[u8]> = None;
+        for p in [
+            prev.get(i).map(|e| e.path.as_slice()),
+            entries.get(j).map(|e| e.path.as_slice()),
+            prev_archive.get(k).map(|a| a.0.as_slice()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if next.is_none_or(|n| cmp_paths(p, n) == Ordering::Less) {
+                next = Some(p);
+            }
+        }
+        let Some(path) = next.map(<[u8]>::to_vec) else {
+            break;
+        };
+        let p = prev.get(i).filter(|e| e.path == path);
+        i += p.is_some() as usize;
+        let c = (entries.get(j).is_some_and(|e| e.path == path)).then_some(j);
+        j += c.is_some() as usize;
+        let h = prev_archive
+            .get(k)
+            .filter(|a| a.0 == path)
+            .map(|a| a.1.clone());
+        k += h.is_some() as usize;
+        decisions.clear();
+        let kept = planner.step(
+            p.map(|e| &e.item),
+            c.map(|c| &mut entries[c].item),
+            h,
+            &mut dups,
+            &mut decisions,
+        );
+        for d in decisions.drain(..) {
+            actions.push(match (d, c) {
+                (Decision::Backup, Some(entry)) => Action::Backup { entry },
+                (Decision::Duplicate, Some(entry)) => Action::Duplicate { entry },
+                (Decision::Modified { version, was_dup }, Some(entry)) => Action::Modified {
+                    entry,
+                    version,
+                    was_dup,
+                },
+                (Decision::Deleted { displaced, was_dup }, _) => Action::Deleted {
+                    path: path.clone(),
+                    displaced,
+                    was_dup,
+                },
+                (Decision::RetainDropVersion { version }, _) => Action::RetainDropVersion {
+                    path: path.clone(),
+                    version,
+                },
+                (Decision::RetainDropDeleted, _) => {
+                    Action::RetainDropDeleted { path: path.clone() }
+                }
+                (_, None) => unreachable!("content decisions are about a current file"),
+            });
+        }
+        if let Some(h) = kept {
+            archive.push((path, h));
+        }
+    }
     Plan {
         actions,
         entries,
-        archive: archive
-            .into_iter()
-            .filter(|(_, h)| !h.is_empty() || h.next_version > 1)
-            .map(|(k, h)| (k.0, h))
-            .collect(),
-        counts,
+        archive,
+        counts: planner.counts,
+    }
+}
+
+/// Walk two path-ordered listings together, calling `f` with the entries
+/// at each path.
+fn merge_by_path(a: &[Entry], b: &[Entry], mut f: impl FnMut(Option<&Entry>, Option<&Entry>)) {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let ord = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => cmp_paths(&x.path, &y.path),
+            (Some(_), None) => Ordering::Less,
+            _ => Ordering::Greater,
+        };
+        let (x, y) = match ord {
+            Ordering::Less => (a.get(i), None),
+            Ordering::Greater => (None, b.get(j)),
+            Ordering::Equal => (a.get(i), b.get(j)),
+        };
+        i += x.is_some() as usize;
+        j += y.is_some() as usize;
+        f(x, y);
     }
 }
 
@@ -448,8 +595,8 @@ impl Plan {
     }
 }
 
-fn set_dup(e: &mut Entry, value: bool) {
-    if let Item::Leaf(Leaf::File { dup, .. }) = &mut e.item {
+fn set_dup(i: &mut Item, value: bool) {
+    if let Item::Leaf(Leaf::File { dup, .. }) = i {
         *dup = value;
     }
 }
@@ -684,12 +831,16 @@ mod tests {
         /// flag, a modified one is at the top, and newcomers in path order
         /// are duplicates of whatever non-empty content is at the top.
         fn reference_dups(prev: &[Entry], cur: &[Entry]) -> Vec<bool> {
-            let old = |path: &[u8]| prev.iter().find(|e| e.path == path).and_then(file_of);
+            let old = |path: &[u8]| {
+                prev.iter()
+                    .find(|e| e.path == path)
+                    .and_then(|e| file_ref(&e.item))
+            };
             let mut flags = vec![false; cur.len()];
             let mut newcomers = Vec::new();
             let mut top = HashSet::new();
             for (k, e) in cur.iter().enumerate() {
-                let Some(f) = file_of(e) else { continue };
+                let Some(f) = file_ref(&e.item) else { continue };
                 match old(&e.path) {
                     Some(o) if o.id == f.id => {
                         flags[k] = o.dup;
@@ -704,7 +855,9 @@ mod tests {
                 }
             }
             for k in newcomers {
-                let Some(f) = file_of(&cur[k]) else { continue };
+                let Some(f) = file_ref(&cur[k].item) else {
+                    continue;
+                };
                 if f.size > 0 && top.contains(&f.id) {
                     flags[k] = true;
                 } else {

@@ -533,14 +533,24 @@ fn visit(
     }
 }
 
-fn walk(
+/// One directory's own listing: its children (in name order), with the
+/// subdirectories to descend into, each with what walking it needs.
+struct Listing {
+    out: ScanOutput,
+    subdirs: Vec<SubDir>,
+    /// The ignore rules that apply inside this directory.
+    ignores: IgnoreStack,
+}
+
+/// List and stat one directory's children (not below them).
+fn list_dir(
     ctx: &Ctx<'_>,
     dir: &Path,
     dir_path: &[u8],
     dir_rel: &[u8],
     ancestors: &[(u64, u64)],
     ignores: &IgnoreStack,
-) -> ScanOutput {
+) -> Listing {
     let mut out = ScanOutput::default();
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -550,7 +560,11 @@ fn walk(
                 i.kind = IssueKind::UnlistableDir;
             }
             out.issues.push(i);
-            return out;
+            return Listing {
+                out,
+                subdirs: Vec::new(),
+                ignores: ignores.clone(),
+            };
         }
     };
     // Keep each DirEntry: its metadata() is an fstatat relative to the open
@@ -575,21 +589,18 @@ fn walk(
         ents.iter()
             .any(|(n, _)| n.as_slice() == IGNORE_FILE.as_bytes()),
     );
-    let stack_here;
     let ignores = match own_ignore {
         Some(g) => {
             let mut v = ignores.clone();
             v.push(g);
-            stack_here = v;
-            &stack_here
+            v
         }
-        None => ignores,
+        None => ignores.clone(),
     };
     // Exact sizes: a listing is built once per directory and the slack of
     // growing by doubling would be a third of the scan's memory.
     out.entries.reserve_exact(ents.len());
     out.extra.reserve_exact(ents.len());
-
     let mut subdirs: Vec<SubDir> = Vec::new();
     for (name, dent) in ents {
         visit(
@@ -600,12 +611,32 @@ fn walk(
             &name,
             dent.metadata(),
             ancestors,
-            ignores,
+            &ignores,
             &mut out,
             &mut subdirs,
         );
     }
+    Listing {
+        out,
+        subdirs,
+        ignores,
+    }
+}
 
+fn walk(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    dir_path: &[u8],
+    dir_rel: &[u8],
+    ancestors: &[(u64, u64)],
+    ignores: &IgnoreStack,
+) -> ScanOutput {
+    let Listing {
+        mut out,
+        subdirs,
+        ignores,
+    } = list_dir(ctx, dir, dir_path, dir_rel, ancestors, ignores);
+    let ignores = &ignores;
     let children: Vec<ScanOutput> = subdirs
         .par_iter()
         .map(|d| {
@@ -642,6 +673,83 @@ fn walk(
         out.push(e, x);
     }
     out
+}
+
+/// Scans a source one directory at a time, for a walk that consumes it in
+/// path order instead of holding the whole listing ([`scan_source`]).
+pub struct DirScanner<'a> {
+    ctx: Ctx<'a>,
+}
+
+/// A directory to list: where it is and what listing it needs from its
+/// ancestors (loop detection, ignore rules).
+#[derive(Clone)]
+pub struct DirTask {
+    fs: PathBuf,
+    path: Vec<u8>,
+    rel: Vec<u8>,
+    ancestors: Vec<(u64, u64)>,
+    ignores: IgnoreStack,
+}
+
+impl DirTask {
+    /// The directory's snapshot path.
+    pub fn path(&self) -> &[u8] {
+        &self.path
+    }
+}
+
+/// One directory's children as [`DirScanner::list`] found them.
+pub struct DirListing {
+    /// The children in name order (not below them), the problems met
+    /// listing them, and how many were excluded.
+    pub out: ScanOutput,
+    /// The subdirectories to descend into, in name order, by snapshot path.
+    pub subdirs: Vec<DirTask>,
+}
+
+impl<'a> DirScanner<'a> {
+    /// A scanner of `src`, whose entries get `prefix` prepended, and the
+    /// task listing its top.
+    pub fn new(src: &Path, prefix: &[u8], opts: &'a ScanOptions) -> Result<(Self, DirTask)> {
+        let m = fs::metadata(src).map_err(|e| Error::io("stat source", src, e))?;
+        let task = DirTask {
+            fs: src.to_path_buf(),
+            path: prefix.to_vec(),
+            rel: Vec::new(),
+            ancestors: vec![(m.dev(), m.ino())],
+            ignores: Vec::new(),
+        };
+        let ctx = Ctx {
+            opts,
+            root_dev: m.dev(),
+        };
+        Ok((DirScanner { ctx }, task))
+    }
+
+    /// List one directory.
+    pub fn list(&self, t: &DirTask) -> DirListing {
+        let l = list_dir(&self.ctx, &t.fs, &t.path, &t.rel, &t.ancestors, &t.ignores);
+        let subdirs = l
+            .subdirs
+            .into_iter()
+            .map(|d| {
+                let mut ancestors = t.ancestors.clone();
+                ancestors.push(d.key);
+                DirTask {
+                    fs: d.fs,
+                    path: d.path,
+                    rel: d.rel,
+                    ancestors,
+                    ignores: l.ignores.clone(),
+                }
+            })
+            .collect();
+        DirListing {
+            out: l.out,
+            subdirs,
+        }
+    }
 }
 
 #[cfg(test)]

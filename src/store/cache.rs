@@ -160,7 +160,10 @@ impl Reader {
         match Reader::from_read(BufReader::new(f), snapshot) {
             Some(r) => r,
             None => {
-                tracing::debug!("ignoring stat cache {} (another snapshot's, or unreadable)", path.display());
+                tracing::debug!(
+                    "ignoring stat cache {} (another snapshot's, or unreadable)",
+                    path.display()
+                );
                 Reader::empty()
             }
         }
@@ -207,7 +210,9 @@ pub struct Writer {
 
 impl Writer {
     pub fn create(repo: &Repo) -> Result<Writer> {
-        let tmp = repo.tmp_dir().join(format!("stat-cache-{}", std::process::id()));
+        let tmp = repo
+            .tmp_dir()
+            .join(format!("stat-cache-{}", std::process::id()));
         let f = File::create(&tmp).ctx("create", &tmp)?;
         let mut w = BufWriter::with_capacity(64 * 1024, f);
         // The snapshot is only known at the end: its flag and id are
@@ -235,7 +240,10 @@ impl Writer {
     pub fn finish(self, snapshot: Option<SnapshotId>) -> Result<()> {
         use std::os::unix::fs::FileExt;
         let w = self.enc.finish().ctx("compress", &self.tmp)?;
-        let f = w.into_inner().map_err(|e| e.into_error()).ctx("write", &self.tmp)?;
+        let f = w
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .ctx("write", &self.tmp)?;
         f.write_all_at(&header(snapshot.as_ref()), 0)
             .ctx("write", &self.tmp)?;
         drop(f);
@@ -337,8 +345,8 @@ mod tests {
         assert_eq!(decode(b"junk"), None);
         assert_eq!(decode(&enc[..enc.len() - 3]), None);
         // The streaming reader sees the same records, then nothing.
-        let mut r = Reader::from_read(std::io::Cursor::new(enc.clone()), None)
-            .expect("our own header");
+        let mut r =
+            Reader::from_read(std::io::Cursor::new(enc.clone()), None).expect("our own header");
         assert_eq!(r.next_record(), f.records[0]);
         assert_eq!(r.next_record(), None);
         assert_eq!(r.next_record(), None);

@@ -59,7 +59,7 @@ pub enum Leaf {
 }
 
 /// One entry of a flat source listing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Item {
     Leaf(Leaf),
     Dir(Meta),
@@ -111,7 +111,10 @@ impl History {
 }
 
 /// A flat, path-ordered listing of a generic tree.
-pub type FlatList<L, D> = Vec<(Vec<u8>, Flat<L, D>)>;
+pub type FlatList<L, D> = Vec<FlatItem<L, D>>;
+
+/// One item of a flat listing: a path and what is there.
+pub type FlatItem<L, D> = (Vec<u8>, Flat<L, D>);
 
 /// The archive of a snapshot: per path, its history, in path order.
 pub type Archive = Vec<(Vec<u8>, History)>;
@@ -501,7 +504,10 @@ where
                 break;
             };
             let name = &path[off..off + k];
-            let top = self.stack.last_mut().expect("the root is never popped here");
+            let top = self
+                .stack
+                .last_mut()
+                .expect("the root is never popped here");
             if top.nodes.last().is_none_or(|n| n.name != name) {
                 top.nodes.push(Node {
                     name: name.to_vec(),
@@ -518,7 +524,10 @@ where
         }
         let off = self.child_offset();
         let name = &path[off..];
-        let top = self.stack.last_mut().expect("the root is never popped here");
+        let top = self
+            .stack
+            .last_mut()
+            .expect("the root is never popped here");
         if top.nodes.last().is_none_or(|n| n.name != name) {
             top.nodes.push(Node {
                 name: name.to_vec(),
@@ -545,13 +554,23 @@ where
     /// The directory at `path`, open now with every item below it pushed,
     /// is known to encode to `id` (it equals a stored tree): closing it
     /// then costs no encoding.
-    pub fn unchanged(&mut self, path: &[u8], id: TreeId) {
+    pub fn unchanged(&mut self, path: &[u8], id: TreeId) -> Result<()> {
+        // Its last subdirectory may still be open: nothing more comes below.
+        while self.stack.len() > 1 {
+            let top = &self.stack[self.stack.len() - 1].path;
+            if top.len() > path.len() && top.starts_with(path) && top[path.len()] == b'/' {
+                self.close_top()?;
+            } else {
+                break;
+            }
+        }
         if self.stack.len() < 2 {
-            return;
+            return Ok(());
         }
         if let Some(d) = self.stack.last_mut().filter(|d| d.path == path) {
             d.known = Some(id);
         }
+        Ok(())
     }
 
     /// Close every directory and return the root's id.
@@ -564,6 +583,9 @@ where
     }
 }
 
+/// A directory the cursor is in: its path and its nodes still to visit.
+type OpenNodes<L, D> = (Vec<u8>, Vec<Node<L, D>>);
+
 /// A stored tree read lazily in path order (the order of [`read_flat`]):
 /// only the tree objects on the current path are decoded, so memory is
 /// the depth times the widest directory, not the tree.
@@ -571,7 +593,7 @@ pub struct FlatCursor<'r, L, D> {
     repo: &'r Repo,
     /// Per open directory: its path and its remaining nodes (reversed, so
     /// the next one pops off the end).
-    stack: Vec<(Vec<u8>, Vec<Node<L, D>>)>,
+    stack: Vec<OpenNodes<L, D>>,
     /// A directory whose `Dir` item was yielded and is entered next.
     pending: Option<(Vec<u8>, TreeId)>,
     seen: Option<&'r mut HashSet<TreeId>>,
@@ -600,7 +622,7 @@ impl<'r, L: TreeLeaf, D: DeserializeOwned> FlatCursor<'r, L, D> {
 
     /// The next item in path order, or `None` at the end.
     #[allow(clippy::should_implement_trait)] // fallible: Result<Option<_>>
-    pub fn next(&mut self) -> Result<Option<(Vec<u8>, Flat<L, D>)>> {
+    pub fn next(&mut self) -> Result<Option<FlatItem<L, D>>> {
         if let Some((path, id)) = self.pending.take() {
             if self.stack.len() > MAX_DEPTH {
                 return Err(Error::corrupt(
@@ -887,7 +909,7 @@ mod tests {
             Ok(id)
         });
         w.push(&items[0].0, items[0].1.clone()).expect("in memory");
-        w.unchanged(b"a", known);
+        w.unchanged(b"a", known).expect("in memory");
         w.push(&items[1].0, items[1].1.clone()).expect("in memory");
         let root = w.finish().expect("in memory");
         assert_eq!(root, all[1]);

@@ -28,6 +28,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering as AtOrd};
 use std::sync::Mutex;
 
+mod spill;
+mod stream;
+mod walk;
+
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
     pub settings: BackupSettings,
@@ -402,7 +406,42 @@ fn find<'a>(entries: &'a [Entry], path: &[u8]) -> Option<&'a Entry> {
 /// `old_esc`: the reserved-name escapes of the previous snapshot.
 pub(crate) fn log_plan(plan: &Plan, old_esc: &Escapes, d: &Layout, dry: bool) {
     let new_esc = Escapes::for_entries(&plan.entries);
-    let pre = if dry { "WOULD " } else { "" };
+    log_reserved(&new_esc, d);
+    let decision = |a: &Action| match a {
+        Action::Backup { .. } => plan::Decision::Backup,
+        Action::Duplicate { .. } => plan::Decision::Duplicate,
+        Action::Modified {
+            version, was_dup, ..
+        } => plan::Decision::Modified {
+            version: *version,
+            was_dup: *was_dup,
+        },
+        Action::Deleted {
+            displaced, was_dup, ..
+        } => plan::Decision::Deleted {
+            displaced: *displaced,
+            was_dup: *was_dup,
+        },
+        Action::RetainDropVersion { version, .. } => {
+            plan::Decision::RetainDropVersion { version: *version }
+        }
+        Action::RetainDropDeleted { .. } => plan::Decision::RetainDropDeleted,
+    };
+    let line = |p: &[u8], a: Option<&Action>| {
+        log_decision(d, dry, old_esc, &new_esc, p, a.map(decision).as_ref());
+    };
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        // Every decision, SKIPs included, interleaved in path order.
+        plan.for_each_decision(line);
+    } else {
+        for a in &plan.actions {
+            line(a.path(&plan.entries), Some(a));
+        }
+    }
+}
+
+/// The audit lines naming top-level entries shown under another name.
+pub(crate) fn log_reserved(new_esc: &Escapes, d: &Layout) {
     for (name, shown) in new_esc.escaped() {
         tracing::info!(
             "RESERVED NAME: {} is shown as {} (the name is reserved for trove's own folders)",
@@ -410,82 +449,80 @@ pub(crate) fn log_plan(plan: &Plan, old_esc: &Escapes, d: &Layout, dry: bool) {
             d.dst(shown)
         );
     }
-    let debug = tracing::enabled!(tracing::Level::DEBUG);
-    let line = |p: &[u8], a: Option<&Action>| {
-        let Some(a) = a else {
-            tracing::debug!("PLANNER → SKIP: {}", d.src(p));
-            tracing::debug!("SKIP: {}", d.src(p));
-            return;
-        };
-        match a {
-            Action::Backup { .. } => {
-                tracing::debug!("PLANNER → BACKUP: {}", d.src(p));
-                tracing::info!(
-                    "{pre}BACKUP: {} → {}",
-                    d.src(p),
-                    d.dst(&new_esc.top_path(p))
-                );
-            }
-            Action::Duplicate { .. } => {
-                tracing::debug!("PLANNER → DUPLICATE: {}", d.src(p));
-                tracing::info!(
-                    "{pre}DUPLICATE: {} → {}",
-                    d.src(p),
-                    d.dst(&browse::current_path(&new_esc, p, true))
-                );
-            }
-            Action::Modified {
-                version, was_dup, ..
-            } => {
-                tracing::debug!("PLANNER → MODIFIED: {}", d.src(p));
-                let old = browse::current_path(old_esc, p, *was_dup);
+}
+
+/// The audit lines of one decision (`None`: SKIP, a debug line).
+pub(crate) fn log_decision(
+    d: &Layout,
+    dry: bool,
+    old_esc: &Escapes,
+    new_esc: &Escapes,
+    p: &[u8],
+    a: Option<&plan::Decision>,
+) {
+    use plan::Decision;
+    let pre = if dry { "WOULD " } else { "" };
+    let Some(a) = a else {
+        tracing::debug!("PLANNER → SKIP: {}", d.src(p));
+        tracing::debug!("SKIP: {}", d.src(p));
+        return;
+    };
+    match a {
+        Decision::Backup => {
+            tracing::debug!("PLANNER → BACKUP: {}", d.src(p));
+            tracing::info!(
+                "{pre}BACKUP: {} → {}",
+                d.src(p),
+                d.dst(&new_esc.top_path(p))
+            );
+        }
+        Decision::Duplicate => {
+            tracing::debug!("PLANNER → DUPLICATE: {}", d.src(p));
+            tracing::info!(
+                "{pre}DUPLICATE: {} → {}",
+                d.src(p),
+                d.dst(&browse::current_path(new_esc, p, true))
+            );
+        }
+        Decision::Modified { version, was_dup } => {
+            tracing::debug!("PLANNER → MODIFIED: {}", d.src(p));
+            let old = browse::current_path(old_esc, p, *was_dup);
+            tracing::info!(
+                "{pre}ARCHIVE: {} → {}",
+                d.dst(&old),
+                show(&browse::version_path(p, *version))
+            );
+            tracing::info!(
+                "{pre}UPDATED: {} → {}",
+                d.src(p),
+                d.dst(&new_esc.top_path(p))
+            );
+        }
+        Decision::Deleted { displaced, was_dup } => {
+            tracing::debug!("PLANNER → DELETED: {}", d.src(p));
+            if let Some(n) = displaced {
                 tracing::info!(
                     "{pre}ARCHIVE: {} → {}",
-                    d.dst(&old),
-                    show(&browse::version_path(p, *version))
-                );
-                tracing::info!(
-                    "{pre}UPDATED: {} → {}",
-                    d.src(p),
-                    d.dst(&new_esc.top_path(p))
+                    d.dst(&browse::deleted_path(p)),
+                    show(&browse::version_path(p, *n))
                 );
             }
-            Action::Deleted {
-                displaced, was_dup, ..
-            } => {
-                tracing::debug!("PLANNER → DELETED: {}", d.src(p));
-                if let Some(n) = displaced {
-                    tracing::info!(
-                        "{pre}ARCHIVE: {} → {}",
-                        d.dst(&browse::deleted_path(p)),
-                        show(&browse::version_path(p, *n))
-                    );
-                }
-                let old = browse::current_path(old_esc, p, *was_dup);
-                tracing::info!(
-                    "{pre}ARCHIVE DELETE: {} → {}",
-                    d.dst(&old),
-                    d.dst(&browse::deleted_path(p))
-                );
-                tracing::info!("{pre}STATE REMOVE: {}", d.src(p));
-            }
-            Action::RetainDropVersion { version, .. } => {
-                tracing::info!(
-                    "{pre}RETENTION delete: {}",
-                    show(&browse::version_path(p, *version))
-                );
-            }
-            Action::RetainDropDeleted { .. } => {
-                tracing::info!("{pre}RETENTION delete: {}", show(&browse::deleted_path(p)));
-            }
+            let old = browse::current_path(old_esc, p, *was_dup);
+            tracing::info!(
+                "{pre}ARCHIVE DELETE: {} → {}",
+                d.dst(&old),
+                d.dst(&browse::deleted_path(p))
+            );
+            tracing::info!("{pre}STATE REMOVE: {}", d.src(p));
         }
-    };
-    if debug {
-        // Every decision, SKIPs included, interleaved in path order.
-        plan.for_each_decision(line);
-    } else {
-        for a in &plan.actions {
-            line(a.path(&plan.entries), Some(a));
+        Decision::RetainDropVersion { version } => {
+            tracing::info!(
+                "{pre}RETENTION delete: {}",
+                show(&browse::version_path(p, *version))
+            );
+        }
+        Decision::RetainDropDeleted => {
+            tracing::info!("{pre}RETENTION delete: {}", show(&browse::deleted_path(p)));
         }
     }
 }
@@ -801,6 +838,22 @@ fn vouch(
     unread
 }
 
+/// The issue a failed read of a source file is.
+fn read_failure_issue(f: ReadFailure) -> (IssueKind, String) {
+    match f {
+        ReadFailure::Vanished => (
+            IssueKind::Vanished,
+            "vanished during the backup".to_string(),
+        ),
+        ReadFailure::Unstable => (
+            IssueKind::Unreadable,
+            "kept changing while it was read (tried 3 times); previous version kept".to_string(),
+        ),
+        ReadFailure::Source(io) => (IssueKind::Unreadable, format!("cannot read: {io}")),
+        ReadFailure::Repo(_) => (IssueKind::Unreadable, "repository error".to_string()),
+    }
+}
+
 /// Counters of the read stage.
 #[derive(Default)]
 struct ReadStats {
@@ -862,21 +915,16 @@ fn read_files(
                 }
                 Err(ReadFailure::Repo(err)) => return Err(err),
                 Err(f) => {
-                    let (kind, msg) = match f {
-                        ReadFailure::Vanished => (IssueKind::Vanished, "vanished during the backup".to_string()),
-                        ReadFailure::Unstable => (
-                            IssueKind::Unreadable,
-                            "kept changing while it was read (tried 3 times); previous version kept".to_string(),
-                        ),
-                        ReadFailure::Source(io) => (IssueKind::Unreadable, format!("cannot read: {io}")),
-                        ReadFailure::Repo(_) => (IssueKind::Unreadable, "repository error".to_string()),
-                    };
-                    issues.lock().unwrap_or_else(|p| p.into_inner()).push(Issue {
-                        path: e.path.clone(),
-                        fs,
-                        kind,
-                        msg,
-                    });
+                    let (kind, msg) = read_failure_issue(f);
+                    issues
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Issue {
+                            path: e.path.clone(),
+                            fs,
+                            kind,
+                            msg,
+                        });
                 }
             }
             progress.advance(1, scanned_size);
@@ -916,19 +964,13 @@ fn finish_listing(
     extra.truncate(w);
 }
 
-/// Report each problem once, in path order, and apply `--on-error`. A
-/// path that could not be read keeps its previous content rather than
-/// turning into a deletion.
-fn handle_issues(
+/// Report each problem once, in path order, and apply `--on-error`.
+fn report_issues(
     mut issues: Vec<Issue>,
     on_error: OnError,
-    prev: &[Entry],
-    cur: &mut Vec<Entry>,
-    extra: &mut Vec<Option<StatExtra>>,
     report: &mut BackupReport,
 ) -> Result<()> {
     issues.sort_by(|a, b| cmp_paths(&a.path, &b.path));
-    let mut carried: Vec<Entry> = Vec::new();
     for i in &issues {
         let shown = pathbytes::display_path(&i.fs);
         if on_error == OnError::Ignore {
@@ -954,22 +996,45 @@ fn handle_issues(
                 i.msg
             )));
         }
-        if matches!(
-            i.kind,
-            IssueKind::Unreadable | IssueKind::UnlistableDir | IssueKind::Loop
-        ) {
-            let start =
-                prev.partition_point(|e| cmp_paths(&e.path, &i.path) == std::cmp::Ordering::Less);
-            for e in &prev[start..] {
-                let under = e.path == i.path
-                    || (e.path.starts_with(&i.path) && e.path.get(i.path.len()) == Some(&b'/'));
-                if !under {
-                    break;
-                }
-                if find(cur, &e.path).is_none() {
-                    tracing::warn!("keeping the previous version of {}", show(&e.path));
-                    carried.push(e.clone());
-                }
+    }
+    Ok(())
+}
+
+/// Report each problem (see [`report_issues`]). A path that could not be
+/// read keeps its previous content rather than turning into a deletion.
+fn handle_issues(
+    issues: Vec<Issue>,
+    on_error: OnError,
+    prev: &[Entry],
+    cur: &mut Vec<Entry>,
+    extra: &mut Vec<Option<StatExtra>>,
+    report: &mut BackupReport,
+) -> Result<()> {
+    let keep: Vec<Vec<u8>> = issues
+        .iter()
+        .filter(|i| {
+            matches!(
+                i.kind,
+                IssueKind::Unreadable | IssueKind::UnlistableDir | IssueKind::Loop
+            )
+        })
+        .map(|i| i.path.clone())
+        .collect();
+    report_issues(issues, on_error, report)?;
+    let mut carried: Vec<Entry> = Vec::new();
+    let mut keep = keep;
+    keep.sort_by(|a, b| cmp_paths(a, b));
+    for path in &keep {
+        let start = prev.partition_point(|e| cmp_paths(&e.path, path) == std::cmp::Ordering::Less);
+        for e in &prev[start..] {
+            let under = e.path == *path
+                || (e.path.starts_with(path) && e.path.get(path.len()) == Some(&b'/'));
+            if !under {
+                break;
+            }
+            if find(cur, &e.path).is_none() {
+                tracing::warn!("keeping the previous version of {}", show(&e.path));
+                carried.push(e.clone());
             }
         }
     }
@@ -1034,32 +1099,35 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         sources,
         root_base: show(&base_name(&root)),
     };
-    progress.phase("scanning", 0, 0);
-    crate::log::mem_phase("start");
     // Watch mode looks again only at the paths events named, when there is
-    // a previous snapshot to take everything else from.
+    // a previous snapshot to take everything else from; every other run
+    // streams (see `stream`).
     let scoped = opts
         .scope
         .as_ref()
         .filter(|_| latest.is_some() && repo.is_some());
-    let (scanned, prev, records) = match scoped {
-        Some(scope) => {
-            let prev = load_prev(repo.as_ref(), latest)?;
-            let records = load_records(repo.as_ref(), &prev, opts.rehash);
-            let scanned = scan_scoped(&layout, s, &root, &prev.entries, &records, scope)?;
-            (scanned, prev, records)
-        }
-        None => {
-            let scanned = scan_all(&layout, s, &root)?;
-            crate::fsutil::release_free_memory();
-            crate::log::mem_phase("scanned");
-            // Loaded after the scan, whose assembly briefly needs twice its
-            // own size: the two never have to fit in memory at once.
-            let prev = load_prev(repo.as_ref(), latest)?;
-            let records = load_records(repo.as_ref(), &prev, opts.rehash);
-            (scanned, prev, records)
-        }
+    let Some(scope) = scoped else {
+        stream::run(
+            stream::Ctx {
+                opts,
+                repo: repo.as_ref(),
+                writer,
+                algo,
+                latest,
+                layout: &layout,
+                root: &root,
+                run_start,
+                progress,
+            },
+            &mut report,
+        )?;
+        return Ok(report);
     };
+    progress.phase("scanning", 0, 0);
+    crate::log::mem_phase("start");
+    let prev = load_prev(repo.as_ref(), latest)?;
+    let records = load_records(repo.as_ref(), &prev, opts.rehash);
+    let scanned = scan_scoped(&layout, s, &root, &prev.entries, &records, scope)?;
     let Scanned {
         out:
             scan::ScanOutput {
@@ -1185,44 +1253,23 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
             cache::save(repo, latest, cache_records())?;
         }
         report.snapshot = latest.map(|i| i.short());
-        // A keep policy is applied even when nothing changed (it may have
-        // just been configured); the records alone say whether it forgets
-        // anything, so an idle run stays cheap.
-        if crate::prune::policy_would_forget(repo, &s.policy, run_start)? {
-            drop(plan);
-            let g = crate::prune::full_gc(repo, &s.policy, run_start)?;
-            report.snapshots_forgotten = g.forgotten.len() as u64;
-            report.objects_removed = g.objects_removed;
-            report.bytes_freed = g.bytes_freed();
-        }
+        drop(plan);
+        policy_gc_if_due(repo, s, run_start, &mut report)?;
         return Ok(report);
     }
 
     // Commit: objects and trees, then the record.
     batch.commit()?;
     crate::log::mem_phase("batch committed");
-    let record = SnapshotRecord {
-        seq: prev_snap.as_ref().map_or(1, |p| p.record.seq + 1),
-        time_ns: run_start,
-        parent: prev_snap.as_ref().map(|p| p.id),
-        sources: source_records,
-        root: root_id,
-        archive: arch_id,
-        summary: Summary {
-            files: plan.counts.files,
-            dirs: plan.counts.dirs,
-            symlinks: plan.counts.symlinks,
-            bytes: plan.counts.bytes,
-            backed_up: plan.counts.backed_up,
-            duplicates: plan.counts.duplicates,
-            modified: plan.counts.modified,
-            unchanged: plan.counts.unchanged,
-            deleted: plan.counts.deleted,
-            new_objects: report.new_objects,
-            new_bytes: report.new_bytes,
-            errors: report.problems.len() as u64,
-        },
-    };
+    let record = snapshot_record(
+        prev_snap.as_ref(),
+        run_start,
+        source_records,
+        root_id,
+        arch_id,
+        &plan.counts,
+        &report,
+    );
     let snap_id: SnapshotId = snapshot::write(repo, &record)?;
     report.snapshot = Some(snap_id.short());
     log_plan(&plan, &old_esc, &layout, false);
@@ -1248,12 +1295,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
             message: format!("not placed in the browsable tree: {msg}"),
         });
     }
-    if report.link_fallback_copies > 0 {
-        tracing::warn!(
-            "{} files in the browsable tree are copies, not hardlinks (the filesystem refused the link: too many links to one content, or no hardlink support)",
-            report.link_fallback_copies
-        );
-    }
+    warn_link_copies(&report);
     cache::save(repo, Some(snap_id), cache_records())?;
     crate::log::mem_phase("cache saved");
     if s.policy.is_set() {
@@ -1269,6 +1311,67 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
             crate::gc::collect_dropped(repo, &dropped, &live)?;
     }
     Ok(report)
+}
+
+/// A keep policy is applied even when nothing changed (it may have just
+/// been configured); the records alone say whether it forgets anything,
+/// so an idle run stays cheap.
+fn policy_gc_if_due(
+    repo: &Repo,
+    s: &BackupSettings,
+    run_start: i64,
+    report: &mut BackupReport,
+) -> Result<()> {
+    if crate::prune::policy_would_forget(repo, &s.policy, run_start)? {
+        let g = crate::prune::full_gc(repo, &s.policy, run_start)?;
+        report.snapshots_forgotten = g.forgotten.len() as u64;
+        report.objects_removed = g.objects_removed;
+        report.bytes_freed = g.bytes_freed();
+    }
+    Ok(())
+}
+
+/// The record of a new snapshot.
+fn snapshot_record(
+    prev: Option<&Snapshot>,
+    run_start: i64,
+    sources: Vec<SourceRecord>,
+    root: TreeId,
+    archive: TreeId,
+    c: &PlanCounts,
+    report: &BackupReport,
+) -> SnapshotRecord {
+    SnapshotRecord {
+        seq: prev.map_or(1, |p| p.record.seq + 1),
+        time_ns: run_start,
+        parent: prev.map(|p| p.id),
+        sources,
+        root,
+        archive,
+        summary: Summary {
+            files: c.files,
+            dirs: c.dirs,
+            symlinks: c.symlinks,
+            bytes: c.bytes,
+            backed_up: c.backed_up,
+            duplicates: c.duplicates,
+            modified: c.modified,
+            unchanged: c.unchanged,
+            deleted: c.deleted,
+            new_objects: report.new_objects,
+            new_bytes: report.new_bytes,
+            errors: report.problems.len() as u64,
+        },
+    }
+}
+
+fn warn_link_copies(report: &BackupReport) {
+    if report.link_fallback_copies > 0 {
+        tracing::warn!(
+            "{} files in the browsable tree are copies, not hardlinks (the filesystem refused the link: too many links to one content, or no hardlink support)",
+            report.link_fallback_copies
+        );
+    }
 }
 
 /// Every object the previous archive had for a path whose history this

@@ -1,0 +1,608 @@
+//! A streaming run (docs/DESIGN.md "Streaming runs"): pass 1 walks the
+//! sources beside the previous snapshot and spills one record per path
+//! (`walk`); the DUPLICATE question is answered from the newcomers'
+//! contents; pass 2 streams the spill back beside the previous archive and,
+//! one path at a time, plans it (`plan::PathPlanner`, the same code the
+//! whole-listing planner runs), builds both new trees bottom-up, records
+//! the audit lines and stat cache records, and notes what the browsable
+//! tree must change. Then the same commit as every run.
+//!
+//! Nothing here holds a whole listing: memory is the open directories,
+//! the newcomers' contents, the ids of the previous trees and the part of
+//! the browsable tree that changes.
+
+use super::spill::{PrevAt, Rec, Spilled, Writer};
+use super::walk::{self, WalkInput};
+use super::{BackupOptions, BackupReport, Layout, Problem};
+use crate::browse::{self, BEntry, Escapes};
+use crate::error::Result;
+use crate::id::{HashAlgo, ObjectId, TreeId};
+use crate::materialize::Materializer;
+use crate::pathbytes::{self, cmp_paths};
+use crate::plan::{classify, Change, Decision, Dups, PathPlanner, PlanOptions};
+use crate::progress::Progress;
+use crate::store::cache;
+use crate::store::objects::Batch;
+use crate::store::snapshot::{self, Snapshot, SnapshotRecord};
+use crate::store::tree::{
+    self, frame_tree, Flat, FlatCursor, History, Item, Leaf, Meta, TreeObject, TreeWriter,
+};
+use crate::store::{Repo, StoreKind};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// One audit line to write after the commit: a path and its decision
+/// (`None`: SKIP, kept only when debug lines are on).
+type LogRec = (Vec<u8>, Option<Decision>);
+
+/// What the run needs from `backup::run`.
+pub(super) struct Ctx<'a> {
+    pub opts: &'a BackupOptions,
+    pub repo: Option<&'a Repo>,
+    pub writer: Option<&'a Repo>,
+    pub algo: HashAlgo,
+    pub latest: Option<Snapshot>,
+    pub layout: &'a Layout,
+    pub root: &'a Path,
+    pub run_start: i64,
+    pub progress: &'a dyn Progress,
+}
+
+type Sink<'a> = Box<dyn FnMut(Vec<u8>) -> Result<TreeId> + 'a>;
+
+/// A tree sink: hashes every directory and queues the new ones.
+fn sink<'a>(
+    algo: HashAlgo,
+    batch: Option<&'a Batch<'a>>,
+    known: Option<&'a HashSet<TreeId>>,
+) -> Sink<'a> {
+    Box::new(move |payload: Vec<u8>| {
+        let id = TreeId(crate::hash::hash_bytes(algo, &payload));
+        if let Some(b) = batch {
+            if !known.is_some_and(|k| k.contains(&id)) {
+                b.put_with(StoreKind::Tree, id.0, || frame_tree(&payload))?;
+            }
+        }
+        Ok(id)
+    })
+}
+
+fn flat(item: Item) -> Flat<Leaf, Meta> {
+    match item {
+        Item::Leaf(l) => Flat::Leaf(l),
+        Item::Dir(m) => Flat::Dir(m),
+    }
+}
+
+fn history_ids(h: Option<&History>) -> Vec<ObjectId> {
+    h.map(|h| {
+        h.versions
+            .iter()
+            .map(|(_, a)| a.id)
+            .chain(h.deleted.iter().map(|a| a.id))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn nests(last: &mut Option<Vec<u8>>, p: &[u8]) -> bool {
+    let n = last
+        .as_ref()
+        .is_some_and(|a| p.len() > a.len() && p.starts_with(a) && p[a.len()] == b'/');
+    *last = Some(p.to_vec());
+    n
+}
+
+/// Pass 2's state.
+struct Pass2<'a> {
+    planner: PathPlanner<'a>,
+    dups: Dups,
+    src: TreeWriter<Leaf, Meta, Sink<'a>>,
+    arch: TreeWriter<History, (), Sink<'a>>,
+    prev_arch: Option<FlatCursor<'a, History, ()>>,
+    arch_next: Option<(Vec<u8>, History)>,
+    last_old_arch: Option<Vec<u8>>,
+    last_new_arch: Option<Vec<u8>>,
+    /// Either archive has a path below another one's (the browsable tree
+    /// may then need conflict resolution, which only a full render does).
+    arch_nests: bool,
+    cache: Option<cache::Writer>,
+    log: Writer<LogRec>,
+    debug: bool,
+    /// The differing part of the old and new renderings, when collected.
+    diff: Option<(Vec<BEntry>, Vec<BEntry>)>,
+    old_esc: &'a Escapes,
+    new_esc: &'a Escapes,
+    dropped: Vec<ObjectId>,
+    decisions: Vec<Decision>,
+}
+
+impl Pass2<'_> {
+    /// The previous archive's next history (folders skipped).
+    fn advance_archive(&mut self) -> Result<()> {
+        self.arch_next = None;
+        let Some(c) = self.prev_arch.as_mut() else {
+            return Ok(());
+        };
+        while let Some((p, f)) = c.next()? {
+            if let Flat::Leaf(h) = f {
+                self.arch_nests |= nests(&mut self.last_old_arch, &p);
+                self.arch_next = Some((p, h));
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Archive paths before `upto` (all with `None`) that no source path
+    /// names: only retention can change them.
+    fn drain_archive(&mut self, upto: Option<&[u8]>) -> Result<()> {
+        while let Some((p, _)) = &self.arch_next {
+            if upto.is_some_and(|u| cmp_paths(p, u) != std::cmp::Ordering::Less) {
+                break;
+            }
+            let Some((p, h)) = self.arch_next.take() else {
+                break;
+            };
+            self.advance_archive()?;
+            self.path(p, None, None, None, Some(h))?;
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, rec: Rec) -> Result<()> {
+        match rec {
+            Rec::Same { path, id } => self.src.unchanged(&path, id),
+            Rec::Gone { path, item } => {
+                self.drain_archive(Some(&path))?;
+                let h = self.take_history(&path)?;
+                self.path(path, Some(item), None, None, h)
+            }
+            Rec::Cur {
+                path,
+                item,
+                extra,
+                prev,
+            } => {
+                self.drain_archive(Some(&path))?;
+                let h = self.take_history(&path)?;
+                let prev = match prev {
+                    PrevAt::None => None,
+                    PrevAt::Same => Some(item.clone()),
+                    PrevAt::Other(p) => Some(p),
+                };
+                self.path(path, prev, Some(item), Some(extra), h)
+            }
+        }
+    }
+
+    fn take_history(&mut self, path: &[u8]) -> Result<Option<History>> {
+        if self.arch_next.as_ref().is_some_and(|(p, _)| p == path) {
+            let h = self.arch_next.take().map(|(_, h)| h);
+            self.advance_archive()?;
+            return Ok(h);
+        }
+        Ok(None)
+    }
+
+    /// Plan one path and feed every output.
+    fn path(
+        &mut self,
+        path: Vec<u8>,
+        prev: Option<Item>,
+        mut cur: Option<Item>,
+        extra: Option<Option<cache::StatExtra>>,
+        hist: Option<History>,
+    ) -> Result<()> {
+        let old_hist = hist.clone();
+        self.decisions.clear();
+        let kept = self.planner.step(
+            prev.as_ref(),
+            cur.as_mut(),
+            hist,
+            &mut self.dups,
+            &mut self.decisions,
+        );
+        let is_file = matches!(cur, Some(Item::Leaf(Leaf::File { .. })));
+        if self.debug && is_file && self.decisions.is_empty() {
+            self.log.write(&(path.clone(), None))?;
+        }
+        let mut retention = false;
+        for d in self.decisions.drain(..) {
+            retention |= matches!(
+                d,
+                Decision::RetainDropVersion { .. } | Decision::RetainDropDeleted
+            );
+            self.log.write(&(path.clone(), Some(d)))?;
+        }
+        if old_hist != kept {
+            if retention {
+                let now = history_ids(kept.as_ref());
+                self.dropped.extend(
+                    history_ids(old_hist.as_ref())
+                        .into_iter()
+                        .filter(|id| !now.contains(id)),
+                );
+            }
+            if let Some((o, n)) = self.diff.as_mut() {
+                if let Some(h) = &old_hist {
+                    browse::render_history(&path, h, o);
+                }
+                if let Some(h) = &kept {
+                    browse::render_history(&path, h, n);
+                }
+            }
+        }
+        if let Some(h) = kept {
+            self.arch_nests |= nests(&mut self.last_new_arch, &path);
+            self.arch.push(&path, Flat::Leaf(h))?;
+        }
+        if prev != cur {
+            if let Some((o, n)) = self.diff.as_mut() {
+                if let Some(p) = &prev {
+                    o.push(browse::render_item(self.old_esc, &path, p));
+                }
+                if let Some(c) = &cur {
+                    n.push(browse::render_item(self.new_esc, &path, c));
+                }
+            }
+        }
+        if let Some(item) = cur {
+            if let (true, Some(w)) = (is_file, self.cache.as_mut()) {
+                w.push(extra.flatten())?;
+            }
+            self.src.push(&path, flat(item))?;
+        }
+        Ok(())
+    }
+}
+
+/// Write the audit lines (after the commit, so the log never claims what
+/// did not happen).
+fn replay_log(
+    log: &Spilled<LogRec>,
+    old_esc: &Escapes,
+    new_esc: &Escapes,
+    layout: &Layout,
+    dry: bool,
+) -> Result<()> {
+    super::log_reserved(new_esc, layout);
+    let mut r = log.reader()?;
+    while let Some((p, d)) = r.next()? {
+        super::log_decision(layout, dry, old_esc, new_esc, &p, d.as_ref());
+    }
+    Ok(())
+}
+
+type SourceTree = TreeObject<Leaf, Meta>;
+
+/// Is the source path a directory in a stored source tree? Memoised per
+/// folder, for the few folders a browsable update asks about.
+struct TreeLookup<'r> {
+    repo: &'r Repo,
+    root: TreeId,
+    dirs: Mutex<HashMap<Vec<u8>, Option<SourceTree>>>,
+}
+
+impl TreeLookup<'_> {
+    fn tree_of(&self, dir: &[u8]) -> Option<SourceTree> {
+        if let Some(t) = self.dirs.lock().unwrap_or_else(|p| p.into_inner()).get(dir) {
+            return t.clone();
+        }
+        let t = if dir.is_empty() {
+            tree::load_tree(self.repo, &self.root).ok()
+        } else {
+            let parent = self.tree_of(pathbytes::parent(dir))?;
+            let name = pathbytes::file_name(dir);
+            parent
+                .entries
+                .iter()
+                .find(|n| n.name == name)
+                .and_then(|n| n.dir.as_ref())
+                .and_then(|(id, _)| tree::load_tree(self.repo, id).ok())
+        };
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dir.to_vec(), t.clone());
+        t
+    }
+
+    fn is_dir(&self, p: &[u8]) -> bool {
+        if p.is_empty() {
+            return true;
+        }
+        let name = pathbytes::file_name(p);
+        self.tree_of(pathbytes::parent(p)).is_some_and(|t| {
+            t.entries
+                .iter()
+                .any(|n| n.name == name && n.dir.is_some() && n.leaf.is_none())
+        })
+    }
+}
+
+/// Fill the empty browsable tree of a first backup from the stored tree:
+/// the top level in path order, then `_duplicates/`, a run at a time.
+fn fill_from_tree(m: &Materializer<'_>, repo: &Repo, rec: &SnapshotRecord) -> Result<()> {
+    let esc = Escapes::default();
+    for dups in [false, true] {
+        let mut c = FlatCursor::<Leaf, Meta>::new(repo, &rec.root, None)?;
+        let mut run = Vec::with_capacity(super::FILL_RUN);
+        while let Some((p, f)) = c.next()? {
+            let item = match f {
+                Flat::Leaf(l) => Item::Leaf(l),
+                Flat::Dir(d) => Item::Dir(d),
+            };
+            let dup = matches!(item, Item::Leaf(Leaf::File { dup: true, .. }));
+            if dup != dups {
+                continue;
+            }
+            run.push(browse::render_item(&esc, &p, &item));
+            if run.len() == super::FILL_RUN {
+                m.apply(&[], &run, &|_| true)?;
+                run.clear();
+            }
+        }
+        m.apply(&[], &run, &|_| true)?;
+    }
+    Ok(())
+}
+
+/// Which of `candidates` the snapshot still references.
+fn referenced_among(
+    repo: &Repo,
+    rec: &SnapshotRecord,
+    candidates: &[ObjectId],
+) -> Result<HashSet<ObjectId>> {
+    let mut sorted = candidates.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut live = HashSet::new();
+    let mut note = |id: &ObjectId| {
+        if sorted.binary_search(id).is_ok() {
+            live.insert(*id);
+        }
+    };
+    let mut c = FlatCursor::<Leaf, Meta>::new(repo, &rec.root, None)?;
+    while let Some((_, f)) = c.next()? {
+        if let Flat::Leaf(Leaf::File { id, .. }) = f {
+            note(&id);
+        }
+    }
+    let mut c = FlatCursor::<History, ()>::new(repo, &rec.archive, None)?;
+    while let Some((_, f)) = c.next()? {
+        if let Flat::Leaf(h) = f {
+            for id in history_ids(Some(&h)) {
+                note(&id);
+            }
+        }
+    }
+    Ok(live)
+}
+
+pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
+    let s = &c.opts.settings;
+    let scan_opts = super::scan_options(s, c.root)?;
+    let source_records = super::source_records(c.layout)?;
+    let batch = c.writer.map(Batch::new);
+    // Scratch files go to the repository's tmp/ in a real run; a dry run
+    // writes nothing there (the repository may not even be writable).
+    let scratch = c.writer.map_or_else(std::env::temp_dir, Repo::tmp_dir);
+    let prev_rec = c.latest.as_ref().map(|l| &l.record);
+    let cache_reader = match (c.repo, c.opts.rehash, &c.latest) {
+        (Some(r), false, Some(l)) => cache::Reader::open(r, Some(&l.id)),
+        _ => cache::Reader::empty(),
+    };
+    c.progress.phase("backing up", 0, 0);
+    crate::log::mem_phase("start");
+    let mut spill = Writer::create(&scratch)?;
+    let walked = walk::walk(
+        WalkInput {
+            repo: c.repo,
+            prev_root: prev_rec.map(|r| r.root),
+            cache: cache_reader,
+            algo: c.algo,
+            batch: batch.as_ref(),
+            layout: c.layout,
+            opts: &scan_opts,
+            source_metas: source_records.iter().map(|r| r.meta).collect(),
+            follow: s.follow_symlinks,
+            run_start: c.run_start,
+            on_error: s.on_error,
+            progress: c.progress,
+        },
+        &mut spill,
+    )?;
+    c.progress.finish();
+    let spilled = spill.finish()?;
+    crate::log::mem_phase("walked");
+    report.excluded = walked.excluded;
+    report.files_read = walked.stats.files_read.into_inner();
+    report.new_objects = walked.stats.new_objects.into_inner();
+    report.new_bytes = walked.stats.new_bytes.into_inner();
+    super::report_issues(walked.issues, s.on_error, report)?;
+
+    // DUPLICATE: every kept top-level content must be known before the
+    // first newcomer is decided, and they come from anywhere in the tree.
+    let mut dups = Dups::new(walked.newcomers);
+    if !dups.is_empty() && walked.any_top_kept {
+        let mut r = spilled.reader()?;
+        while let Some(rec) = r.next()? {
+            if let Rec::Cur { item, prev, .. } = &rec {
+                let p = match prev {
+                    PrevAt::None => None,
+                    PrevAt::Same => Some(item),
+                    PrevAt::Other(p) => Some(p),
+                };
+                if let (
+                    Change::Unchanged { dup: false } | Change::Modified,
+                    Item::Leaf(Leaf::File { id, .. }),
+                ) = (classify(p, Some(item)), item)
+                {
+                    dups.note_top(id);
+                }
+            }
+        }
+    }
+    crate::log::mem_phase("duplicates known");
+
+    // Pass 2.
+    let popts = PlanOptions {
+        max_versions: s.max_versions,
+        deleted_max_age_ns: s
+            .deleted_max_age_days
+            .map(|d| d as i64 * 86_400 * 1_000_000_000),
+        now_ns: c.run_start,
+    };
+    let prev_arch = match (c.repo, prev_rec) {
+        (Some(r), Some(rec)) => Some(FlatCursor::new(r, &rec.archive, None)?),
+        _ => None,
+    };
+    let cache_w = c.writer.map(cache::Writer::create).transpose()?;
+    let (old_esc, new_esc) = (walked.old_esc, walked.new_esc);
+    let mut p2 = Pass2 {
+        planner: PathPlanner::new(&popts),
+        dups,
+        src: TreeWriter::new(sink(c.algo, batch.as_ref(), Some(&walked.known_trees))),
+        arch: TreeWriter::new(sink(c.algo, batch.as_ref(), None)),
+        prev_arch,
+        arch_next: None,
+        last_old_arch: None,
+        last_new_arch: None,
+        arch_nests: false,
+        cache: cache_w,
+        log: Writer::create(&scratch)?,
+        debug: tracing::enabled!(tracing::Level::DEBUG),
+        diff: None,
+        old_esc: &old_esc,
+        new_esc: &new_esc,
+        dropped: Vec::new(),
+        decisions: Vec::new(),
+    };
+    p2.advance_archive()?;
+    // A run after an empty snapshot fills the browsable tree like a first
+    // one; any other updates it from the differing part only.
+    let fresh = !walked.had_prev && p2.arch_next.is_none();
+    if !fresh && c.writer.is_some() {
+        p2.diff = Some((Vec::new(), Vec::new()));
+    }
+    let mut r = spilled.reader()?;
+    while let Some(rec) = r.next()? {
+        p2.record(rec)?;
+    }
+    drop(r);
+    drop(spilled);
+    p2.drain_archive(None)?;
+    let Pass2 {
+        planner,
+        src,
+        arch,
+        cache: cache_w,
+        log,
+        diff,
+        dropped,
+        arch_nests,
+        ..
+    } = p2;
+    let root_id = src.finish()?;
+    let arch_id = arch.finish()?;
+    let counts = planner.counts;
+    let log = log.finish()?;
+    super::fill_counts(report, &counts);
+    crate::log::mem_phase("planned");
+    report.changed = c
+        .latest
+        .as_ref()
+        .is_none_or(|p| p.record.root != root_id || p.record.archive != arch_id);
+
+    let (Some(repo), Some(batch), Some(cache_w)) = (c.writer, batch.as_ref(), cache_w) else {
+        replay_log(&log, &old_esc, &new_esc, c.layout, true)?;
+        return Ok(());
+    };
+    if !report.changed && !c.opts.always_snapshot {
+        let latest = c.latest.as_ref().map(|p| p.id);
+        tracing::info!("No changes: nothing to back up, no new snapshot");
+        // Nothing read and every file vouched for: the cache on disk is
+        // already exactly what was written again.
+        if report.files_read == 0 && walked.cache_complete && report.problems.is_empty() {
+            cache_w.discard();
+        } else {
+            cache_w.finish(latest)?;
+        }
+        report.snapshot = latest.map(|i| i.short());
+        return super::policy_gc_if_due(repo, s, c.run_start, report);
+    }
+
+    // Commit: objects and trees, then the record.
+    batch.commit()?;
+    crate::log::mem_phase("batch committed");
+    let record = super::snapshot_record(
+        c.latest.as_ref(),
+        c.run_start,
+        source_records,
+        root_id,
+        arch_id,
+        &counts,
+        report,
+    );
+    let snap_id = snapshot::write(repo, &record)?;
+    report.snapshot = Some(snap_id.short());
+    replay_log(&log, &old_esc, &new_esc, c.layout, false)?;
+    drop(log);
+    crate::log::mem_phase("logged");
+
+    // Derived data: the browsable tree, then the cache.
+    let m = Materializer::new(repo, &repo.root);
+    match diff {
+        None if new_esc.is_empty() => fill_from_tree(&m, repo, &record)?,
+        Some((mut o, mut n)) if old_esc == new_esc && !arch_nests => {
+            o.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+            n.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+            let lookup = TreeLookup {
+                repo,
+                root: root_id,
+                dirs: Mutex::new(HashMap::new()),
+            };
+            m.apply(&o, &n, &|p: &[u8]| {
+                browse::wants_dir_by(&new_esc, p, &|q| lookup.is_dir(q))
+            })?;
+        }
+        _ => {
+            // Escapes changed or the archive nests: only whole renderings
+            // are exact (rare; this loads both listings).
+            let (ne, na) = super::load_snapshot(repo, &record)?;
+            match &c.latest {
+                Some(l) => {
+                    let (oe, oa) = super::load_snapshot(repo, &l.record)?;
+                    super::TreeDiff::between((&oe, &oa), (&ne, &na)).apply(&m, &ne)?;
+                }
+                None => super::fill_browsable(&m, &ne, &na)?,
+            }
+        }
+    }
+    let up = super::finish_tree_update(repo, &m, &snap_id)?;
+    crate::log::mem_phase("browsable updated");
+    report.link_fallback_copies += up.copies;
+    for (p, msg) in up.failures {
+        report.failed = true;
+        report.problems.push(Problem {
+            path: c.layout.dst(&p),
+            message: format!("not placed in the browsable tree: {msg}"),
+        });
+    }
+    super::warn_link_copies(report);
+    cache_w.finish(Some(snap_id))?;
+    crate::log::mem_phase("cache saved");
+    if s.policy.is_set() {
+        let g = crate::prune::full_gc(repo, &s.policy, c.run_start)?;
+        report.snapshots_forgotten = g.forgotten.len() as u64;
+        report.objects_removed = g.objects_removed;
+        report.bytes_freed = g.bytes_freed();
+    } else if !dropped.is_empty() {
+        let live = referenced_among(repo, &record, &dropped)?;
+        (report.objects_removed, report.bytes_freed) =
+            crate::gc::collect_dropped(repo, &dropped, &live)?;
+    }
+    Ok(())
+}

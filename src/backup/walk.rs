@@ -1,0 +1,885 @@
+//! Pass 1 of a streaming run (docs/DESIGN.md "Streaming runs"): the
+//! sources walked one directory at a time in path order, with the previous
+//! snapshot's source tree walked alongside (a directory's previous tree is
+//! decoded when the walk enters it) and the stat cache read alongside too
+//! (its records line up with the previous files in path order).
+//!
+//! Each path comes out as one record of the merged walk, with its current
+//! entry (hashed: vouched for by the cache or read) and its previous one,
+//! appended to a spill file that pass 2 streams back. Memory is the open
+//! directories, a bounded look-ahead of listed directories, a window of
+//! records waiting for their files to be read, and the newcomers' contents
+//! (the one global question, DUPLICATE, needs them).
+//!
+//! Listing and stat'ing directories and decoding previous trees run ahead
+//! of the walk on lister threads; reading files runs on the rayon pool, a
+//! window at a time.
+
+use super::spill::{PrevAt, Rec, SpillWriter};
+use super::{Layout, ReadStats};
+use crate::browse::Escapes;
+use crate::config::OnError;
+use crate::error::Result;
+use crate::id::{HashAlgo, ObjectId, TreeId};
+use crate::pathbytes;
+use crate::plan::{classify, Change};
+use crate::progress::Progress;
+use crate::scan::{DirListing, DirScanner, DirTask, Issue, IssueKind};
+use crate::store::cache::{self, StatExtra};
+use crate::store::objects::{self, Batch, ReadFailure};
+use crate::store::tree::{self, Item, Leaf, Meta, Node, TreeObject};
+use crate::store::Repo;
+use rayon::prelude::*;
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::Ordering as AtOrd;
+use std::sync::{Arc, Condvar, Mutex};
+
+/// Records held back until their files are read, at most.
+const WINDOW_RECORDS: usize = 8192;
+/// Bytes of files to read held back, at most (one window is read in
+/// parallel, so this bounds how long the walk waits for its reads).
+const WINDOW_BYTES: u64 = 64 << 20;
+/// Directories of one folder listed ahead of the walk.
+const LOOKAHEAD: usize = 16;
+
+/// What listing one directory needs: its scan (none for a folder only the
+/// previous snapshot has, or one not descended into) and its previous tree.
+struct Job {
+    scan: Option<(usize, DirTask)>,
+    prev: Option<TreeId>,
+}
+
+/// A listed directory.
+struct Loaded {
+    listing: Option<DirListing>,
+    prev: Option<Result<TreeObject<Leaf, Meta>>>,
+}
+
+enum SlotState {
+    Pending(Job),
+    Running,
+    Done(Loaded),
+    Taken,
+}
+
+/// One directory's listing, made by a lister thread ahead of the walk or,
+/// if none got to it yet, by the walk itself.
+struct Slot {
+    state: Mutex<SlotState>,
+    done: Condvar,
+}
+
+impl Slot {
+    fn new(job: Job) -> Arc<Slot> {
+        Arc::new(Slot {
+            state: Mutex::new(SlotState::Pending(job)),
+            done: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Do the job unless someone already took it.
+    fn run(&self, env: &Env<'_>) {
+        let job = {
+            let mut st = self.lock();
+            match std::mem::replace(&mut *st, SlotState::Running) {
+                SlotState::Pending(j) => j,
+                other => {
+                    *st = other;
+                    return;
+                }
+            }
+        };
+        let loaded = env.load(job);
+        *self.lock() = SlotState::Done(loaded);
+        self.done.notify_all();
+    }
+
+    /// The listing: made here if no lister started it, else waited for.
+    fn take(&self, env: &Env<'_>) -> Loaded {
+        let mut st = self.lock();
+        loop {
+            match std::mem::replace(&mut *st, SlotState::Taken) {
+                SlotState::Pending(job) => {
+                    drop(st);
+                    return env.load(job);
+                }
+                SlotState::Done(l) => return l,
+                SlotState::Running => {
+                    *st = SlotState::Running;
+                    st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                SlotState::Taken => {
+                    return Loaded {
+                        listing: None,
+                        prev: None,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a listing job reads from.
+struct Env<'a> {
+    repo: Option<&'a Repo>,
+    scanners: Vec<DirScanner<'a>>,
+}
+
+impl Env<'_> {
+    fn load(&self, job: Job) -> Loaded {
+        Loaded {
+            listing: job
+                .scan
+                .and_then(|(i, t)| self.scanners.get(i).map(|s| s.list(&t))),
+            prev: job
+                .prev
+                .and_then(|id| self.repo.map(|r| tree::load_tree(r, &id))),
+        }
+    }
+}
+
+/// The queue the lister threads take jobs from, in the order the walk
+/// will need them.
+#[derive(Default)]
+struct Queue {
+    jobs: Mutex<(VecDeque<Arc<Slot>>, bool)>,
+    more: Condvar,
+}
+
+impl Queue {
+    fn push(&self, s: Arc<Slot>) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .push_back(s);
+        self.more.notify_one();
+    }
+
+    fn close(&self) {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.more.notify_all();
+    }
+
+    /// The next job, or `None` once closed.
+    fn pop(&self) -> Option<Arc<Slot>> {
+        let mut q = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(s) = q.0.pop_front() {
+                return Some(s);
+            }
+            if q.1 {
+                return None;
+            }
+            q = self.more.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// A directory to walk below a path.
+struct Child {
+    slot: Arc<Slot>,
+    prev_id: Option<TreeId>,
+    /// Every previous entry below is kept as it was (the folder could not
+    /// be read this time).
+    carry_all: bool,
+    /// The folder is in the new listing (else only its previous contents
+    /// are walked, to report them gone).
+    current: bool,
+}
+
+/// One name of a directory, both sides of the merge.
+struct Step {
+    path: Vec<u8>,
+    cur: Option<(Item, Option<StatExtra>)>,
+    prev: Option<Item>,
+    /// Keep the previous entry if there is no current one (it could not be
+    /// looked at).
+    carry: bool,
+    child: Option<Child>,
+}
+
+struct Frame {
+    steps: VecDeque<Step>,
+    /// The child slots of `steps` not yet given to the listers.
+    unqueued: VecDeque<Arc<Slot>>,
+    /// Emit enter/leave marks (the folder is in the new listing).
+    current: bool,
+}
+
+/// A record of the window, waiting for its file to be read.
+enum Win {
+    Path {
+        path: Vec<u8>,
+        cur: Option<(Item, Option<StatExtra>)>,
+        prev: Option<Item>,
+        read: bool,
+    },
+    Enter {
+        path: Vec<u8>,
+        prev_id: Option<TreeId>,
+    },
+    Leave,
+}
+
+/// What pass 1 hands to pass 2.
+pub(super) struct Walked {
+    pub newcomers: Vec<ObjectId>,
+    /// A file that is unchanged and not a duplicate, or modified: then the
+    /// DUPLICATE question needs a look at every such file.
+    pub any_top_kept: bool,
+    pub issues: Vec<Issue>,
+    pub excluded: u64,
+    pub stats: ReadStats,
+    /// Names at the top of the new and previous listings that bear on
+    /// reserved-name escapes.
+    pub new_esc: Escapes,
+    pub old_esc: Escapes,
+    /// Every tree of the previous source tree (they exist in the store).
+    pub known_trees: HashSet<TreeId>,
+    /// The cache vouched for every previous file it could.
+    pub cache_complete: bool,
+    /// The previous listing had any entry.
+    pub had_prev: bool,
+}
+
+/// The walk's state.
+struct Walker<'a> {
+    env: &'a Env<'a>,
+    queue: &'a Queue,
+    algo: HashAlgo,
+    batch: Option<&'a Batch<'a>>,
+    layout: &'a Layout,
+    follow: bool,
+    run_start: i64,
+    on_error: OnError,
+    progress: &'a dyn Progress,
+    cache: cache::Reader,
+    cache_complete: bool,
+    spill: &'a mut SpillWriter,
+    window: Vec<Win>,
+    window_bytes: u64,
+    /// Enter marks not yet left, as (path, previous id, same so far).
+    same: Vec<(Vec<u8>, Option<TreeId>, bool)>,
+    /// A path whose read failed: the previous entries below it are kept.
+    carry_under: Option<Vec<u8>>,
+    newcomer_chunks: Vec<Vec<ObjectId>>,
+    any_top_kept: bool,
+    issues: Vec<Issue>,
+    excluded: u64,
+    stats: ReadStats,
+    new_top: Vec<Vec<u8>>,
+    old_top: Vec<Vec<u8>>,
+    known_trees: HashSet<TreeId>,
+    had_prev: bool,
+}
+
+fn is_under(p: &[u8], dir: &[u8]) -> bool {
+    p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/'
+}
+
+/// Issues after which the previous state of a path is kept rather than
+/// the path counted as gone.
+fn keeps_previous(k: IssueKind) -> bool {
+    matches!(
+        k,
+        IssueKind::Unreadable | IssueKind::UnlistableDir | IssueKind::Loop
+    )
+}
+
+fn node_item(n: &Node<Leaf, Meta>) -> Option<Item> {
+    match (&n.leaf, &n.dir) {
+        (Some(l), _) => Some(Item::Leaf(l.clone())),
+        (None, Some((_, m))) => Some(Item::Dir(*m)),
+        (None, None) => None,
+    }
+}
+
+impl<'a> Walker<'a> {
+    /// The steps of one directory: its current children merged by name
+    /// with its previous ones.
+    fn frame(
+        &mut self,
+        path: &[u8],
+        loaded: Loaded,
+        carry_all: bool,
+        current: bool,
+    ) -> Result<Frame> {
+        let prev_nodes = match loaded.prev.transpose()? {
+            Some(t) => t.entries,
+            None => Vec::new(),
+        };
+        let (mut cur, mut subdirs) = (Vec::new(), VecDeque::new());
+        let mut carry_paths: Vec<Vec<u8>> = Vec::new();
+        let mut carry_here = carry_all;
+        if let Some(l) = loaded.listing {
+            let DirListing { out, subdirs: s } = l;
+            for i in out.issues {
+                if keeps_previous(i.kind) {
+                    if i.path == path {
+                        carry_here = true;
+                    } else {
+                        carry_paths.push(i.path.clone());
+                    }
+                }
+                self.issues.push(i);
+            }
+            self.excluded += out.excluded;
+            cur = out.entries.into_iter().zip(out.extra).collect();
+            subdirs = s.into_iter().collect();
+        }
+        Ok(self.merge(
+            path,
+            cur,
+            subdirs,
+            prev_nodes,
+            carry_here,
+            &carry_paths,
+            current,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn merge(
+        &mut self,
+        path: &[u8],
+        cur: Vec<(tree::Entry, Option<StatExtra>)>,
+        mut subdirs: VecDeque<DirTask>,
+        prev_nodes: Vec<Node<Leaf, Meta>>,
+        carry_here: bool,
+        carry_paths: &[Vec<u8>],
+        current: bool,
+    ) -> Frame {
+        let off = if path.is_empty() { 0 } else { path.len() + 1 };
+        let mut steps = VecDeque::with_capacity(cur.len().max(prev_nodes.len()));
+        let mut cur = cur.into_iter().peekable();
+        let mut prev = prev_nodes.into_iter().peekable();
+        loop {
+            let ord = match (cur.peek(), prev.peek()) {
+                (Some((e, _)), Some(n)) => e.path[off..].cmp(&n.name[..]),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => break,
+            };
+            let c = if ord.is_le() { cur.next() } else { None };
+            let n = if ord.is_ge() { prev.next() } else { None };
+            let child_path = match (&c, &n) {
+                (Some((e, _)), _) => e.path.clone(),
+                (None, Some(n)) => pathbytes::join(path, &n.name),
+                (None, None) => break,
+            };
+            let prev_item = n.as_ref().and_then(node_item);
+            let prev_sub = n.as_ref().and_then(|n| n.dir.as_ref().map(|d| d.0));
+            let carry = c.is_none() && (carry_here || carry_paths.contains(&child_path));
+            let cur_dir = matches!(
+                c,
+                Some((
+                    tree::Entry {
+                        item: Item::Dir(_),
+                        ..
+                    },
+                    _
+                ))
+            );
+            let task = if cur_dir
+                && subdirs
+                    .front()
+                    .is_some_and(|t| t.path() == child_path.as_slice())
+            {
+                subdirs.pop_front()
+            } else {
+                None
+            };
+            let child = if cur_dir {
+                (task.is_some() || prev_sub.is_some()).then(|| Child {
+                    slot: Slot::new(Job {
+                        scan: task.map(|t| (self.source_of(&child_path), t)),
+                        prev: prev_sub,
+                    }),
+                    prev_id: prev_sub,
+                    carry_all: false,
+                    current: true,
+                })
+            } else {
+                prev_sub.map(|id| Child {
+                    slot: Slot::new(Job {
+                        scan: None,
+                        prev: Some(id),
+                    }),
+                    prev_id: Some(id),
+                    carry_all: carry,
+                    current: carry,
+                })
+            };
+            steps.push_back(Step {
+                path: child_path,
+                cur: c.map(|(e, x)| (e.item, x)),
+                prev: prev_item,
+                carry,
+                child,
+            });
+        }
+        let mut unqueued: VecDeque<Arc<Slot>> = steps
+            .iter()
+            .filter_map(|s| s.child.as_ref().map(|c| c.slot.clone()))
+            .collect();
+        for _ in 0..LOOKAHEAD {
+            match unqueued.pop_front() {
+                Some(s) => self.queue.push(s),
+                None => break,
+            }
+        }
+        Frame {
+            steps,
+            unqueued,
+            current,
+        }
+    }
+
+    /// The source a snapshot path belongs to.
+    fn source_of(&self, p: &[u8]) -> usize {
+        super::split_scope(self.layout, p).map_or(0, |(i, _)| i)
+    }
+
+    /// Walk everything, spilling records in path order.
+    fn walk(&mut self, mut stack: Vec<Frame>) -> Result<()> {
+        while let Some(frame) = stack.last_mut() {
+            let Some(step) = frame.steps.pop_front() else {
+                let f = stack.pop();
+                if f.is_some_and(|f| f.current) && !stack.is_empty() {
+                    self.window.push(Win::Leave);
+                }
+                continue;
+            };
+            if step.child.is_some() {
+                if let Some(s) = frame.unqueued.pop_front() {
+                    self.queue.push(s);
+                }
+            }
+            self.step(step, &mut stack)?;
+            if self.window.len() >= WINDOW_RECORDS || self.window_bytes >= WINDOW_BYTES {
+                self.flush()?;
+                if self.on_error == OnError::Fail
+                    && self.issues.iter().any(|i| i.kind != IssueKind::Vanished)
+                {
+                    // The run stops here; the issues are reported in path
+                    // order by the caller.
+                    return Ok(());
+                }
+            }
+        }
+        self.flush()
+    }
+
+    fn step(&mut self, step: Step, stack: &mut Vec<Frame>) -> Result<()> {
+        let Step {
+            path,
+            mut cur,
+            prev,
+            carry,
+            child,
+        } = step;
+        // One cache record per previous file, in path order.
+        let record = match &prev {
+            Some(Item::Leaf(Leaf::File { .. })) => {
+                let r = self.cache.next_record();
+                self.cache_complete &= r.is_some();
+                r
+            }
+            _ => None,
+        };
+        self.had_prev |= prev.is_some();
+        if !path.contains(&b'/') {
+            if let Some(p) = prev.as_ref().map(|_| &path) {
+                if Escapes::matters(p) {
+                    self.old_top.push(p.clone());
+                }
+            }
+        }
+        if cur.is_none() && carry {
+            if let Some(p) = &prev {
+                tracing::warn!(
+                    "keeping the previous version of {}",
+                    pathbytes::display(&path)
+                );
+                cur = Some((p.clone(), None));
+            }
+        }
+        let mut read = false;
+        if let Some((Item::Leaf(Leaf::File { size, id, meta, .. }), Some(x))) = &mut cur {
+            let vouched = match (&prev, record) {
+                (
+                    Some(Item::Leaf(Leaf::File {
+                        size: psize,
+                        id: pid,
+                        meta: pmeta,
+                        ..
+                    })),
+                    Some(r),
+                ) if r.key(*psize, pmeta.mtime_ns) == x.key(*size, meta.mtime_ns) => Some(*pid),
+                _ => None,
+            };
+            match vouched {
+                Some(pid) => *id = pid,
+                None => {
+                    read = true;
+                    self.window_bytes += *size;
+                }
+            }
+        }
+        self.window.push(Win::Path {
+            path: path.clone(),
+            cur,
+            prev,
+            read,
+        });
+        if let Some(c) = child {
+            let loaded = c.slot.take(self.env);
+            if let Some(id) = c.prev_id {
+                self.known_trees.insert(id);
+            }
+            let f = self.frame(&path, loaded, c.carry_all, c.current)?;
+            if c.current {
+                self.window.push(Win::Enter {
+                    path,
+                    prev_id: c.prev_id,
+                });
+            }
+            stack.push(f);
+        }
+        Ok(())
+    }
+
+    /// Read the window's files (in parallel), then finish its records in
+    /// order and spill them.
+    fn flush(&mut self) -> Result<()> {
+        let todo: Vec<(usize, Vec<u8>)> = self
+            .window
+            .iter()
+            .enumerate()
+            .filter_map(|(k, w)| match w {
+                Win::Path {
+                    path, read: true, ..
+                } => Some((k, path.clone())),
+                _ => None,
+            })
+            .collect();
+        let (algo, batch, layout, follow, progress) = (
+            self.algo,
+            self.batch,
+            self.layout,
+            self.follow,
+            self.progress,
+        );
+        let stats = &self.stats;
+        let results: Vec<_> = todo
+            .par_iter()
+            .map(|(_, p)| {
+                let r = objects::ingest(algo, batch, &layout.fs_path(p), follow);
+                stats.files_read.fetch_add(1, AtOrd::Relaxed);
+                if let Ok(ing) = &r {
+                    if ing.stored {
+                        stats.new_objects.fetch_add(1, AtOrd::Relaxed);
+                        stats.new_bytes.fetch_add(ing.size, AtOrd::Relaxed);
+                    }
+                    progress.advance(1, ing.size);
+                }
+                r
+            })
+            .collect();
+        let mut failed: HashSet<usize> = HashSet::new();
+        for ((k, p), r) in todo.into_iter().zip(results) {
+            let Win::Path { cur, .. } = &mut self.window[k] else {
+                continue;
+            };
+            match r {
+                Ok(ing) => {
+                    if let Some((Item::Leaf(Leaf::File { size, id, meta, .. }), x)) = cur {
+                        *id = ing.id;
+                        *size = ing.size;
+                        meta.mtime_ns = ing.stat.mtime_ns;
+                        *x = Some(StatExtra::of(&ing.stat));
+                    }
+                }
+                Err(ReadFailure::Repo(e)) => return Err(e),
+                Err(f) => {
+                    let (kind, msg) = super::read_failure_issue(f);
+                    if kind != IssueKind::Vanished {
+                        failed.insert(k);
+                    }
+                    *cur = None;
+                    self.issues.push(Issue {
+                        fs: layout.fs_path(&p),
+                        path: p,
+                        kind,
+                        msg,
+                    });
+                }
+            }
+        }
+        let window = std::mem::take(&mut self.window);
+        self.window_bytes = 0;
+        for (k, w) in window.into_iter().enumerate() {
+            match w {
+                Win::Path {
+                    path, cur, prev, ..
+                } => self.finish_path(path, cur, prev, failed.contains(&k))?,
+                Win::Enter { path, prev_id } => {
+                    self.same.push((path, prev_id, prev_id.is_some()));
+                }
+                Win::Leave => {
+                    let Some((path, prev_id, same)) = self.same.pop() else {
+                        continue;
+                    };
+                    match (same, prev_id) {
+                        (true, Some(id)) => self.spill.write(&Rec::Same { path, id })?,
+                        _ => self.not_same(),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn not_same(&mut self) {
+        if let Some(top) = self.same.last_mut() {
+            top.2 = false;
+        }
+    }
+
+    /// One path's final record.
+    fn finish_path(
+        &mut self,
+        path: Vec<u8>,
+        mut cur: Option<(Item, Option<StatExtra>)>,
+        prev: Option<Item>,
+        read_failed: bool,
+    ) -> Result<()> {
+        if self
+            .carry_under
+            .as_ref()
+            .is_some_and(|d| !is_under(&path, d))
+        {
+            self.carry_under = None;
+        }
+        if cur.is_none() && (read_failed || self.carry_under.is_some()) {
+            if let Some(p) = &prev {
+                tracing::warn!(
+                    "keeping the previous version of {}",
+                    pathbytes::display(&path)
+                );
+                cur = Some((p.clone(), None));
+            }
+        }
+        if read_failed && self.carry_under.is_none() {
+            self.carry_under = Some(path.clone());
+        }
+        if let Some((item, extra)) = &mut cur {
+            if let (
+                Item::Leaf(Leaf::File { id, dup, .. }),
+                Some(Item::Leaf(Leaf::File {
+                    id: pid, dup: pdup, ..
+                })),
+            ) = (&mut *item, &prev)
+            {
+                if id == pid {
+                    *dup = *pdup;
+                }
+            }
+            // Too fresh to vouch for next time (racily clean).
+            if let (Item::Leaf(Leaf::File { size, meta, .. }), Some(x)) = (&*item, &*extra) {
+                if cache::is_racy(&x.key(*size, meta.mtime_ns), self.run_start) {
+                    *extra = None;
+                }
+            }
+        }
+        match classify(prev.as_ref(), cur.as_ref().map(|c| &c.0)) {
+            Change::Newcomer => {
+                if let Some((Item::Leaf(Leaf::File { id, size, .. }), _)) = &cur {
+                    if *size > 0 {
+                        self.push_newcomer(*id);
+                    }
+                }
+            }
+            Change::Unchanged { dup: false } | Change::Modified => self.any_top_kept = true,
+            _ => {}
+        }
+        let Some((item, extra)) = cur else {
+            if let Some(p) = prev {
+                self.not_same();
+                self.spill.write(&Rec::Gone { path, item: p })?;
+            }
+            return Ok(());
+        };
+        if !path.contains(&b'/') && Escapes::matters(&path) {
+            self.new_top.push(path.clone());
+        }
+        let prev = match prev {
+            Some(p) if p == item => PrevAt::Same,
+            Some(p) => PrevAt::Other(p),
+            None => PrevAt::None,
+        };
+        if !matches!(prev, PrevAt::Same) {
+            self.not_same();
+        }
+        self.spill.write(&Rec::Cur {
+            path,
+            item,
+            extra,
+            prev,
+        })
+    }
+
+    /// Newcomers' contents, kept in exactly sized chunks: a growing vector
+    /// would briefly need twice the memory of a million ids.
+    fn push_newcomer(&mut self, id: ObjectId) {
+        const CHUNK: usize = 1 << 16;
+        match self.newcomer_chunks.last_mut() {
+            Some(c) if c.len() < CHUNK => c.push(id),
+            _ => {
+                let mut c = Vec::with_capacity(CHUNK);
+                c.push(id);
+                self.newcomer_chunks.push(c);
+            }
+        }
+    }
+}
+
+/// Everything pass 1 needs to know about the run.
+pub(super) struct WalkInput<'a> {
+    pub repo: Option<&'a Repo>,
+    pub prev_root: Option<TreeId>,
+    pub cache: cache::Reader,
+    pub algo: HashAlgo,
+    pub batch: Option<&'a Batch<'a>>,
+    pub layout: &'a Layout,
+    pub opts: &'a crate::scan::ScanOptions,
+    pub source_metas: Vec<Meta>,
+    pub follow: bool,
+    pub run_start: i64,
+    pub on_error: OnError,
+    pub progress: &'a dyn Progress,
+}
+
+/// Pass 1: walk every source, spilling one record per path.
+pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walked> {
+    let layout = input.layout;
+    let mut scanners = Vec::new();
+    let mut roots = Vec::new();
+    for (src, name) in layout.sources.iter().zip(&layout.names) {
+        let (s, t) = DirScanner::new(src, name, input.opts)?;
+        scanners.push(s);
+        roots.push(t);
+    }
+    let env = Env {
+        repo: input.repo,
+        scanners,
+    };
+    let queue = Queue::default();
+    let listers = rayon::current_num_threads().clamp(1, 8);
+    std::thread::scope(|scope| -> Result<Walked> {
+        for _ in 0..listers {
+            scope.spawn(|| {
+                while let Some(s) = queue.pop() {
+                    s.run(&env);
+                }
+            });
+        }
+        // Close the queue however the walk ends, or the listers never do.
+        struct CloseOnDrop<'q>(&'q Queue);
+        impl Drop for CloseOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        let _close = CloseOnDrop(&queue);
+        let mut w = Walker {
+            env: &env,
+            queue: &queue,
+            algo: input.algo,
+            batch: input.batch,
+            layout,
+            follow: input.follow,
+            run_start: input.run_start,
+            on_error: input.on_error,
+            progress: input.progress,
+            cache: input.cache,
+            cache_complete: true,
+            spill,
+            window: Vec::new(),
+            window_bytes: 0,
+            same: Vec::new(),
+            carry_under: None,
+            newcomer_chunks: Vec::new(),
+            any_top_kept: false,
+            issues: Vec::new(),
+            excluded: 0,
+            stats: ReadStats::default(),
+            new_top: Vec::new(),
+            old_top: Vec::new(),
+            known_trees: HashSet::new(),
+            had_prev: false,
+        };
+        if let Some(id) = input.prev_root {
+            w.known_trees.insert(id);
+        }
+        let root_prev = input
+            .prev_root
+            .and_then(|id| input.repo.map(|r| tree::load_tree(r, &id)));
+        let root = if layout.single() {
+            let loaded = Loaded {
+                listing: roots.pop().map(|t| env.scanners[0].list(&t)),
+                prev: root_prev,
+            };
+            w.frame(b"", loaded, false, true)?
+        } else {
+            // Several sources: each is a top-level folder of the snapshot.
+            let prev_nodes = match root_prev.transpose()? {
+                Some(t) => t.entries,
+                None => Vec::new(),
+            };
+            let mut cur: Vec<(tree::Entry, Option<StatExtra>)> = layout
+                .names
+                .iter()
+                .zip(&input.source_metas)
+                .map(|(n, m)| {
+                    (
+                        tree::Entry {
+                            path: n.clone(),
+                            item: Item::Dir(*m),
+                        },
+                        None,
+                    )
+                })
+                .collect();
+            let mut tasks: Vec<DirTask> = roots;
+            let mut order: Vec<usize> = (0..cur.len()).collect();
+            order.sort_by(|&a, &b| cur[a].0.path.cmp(&cur[b].0.path));
+            cur = order.iter().map(|&i| cur[i].clone()).collect();
+            tasks = order.iter().map(|&i| tasks[i].clone()).collect();
+            w.merge(b"", cur, tasks.into(), prev_nodes, false, &[], true)
+        };
+        w.walk(vec![root])?;
+        let total: usize = w.newcomer_chunks.iter().map(Vec::len).sum();
+        let mut newcomers = Vec::with_capacity(total);
+        for c in std::mem::take(&mut w.newcomer_chunks) {
+            newcomers.extend(c);
+        }
+        Ok(Walked {
+            newcomers,
+            any_top_kept: w.any_top_kept,
+            issues: w.issues,
+            excluded: w.excluded,
+            stats: w.stats,
+            new_esc: Escapes::for_top_names(w.new_top.iter().map(Vec::as_slice)),
+            old_esc: Escapes::for_top_names(w.old_top.iter().map(Vec::as_slice)),
+            known_trees: w.known_trees,
+            cache_complete: w.cache_complete,
+            had_prev: w.had_prev,
+        })
+    })
+}
