@@ -24,6 +24,7 @@ mod odd_entries;
 mod recovery;
 mod restore;
 mod retention;
+mod streaming;
 mod verify;
 mod walkthrough;
 mod watch;

@@ -1,0 +1,209 @@
+//! Streaming runs against the whole-listing planner: after random changes
+//! to a source, each backup's new snapshot (listing, archive, counts) must
+//! be exactly what `plan::plan` makes of the previous snapshot and a fresh
+//! scan of the source. The streaming run shares only the per-path step with
+//! `plan::plan`; the merge, the DUPLICATE look-ahead, the tree building, the
+//! stat cache and the retention of untouched archive paths are its own.
+
+use proptest::prelude::*;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use trove::backup::{self, BackupOptions};
+use trove::config::{BackupOverrides, BackupSettings};
+use trove::id::HashAlgo;
+use trove::plan::{self, PlanOptions};
+use trove::progress::NoProgress;
+use trove::scan::{self, ScanOptions};
+use trove::store::objects;
+use trove::store::snapshot;
+use trove::store::tree::{Entry, Item, Leaf};
+use trove::store::Repo;
+
+/// One change to the source tree.
+#[derive(Clone, Debug)]
+enum Op {
+    /// Write file `name` in folder `dir` with one of a few contents (so
+    /// duplicates and returns to an old content happen).
+    Write(u8, u8, u8),
+    Remove(u8, u8),
+    /// Turn folder `dir` into a file, or back.
+    Flip(u8),
+    Link(u8, u8),
+}
+
+const DIRS: [&str; 4] = ["", "a", "a/b", "c"];
+
+fn path_of(src: &Path, d: u8, n: u8) -> std::path::PathBuf {
+    src.join(DIRS[d as usize % 4]).join(format!("f{}", n % 3))
+}
+
+fn apply(src: &Path, op: &Op) {
+    // Make the folders above `p`, replacing whatever is in their way.
+    let ensure = |p: &Path| {
+        let Ok(rel) = p.strip_prefix(src) else { return };
+        let mut cur = src.to_path_buf();
+        for c in rel.parent().into_iter().flat_map(Path::components) {
+            cur.push(c);
+            if !cur.is_dir() {
+                let _ = fs::remove_file(&cur);
+                let _ = fs::create_dir(&cur);
+            }
+        }
+    };
+    match *op {
+        Op::Write(d, n, c) => {
+            let p = path_of(src, d, n);
+            ensure(&p);
+            if p.is_dir() {
+                let _ = fs::remove_dir_all(&p);
+            }
+            let body = match c % 4 {
+                0 => Vec::new(),
+                k => format!("content {k}\n").repeat(k as usize).into_bytes(),
+            };
+            let _ = fs::remove_file(&p);
+            let _ = fs::write(&p, body);
+        }
+        Op::Remove(d, n) => {
+            let _ = fs::remove_file(path_of(src, d, n));
+        }
+        Op::Flip(d) => {
+            let p = src.join(DIRS[1 + d as usize % 3]);
+            if p.is_dir() {
+                let _ = fs::remove_dir_all(&p);
+                let _ = fs::write(&p, b"was a folder\n");
+            } else {
+                let _ = fs::remove_file(&p);
+                let _ = fs::create_dir_all(&p);
+            }
+        }
+        Op::Link(d, n) => {
+            let p = path_of(src, d, n);
+            ensure(&p);
+            if p.is_dir() {
+                let _ = fs::remove_dir_all(&p);
+            }
+            let _ = fs::remove_file(&p);
+            let _ = symlink(format!("target-{n}"), &p);
+        }
+    }
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u8..4, 0u8..5, 0u8..4).prop_map(|(d, n, c)| Op::Write(d, n, c)),
+        2 => (0u8..4, 0u8..5).prop_map(|(d, n)| Op::Remove(d, n)),
+        1 => (0u8..3).prop_map(Op::Flip),
+        1 => (0u8..4, 0u8..5).prop_map(|(d, n)| Op::Link(d, n)),
+    ]
+}
+
+/// The source as a listing, every file hashed: what a whole-listing run
+/// would plan from.
+fn scanned(src: &Path) -> Vec<Entry> {
+    let out = scan::scan_source(src, b"", &ScanOptions::default()).expect("scan");
+    assert!(out.issues.is_empty(), "{:?}", out.issues);
+    out.entries
+        .into_iter()
+        .map(|mut e| {
+            if let Item::Leaf(Leaf::File { id, .. }) = &mut e.item {
+                let fs = src.join(OsStr::from_bytes(&e.path));
+                *id = trove::id::ObjectId(objects::hash_file(HashAlgo::Blake3, &fs).expect("hash"));
+            }
+            e
+        })
+        .collect()
+}
+
+fn check_history(ops: Vec<Vec<Op>>, max_versions: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    let dest = dir.path().join("dest");
+    fs::create_dir_all(&src).expect("mkdir");
+    let mut settings = BackupSettings::resolve(
+        BackupOverrides {
+            sources: vec![src.clone()],
+            backup_root: Some(dest.clone()),
+            ..BackupOverrides::default()
+        },
+        None,
+    )
+    .expect("settings");
+    settings.max_versions = max_versions;
+    let opts = BackupOptions {
+        settings,
+        rehash: false,
+        dry_run: false,
+        always_snapshot: true,
+        wait: false,
+        scope: None,
+    };
+    for batch in ops {
+        for op in &batch {
+            apply(&src, op);
+        }
+        let (prev, prev_archive) = match Repo::open(&dest)
+            .ok()
+            .and_then(|r| snapshot::latest(&r).ok().flatten().map(|s| (r, s)))
+        {
+            Some((r, s)) => backup::load_snapshot(&r, &s.record).expect("previous snapshot"),
+            None => (Vec::new(), Vec::new()),
+        };
+        let cur = scanned(&src);
+        let report = backup::run(&opts, &NoProgress).expect("backup");
+        let repo = Repo::open(&dest).expect("repo");
+        let latest = snapshot::latest(&repo).expect("list").expect("a snapshot");
+        let (entries, archive) = backup::load_snapshot(&repo, &latest.record).expect("load");
+        let want = plan::plan(
+            &prev,
+            &prev_archive,
+            cur,
+            &PlanOptions {
+                max_versions,
+                deleted_max_age_ns: None,
+                now_ns: latest.record.time_ns,
+            },
+        );
+        assert_eq!(entries, want.entries, "listing after {batch:?}");
+        assert_eq!(archive, want.archive, "archive after {batch:?}");
+        let s = &latest.record.summary;
+        let c = &want.counts;
+        assert_eq!(
+            (s.files, s.dirs, s.symlinks, s.bytes),
+            (c.files, c.dirs, c.symlinks, c.bytes)
+        );
+        assert_eq!(
+            (
+                s.backed_up,
+                s.duplicates,
+                s.modified,
+                s.unchanged,
+                s.deleted
+            ),
+            (
+                c.backed_up,
+                c.duplicates,
+                c.modified,
+                c.unchanged,
+                c.deleted
+            )
+        );
+        assert_eq!(report.retention_removed, c.retention_removed);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn streaming_runs_match_the_whole_listing_planner(
+        ops in prop::collection::vec(prop::collection::vec(arb_op(), 0..10), 1..8),
+        max_versions in 1u64..3,
+    ) {
+        check_history(ops, max_versions);
+    }
+}
