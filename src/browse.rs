@@ -154,7 +154,7 @@ pub fn render_history(p: &[u8], h: &History, out: &mut Vec<BEntry>) {
 }
 
 /// `versions/<p>/vN.bak` for each kept version.
-fn render_versions(p: &[u8], h: &History, out: &mut Vec<BEntry>) {
+pub fn render_versions(p: &[u8], h: &History, out: &mut Vec<BEntry>) {
     for (n, a) in &h.versions {
         out.push(BEntry {
             path: version_path(p, *n),
@@ -167,7 +167,7 @@ fn render_versions(p: &[u8], h: &History, out: &mut Vec<BEntry>) {
 }
 
 /// `_deleted/<p>` for the content the path last had, if it left.
-fn render_deleted(p: &[u8], h: &History, out: &mut Vec<BEntry>) {
+pub fn render_deleted(p: &[u8], h: &History, out: &mut Vec<BEntry>) {
     if let Some(a) = &h.deleted {
         out.push(BEntry {
             path: deleted_path(p),

@@ -21,7 +21,9 @@ use crate::materialize;
 use crate::pathbytes::{self, display as show};
 use crate::progress::Progress;
 use crate::store::snapshot::{self, Snapshot};
-use crate::store::tree::{self, History, Leaf, Meta, RefRole, TreeObject, MAX_DEPTH};
+use crate::store::tree::{
+    self, Flat, FlatCursor, History, Item, Leaf, Meta, RefRole, TreeObject, MAX_DEPTH,
+};
 use crate::store::{objects, Repo};
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
@@ -103,15 +105,44 @@ pub struct VerifyReport {
     pub problems: Vec<VerifyProblem>,
 }
 
+/// A set of (object, size) built by appending: sorted and deduplicated
+/// whenever it doubles, so it costs 40 bytes per distinct object, not a
+/// hash table's two or three times that.
+#[derive(Default)]
+struct RefSet {
+    v: Vec<(ObjectId, u64)>,
+    compact_at: usize,
+}
+
+impl RefSet {
+    fn insert(&mut self, id: ObjectId, size: u64) {
+        self.v.push((id, size));
+        if self.v.len() >= self.compact_at {
+            self.compact();
+            self.compact_at = (self.v.len() * 2).max(1 << 16);
+        }
+    }
+
+    fn compact(&mut self) {
+        self.v.sort_unstable_by_key(|(id, _)| *id);
+        self.v.dedup_by_key(|(id, _)| *id);
+    }
+
+    /// Sorted by id; only valid right after `compact`.
+    fn contains(&self, id: &ObjectId) -> bool {
+        self.v.binary_search_by_key(id, |(x, _)| *x).is_ok()
+    }
+}
+
 /// Walks trees once each, remembering which problems lie below each one so
 /// that every snapshot sharing a damaged subtree is named.
 struct TreeWalk<'r> {
     repo: &'r Repo,
     below: HashMap<TreeId, Vec<usize>>,
-    objects: HashMap<ObjectId, u64>,
+    objects: RefSet,
     /// Objects only unpinned snapshots reference: retention may have
     /// removed them on purpose (see `gc`).
-    optional: HashMap<ObjectId, u64>,
+    optional: RefSet,
     /// Walking an unpinned snapshot's trees.
     in_expired: bool,
     problems: Vec<VerifyProblem>,
@@ -143,7 +174,7 @@ impl TreeWalk<'_> {
                         l.object_refs(&mut |oid, size, _| {
                             if !self.in_expired {
                                 self.objects.insert(oid, size);
-                            } else if !self.objects.contains_key(&oid) {
+                            } else if !self.objects.contains(&oid) {
                                 self.optional.insert(oid, size);
                             }
                         });
@@ -398,8 +429,8 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
     let mut walk = TreeWalk {
         repo,
         below: HashMap::new(),
-        objects: HashMap::new(),
-        optional: HashMap::new(),
+        objects: RefSet::default(),
+        optional: RefSet::default(),
         in_expired: false,
         problems: Vec::new(),
     };
@@ -415,6 +446,9 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
     let mut bad_of: Vec<Vec<usize>> = vec![Vec::new(); snaps.len()];
     for optional_pass in [false, true] {
         walk.in_expired = optional_pass;
+        // The required set is complete (and sorted) before the optional
+        // walk asks it.
+        walk.objects.compact();
         for (i, s) in snaps.iter().enumerate() {
             if is_pinned(s) != optional_pass {
                 bad_of[i].extend(walk.visit::<Leaf, Meta>(&s.record.root, 0));
@@ -437,20 +471,26 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
     crate::log::mem_phase("trees walked");
     problems.append(&mut walk.problems);
 
-    // Objects.
-    let optional: HashSet<ObjectId> = walk
+    // Objects: the required ones, and those only unpinned snapshots name.
+    walk.optional.compact();
+    let required = walk.objects;
+    let optional: Vec<ObjectId> = walk
         .optional
-        .keys()
-        .filter(|id| !walk.objects.contains_key(id))
-        .copied()
+        .v
+        .iter()
+        .filter(|(id, _)| !required.contains(id))
+        .map(|(id, _)| *id)
         .collect();
-    let mut objs: Vec<(ObjectId, u64)> = walk.objects.into_iter().collect();
+    let is_optional = |id: &ObjectId| optional.binary_search(id).is_ok();
+    let mut objs: Vec<(ObjectId, u64)> = required.v;
     objs.extend(
         walk.optional
+            .v
             .into_iter()
-            .filter(|(id, _)| optional.contains(id)),
+            .filter(|(id, _)| is_optional(id)),
     );
     objs.sort_unstable_by_key(|(id, _)| *id);
+    objs.shrink_to_fit();
     report.objects = objs.len() as u64;
     report.object_bytes = objs.iter().map(|(_, s)| s).sum();
     let sample = opts.sample_percent.map(|p| Sample {
@@ -474,7 +514,9 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
         .sum();
     progress.phase("objects", objs.len() as u64, to_hash);
     let hashed = Mutex::new((0u64, 0u64));
-    let checked: Vec<(ObjectId, Option<DevIno>, Option<BadObject>)> = objs
+    let bad_found: Mutex<Vec<(ObjectId, BadObject)>> = Mutex::new(Vec::new());
+    // In the order of `objs` (sorted by id): the inode of each one.
+    let at: Vec<Option<DevIno>> = objs
         .par_iter()
         .map(|(id, size)| {
             let h = hash_it(id);
@@ -487,25 +529,24 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
             } else {
                 progress.advance(1, 0);
             }
-            (*id, here, r)
+            if let Some(b) = r {
+                bad_found
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((*id, b));
+            }
+            here
         })
         .collect();
     progress.finish();
     crate::log::mem_phase("objects checked");
-    // `checked` is in the order of `objs` (sorted by id).
-    let mut inodes = Inodes {
-        objs: &objs,
-        at: Vec::with_capacity(checked.len()),
-    };
+    let inodes = Inodes { objs: &objs, at };
     let mut bad: Vec<(ObjectId, BadObject)> = Vec::new();
-    for (id, here, b) in checked {
-        inodes.at.push(here);
-        match b {
-            Some(b) if b.kind == "missing object" && optional.contains(&id) => {
-                report.unpinned_missing += 1;
-            }
-            Some(b) => bad.push((id, b)),
-            None => {}
+    for (id, b) in bad_found.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        if b.kind == "missing object" && is_optional(&id) {
+            report.unpinned_missing += 1;
+        } else {
+            bad.push((id, b));
         }
     }
     bad.sort_by_key(|(id, _)| *id);
@@ -538,7 +579,11 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
     // The browsable tree.
     if let Some(latest) = snaps.last() {
         // A snapshot whose trees are damaged has its problems named above.
-        if let Ok((entries, archive)) = crate::backup::load_snapshot(repo, &latest.record) {
+        if let Ok(Some(mut render)) = LazyRender::new(repo, &latest.record) {
+            let (found, n) = check_browsable_lazily(repo, latest, &mut render, &inodes, progress)?;
+            report.browsable_entries = n;
+            problems.extend(found);
+        } else if let Ok((entries, archive)) = crate::backup::load_snapshot(repo, &latest.record) {
             // The listing is not needed past its rendering: free it before
             // the tree is checked (a large share of the memory).
             let desired = browse::render(&entries, &archive);
@@ -589,7 +634,7 @@ impl Inodes<'_> {
 /// Count objects in the store that no snapshot references.
 fn unreferenced_objects(repo: &Repo, inodes: &Inodes<'_>) -> Result<(u64, u64)> {
     let (mut n, mut bytes) = (0, 0);
-    for d in objects::list_store(repo, crate::store::StoreKind::Object)? {
+    objects::for_each_stored(repo, crate::store::StoreKind::Object, &mut |d| {
         let id = ObjectId(d);
         if !inodes.referenced(&id) {
             n += 1;
@@ -597,8 +642,403 @@ fn unreferenced_objects(repo: &Repo, inodes: &Inodes<'_>) -> Result<(u64, u64)> 
                 .map(|m| m.len())
                 .unwrap_or(0);
         }
-    }
+    })?;
     Ok((n, bytes))
+}
+
+/// One of the four sorted runs a snapshot's rendering is made of.
+enum Run<'r> {
+    /// The top level (`dups`: false) or `_duplicates/` (true).
+    Source {
+        c: FlatCursor<'r, Leaf, Meta>,
+        dups: bool,
+    },
+    /// `versions/` (`deleted`: false) or `_deleted/` (true).
+    Archive {
+        c: FlatCursor<'r, History, ()>,
+        deleted: bool,
+        pending: std::collections::VecDeque<BEntry>,
+    },
+}
+
+impl Run<'_> {
+    fn next(&mut self) -> Result<Option<BEntry>> {
+        let esc = browse::Escapes::default();
+        match self {
+            Run::Source { c, dups } => {
+                while let Some((p, f)) = c.next()? {
+                    let item = match f {
+                        Flat::Leaf(l) => Item::Leaf(l),
+                        Flat::Dir(d) => Item::Dir(d),
+                    };
+                    let dup = matches!(item, Item::Leaf(Leaf::File { dup: true, .. }));
+                    if dup == *dups {
+                        return Ok(Some(browse::render_item(&esc, &p, &item)));
+                    }
+                }
+                Ok(None)
+            }
+            Run::Archive {
+                c,
+                deleted,
+                pending,
+            } => loop {
+                if let Some(e) = pending.pop_front() {
+                    return Ok(Some(e));
+                }
+                let Some((p, f)) = c.next()? else {
+                    return Ok(None);
+                };
+                let Flat::Leaf(h) = f else { continue };
+                let mut v = Vec::new();
+                if *deleted {
+                    browse::render_deleted(&p, &h, &mut v);
+                } else {
+                    browse::render_versions(&p, &h, &mut v);
+                }
+                // v10.bak sorts before v2.bak.
+                v.sort_by(|a, b| pathbytes::cmp_paths(&a.path, &b.path));
+                pending.extend(v);
+            },
+        }
+    }
+}
+
+/// The rendering of a snapshot (`browse::render`) produced lazily in path
+/// order, by merging its four runs as the trees are read: the browsable
+/// check then never holds the listing or the rendering.
+struct LazyRender<'r> {
+    runs: Vec<Run<'r>>,
+    heads: Vec<Option<BEntry>>,
+}
+
+impl<'r> LazyRender<'r> {
+    /// `None` when the lazy form would not be exact: reserved names are
+    /// escaped (they reorder the top level) or the archive nests (a file
+    /// and a folder may need one path: only the whole render resolves it).
+    fn new(repo: &'r Repo, rec: &snapshot::SnapshotRecord) -> Result<Option<LazyRender<'r>>> {
+        let root: TreeObject<Leaf, Meta> = tree::load_tree(repo, &rec.root)?;
+        let esc = browse::Escapes::for_top_names(root.entries.iter().map(|n| n.name.as_slice()));
+        if !esc.is_empty() {
+            return Ok(None);
+        }
+        let mut c = FlatCursor::<History, ()>::new(repo, &rec.archive, None)?;
+        let mut last: Option<Vec<u8>> = None;
+        while let Some((p, f)) = c.next()? {
+            if let Flat::Leaf(_) = f {
+                if last
+                    .as_ref()
+                    .is_some_and(|a| p.len() > a.len() && p.starts_with(a) && p[a.len()] == b'/')
+                {
+                    return Ok(None);
+                }
+                last = Some(p);
+            }
+        }
+        let mut runs = Vec::new();
+        for dups in [false, true] {
+            runs.push(Run::Source {
+                c: FlatCursor::new(repo, &rec.root, None)?,
+                dups,
+            });
+        }
+        for deleted in [false, true] {
+            runs.push(Run::Archive {
+                c: FlatCursor::new(repo, &rec.archive, None)?,
+                deleted,
+                pending: Default::default(),
+            });
+        }
+        let mut r = LazyRender {
+            heads: Vec::with_capacity(runs.len()),
+            runs,
+        };
+        for i in 0..r.runs.len() {
+            let h = r.runs[i].next()?;
+            r.heads.push(h);
+        }
+        Ok(Some(r))
+    }
+
+    #[allow(clippy::should_implement_trait)] // fallible: Result<Option<_>>
+    fn next(&mut self) -> Result<Option<BEntry>> {
+        let mut best: Option<usize> = None;
+        for (i, h) in self.heads.iter().enumerate() {
+            if let Some(e) = h {
+                let better = match best.and_then(|b| self.heads[b].as_ref()) {
+                    Some(b) => pathbytes::cmp_paths(&e.path, &b.path).is_lt(),
+                    None => true,
+                };
+                if better {
+                    best = Some(i);
+                }
+            }
+        }
+        let Some(i) = best else { return Ok(None) };
+        let next = self.runs[i].next()?;
+        Ok(std::mem::replace(&mut self.heads[i], next))
+    }
+}
+
+/// A name in a folder of the browsable tree, and whether it is a folder.
+type DiskName = (Vec<u8>, bool);
+
+/// The browsable tree on disk in path order: each folder listed (sorted)
+/// when the walk enters it; `skip` keeps it out of the last folder named.
+struct DiskWalk {
+    root: std::path::PathBuf,
+    stack: Vec<(Vec<u8>, std::vec::IntoIter<DiskName>)>,
+    enter: Option<Vec<u8>>,
+}
+
+impl DiskWalk {
+    fn list(&mut self, rel: Vec<u8>) -> Result<()> {
+        let dir = pathbytes::to_fs(&self.root, &rel);
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("list", &dir, e)),
+        };
+        let mut names: Vec<(Vec<u8>, bool)> = Vec::new();
+        for ent in rd {
+            let ent = ent.map_err(|e| Error::io("list", &dir, e))?;
+            let name = pathbytes::os_bytes(&ent.file_name()).to_vec();
+            if rel.is_empty() && name == b".trove" {
+                continue;
+            }
+            // readdir's d_type says which names are folders without a stat.
+            let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            names.push((name, is_dir));
+        }
+        names.sort();
+        self.stack.push((rel, names.into_iter()));
+        Ok(())
+    }
+
+    fn new(root: &Path) -> Result<DiskWalk> {
+        let mut w = DiskWalk {
+            root: root.to_path_buf(),
+            stack: Vec::new(),
+            enter: None,
+        };
+        w.list(Vec::new())?;
+        Ok(w)
+    }
+
+    /// Do not walk into the folder `next` just returned.
+    fn skip(&mut self) {
+        self.enter = None;
+    }
+
+    #[allow(clippy::should_implement_trait)] // fallible: Result<Option<_>>
+    fn next(&mut self) -> Result<Option<(Vec<u8>, bool)>> {
+        if let Some(d) = self.enter.take() {
+            self.list(d)?;
+        }
+        while let Some((rel, names)) = self.stack.last_mut() {
+            match names.next() {
+                Some((name, is_dir)) => {
+                    let p = pathbytes::join(rel, &name);
+                    if is_dir {
+                        self.enter = Some(p.clone());
+                    }
+                    return Ok(Some((p, is_dir)));
+                }
+                None => {
+                    self.stack.pop();
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Entries checked in parallel per step of the lazy browsable check.
+const CHECK_RUN: usize = 8192;
+
+/// The serial half of the lazy browsable check: renders the next entries,
+/// checks the implicit folders above them, and walks the disk alongside
+/// to find what the rendering lacks.
+struct Producer<'a, 'r> {
+    repo: &'a Repo,
+    render: &'a mut LazyRender<'r>,
+    disk: DiskWalk,
+    disk_next: Option<(Vec<u8>, bool)>,
+    /// Folders on the current path: listed ones, and implicit ones checked.
+    open: Vec<Vec<u8>>,
+    problems: Vec<(Vec<u8>, String)>,
+    entries: u64,
+}
+
+impl Producer<'_, '_> {
+    /// A path the rendering wants (in path order): everything on disk
+    /// before it is extra.
+    fn want(&mut self, q: &[u8]) -> Result<()> {
+        while let Some((d, _)) = &self.disk_next {
+            match pathbytes::cmp_paths(d, q) {
+                std::cmp::Ordering::Less => {
+                    self.problems.push((d.clone(), extra_message().into()));
+                    self.disk.skip();
+                    self.disk_next = self.disk.next()?;
+                }
+                std::cmp::Ordering::Equal => {
+                    self.disk_next = self.disk.next()?;
+                    break;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to [`CHECK_RUN`] entries into `run` (empty at the end).
+    fn produce(&mut self, run: &mut Vec<BEntry>) -> Result<()> {
+        run.clear();
+        while run.len() < CHECK_RUN {
+            let Some(e) = self.render.next()? else {
+                // The rest of the disk is extra.
+                while let Some((d, _)) = self.disk_next.take() {
+                    self.problems.push((d, extra_message().into()));
+                    self.disk.skip();
+                    self.disk_next = self.disk.next()?;
+                }
+                return Ok(());
+            };
+            self.entries += 1;
+            while self.open.last().is_some_and(|d| {
+                !(e.path.len() > d.len() && e.path.starts_with(d) && e.path[d.len()] == b'/')
+            }) {
+                self.open.pop();
+            }
+            // Folders above `e` with no entry of their own.
+            let from = self.open.last().map_or(0, |d| d.len() + 1);
+            for k in from..e.path.len() {
+                if e.path[k] == b'/' {
+                    let p = e.path[..k].to_vec();
+                    if let Some(m) = implicit_folder_problem(self.repo, &p) {
+                        self.problems.push((p.clone(), m));
+                    }
+                    self.want(&p)?;
+                    self.open.push(p);
+                }
+            }
+            self.want(&e.path)?;
+            if matches!(e.kind, BKind::Dir) {
+                self.open.push(e.path.clone());
+            }
+            run.push(e);
+        }
+        Ok(())
+    }
+}
+
+/// [`check_browsable`] over a lazy rendering: the next entries are
+/// rendered (and the disk walked alongside for entries the snapshot lacks)
+/// while the previous ones are checked in parallel. Returns the problems
+/// and the number of rendered entries.
+fn check_browsable_lazily(
+    repo: &Repo,
+    latest: &Snapshot,
+    render: &mut LazyRender<'_>,
+    inodes: &Inodes<'_>,
+    progress: &dyn Progress,
+) -> Result<(Vec<VerifyProblem>, u64)> {
+    let mut out = marker_problem(repo, latest).into_iter().collect::<Vec<_>>();
+    let s = &latest.record.summary;
+    progress.phase("browsable tree", s.files + s.dirs + s.symlinks, 0);
+    let mut disk = DiskWalk::new(&repo.root)?;
+    let disk_next = disk.next()?;
+    let mut p = Producer {
+        repo,
+        render,
+        disk,
+        disk_next,
+        open: Vec::new(),
+        problems: Vec::new(),
+        entries: 0,
+    };
+    let mut checking: Vec<BEntry> = Vec::with_capacity(CHECK_RUN);
+    let mut next: Vec<BEntry> = Vec::with_capacity(CHECK_RUN);
+    let mut entry_problems: Vec<(Vec<u8>, String)> = Vec::new();
+    p.produce(&mut checking)?;
+    while !checking.is_empty() {
+        let (found, produced) = rayon::join(
+            || {
+                checking
+                    .par_iter()
+                    .filter_map(|e| check_entry(repo, e, inodes).map(|m| (e.path.clone(), m)))
+                    .collect::<Vec<_>>()
+            },
+            || p.produce(&mut next),
+        );
+        produced?;
+        progress.advance(checking.len() as u64, 0);
+        entry_problems.extend(found);
+        std::mem::swap(&mut checking, &mut next);
+    }
+    progress.finish();
+    entry_problems.append(&mut p.problems);
+    entry_problems.sort_by(|a, b| pathbytes::cmp_paths(&a.0, &b.0));
+    out.extend(
+        entry_problems
+            .into_iter()
+            .map(|(p, m)| browsable_problem(repo, latest, &p, m)),
+    );
+    Ok((out, p.entries))
+}
+
+fn browsable_problem(
+    repo: &Repo,
+    latest: &Snapshot,
+    path: &[u8],
+    message: String,
+) -> VerifyProblem {
+    VerifyProblem {
+        kind: "browsable",
+        subject: pathbytes::display_path(&pathbytes::to_fs(&repo.root, path)),
+        message,
+        snapshots: vec![latest.id.short()],
+        paths: Vec::new(),
+        paths_total: 0,
+    }
+}
+
+/// The browsable tree does not record showing `latest`.
+fn marker_problem(repo: &Repo, latest: &Snapshot) -> Option<VerifyProblem> {
+    let short = latest.id.short();
+    (materialize::read_marker(repo) != Some(latest.id)).then(|| {
+        browsable_problem(
+            repo,
+            latest,
+            b"",
+            format!(
+                "the browsable tree does not record showing the latest snapshot {short}; `trove materialize` brings it up to date"
+            ),
+        )
+    })
+}
+
+fn extra_message() -> &'static str {
+    "not part of the latest snapshot (trove did not put it here): move it elsewhere, or `trove materialize --prune-extra` moves it to .trove/quarantine/"
+}
+
+/// A folder with no entry of its own (`versions/`, `versions/<path>/`,
+/// `_deleted/…`): an lstat of an entry below it would follow a symlink put
+/// in its place, so it is checked itself.
+fn implicit_folder_problem(repo: &Repo, p: &[u8]) -> Option<String> {
+    let fp = pathbytes::to_fs(&repo.root, p);
+    match fs::symlink_metadata(&fp) {
+        Ok(m) if m.is_dir() => None,
+        Ok(m) => Some(format!(
+            "should be a directory but is {}: `trove materialize` repairs it",
+            if m.file_type().is_symlink() {
+                "a symlink"
+            } else {
+                "a file"
+            }
+        )),
+        Err(_) => None, // its entries are reported missing
+    }
 }
 
 /// Compare the browsable tree on disk with the rendering of `latest`.
@@ -609,24 +1049,8 @@ fn check_browsable(
     inodes: &Inodes<'_>,
     progress: &dyn Progress,
 ) -> Result<Vec<VerifyProblem>> {
-    let short = latest.id.short();
-    let mk = |path: &[u8], message: String| VerifyProblem {
-        kind: "browsable",
-        subject: pathbytes::display_path(&pathbytes::to_fs(&repo.root, path)),
-        message,
-        snapshots: vec![short.clone()],
-        paths: Vec::new(),
-        paths_total: 0,
-    };
-    let mut out = Vec::new();
-    if materialize::read_marker(repo) != Some(latest.id) {
-        out.push(mk(
-            b"",
-            format!(
-                "the browsable tree does not record showing the latest snapshot {short}; `trove materialize` brings it up to date"
-            ),
-        ));
-    }
+    let mk = |path: &[u8], message: String| browsable_problem(repo, latest, path, message);
+    let mut out: Vec<VerifyProblem> = marker_problem(repo, latest).into_iter().collect();
     progress.phase("browsable tree", desired.len() as u64, 0);
     let mut entry_problems: Vec<(Vec<u8>, String)> = desired
         .par_iter()
@@ -643,28 +1067,12 @@ fn check_browsable(
     let sets = materialize::PathSets::of(desired);
     let implicit = sets.ancestors.iter().filter(|p| !sets.listed.contains(*p));
     for &p in implicit {
-        let fp = pathbytes::to_fs(&repo.root, p);
-        match fs::symlink_metadata(&fp) {
-            Ok(m) if m.is_dir() => {}
-            Ok(m) => entry_problems.push((
-                p.to_vec(),
-                format!(
-                    "should be a directory but is {}: `trove materialize` repairs it",
-                    if m.file_type().is_symlink() {
-                        "a symlink"
-                    } else {
-                        "a file"
-                    }
-                ),
-            )),
-            Err(_) => {} // its entries are reported missing
+        if let Some(m) = implicit_folder_problem(repo, p) {
+            entry_problems.push((p.to_vec(), m));
         }
     }
     for p in materialize::extra_paths_in(&repo.root, &sets)? {
-        entry_problems.push((
-            p,
-            "not part of the latest snapshot (trove did not put it here): move it elsewhere, or `trove materialize --prune-extra` moves it to .trove/quarantine/".into(),
-        ));
+        entry_problems.push((p, extra_message().into()));
     }
     entry_problems.sort_by(|a, b| pathbytes::cmp_paths(&a.0, &b.0));
     out.extend(entry_problems.into_iter().map(|(p, m)| mk(&p, m)));

@@ -503,11 +503,19 @@ pub fn hash_open_file(algo: HashAlgo, mut f: File, size: u64, path: &Path) -> Re
 /// Names that are not a digest in the right fan-out folder are skipped
 /// (they were not written by trove).
 pub fn list_store(repo: &Repo, kind: StoreKind) -> Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    for_each_stored(repo, kind, &mut |d| out.push(d))?;
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Call `f` with every digest stored under `kind`, one fan-out folder at a
+/// time (in no particular order), without listing the store whole.
+pub fn for_each_stored(repo: &Repo, kind: StoreKind, f: &mut dyn FnMut(Digest)) -> Result<()> {
     let top = match kind {
         StoreKind::Object => repo.objects_dir(),
         StoreKind::Tree => repo.trees_dir(),
     };
-    let mut out = Vec::new();
     for fan in fs::read_dir(&top).ctx("list", &top)? {
         let fan = fan.ctx("list", &top)?;
         let fan_name = fan.file_name();
@@ -523,12 +531,11 @@ pub fn list_store(repo: &Repo, kind: StoreKind) -> Result<Vec<Digest>> {
             let name = ent.file_name();
             let Some(name) = name.to_str() else { continue };
             if let Some(d) = Digest::from_hex(name).filter(|_| name.starts_with(fan_name)) {
-                out.push(d);
+                f(d);
             }
         }
     }
-    out.sort_unstable();
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -742,3 +742,49 @@ fn verify_changes_nothing_when_a_browsable_file_is_a_copy() -> TestResult {
     assert!(diffs.is_empty(), "verify changed:\n{}", diffs.join("\n"));
     Ok(())
 }
+
+/// The browsable check renders the snapshot lazily, merging its four runs
+/// in path order as the trees are read, and walks the disk alongside. Ten
+/// kept versions of one file (`v10.bak` sorts before `v2.bak`), duplicates,
+/// a deleted folder and nested folders must verify clean, and a stray file
+/// among the versions must still be the one problem found.
+#[test]
+fn lazy_browsable_check_follows_path_order() -> TestResult {
+    let env = TestEnv::new()?;
+    env.write("a/b/f.txt", "v0")?;
+    env.write("a/dup.txt", "same")?;
+    env.write("z.txt", "same")?;
+    env.write("gone/x.txt", "x")?;
+    env.backup_ok(&[])?;
+    for i in 1..12 {
+        env.write("a/b/f.txt", format!("v{i}"))?;
+        env.backup_ok(&[])?;
+    }
+    std::fs::remove_dir_all(env.src("gone"))?;
+    env.backup_ok(&[])?;
+    assert!(env.dst("versions/a/b/f.txt/v10.bak").is_file());
+    assert!(env.dst("_duplicates/z.txt").is_file());
+    assert!(env.dst("_deleted/gone/x.txt").is_file());
+    let v = verify(&env, &["--quick"])?;
+    v.run.expect_code(0);
+    assert!(v.problems.is_empty(), "{}", v.run.stdout);
+
+    std::fs::write(env.dst("versions/a/b/f.txt/v99.bak"), "stray")?;
+    std::fs::create_dir(env.dst("_deleted/extra"))?;
+    let v = verify(&env, &["--quick"])?;
+    v.run.expect_code(1);
+    let subjects: Vec<&str> = v.problems.iter().map(|p| p.subject.as_str()).collect();
+    assert_eq!(v.problems.len(), 2, "{}", v.run.stdout);
+    assert!(subjects[0].ends_with("/_deleted/extra"), "{subjects:?}");
+    assert!(
+        subjects[1].ends_with("/versions/a/b/f.txt/v99.bak"),
+        "{subjects:?}"
+    );
+    assert!(
+        v.problems
+            .iter()
+            .all(|p| p.kind == "browsable"
+                && p.message.starts_with("not part of the latest snapshot"))
+    );
+    Ok(())
+}
