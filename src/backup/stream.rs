@@ -411,6 +411,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
             run_start: c.run_start,
             on_error: s.on_error,
             progress: c.progress,
+            scratch: &scratch,
         },
         &mut spill,
     )?;

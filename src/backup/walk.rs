@@ -19,7 +19,7 @@ use super::spill::{PrevAt, Rec, SpillWriter};
 use super::{Layout, ReadStats};
 use crate::browse::Escapes;
 use crate::config::OnError;
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::id::{HashAlgo, ObjectId, TreeId};
 use crate::pathbytes;
 use crate::plan::{classify, Change};
@@ -267,7 +267,7 @@ struct Walker<'a> {
     same: Vec<(Vec<u8>, Option<TreeId>, bool)>,
     /// A path whose read failed: the previous entries below it are kept.
     carry_under: Option<Vec<u8>>,
-    newcomer_chunks: Vec<Vec<ObjectId>>,
+    newcomers: Newcomers,
     any_top_kept: bool,
     issues: Vec<Issue>,
     excluded: u64,
@@ -701,7 +701,7 @@ impl<'a> Walker<'a> {
             Change::Newcomer => {
                 if let Some((Item::Leaf(Leaf::File { id, size, .. }), _)) = &cur {
                     if *size > 0 {
-                        self.push_newcomer(*id);
+                        self.newcomers.push(id)?;
                     }
                 }
             }
@@ -734,18 +734,48 @@ impl<'a> Walker<'a> {
         })
     }
 
-    /// Newcomers' contents, kept in exactly sized chunks: a growing vector
-    /// would briefly need twice the memory of a million ids.
-    fn push_newcomer(&mut self, id: ObjectId) {
-        const CHUNK: usize = 1 << 16;
-        match self.newcomer_chunks.last_mut() {
-            Some(c) if c.len() < CHUNK => c.push(id),
-            _ => {
-                let mut c = Vec::with_capacity(CHUNK);
-                c.push(id);
-                self.newcomer_chunks.push(c);
-            }
+}
+
+/// The newcomers' contents, appended to a scratch file as the walk finds
+/// them and read back into one exactly sized list at the end: a growing
+/// list (or chunks copied into one) would need up to twice the memory of a
+/// million ids at its peak.
+struct Newcomers {
+    dir: std::path::PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    count: usize,
+}
+
+impl Newcomers {
+    fn push(&mut self, id: &ObjectId) -> Result<()> {
+        use std::io::Write;
+        let f = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(std::io::BufWriter::new(
+                crate::fsutil::anonymous_file(&self.dir)?,
+            )),
+        };
+        f.write_all(&id.0 .0).ctx("write a scratch file in", &self.dir)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    fn into_vec(self) -> Result<Vec<ObjectId>> {
+        use std::io::{Read, Seek};
+        let Some(f) = self.file else {
+            return Ok(Vec::new());
+        };
+        let what = || self.dir.join("(scratch)");
+        let mut f = f.into_inner().map_err(|e| e.into_error()).ctx("write", what())?;
+        f.rewind().ctx("seek", what())?;
+        let mut r = std::io::BufReader::new(f);
+        let mut out = Vec::with_capacity(self.count);
+        let mut b = [0u8; 32];
+        for _ in 0..self.count {
+            r.read_exact(&mut b).ctx("read", what())?;
+            out.push(ObjectId(crate::id::Digest(b)));
         }
+        Ok(out)
     }
 }
 
@@ -763,6 +793,8 @@ pub(super) struct WalkInput<'a> {
     pub run_start: i64,
     pub on_error: OnError,
     pub progress: &'a dyn Progress,
+    /// Where scratch files go.
+    pub scratch: &'a std::path::Path,
 }
 
 /// Pass 1: walk every source, spilling one record per path.
@@ -814,7 +846,11 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             window_bytes: 0,
             same: Vec::new(),
             carry_under: None,
-            newcomer_chunks: Vec::new(),
+            newcomers: Newcomers {
+                dir: input.scratch.to_path_buf(),
+                file: None,
+                count: 0,
+            },
             any_top_kept: false,
             issues: Vec::new(),
             excluded: 0,
@@ -864,13 +900,16 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             w.merge(b"", cur, tasks.into(), prev_nodes, false, &[], true)
         };
         w.walk(vec![root])?;
-        let total: usize = w.newcomer_chunks.iter().map(Vec::len).sum();
-        let mut newcomers = Vec::with_capacity(total);
-        for c in std::mem::take(&mut w.newcomer_chunks) {
-            newcomers.extend(c);
-        }
+        let newcomers = std::mem::replace(
+            &mut w.newcomers,
+            Newcomers {
+                dir: Default::default(),
+                file: None,
+                count: 0,
+            },
+        );
         Ok(Walked {
-            newcomers,
+            newcomers: newcomers.into_vec()?,
             any_top_kept: w.any_top_kept,
             issues: w.issues,
             excluded: w.excluded,
