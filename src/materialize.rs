@@ -615,6 +615,30 @@ pub fn extra_paths_in(target: &Path, sets: &PathSets<'_>) -> Result<Vec<Vec<u8>>
     Ok(out)
 }
 
+/// The names in folder `rel` of a browsable tree at `target`, sorted, each
+/// with whether it is a folder (from readdir's d_type: no stat per entry),
+/// `.trove` left out at the top; none if the folder does not exist.
+pub fn browsable_names(target: &Path, rel: &[u8]) -> Result<Vec<(Vec<u8>, bool)>> {
+    let dir = pathbytes::to_fs(target, rel);
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list", &dir, e)),
+    };
+    let mut names: Vec<(Vec<u8>, bool)> = Vec::new();
+    for ent in rd {
+        let ent = ent.ctx("list", &dir)?;
+        let name = pathbytes::os_bytes(&ent.file_name()).to_vec();
+        if rel.is_empty() && name == b".trove" {
+            continue;
+        }
+        let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        names.push((name, is_dir));
+    }
+    names.sort();
+    Ok(names)
+}
+
 fn find_extra(
     target: &Path,
     rel: Vec<u8>,
@@ -622,25 +646,7 @@ fn find_extra(
     ancestors: &HashSet<&[u8]>,
     out: &mut Vec<Vec<u8>>,
 ) -> Result<()> {
-    let dir = pathbytes::to_fs(target, &rel);
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("list", &dir, e)),
-    };
-    // readdir's d_type says which names are directories without a stat
-    // per entry.
-    let mut names: Vec<(Vec<u8>, bool)> = Vec::new();
-    for ent in rd {
-        let ent = ent.ctx("list", &dir)?;
-        let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        names.push((pathbytes::os_bytes(&ent.file_name()).to_vec(), is_dir));
-    }
-    names.sort();
-    for (name, is_dir) in names {
-        if rel.is_empty() && name == b".trove" {
-            continue;
-        }
+    for (name, is_dir) in browsable_names(target, &rel)? {
         let p = pathbytes::join(&rel, &name);
         if wanted.contains(p.as_slice()) || ancestors.contains(p.as_slice()) {
             if is_dir {

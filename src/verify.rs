@@ -793,24 +793,7 @@ struct DiskWalk {
 
 impl DiskWalk {
     fn list(&mut self, rel: Vec<u8>) -> Result<()> {
-        let dir = pathbytes::to_fs(&self.root, &rel);
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io("list", &dir, e)),
-        };
-        let mut names: Vec<(Vec<u8>, bool)> = Vec::new();
-        for ent in rd {
-            let ent = ent.map_err(|e| Error::io("list", &dir, e))?;
-            let name = pathbytes::os_bytes(&ent.file_name()).to_vec();
-            if rel.is_empty() && name == b".trove" {
-                continue;
-            }
-            // readdir's d_type says which names are folders without a stat.
-            let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            names.push((name, is_dir));
-        }
-        names.sort();
+        let names = materialize::browsable_names(&self.root, &rel)?;
         self.stack.push((rel, names.into_iter()));
         Ok(())
     }

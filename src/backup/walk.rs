@@ -733,7 +733,6 @@ impl<'a> Walker<'a> {
             prev,
         })
     }
-
 }
 
 /// The newcomers' contents, appended to a scratch file as the walk finds
@@ -751,11 +750,14 @@ impl Newcomers {
         use std::io::Write;
         let f = match &mut self.file {
             Some(f) => f,
-            None => self.file.insert(std::io::BufWriter::new(
-                crate::fsutil::anonymous_file(&self.dir)?,
-            )),
+            None => self
+                .file
+                .insert(std::io::BufWriter::new(crate::fsutil::anonymous_file(
+                    &self.dir,
+                )?)),
         };
-        f.write_all(&id.0 .0).ctx("write a scratch file in", &self.dir)?;
+        f.write_all(&id.0 .0)
+            .ctx("write a scratch file in", &self.dir)?;
         self.count += 1;
         Ok(())
     }
@@ -766,7 +768,10 @@ impl Newcomers {
             return Ok(Vec::new());
         };
         let what = || self.dir.join("(scratch)");
-        let mut f = f.into_inner().map_err(|e| e.into_error()).ctx("write", what())?;
+        let mut f = f
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .ctx("write", what())?;
         f.rewind().ctx("seek", what())?;
         let mut r = std::io::BufReader::new(f);
         let mut out = Vec::with_capacity(self.count);

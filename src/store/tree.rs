@@ -488,6 +488,22 @@ where
         Ok(())
     }
 
+    /// The node named `name` in the open directory: its last one (a leaf
+    /// then a folder of the same name), or a new one.
+    fn node(&mut self, name: &[u8]) -> &mut Node<L, D> {
+        let last = self.stack.len() - 1;
+        let nodes = &mut self.stack[last].nodes;
+        if nodes.last().is_none_or(|n| n.name != name) {
+            nodes.push(Node {
+                name: name.to_vec(),
+                leaf: None,
+                dir: None,
+            });
+        }
+        let at = nodes.len() - 1;
+        &mut nodes[at]
+    }
+
     /// Add the item at `path` (after every item that sorts before it).
     pub fn push(&mut self, path: &[u8], item: Flat<L, D>) -> Result<()> {
         while self.stack.len() > 1 {
@@ -503,18 +519,7 @@ where
             let Some(k) = path[off..].iter().position(|&c| c == b'/') else {
                 break;
             };
-            let name = &path[off..off + k];
-            let top = self
-                .stack
-                .last_mut()
-                .expect("the root is never popped here");
-            if top.nodes.last().is_none_or(|n| n.name != name) {
-                top.nodes.push(Node {
-                    name: name.to_vec(),
-                    leaf: None,
-                    dir: None,
-                });
-            }
+            self.node(&path[off..off + k]);
             self.stack.push(OpenDir {
                 path: path[..off + k].to_vec(),
                 meta: D::default(),
@@ -523,24 +528,9 @@ where
             });
         }
         let off = self.child_offset();
-        let name = &path[off..];
-        let top = self
-            .stack
-            .last_mut()
-            .expect("the root is never popped here");
-        if top.nodes.last().is_none_or(|n| n.name != name) {
-            top.nodes.push(Node {
-                name: name.to_vec(),
-                leaf: None,
-                dir: None,
-            });
-        }
+        let node = self.node(&path[off..]);
         match item {
-            Flat::Leaf(l) => {
-                if let Some(n) = top.nodes.last_mut() {
-                    n.leaf = Some(l);
-                }
-            }
+            Flat::Leaf(l) => node.leaf = Some(l),
             Flat::Dir(meta) => self.stack.push(OpenDir {
                 path: path.to_vec(),
                 meta,
