@@ -93,7 +93,14 @@ impl Slot {
                 }
             }
         };
-        let loaded = env.load(job);
+        // A panic here must not leave the walk waiting for this slot.
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| env.load(job)))
+            .unwrap_or_else(|_| Loaded {
+                listing: None,
+                prev: Some(Err(crate::error::Error::Aborted(
+                    "a lister thread failed (a bug: please report it)".into(),
+                ))),
+            });
         *self.lock() = SlotState::Done(loaded);
         self.done.notify_all();
     }
@@ -158,6 +165,20 @@ impl Queue {
             .0
             .push_back(s);
         self.more.notify_one();
+    }
+
+    /// Jobs needed before any queued one (a folder the walk just entered:
+    /// its first subdirectories come next), kept in their order.
+    fn push_first(&self, slots: Vec<Arc<Slot>>) {
+        if slots.is_empty() {
+            return;
+        }
+        let mut q = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        for s in slots.into_iter().rev() {
+            q.0.push_front(s);
+        }
+        drop(q);
+        self.more.notify_all();
     }
 
     fn close(&self) {
@@ -427,12 +448,8 @@ impl<'a> Walker<'a> {
             .iter()
             .filter_map(|s| s.child.as_ref().map(|c| c.slot.clone()))
             .collect();
-        for _ in 0..LOOKAHEAD {
-            match unqueued.pop_front() {
-                Some(s) => self.queue.push(s),
-                None => break,
-            }
-        }
+        let first: Vec<Arc<Slot>> = (0..LOOKAHEAD).map_while(|_| unqueued.pop_front()).collect();
+        self.queue.push_first(first);
         Frame {
             steps,
             unqueued,
