@@ -247,100 +247,6 @@ pub fn scan_source(src: &Path, prefix: &[u8], opts: &ScanOptions) -> Result<Scan
     ))
 }
 
-/// Scan one path inside a source, and everything below it when it is a
-/// directory (watch mode: only the paths events name are looked at again).
-/// `rel` is relative to the source root `src` and not empty; entries get
-/// `prefix` prepended like in [`scan_source`]. A path below an excluded or
-/// skipped directory, or below something that is no longer a directory,
-/// yields nothing: it is not part of the source.
-pub fn scan_path(src: &Path, prefix: &[u8], rel: &[u8], opts: &ScanOptions) -> Result<ScanOutput> {
-    let m = fs::metadata(src).map_err(|e| Error::io("stat source", src, e))?;
-    let ctx = Ctx {
-        opts,
-        root_dev: m.dev(),
-    };
-    let mut out = ScanOutput::default();
-    // The folders on the way: not excluded, not skipped, real directories
-    // (or followed symlinks), and the ancestors for loop detection.
-    let mut ancestors = vec![(m.dev(), m.ino())];
-    let comps: Vec<&[u8]> = rel.split(|&c| c == b'/').collect();
-    let mut dir = src.to_path_buf();
-    let mut dir_path = prefix.to_vec();
-    let mut dir_rel: Vec<u8> = Vec::new();
-    let mut ignores: IgnoreStack = Vec::new();
-    for (i, name) in comps.iter().enumerate() {
-        if let Some(g) = load_ignore(&dir, dir.join(IGNORE_FILE).is_file()) {
-            ignores.push(g);
-        }
-        let last = i + 1 == comps.len();
-        if last {
-            let full = dir.join(pathbytes::from_bytes(name.to_vec()));
-            let mut subdirs = Vec::new();
-            visit(
-                &ctx,
-                &dir,
-                &dir_path,
-                &dir_rel,
-                name,
-                fs::symlink_metadata(&full),
-                &ancestors,
-                &ignores,
-                &mut out,
-                &mut subdirs,
-            );
-            if out
-                .issues
-                .last()
-                .is_some_and(|i| i.kind == IssueKind::Vanished)
-            {
-                // Gone since the event: simply not in the source now.
-                out.issues.pop();
-            }
-            for d in subdirs {
-                let mut anc = ancestors.clone();
-                anc.push(d.key);
-                let child = walk(&ctx, &d.fs, &d.path, &d.rel, &anc, &ignores);
-                out.entries.extend(child.entries);
-                out.extra.extend(child.extra);
-                out.issues.extend(child.issues);
-                out.excluded += child.excluded;
-                out.excluded_paths.extend(child.excluded_paths);
-            }
-            break;
-        }
-        let rel_here = pathbytes::join(&dir_rel, name);
-        if opts.excludes.matches(name, &rel_here) {
-            return Ok(out);
-        }
-        let next = dir.join(pathbytes::from_bytes(name.to_vec()));
-        if ignored(&ignores, &next, true) || opts.filters.dir_excluded(&next).is_some() {
-            return Ok(out);
-        }
-        let dm = if opts.follow_symlinks {
-            fs::metadata(&next)
-        } else {
-            fs::symlink_metadata(&next)
-        };
-        match dm {
-            Ok(dm) if dm.is_dir() => {
-                let key = (dm.dev(), dm.ino());
-                if opts.skip_dirs.contains(&key)
-                    || ancestors.contains(&key)
-                    || (opts.one_file_system && dm.dev() != ctx.root_dev)
-                {
-                    return Ok(out);
-                }
-                ancestors.push(key);
-            }
-            _ => return Ok(out),
-        }
-        dir = next;
-        dir_path = pathbytes::join(&dir_path, name);
-        dir_rel = rel_here;
-    }
-    Ok(out)
-}
-
 /// A directory whose listing is spliced in after entry `after`.
 struct SubDir {
     after: usize,
@@ -699,6 +605,9 @@ impl DirTask {
     }
 }
 
+/// The ignore rules that apply to a folder's children.
+pub struct ChildIgnores(IgnoreStack);
+
 /// One directory's children as [`DirScanner::list`] found them.
 pub struct DirListing {
     /// The children in name order (not below them), the problems met
@@ -725,6 +634,101 @@ impl<'a> DirScanner<'a> {
             root_dev: m.dev(),
         };
         Ok((DirScanner { ctx }, task))
+    }
+
+    /// The ignore rules for the children of `t` (its own `.troveignore`
+    /// added), for [`DirScanner::descend`] and [`DirScanner::visit_one`].
+    pub fn child_ignores(&self, t: &DirTask) -> ChildIgnores {
+        let mut v = t.ignores.clone();
+        if let Some(g) = load_ignore(&t.fs, t.fs.join(IGNORE_FILE).is_file()) {
+            v.push(g);
+        }
+        ChildIgnores(v)
+    }
+
+    /// The task listing `name` in `parent` and that folder's metadata, if
+    /// it is a folder this scan would enter: not excluded, ignored or
+    /// filtered, not trove's own output, not a loop, not across a
+    /// filesystem boundary when asked (watch mode descends this way to the
+    /// paths events named).
+    pub fn descend(
+        &self,
+        parent: &DirTask,
+        ignores: &ChildIgnores,
+        name: &[u8],
+    ) -> Option<(DirTask, Meta)> {
+        let opts = self.ctx.opts;
+        let rel = pathbytes::join(&parent.rel, name);
+        if opts.excludes.matches(name, &rel) {
+            return None;
+        }
+        let next = parent.fs.join(pathbytes::from_bytes(name.to_vec()));
+        if ignored(&ignores.0, &next, true) || opts.filters.dir_excluded(&next).is_some() {
+            return None;
+        }
+        let m = if opts.follow_symlinks {
+            fs::metadata(&next)
+        } else {
+            fs::symlink_metadata(&next)
+        }
+        .ok()
+        .filter(|m| m.is_dir())?;
+        let key = (m.dev(), m.ino());
+        if opts.skip_dirs.contains(&key)
+            || parent.ancestors.contains(&key)
+            || (opts.one_file_system && m.dev() != self.ctx.root_dev)
+        {
+            return None;
+        }
+        let mut ancestors = parent.ancestors.clone();
+        ancestors.push(key);
+        Some((
+            DirTask {
+                fs: next,
+                path: pathbytes::join(&parent.path, name),
+                rel,
+                ancestors,
+                ignores: ignores.0.clone(),
+            },
+            meta_of(&m),
+        ))
+    }
+
+    /// Look at the one entry `name` of `parent` as listing `parent` would
+    /// (an entry, or an issue, or nothing if excluded or gone).
+    pub fn visit_one(&self, parent: &DirTask, ignores: &ChildIgnores, name: &[u8]) -> DirListing {
+        let mut out = ScanOutput::default();
+        let mut subdirs = Vec::new();
+        let full = parent.fs.join(pathbytes::from_bytes(name.to_vec()));
+        visit(
+            &self.ctx,
+            &parent.fs,
+            &parent.path,
+            &parent.rel,
+            name,
+            fs::symlink_metadata(&full),
+            &parent.ancestors,
+            &ignores.0,
+            &mut out,
+            &mut subdirs,
+        );
+        // Gone since the event: simply not in the source now.
+        out.issues.retain(|i| i.kind != IssueKind::Vanished);
+        let subdirs = subdirs
+            .into_iter()
+            .map(|d| {
+                let mut ancestors = parent.ancestors.clone();
+                ancestors.push(d.key);
+                DirTask {
+                    fs: d.fs,
+                    path: d.path,
+                    rel: d.rel,
+                    ancestors,
+                    ignores: ignores.0.clone(),
+                }
+            })
+            .collect();
+        DirListing { out, subdirs }
     }
 
     /// List one directory.

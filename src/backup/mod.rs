@@ -1,9 +1,13 @@
-//! One backup run: scan → vouch for unchanged files from the stat cache →
-//! read the rest (hashing while copying into `tmp/`) → plan → store objects
-//! and trees → snapshot record (the commit point) → browsable tree → stat
-//! cache. This module owns the order of those steps, which is the
-//! crash-safety argument of docs/DESIGN.md; the decisions belong to `plan`,
-//! the layout of the backup folder to `browse`.
+//! One backup run: pass 1 walks the sources beside the previous snapshot
+//! (vouching for unchanged files from the stat cache, reading the rest
+//! while copying them into `tmp/`) → pass 2 plans each path and builds the
+//! trees → commit of objects and trees → snapshot record (the commit
+//! point) → audit log, browsable tree, stat cache. This module owns the
+//! order of those steps, which is the crash-safety argument of
+//! docs/DESIGN.md (`walk`: pass 1, `stream`: the rest, `spill`: scratch
+//! files); the decisions belong to `plan`, the layout of the backup folder
+//! to `browse`. A watch run is the same run looking again only at the
+//! paths events named.
 
 use crate::browse::{self, Escapes};
 use crate::config::{BackupSettings, OnError};
@@ -11,22 +15,19 @@ use crate::error::{Error, Result};
 use crate::id::{HashAlgo, SnapshotId, TreeId};
 use crate::materialize::{self, Materializer, Stats};
 use crate::pathbytes::{self, cmp_paths, display as show};
-use crate::plan::{self, Action, Plan, PlanCounts, PlanOptions};
+use crate::plan::{self, Action, Plan, PlanCounts};
 use crate::progress::Progress;
 use crate::scan::{self, Issue, IssueKind, ScanOptions};
-use crate::store::cache::{self, StatExtra};
 use crate::store::lock::{LockMode, RepoLock};
-use crate::store::objects::{self, Batch, ReadFailure, StatKey};
+use crate::store::objects::ReadFailure;
 use crate::store::snapshot::{self, Snapshot, SnapshotRecord, SourceRecord, Summary};
-use crate::store::tree::{self, Archive, Entry, History, Item, Leaf};
+use crate::store::tree::{self, Archive, Entry, History};
 use crate::store::{now_ns, Repo};
-use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering as AtOrd};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 mod spill;
 mod stream;
@@ -81,29 +82,6 @@ pub struct BackupReport {
     pub problems: Vec<Problem>,
     /// Problems that count for the exit code (not `--on-error ignore`).
     pub failed: bool,
-}
-
-/// The previous state, loaded once.
-struct Prev {
-    snap: Option<Snapshot>,
-    entries: Vec<Entry>,
-    archive: Archive,
-    known_trees: HashSet<TreeId>,
-}
-
-/// Load the listing and archive of the latest snapshot `snap`.
-fn load_prev(repo: Option<&Repo>, snap: Option<Snapshot>) -> Result<Prev> {
-    let mut prev = Prev {
-        snap,
-        entries: Vec::new(),
-        archive: Vec::new(),
-        known_trees: HashSet::new(),
-    };
-    let Some(repo) = repo else { return Ok(prev) };
-    if let Some(s) = &prev.snap {
-        (prev.entries, prev.archive) = load_trees(repo, &s.record, &mut prev.known_trees)?;
-    }
-    Ok(prev)
 }
 
 /// Load a snapshot's two trees.
@@ -395,13 +373,6 @@ impl Layout {
     }
 }
 
-fn find<'a>(entries: &'a [Entry], path: &[u8]) -> Option<&'a Entry> {
-    entries
-        .binary_search_by(|e| cmp_paths(&e.path, path))
-        .ok()
-        .map(|i| &entries[i])
-}
-
 /// Write the audit lines of a plan (SPEC §4) through tracing, in path order.
 /// `old_esc`: the reserved-name escapes of the previous snapshot.
 pub(crate) fn log_plan(plan: &Plan, old_esc: &Escapes, d: &Layout, dry: bool) {
@@ -527,12 +498,6 @@ pub(crate) fn log_decision(
     }
 }
 
-/// The scan of every source, in path order.
-struct Scanned {
-    out: scan::ScanOutput,
-    sources: Vec<SourceRecord>,
-}
-
 /// How the sources are walked: the settings' filters, and never into
 /// trove's own output (the backup root, the log directory).
 fn scan_options(s: &BackupSettings, root: &Path) -> Result<ScanOptions> {
@@ -569,68 +534,6 @@ fn source_records(layout: &Layout) -> Result<Vec<SourceRecord>> {
         .collect()
 }
 
-fn scan_all(layout: &Layout, s: &BackupSettings, root: &Path) -> Result<Scanned> {
-    // Never back up our own output: the backup root and the log directory,
-    // wherever they are.
-    let opts = scan_options(s, root)?;
-    let mut all = Scanned {
-        out: scan::ScanOutput::default(),
-        sources: source_records(layout)?,
-    };
-    for (i, (src, name)) in layout.sources.iter().zip(&layout.names).enumerate() {
-        let meta = all.sources[i].meta;
-        if !name.is_empty() {
-            all.out.push(
-                Entry {
-                    path: name.clone(),
-                    item: Item::Dir(meta),
-                },
-                None,
-            );
-        }
-        let o = scan::scan_source(src, name, &opts)?;
-        if all.out.entries.is_empty() {
-            // One source: take its listing as is (extending an empty
-            // vector would copy it, briefly doubling the largest array).
-            all.out.entries = o.entries;
-            all.out.extra = o.extra;
-        } else {
-            all.out.entries.extend(o.entries);
-            all.out.extra.extend(o.extra);
-        }
-        all.out.issues.extend(o.issues);
-        all.out.excluded += o.excluded;
-        all.out.excluded_paths.extend(o.excluded_paths);
-    }
-    // One source is already in order; several come in the order given.
-    if !layout.single() {
-        let o = &mut all.out;
-        let mut pairs: Vec<(Entry, Option<StatExtra>)> = std::mem::take(&mut o.entries)
-            .into_iter()
-            .zip(std::mem::take(&mut o.extra))
-            .collect();
-        pairs.sort_by(|a, b| cmp_paths(&a.0.path, &b.0.path));
-        (o.entries, o.extra) = pairs.into_iter().unzip();
-    }
-    Ok(all)
-}
-
-/// The stat cache records of the previous snapshot's files (empty when
-/// there are none, they do not line up, or `--rehash`).
-fn load_records(repo: Option<&Repo>, prev: &Prev, rehash: bool) -> Vec<Option<StatExtra>> {
-    match (repo, rehash) {
-        (Some(r), false) => {
-            let files = prev
-                .entries
-                .iter()
-                .filter(|e| e.file_id().is_some())
-                .count();
-            cache::load(r, prev.snap.as_ref().map(|p| &p.id), files)
-        }
-        _ => Vec::new(),
-    }
-}
-
 /// The snapshot path of a scope path, split into (source index, path
 /// relative to that source).
 fn split_scope<'a>(layout: &Layout, p: &'a [u8]) -> Option<(usize, &'a [u8])> {
@@ -643,199 +546,6 @@ fn split_scope<'a>(layout: &Layout, p: &'a [u8]) -> Option<(usize, &'a [u8])> {
         .iter()
         .position(|n| n.as_slice() == &p[..first])?;
     Some((i, p.get(first + 1..).unwrap_or(b"")))
-}
-
-/// Watch mode: the previous listing with the entries at and below each
-/// path in `scope` replaced by a fresh scan of that path. Every other entry
-/// keeps its previous state (and its stat cache record, so the cache
-/// vouches for it without a stat). A path whose parent the previous
-/// listing lacks is widened to the nearest ancestor it has; a path that
-/// reaches a source root means that whole source is scanned again.
-fn scan_scoped(
-    layout: &Layout,
-    s: &BackupSettings,
-    root: &Path,
-    prev: &[Entry],
-    records: &[Option<StatExtra>],
-    scope: &[Vec<u8>],
-) -> Result<Scanned> {
-    let is_dir =
-        |p: &[u8]| p.is_empty() || find(prev, p).is_some_and(|e| matches!(e.item, Item::Dir(_)));
-    // Widen each path until its parent is a known directory; a source's
-    // own folder (several sources) counts as its root.
-    let mut roots: Vec<Vec<u8>> = Vec::new();
-    for p in scope {
-        let mut p: &[u8] = p;
-        // A changed ignore file changes what its whole directory holds.
-        if pathbytes::file_name(p) == scan::IGNORE_FILE.as_bytes() {
-            p = pathbytes::parent(p);
-        }
-        while !p.is_empty() && !is_dir(pathbytes::parent(p)) {
-            p = pathbytes::parent(p);
-        }
-        let root_of_source = match split_scope(layout, p) {
-            Some((_, rel)) => rel.is_empty(),
-            None => true,
-        };
-        roots.push(if root_of_source {
-            match split_scope(layout, p) {
-                Some((i, _)) if !layout.single() => layout.names[i].clone(),
-                _ => Vec::new(),
-            }
-        } else {
-            p.to_vec()
-        });
-    }
-    roots.sort_by(|a, b| cmp_paths(a, b));
-    roots.dedup();
-    // Drop paths below another one in the list.
-    let mut kept: Vec<Vec<u8>> = Vec::new();
-    for r in roots {
-        let covered = kept.iter().any(|k| {
-            k.is_empty() || r == *k || (r.starts_with(k) && r.get(k.len()) == Some(&b'/'))
-        });
-        if !covered {
-            kept.push(r);
-        }
-    }
-    if kept.iter().any(|k| k.is_empty()) {
-        return scan_all(layout, s, root);
-    }
-    let mut all = Scanned {
-        out: scan::ScanOutput::default(),
-        sources: source_records(layout)?,
-    };
-    let opts = scan_options(s, root)?;
-    let under = |p: &[u8]| {
-        kept.iter()
-            .any(|k| p == k.as_slice() || (p.starts_with(k) && p.get(k.len()) == Some(&b'/')))
-    };
-    // Carried entries, with the cache record of each file.
-    let mut pairs: Vec<(Entry, Option<StatExtra>)> = Vec::with_capacity(prev.len());
-    let mut file_no = 0;
-    for e in prev {
-        let rec = if e.file_id().is_some() {
-            file_no += 1;
-            records.get(file_no - 1).copied().flatten()
-        } else {
-            None
-        };
-        if !under(&e.path) {
-            pairs.push((e.clone(), rec));
-        }
-    }
-    // The folder holding each rescanned path changed too (an entry created,
-    // removed or renamed in it sets its mtime); inotify names only the
-    // entry, so read the folder's own stat again.
-    let mut parents: Vec<&[u8]> = kept
-        .iter()
-        .map(|k| pathbytes::parent(k))
-        .filter(|p| !p.is_empty() && !under(p))
-        .collect();
-    parents.sort_by(|a, b| cmp_paths(a, b));
-    parents.dedup();
-    for p in parents {
-        let Ok(at) = pairs.binary_search_by(|(e, _)| cmp_paths(&e.path, p)) else {
-            continue;
-        };
-        let Some((i, rel)) = split_scope(layout, p) else {
-            continue;
-        };
-        let meta = if rel.is_empty() {
-            Some(all.sources[i].meta)
-        } else {
-            let fs = pathbytes::to_fs(&layout.sources[i], rel);
-            let m = if s.follow_symlinks {
-                std::fs::metadata(&fs)
-            } else {
-                std::fs::symlink_metadata(&fs)
-            };
-            m.ok().filter(|m| m.is_dir()).map(|m| scan::meta_of(&m))
-        };
-        if let (Some(meta), Item::Dir(old)) = (meta, &mut pairs[at].0.item) {
-            *old = meta;
-        }
-    }
-    for k in &kept {
-        let Some((i, rel)) = split_scope(layout, k) else {
-            continue;
-        };
-        let src = &layout.sources[i];
-        let o = if rel.is_empty() {
-            // One whole source (of several): its folder and everything in it.
-            pairs.push((
-                Entry {
-                    path: layout.names[i].clone(),
-                    item: Item::Dir(all.sources[i].meta),
-                },
-                None,
-            ));
-            scan::scan_source(src, &layout.names[i], &opts)?
-        } else {
-            scan::scan_path(src, &layout.names[i], rel, &opts)?
-        };
-        pairs.extend(o.entries.into_iter().zip(o.extra));
-        all.out.issues.extend(o.issues);
-        all.out.excluded += o.excluded;
-        all.out.excluded_paths.extend(o.excluded_paths);
-    }
-    pairs.sort_by(|a, b| cmp_paths(&a.0.path, &b.0.path));
-    (all.out.entries, all.out.extra) = pairs.into_iter().unzip();
-    Ok(all)
-}
-
-/// The full stat of a scanned file.
-fn stat_key(e: &Entry, x: &Option<StatExtra>) -> Option<StatKey> {
-    match (&e.item, x) {
-        (Item::Leaf(Leaf::File { size, meta, .. }), Some(x)) => Some(x.key(*size, meta.mtime_ns)),
-        _ => None,
-    }
-}
-
-/// Files whose stat matches the cache take the hash the previous snapshot
-/// recorded for them: a merge-join of the scan with the previous listing,
-/// whose file entries the cache records line up with. Returns, per entry,
-/// whether it is a file that still has to be read.
-fn vouch(
-    prev: &[Entry],
-    records: &[Option<StatExtra>],
-    entries: &mut [Entry],
-    extra: &[Option<StatExtra>],
-) -> Vec<bool> {
-    let mut unread: Vec<bool> = entries.iter().map(|e| e.file_id().is_some()).collect();
-    if records.is_empty() {
-        return unread;
-    }
-    let (mut pi, mut file_no) = (0, 0);
-    for (i, e) in entries.iter_mut().enumerate() {
-        let Some(stat) = stat_key(e, &extra[i]) else {
-            continue;
-        };
-        while pi < prev.len() && cmp_paths(&prev[pi].path, &e.path) == std::cmp::Ordering::Less {
-            file_no += prev[pi].file_id().is_some() as usize;
-            pi += 1;
-        }
-        let Some(p) = prev.get(pi).filter(|p| p.path == e.path) else {
-            continue;
-        };
-        if let Item::Leaf(Leaf::File {
-            size,
-            id: prev_id,
-            meta,
-            ..
-        }) = &p.item
-        {
-            if let Some(Some(x)) = records.get(file_no) {
-                if x.key(*size, meta.mtime_ns) == stat {
-                    if let Item::Leaf(Leaf::File { id, .. }) = &mut e.item {
-                        *id = *prev_id;
-                        unread[i] = false;
-                    }
-                }
-            }
-        }
-    }
-    unread
 }
 
 /// The issue a failed read of a source file is.
@@ -860,108 +570,6 @@ struct ReadStats {
     files_read: AtomicU64,
     new_objects: AtomicU64,
     new_bytes: AtomicU64,
-}
-
-/// Read every file the cache did not vouch for (in parallel), filling in
-/// its id and the stat it had while read. Files that could not be read
-/// stay marked unread and come back as issues; a repository error stops
-/// the run.
-#[allow(clippy::too_many_arguments)]
-fn read_files(
-    algo: HashAlgo,
-    batch: Option<&Batch<'_>>,
-    layout: &Layout,
-    entries: &mut [Entry],
-    extra: &mut [Option<StatExtra>],
-    unread: &mut [bool],
-    follow: bool,
-    progress: &dyn Progress,
-) -> Result<(ReadStats, Vec<Issue>)> {
-    let (count, bytes) = entries
-        .iter()
-        .zip(unread.iter())
-        .fold((0u64, 0u64), |(c, b), (e, u)| match (e.file_id(), u) {
-            (Some((_, size)), true) => (c + 1, b + size),
-            _ => (c, b),
-        });
-    progress.phase("reading", count, bytes);
-    let stats = ReadStats::default();
-    let issues = Mutex::new(Vec::new());
-    entries
-        .par_iter_mut()
-        .zip(extra.par_iter_mut())
-        .zip(unread.par_iter_mut())
-        .try_for_each(|((e, x), unread)| -> Result<()> {
-            if !*unread {
-                return Ok(());
-            }
-            let Item::Leaf(Leaf::File { size, id, meta, .. }) = &mut e.item else {
-                return Ok(());
-            };
-            let fs = layout.fs_path(&e.path);
-            let scanned_size = *size;
-            stats.files_read.fetch_add(1, AtOrd::Relaxed);
-            match objects::ingest(algo, batch, &fs, follow) {
-                Ok(ing) => {
-                    *id = ing.id;
-                    *size = ing.size;
-                    meta.mtime_ns = ing.stat.mtime_ns;
-                    *x = Some(StatExtra::of(&ing.stat));
-                    *unread = false;
-                    if ing.stored {
-                        stats.new_objects.fetch_add(1, AtOrd::Relaxed);
-                        stats.new_bytes.fetch_add(ing.size, AtOrd::Relaxed);
-                    }
-                }
-                Err(ReadFailure::Repo(err)) => return Err(err),
-                Err(f) => {
-                    let (kind, msg) = read_failure_issue(f);
-                    issues
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(Issue {
-                            path: e.path.clone(),
-                            fs,
-                            kind,
-                            msg,
-                        });
-                }
-            }
-            progress.advance(1, scanned_size);
-            Ok(())
-        })?;
-    progress.finish();
-    Ok((
-        stats,
-        issues.into_inner().unwrap_or_else(|p| p.into_inner()),
-    ))
-}
-
-/// Turn the scan into the current listing, in place: files that could not
-/// be read leave it, and files too fresh to trust next time (racily
-/// clean) lose their cache record.
-fn finish_listing(
-    entries: &mut Vec<Entry>,
-    extra: &mut Vec<Option<StatExtra>>,
-    unread: &[bool],
-    run_start: i64,
-) {
-    let mut w = 0;
-    for (r, &skip) in unread.iter().enumerate() {
-        if skip {
-            continue;
-        }
-        entries.swap(w, r);
-        extra.swap(w, r);
-        if let Some(k) = stat_key(&entries[w], &extra[w]) {
-            if cache::is_racy(&k, run_start) {
-                extra[w] = None;
-            }
-        }
-        w += 1;
-    }
-    entries.truncate(w);
-    extra.truncate(w);
 }
 
 /// Report each problem once, in path order, and apply `--on-error`.
@@ -996,58 +604,6 @@ fn report_issues(
                 i.msg
             )));
         }
-    }
-    Ok(())
-}
-
-/// Report each problem (see [`report_issues`]). A path that could not be
-/// read keeps its previous content rather than turning into a deletion.
-fn handle_issues(
-    issues: Vec<Issue>,
-    on_error: OnError,
-    prev: &[Entry],
-    cur: &mut Vec<Entry>,
-    extra: &mut Vec<Option<StatExtra>>,
-    report: &mut BackupReport,
-) -> Result<()> {
-    let keep: Vec<Vec<u8>> = issues
-        .iter()
-        .filter(|i| {
-            matches!(
-                i.kind,
-                IssueKind::Unreadable | IssueKind::UnlistableDir | IssueKind::Loop
-            )
-        })
-        .map(|i| i.path.clone())
-        .collect();
-    report_issues(issues, on_error, report)?;
-    let mut carried: Vec<Entry> = Vec::new();
-    let mut keep = keep;
-    keep.sort_by(|a, b| cmp_paths(a, b));
-    for path in &keep {
-        let start = prev.partition_point(|e| cmp_paths(&e.path, path) == std::cmp::Ordering::Less);
-        for e in &prev[start..] {
-            let under = e.path == *path
-                || (e.path.starts_with(path) && e.path.get(path.len()) == Some(&b'/'));
-            if !under {
-                break;
-            }
-            if find(cur, &e.path).is_none() {
-                tracing::warn!("keeping the previous version of {}", show(&e.path));
-                carried.push(e.clone());
-            }
-        }
-    }
-    if !carried.is_empty() {
-        // Merge (cur wins on equal paths: the sort is stable).
-        let mut all: Vec<(Entry, Option<StatExtra>)> = std::mem::take(cur)
-            .into_iter()
-            .zip(std::mem::take(extra))
-            .collect();
-        all.extend(carried.into_iter().map(|e| (e, None)));
-        all.sort_by(|a, b| cmp_paths(&a.0.path, &b.0.path));
-        all.dedup_by(|a, b| a.0.path == b.0.path);
-        (*cur, *extra) = all.into_iter().unzip();
     }
     Ok(())
 }
@@ -1099,217 +655,20 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         sources,
         root_base: show(&base_name(&root)),
     };
-    // Watch mode looks again only at the paths events named, when there is
-    // a previous snapshot to take everything else from; every other run
-    // streams (see `stream`).
-    let scoped = opts
-        .scope
-        .as_ref()
-        .filter(|_| latest.is_some() && repo.is_some());
-    let Some(scope) = scoped else {
-        stream::run(
-            stream::Ctx {
-                opts,
-                repo: repo.as_ref(),
-                writer,
-                algo,
-                latest,
-                layout: &layout,
-                root: &root,
-                run_start,
-                progress,
-            },
-            &mut report,
-        )?;
-        return Ok(report);
-    };
-    progress.phase("scanning", 0, 0);
-    crate::log::mem_phase("start");
-    let prev = load_prev(repo.as_ref(), latest)?;
-    let records = load_records(repo.as_ref(), &prev, opts.rehash);
-    let scanned = scan_scoped(&layout, s, &root, &prev.entries, &records, scope)?;
-    let Scanned {
-        out:
-            scan::ScanOutput {
-                entries: mut cur,
-                mut extra,
-                mut issues,
-                excluded,
-                ..
-            },
-        sources: source_records,
-    } = scanned;
-    progress.finish();
-    report.excluded = excluded;
-    crate::log::mem_phase("previous loaded");
-
-    // Hash: the stat cache vouches for unchanged files; the rest are read
-    // (and, in a real run, copied into tmp/ in the same pass).
-    let mut unread = vouch(&prev.entries, &records, &mut cur, &extra);
-    let cache_complete = !records.is_empty() && records.iter().all(Option::is_some);
-    drop(records);
-    crate::log::mem_phase("vouched");
-    let batch = writer.map(Batch::new);
-    let (stats, read_issues) = read_files(
-        algo,
-        batch.as_ref(),
-        &layout,
-        &mut cur,
-        &mut extra,
-        &mut unread,
-        s.follow_symlinks,
-        progress,
-    )?;
-    issues.extend(read_issues);
-    report.files_read = stats.files_read.into_inner();
-    report.new_objects = stats.new_objects.into_inner();
-    report.new_bytes = stats.new_bytes.into_inner();
-
-    finish_listing(&mut cur, &mut extra, &unread, run_start);
-    crate::log::mem_phase("files read");
-    drop(unread);
-    handle_issues(
-        issues,
-        s.on_error,
-        &prev.entries,
-        &mut cur,
-        &mut extra,
+    stream::run(
+        stream::Ctx {
+            opts,
+            repo: repo.as_ref(),
+            writer,
+            algo,
+            latest,
+            layout: &layout,
+            root: &root,
+            run_start,
+            progress,
+        },
         &mut report,
     )?;
-
-    let mut plan = plan::plan(
-        &prev.entries,
-        &prev.archive,
-        cur,
-        &PlanOptions {
-            max_versions: s.max_versions,
-            deleted_max_age_ns: s
-                .deleted_max_age_days
-                .map(|d| d as i64 * 86_400 * 1_000_000_000),
-            now_ns: run_start,
-        },
-    );
-    fill_counts(&mut report, &plan.counts);
-    crate::log::mem_phase("planned");
-    // Content this run's retention drops: the only content that can stop
-    // being pinned in a run (see `gc::collect_dropped`).
-    let dropped = dropped_by_retention(&plan, &prev.archive);
-    let old_esc = Escapes::for_entries(&prev.entries);
-
-    let (Some(repo), Some(batch)) = (writer, batch) else {
-        let root_id = tree::tree_id(algo, &plan.entries)?;
-        let arch_id = tree::tree_id(algo, &plan.archive)?;
-        report.changed = prev
-            .snap
-            .as_ref()
-            .is_none_or(|p| p.record.root != root_id || p.record.archive != arch_id);
-        log_plan(&plan, &old_esc, &layout, true);
-        return Ok(report);
-    };
-
-    // The previous listing is needed only to know what the browsable tree
-    // must change: take that now (it is small) and free the listing, a
-    // large share of the run's memory. A first backup has no previous
-    // listing, and its diff (the whole tree) is made after the commit,
-    // when the batch is gone.
-    let Prev {
-        snap: prev_snap,
-        entries: prev_entries,
-        archive: prev_archive,
-        known_trees,
-    } = prev;
-    let mut tree_diff = (!prev_entries.is_empty() || !prev_archive.is_empty()).then(|| {
-        TreeDiff::between(
-            (&prev_entries, &prev_archive),
-            (&plan.entries, &plan.archive),
-        )
-    });
-    drop(prev_entries);
-    drop(prev_archive);
-    crate::log::mem_phase("diffed");
-
-    let root_id = tree::write_tree(algo, &plan.entries, &batch, &known_trees)?;
-    let arch_id = tree::write_tree(algo, &plan.archive, &batch, &known_trees)?;
-    drop(known_trees);
-    crate::log::mem_phase("trees written");
-    report.changed = prev_snap
-        .as_ref()
-        .is_none_or(|p| p.record.root != root_id || p.record.archive != arch_id);
-    let cache_records = || -> Vec<Option<StatExtra>> {
-        plan.entries
-            .iter()
-            .zip(&extra)
-            .filter(|(e, _)| e.file_id().is_some())
-            .map(|(_, x)| *x)
-            .collect()
-    };
-
-    if !report.changed && !opts.always_snapshot {
-        let latest = prev_snap.as_ref().map(|p| p.id);
-        tracing::info!("No changes: nothing to back up, no new snapshot");
-        // Nothing read and every file vouched for: the cache on disk is
-        // already exactly what would be written.
-        if !(report.files_read == 0 && cache_complete && report.problems.is_empty()) {
-            cache::save(repo, latest, cache_records())?;
-        }
-        report.snapshot = latest.map(|i| i.short());
-        drop(plan);
-        policy_gc_if_due(repo, s, run_start, &mut report)?;
-        return Ok(report);
-    }
-
-    // Commit: objects and trees, then the record.
-    batch.commit()?;
-    crate::log::mem_phase("batch committed");
-    let record = snapshot_record(
-        prev_snap.as_ref(),
-        run_start,
-        source_records,
-        root_id,
-        arch_id,
-        &plan.counts,
-        &report,
-    );
-    let snap_id: SnapshotId = snapshot::write(repo, &record)?;
-    report.snapshot = Some(snap_id.short());
-    log_plan(&plan, &old_esc, &layout, false);
-    crate::log::mem_phase("logged");
-    // Logged: the actions are not needed any more, and on a first backup
-    // there is one per file.
-    plan.actions = Vec::new();
-    crate::fsutil::release_free_memory();
-
-    // Derived data: the browsable tree, then the cache.
-    let m = Materializer::new(repo, &repo.root);
-    match tree_diff.take() {
-        Some(diff) => diff.apply(&m, &plan.entries)?,
-        None => fill_browsable(&m, &plan.entries, &plan.archive)?,
-    }
-    let up = finish_tree_update(repo, &m, &snap_id)?;
-    crate::log::mem_phase("browsable updated");
-    report.link_fallback_copies += up.copies;
-    for (p, msg) in up.failures {
-        report.failed = true;
-        report.problems.push(Problem {
-            path: layout.dst(&p),
-            message: format!("not placed in the browsable tree: {msg}"),
-        });
-    }
-    warn_link_copies(&report);
-    cache::save(repo, Some(snap_id), cache_records())?;
-    crate::log::mem_phase("cache saved");
-    if s.policy.is_set() {
-        drop(plan);
-        let g = crate::prune::full_gc(repo, &s.policy, run_start)?;
-        report.snapshots_forgotten = g.forgotten.len() as u64;
-        report.objects_removed = g.objects_removed;
-        report.bytes_freed = g.bytes_freed();
-    } else if !dropped.is_empty() {
-        let live = plan.referenced_objects();
-        drop(plan);
-        (report.objects_removed, report.bytes_freed) =
-            crate::gc::collect_dropped(repo, &dropped, &live)?;
-    }
     Ok(report)
 }
 
@@ -1372,37 +731,6 @@ fn warn_link_copies(report: &BackupReport) {
             report.link_fallback_copies
         );
     }
-}
-
-/// Every object the previous archive had for a path whose history this
-/// plan's retention trims, and the new archive no longer has there.
-fn dropped_by_retention(plan: &Plan, prev_archive: &Archive) -> Vec<crate::id::ObjectId> {
-    let ids = |h: &History| -> Vec<crate::id::ObjectId> {
-        h.versions
-            .iter()
-            .map(|(_, a)| a.id)
-            .chain(h.deleted.iter().map(|a| a.id))
-            .collect()
-    };
-    let find = |archive: &[(Vec<u8>, History)], p: &[u8]| {
-        archive
-            .binary_search_by(|(q, _)| cmp_paths(q, p))
-            .ok()
-            .map(|i| ids(&archive[i].1))
-            .unwrap_or_default()
-    };
-    let mut out = Vec::new();
-    for a in &plan.actions {
-        if let Action::RetainDropVersion { path, .. } | Action::RetainDropDeleted { path } = a {
-            let now = find(&plan.archive, path);
-            out.extend(
-                find(prev_archive, path)
-                    .into_iter()
-                    .filter(|id| !now.contains(id)),
-            );
-        }
-    }
-    out
 }
 
 fn fill_counts(r: &mut BackupReport, c: &PlanCounts) {

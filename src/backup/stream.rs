@@ -381,6 +381,71 @@ fn referenced_among(
     Ok(live)
 }
 
+/// The paths a watch run looks at again, from the paths events named:
+/// each widened until its folder is one the previous snapshot has (a new
+/// folder's contents are all new), an ignore file widened to its folder
+/// (it changes what the whole folder holds), none below another. `None`:
+/// a source root was named, so the whole run looks at everything.
+fn scope_of(
+    repo: &Repo,
+    rec: &SnapshotRecord,
+    layout: &Layout,
+    paths: &[Vec<u8>],
+) -> Result<Option<walk::Scope>> {
+    let prev = TreeLookup {
+        repo,
+        root: rec.root,
+        dirs: Mutex::new(HashMap::new()),
+    };
+    let mut roots: Vec<Vec<u8>> = Vec::new();
+    for p in paths {
+        let mut p: &[u8] = p;
+        if pathbytes::file_name(p) == crate::scan::IGNORE_FILE.as_bytes() {
+            p = pathbytes::parent(p);
+        }
+        while !p.is_empty() && !prev.is_dir(pathbytes::parent(p)) {
+            p = pathbytes::parent(p);
+        }
+        // A source's own folder (several sources) counts as its root.
+        let r = match super::split_scope(layout, p) {
+            Some((i, rel)) if rel.is_empty() && !layout.single() => layout.names[i].clone(),
+            Some((_, b"")) => Vec::new(),
+            Some(_) => p.to_vec(),
+            None => Vec::new(),
+        };
+        roots.push(r);
+    }
+    roots.sort_by(|a, b| cmp_paths(a, b));
+    roots.dedup();
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    for r in roots {
+        let covered = kept.iter().any(|k| {
+            k.is_empty() || r == *k || (r.starts_with(k) && r.get(k.len()) == Some(&b'/'))
+        });
+        if !covered {
+            kept.push(r);
+        }
+    }
+    if kept.is_empty() || kept.iter().any(|k| k.is_empty()) {
+        return Ok(None);
+    }
+    let under = |p: &[u8]| {
+        kept.iter()
+            .any(|k| p == k.as_slice() || (p.starts_with(k) && p.get(k.len()) == Some(&b'/')))
+    };
+    let mut refresh: Vec<Vec<u8>> = kept
+        .iter()
+        .map(|k| pathbytes::parent(k).to_vec())
+        .filter(|p| !p.is_empty() && !under(p))
+        .collect();
+    refresh.sort_by(|a, b| cmp_paths(a, b));
+    refresh.dedup();
+    Ok(Some(walk::Scope {
+        roots: kept,
+        refresh,
+    }))
+}
+
 pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     let s = &c.opts.settings;
     let scan_opts = super::scan_options(s, c.root)?;
@@ -393,6 +458,12 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     let cache_reader = match (c.repo, c.opts.rehash, &c.latest) {
         (Some(r), false, Some(l)) => cache::Reader::open(r, Some(&l.id)),
         _ => cache::Reader::empty(),
+    };
+    // A watch run looks again only at the paths events named, when there
+    // is a previous snapshot to take everything else from.
+    let scope = match (c.repo, &c.latest, &c.opts.scope) {
+        (Some(r), Some(l), Some(paths)) => scope_of(r, &l.record, c.layout, paths)?,
+        _ => None,
     };
     c.progress.phase("backing up", 0, 0);
     crate::log::mem_phase("start");
@@ -412,6 +483,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
             on_error: s.on_error,
             progress: c.progress,
             scratch: &scratch,
+            scope,
         },
         &mut spill,
     )?;

@@ -201,13 +201,27 @@ impl Queue {
     }
 }
 
+/// Why a previous entry is kept as the current one without being looked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Carry {
+    /// It could not be looked at (unreadable, unlistable, a loop, a failed
+    /// read): kept, said so, and read again next time.
+    Problem,
+    /// A watch run did not look at it (no event named it): kept as it was,
+    /// with its stat cache record.
+    Scope,
+}
+
 /// A directory to walk below a path.
 struct Child {
     slot: Arc<Slot>,
     prev_id: Option<TreeId>,
-    /// Every previous entry below is kept as it was (the folder could not
-    /// be read this time).
-    carry_all: bool,
+    /// Every previous entry below is kept as it was.
+    carry_all: Option<Carry>,
+    /// A watch run's folder above the paths events named: the task to
+    /// look at those paths with (none if the folder is no longer one the
+    /// scan enters).
+    partial: Option<Option<(usize, DirTask)>>,
     /// The folder is in the new listing (else only its previous contents
     /// are walked, to report them gone).
     current: bool,
@@ -218,9 +232,8 @@ struct Step {
     path: Vec<u8>,
     cur: Option<(Item, Option<StatExtra>)>,
     prev: Option<Item>,
-    /// Keep the previous entry if there is no current one (it could not be
-    /// looked at).
-    carry: bool,
+    /// Keep the previous entry if there is no current one.
+    carry: Option<Carry>,
     child: Option<Child>,
 }
 
@@ -245,6 +258,40 @@ enum Win {
         prev_id: Option<TreeId>,
     },
     Leave,
+}
+
+/// The paths a watch run looks at again (everything else keeps its
+/// previous state): `roots`, sorted and none below another; `refresh`,
+/// the folders holding them, whose own metadata is read again (an entry
+/// created, removed or renamed in a folder changes its mtime, and inotify
+/// names only the entry).
+pub(super) struct Scope {
+    pub roots: Vec<Vec<u8>>,
+    pub refresh: Vec<Vec<u8>>,
+}
+
+enum Relation {
+    /// At or below a root: looked at again.
+    Inside,
+    /// Above a root: walked through.
+    Ancestor,
+    /// Neither: kept.
+    Outside,
+}
+
+impl Scope {
+    fn relation(&self, p: &[u8]) -> Relation {
+        let mut rel = Relation::Outside;
+        for r in &self.roots {
+            if r == p || is_under(p, r) {
+                return Relation::Inside;
+            }
+            if p.is_empty() || is_under(r, p) {
+                rel = Relation::Ancestor;
+            }
+        }
+        rel
+    }
 }
 
 /// What pass 1 hands to pass 2.
@@ -297,6 +344,7 @@ struct Walker<'a> {
     old_top: Vec<Vec<u8>>,
     known_trees: HashSet<TreeId>,
     had_prev: bool,
+    scope: Option<Scope>,
 }
 
 fn is_under(p: &[u8], dir: &[u8]) -> bool {
@@ -327,7 +375,7 @@ impl<'a> Walker<'a> {
         &mut self,
         path: &[u8],
         loaded: Loaded,
-        carry_all: bool,
+        carry_all: Option<Carry>,
         current: bool,
     ) -> Result<Frame> {
         let prev_nodes = match loaded.prev.transpose()? {
@@ -342,7 +390,7 @@ impl<'a> Walker<'a> {
             for i in out.issues {
                 if keeps_previous(i.kind) {
                     if i.path == path {
-                        carry_here = true;
+                        carry_here = carry_here.or(Some(Carry::Problem));
                     } else {
                         carry_paths.push(i.path.clone());
                     }
@@ -371,7 +419,7 @@ impl<'a> Walker<'a> {
         cur: Vec<(tree::Entry, Option<StatExtra>)>,
         mut subdirs: VecDeque<DirTask>,
         prev_nodes: Vec<Node<Leaf, Meta>>,
-        carry_here: bool,
+        carry_here: Option<Carry>,
         carry_paths: &[Vec<u8>],
         current: bool,
     ) -> Frame {
@@ -395,7 +443,13 @@ impl<'a> Walker<'a> {
             };
             let prev_item = n.as_ref().and_then(node_item);
             let prev_sub = n.as_ref().and_then(|n| n.dir.as_ref().map(|d| d.0));
-            let carry = c.is_none() && (carry_here || carry_paths.contains(&child_path));
+            let carry = if c.is_some() {
+                None
+            } else if carry_paths.contains(&child_path) {
+                Some(Carry::Problem)
+            } else {
+                carry_here
+            };
             let cur_dir = matches!(
                 c,
                 Some((
@@ -422,7 +476,8 @@ impl<'a> Walker<'a> {
                         prev: prev_sub,
                     }),
                     prev_id: prev_sub,
-                    carry_all: false,
+                    carry_all: None,
+                    partial: None,
                     current: true,
                 })
             } else {
@@ -433,7 +488,8 @@ impl<'a> Walker<'a> {
                     }),
                     prev_id: Some(id),
                     carry_all: carry,
-                    current: carry,
+                    partial: None,
+                    current: carry.is_some(),
                 })
             };
             steps.push_back(Step {
@@ -444,6 +500,11 @@ impl<'a> Walker<'a> {
                 child,
             });
         }
+        self.finish_frame(steps, current)
+    }
+
+    /// A frame of `steps`, its first subdirectories queued for listing.
+    fn finish_frame(&mut self, steps: VecDeque<Step>, current: bool) -> Frame {
         let mut unqueued: VecDeque<Arc<Slot>> = steps
             .iter()
             .filter_map(|s| s.child.as_ref().map(|c| c.slot.clone()))
@@ -455,6 +516,120 @@ impl<'a> Walker<'a> {
             unqueued,
             current,
         }
+    }
+
+    /// A watch run's folder above the paths events named: its previous
+    /// entries are kept (with their cache records) except the named paths,
+    /// which are looked at again, and the folders on the way to them, which
+    /// are walked the same way.
+    fn partial_frame(
+        &mut self,
+        path: &[u8],
+        prev: Option<Result<TreeObject<Leaf, Meta>>>,
+        task: Option<(usize, DirTask)>,
+    ) -> Result<Frame> {
+        let prev_nodes = match prev.transpose()? {
+            Some(t) => t.entries,
+            None => Vec::new(),
+        };
+        let Some(scope) = self.scope.take() else {
+            return Ok(self.finish_frame(VecDeque::new(), true));
+        };
+        // The names: the previous ones and any named path new in here.
+        let mut names: Vec<Vec<u8>> = prev_nodes.iter().map(|n| n.name.clone()).collect();
+        for r in &scope.roots {
+            if pathbytes::parent(r) == path && !r.is_empty() {
+                names.push(pathbytes::file_name(r).to_vec());
+            }
+        }
+        names.sort();
+        names.dedup();
+        let ignores = task
+            .as_ref()
+            .and_then(|(i, t)| self.env.scanners.get(*i).map(|s| s.child_ignores(t)));
+        let mut prev = prev_nodes.into_iter().peekable();
+        let mut steps = VecDeque::with_capacity(names.len());
+        for name in names {
+            let n = prev.next_if(|n| n.name == name);
+            let child_path = pathbytes::join(path, &name);
+            let prev_item = n.as_ref().and_then(node_item);
+            let prev_sub = n.as_ref().and_then(|n| n.dir.as_ref().map(|d| d.0));
+            let scanner = task
+                .as_ref()
+                .zip(ignores.as_ref())
+                .and_then(|((i, t), ig)| self.env.scanners.get(*i).map(|s| (*i, s, t, ig)));
+            match scope.relation(&child_path) {
+                Relation::Inside => {
+                    // A named path: looked at again, and all below it.
+                    let mut cur = Vec::new();
+                    let mut subdirs = VecDeque::new();
+                    let mut carry_paths = Vec::new();
+                    if let Some((_, s, t, ig)) = scanner {
+                        let l = s.visit_one(t, ig, &name);
+                        for i in l.out.issues {
+                            if keeps_previous(i.kind) {
+                                carry_paths.push(i.path.clone());
+                            }
+                            self.issues.push(i);
+                        }
+                        self.excluded += l.out.excluded;
+                        cur = l.out.entries.into_iter().zip(l.out.extra).collect();
+                        subdirs = l.subdirs.into_iter().collect();
+                    }
+                    let prev_node: Vec<Node<Leaf, Meta>> = n.into_iter().collect();
+                    let mut f =
+                        self.merge(path, cur, subdirs, prev_node, None, &carry_paths, false);
+                    steps.append(&mut f.steps);
+                }
+                Relation::Ancestor => {
+                    let down = scanner.and_then(|(i, s, t, ig)| {
+                        s.descend(t, ig, &name).map(|(task, meta)| (i, task, meta))
+                    });
+                    let meta = match (&down, &prev_item) {
+                        (Some((_, _, m)), _) if scope.refresh.contains(&child_path) => Some(*m),
+                        (_, Some(Item::Dir(m))) => Some(*m),
+                        (Some((_, _, m)), _) => Some(*m),
+                        _ => None,
+                    };
+                    steps.push_back(Step {
+                        path: child_path,
+                        cur: meta.map(|m| (Item::Dir(m), None)),
+                        prev: prev_item,
+                        carry: None,
+                        child: Some(Child {
+                            slot: Slot::new(Job {
+                                scan: None,
+                                prev: prev_sub,
+                            }),
+                            prev_id: prev_sub,
+                            carry_all: None,
+                            partial: Some(down.map(|(i, t, _)| (i, t))),
+                            current: meta.is_some(),
+                        }),
+                    });
+                }
+                Relation::Outside => {
+                    steps.push_back(Step {
+                        path: child_path,
+                        cur: None,
+                        prev: prev_item,
+                        carry: Some(Carry::Scope),
+                        child: prev_sub.map(|id| Child {
+                            slot: Slot::new(Job {
+                                scan: None,
+                                prev: Some(id),
+                            }),
+                            prev_id: Some(id),
+                            carry_all: Some(Carry::Scope),
+                            partial: None,
+                            current: true,
+                        }),
+                    });
+                }
+            }
+        }
+        self.scope = Some(scope);
+        Ok(self.finish_frame(steps, true))
     }
 
     /// The source a snapshot path belongs to.
@@ -517,14 +692,21 @@ impl<'a> Walker<'a> {
                 }
             }
         }
-        if cur.is_none() && carry {
-            if let Some(p) = &prev {
-                tracing::warn!(
-                    "keeping the previous version of {}",
-                    pathbytes::display(&path)
-                );
-                cur = Some((p.clone(), None));
-            }
+        // A file a watch run keeps without a cache record to vouch for it
+        // (racily clean last time) is read again, as every run does.
+        let mut unvouched = false;
+        if let (None, Some(how), Some(p)) = (&cur, carry, &prev) {
+            unvouched = how == Carry::Scope && record.is_none();
+            cur = Some(match how {
+                Carry::Problem => {
+                    tracing::warn!(
+                        "keeping the previous version of {}",
+                        pathbytes::display(&path)
+                    );
+                    (p.clone(), None)
+                }
+                Carry::Scope => (p.clone(), record),
+            });
         }
         let mut read = false;
         if let Some((Item::Leaf(Leaf::File { size, id, meta, .. }), Some(x))) = &mut cur {
@@ -547,6 +729,10 @@ impl<'a> Walker<'a> {
                     self.window_bytes += *size;
                 }
             }
+        } else if let (true, Some((Item::Leaf(Leaf::File { size, .. }), None))) = (unvouched, &cur)
+        {
+            read = true;
+            self.window_bytes += *size;
         }
         self.window.push(Win::Path {
             path: path.clone(),
@@ -559,7 +745,10 @@ impl<'a> Walker<'a> {
             if let Some(id) = c.prev_id {
                 self.known_trees.insert(id);
             }
-            let f = self.frame(&path, loaded, c.carry_all, c.current)?;
+            let f = match c.partial {
+                Some(task) => self.partial_frame(&path, loaded.prev, task)?,
+                None => self.frame(&path, loaded, c.carry_all, c.current)?,
+            };
             if c.current {
                 self.window.push(Win::Enter {
                     path,
@@ -801,6 +990,65 @@ impl Newcomers {
     }
 }
 
+/// A watch run with several sources: each source folder the events named
+/// nothing in is kept, each one above a named path walked through.
+fn scope_sources(
+    scope: &Scope,
+    f: &mut Frame,
+    tasks: &[(Vec<u8>, DirTask)],
+    source_of: impl Fn(&[u8]) -> usize,
+) {
+    for step in f.steps.iter_mut() {
+        let prev_id = step.child.as_ref().and_then(|c| c.prev_id);
+        match scope.relation(&step.path) {
+            Relation::Inside => {}
+            Relation::Ancestor => {
+                if !scope.refresh.contains(&step.path) {
+                    if let (Some(Item::Dir(m)), Some((Item::Dir(c), _))) =
+                        (&step.prev, &mut step.cur)
+                    {
+                        *c = *m;
+                    }
+                }
+                let task = tasks
+                    .iter()
+                    .find(|(n, _)| *n == step.path)
+                    .map(|(_, t)| (source_of(&step.path), t.clone()));
+                step.child = Some(Child {
+                    slot: Slot::new(Job {
+                        scan: None,
+                        prev: prev_id,
+                    }),
+                    prev_id,
+                    carry_all: None,
+                    partial: Some(task),
+                    current: step.cur.is_some(),
+                });
+            }
+            Relation::Outside => {
+                step.cur = None;
+                step.carry = Some(Carry::Scope);
+                step.child = prev_id.map(|id| Child {
+                    slot: Slot::new(Job {
+                        scan: None,
+                        prev: Some(id),
+                    }),
+                    prev_id: Some(id),
+                    carry_all: Some(Carry::Scope),
+                    partial: None,
+                    current: true,
+                });
+            }
+        }
+    }
+    // The replaced children's listings are not needed: queue the new ones.
+    f.unqueued = f
+        .steps
+        .iter()
+        .filter_map(|s| s.child.as_ref().map(|c| c.slot.clone()))
+        .collect();
+}
+
 /// Everything pass 1 needs to know about the run.
 pub(super) struct WalkInput<'a> {
     pub repo: Option<&'a Repo>,
@@ -817,6 +1065,8 @@ pub(super) struct WalkInput<'a> {
     pub progress: &'a dyn Progress,
     /// Where scratch files go.
     pub scratch: &'a std::path::Path,
+    /// A watch run: only these paths are looked at again.
+    pub scope: Option<Scope>,
 }
 
 /// Pass 1: walk every source, spilling one record per path.
@@ -881,6 +1131,7 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             old_top: Vec::new(),
             known_trees: HashSet::new(),
             had_prev: false,
+            scope: input.scope,
         };
         if let Some(id) = input.prev_root {
             w.known_trees.insert(id);
@@ -890,10 +1141,18 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             .and_then(|id| input.repo.map(|r| tree::load_tree(r, &id)));
         let root = if layout.single() {
             let loaded = Loaded {
-                listing: roots.pop().map(|t| env.scanners[0].list(&t)),
+                listing: None,
                 prev: root_prev,
             };
-            w.frame(b"", loaded, false, true)?
+            if w.scope.is_some() {
+                w.partial_frame(b"", loaded.prev, roots.pop().map(|t| (0, t)))?
+            } else {
+                let loaded = Loaded {
+                    listing: roots.pop().map(|t| env.scanners[0].list(&t)),
+                    prev: loaded.prev,
+                };
+                w.frame(b"", loaded, None, true)?
+            }
         } else {
             // Several sources: each is a top-level folder of the snapshot.
             let prev_nodes = match root_prev.transpose()? {
@@ -919,7 +1178,15 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             order.sort_by(|&a, &b| cur[a].0.path.cmp(&cur[b].0.path));
             cur = order.iter().map(|&i| cur[i].clone()).collect();
             tasks = order.iter().map(|&i| tasks[i].clone()).collect();
-            w.merge(b"", cur, tasks.into(), prev_nodes, false, &[], true)
+            let by_name: Vec<(Vec<u8>, DirTask)> = tasks
+                .iter()
+                .map(|t| (t.path().to_vec(), t.clone()))
+                .collect();
+            let mut f = w.merge(b"", cur, tasks.into(), prev_nodes, None, &[], true);
+            if let Some(scope) = &w.scope {
+                scope_sources(scope, &mut f, &by_name, |p| w.source_of(p));
+            }
+            f
         };
         w.walk(vec![root])?;
         let newcomers = std::mem::replace(

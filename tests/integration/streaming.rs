@@ -118,7 +118,30 @@ fn scanned(src: &Path) -> Vec<Entry> {
         .collect()
 }
 
+/// The snapshot paths an op touches (what a watch run's events name).
+fn touched(op: &Op) -> Vec<Vec<u8>> {
+    let rel = |d: u8, n: u8| {
+        let dir = DIRS[d as usize % 4];
+        let name = format!("f{}", n % 3);
+        if dir.is_empty() {
+            name.into_bytes()
+        } else {
+            format!("{dir}/{name}").into_bytes()
+        }
+    };
+    match *op {
+        Op::Write(d, n, _) | Op::Remove(d, n) | Op::Link(d, n) => vec![rel(d, n)],
+        Op::Flip(d) => vec![DIRS[1 + d as usize % 3].as_bytes().to_vec()],
+    }
+}
+
+/// `scoped`: every run after the first is a watch run that looks only at
+/// the paths the batch's changes touched.
 fn check_history(ops: Vec<Vec<Op>>, max_versions: u64) {
+    check_runs(ops, max_versions, false)
+}
+
+fn check_runs(ops: Vec<Vec<Op>>, max_versions: u64, scoped: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("src");
     let dest = dir.path().join("dest");
@@ -133,7 +156,7 @@ fn check_history(ops: Vec<Vec<Op>>, max_versions: u64) {
     )
     .expect("settings");
     settings.max_versions = max_versions;
-    let opts = BackupOptions {
+    let mut opts = BackupOptions {
         settings,
         rehash: false,
         dry_run: false,
@@ -153,6 +176,9 @@ fn check_history(ops: Vec<Vec<Op>>, max_versions: u64) {
             None => (Vec::new(), Vec::new()),
         };
         let cur = scanned(&src);
+        if scoped && !prev.is_empty() {
+            opts.scope = Some(batch.iter().flat_map(touched).collect());
+        }
         let report = backup::run(&opts, &NoProgress).expect("backup");
         let repo = Repo::open(&dest).expect("repo");
         let latest = snapshot::latest(&repo).expect("list").expect("a snapshot");
@@ -205,5 +231,13 @@ proptest! {
         max_versions in 1u64..3,
     ) {
         check_history(ops, max_versions);
+    }
+
+    #[test]
+    fn watch_runs_match_the_whole_listing_planner(
+        ops in prop::collection::vec(prop::collection::vec(arb_op(), 0..10), 1..8),
+        max_versions in 1u64..3,
+    ) {
+        check_runs(ops, max_versions, true);
     }
 }
