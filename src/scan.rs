@@ -605,6 +605,25 @@ impl DirTask {
     }
 }
 
+/// The tasks listing `subdirs` of a folder whose loop-detection ancestors
+/// are `ancestors`; `ignores` applies inside it.
+fn tasks(subdirs: Vec<SubDir>, ancestors: &[(u64, u64)], ignores: &IgnoreStack) -> Vec<DirTask> {
+    subdirs
+        .into_iter()
+        .map(|d| {
+            let mut a = ancestors.to_vec();
+            a.push(d.key);
+            DirTask {
+                fs: d.fs,
+                path: d.path,
+                rel: d.rel,
+                ancestors: a,
+                ignores: ignores.clone(),
+            }
+        })
+        .collect()
+}
+
 /// The ignore rules that apply to a folder's children.
 pub struct ChildIgnores(IgnoreStack);
 
@@ -714,44 +733,18 @@ impl<'a> DirScanner<'a> {
         );
         // Gone since the event: simply not in the source now.
         out.issues.retain(|i| i.kind != IssueKind::Vanished);
-        let subdirs = subdirs
-            .into_iter()
-            .map(|d| {
-                let mut ancestors = parent.ancestors.clone();
-                ancestors.push(d.key);
-                DirTask {
-                    fs: d.fs,
-                    path: d.path,
-                    rel: d.rel,
-                    ancestors,
-                    ignores: ignores.0.clone(),
-                }
-            })
-            .collect();
-        DirListing { out, subdirs }
+        DirListing {
+            out,
+            subdirs: tasks(subdirs, &parent.ancestors, &ignores.0),
+        }
     }
 
     /// List one directory.
     pub fn list(&self, t: &DirTask) -> DirListing {
         let l = list_dir(&self.ctx, &t.fs, &t.path, &t.rel, &t.ancestors, &t.ignores);
-        let subdirs = l
-            .subdirs
-            .into_iter()
-            .map(|d| {
-                let mut ancestors = t.ancestors.clone();
-                ancestors.push(d.key);
-                DirTask {
-                    fs: d.fs,
-                    path: d.path,
-                    rel: d.rel,
-                    ancestors,
-                    ignores: l.ignores.clone(),
-                }
-            })
-            .collect();
         DirListing {
             out: l.out,
-            subdirs,
+            subdirs: tasks(l.subdirs, &t.ancestors, &l.ignores),
         }
     }
 }

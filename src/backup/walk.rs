@@ -227,6 +227,22 @@ struct Child {
     current: bool,
 }
 
+impl Child {
+    /// A previous folder a watch run keeps as it was.
+    fn kept(id: TreeId) -> Child {
+        Child {
+            slot: Slot::new(Job {
+                scan: None,
+                prev: Some(id),
+            }),
+            prev_id: Some(id),
+            carry_all: Some(Carry::Scope),
+            partial: None,
+            current: true,
+        }
+    }
+}
+
 /// One name of a directory, both sides of the merge.
 struct Step {
     path: Vec<u8>,
@@ -614,16 +630,7 @@ impl<'a> Walker<'a> {
                         cur: None,
                         prev: prev_item,
                         carry: Some(Carry::Scope),
-                        child: prev_sub.map(|id| Child {
-                            slot: Slot::new(Job {
-                                scan: None,
-                                prev: Some(id),
-                            }),
-                            prev_id: Some(id),
-                            carry_all: Some(Carry::Scope),
-                            partial: None,
-                            current: true,
-                        }),
+                        child: prev_sub.map(Child::kept),
                     });
                 }
             }
@@ -1028,16 +1035,7 @@ fn scope_sources(
             Relation::Outside => {
                 step.cur = None;
                 step.carry = Some(Carry::Scope);
-                step.child = prev_id.map(|id| Child {
-                    slot: Slot::new(Job {
-                        scan: None,
-                        prev: Some(id),
-                    }),
-                    prev_id: Some(id),
-                    carry_all: Some(Carry::Scope),
-                    partial: None,
-                    current: true,
-                });
+                step.child = prev_id.map(Child::kept);
             }
         }
     }
