@@ -47,7 +47,10 @@ pub(super) enum Rec {
 
 /// Writes records of type `T`.
 pub(super) struct Writer<T> {
-    enc: zstd::stream::write::Encoder<'static, BufWriter<File>>,
+    /// Buffered in front of the compressor: zstd then gets large blocks
+    /// rather than one small write per record (which it would copy into
+    /// its own window first).
+    enc: BufWriter<zstd::stream::write::Encoder<'static, File>>,
     buf: Vec<u8>,
     what: PathBuf,
     pub records: u64,
@@ -62,8 +65,10 @@ impl<T: Serialize> Writer<T> {
     pub fn create(dir: &Path) -> Result<Writer<T>> {
         let f = crate::fsutil::anonymous_file(dir)?;
         let what = dir.join("(scratch)");
-        let enc = zstd::stream::write::Encoder::new(BufWriter::with_capacity(256 * 1024, f), 1)
-            .ctx("compress", &what)?;
+        let enc = BufWriter::with_capacity(
+            256 * 1024,
+            zstd::stream::write::Encoder::new(f, 1).ctx("compress", &what)?,
+        );
         Ok(Writer {
             enc,
             buf: Vec::new(),
@@ -89,11 +94,12 @@ impl<T: Serialize> Writer<T> {
 
     /// Finish writing; the records can then be read any number of times.
     pub fn finish(self) -> Result<Spilled<T>> {
-        let w = self.enc.finish().ctx("compress", &self.what)?;
-        let file = w
+        let enc = self
+            .enc
             .into_inner()
             .map_err(|e| e.into_error())
             .ctx("write", &self.what)?;
+        let file = enc.finish().ctx("compress", &self.what)?;
         Ok(Spilled {
             file,
             what: self.what,

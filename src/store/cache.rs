@@ -204,7 +204,9 @@ impl Reader {
 pub struct Writer {
     tmp: PathBuf,
     dest: PathBuf,
-    enc: zstd::stream::write::Encoder<'static, BufWriter<File>>,
+    /// Buffered in front of the compressor, so zstd gets large blocks
+    /// rather than one 25-byte write per file.
+    enc: BufWriter<zstd::stream::write::Encoder<'static, File>>,
     records: u64,
 }
 
@@ -213,12 +215,14 @@ impl Writer {
         let tmp = repo
             .tmp_dir()
             .join(format!("stat-cache-{}", std::process::id()));
-        let f = File::create(&tmp).ctx("create", &tmp)?;
-        let mut w = BufWriter::with_capacity(64 * 1024, f);
+        let mut f = File::create(&tmp).ctx("create", &tmp)?;
         // The snapshot is only known at the end: its flag and id are
         // written in place then.
-        w.write_all(&header(None)).ctx("write", &tmp)?;
-        let enc = zstd::stream::write::Encoder::new(w, 1).ctx("compress", &tmp)?;
+        f.write_all(&header(None)).ctx("write", &tmp)?;
+        let enc = BufWriter::with_capacity(
+            64 * 1024,
+            zstd::stream::write::Encoder::new(f, 1).ctx("compress", &tmp)?,
+        );
         Ok(Writer {
             tmp,
             dest: repo.cache_dir().join(FILE),
@@ -239,11 +243,12 @@ impl Writer {
     /// re-read).
     pub fn finish(self, snapshot: Option<SnapshotId>) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        let w = self.enc.finish().ctx("compress", &self.tmp)?;
-        let f = w
+        let enc = self
+            .enc
             .into_inner()
             .map_err(|e| e.into_error())
             .ctx("write", &self.tmp)?;
+        let f = enc.finish().ctx("compress", &self.tmp)?;
         f.write_all_at(&header(snapshot.as_ref()), 0)
             .ctx("write", &self.tmp)?;
         drop(f);
