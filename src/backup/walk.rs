@@ -452,9 +452,10 @@ impl<'a> Walker<'a> {
             };
             let c = if ord.is_le() { cur.next() } else { None };
             let n = if ord.is_ge() { prev.next() } else { None };
-            let child_path = match (&c, &n) {
-                (Some((e, _)), _) => e.path.clone(),
-                (None, Some(n)) => pathbytes::join(path, &n.name),
+            // The current entry gives its path up (no copy per entry).
+            let (child_path, c) = match (c, &n) {
+                (Some((e, x)), _) => (e.path, Some((e.item, x))),
+                (None, Some(n)) => (pathbytes::join(path, &n.name), None),
                 (None, None) => break,
             };
             let prev_item = n.as_ref().and_then(node_item);
@@ -466,16 +467,7 @@ impl<'a> Walker<'a> {
             } else {
                 carry_here
             };
-            let cur_dir = matches!(
-                c,
-                Some((
-                    tree::Entry {
-                        item: Item::Dir(_),
-                        ..
-                    },
-                    _
-                ))
-            );
+            let cur_dir = matches!(c, Some((Item::Dir(_), _)));
             let task = if cur_dir
                 && subdirs
                     .front()
@@ -510,7 +502,7 @@ impl<'a> Walker<'a> {
             };
             steps.push_back(Step {
                 path: child_path,
-                cur: c.map(|(e, x)| (e.item, x)),
+                cur: c,
                 prev: prev_item,
                 carry,
                 child,
@@ -741,29 +733,36 @@ impl<'a> Walker<'a> {
             read = true;
             self.window_bytes += *size;
         }
+        let Some(c) = child else {
+            self.window.push(Win::Path {
+                path,
+                cur,
+                prev,
+                read,
+            });
+            return Ok(());
+        };
         self.window.push(Win::Path {
             path: path.clone(),
             cur,
             prev,
             read,
         });
-        if let Some(c) = child {
-            let loaded = c.slot.take(self.env);
-            if let Some(id) = c.prev_id {
-                self.known_trees.insert(id);
-            }
-            let f = match c.partial {
-                Some(task) => self.partial_frame(&path, loaded.prev, task)?,
-                None => self.frame(&path, loaded, c.carry_all, c.current)?,
-            };
-            if c.current {
-                self.window.push(Win::Enter {
-                    path,
-                    prev_id: c.prev_id,
-                });
-            }
-            stack.push(f);
+        let loaded = c.slot.take(self.env);
+        if let Some(id) = c.prev_id {
+            self.known_trees.insert(id);
         }
+        let f = match c.partial {
+            Some(task) => self.partial_frame(&path, loaded.prev, task)?,
+            None => self.frame(&path, loaded, c.carry_all, c.current)?,
+        };
+        if c.current {
+            self.window.push(Win::Enter {
+                path,
+                prev_id: c.prev_id,
+            });
+        }
+        stack.push(f);
         Ok(())
     }
 
