@@ -209,33 +209,6 @@ pub fn render(entries: &[Entry], archive: &[(Vec<u8>, History)]) -> Vec<BEntry> 
     out
 }
 
-/// The rendering of a snapshot as two sorted runs, produced lazily: the
-/// top level, then `_duplicates/`. For a first backup's browsable tree,
-/// which is filled from empty, so the interleaving of the two does not
-/// matter and the whole rendering never has to exist at once. `None` when
-/// the lazy form would not be exact: an archive (it can need conflict
-/// resolution) or escaped reserved names (they reorder the top level).
-pub fn fresh_runs<'a>(
-    entries: &'a [Entry],
-    archive: &[(Vec<u8>, History)],
-) -> Option<impl Iterator<Item = BEntry> + 'a> {
-    if !archive.is_empty() || !Escapes::for_entries(entries).map.is_empty() {
-        return None;
-    }
-    let dup = |e: &&Entry| matches!(e.item, Item::Leaf(Leaf::File { dup: true, .. }));
-    // No escapes: an empty map renders every path as itself.
-    let (top_esc, dup_esc) = (Escapes::default(), Escapes::default());
-    let top = entries
-        .iter()
-        .filter(move |e| !dup(e))
-        .map(move |e| render_entry(&top_esc, e));
-    let dups = entries
-        .iter()
-        .filter(dup)
-        .map(move |e| render_entry(&dup_esc, e));
-    Some(top.chain(dups))
-}
-
 /// Could two archived paths need a file and a directory at one browsable
 /// path (see `resolve_conflicts`)? Then only a full render is exact.
 fn archive_nests(archive: &[(Vec<u8>, History)]) -> bool {
@@ -466,45 +439,6 @@ mod tests {
                 "versions/a/v2.bak"
             ]
         );
-    }
-
-    #[test]
-    fn fresh_runs_hold_exactly_the_rendering() {
-        let dir = |p: &str| Entry {
-            path: p.as_bytes().to_vec(),
-            item: Item::Dir(Meta::default()),
-        };
-        // Uppercase sorts before `_duplicates`, lowercase after: the runs
-        // are not in the rendering's order, but hold the same entries.
-        let entries = vec![
-            f("A", true),
-            f("B", false),
-            dir("d"),
-            f("d/x", true),
-            f("d/y", false),
-            f("z", true),
-        ];
-        let mut runs: Vec<BEntry> = fresh_runs(&entries, &[]).into_iter().flatten().collect();
-        let top = runs
-            .iter()
-            .take_while(|e| !e.path.starts_with(b"_"))
-            .count();
-        assert!(
-            runs[..top]
-                .windows(2)
-                .all(|w| cmp_paths(&w[0].path, &w[1].path).is_lt())
-                && runs[top..]
-                    .windows(2)
-                    .all(|w| cmp_paths(&w[0].path, &w[1].path).is_lt()),
-            "two sorted runs: {:?}",
-            paths(&runs)
-        );
-        runs.sort_by(|a, b| cmp_paths(&a.path, &b.path));
-        assert_eq!(runs, render(&entries, &[]));
-        // Not exact, so not offered: an archive, or an escaped name.
-        let archive = vec![(b"B".to_vec(), History::default())];
-        assert!(fresh_runs(&entries, &archive).is_none());
-        assert!(fresh_runs(&[f("versions", false)], &[]).is_none());
     }
 
     #[test]

@@ -12,11 +12,13 @@
 //! `cache/materialized` records the snapshot the tree at BACKUP_ROOT shows,
 //! so the next command knows whether it must catch up.
 
-use crate::browse::{BEntry, BKind};
+use crate::browse::{self, BEntry, BKind};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, Placed};
 use crate::id::SnapshotId;
 use crate::pathbytes::{self, cmp_paths};
+use crate::store::snapshot::SnapshotRecord;
+use crate::store::tree::{self, Flat, FlatCursor, History, Item, Leaf, Meta, TreeObject};
 use crate::store::{objects, Repo};
 use rayon::prelude::*;
 use std::cmp::Ordering;
@@ -659,6 +661,141 @@ fn find_extra(
     Ok(())
 }
 
+/// One of the four sorted runs a snapshot's rendering is made of.
+enum Run<'r> {
+    /// The top level (`dups`: false) or `_duplicates/` (true).
+    Source {
+        c: FlatCursor<'r, Leaf, Meta>,
+        dups: bool,
+    },
+    /// `versions/` (`deleted`: false) or `_deleted/` (true).
+    Archive {
+        c: FlatCursor<'r, History, ()>,
+        deleted: bool,
+        pending: std::collections::VecDeque<BEntry>,
+    },
+}
+
+impl Run<'_> {
+    fn next(&mut self) -> Result<Option<BEntry>> {
+        let esc = browse::Escapes::default();
+        match self {
+            Run::Source { c, dups } => {
+                while let Some((p, f)) = c.next()? {
+                    let item = match f {
+                        Flat::Leaf(l) => Item::Leaf(l),
+                        Flat::Dir(d) => Item::Dir(d),
+                    };
+                    let dup = matches!(item, Item::Leaf(Leaf::File { dup: true, .. }));
+                    if dup == *dups {
+                        return Ok(Some(browse::render_item(&esc, &p, &item)));
+                    }
+                }
+                Ok(None)
+            }
+            Run::Archive {
+                c,
+                deleted,
+                pending,
+            } => loop {
+                if let Some(e) = pending.pop_front() {
+                    return Ok(Some(e));
+                }
+                let Some((p, f)) = c.next()? else {
+                    return Ok(None);
+                };
+                let Flat::Leaf(h) = f else { continue };
+                let mut v = Vec::new();
+                if *deleted {
+                    browse::render_deleted(&p, &h, &mut v);
+                } else {
+                    browse::render_versions(&p, &h, &mut v);
+                }
+                // v10.bak sorts before v2.bak.
+                v.sort_by(|a, b| pathbytes::cmp_paths(&a.path, &b.path));
+                pending.extend(v);
+            },
+        }
+    }
+}
+
+/// The rendering of a snapshot (`browse::render`) produced lazily in path
+/// order, by merging its four runs as the trees are read: a first
+/// backup's fill and `verify`'s check then never hold the listing or the
+/// rendering.
+pub struct LazyRender<'r> {
+    runs: Vec<Run<'r>>,
+    heads: Vec<Option<BEntry>>,
+}
+
+impl<'r> LazyRender<'r> {
+    /// `None` when the lazy form would not be exact: reserved names are
+    /// escaped (they reorder the top level) or the archive nests (a file
+    /// and a folder may need one path: only the whole render resolves it).
+    pub fn new(repo: &'r Repo, rec: &SnapshotRecord) -> Result<Option<LazyRender<'r>>> {
+        let root: TreeObject<Leaf, Meta> = tree::load_tree(repo, &rec.root)?;
+        let esc = browse::Escapes::for_top_names(root.entries.iter().map(|n| n.name.as_slice()));
+        if !esc.is_empty() {
+            return Ok(None);
+        }
+        let mut c = FlatCursor::<History, ()>::new(repo, &rec.archive, None)?;
+        let mut last: Option<Vec<u8>> = None;
+        while let Some((p, f)) = c.next()? {
+            if let Flat::Leaf(_) = f {
+                if last
+                    .as_ref()
+                    .is_some_and(|a| p.len() > a.len() && p.starts_with(a) && p[a.len()] == b'/')
+                {
+                    return Ok(None);
+                }
+                last = Some(p);
+            }
+        }
+        let mut runs = Vec::new();
+        for dups in [false, true] {
+            runs.push(Run::Source {
+                c: FlatCursor::new(repo, &rec.root, None)?,
+                dups,
+            });
+        }
+        for deleted in [false, true] {
+            runs.push(Run::Archive {
+                c: FlatCursor::new(repo, &rec.archive, None)?,
+                deleted,
+                pending: Default::default(),
+            });
+        }
+        let mut r = LazyRender {
+            heads: Vec::with_capacity(runs.len()),
+            runs,
+        };
+        for i in 0..r.runs.len() {
+            let h = r.runs[i].next()?;
+            r.heads.push(h);
+        }
+        Ok(Some(r))
+    }
+
+    #[allow(clippy::should_implement_trait)] // fallible: Result<Option<_>>
+    pub fn next(&mut self) -> Result<Option<BEntry>> {
+        let mut best: Option<usize> = None;
+        for (i, h) in self.heads.iter().enumerate() {
+            if let Some(e) = h {
+                let better = match best.and_then(|b| self.heads[b].as_ref()) {
+                    Some(b) => pathbytes::cmp_paths(&e.path, &b.path).is_lt(),
+                    None => true,
+                };
+                if better {
+                    best = Some(i);
+                }
+            }
+        }
+        let Some(i) = best else { return Ok(None) };
+        let next = self.runs[i].next()?;
+        Ok(std::mem::replace(&mut self.heads[i], next))
+    }
+}
+
 const MARKER: &str = "materialized";
 
 /// The snapshot the browsable tree at BACKUP_ROOT shows, if known.
@@ -773,4 +910,111 @@ pub fn rebuild(
             .map(|(p, msg)| (pathbytes::display(&p), msg))
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{Digest, HashAlgo, ObjectId};
+    use crate::store::objects::Batch;
+    use crate::store::snapshot::Summary;
+    use crate::store::tree::{Archived, Entry};
+
+    fn file(p: &str, dup: bool, n: u8) -> Entry {
+        Entry {
+            path: p.as_bytes().to_vec(),
+            item: Item::Leaf(Leaf::File {
+                size: 1,
+                id: ObjectId(Digest([n; 32])),
+                dup,
+                meta: Meta::default(),
+            }),
+        }
+    }
+
+    fn dir(p: &str) -> Entry {
+        Entry {
+            path: p.as_bytes().to_vec(),
+            item: Item::Dir(Meta::default()),
+        }
+    }
+
+    fn archived(n: u8) -> Archived {
+        Archived {
+            id: ObjectId(Digest([n; 32])),
+            size: 1,
+            meta: Meta::default(),
+            time_ns: 0,
+        }
+    }
+
+    /// Store the two trees and read the lazy rendering back whole.
+    fn lazily(entries: &[Entry], archive: &[(Vec<u8>, History)]) -> Result<Option<Vec<BEntry>>> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", Path::new("/tmp"), e))?;
+        let repo = Repo::init(dir.path(), HashAlgo::Blake3)?;
+        let batch = Batch::new(&repo);
+        let none = HashSet::new();
+        let root = tree::write_tree(HashAlgo::Blake3, entries, &batch, &none)?;
+        let arch = tree::write_tree(HashAlgo::Blake3, archive, &batch, &none)?;
+        batch.commit()?;
+        let rec = SnapshotRecord {
+            seq: 1,
+            time_ns: 0,
+            parent: None,
+            sources: Vec::new(),
+            root,
+            archive: arch,
+            summary: Summary::default(),
+        };
+        let Some(mut r) = LazyRender::new(&repo, &rec)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        while let Some(e) = r.next()? {
+            out.push(e);
+        }
+        Ok(Some(out))
+    }
+
+    #[test]
+    fn lazy_render_is_the_whole_rendering() -> Result<()> {
+        // Uppercase sorts before `_duplicates`, lowercase after; twelve
+        // versions put `v10.bak` before `v2.bak`.
+        let entries = vec![
+            file("A", true, 1),
+            file("B", false, 1),
+            dir("d"),
+            file("d/x", true, 2),
+            file("d/y", false, 2),
+            file("z", true, 1),
+        ];
+        let archive = vec![
+            (
+                b"d/y".to_vec(),
+                History {
+                    next_version: 13,
+                    versions: (1..13).map(|n| (n, archived(n as u8))).collect(),
+                    deleted: None,
+                },
+            ),
+            (
+                b"gone/x".to_vec(),
+                History {
+                    next_version: 2,
+                    versions: vec![(1, archived(7))],
+                    deleted: Some(archived(8)),
+                },
+            ),
+        ];
+        let whole = browse::render(&entries, &archive);
+        assert_eq!(lazily(&entries, &archive)?, Some(whole));
+        // Not exact, so not offered: an escaped name, a nesting archive.
+        assert_eq!(lazily(&[file("versions", false, 1)], &[])?, None);
+        let nests = vec![
+            (b"a".to_vec(), archive[1].1.clone()),
+            (b"a/b".to_vec(), archive[1].1.clone()),
+        ];
+        assert_eq!(lazily(&entries, &nests)?, None);
+        Ok(())
+    }
 }

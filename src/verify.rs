@@ -21,9 +21,7 @@ use crate::materialize;
 use crate::pathbytes::{self, display as show};
 use crate::progress::Progress;
 use crate::store::snapshot::{self, Snapshot};
-use crate::store::tree::{
-    self, Flat, FlatCursor, History, Item, Leaf, Meta, RefRole, TreeObject, MAX_DEPTH,
-};
+use crate::store::tree::{self, History, Leaf, Meta, RefRole, TreeObject, MAX_DEPTH};
 use crate::store::{objects, Repo};
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
@@ -579,7 +577,7 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
     // The browsable tree.
     if let Some(latest) = snaps.last() {
         // A snapshot whose trees are damaged has its problems named above.
-        if let Ok(Some(mut render)) = LazyRender::new(repo, &latest.record) {
+        if let Ok(Some(mut render)) = materialize::LazyRender::new(repo, &latest.record) {
             let (found, n) = check_browsable_lazily(repo, latest, &mut render, &inodes, progress)?;
             report.browsable_entries = n;
             problems.extend(found);
@@ -646,140 +644,6 @@ fn unreferenced_objects(repo: &Repo, inodes: &Inodes<'_>) -> Result<(u64, u64)> 
     Ok((n, bytes))
 }
 
-/// One of the four sorted runs a snapshot's rendering is made of.
-enum Run<'r> {
-    /// The top level (`dups`: false) or `_duplicates/` (true).
-    Source {
-        c: FlatCursor<'r, Leaf, Meta>,
-        dups: bool,
-    },
-    /// `versions/` (`deleted`: false) or `_deleted/` (true).
-    Archive {
-        c: FlatCursor<'r, History, ()>,
-        deleted: bool,
-        pending: std::collections::VecDeque<BEntry>,
-    },
-}
-
-impl Run<'_> {
-    fn next(&mut self) -> Result<Option<BEntry>> {
-        let esc = browse::Escapes::default();
-        match self {
-            Run::Source { c, dups } => {
-                while let Some((p, f)) = c.next()? {
-                    let item = match f {
-                        Flat::Leaf(l) => Item::Leaf(l),
-                        Flat::Dir(d) => Item::Dir(d),
-                    };
-                    let dup = matches!(item, Item::Leaf(Leaf::File { dup: true, .. }));
-                    if dup == *dups {
-                        return Ok(Some(browse::render_item(&esc, &p, &item)));
-                    }
-                }
-                Ok(None)
-            }
-            Run::Archive {
-                c,
-                deleted,
-                pending,
-            } => loop {
-                if let Some(e) = pending.pop_front() {
-                    return Ok(Some(e));
-                }
-                let Some((p, f)) = c.next()? else {
-                    return Ok(None);
-                };
-                let Flat::Leaf(h) = f else { continue };
-                let mut v = Vec::new();
-                if *deleted {
-                    browse::render_deleted(&p, &h, &mut v);
-                } else {
-                    browse::render_versions(&p, &h, &mut v);
-                }
-                // v10.bak sorts before v2.bak.
-                v.sort_by(|a, b| pathbytes::cmp_paths(&a.path, &b.path));
-                pending.extend(v);
-            },
-        }
-    }
-}
-
-/// The rendering of a snapshot (`browse::render`) produced lazily in path
-/// order, by merging its four runs as the trees are read: the browsable
-/// check then never holds the listing or the rendering.
-struct LazyRender<'r> {
-    runs: Vec<Run<'r>>,
-    heads: Vec<Option<BEntry>>,
-}
-
-impl<'r> LazyRender<'r> {
-    /// `None` when the lazy form would not be exact: reserved names are
-    /// escaped (they reorder the top level) or the archive nests (a file
-    /// and a folder may need one path: only the whole render resolves it).
-    fn new(repo: &'r Repo, rec: &snapshot::SnapshotRecord) -> Result<Option<LazyRender<'r>>> {
-        let root: TreeObject<Leaf, Meta> = tree::load_tree(repo, &rec.root)?;
-        let esc = browse::Escapes::for_top_names(root.entries.iter().map(|n| n.name.as_slice()));
-        if !esc.is_empty() {
-            return Ok(None);
-        }
-        let mut c = FlatCursor::<History, ()>::new(repo, &rec.archive, None)?;
-        let mut last: Option<Vec<u8>> = None;
-        while let Some((p, f)) = c.next()? {
-            if let Flat::Leaf(_) = f {
-                if last
-                    .as_ref()
-                    .is_some_and(|a| p.len() > a.len() && p.starts_with(a) && p[a.len()] == b'/')
-                {
-                    return Ok(None);
-                }
-                last = Some(p);
-            }
-        }
-        let mut runs = Vec::new();
-        for dups in [false, true] {
-            runs.push(Run::Source {
-                c: FlatCursor::new(repo, &rec.root, None)?,
-                dups,
-            });
-        }
-        for deleted in [false, true] {
-            runs.push(Run::Archive {
-                c: FlatCursor::new(repo, &rec.archive, None)?,
-                deleted,
-                pending: Default::default(),
-            });
-        }
-        let mut r = LazyRender {
-            heads: Vec::with_capacity(runs.len()),
-            runs,
-        };
-        for i in 0..r.runs.len() {
-            let h = r.runs[i].next()?;
-            r.heads.push(h);
-        }
-        Ok(Some(r))
-    }
-
-    #[allow(clippy::should_implement_trait)] // fallible: Result<Option<_>>
-    fn next(&mut self) -> Result<Option<BEntry>> {
-        let mut best: Option<usize> = None;
-        for (i, h) in self.heads.iter().enumerate() {
-            if let Some(e) = h {
-                let better = match best.and_then(|b| self.heads[b].as_ref()) {
-                    Some(b) => pathbytes::cmp_paths(&e.path, &b.path).is_lt(),
-                    None => true,
-                };
-                if better {
-                    best = Some(i);
-                }
-            }
-        }
-        let Some(i) = best else { return Ok(None) };
-        let next = self.runs[i].next()?;
-        Ok(std::mem::replace(&mut self.heads[i], next))
-    }
-}
-
 /// A name in a folder of the browsable tree, and whether it is a folder.
 type DiskName = (Vec<u8>, bool);
 
@@ -844,7 +708,7 @@ const CHECK_RUN: usize = 8192;
 /// to find what the rendering lacks.
 struct Producer<'a, 'r> {
     repo: &'a Repo,
-    render: &'a mut LazyRender<'r>,
+    render: &'a mut materialize::LazyRender<'r>,
     disk: DiskWalk,
     disk_next: Option<(Vec<u8>, bool)>,
     /// Folders on the current path: listed ones, and implicit ones checked.
@@ -922,7 +786,7 @@ impl Producer<'_, '_> {
 fn check_browsable_lazily(
     repo: &Repo,
     latest: &Snapshot,
-    render: &mut LazyRender<'_>,
+    render: &mut materialize::LazyRender<'_>,
     inodes: &Inodes<'_>,
     progress: &dyn Progress,
 ) -> Result<(Vec<VerifyProblem>, u64)> {

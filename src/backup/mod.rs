@@ -150,28 +150,6 @@ impl TreeDiff {
     }
 }
 
-/// Entries placed per step when a first backup fills the browsable tree.
-const FILL_RUN: usize = 8192;
-
-/// Fill the empty browsable tree of a first backup: the rendering is made
-/// and placed a run of entries at a time, so it never exists whole (for a
-/// million files it was the largest structure of the run's last phase).
-/// Where that is not exact (see `browse::fresh_runs`), render it whole.
-fn fill_browsable(m: &Materializer<'_>, entries: &[Entry], archive: &Archive) -> Result<()> {
-    let Some(mut rendering) = browse::fresh_runs(entries, archive) else {
-        return TreeDiff::between((&[], &[]), (entries, archive)).apply(m, entries);
-    };
-    loop {
-        let run: Vec<browse::BEntry> = rendering.by_ref().take(FILL_RUN).collect();
-        if run.is_empty() {
-            return Ok(());
-        }
-        // Nothing is removed from an empty tree, so no directory is ever
-        // pruned and the question of which ones are wanted does not arise.
-        m.apply(&[], &run, &|_| true)?;
-    }
-}
-
 /// Report entries the browsable tree lacks, and record the snapshot it
 /// shows only when it is complete (so the next run tries the rest again).
 pub(crate) fn finish_tree_update(

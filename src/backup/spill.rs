@@ -10,11 +10,11 @@
 use crate::error::{Error, IoContext, Result};
 use crate::id::TreeId;
 use crate::store::cache::StatExtra;
-use crate::store::tree::Item;
+use crate::store::tree::{finish_zstd_writer, zstd_writer, Item, ZstdWriter};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
@@ -47,10 +47,7 @@ pub(super) enum Rec {
 
 /// Writes records of type `T`.
 pub(super) struct Writer<T> {
-    /// Buffered in front of the compressor: zstd then gets large blocks
-    /// rather than one small write per record (which it would copy into
-    /// its own window first).
-    enc: BufWriter<zstd::stream::write::Encoder<'static, File>>,
+    enc: ZstdWriter,
     buf: Vec<u8>,
     what: PathBuf,
     pub records: u64,
@@ -65,10 +62,7 @@ impl<T: Serialize> Writer<T> {
     pub fn create(dir: &Path) -> Result<Writer<T>> {
         let f = crate::fsutil::anonymous_file(dir)?;
         let what = dir.join("(scratch)");
-        let enc = BufWriter::with_capacity(
-            256 * 1024,
-            zstd::stream::write::Encoder::new(f, 1).ctx("compress", &what)?,
-        );
+        let enc = zstd_writer(f, 1, 256 * 1024).ctx("compress", &what)?;
         Ok(Writer {
             enc,
             buf: Vec::new(),
@@ -94,12 +88,7 @@ impl<T: Serialize> Writer<T> {
 
     /// Finish writing; the records can then be read any number of times.
     pub fn finish(self) -> Result<Spilled<T>> {
-        let enc = self
-            .enc
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .ctx("write", &self.what)?;
-        let file = enc.finish().ctx("compress", &self.what)?;
+        let file = finish_zstd_writer(self.enc).ctx("compress", &self.what)?;
         Ok(Spilled {
             file,
             what: self.what,

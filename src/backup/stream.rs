@@ -17,7 +17,7 @@ use super::{BackupOptions, BackupReport, Layout, Problem};
 use crate::browse::{self, BEntry, Escapes};
 use crate::error::Result;
 use crate::id::{HashAlgo, ObjectId, TreeId};
-use crate::materialize::Materializer;
+use crate::materialize::{LazyRender, Materializer};
 use crate::pathbytes::{self, cmp_paths};
 use crate::plan::{classify, Change, Decision, Dups, PathPlanner, PlanOptions};
 use crate::progress::Progress;
@@ -286,27 +286,38 @@ struct TreeLookup<'r> {
 }
 
 impl TreeLookup<'_> {
-    fn tree_of(&self, dir: &[u8]) -> Option<SourceTree> {
-        if let Some(t) = self.dirs.lock().unwrap_or_else(|p| p.into_inner()).get(dir) {
-            return t.clone();
+    fn dirs(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Option<SourceTree>>> {
+        self.dirs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Decode the tree of folder `dir` once (none if it is not a folder
+    /// there), and its parents' on the way.
+    fn ensure(&self, dir: &[u8]) {
+        if self.dirs().contains_key(dir) {
+            return;
         }
-        let t = if dir.is_empty() {
-            tree::load_tree(self.repo, &self.root).ok()
+        let id = if dir.is_empty() {
+            Some(self.root)
         } else {
-            let parent = self.tree_of(pathbytes::parent(dir))?;
+            let parent = pathbytes::parent(dir);
+            self.ensure(parent);
             let name = pathbytes::file_name(dir);
-            parent
-                .entries
-                .iter()
-                .find(|n| n.name == name)
+            self.dirs()
+                .get(parent)
+                .and_then(Option::as_ref)
+                .and_then(|t| t.entries.iter().find(|n| n.name == name))
                 .and_then(|n| n.dir.as_ref())
-                .and_then(|(id, _)| tree::load_tree(self.repo, id).ok())
+                .map(|(id, _)| *id)
         };
-        self.dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(dir.to_vec(), t.clone());
-        t
+        let t = id.and_then(|id| tree::load_tree(self.repo, &id).ok());
+        self.dirs().insert(dir.to_vec(), t);
+    }
+
+    /// `f` of the tree of folder `dir`: each question costs no copy of a
+    /// listing.
+    fn with_tree<R>(&self, dir: &[u8], f: impl FnOnce(Option<&SourceTree>) -> R) -> R {
+        self.ensure(dir);
+        f(self.dirs().get(dir).and_then(Option::as_ref))
     }
 
     fn is_dir(&self, p: &[u8]) -> bool {
@@ -314,39 +325,43 @@ impl TreeLookup<'_> {
             return true;
         }
         let name = pathbytes::file_name(p);
-        self.tree_of(pathbytes::parent(p)).is_some_and(|t| {
-            t.entries
-                .iter()
-                .any(|n| n.name == name && n.dir.is_some() && n.leaf.is_none())
+        self.with_tree(pathbytes::parent(p), |t| {
+            t.is_some_and(|t| {
+                t.entries
+                    .iter()
+                    .any(|n| n.name == name && n.dir.is_some() && n.leaf.is_none())
+            })
         })
     }
 }
 
-/// Fill the empty browsable tree of a first backup from the stored tree:
-/// the top level in path order, then `_duplicates/`, a run at a time.
-fn fill_from_tree(m: &Materializer<'_>, repo: &Repo, rec: &SnapshotRecord) -> Result<()> {
-    let esc = Escapes::default();
-    for dups in [false, true] {
-        let mut c = FlatCursor::<Leaf, Meta>::new(repo, &rec.root, None)?;
-        let mut run = Vec::with_capacity(super::FILL_RUN);
-        while let Some((p, f)) = c.next()? {
-            let item = match f {
-                Flat::Leaf(l) => Item::Leaf(l),
-                Flat::Dir(d) => Item::Dir(d),
-            };
-            let dup = matches!(item, Item::Leaf(Leaf::File { dup: true, .. }));
-            if dup != dups {
-                continue;
-            }
-            run.push(browse::render_item(&esc, &p, &item));
-            if run.len() == super::FILL_RUN {
-                m.apply(&[], &run, &|_| true)?;
-                run.clear();
-            }
+/// Entries placed per step when a first backup fills the browsable tree.
+const FILL_RUN: usize = 8192;
+
+/// Fill the empty browsable tree of a first backup from the stored trees,
+/// a run of the lazy rendering at a time, so the rendering never exists
+/// whole. Where the lazy rendering is not exact (reserved names escaped),
+/// it is made whole from the loaded listing.
+fn fill(m: &Materializer<'_>, repo: &Repo, rec: &SnapshotRecord) -> Result<()> {
+    let Some(mut render) = LazyRender::new(repo, rec)? else {
+        let (e, a) = super::load_snapshot(repo, rec)?;
+        return super::TreeDiff::between((&[], &[]), (&e, &a)).apply(m, &e);
+    };
+    let mut run = Vec::with_capacity(FILL_RUN);
+    loop {
+        let next = render.next()?;
+        let done = next.is_none();
+        run.extend(next);
+        if done || run.len() == FILL_RUN {
+            // Nothing is removed from an empty tree, so no folder is ever
+            // pruned and which ones are wanted does not matter.
+            m.apply(&[], &run, &|_| true)?;
+            run.clear();
         }
-        m.apply(&[], &run, &|_| true)?;
+        if done {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// Which of `candidates` the snapshot still references.
@@ -628,7 +643,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     // Derived data: the browsable tree, then the cache.
     let m = Materializer::new(repo, &repo.root);
     match diff {
-        None if new_esc.is_empty() => fill_from_tree(&m, repo, &record)?,
+        None => fill(&m, repo, &record)?,
         Some((mut o, mut n)) if old_esc == new_esc && !arch_nests => {
             o.sort_by(|a, b| cmp_paths(&a.path, &b.path));
             n.sort_by(|a, b| cmp_paths(&a.path, &b.path));
@@ -645,13 +660,11 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
             // Escapes changed or the archive nests: only whole renderings
             // are exact (rare; this loads both listings).
             let (ne, na) = super::load_snapshot(repo, &record)?;
-            match &c.latest {
-                Some(l) => {
-                    let (oe, oa) = super::load_snapshot(repo, &l.record)?;
-                    super::TreeDiff::between((&oe, &oa), (&ne, &na)).apply(&m, &ne)?;
-                }
-                None => super::fill_browsable(&m, &ne, &na)?,
-            }
+            let (oe, oa) = match &c.latest {
+                Some(l) => super::load_snapshot(repo, &l.record)?,
+                None => Default::default(),
+            };
+            super::TreeDiff::between((&oe, &oa), (&ne, &na)).apply(&m, &ne)?;
         }
     }
     let up = super::finish_tree_update(repo, &m, &snap_id)?;

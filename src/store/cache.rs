@@ -23,10 +23,11 @@
 use crate::error::{IoContext, Result};
 use crate::id::{Digest, SnapshotId};
 use crate::store::objects::StatKey;
+use crate::store::tree::{finish_zstd_writer, zstd_writer, ZstdWriter};
 use crate::store::Repo;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::PathBuf;
 
 const MAGIC: &[u8; 4] = b"trvC";
@@ -204,9 +205,7 @@ impl Reader {
 pub struct Writer {
     tmp: PathBuf,
     dest: PathBuf,
-    /// Buffered in front of the compressor, so zstd gets large blocks
-    /// rather than one 25-byte write per file.
-    enc: BufWriter<zstd::stream::write::Encoder<'static, File>>,
+    enc: ZstdWriter,
     records: u64,
 }
 
@@ -219,10 +218,7 @@ impl Writer {
         // The snapshot is only known at the end: its flag and id are
         // written in place then.
         f.write_all(&header(None)).ctx("write", &tmp)?;
-        let enc = BufWriter::with_capacity(
-            64 * 1024,
-            zstd::stream::write::Encoder::new(f, 1).ctx("compress", &tmp)?,
-        );
+        let enc = zstd_writer(f, 1, 64 * 1024).ctx("compress", &tmp)?;
         Ok(Writer {
             tmp,
             dest: repo.cache_dir().join(FILE),
@@ -243,12 +239,7 @@ impl Writer {
     /// re-read).
     pub fn finish(self, snapshot: Option<SnapshotId>) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        let enc = self
-            .enc
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .ctx("write", &self.tmp)?;
-        let f = enc.finish().ctx("compress", &self.tmp)?;
+        let f = finish_zstd_writer(self.enc).ctx("compress", &self.tmp)?;
         f.write_all_at(&header(snapshot.as_ref()), 0)
             .ctx("write", &self.tmp)?;
         drop(f);

@@ -171,6 +171,23 @@ pub fn zstd_compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
     })
 }
 
+/// A zstd stream into a file, written a record at a time. The buffer sits
+/// in front of the compressor, so zstd gets large blocks rather than one
+/// small write per record (which it would first copy into its window).
+pub type ZstdWriter = std::io::BufWriter<zstd::stream::write::Encoder<'static, std::fs::File>>;
+
+pub fn zstd_writer(f: std::fs::File, level: i32, buffer: usize) -> std::io::Result<ZstdWriter> {
+    Ok(std::io::BufWriter::with_capacity(
+        buffer,
+        zstd::stream::write::Encoder::new(f, level)?,
+    ))
+}
+
+/// End the stream and give the file back.
+pub fn finish_zstd_writer(w: ZstdWriter) -> std::io::Result<std::fs::File> {
+    w.into_inner().map_err(|e| e.into_error())?.finish()
+}
+
 /// Decompress one zstd frame, refusing output larger than `cap`. The
 /// output buffer is sized from the frame header (capped), not reserved at
 /// `cap` for every call.
