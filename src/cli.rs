@@ -1589,6 +1589,27 @@ impl Progress for TermProgress {
     }
 }
 
+/// The one-line report of an error and its causes, as `{:#}` would print
+/// it, except that a cause whose text the message already holds is not
+/// repeated: the library's I/O errors name the OS error in their own text
+/// *and* keep it as their source (so a caller can still ask for its kind),
+/// and printing both said "No space left on device (os error 28): No space
+/// left on device (os error 28)".
+pub fn error_report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// Map an error to the exit code of SPEC §5.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", trove::cli::error_report(&e));
             ExitCode::from(trove::cli::exit_code(&e))
         }
     }

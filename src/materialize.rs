@@ -154,7 +154,7 @@ impl<'r> Materializer<'r> {
                     match fs::metadata(&obj) {
                         Ok(om) if om.ino() == m.ino() && om.dev() == m.dev() => true,
                         // A copy (link fallback): check its bytes.
-                        _ if m.nlink() == 1 => objects::hash_file(self.repo.algo(), p)? == id.0,
+                        _ if m.nlink() == 1 => objects::hash_object(self.repo.algo(), p)? == id.0,
                         _ => false,
                     }
                 }
@@ -566,7 +566,7 @@ impl<'r> Materializer<'r> {
             return Ok(());
         }
         if m.is_file() && m.nlink() >= 2 && m.len() > 0 {
-            let d = objects::hash_file(self.repo.algo(), &p)?;
+            let d = objects::hash_object(self.repo.algo(), &p)?;
             let obj = self.repo.object_path(&crate::id::ObjectId(d));
             if let Ok(om) = fs::metadata(&obj) {
                 if om.ino() == m.ino() && om.dev() == m.dev() {

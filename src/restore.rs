@@ -439,10 +439,12 @@ fn restore_file(
     let p = cx.fs_path(rel);
     let src = if size > 0 {
         let obj = cx.repo.object_path(id);
-        match File::open(&obj) {
+        match crate::store::objects::open_object(&obj) {
             Ok(f) => Some((f, obj)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(FileError::Missing),
-            Err(e) => return Err(Error::io("open object", &obj, e).into()),
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Err(FileError::Missing)
+            }
+            Err(e) => return Err(e.into()),
         }
     } else {
         None

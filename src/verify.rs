@@ -246,17 +246,26 @@ fn check_object(
     let p = repo.object_path(id);
     // One open and fstat per object, hashed or not: path lookups are most
     // of the cost for small objects.
-    let f = match fs::File::open(&p) {
+    let f = match objects::open_object(&p) {
         Ok(f) => f,
-        Err(e) => {
-            let message = if e.kind() == io::ErrorKind::NotFound {
-                format!("{} is not in the store", p.display())
-            } else {
-                format!("cannot open {}: {e}", p.display())
-            };
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             let bad = BadObject {
                 kind: "missing object",
-                message,
+                message: format!("{} is not in the store", p.display()),
+            };
+            return (None, Some(bad));
+        }
+        Err(e @ Error::Corrupt { .. }) => {
+            let bad = BadObject {
+                kind: "corrupt object",
+                message: e.to_string(),
+            };
+            return (None, Some(bad));
+        }
+        Err(e) => {
+            let bad = BadObject {
+                kind: "missing object",
+                message: format!("cannot open {}: {e}", p.display()),
             };
             return (None, Some(bad));
         }
@@ -932,7 +941,7 @@ fn check_browsable(
 /// the filesystem (`fpathconf(_PC_LINK_MAX)`), so verify writes nothing.
 fn link_possible(obj: &Path, dev: u64) -> bool {
     use std::os::fd::AsRawFd;
-    let Ok(f) = fs::File::open(obj) else {
+    let Ok(f) = objects::open_object(obj) else {
         return false;
     };
     let Ok(m) = f.metadata() else {
@@ -1006,7 +1015,7 @@ fn check_entry(repo: &Repo, e: &BEntry, inodes: &Inodes<'_>) -> Option<String> {
                 return None;
             }
             let obj = repo.object_path(id);
-            match objects::hash_file(repo.algo(), &p) {
+            match objects::hash_object(repo.algo(), &p) {
                 Ok(d) if d == id.0 => {
                     link_possible(&obj, m.dev()).then(|| {
                         "a copy, not a hardlink of its object (content is right): `trove materialize` relinks it".to_string()

@@ -1,15 +1,26 @@
-//! The engine lock: an OS file lock on `.trove/lock`. Writers hold it
-//! exclusively, readers shared. The kernel drops it when the process dies,
-//! so there is never a stale lock to clean up by hand.
+//! The engine lock: OS file locks (`flock`) on `.trove/lock` and on the
+//! `.trove` directory itself. Writers hold them exclusively, readers shared.
+//! The kernel drops them when the process dies, so there is never a stale
+//! lock to clean up by hand.
+//!
+//! Why two: `.trove/lock` is the documented lock file (SPEC §6), which
+//! scripts may hold too; but a file can be unlinked from under its holder
+//! (an old restic habit: "delete the lock file"), after which a second
+//! writer would create a new one and lock that. The directory cannot be
+//! unlinked while it holds the repository, so its lock is the one that
+//! really keeps writers apart. Every trove process takes the file first and
+//! the directory second, so waiting writers cannot deadlock.
 
 use crate::error::{Error, IoContext, Result};
 use crate::store::Repo;
 use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
 
 /// Held for as long as it lives; dropping it releases the lock.
 #[derive(Debug)]
 pub struct RepoLock {
-    _file: File,
+    _file: Option<File>,
+    _dir: File,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,35 +34,52 @@ impl RepoLock {
     /// at once with `Error::Locked` naming the lock file.
     pub fn acquire(repo: &Repo, mode: LockMode, wait: bool) -> Result<RepoLock> {
         let path = repo.lock_path();
-        let file = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-        {
-            Ok(f) => f,
-            // A reader of a repository on read-only media (or owned by
-            // another user) can still take a shared lock on a read-only fd.
-            Err(e)
-                if mode == LockMode::Shared
-                    && (e.raw_os_error() == Some(libc::EROFS)
-                        || e.kind() == std::io::ErrorKind::PermissionDenied) =>
-            {
-                File::open(&path).ctx("open lock file", &path)?
-            }
-            Err(e) => return Err(Error::io("open lock file", &path, e)),
+        let file = match mode {
+            LockMode::Exclusive => Some(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .ctx("open lock file", &path)?,
+            ),
+            // A reader never writes to the repository: it locks the lock
+            // file only when it exists (the directory lock is enough to
+            // keep writers out), and opens it read-only, which also works on
+            // read-only media or a repository owned by another user.
+            LockMode::Shared => match File::open(&path) {
+                Ok(f) => Some(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io("open lock file", &path, e)),
+            },
         };
-        let res = match (mode, wait) {
-            (LockMode::Exclusive, true) => file.lock().map_err(TryLockError::Error),
-            (LockMode::Shared, true) => file.lock_shared().map_err(TryLockError::Error),
-            (LockMode::Exclusive, false) => file.try_lock(),
-            (LockMode::Shared, false) => file.try_lock_shared(),
-        };
-        match res {
-            Ok(()) => Ok(RepoLock { _file: file }),
-            Err(TryLockError::WouldBlock) => Err(Error::Locked { path }),
-            Err(TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
+        let dir = File::open(&repo.dir).ctx("open repository directory", &repo.dir)?;
+        if let Some(f) = &file {
+            lock_one(f, mode, wait, &path)?;
         }
+        lock_one(&dir, mode, wait, &path)?;
+        Ok(RepoLock {
+            _file: file,
+            _dir: dir,
+        })
+    }
+}
+
+/// Lock one descriptor; `shown` is the path an error names (the lock file,
+/// also for the directory lock: that is the file a user knows about).
+fn lock_one(f: &File, mode: LockMode, wait: bool, shown: &std::path::Path) -> Result<()> {
+    let res = match (mode, wait) {
+        (LockMode::Exclusive, true) => f.lock().map_err(TryLockError::Error),
+        (LockMode::Shared, true) => f.lock_shared().map_err(TryLockError::Error),
+        (LockMode::Exclusive, false) => f.try_lock(),
+        (LockMode::Shared, false) => f.try_lock_shared(),
+    };
+    match res {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            path: shown.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => Err(Error::io("lock", shown, e)),
     }
 }

@@ -339,14 +339,28 @@ fn ingest_once(
     follow: bool,
 ) -> Result<Option<Ingested>, ReadFailure> {
     let mut opts = OpenOptions::new();
-    opts.read(true);
+    // The scan saw a regular file. If it has been swapped for a FIFO since,
+    // O_NONBLOCK makes the open return at once instead of waiting for a
+    // writer, and the type check below refuses it.
+    let mut flags = libc::O_NONBLOCK;
     if !follow {
-        // The scan saw a regular file; if it has been swapped for a symlink
-        // since, refuse to follow it rather than back up its target.
-        opts.custom_flags(libc::O_NOFOLLOW);
+        // Swapped for a symlink: refuse to follow it rather than back up
+        // its target.
+        flags |= libc::O_NOFOLLOW;
     }
+    opts.read(true).custom_flags(flags);
     let mut file = opts.open(src).map_err(source_err)?;
-    let before = StatKey::of(&file.metadata().map_err(source_err)?);
+    let meta = file.metadata().map_err(source_err)?;
+    if !meta.file_type().is_file() {
+        return Err(ReadFailure::Source(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "it became {} after the scan saw a regular file",
+                describe_type(&meta.file_type())
+            ),
+        )));
+    }
+    let before = StatKey::of(&meta);
     let buf_len = if before.size as usize >= LARGE_BUF {
         LARGE_BUF
     } else {
@@ -448,30 +462,103 @@ fn ingest_once(
     }))
 }
 
-/// Objects at least this large are hashed through a memory map.
-const MMAP_MIN: u64 = 16 << 20;
+/// Open a stored object for reading without ever blocking or following a
+/// link: `O_NOFOLLOW` (an object replaced by a symlink is refused, not
+/// followed out of the store), `O_NONBLOCK` (opening a FIFO put in its place
+/// returns at once instead of waiting for a writer that never comes), then
+/// an fstat that refuses anything but a regular file. A non-regular object
+/// is reported as corrupt, naming what it is.
+pub fn open_object(path: &Path) -> Result<File> {
+    open_checked(path, false)
+}
+
+/// `open_object` for a file outside the store (a `dupes` or `mirror`
+/// argument), which may be reached through a symlink.
+pub fn open_regular(path: &Path) -> Result<File> {
+    open_checked(path, true)
+}
+
+fn open_checked(path: &Path, follow: bool) -> Result<File> {
+    let mut opts = OpenOptions::new();
+    let mut flags = libc::O_NONBLOCK;
+    if !follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    opts.read(true).custom_flags(flags);
+    let f = match opts.open(path) {
+        Ok(f) => f,
+        // ELOOP is what O_NOFOLLOW answers for a symlink.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Error::corrupt(
+                "object",
+                path,
+                "it is a symbolic link, not a regular file",
+            ))
+        }
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let m = f.metadata().ctx("stat", path)?;
+    if !m.file_type().is_file() {
+        return Err(Error::corrupt(
+            "object",
+            path,
+            format!(
+                "it is {}, not a regular file",
+                describe_type(&m.file_type())
+            ),
+        ));
+    }
+    // O_NONBLOCK means nothing for a regular file's reads; it stays set.
+    Ok(f)
+}
+
+/// "a FIFO", "a directory", … for messages about a file of the wrong type.
+pub fn describe_type(t: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "of an unknown type"
+    }
+}
 
 /// Hash a stored object again (verify, materialize of copies). Small files
 /// reuse a per-thread buffer: allocating and zeroing a large one per file
 /// would cost more than hashing a 4 KiB file.
+pub fn hash_object(algo: HashAlgo, path: &Path) -> Result<Digest> {
+    let f = open_object(path)?;
+    let size = f.metadata().map(|m| m.len()).unwrap_or(LARGE_BUF as u64);
+    hash_open_file(algo, f, size, path)
+}
+
+/// `hash_object` for a file outside the store (symlinks followed, FIFOs
+/// and other non-regular files still refused without blocking).
 pub fn hash_file(algo: HashAlgo, path: &Path) -> Result<Digest> {
-    let f = File::open(path).ctx("open", path)?;
+    let f = open_regular(path)?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(LARGE_BUF as u64);
     hash_open_file(algo, f, size, path)
 }
 
 /// `hash_file` for a file already open; `size` picks the buffer.
+///
+/// Objects are read, never memory-mapped: the same inodes are hardlinked
+/// into the browsable tree, where anyone with write access (root ignores
+/// the read-only mode) can truncate one while it is hashed, and a truncated
+/// mapping kills the process with SIGBUS. A read of a truncated file just
+/// ends early and gives a digest that does not match, which the caller
+/// reports. Large buffers still go through BLAKE3's multi-threaded path
+/// (`Hasher::update`), so a big object is hashed on every core.
 pub fn hash_open_file(algo: HashAlgo, mut f: File, size: u64, path: &Path) -> Result<Digest> {
-    // Large stored objects are memory-mapped and hashed on every core, as
-    // b3sum does: reading them through a buffer costs a copy of every
-    // byte. Objects are immutable under the repository lock, so the map
-    // cannot be truncated under us (sources, which can, are never mapped).
-    if algo == HashAlgo::Blake3 && size >= MMAP_MIN {
-        drop(f);
-        let mut h = blake3::Hasher::new();
-        h.update_mmap_rayon(path).ctx("read", path)?;
-        return Ok(Digest(*h.finalize().as_bytes()));
-    }
     let size = size as usize;
     let mut h = Hasher::new(algo);
     let mut run = |buf: &mut [u8]| -> Result<()> {

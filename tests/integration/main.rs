@@ -25,6 +25,7 @@ mod recovery;
 mod restore;
 mod retention;
 mod streaming;
+mod trust;
 mod verify;
 mod walkthrough;
 mod watch;
