@@ -1047,6 +1047,14 @@ fn materialize(cli: &Cli, a: &MaterializeArgs) -> Result<Outcome> {
                     report.unchanged
                 )?;
             }
+            if report.repaired > 0 {
+                writeln!(
+                    out,
+                    "re-stored {} damaged object{} from good copies in the browsable tree (damaged copies moved to .trove/quarantine/objects/)",
+                    report.repaired,
+                    if report.repaired == 1 { "" } else { "s" }
+                )?;
+            }
         }
     }
     Ok(if report.failures.is_empty() {

@@ -36,6 +36,8 @@ pub struct Stats {
     pub created: AtomicU64,
     pub removed: AtomicU64,
     pub quarantined: AtomicU64,
+    /// Damaged objects re-stored from a good copy found in the tree.
+    pub repaired: AtomicU64,
     pub unchanged: AtomicU64,
     /// Copies replaced by hardlinks (`relink`).
     pub relinked: AtomicU64,
@@ -151,7 +153,7 @@ impl<'r> Materializer<'r> {
                     true
                 } else {
                     let obj = self.repo.object_path(id);
-                    match fs::metadata(&obj) {
+                    match fs::symlink_metadata(&obj) {
                         Ok(om) if om.ino() == m.ino() && om.dev() == m.dev() => true,
                         // A copy (link fallback): check its bytes.
                         _ if m.nlink() == 1 => objects::hash_object(self.repo.algo(), p)? == id.0,
@@ -160,6 +162,38 @@ impl<'r> Materializer<'r> {
                 }
             }
         })
+    }
+
+    /// Before a file at `p` that holds `e`'s content is unlinked or
+    /// replaced: if it is a copy (another inode than the object) and the
+    /// object itself is damaged — missing, not a regular file, or of the
+    /// wrong bytes — the copy is the last good one, so it re-stores the
+    /// object instead of being lost. A copy is rare (the EMLINK/EXDEV
+    /// fallback, or a user's), so the hash this costs is rare too.
+    fn rescue_copy(&self, e: &BEntry, p: &Path) -> Result<()> {
+        let BKind::File { id, size } = &e.kind else {
+            return Ok(());
+        };
+        if *size == 0 {
+            return Ok(());
+        }
+        let obj = self.repo.object_path(id);
+        let (om, m) = (fs::symlink_metadata(&obj), fs::symlink_metadata(p));
+        let Ok(m) = m else { return Ok(()) };
+        if !m.is_file()
+            || om
+                .as_ref()
+                .is_ok_and(|om| om.ino() == m.ino() && om.dev() == m.dev())
+        {
+            return Ok(());
+        }
+        if objects::object_is_sound(self.repo, id) {
+            return Ok(());
+        }
+        if objects::restore_object_from(self.repo, id, p)? {
+            self.stats.repaired.fetch_add(1, AtOrd::Relaxed);
+        }
+        Ok(())
     }
 
     /// Move `rel` into this run's quarantine folder. Never replaces
@@ -212,6 +246,7 @@ impl<'r> Materializer<'r> {
             Disk::Missing => Ok(()),
             Disk::Matches => {
                 let p = self.fs_path(&e.path);
+                self.rescue_copy(e, &p)?;
                 let r = match e.kind {
                     BKind::Dir => match fs::remove_dir(&p) {
                         // Something foreign inside: leave the directory.
@@ -245,8 +280,11 @@ impl<'r> Materializer<'r> {
         let p = self.fs_path(&e.path);
         if fast {
             if let BKind::File { id, size } = &e.kind {
-                if *size > 0 {
-                    match fs::hard_link(self.repo.object_path(id), &p) {
+                let obj = self.repo.object_path(id);
+                // A damaged object (not a regular file) takes the slow
+                // path, which may repair it from a good copy at `p`.
+                if *size > 0 && check_object_type(&obj).is_ok() {
+                    match fs::hard_link(&obj, &p) {
                         Ok(()) => {
                             self.stats.linked.fetch_add(1, AtOrd::Relaxed);
                             return Ok(());
@@ -270,7 +308,12 @@ impl<'r> Materializer<'r> {
                 return Ok(());
             }
             Disk::Missing => {}
-            Disk::Ours => fsutil::remove_any(&p)?,
+            Disk::Ours => {
+                if let Some(o) = old {
+                    self.rescue_copy(o, &p)?;
+                }
+                fsutil::remove_any(&p)?
+            }
             Disk::Foreign => self.to_quarantine(&e.path)?,
         }
         if let Some(parent) = p.parent() {
@@ -292,13 +335,14 @@ impl<'r> Materializer<'r> {
             }
             BKind::File { id, .. } => {
                 let obj = self.repo.object_path(id);
-                if !obj.exists() {
+                if fs::symlink_metadata(&obj).is_err() {
                     return Err(Error::Missing {
                         what: "object",
                         id: id.to_hex(),
                         path: obj,
                     });
                 }
+                check_object_type(&obj)?;
                 match fsutil::link_or_copy(&obj, &p)? {
                     Placed::Linked => self.stats.linked.fetch_add(1, AtOrd::Relaxed),
                     Placed::Copied => self.stats.copied.fetch_add(1, AtOrd::Relaxed),
@@ -319,11 +363,20 @@ impl<'r> Materializer<'r> {
             return Ok(false);
         }
         let obj = self.repo.object_path(id);
-        let (Ok(om), Ok(m)) = (fs::metadata(&obj), fs::symlink_metadata(p)) else {
+        let (Ok(om), Ok(m)) = (fs::symlink_metadata(&obj), fs::symlink_metadata(p)) else {
             return Ok(false);
         };
         if om.ino() == m.ino() && om.dev() == m.dev() {
             return Ok(false);
+        }
+        // `p` is a good copy (`inspect` hashed it). It may only give way to
+        // an object that is itself intact; a damaged object is first
+        // re-stored from the copy (and the copy kept if that fails).
+        if !objects::object_is_sound(self.repo, id) {
+            if !objects::restore_object_from(self.repo, id, p)? {
+                return Ok(false);
+            }
+            self.stats.repaired.fetch_add(1, AtOrd::Relaxed);
         }
         let dir = p.parent().unwrap_or(&self.target);
         let tmp = dir.join(format!(".{}", fsutil::tmp_name("trove-link")));
@@ -799,6 +852,23 @@ impl<'r> LazyRender<'r> {
 const MARKER: &str = "materialized";
 
 /// The snapshot the browsable tree at BACKUP_ROOT shows, if known.
+/// Refuse to link anything but a regular file into the browsable tree: a
+/// symlink or FIFO put in an object's place would otherwise appear there
+/// (a hardlink of a symlink is a symlink).
+fn check_object_type(obj: &Path) -> Result<()> {
+    match fs::symlink_metadata(obj) {
+        Ok(m) if !m.is_file() => Err(Error::corrupt(
+            "object",
+            obj,
+            format!(
+                "it is {}, not a regular file, so it is not linked into the browsable tree",
+                objects::describe_type(&m.file_type())
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn read_marker(repo: &Repo) -> Option<SnapshotId> {
     let s = fs::read_to_string(repo.cache_dir().join(MARKER)).ok()?;
     SnapshotId::from_hex(s.trim())
@@ -825,6 +895,8 @@ pub struct MaterializeReport {
     pub relinked: u64,
     pub removed: u64,
     pub quarantined: u64,
+    /// Damaged objects re-stored from a good copy in the tree.
+    pub repaired: u64,
     pub unchanged: u64,
     /// Entries trove did not create, left in place (or quarantined with
     /// `--prune-extra`).
@@ -836,7 +908,13 @@ pub struct MaterializeReport {
 impl MaterializeReport {
     /// True when the run changed nothing on disk.
     pub fn nothing_done(&self) -> bool {
-        self.linked + self.copied + self.created + self.relinked + self.removed + self.quarantined
+        self.linked
+            + self.copied
+            + self.created
+            + self.relinked
+            + self.removed
+            + self.quarantined
+            + self.repaired
             == 0
     }
 }
@@ -899,6 +977,7 @@ pub fn rebuild(
         relinked: Stats::get(&s.relinked),
         removed: Stats::get(&s.removed),
         quarantined: Stats::get(&s.quarantined),
+        repaired: Stats::get(&s.repaired),
         unchanged: Stats::get(&s.unchanged),
         extra: if prune_extra {
             Vec::new()

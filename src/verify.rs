@@ -12,7 +12,9 @@
 //!
 //! Nothing is repaired here: a problem is named (object or path, and the
 //! snapshots it affects) and the exit code says so. `materialize` repairs
-//! the browsable tree; a corrupt object needs the file backed up again.
+//! the browsable tree (and a damaged object from a good copy found there);
+//! `backup --rehash` stores a missing or damaged object again from the
+//! source.
 
 use crate::browse::{self, BEntry, BKind};
 use crate::error::{Error, Result};
@@ -235,6 +237,9 @@ fn random_seed() -> u64 {
     h.finish()
 }
 
+/// What verify advises for a damaged object: both repairs that exist.
+const REPAIR: &str = "`trove backup --rehash` stores it again from the source, `trove materialize` from a good copy in the browsable tree";
+
 /// Check one object: present, right size, and (when `hash`) right bytes.
 /// Returns its (device, inode) when present, for the browsable-tree check.
 fn check_object(
@@ -251,14 +256,17 @@ fn check_object(
         Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             let bad = BadObject {
                 kind: "missing object",
-                message: format!("{} is not in the store", p.display()),
+                message: format!(
+                    "{} is not in the store (`trove backup --rehash` stores it again from the source)",
+                    p.display()
+                ),
             };
             return (None, Some(bad));
         }
-        Err(e @ Error::Corrupt { .. }) => {
+        Err(Error::Corrupt { msg, .. }) => {
             let bad = BadObject {
                 kind: "corrupt object",
-                message: e.to_string(),
+                message: format!("{}: {msg} ({REPAIR})", p.display()),
             };
             return (None, Some(bad));
         }
@@ -300,7 +308,7 @@ fn check_object(
         Ok(d) => Some(BadObject {
             kind: "corrupt object",
             message: format!(
-                "{}: its bytes hash to {}, not to its name (silent corruption; back the file up again)",
+                "{}: its bytes hash to {}, not to its name (silent corruption; {REPAIR})",
                 p.display(),
                 d.to_hex()
             ),

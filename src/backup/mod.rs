@@ -77,6 +77,9 @@ pub struct BackupReport {
     pub files_read: u64,
     pub new_objects: u64,
     pub new_bytes: u64,
+    /// Of the new objects, those stored in place of a damaged copy
+    /// (`--rehash`), which went to `.trove/quarantine/objects/`.
+    pub repaired_objects: u64,
     pub excluded: u64,
     pub link_fallback_copies: u64,
     pub problems: Vec<Problem>,
@@ -735,6 +738,13 @@ pub fn summary_line(r: &BackupReport) -> String {
         r.new_objects,
         if r.new_objects == 1 { "" } else { "s" }
     );
+    if r.repaired_objects > 0 {
+        line.push_str(&format!(
+            "; {} damaged object{} re-stored",
+            r.repaired_objects,
+            if r.repaired_objects == 1 { "" } else { "s" }
+        ));
+    }
     if r.excluded > 0 {
         line.push_str(&format!("; {} excluded", r.excluded));
     }

@@ -465,7 +465,15 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     let s = &c.opts.settings;
     let scan_opts = super::scan_options(s, c.root)?;
     let source_records = super::source_records(c.layout)?;
-    let batch = c.writer.map(Batch::new);
+    // --rehash reads every file: it also checks the objects it finds
+    // stored and re-stores damaged ones (the repair `verify` advises).
+    let batch = c.writer.map(|r| {
+        if c.opts.rehash {
+            Batch::repairing(r)
+        } else {
+            Batch::new(r)
+        }
+    });
     // Scratch files go to the repository's tmp/ in a real run; a dry run
     // writes nothing there (the repository may not even be writable).
     let scratch = c.writer.map_or_else(std::env::temp_dir, Repo::tmp_dir);
@@ -610,6 +618,13 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     };
     if !report.changed && !c.opts.always_snapshot {
         let latest = c.latest.as_ref().map(|p| p.id);
+        // Objects queued without a change to any tree re-store missing or
+        // damaged ones (--rehash): they are committed all the same.
+        batch.commit()?;
+        report.repaired_objects = batch.repaired();
+        if let (true, Some(l)) = (needs_relink(&c, report), &c.latest) {
+            relink_repaired(repo, l)?;
+        }
         tracing::info!("No changes: nothing to back up, no new snapshot");
         // Nothing read and every file vouched for: the cache on disk is
         // already exactly what was written again.
@@ -624,6 +639,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
 
     // Commit: objects and trees, then the record.
     batch.commit()?;
+    report.repaired_objects = batch.repaired();
     crate::log::mem_phase("batch committed");
     let record = super::snapshot_record(
         c.latest.as_ref(),
@@ -668,6 +684,13 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
         }
     }
     let up = super::finish_tree_update(repo, &m, &snap_id)?;
+    if needs_relink(&c, report) {
+        let snap = Snapshot {
+            id: snap_id,
+            record: record.clone(),
+        };
+        relink_repaired(repo, &snap)?;
+    }
     crate::log::mem_phase("browsable updated");
     report.link_fallback_copies += up.copies;
     for (p, msg) in up.failures {
@@ -690,5 +713,26 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
         (report.objects_removed, report.bytes_freed) =
             crate::gc::collect_dropped(repo, &dropped, &live)?;
     }
+    Ok(())
+}
+
+/// Whether the browsable tree must be brought back to the snapshot after
+/// the commit: damaged objects were replaced, or a --rehash run stored
+/// objects again — a deleted object comes back as a new inode, which the
+/// browsable copy of its file is not linked to.
+fn needs_relink(c: &Ctx<'_>, report: &BackupReport) -> bool {
+    report.repaired_objects > 0 || (c.opts.rehash && report.new_objects > 0)
+}
+
+/// After a commit re-stored damaged objects, the browsable tree still links
+/// the damaged inodes (now in quarantine): bring it back to the snapshot
+/// with the same reconciliation `trove materialize` runs.
+fn relink_repaired(repo: &Repo, snap: &Snapshot) -> Result<()> {
+    let r = crate::materialize::rebuild(repo, snap, None, false)?;
+    tracing::info!(
+        "browsable tree relinked after the repair: {} linked, {} quarantined",
+        r.linked,
+        r.quarantined
+    );
     Ok(())
 }

@@ -40,6 +40,14 @@ pub struct Batch<'r> {
     repo: &'r Repo,
     files: AtomicU64,
     bytes: AtomicU64,
+    /// Repair mode (`backup --rehash`): an object whose name is taken is
+    /// still checked, and re-stored when it is not a regular file of the
+    /// right bytes.
+    repair: bool,
+    /// Digests found sound in repair mode (each is hashed once per run).
+    sound: std::sync::Mutex<HashSet<Digest>>,
+    /// Objects the last commit re-stored over a damaged copy.
+    repaired: AtomicU64,
 }
 
 /// Below these sizes a batch is made durable with one fsync per file (in
@@ -70,7 +78,55 @@ impl<'r> Batch<'r> {
             repo,
             files: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            repair: false,
+            sound: std::sync::Mutex::new(HashSet::new()),
+            repaired: AtomicU64::new(0),
         }
+    }
+
+    /// A batch that also repairs: content read from a source whose object
+    /// is missing, not a regular file, of the wrong size or of the wrong
+    /// bytes is stored again, and the commit moves the damaged copy to
+    /// `.trove/quarantine/objects/` before putting the good one in place.
+    pub fn repairing(repo: &'r Repo) -> Batch<'r> {
+        Batch {
+            repair: true,
+            ..Batch::new(repo)
+        }
+    }
+
+    /// How many damaged objects commits of this batch replaced.
+    pub fn repaired(&self) -> u64 {
+        self.repaired.load(Ordering::Relaxed)
+    }
+
+    /// Whether content `d` of `len` bytes needs no writing: stored (and,
+    /// in repair mode, stored intact).
+    fn is_stored(&self, kind: StoreKind, d: &Digest, len: u64) -> bool {
+        let p = self.repo.digest_path(kind, d);
+        if !self.repair || kind != StoreKind::Object {
+            return p.exists();
+        }
+        if self.sound.lock().is_ok_and(|s| s.contains(d)) {
+            return true;
+        }
+        let ok = match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() && m.len() == len => {
+                hash_object(self.repo.algo(), &p).is_ok_and(|h| h == *d)
+            }
+            _ => false,
+        };
+        if ok {
+            if let Ok(mut s) = self.sound.lock() {
+                s.insert(*d);
+            }
+        } else if p.symlink_metadata().is_ok() {
+            tracing::warn!(
+                "object {} is damaged (not a regular file of the right bytes): storing it again from the source",
+                p.display()
+            );
+        }
+        ok
     }
 
     fn tmp_path(&self, n: u64) -> PathBuf {
@@ -103,7 +159,7 @@ impl<'r> Batch<'r> {
     /// already (false then). The name is claimed with `O_EXCL`, so of
     /// concurrent writers of one content exactly one writes it.
     fn put_bytes(&self, kind: StoreKind, d: Digest, data: &[u8]) -> Result<bool> {
-        if self.repo.digest_path(kind, &d).exists() {
+        if self.is_stored(kind, &d, data.len() as u64) {
             return Ok(false);
         }
         self.claim_and_write(kind, d, data)
@@ -137,7 +193,7 @@ impl<'r> Batch<'r> {
     /// queued, so concurrent writers of one content all succeed.
     fn offer(&self, kind: StoreKind, d: Digest, n: u64, len: u64) -> Result<bool> {
         let tmp = self.tmp_path(n);
-        if self.repo.digest_path(kind, &d).exists() {
+        if self.is_stored(kind, &d, len) {
             fs::remove_file(&tmp).ctx("remove temporary file", &tmp)?;
             return Ok(false);
         }
@@ -220,7 +276,13 @@ impl<'r> Batch<'r> {
             }
             // The exclusive lock guarantees no other process writes here, and
             // the queueing checked the name was free, so rename cannot replace
-            // an object that the browsable tree already links to.
+            // an object that the browsable tree already links to — except in
+            // repair mode, where a name that is taken holds a damaged copy:
+            // it is moved aside first, never overwritten.
+            if self.repair && fs::symlink_metadata(&dest).is_ok() {
+                quarantine_object(self.repo, &dest)?;
+                self.repaired.fetch_add(1, Ordering::Relaxed);
+            }
             fs::rename(&tmp, &dest).ctx("move into store", &dest)?;
         }
         // 2. The renames themselves are durable before the caller writes a
@@ -235,6 +297,99 @@ impl<'r> Batch<'r> {
         }
         Ok(())
     }
+}
+
+/// Move a damaged stored file out of the store into
+/// `.trove/quarantine/objects/` (under a fresh name: nothing there is ever
+/// replaced), so a repair never destroys bytes, even wrong ones.
+pub fn quarantine_object(repo: &Repo, path: &Path) -> Result<PathBuf> {
+    let dir = repo.dir.join("quarantine").join("objects");
+    fsutil::create_private_dir(&repo.dir.join("quarantine"))?;
+    fsutil::create_private_dir(&dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for n in 0u32..10_000 {
+        let dest = dir.join(if n == 0 {
+            name.clone()
+        } else {
+            format!("{name}.{n}")
+        });
+        match fsutil::rename_noreplace(path, &dest) {
+            Ok(()) => {
+                tracing::warn!("moved damaged {} to {}", path.display(), dest.display());
+                return Ok(dest);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("move to quarantine", path, e)),
+        }
+    }
+    Err(Error::Usage(format!(
+        "no free name in {} for {}: clean up the quarantine folder",
+        dir.display(),
+        path.display()
+    )))
+}
+
+/// Put the bytes of `good` — a file outside the store whose bytes hash to
+/// `id`, checked here while they are copied — in the store under `id`, in
+/// place of a missing or damaged object (moved to quarantine). The copy
+/// goes through `tmp/` and is synced before it gets its name, like every
+/// store write. Returns false (and changes nothing) when `good` turns out
+/// not to hold those bytes.
+pub fn restore_object_from(repo: &Repo, id: &ObjectId, good: &Path) -> Result<bool> {
+    let mut src = open_regular(good)?;
+    let tmp = repo.tmp_dir().join(fsutil::tmp_name("repair"));
+    let mut out = create_tmp(&tmp)?;
+    let mut h = Hasher::new(repo.algo());
+    let mut buf = vec![0u8; LARGE_BUF];
+    let copied = (|| -> Result<()> {
+        loop {
+            let n = fsutil::read_full(&mut src, &mut buf).ctx("read", good)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            out.write_all(&buf[..n]).ctx("write", &tmp)?;
+        }
+        out.sync_all().ctx("fsync", &tmp)
+    })();
+    drop(out);
+    if let Err(e) = copied {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if h.finish() != id.0 {
+        let _ = fs::remove_file(&tmp);
+        return Ok(false);
+    }
+    let dest = repo.object_path(id);
+    if fs::symlink_metadata(&dest).is_ok() {
+        quarantine_object(repo, &dest)?;
+    }
+    if let Some(dir) = dest.parent() {
+        fsutil::create_private_dir(dir)?;
+    }
+    if let Err(e) = fs::rename(&tmp, &dest) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("move into store", &dest, e));
+    }
+    if let Some(dir) = dest.parent() {
+        fsutil::fsync_dir(dir)?;
+    }
+    tracing::warn!(
+        "re-stored object {} from the good copy {}",
+        dest.display(),
+        good.display()
+    );
+    Ok(true)
+}
+
+/// Whether the stored object `id` is a regular file whose bytes hash to
+/// its name (false for missing, a FIFO, a symlink, wrong bytes).
+pub fn object_is_sound(repo: &Repo, id: &ObjectId) -> bool {
+    hash_object(repo.algo(), &repo.object_path(id)).is_ok_and(|d| d == id.0)
 }
 
 fn create_tmp(path: &Path) -> Result<File> {

@@ -229,3 +229,113 @@ fn an_io_error_names_the_os_error_once() -> TestResult {
     assert_eq!(err.matches(os).count(), 1, "OS text once: {err}");
     Ok(())
 }
+
+/// Replace a stored object by something that is not its bytes.
+fn damage_object(path: &Path, how: &str) -> Res<()> {
+    match how {
+        "flip" => damage::flip_byte(path, 0)?,
+        "symlink" | "fifo" => {
+            if let Some(dir) = path.parent() {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            }
+            std::fs::remove_file(path)?;
+            if how == "fifo" {
+                assert!(Command::new("mkfifo").arg(path).status()?.success());
+            } else {
+                std::os::unix::fs::symlink("/etc/hostname", path)?;
+            }
+        }
+        other => return Err(format!("unknown damage {other}").into()),
+    }
+    Ok(())
+}
+
+#[test]
+fn materialize_never_destroys_a_good_copy_over_a_damaged_object() -> TestResult {
+    use std::os::unix::fs::MetadataExt;
+    for how in ["flip", "symlink", "fifo"] {
+        let env = TestEnv::new()?;
+        let content = b"the last good copy of these bytes".to_vec();
+        env.write("p.txt", &content)?;
+        env.backup_ok(&[])?;
+        let hash = env.object_hash_of("p.txt")?;
+        let obj = damage::object_path(&env.backup, &hash)?;
+        // An independent copy with the right bytes (what the EMLINK/EXDEV
+        // fallback makes), then the object is damaged.
+        damage::replace_with_copy(&env.dst("p.txt"))?;
+        damage_object(&obj, how)?;
+        let v = repo_bounded(&env, &["verify"])?;
+        assert_eq!(v.status.code(), Some(1), "{how}: {}", text(&v));
+        let m = repo_bounded(&env, &["materialize"])?;
+        assert_ne!(m.status.code(), None, "{how}: {}", text(&m));
+        let p = env.dst("p.txt");
+        let pm = std::fs::symlink_metadata(&p)?;
+        assert!(pm.is_file(), "{how}: p.txt is no longer a regular file");
+        assert_eq!(
+            std::fs::read(&p)?,
+            content,
+            "{how}: the good copy was destroyed"
+        );
+        // The good copy re-stored the object, so the repository is whole.
+        assert_eq!(std::fs::read(&obj)?, content, "{how}: object not re-stored");
+        assert!(std::fs::symlink_metadata(&obj)?.is_file());
+        let v = repo_bounded(&env, &["verify"])?;
+        assert_eq!(
+            v.status.code(),
+            Some(0),
+            "{how}: verify after the repair: {}",
+            text(&v)
+        );
+        assert_eq!(pm.ino(), std::fs::metadata(&obj)?.ino(), "{how}: relinked");
+        // The damaged bytes were moved aside, not destroyed.
+        assert!(env
+            .dst(".trove/quarantine/objects")
+            .join(&hash)
+            .symlink_metadata()
+            .is_ok());
+    }
+    Ok(())
+}
+
+#[test]
+fn backup_rehash_restores_a_damaged_or_missing_object_from_the_source() -> TestResult {
+    for how in ["flip", "fifo", "delete"] {
+        let env = TestEnv::new()?;
+        let content = b"bytes still intact in the source".to_vec();
+        env.write("p.txt", &content)?;
+        env.write("q.txt", b"another file")?;
+        env.backup_ok(&[])?;
+        let hash = env.object_hash_of("p.txt")?;
+        let obj = damage::object_path(&env.backup, &hash)?;
+        if how == "delete" {
+            damage::delete_object(&env.backup, &hash)?;
+        } else {
+            damage_object(&obj, how)?;
+        }
+        let v = repo_bounded(&env, &["verify"])?;
+        assert_eq!(v.status.code(), Some(1), "{how}: {}", text(&v));
+        assert!(
+            text(&v).contains("backup --rehash"),
+            "{how}: verify names the repair: {}",
+            text(&v)
+        );
+        let r = env.backup(&["--rehash"])?;
+        r.expect_code(0);
+        if how != "delete" {
+            assert!(
+                r.stdout.contains("1 damaged object re-stored"),
+                "{how}: the summary tells the truth: {}",
+                r.stdout
+            );
+        }
+        assert_eq!(std::fs::read(&obj)?, content, "{how}: object re-stored");
+        let v = repo_bounded(&env, &["verify"])?;
+        assert_eq!(
+            v.status.code(),
+            Some(0),
+            "{how}: verify after the repair: {}",
+            text(&v)
+        );
+    }
+    Ok(())
+}
