@@ -1010,6 +1010,9 @@ fn materialize(cli: &Cli, a: &MaterializeArgs) -> Result<Outcome> {
     let root = repo_root(cli)?;
     let repo = Repo::open(&root)?;
     let _lock = RepoLock::acquire(&repo, LockMode::Exclusive, cli.wait)?;
+    // A writer like backup and prune: it empties what an interrupted
+    // write left in tmp/ (the fault sweep found materialize leaving one).
+    repo.clean_tmp()?;
     let snap = snapshot::resolve(&repo, "latest")?;
     let report = crate::materialize::rebuild(&repo, &snap, a.target.as_deref(), a.prune_extra)?;
     if cli.json {
@@ -1353,7 +1356,12 @@ fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
     };
     if !cli.quiet && !cli.json {
         if let Some(l) = &guard.file {
-            eprintln!("watching; log: {} (stop with Ctrl-C)", l.display());
+            // A failing stderr must not panic the session (see main.rs).
+            let _ = writeln!(
+                std::io::stderr(),
+                "watching; log: {} (stop with Ctrl-C)",
+                l.display()
+            );
         }
     }
     let mut failed = false;

@@ -68,15 +68,21 @@ pub fn sync_filesystem(_path: &Path) -> Result<()> {
 /// old file or the complete new one, never a torn write, even after a crash.
 pub fn atomic_write(tmp_dir: &Path, dest: &Path, data: &[u8], mode: u32) -> Result<()> {
     let tmp = tmp_dir.join(tmp_name("w"));
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .ctx("create", &tmp)?;
-        f.write_all(data).ctx("write", &tmp)?;
-        f.sync_all().ctx("fsync", &tmp)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .ctx("create", &tmp)?;
+    let written = f
+        .write_all(data)
+        .ctx("write", &tmp)
+        .and_then(|()| f.sync_all().ctx("fsync", &tmp));
+    drop(f);
+    if let Err(e) = written {
+        // A full disk must not leave a torn file behind in tmp/.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
     if let Err(e) = fs::rename(&tmp, dest) {
         let _ = fs::remove_file(&tmp);

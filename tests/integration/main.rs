@@ -13,6 +13,7 @@ mod determinism;
 mod dupes;
 mod emlink;
 mod example;
+mod faults;
 mod filesystems;
 mod filters;
 mod fuzz_corpus;
