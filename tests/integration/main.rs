@@ -3,6 +3,7 @@
 
 mod common;
 mod damage;
+mod damage_matrix;
 
 mod change_detection;
 mod cli;
