@@ -546,9 +546,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     // Pass 2.
     let popts = PlanOptions {
         max_versions: s.max_versions,
-        deleted_max_age_ns: s
-            .deleted_max_age_days
-            .map(|d| d as i64 * 86_400 * 1_000_000_000),
+        deleted_max_age_ns: s.deleted_max_age_days.map(crate::retention::days_ns),
         now_ns: c.run_start,
     };
     let prev_arch = match (c.repo, prev_rec) {

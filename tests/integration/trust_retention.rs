@@ -350,6 +350,26 @@ fn no_arithmetic_surprises_in_retention_flags_are_bounded_too() -> TestResult {
     Ok(())
 }
 
+/// A source file dated in the year 3000 (past what an i64 of ns holds)
+/// is backed up and restored with its bytes, instead of overflowing the
+/// stat arithmetic (a panic in a debug build).
+#[test]
+fn no_arithmetic_surprises_a_file_dated_past_2262_backs_up() -> TestResult {
+    let env = TestEnv::new()?;
+    env.write("future.txt", "from the future")?;
+    let f = std::fs::File::options()
+        .write(true)
+        .open(env.src("future.txt"))?;
+    f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(32_503_680_000))?;
+    drop(f);
+    env.backup_ok(&[])?;
+    env.backup_ok(&[])?;
+    let t = restore_to(&env, "latest", "restored")?;
+    assert_eq!(read(&t.join("future.txt"))?, "from the future");
+    assert_eq!(read(&env.dst("future.txt"))?, "from the future");
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // Defect 3: watch never forgets a change
 
