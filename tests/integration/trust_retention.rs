@@ -119,9 +119,8 @@ fn gc_honours_everything_that_is_pinned() -> TestResult {
     Ok(())
 }
 
-/// The recorded pins are honoured even when a pinned record is the only
-/// one still naming the content (the backup's collection reads `pinned`,
-/// and a `pinned` it cannot read stops the collection, deleting nothing).
+/// The backup's collection reads `pinned`; a `pinned` it cannot read stops
+/// the collection, deleting nothing (every snapshot still restores).
 #[test]
 fn an_unreadable_pinned_list_stops_the_backups_collection() -> TestResult {
     let env = TestEnv::new()?;
@@ -140,11 +139,15 @@ fn an_unreadable_pinned_list_stops_the_backups_collection() -> TestResult {
     std::fs::create_dir(&pinned)?;
     env.write("f.txt", "f v4")?;
     let r = trove(&env, &["backup"])?;
+    // The snapshot is taken; the skipped collection is a problem (exit 1)
+    // naming the list and what to do.
+    assert_eq!(r.code, Some(1), "{}", r.console());
     assert!(
-        r.console().contains("pinned"),
-        "the run names the pinned list:\n{}",
+        r.console().contains(".trove/pinned") && r.console().contains("trove verify"),
+        "the run names the pinned list and what to do:\n{}",
         r.console()
     );
+    assert_eq!(env.snapshot_ids()?.len(), 4);
     std::fs::remove_dir(&pinned)?;
     // Nothing was collected: every snapshot still restores.
     for (i, (id, _)) in env.snapshot_ids()?.iter().enumerate() {
