@@ -1344,11 +1344,14 @@ fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
         "watch.full_scan_interval",
         a.full_scan_interval,
     )?;
+    // At most a day: `Duration::from_secs_f64` panics on a huge number.
+    const MAX_POLL_SECS: f64 = 86_400.0;
     let poll = match a.poll {
-        Some(p) if !(p > 0.0 && p.is_finite()) => {
-            return Err(
-                Error::Usage(format!("--poll {p}: give a number of seconds above 0")).into(),
-            )
+        Some(p) if !(p > 0.0 && p <= MAX_POLL_SECS) => {
+            return Err(Error::Usage(format!(
+                "--poll {p}: out of range (allowed: above 0 to {MAX_POLL_SECS} seconds)"
+            ))
+            .into())
         }
         Some(p) => Some(std::time::Duration::from_secs_f64(p)),
         None => None,

@@ -335,6 +335,9 @@ fn no_arithmetic_surprises_in_retention_flags_are_bounded_too() -> TestResult {
         ("--debounce", "0"),
         ("--debounce", "3600001"),
         ("--full-scan-interval", "31536001"),
+        ("--poll", "0"),
+        ("--poll", "1e300"),
+        ("--poll", "NaN"),
     ] {
         let out = std::process::Command::new(trove_bin())
             .current_dir(env.root())
