@@ -1149,6 +1149,21 @@ fn retention_settings(cli: &Cli) -> Result<(crate::config::RetentionConfig, Opti
 fn prune(cli: &Cli, a: &PruneArgs) -> Result<Outcome> {
     let root = repo_root(cli)?;
     let (ret, log_dir) = retention_settings(cli)?;
+    for (flag, key, v) in [
+        ("--keep-last", "retention.keep_last", a.keep_last),
+        ("--keep-hourly", "retention.keep_hourly", a.keep_hourly),
+        ("--keep-daily", "retention.keep_daily", a.keep_daily),
+        ("--keep-weekly", "retention.keep_weekly", a.keep_weekly),
+        ("--keep-monthly", "retention.keep_monthly", a.keep_monthly),
+        ("--keep-yearly", "retention.keep_yearly", a.keep_yearly),
+        (
+            "--keep-within-days",
+            "retention.keep_within_days",
+            a.keep_within_days,
+        ),
+    ] {
+        crate::config::check_flag(flag, key, v.map(u64::from))?;
+    }
     let policy = ret.policy().overridden_by(crate::retention::Policy {
         keep_last: a.keep_last,
         keep_hourly: a.keep_hourly,
@@ -1325,16 +1340,21 @@ fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
         .full_scan_interval
         .or(wcfg.full_scan_interval)
         .unwrap_or(crate::watch::DEFAULT_FULL_SCAN_SECS);
-    if debounce == 0 || full == 0 {
-        return Err(
-            Error::Usage("--debounce and --full-scan-interval must be above 0".into()).into(),
-        );
-    }
+    // The config's values were checked when it was read.
+    crate::config::check_flag("--debounce", "watch.debounce_ms", a.debounce)?;
+    crate::config::check_flag(
+        "--full-scan-interval",
+        "watch.full_scan_interval",
+        a.full_scan_interval,
+    )?;
+    // At most a day: `Duration::from_secs_f64` panics on a huge number.
+    const MAX_POLL_SECS: f64 = 86_400.0;
     let poll = match a.poll {
-        Some(p) if !(p > 0.0 && p.is_finite()) => {
-            return Err(
-                Error::Usage(format!("--poll {p}: give a number of seconds above 0")).into(),
-            )
+        Some(p) if !(p > 0.0 && p <= MAX_POLL_SECS) => {
+            return Err(Error::Usage(format!(
+                "--poll {p}: out of range (allowed: above 0 to {MAX_POLL_SECS} seconds)"
+            ))
+            .into())
         }
         Some(p) => Some(std::time::Duration::from_secs_f64(p)),
         None => None,

@@ -46,9 +46,7 @@ pub struct PruneReport {
 fn plan_options(o: &PruneOptions) -> PlanOptions {
     PlanOptions {
         max_versions: o.max_versions,
-        deleted_max_age_ns: o
-            .deleted_max_age_days
-            .map(|d| (d as i64).saturating_mul(86_400_000_000_000)),
+        deleted_max_age_ns: o.deleted_max_age_days.map(crate::retention::days_ns),
         now_ns: o.now_ns,
     }
 }

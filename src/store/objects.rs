@@ -417,8 +417,8 @@ impl StatKey {
     pub fn of(m: &fs::Metadata) -> StatKey {
         StatKey {
             size: m.len(),
-            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            mtime_ns: crate::scan::stat_ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: crate::scan::stat_ns(m.ctime(), m.ctime_nsec()),
             ino: m.ino(),
             dev: m.dev(),
         }
