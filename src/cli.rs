@@ -1632,6 +1632,15 @@ impl Progress for TermProgress {
 /// and printing both said "No space left on device (os error 28): No space
 /// left on device (os error 28)".
 pub fn error_report(e: &anyhow::Error) -> String {
+    // Every I/O error of the library carries its path; a bare one can only
+    // come from writing the report itself (`writeln!(stdout)?`), so say so
+    // rather than print an error that names nothing (the fault sweep found
+    // "error: Disk quota exceeded (os error 122)" alone).
+    if e.chain().count() == 1 {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return format!("cannot write the report to standard output: {io}");
+        }
+    }
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

@@ -33,6 +33,32 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
     f.sync_all().ctx("fsync directory", dir)
 }
 
+/// Whether `syncfs` reports writeback errors here. Before Linux 5.8 it
+/// returned 0 even when pages of the filesystem failed to reach the disk
+/// (the error was only seen by a later `fsync` of that very file, if at
+/// all), so a batch "made durable" by it could silently not be; there
+/// trove fsyncs every file instead. Decided once per process.
+pub fn syncfs_reports_errors() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        kernel_at_least(&release, 5, 8)
+    })
+}
+
+/// Whether a kernel release string (`6.1.0-18-amd64`) is at least
+/// `major.minor`; an unreadable one is taken as too old (the safe side).
+pub fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(ma), Some(mi)) => (ma, mi) >= (major, minor),
+        _ => false,
+    }
+}
+
 /// Flush every dirty page of the filesystem holding `path`. One `syncfs`
 /// makes a whole batch of freshly written objects durable at the cost of a
 /// single journal commit, instead of one fsync per file.
@@ -367,6 +393,23 @@ pub fn anonymous_file(dir: &Path) -> Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_release_comparison() {
+        for (release, want) in [
+            ("5.8.0", true),
+            ("5.7.19-arch1", false),
+            ("6.1.0-18-amd64", true),
+            ("4.19.0", false),
+            ("5.10", true),
+            ("10.0.0", true),
+            ("", false),
+            ("garbage", false),
+            ("5", false),
+        ] {
+            assert_eq!(kernel_at_least(release, 5, 8), want, "{release:?}");
+        }
+    }
 
     #[test]
     fn times_before_the_epoch() {

@@ -245,7 +245,10 @@ impl<'r> Batch<'r> {
                 parse_queued(&e.file_name()).map(|(kind, d)| Ok((e.path(), kind, d)))
             }))
         };
-        let small = files < SMALL_BATCH_FILES && bytes < SMALL_BATCH_BYTES;
+        // Where syncfs would swallow a writeback error (kernels before
+        // 5.8), every batch takes the per-file fsync path.
+        let small = (files < SMALL_BATCH_FILES && bytes < SMALL_BATCH_BYTES)
+            || !fsutil::syncfs_reports_errors();
         // 1. The bytes of every temp file reach the disk before any of them
         //    gets its final name. A small batch is listed once and kept (its
         //    files are fsynced one by one); a large one is synced as a whole

@@ -31,7 +31,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 /// A hang guard per command, never a timing assertion.
-const LIMIT: Duration = Duration::from_secs(60);
+const LIMIT: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
