@@ -26,6 +26,7 @@ mod restore;
 mod retention;
 mod streaming;
 mod trust;
+mod trust_paths;
 mod verify;
 mod walkthrough;
 mod watch;
