@@ -658,6 +658,9 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
 
     // Derived data: the browsable tree, then the cache.
     let m = Materializer::new(repo, &repo.root);
+    // The snapshot is committed: from here on a failure leaves the tree
+    // incomplete (and says so), never the run failed.
+    let placed = (|| -> Result<()> {
     match diff {
         None => fill(&m, repo, &record)?,
         Some((mut o, mut n)) if old_esc == new_esc && !arch_nests => {
@@ -683,6 +686,11 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
             super::TreeDiff::between((&oe, &oa), (&ne, &na)).apply(&m, &ne)?;
         }
     }
+    Ok(())
+    })();
+    if let Err(e) = placed {
+        m.record_error(b"", e);
+    }
     let up = super::finish_tree_update(repo, &m, &snap_id)?;
     if needs_relink(&c, report) {
         let snap = Snapshot {
@@ -695,9 +703,9 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     report.link_fallback_copies += up.copies;
     for (p, msg) in up.failures {
         report.failed = true;
-        report.problems.push(Problem {
+        report.browsable_incomplete.push(Problem {
             path: c.layout.dst(&p),
-            message: format!("not placed in the browsable tree: {msg}"),
+            message: msg,
         });
     }
     super::warn_link_copies(report);
