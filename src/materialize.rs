@@ -15,9 +15,9 @@
 use crate::browse::{self, BEntry, BKind};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
-use crate::rootdir::{EntryStat, Lstat, RootDir};
 use crate::id::SnapshotId;
 use crate::pathbytes::{self, cmp_paths};
+use crate::rootdir::{EntryStat, Lstat, RootDir};
 use crate::store::snapshot::SnapshotRecord;
 use crate::store::tree::{self, Flat, FlatCursor, History, Item, Leaf, Meta, TreeObject};
 use crate::store::{objects, Repo};

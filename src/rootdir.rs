@@ -352,23 +352,19 @@ impl RootDir {
     pub fn move_noreplace(&self, from: &[u8], dest: &RootDir, to: &[u8]) -> io::Result<()> {
         let (fd, fname) = self.parent(from)?;
         let (td, tname) = dest.parent(to)?;
-        let r = match rustix::fs::renameat_with(
-            fd.fd(),
-            fname,
-            td.fd(),
-            tname,
-            RenameFlags::NOREPLACE,
-        ) {
-            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
-                // No RENAME_NOREPLACE here: check, then rename (the engine
-                // lock keeps other writers out).
-                match rustix::fs::statat(td.fd(), tname, AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(_) => Err(io::Error::from_raw_os_error(libc::EEXIST)),
-                    Err(_) => Ok(rustix::fs::renameat(fd.fd(), fname, td.fd(), tname)?),
+        let r =
+            match rustix::fs::renameat_with(fd.fd(), fname, td.fd(), tname, RenameFlags::NOREPLACE)
+            {
+                Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+                    // No RENAME_NOREPLACE here: check, then rename (the engine
+                    // lock keeps other writers out).
+                    match rustix::fs::statat(td.fd(), tname, AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(_) => Err(io::Error::from_raw_os_error(libc::EEXIST)),
+                        Err(_) => Ok(rustix::fs::renameat(fd.fd(), fname, td.fd(), tname)?),
+                    }
                 }
-            }
-            r => Ok(r?),
-        };
+                r => Ok(r?),
+            };
         drop((fd, td));
         if r.is_ok() {
             self.invalidate(from);
@@ -440,7 +436,9 @@ mod tests {
         assert!(r.create_new(b"sub/new.txt", 0o644).is_err_and(enotdir));
         assert!(r.symlink(b"x", b"sub/l").is_err_and(enotdir));
         assert!(r.open_read(b"sub/f").is_err_and(enotdir));
-        assert!(r.link_from(&outside.join("f"), b"sub/g").is_err_and(enotdir));
+        assert!(r
+            .link_from(&outside.join("f"), b"sub/g")
+            .is_err_and(enotdir));
         assert!(r.list(b"sub").is_err());
         assert!(r.lstat(b"../outside/f").is_err());
         // The symlink itself can be moved aside.

@@ -252,8 +252,7 @@ pub fn catch_up_browsable(repo: &Repo, latest: &Snapshot) -> Result<TreeUpdate> 
                 "browsable tree is behind snapshot {}: updating it",
                 latest.id.short()
             );
-            if let Err(e) = TreeDiff::between((&oe, &oa), (entries, archive)).apply(&m, entries)
-            {
+            if let Err(e) = TreeDiff::between((&oe, &oa), (entries, archive)).apply(&m, entries) {
                 m.record_error(b"", e);
             }
         }

@@ -315,7 +315,11 @@ fn an_update_that_cannot_complete_after_a_quarantine_keeps_the_marker_and_says_s
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    assert_eq!(o.status.code(), Some(1), "a partial update exits 1:\n{text}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a partial update exits 1:\n{text}"
+    );
     assert_ne!(
         marker(&env),
         env.snapshot_ids()?.last().map(|i| i.1.clone()),
@@ -329,7 +333,12 @@ fn an_update_that_cannot_complete_after_a_quarantine_keeps_the_marker_and_says_s
     let r = env.backup(&[])?;
     r.expect_code(0);
     let v = env.repo_run(&["verify"])?;
-    assert_eq!(v.code, Some(0), "verify after the next run:\n{}", v.console());
+    assert_eq!(
+        v.code,
+        Some(0),
+        "verify after the next run:\n{}",
+        v.console()
+    );
     Ok(())
 }
 
