@@ -639,7 +639,7 @@ fn finish_backup(
     if cli.json {
         print_json(&report)?;
     } else if !cli.quiet {
-        print_summary(&report, &line, log.as_deref());
+        print_summary(&report, &line, log.as_deref(), &opts.settings.backup_root);
     }
     Ok(if report.failed {
         Outcome::Problems
@@ -648,7 +648,7 @@ fn finish_backup(
     })
 }
 
-fn print_summary(r: &BackupReport, line: &str, log: Option<&Path>) {
+fn print_summary(r: &BackupReport, line: &str, log: Option<&Path>, root: &Path) {
     let mut out = std::io::stdout().lock();
     let _ = if r.dry_run {
         writeln!(out, "dry run (nothing changed): {line}")
@@ -673,6 +673,25 @@ fn print_summary(r: &BackupReport, line: &str, log: Option<&Path>) {
             out,
             "{} paths could not be backed up (see the messages above)",
             r.problems.len()
+        );
+    }
+    if let Some(first) = r.browsable_incomplete.first() {
+        let shown = |p: &Path| crate::pathbytes::display_path(p);
+        let committed = match &r.snapshot {
+            Some(s) if r.changed => format!(
+                "snapshot {s} is committed and holds all {} files backed up; only ",
+                r.files
+            ),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "{committed}the browsable tree at {} is incomplete: {} entries could not be put in place (first: {}: {}); once the cause is fixed (e.g. space freed), `trove materialize --repo {}` or the next backup completes it",
+            shown(root),
+            r.browsable_incomplete.len(),
+            first.path,
+            first.message,
+            shown(root),
         );
     }
     if let Some(l) = log {
@@ -1248,8 +1267,22 @@ fn prune(cli: &Cli, a: &PruneArgs) -> Result<Outcome> {
         if !cli.quiet {
             writeln!(out, "{line}")?;
         }
+        if !report.browsable_incomplete.is_empty() {
+            writeln!(
+                out,
+                "the browsable tree at {} is incomplete: {} entries could not be put in place (first: {}); once the cause is fixed, `trove materialize --repo {}` completes it",
+                crate::pathbytes::display_path(&repo.root),
+                report.browsable_incomplete.len(),
+                report.browsable_incomplete[0],
+                crate::pathbytes::display_path(&repo.root),
+            )?;
+        }
     }
-    Ok(Outcome::Ok)
+    Ok(if report.browsable_incomplete.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Problems
+    })
 }
 
 fn stats(cli: &Cli) -> Result<Outcome> {

@@ -1,6 +1,7 @@
 //! Filesystem primitives with the durability rules of the repository:
 //! atomic writes (temp file → fsync → rename → fsync directory), filesystem
-//! syncs for batches, and hardlink-with-fallback for the browsable tree.
+//! syncs for batches. Changes inside the browsable tree go through
+//! [`crate::rootdir::RootDir`], which never follows a symlink.
 
 use crate::error::{IoContext, Result};
 use crate::store::tree::Meta;
@@ -130,62 +131,14 @@ pub fn create_private_dir(path: &Path) -> Result<()> {
         .ctx("create directory", path)
 }
 
-/// How `link_or_copy` placed a file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Placed {
-    Linked,
-    Copied,
-}
-
-/// Hardlink `src` to `dest`, replacing whatever `dest` is. Where the
-/// filesystem refuses a link (EMLINK: too many links to one inode; EXDEV:
-/// another filesystem; EPERM/ENOTSUP: no hardlinks here) the file is copied
-/// instead: the copy is read-only like the object it comes from.
-pub fn link_or_copy(src: &Path, dest: &Path) -> Result<Placed> {
-    match fs::hard_link(src, dest) {
-        Ok(()) => return Ok(Placed::Linked),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            remove_any(dest)?;
-            match fs::hard_link(src, dest) {
-                Ok(()) => return Ok(Placed::Linked),
-                Err(e) if !link_refused(&e) => {
-                    return Err(crate::error::Error::io("hardlink to", dest, e))
-                }
-                Err(_) => {}
-            }
-        }
-        Err(e) if link_refused(&e) => {}
-        Err(e) => return Err(crate::error::Error::io("hardlink to", dest, e)),
-    }
-    copy_read_only(src, dest)?;
-    Ok(Placed::Copied)
-}
-
-fn link_refused(e: &io::Error) -> bool {
+/// Whether a failed hardlink means "no link here" (EMLINK: too many links
+/// to one inode; EXDEV: another filesystem; EPERM/ENOTSUP: no hardlinks on
+/// this filesystem), so a copy must stand in.
+pub fn link_refused(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMLINK) | Some(libc::EXDEV) | Some(libc::EPERM) | Some(libc::ENOTSUP)
     )
-}
-
-/// Copy `src` to `dest` (via a temp name in the same directory, so a crash
-/// never leaves a half-written file at `dest`) and make it read-only.
-/// `fs::copy` uses copy_file_range, which reflinks where the filesystem can.
-pub fn copy_read_only(src: &Path, dest: &Path) -> Result<()> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}", tmp_name("trove-copy")));
-    fs::copy(src, &tmp).ctx("copy to", &tmp)?;
-    set_read_only(&tmp)?;
-    if let Err(e) = fs::rename(&tmp, dest) {
-        let _ = fs::remove_file(&tmp);
-        return Err(crate::error::Error::io("rename into place", dest, e));
-    }
-    Ok(())
-}
-
-pub fn set_read_only(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o444)).ctx("chmod", path)
 }
 
 /// Remove a file, symlink or (recursively) directory; missing is fine.
@@ -200,19 +153,6 @@ pub fn remove_any(path: &Path) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(crate::error::Error::io("stat", path, e)),
     }
-}
-
-/// Create an empty read-only file (empty files are never hardlinked: every
-/// empty file would otherwise share one inode and its link limit).
-pub fn create_empty(dest: &Path) -> Result<()> {
-    remove_any(dest)?;
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o444)
-        .open(dest)
-        .ctx("create", dest)?;
-    Ok(())
 }
 
 /// Set a symlink's own mtime (std has no lutimes). The access time is left

@@ -41,6 +41,10 @@ pub struct PruneReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_snapshot: Option<String>,
     pub gc: GcReport,
+    /// Entries of the browsable tree that could not be put in place
+    /// ("path: reason"); the snapshot has them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub browsable_incomplete: Vec<String>,
 }
 
 fn plan_options(o: &PruneOptions) -> PlanOptions {
@@ -61,6 +65,8 @@ struct Trim {
     /// Dry run: every object the trimmed latest snapshot would reference,
     /// for the collection preview.
     preview: Option<HashSet<ObjectId>>,
+    /// Browsable-tree entries the update could not place.
+    tree_failures: Vec<(Vec<u8>, String)>,
 }
 
 /// Apply per-file retention to the latest snapshot.
@@ -93,6 +99,7 @@ fn file_retention(repo: &Repo, latest: &Snapshot, o: &PruneOptions) -> Result<Tr
             removed,
             snapshot: None,
             preview: Some(plan.referenced_objects()),
+            tree_failures: Vec::new(),
         });
     }
     let batch = Batch::new(repo);
@@ -129,7 +136,7 @@ fn file_retention(repo: &Repo, latest: &Snapshot, o: &PruneOptions) -> Result<Tr
     let m = Materializer::new(repo, &repo.root);
     TreeDiff::between((&entries, &archive), (&plan.entries, &plan.archive))
         .apply(&m, &plan.entries)?;
-    backup::finish_tree_update(repo, &m, &id)?;
+    let up = backup::finish_tree_update(repo, &m, &id)?;
     let files = entries.iter().filter(|e| e.file_id().is_some()).count();
     let records = cache::load(repo, Some(&latest.id), files);
     if !records.is_empty() {
@@ -139,6 +146,7 @@ fn file_retention(repo: &Repo, latest: &Snapshot, o: &PruneOptions) -> Result<Tr
         removed,
         snapshot: Some(id),
         preview: None,
+        tree_failures: up.failures,
     })
 }
 
@@ -154,12 +162,24 @@ pub fn run(repo: &Repo, o: &PruneOptions) -> Result<PruneReport> {
     }
     let mut trim = Trim::default();
     if let Some(latest) = snapshot::latest(repo)? {
+        let mut failures = Vec::new();
         if !o.dry_run {
-            backup::catch_up_browsable(repo, &latest)?;
+            failures = backup::catch_up_browsable(repo, &latest)?.failures;
         }
         trim = file_retention(repo, &latest, o)?;
         report.retention_removed = trim.removed;
         report.retention_snapshot = trim.snapshot.map(|i| i.short());
+        // The trim's update went by differences from a tree that was not
+        // whole: its marker must not claim the tree shows the trimmed
+        // snapshot, so the next command checks all of it.
+        if !failures.is_empty() && trim.snapshot.is_some() {
+            crate::materialize::clear_marker(repo)?;
+        }
+        failures.append(&mut trim.tree_failures);
+        report.browsable_incomplete = failures
+            .into_iter()
+            .map(|(p, msg)| format!("{}: {msg}", crate::pathbytes::display(&p)))
+            .collect();
     }
     let tz = jiff::tz::TimeZone::system();
     let gcp = gc::plan(repo, &o.policy, o.now_ns, &tz, trim.preview.as_ref())?;

@@ -624,30 +624,38 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
 
     // Derived data: the browsable tree, then the cache.
     let m = Materializer::new(repo, &repo.root);
-    match diff {
-        None => fill(&m, repo, &record)?,
-        Some((mut o, mut n)) if old_esc == new_esc && !arch_nests => {
-            o.sort_by(|a, b| cmp_paths(&a.path, &b.path));
-            n.sort_by(|a, b| cmp_paths(&a.path, &b.path));
-            let lookup = TreeLookup {
-                repo,
-                root: root_id,
-                dirs: Mutex::new(HashMap::new()),
-            };
-            m.apply(&o, &n, &|p: &[u8]| {
-                browse::wants_dir_by(&new_esc, p, &|q| lookup.is_dir(q))
-            })?;
+    // The snapshot is committed: from here on a failure leaves the tree
+    // incomplete (and says so), never the run failed.
+    let placed = (|| -> Result<()> {
+        match diff {
+            None => fill(&m, repo, &record)?,
+            Some((mut o, mut n)) if old_esc == new_esc && !arch_nests => {
+                o.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+                n.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+                let lookup = TreeLookup {
+                    repo,
+                    root: root_id,
+                    dirs: Mutex::new(HashMap::new()),
+                };
+                m.apply(&o, &n, &|p: &[u8]| {
+                    browse::wants_dir_by(&new_esc, p, &|q| lookup.is_dir(q))
+                })?;
+            }
+            _ => {
+                // Escapes changed or the archive nests: only whole renderings
+                // are exact (rare; this loads both listings).
+                let (ne, na) = super::load_snapshot(repo, &record)?;
+                let (oe, oa) = match &c.latest {
+                    Some(l) => super::load_snapshot(repo, &l.record)?,
+                    None => Default::default(),
+                };
+                super::TreeDiff::between((&oe, &oa), (&ne, &na)).apply(&m, &ne)?;
+            }
         }
-        _ => {
-            // Escapes changed or the archive nests: only whole renderings
-            // are exact (rare; this loads both listings).
-            let (ne, na) = super::load_snapshot(repo, &record)?;
-            let (oe, oa) = match &c.latest {
-                Some(l) => super::load_snapshot(repo, &l.record)?,
-                None => Default::default(),
-            };
-            super::TreeDiff::between((&oe, &oa), (&ne, &na)).apply(&m, &ne)?;
-        }
+        Ok(())
+    })();
+    if let Err(e) = placed {
+        m.record_error(b"", e);
     }
     let up = super::finish_tree_update(repo, &m, &snap_id)?;
     if needs_relink(&c, report) {
@@ -661,9 +669,9 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     report.link_fallback_copies += up.copies;
     for (p, msg) in up.failures {
         report.failed = true;
-        report.problems.push(Problem {
+        report.browsable_incomplete.push(Problem {
             path: c.layout.dst(&p),
-            message: format!("not placed in the browsable tree: {msg}"),
+            message: msg,
         });
     }
     super::warn_link_copies(report);

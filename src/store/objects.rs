@@ -342,7 +342,29 @@ pub fn quarantine_object(repo: &Repo, path: &Path) -> Result<PathBuf> {
 /// store write. Returns false (and changes nothing) when `good` turns out
 /// not to hold those bytes.
 pub fn restore_object_from(repo: &Repo, id: &ObjectId, good: &Path) -> Result<bool> {
-    let mut src = open_regular(good)?;
+    restore_object_from_file(repo, id, open_regular(good)?, good)
+}
+
+/// `restore_object_from` with the good copy already open (the browsable
+/// tree opens its files without following a symlink); `good` names it in
+/// messages. Anything but a regular file is refused.
+pub fn restore_object_from_file(
+    repo: &Repo,
+    id: &ObjectId,
+    mut src: File,
+    good: &Path,
+) -> Result<bool> {
+    let m = src.metadata().ctx("stat", good)?;
+    if !m.file_type().is_file() {
+        return Err(Error::corrupt(
+            "copy",
+            good,
+            format!(
+                "it is {}, not a regular file",
+                describe_type(&m.file_type())
+            ),
+        ));
+    }
     let tmp = repo.tmp_dir().join(fsutil::tmp_name("repair"));
     let mut out = create_tmp(&tmp)?;
     let mut h = Hasher::new(repo.algo());

@@ -28,6 +28,7 @@ mod restore;
 mod retention;
 mod streaming;
 mod trust;
+mod trust_paths;
 mod trust_retention;
 mod verify;
 mod walkthrough;
