@@ -26,6 +26,7 @@ mod restore;
 mod retention;
 mod streaming;
 mod trust;
+mod trust_snapshots;
 mod verify;
 mod walkthrough;
 mod watch;
