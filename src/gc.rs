@@ -156,10 +156,14 @@ impl Mark<'_> {
     }
 }
 
+/// A collection stops at the first thing it cannot read: deleting while
+/// part of the graph is unknown could delete live content. A damaged
+/// repository is a problem found (exit 1), not a usage error.
 fn refuse(e: Error) -> Error {
-    Error::Usage(format!(
-        "cannot collect garbage safely: {e}. Nothing was deleted; run `trove verify` and repair the repository first"
-    ))
+    Error::Unsafe {
+        action: "collect garbage",
+        source: Box::new(e),
+    }
 }
 
 /// One snapshot and what the policy said about it.
@@ -222,10 +226,9 @@ pub fn plan(
     tz: &jiff::tz::TimeZone,
     latest_objects: Option<&HashSet<ObjectId>>,
 ) -> Result<GcPlan> {
-    let (snaps, bad) = snapshot::list(repo)?;
-    if let Some(e) = bad.into_iter().next() {
-        return Err(refuse(e));
-    }
+    let scan = snapshot::scan(repo)?;
+    scan.check_intact("collect garbage")?;
+    let snaps = scan.snapshots;
     let times: Vec<(SnapshotId, i64)> = snaps.iter().map(|s| (s.id, s.record.time_ns)).collect();
     let decisions: Vec<Decision> = retention::apply(&times, policy, now_ns, tz);
     let by_id: HashMap<SnapshotId, &Decision> = decisions.iter().map(|d| (d.id, d)).collect();
@@ -479,7 +482,11 @@ pub struct LatestStats {
 }
 
 pub fn stats(repo: &Repo) -> Result<RepoStats> {
-    let (snaps, _) = snapshot::list(repo)?;
+    let scan = snapshot::scan(repo)?;
+    // The latest is what the figures describe: a damaged record that may
+    // be newer makes them unknowable, never silently an older snapshot's.
+    scan.latest()?;
+    let snaps = scan.snapshots;
     let mut st = RepoStats {
         snapshots: snaps.len() as u64,
         ..RepoStats::default()

@@ -18,7 +18,7 @@ use crate::fsutil::{self, Placed};
 use crate::id::SnapshotId;
 use crate::pathbytes::{self, cmp_paths};
 use crate::store::snapshot::SnapshotRecord;
-use crate::store::tree::{self, Flat, FlatCursor, History, Item, Leaf, Meta, TreeObject};
+use crate::store::tree::{self, Flat, FlatCursor, History, Item, Leaf, Limit, Meta, TreeObject};
 use crate::store::{objects, Repo};
 use rayon::prelude::*;
 use std::cmp::Ordering;
@@ -126,6 +126,12 @@ impl<'r> Materializer<'r> {
                 return Ok(Disk::Ours);
             }
         }
+        // A hardlink of a stored object is trove's own whichever snapshot
+        // put it there (one whose record is damaged, after `backup
+        // --allow-damaged-latest`): its content stays in the store.
+        if self.is_object_link(&p, &m)? {
+            return Ok(Disk::Ours);
+        }
         // An empty directory carries no data: it is safe to replace.
         if m.is_dir()
             && fs::read_dir(&p)
@@ -135,6 +141,16 @@ impl<'r> Materializer<'r> {
             return Ok(Disk::Ours);
         }
         Ok(Disk::Foreign)
+    }
+
+    /// Whether `p` is a hardlink of the stored object its bytes name.
+    fn is_object_link(&self, p: &Path, m: &fs::Metadata) -> Result<bool> {
+        if !m.is_file() || m.nlink() < 2 || m.len() == 0 {
+            return Ok(false);
+        }
+        let d = objects::hash_object(self.repo.algo(), p)?;
+        let obj = self.repo.object_path(&crate::id::ObjectId(d));
+        Ok(fs::symlink_metadata(&obj).is_ok_and(|om| om.ino() == m.ino() && om.dev() == m.dev()))
     }
 
     fn matches(&self, e: &BEntry, p: &Path, m: &fs::Metadata) -> Result<bool> {
@@ -256,6 +272,18 @@ impl<'r> Materializer<'r> {
                     _ => fs::remove_file(&p),
                 };
                 match r {
+                    Ok(()) => {
+                        self.stats.removed.fetch_add(1, AtOrd::Relaxed);
+                        Ok(())
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+                    Err(err) => Err(Error::io("remove", &p, err)),
+                }
+            }
+            Disk::Ours if !matches!(e.kind, BKind::Dir) => {
+                // A hardlink of another stored object: nothing is lost.
+                let p = self.fs_path(&e.path);
+                match fs::remove_file(&p) {
                     Ok(()) => {
                         self.stats.removed.fetch_add(1, AtOrd::Relaxed);
                         Ok(())
@@ -791,7 +819,7 @@ impl<'r> LazyRender<'r> {
         if !esc.is_empty() {
             return Ok(None);
         }
-        let mut c = FlatCursor::<History, ()>::new(repo, &rec.archive, None)?;
+        let mut c = FlatCursor::<History, ()>::new(repo, &rec.archive, None, Limit::archive())?;
         let mut last: Option<Vec<u8>> = None;
         while let Some((p, f)) = c.next()? {
             if let Flat::Leaf(_) = f {
@@ -807,13 +835,13 @@ impl<'r> LazyRender<'r> {
         let mut runs = Vec::new();
         for dups in [false, true] {
             runs.push(Run::Source {
-                c: FlatCursor::new(repo, &rec.root, None)?,
+                c: FlatCursor::new(repo, &rec.root, None, Limit::source(rec))?,
                 dups,
             });
         }
         for deleted in [false, true] {
             runs.push(Run::Archive {
-                c: FlatCursor::new(repo, &rec.archive, None)?,
+                c: FlatCursor::new(repo, &rec.archive, None, Limit::archive())?,
                 deleted,
                 pending: Default::default(),
             });

@@ -25,7 +25,7 @@ use crate::store::cache;
 use crate::store::objects::Batch;
 use crate::store::snapshot::{self, Snapshot, SnapshotRecord};
 use crate::store::tree::{
-    self, frame_tree, Flat, FlatCursor, History, Item, Leaf, Meta, TreeObject, TreeWriter,
+    self, frame_tree, Flat, FlatCursor, History, Item, Leaf, Limit, Meta, TreeObject, TreeWriter,
 };
 use crate::store::{Repo, StoreKind};
 use std::collections::{HashMap, HashSet};
@@ -43,6 +43,12 @@ pub(super) struct Ctx<'a> {
     pub writer: Option<&'a Repo>,
     pub algo: HashAlgo,
     pub latest: Option<Snapshot>,
+    /// The new snapshot's sequence number: above every record's, damaged
+    /// ones included.
+    pub next_seq: u64,
+    /// False while a snapshot record is damaged: what it references is
+    /// unknown, so nothing is collected.
+    pub collect: bool,
     pub layout: &'a Layout,
     pub root: &'a Path,
     pub run_start: i64,
@@ -379,13 +385,13 @@ fn referenced_among(
             live.insert(*id);
         }
     };
-    let mut c = FlatCursor::<Leaf, Meta>::new(repo, &rec.root, None)?;
+    let mut c = FlatCursor::<Leaf, Meta>::new(repo, &rec.root, None, Limit::source(rec))?;
     while let Some((_, f)) = c.next()? {
         if let Flat::Leaf(Leaf::File { id, .. }) = f {
             note(&id);
         }
     }
-    let mut c = FlatCursor::<History, ()>::new(repo, &rec.archive, None)?;
+    let mut c = FlatCursor::<History, ()>::new(repo, &rec.archive, None, Limit::archive())?;
     while let Some((_, f)) = c.next()? {
         if let Flat::Leaf(h) = f {
             for id in history_ids(Some(&h)) {
@@ -552,7 +558,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
         now_ns: c.run_start,
     };
     let prev_arch = match (c.repo, prev_rec) {
-        (Some(r), Some(rec)) => Some(FlatCursor::new(r, &rec.archive, None)?),
+        (Some(r), Some(rec)) => Some(FlatCursor::new(r, &rec.archive, None, Limit::archive())?),
         _ => None,
     };
     let cache_w = c.writer.map(cache::Writer::create).transpose()?;
@@ -634,6 +640,9 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
             cache_w.finish(latest)?;
         }
         report.snapshot = latest.map(|i| i.short());
+        if !c.collect {
+            return Ok(());
+        }
         return super::policy_gc_if_due(repo, s, c.run_start, report);
     }
 
@@ -643,6 +652,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     crate::log::mem_phase("batch committed");
     let record = super::snapshot_record(
         c.latest.as_ref(),
+        c.next_seq,
         c.run_start,
         source_records,
         root_id,
@@ -703,7 +713,9 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     super::warn_link_copies(report);
     cache_w.finish(Some(snap_id))?;
     crate::log::mem_phase("cache saved");
-    if s.policy.is_set() {
+    if !c.collect {
+        // Said once by `backup::run`.
+    } else if s.policy.is_set() {
         let g = crate::prune::full_gc(repo, &s.policy, c.run_start)?;
         report.snapshots_forgotten = g.forgotten.len() as u64;
         report.objects_removed = g.objects_removed;

@@ -161,6 +161,7 @@ fn check_runs(ops: Vec<Vec<Op>>, max_versions: u64, scoped: bool) {
         rehash: false,
         dry_run: false,
         always_snapshot: true,
+        allow_damaged_latest: false,
         wait: false,
         scope: None,
     };

@@ -80,7 +80,11 @@ fn three_backups(env: &TestEnv) -> Res<Vec<String>> {
     env.write("a.txt", b"three")?;
     env.write("sub/c.txt", b"sea")?;
     env.backup_ok(&[])?;
-    Ok(env.snapshot_ids()?.into_iter().map(|(_, full)| full).collect())
+    Ok(env
+        .snapshot_ids()?
+        .into_iter()
+        .map(|(_, full)| full)
+        .collect())
 }
 
 /// Every command that resolves `latest` fails with exit 1, naming the
@@ -105,7 +109,10 @@ fn latest_refused(env: &TestEnv, full: &str) -> TestResult {
             "{args:?} says what to do: {msg}"
         );
     }
-    assert!(!target.exists(), "nothing was restored from an older snapshot");
+    assert!(
+        !target.exists(),
+        "nothing was restored from an older snapshot"
+    );
     assert!(!view.exists(), "nothing was materialized");
     Ok(())
 }
@@ -132,7 +139,11 @@ fn a_damaged_newest_snapshot_record_is_never_skipped_silently() -> TestResult {
         "backup says how to go on: {msg}"
     );
     assert_eq!(record_names(&env)?, records, "no snapshot was written");
-    assert_eq!(listing(&env.backup, true)?, tree, "the browsable tree is as it was");
+    assert_eq!(
+        listing(&env.backup, true)?,
+        tree,
+        "the browsable tree is as it was"
+    );
 
     // The listing shows the record as damaged instead of hiding it.
     let o = repo_bounded(&env, &["snapshots"])?;
@@ -265,13 +276,23 @@ fn prune_checks_a_damaged_record_before_it_acts() -> TestResult {
     let trees = damage::tree_hashes(&env.backup)?;
 
     let mut c = Command::new(trove_bin());
-    c.current_dir(env.root()).env_remove("TROVE_REPO").arg("prune");
+    c.current_dir(env.root())
+        .env_remove("TROVE_REPO")
+        .arg("prune");
     let o = run_bounded(c, LIMIT)?;
     expect(&o, 1, "prune on a damaged repository");
-    assert!(text(&o).contains(&ids[1]), "prune names the record: {}", text(&o));
+    assert!(
+        text(&o).contains(&ids[1]),
+        "prune names the record: {}",
+        text(&o)
+    );
     assert!(text(&o).contains("trove verify"), "{}", text(&o));
 
-    assert_eq!(record_names(&env)?, records, "prune wrote or removed a snapshot");
+    assert_eq!(
+        record_names(&env)?,
+        records,
+        "prune wrote or removed a snapshot"
+    );
     let after = stat_listing(&env.dst("versions"), false)?;
     assert!(
         stat_differences(&versions, &after).is_empty(),
@@ -310,7 +331,12 @@ fn restore_calls_a_missing_object_of_the_latest_snapshot_damage_not_retention() 
     );
     let o = repo_bounded(
         &env,
-        &["restore", "--dry-run", "--target", &target.to_string_lossy()],
+        &[
+            "restore",
+            "--dry-run",
+            "--target",
+            &target.to_string_lossy(),
+        ],
     )?;
     assert!(
         !text(&o).contains("removed by retention"),
