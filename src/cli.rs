@@ -773,7 +773,7 @@ fn list_snapshots(cli: &Cli) -> Result<Outcome> {
             row,
         ));
     }
-    rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    rows.sort_by_key(|r| (r.0, r.1));
     let rows: Vec<SnapshotRow> = rows.into_iter().map(|(_, _, r)| r).collect();
     if cli.json {
         print_json(&rows)?;

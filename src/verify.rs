@@ -521,7 +521,7 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
                     kind: "corrupt tree",
                     subject: s.record.root.to_hex(),
                     message: format!(
-                        "snapshot {}'s source tree {} expands to {size} entries, but its record counts {}: its folders reuse one subtree over and over (a hostile or damaged repository); readers refuse to expand it. Restore from another snapshot; `trove verify` lists the others",
+                        "snapshot {}'s source tree {} expands to {size} entries, but its record counts {}: its folders reuse one subtree over and over (a hostile or damaged repository); readers refuse to expand it. Restore from another snapshot (`trove snapshots` lists them)",
                         s.id.short(),
                         repo.tree_path(&s.record.root).display(),
                         s.record.summary.files + s.record.summary.dirs + s.record.summary.symlinks,

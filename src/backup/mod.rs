@@ -728,7 +728,6 @@ fn policy_gc_if_due(
 /// The record of a new snapshot.
 fn snapshot_record(
     prev: Option<&Snapshot>,
-    seq: u64,
     run_start: i64,
     sources: Vec<SourceRecord>,
     root: TreeId,
@@ -737,7 +736,7 @@ fn snapshot_record(
     report: &BackupReport,
 ) -> SnapshotRecord {
     SnapshotRecord {
-        seq,
+        seq: prev.map_or(1, |p| p.record.seq + 1),
         time_ns: run_start,
         parent: prev.map(|p| p.id),
         sources,

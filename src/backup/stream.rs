@@ -650,9 +650,8 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     batch.commit()?;
     report.repaired_objects = batch.repaired();
     crate::log::mem_phase("batch committed");
-    let record = super::snapshot_record(
+    let mut record = super::snapshot_record(
         c.latest.as_ref(),
-        c.next_seq,
         c.run_start,
         source_records,
         root_id,
@@ -660,6 +659,9 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
         &counts,
         report,
     );
+    // Above every record's number, a damaged one's included (not only the
+    // parent's: see `Scan::next_seq`).
+    record.seq = c.next_seq;
     let snap_id = snapshot::write(repo, &record)?;
     report.snapshot = Some(snap_id.short());
     replay_log(&log, &old_esc, &new_esc, c.layout, false)?;

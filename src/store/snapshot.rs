@@ -244,8 +244,7 @@ pub fn scan(repo: &Repo) -> Result<Scan> {
     out.snapshots.sort_by(|a, b| {
         (a.record.seq, a.record.time_ns, a.id).cmp(&(b.record.seq, b.record.time_ns, b.id))
     });
-    out.damaged
-        .sort_by(|a, b| (a.seq, a.time_ns, a.id).cmp(&(b.seq, b.time_ns, b.id)));
+    out.damaged.sort_by_key(|d| (d.seq, d.time_ns, d.id));
     Ok(out)
 }
 
@@ -431,6 +430,69 @@ mod tests {
             decode(&v, Path::new("s")),
             Err(Error::Version { .. })
         ));
+    }
+
+    fn damaged(seq: Option<u64>) -> DamagedRecord {
+        DamagedRecord {
+            id: SnapshotId(Digest([9; 32])),
+            path: PathBuf::from("s"),
+            error: Error::corrupt("snapshot record", "s", "x"),
+            seq,
+            time_ns: None,
+        }
+    }
+
+    fn snap(seq: u64) -> Snapshot {
+        Snapshot {
+            id: SnapshotId(Digest([seq as u8; 32])),
+            record: rec(seq),
+        }
+    }
+
+    #[test]
+    fn a_damaged_record_that_may_be_newest_blocks_latest() {
+        // (readable seqs, damaged seqs, latest resolves, next seq)
+        type Case<'a> = (&'a [u64], &'a [Option<u64>], bool, u64);
+        let cases: &[Case] = &[
+            (&[1, 2], &[], true, 3),
+            (&[1, 2], &[Some(3)], false, 4),
+            (&[1, 2], &[None], false, 4),
+            (&[1, 3], &[Some(2)], true, 4),
+            (&[1, 2], &[Some(2)], false, 3),
+            (&[1, 2], &[None, None], false, 5),
+            (&[], &[None], false, 2),
+            (&[1], &[Some(u64::MAX)], false, u64::MAX),
+        ];
+        for (ok, bad, resolves, next) in cases {
+            let s = Scan {
+                snapshots: ok.iter().map(|&q| snap(q)).collect(),
+                damaged: bad.iter().map(|&q| damaged(q)).collect(),
+            };
+            assert_eq!(s.latest().is_ok(), *resolves, "{ok:?} {bad:?}");
+            assert_eq!(s.next_seq(), *next, "{ok:?} {bad:?}");
+            if !resolves {
+                assert!(matches!(s.latest(), Err(Error::DamagedLatest { .. })));
+            }
+        }
+    }
+
+    #[test]
+    fn a_truncated_record_still_tells_its_sequence_number() {
+        let r = rec(77);
+        let mut data = SNAPSHOT_MAGIC.to_vec();
+        data.push(SNAPSHOT_VERSION);
+        data.extend(encode(&r).expect("in memory"));
+        assert_eq!(claimed(&data), (Some(77), Some(r.time_ns)));
+        assert_eq!(
+            claimed(&data[..data.len() / 2]),
+            (Some(77), Some(r.time_ns))
+        );
+        assert_eq!(claimed(&data[..6]).0, Some(77));
+        assert_eq!(claimed(&data[..5]), (None, None));
+        assert_eq!(claimed(b""), (None, None));
+        let mut v = data.clone();
+        v[0] ^= 1;
+        assert_eq!(claimed(&v), (None, None));
     }
 
     #[test]

@@ -1026,9 +1026,11 @@ fn missing_content_is_named_and_everything_else_restored() -> TestResult {
     // missing object there is damage, named as such (issue 13).
     for p in ["b.txt", "sub/b_copy.txt"] {
         assert!(
-            r.stdout.lines().any(|l| l.starts_with(&format!("error: {p}: object "))
-                && l.contains("is missing")
-                && !l.contains("retention removed")),
+            r.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("error: {p}: object "))
+                    && l.contains("is missing")
+                    && !l.contains("retention removed")),
             "stdout names {p} as missing:\n{}",
             r.stdout
         );
