@@ -41,6 +41,11 @@ pub enum Error {
         msg: String,
     },
 
+    #[error(
+        "corrupt tree object {path}: {msg}; run `trove verify` to see the extent of the damage"
+    )]
+    Expansion { path: PathBuf, msg: String },
+
     #[error("missing {what} {id}: referenced by the repository but not present in {path}; run `trove verify`")]
     Missing {
         what: &'static str,

@@ -655,19 +655,46 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
         .last()
         .filter(|l| latest_known && !hostile.contains(&l.id))
     {
-        // A snapshot whose trees are damaged has its problems named above.
-        if let Ok(Some(mut render)) = materialize::LazyRender::new(repo, &latest.record) {
-            let (found, n) = check_browsable_lazily(repo, latest, &mut render, &inodes, progress)?;
-            report.browsable_entries = n;
-            problems.extend(found);
-        } else if let Ok((entries, archive)) = crate::backup::load_snapshot(repo, &latest.record) {
-            // The listing is not needed past its rendering: free it before
-            // the tree is checked (a large share of the memory).
-            let desired = browse::render(&entries, &archive);
-            drop((entries, archive));
-            crate::log::mem_phase("tree rendered");
-            report.browsable_entries = desired.len() as u64;
-            problems.extend(check_browsable(repo, latest, &desired, &inodes, progress)?);
+        // A snapshot whose trees are damaged has its problems named above;
+        // one that expands past its limit (an archive tree reusing a
+        // subtree) is named here, where its expansion stopped.
+        let expansion = |e: Error| -> Result<VerifyProblem> {
+            match e {
+                Error::Expansion { path, msg } => Ok(VerifyProblem {
+                    kind: "corrupt tree",
+                    subject: pathbytes::display_path(&path),
+                    message: format!("snapshot {}: {msg}", latest.id.short()),
+                    snapshots: vec![latest.id.short()],
+                    paths: Vec::new(),
+                    paths_total: 0,
+                }),
+                e => Err(e),
+            }
+        };
+        match materialize::LazyRender::new(repo, &latest.record) {
+            Ok(Some(mut render)) => {
+                match check_browsable_lazily(repo, latest, &mut render, &inodes, progress) {
+                    Ok((found, n)) => {
+                        report.browsable_entries = n;
+                        problems.extend(found);
+                    }
+                    Err(e) => problems.push(expansion(e)?),
+                }
+            }
+            Err(e @ Error::Expansion { .. }) => problems.push(expansion(e)?),
+            _ => match crate::backup::load_snapshot(repo, &latest.record) {
+                Ok((entries, archive)) => {
+                    // The listing is not needed past its rendering: free it
+                    // before the tree is checked (a large share of the memory).
+                    let desired = browse::render(&entries, &archive);
+                    drop((entries, archive));
+                    crate::log::mem_phase("tree rendered");
+                    report.browsable_entries = desired.len() as u64;
+                    problems.extend(check_browsable(repo, latest, &desired, &inodes, progress)?);
+                }
+                Err(e @ Error::Expansion { .. }) => problems.push(expansion(e)?),
+                Err(_) => {}
+            },
         }
     }
     crate::log::mem_phase("browsable checked");

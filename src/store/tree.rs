@@ -49,7 +49,7 @@ pub enum Limit {
 }
 
 /// Entries an archive walk may produce before the repeat check applies.
-pub const ARCHIVE_FLOOR: u64 = 1 << 20;
+pub const ARCHIVE_FLOOR: u64 = 1 << 16;
 /// How many times over an archive walk may repeat its distinct entries.
 pub const ARCHIVE_REPEAT: u64 = 1024;
 /// Slack over a record's count (never needed by a record trove wrote; it
@@ -129,11 +129,10 @@ impl Budget {
                 self.distinct_entries
             ),
         };
-        Err(Error::corrupt(
-            "tree object",
-            repo.tree_path(root),
-            format!("{why}: its folders reuse one subtree over and over (a hostile or damaged repository); it was not expanded further"),
-        ))
+        Err(Error::Expansion {
+            path: repo.tree_path(root),
+            msg: format!("{why}: its folders reuse one subtree over and over (a hostile or damaged repository); it was not expanded further"),
+        })
     }
 }
 

@@ -394,10 +394,15 @@ fn read_only_commands_never_recreate_a_deleted_objects_folder() -> TestResult {
 use trove::hash::hash_bytes;
 use trove::id::{HashAlgo, ObjectId, SnapshotId, TreeId};
 use trove::store::snapshot::{self, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
-use trove::store::tree::{encode_tree, frame_tree, Leaf, Meta, Node, TreeObject};
+use trove::store::tree::{
+    encode_tree, frame_tree, Archived, History, Leaf, Meta, Node, TreeObject,
+};
 
-/// Store a source-tree object the way trove does; returns its id.
-fn store_tree(repo: &Path, t: &TreeObject<Leaf, Meta>) -> Res<TreeId> {
+/// Store a tree object the way trove does; returns its id.
+fn store_tree<L: serde::Serialize, D: serde::Serialize>(
+    repo: &Path,
+    t: &TreeObject<L, D>,
+) -> Res<TreeId> {
     let payload = encode_tree(t)?;
     let id = TreeId(hash_bytes(HashAlgo::Blake3, &payload));
     let path = repo.join(".trove/trees").join(id.fanout());
@@ -418,7 +423,7 @@ fn hostile_tree(repo: &Path, levels: usize) -> Res<TreeId> {
     let empty = ObjectId(hash_bytes(HashAlgo::Blake3, b""));
     let mut id = store_tree(
         repo,
-        &TreeObject {
+        &TreeObject::<Leaf, Meta> {
             entries: vec![Node {
                 name: b"f".to_vec(),
                 leaf: Some(Leaf::File {
@@ -437,7 +442,7 @@ fn hostile_tree(repo: &Path, levels: usize) -> Res<TreeId> {
     for _ in 0..levels {
         id = store_tree(
             repo,
-            &TreeObject {
+            &TreeObject::<Leaf, Meta> {
                 entries: [b"a", b"b"]
                     .iter()
                     .map(|n| Node {
@@ -452,16 +457,64 @@ fn hostile_tree(repo: &Path, levels: usize) -> Res<TreeId> {
     Ok(id)
 }
 
+/// An archive tree `levels` deep in which every folder holds `a` and `b`,
+/// both the same child, whose leaf is a deleted file of `content`.
+fn hostile_archive(repo: &Path, levels: usize, content: &[u8]) -> Res<TreeId> {
+    let mut id = store_tree(
+        repo,
+        &TreeObject::<History, ()> {
+            entries: vec![Node {
+                name: b"gone.txt".to_vec(),
+                leaf: Some(History {
+                    next_version: 1,
+                    versions: Vec::new(),
+                    deleted: Some(Archived {
+                        id: ObjectId(hash_bytes(HashAlgo::Blake3, content)),
+                        size: content.len() as u64,
+                        meta: Meta {
+                            mode: 0o644,
+                            ..Meta::default()
+                        },
+                        time_ns: 1_700_000_000_000_000_000,
+                    }),
+                }),
+                dir: None,
+            }],
+        },
+    )?;
+    for _ in 0..levels {
+        id = store_tree(
+            repo,
+            &TreeObject::<History, ()> {
+                entries: [b"a", b"b"]
+                    .iter()
+                    .map(|n| Node {
+                        name: n.to_vec(),
+                        leaf: None,
+                        dir: Some((id, ())),
+                    })
+                    .collect(),
+            },
+        )?;
+    }
+    Ok(id)
+}
+
 /// Write a new latest record: the current latest with `root` as its
 /// source tree (and its counts unchanged). Returns its full id.
 fn record_with_root(env: &TestEnv, root: TreeId) -> Res<String> {
+    record_with(env, |r| r.root = root)
+}
+
+/// Write a new latest record: the current latest changed by `f`.
+fn record_with(env: &TestEnv, f: impl FnOnce(&mut snapshot::SnapshotRecord)) -> Res<String> {
     let (_, full) = env.snapshot_ids()?.pop().ok_or("no snapshot")?;
     let path = damage::snapshot_path(&env.backup, &full);
     let mut rec = snapshot::decode(&std::fs::read(&path)?, &path)?;
     rec.seq += 1;
     rec.time_ns += 1;
     rec.parent = SnapshotId::from_hex(&full);
-    rec.root = root;
+    f(&mut rec);
     let payload = snapshot::encode(&rec)?;
     let id = SnapshotId(hash_bytes(HashAlgo::Blake3, &payload));
     let mut data = SNAPSHOT_MAGIC.to_vec();
@@ -494,6 +547,35 @@ fn hostile_trees_that_reuse_one_subtree_cost_bounded_work() -> TestResult {
         assert!(
             text(&o).contains(&full[..8]),
             "{args:?} names the snapshot: {}",
+            text(&o)
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn hostile_archive_trees_that_reuse_one_subtree_cost_bounded_work() -> TestResult {
+    let env = TestEnv::new()?;
+    env.write("a.txt", b"alpha")?;
+    env.backup_ok(&[])?;
+    let archive = hostile_archive(&env.backup, 22, b"alpha")?;
+    let full = record_with(&env, |r| r.archive = archive)?;
+    let target = env.root().join("out");
+    let view = env.root().join("view");
+    let t = target.to_string_lossy().into_owned();
+    let v = view.to_string_lossy().into_owned();
+    for args in [
+        vec!["ls"],
+        vec!["verify", "--quick"],
+        vec!["verify"],
+        vec!["restore", "--target", t.as_str()],
+        vec!["materialize", "--target", v.as_str()],
+    ] {
+        let o = repo_bounded(&env, &args)?;
+        expect(&o, 1, &format!("{args:?} on a hostile archive tree"));
+        assert!(
+            text(&o).contains(&full[..8]) || text(&o).contains(&archive.to_hex()),
+            "{args:?} names the snapshot or the tree: {}",
             text(&o)
         );
     }
