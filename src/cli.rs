@@ -644,7 +644,7 @@ fn finish_backup(
     if cli.json {
         print_json(&report)?;
     } else if !cli.quiet {
-        print_summary(&report, &line, log.as_deref());
+        print_summary(&report, &line, log.as_deref(), &opts.settings.backup_root);
     }
     Ok(if report.failed {
         Outcome::Problems
@@ -653,7 +653,7 @@ fn finish_backup(
     })
 }
 
-fn print_summary(r: &BackupReport, line: &str, log: Option<&Path>) {
+fn print_summary(r: &BackupReport, line: &str, log: Option<&Path>, root: &Path) {
     let mut out = std::io::stdout().lock();
     let _ = if r.dry_run {
         writeln!(out, "dry run (nothing changed): {line}")
@@ -678,6 +678,25 @@ fn print_summary(r: &BackupReport, line: &str, log: Option<&Path>) {
             out,
             "{} paths could not be backed up (see the messages above)",
             r.problems.len()
+        );
+    }
+    if let Some(first) = r.browsable_incomplete.first() {
+        let shown = |p: &Path| crate::pathbytes::display_path(p);
+        let committed = match &r.snapshot {
+            Some(s) if r.changed => format!(
+                "snapshot {s} is committed and holds all {} files backed up; only ",
+                r.files
+            ),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "{committed}the browsable tree at {} is incomplete: {} entries could not be put in place (first: {}: {}); once the cause is fixed (e.g. space freed), `trove materialize --repo {}` or the next backup completes it",
+            shown(root),
+            r.browsable_incomplete.len(),
+            first.path,
+            first.message,
+            shown(root),
         );
     }
     if let Some(l) = log {
@@ -1071,6 +1090,9 @@ fn materialize(cli: &Cli, a: &MaterializeArgs) -> Result<Outcome> {
     let root = repo_root(cli)?;
     let repo = Repo::open_writable(&root)?;
     let _lock = RepoLock::acquire(&repo, LockMode::Exclusive, cli.wait)?;
+    // A writer like backup and prune: it empties what an interrupted
+    // write left in tmp/ (the fault sweep found materialize leaving one).
+    repo.clean_tmp()?;
     let snap = snapshot::resolve(&repo, "latest")?;
     let report = crate::materialize::rebuild(&repo, &snap, a.target.as_deref(), a.prune_extra)?;
     if cli.json {
@@ -1207,6 +1229,21 @@ fn retention_settings(cli: &Cli) -> Result<(crate::config::RetentionConfig, Opti
 fn prune(cli: &Cli, a: &PruneArgs) -> Result<Outcome> {
     let root = repo_root(cli)?;
     let (ret, log_dir) = retention_settings(cli)?;
+    for (flag, key, v) in [
+        ("--keep-last", "retention.keep_last", a.keep_last),
+        ("--keep-hourly", "retention.keep_hourly", a.keep_hourly),
+        ("--keep-daily", "retention.keep_daily", a.keep_daily),
+        ("--keep-weekly", "retention.keep_weekly", a.keep_weekly),
+        ("--keep-monthly", "retention.keep_monthly", a.keep_monthly),
+        ("--keep-yearly", "retention.keep_yearly", a.keep_yearly),
+        (
+            "--keep-within-days",
+            "retention.keep_within_days",
+            a.keep_within_days,
+        ),
+    ] {
+        crate::config::check_flag(flag, key, v.map(u64::from))?;
+    }
     let policy = ret.policy().overridden_by(crate::retention::Policy {
         keep_last: a.keep_last,
         keep_hourly: a.keep_hourly,
@@ -1295,8 +1332,22 @@ fn prune(cli: &Cli, a: &PruneArgs) -> Result<Outcome> {
         if !cli.quiet {
             writeln!(out, "{line}")?;
         }
+        if !report.browsable_incomplete.is_empty() {
+            writeln!(
+                out,
+                "the browsable tree at {} is incomplete: {} entries could not be put in place (first: {}); once the cause is fixed, `trove materialize --repo {}` completes it",
+                crate::pathbytes::display_path(&repo.root),
+                report.browsable_incomplete.len(),
+                report.browsable_incomplete[0],
+                crate::pathbytes::display_path(&repo.root),
+            )?;
+        }
     }
-    Ok(Outcome::Ok)
+    Ok(if report.browsable_incomplete.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Problems
+    })
 }
 
 fn stats(cli: &Cli) -> Result<Outcome> {
@@ -1387,16 +1438,21 @@ fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
         .full_scan_interval
         .or(wcfg.full_scan_interval)
         .unwrap_or(crate::watch::DEFAULT_FULL_SCAN_SECS);
-    if debounce == 0 || full == 0 {
-        return Err(
-            Error::Usage("--debounce and --full-scan-interval must be above 0".into()).into(),
-        );
-    }
+    // The config's values were checked when it was read.
+    crate::config::check_flag("--debounce", "watch.debounce_ms", a.debounce)?;
+    crate::config::check_flag(
+        "--full-scan-interval",
+        "watch.full_scan_interval",
+        a.full_scan_interval,
+    )?;
+    // At most a day: `Duration::from_secs_f64` panics on a huge number.
+    const MAX_POLL_SECS: f64 = 86_400.0;
     let poll = match a.poll {
-        Some(p) if !(p > 0.0 && p.is_finite()) => {
-            return Err(
-                Error::Usage(format!("--poll {p}: give a number of seconds above 0")).into(),
-            )
+        Some(p) if !(p > 0.0 && p <= MAX_POLL_SECS) => {
+            return Err(Error::Usage(format!(
+                "--poll {p}: out of range (allowed: above 0 to {MAX_POLL_SECS} seconds)"
+            ))
+            .into())
         }
         Some(p) => Some(std::time::Duration::from_secs_f64(p)),
         None => None,
@@ -1419,7 +1475,12 @@ fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
     };
     if !cli.quiet && !cli.json {
         if let Some(l) = &guard.file {
-            eprintln!("watching; log: {} (stop with Ctrl-C)", l.display());
+            // A failing stderr must not panic the session (see main.rs).
+            let _ = writeln!(
+                std::io::stderr(),
+                "watching; log: {} (stop with Ctrl-C)",
+                l.display()
+            );
         }
     }
     let mut failed = false;
@@ -1670,6 +1731,15 @@ impl Progress for TermProgress {
 /// and printing both said "No space left on device (os error 28): No space
 /// left on device (os error 28)".
 pub fn error_report(e: &anyhow::Error) -> String {
+    // Every I/O error of the library carries its path; a bare one can only
+    // come from writing the report itself (`writeln!(stdout)?`), so say so
+    // rather than print an error that names nothing (the fault sweep found
+    // "error: Disk quota exceeded (os error 122)" alone).
+    if e.chain().count() == 1 {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return format!("cannot write the report to standard output: {io}");
+        }
+    }
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

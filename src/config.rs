@@ -101,6 +101,163 @@ pub struct FileConfig {
     pub watch: Option<WatchConfig>,
 }
 
+/// The allowed range of a numeric setting, checked when the config is
+/// read and when a flag gives the value: a value outside it is a usage
+/// error (exit 2) naming the key and the range, never a number that
+/// overflows later (`deleted_max_age_days: 1000000`, meant as "for ever",
+/// used to wrap around and empty `_deleted/`).
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    /// `section.name` in the config file.
+    pub key: &'static str,
+    pub min: u64,
+    pub max: u64,
+    /// How the range reads after "allowed: MIN to MAX".
+    pub unit: &'static str,
+    /// What to write instead of a value out of range.
+    pub hint: &'static str,
+}
+
+/// 100 years: the longest age a setting in days may give.
+pub const MAX_DAYS: u64 = 36_500;
+const MAX_COUNT: u64 = u32::MAX as u64;
+const KEEP_HINT: &str = "leave the key out for no such rule";
+
+/// Every numeric setting and its range (README "Configuration").
+pub const BOUNDS: &[Bound] = &[
+    Bound {
+        key: "retention.max_versions_per_file",
+        min: 1,
+        max: MAX_COUNT,
+        unit: "",
+        hint: "it counts the earlier versions kept per file",
+    },
+    Bound {
+        key: "retention.deleted_max_age_days",
+        min: 0,
+        max: MAX_DAYS,
+        unit: " days = 100 years",
+        hint: "leave the key out to keep deleted files for ever",
+    },
+    Bound {
+        key: "retention.keep_last",
+        min: 1,
+        max: MAX_COUNT,
+        unit: "",
+        hint: KEEP_HINT,
+    },
+    Bound {
+        key: "retention.keep_hourly",
+        min: 1,
+        max: MAX_COUNT,
+        unit: "",
+        hint: KEEP_HINT,
+    },
+    Bound {
+        key: "retention.keep_daily",
+        min: 1,
+        max: MAX_COUNT,
+        unit: "",
+        hint: KEEP_HINT,
+    },
+    Bound {
+        key: "retention.keep_weekly",
+        min: 1,
+        max: MAX_COUNT,
+        unit: "",
+        hint: KEEP_HINT,
+    },
+    Bound {
+        key: "retention.keep_monthly",
+        min: 1,
+        max: MAX_COUNT,
+        unit: "",
+        hint: KEEP_HINT,
+    },
+    Bound {
+        key: "retention.keep_yearly",
+        min: 1,
+        max: MAX_COUNT,
+        unit: "",
+        hint: KEEP_HINT,
+    },
+    Bound {
+        key: "retention.keep_within_days",
+        min: 1,
+        max: MAX_DAYS,
+        unit: " days = 100 years",
+        hint: KEEP_HINT,
+    },
+    Bound {
+        key: "watch.debounce_ms",
+        min: 1,
+        max: 3_600_000,
+        unit: " ms = an hour",
+        hint: "the default is 1000",
+    },
+    Bound {
+        key: "watch.full_scan_interval",
+        min: 1,
+        max: 31_536_000,
+        unit: " s = 365 days",
+        hint: "the default is 3600",
+    },
+];
+
+impl Bound {
+    /// The bound of a config key (`section.name`).
+    pub fn of(key: &str) -> Option<&'static Bound> {
+        BOUNDS.iter().find(|b| b.key == key)
+    }
+
+    /// "allowed: 1 to 4294967295".
+    pub fn range(&self) -> String {
+        format!("allowed: {} to {}{}", self.min, self.max, self.unit)
+    }
+
+    /// Check `v`, given as `named` (`key `x`` or `--flag`).
+    pub fn check(&self, named: &str, v: u64) -> std::result::Result<(), String> {
+        if (self.min..=self.max).contains(&v) {
+            return Ok(());
+        }
+        Err(format!(
+            "{named}: {v} is out of range ({}); {}",
+            self.range(),
+            self.hint
+        ))
+    }
+}
+
+/// Check a flag's value against the bound of the config key it overrides.
+pub fn check_flag(flag: &str, key: &str, v: Option<u64>) -> Result<()> {
+    match (Bound::of(key), v) {
+        (Some(b), Some(v)) => b.check(flag, v).map_err(Error::Usage),
+        _ => Ok(()),
+    }
+}
+
+impl FileConfig {
+    /// Every numeric setting given, by its key (for [`Bound`]).
+    fn numbers(&self) -> Vec<(&'static str, Option<u64>)> {
+        let r = self.retention.clone().unwrap_or_default();
+        let w = self.watch.clone().unwrap_or_default();
+        let n = |v: Option<u32>| v.map(u64::from);
+        vec![
+            ("retention.max_versions_per_file", r.max_versions_per_file),
+            ("retention.deleted_max_age_days", r.deleted_max_age_days),
+            ("retention.keep_last", n(r.keep_last)),
+            ("retention.keep_hourly", n(r.keep_hourly)),
+            ("retention.keep_daily", n(r.keep_daily)),
+            ("retention.keep_weekly", n(r.keep_weekly)),
+            ("retention.keep_monthly", n(r.keep_monthly)),
+            ("retention.keep_yearly", n(r.keep_yearly)),
+            ("retention.keep_within_days", n(r.keep_within_days)),
+            ("watch.debounce_ms", w.debounce_ms),
+            ("watch.full_scan_interval", w.full_scan_interval),
+        ]
+    }
+}
+
 /// A size in the config: a number of bytes or a string with a unit.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
@@ -197,6 +354,9 @@ impl LoadedConfig {
             let inner = e.into_inner();
             if key == "." || key.is_empty() {
                 Error::config(path, inner.to_string())
+            } else if let Some(b) = Bound::of(&key) {
+                // A negative, fractional or huge number: the range helps.
+                Error::config(path, format!("key `{key}`: {inner} ({})", b.range()))
             } else {
                 Error::config(path, format!("key `{key}`: {inner}"))
             }
@@ -250,11 +410,10 @@ impl LoadedConfig {
                 }
             }
         }
-        if let Some(r) = &f.retention {
-            if r.max_versions_per_file == Some(0) {
-                return Err(self.err(
-                    "key `retention.max_versions_per_file`: must be at least 1 (it counts the earlier versions kept per file)",
-                ));
+        for (key, v) in f.numbers() {
+            if let (Some(b), Some(v)) = (Bound::of(key), v) {
+                b.check(&format!("key `{key}`"), v)
+                    .map_err(|e| self.err(e))?;
             }
         }
         if let Some(ex) = &f.exclude {
@@ -421,6 +580,38 @@ mod tests {
                 || s[0].starts_with(c.path.parent().unwrap_or(Path::new("")))));
         assert_eq!(c.file.hash_algorithm, Some(HashAlgo::Sha256));
         Ok(())
+    }
+
+    #[test]
+    fn numeric_keys_are_bounded_and_errors_name_the_key_and_range() {
+        for b in BOUNDS {
+            let (section, name) = b.key.split_once('.').unwrap_or(("", b.key));
+            let with = |v: &str| {
+                msg(load(&format!(
+                    r#"{{"sources": ["./src"], "{section}": {{"{name}": {v}}}}}"#
+                )))
+            };
+            assert_eq!(with(&b.min.to_string()), "ok", "{} = min", b.key);
+            assert_eq!(with(&b.max.to_string()), "ok", "{} = max", b.key);
+            for bad in [
+                (b.max + 1).to_string(),
+                "-1".to_string(),
+                "1e40".to_string(),
+                u64::MAX.to_string(),
+            ] {
+                let m = with(&bad);
+                assert!(
+                    m.contains(b.key) && m.contains(&b.range()),
+                    "{} = {bad}: {m}",
+                    b.key
+                );
+            }
+            if b.min > 0 {
+                let m = with(&(b.min - 1).to_string());
+                assert!(m.contains(b.key) && m.contains("allowed"), "{m}");
+            }
+        }
+        assert!(Bound::of("retention.nothing").is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Filesystem primitives with the durability rules of the repository:
 //! atomic writes (temp file → fsync → rename → fsync directory), filesystem
-//! syncs for batches, and hardlink-with-fallback for the browsable tree.
+//! syncs for batches. Changes inside the browsable tree go through
+//! [`crate::rootdir::RootDir`], which never follows a symlink.
 
 use crate::error::{IoContext, Result};
 use crate::store::tree::Meta;
@@ -31,6 +32,32 @@ pub fn tmp_name_of(prefix: &str, n: u64) -> String {
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     let f = File::open(dir).ctx("open directory for fsync", dir)?;
     f.sync_all().ctx("fsync directory", dir)
+}
+
+/// Whether `syncfs` reports writeback errors here. Before Linux 5.8 it
+/// returned 0 even when pages of the filesystem failed to reach the disk
+/// (the error was only seen by a later `fsync` of that very file, if at
+/// all), so a batch "made durable" by it could silently not be; there
+/// trove fsyncs every file instead. Decided once per process.
+pub fn syncfs_reports_errors() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        kernel_at_least(&release, 5, 8)
+    })
+}
+
+/// Whether a kernel release string (`6.1.0-18-amd64`) is at least
+/// `major.minor`; an unreadable one is taken as too old (the safe side).
+pub fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(ma), Some(mi)) => (ma, mi) >= (major, minor),
+        _ => false,
+    }
 }
 
 /// Flush every dirty page of the filesystem holding `path`. One `syncfs`
@@ -68,15 +95,21 @@ pub fn sync_filesystem(_path: &Path) -> Result<()> {
 /// old file or the complete new one, never a torn write, even after a crash.
 pub fn atomic_write(tmp_dir: &Path, dest: &Path, data: &[u8], mode: u32) -> Result<()> {
     let tmp = tmp_dir.join(tmp_name("w"));
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .ctx("create", &tmp)?;
-        f.write_all(data).ctx("write", &tmp)?;
-        f.sync_all().ctx("fsync", &tmp)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .ctx("create", &tmp)?;
+    let written = f
+        .write_all(data)
+        .ctx("write", &tmp)
+        .and_then(|()| f.sync_all().ctx("fsync", &tmp));
+    drop(f);
+    if let Err(e) = written {
+        // A full disk must not leave a torn file behind in tmp/.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
     if let Err(e) = fs::rename(&tmp, dest) {
         let _ = fs::remove_file(&tmp);
@@ -98,62 +131,14 @@ pub fn create_private_dir(path: &Path) -> Result<()> {
         .ctx("create directory", path)
 }
 
-/// How `link_or_copy` placed a file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Placed {
-    Linked,
-    Copied,
-}
-
-/// Hardlink `src` to `dest`, replacing whatever `dest` is. Where the
-/// filesystem refuses a link (EMLINK: too many links to one inode; EXDEV:
-/// another filesystem; EPERM/ENOTSUP: no hardlinks here) the file is copied
-/// instead: the copy is read-only like the object it comes from.
-pub fn link_or_copy(src: &Path, dest: &Path) -> Result<Placed> {
-    match fs::hard_link(src, dest) {
-        Ok(()) => return Ok(Placed::Linked),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            remove_any(dest)?;
-            match fs::hard_link(src, dest) {
-                Ok(()) => return Ok(Placed::Linked),
-                Err(e) if !link_refused(&e) => {
-                    return Err(crate::error::Error::io("hardlink to", dest, e))
-                }
-                Err(_) => {}
-            }
-        }
-        Err(e) if link_refused(&e) => {}
-        Err(e) => return Err(crate::error::Error::io("hardlink to", dest, e)),
-    }
-    copy_read_only(src, dest)?;
-    Ok(Placed::Copied)
-}
-
-fn link_refused(e: &io::Error) -> bool {
+/// Whether a failed hardlink means "no link here" (EMLINK: too many links
+/// to one inode; EXDEV: another filesystem; EPERM/ENOTSUP: no hardlinks on
+/// this filesystem), so a copy must stand in.
+pub fn link_refused(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMLINK) | Some(libc::EXDEV) | Some(libc::EPERM) | Some(libc::ENOTSUP)
     )
-}
-
-/// Copy `src` to `dest` (via a temp name in the same directory, so a crash
-/// never leaves a half-written file at `dest`) and make it read-only.
-/// `fs::copy` uses copy_file_range, which reflinks where the filesystem can.
-pub fn copy_read_only(src: &Path, dest: &Path) -> Result<()> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}", tmp_name("trove-copy")));
-    fs::copy(src, &tmp).ctx("copy to", &tmp)?;
-    set_read_only(&tmp)?;
-    if let Err(e) = fs::rename(&tmp, dest) {
-        let _ = fs::remove_file(&tmp);
-        return Err(crate::error::Error::io("rename into place", dest, e));
-    }
-    Ok(())
-}
-
-pub fn set_read_only(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o444)).ctx("chmod", path)
 }
 
 /// Remove a file, symlink or (recursively) directory; missing is fine.
@@ -168,19 +153,6 @@ pub fn remove_any(path: &Path) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(crate::error::Error::io("stat", path, e)),
     }
-}
-
-/// Create an empty read-only file (empty files are never hardlinked: every
-/// empty file would otherwise share one inode and its link limit).
-pub fn create_empty(dest: &Path) -> Result<()> {
-    remove_any(dest)?;
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o444)
-        .open(dest)
-        .ctx("create", dest)?;
-    Ok(())
 }
 
 /// Set a symlink's own mtime (std has no lutimes). The access time is left
@@ -361,6 +333,23 @@ pub fn anonymous_file(dir: &Path) -> Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_release_comparison() {
+        for (release, want) in [
+            ("5.8.0", true),
+            ("5.7.19-arch1", false),
+            ("6.1.0-18-amd64", true),
+            ("4.19.0", false),
+            ("5.10", true),
+            ("10.0.0", true),
+            ("", false),
+            ("garbage", false),
+            ("5", false),
+        ] {
+            assert_eq!(kernel_at_least(release, 5, 8), want, "{release:?}");
+        }
+    }
 
     #[test]
     fn times_before_the_epoch() {

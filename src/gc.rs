@@ -24,17 +24,29 @@
 //! 3. only then are objects and trees deleted.
 //!
 //! Incremental collection (a backup without a policy): the only content
-//! that can leave the pinned set in a run is what per-file retention
+//! that can leave the live set in a run is what per-file retention
 //! dropped from the archive, so only those objects are candidates, and one
-//! goes when the new snapshot does not reference it.
+//! goes when nothing that keeps content alive references it.
+//!
+//! What keeps content alive is one rule, [`keeps_content`], that both
+//! collections apply: the latest snapshot and every pinned one. They
+//! differ only in where the pinned set comes from. A full collection
+//! decides it from the current policy and records it in `pinned` before
+//! it deletes anything; an incremental one takes the recorded set as it
+//! is, so only a full collection (`prune`, or a backup with a policy)
+//! ever releases a pin. Removing a keep rule from the config therefore
+//! releases nothing until `trove prune` runs with the new settings (before,
+//! the next backup deleted content `pinned` still named, and `verify`
+//! reported it missing for ever). When the recorded set cannot be read,
+//! the incremental collection deletes nothing.
 
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::id::{ObjectId, SnapshotId, TreeId};
 use crate::retention::{self, Decision, Policy};
 use crate::store::objects;
-use crate::store::snapshot::{self, Snapshot};
-use crate::store::tree::{self, History, Leaf, Meta, MAX_DEPTH};
+use crate::store::snapshot::{self, Snapshot, SnapshotRecord};
+use crate::store::tree::{self, Flat, FlatCursor, History, Leaf, Meta, MAX_DEPTH};
 use crate::store::{Repo, StoreKind};
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
@@ -55,6 +67,38 @@ pub fn pinned(repo: &Repo) -> HashSet<SnapshotId> {
     text.lines()
         .filter_map(|l| SnapshotId::from_hex(l.trim()))
         .collect()
+}
+
+/// The recorded pinned set, strictly: a missing file is the empty set, but
+/// an unreadable file or a line that is not a snapshot id is an error (a
+/// collection must not guess what is pinned).
+pub fn read_pinned(repo: &Repo) -> Result<HashSet<SnapshotId>> {
+    let path = repo.dir.join(PINNED);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) => return Err(Error::io("read the pinned list", &path, e)),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            SnapshotId::from_hex(l.trim()).ok_or_else(|| {
+                Error::corrupt("pinned list", &path, format!("{l:?} is not a snapshot id"))
+            })
+        })
+        .collect()
+}
+
+/// What keeps content alive (SPEC §7), the one rule of every collection
+/// and of `verify`: the latest snapshot (its files, and the versions and
+/// deleted contents its archive keeps, which is all the browsable tree
+/// shows) and every pinned snapshot.
+pub fn keeps_content(
+    id: &SnapshotId,
+    latest: Option<&SnapshotId>,
+    pins: &HashSet<SnapshotId>,
+) -> bool {
+    Some(id) == latest || pins.contains(id)
 }
 
 fn write_pinned(repo: &Repo, ids: &[SnapshotId]) -> Result<()> {
@@ -252,9 +296,16 @@ pub fn plan(
             forgotten.push(s);
         }
     }
-    // Pinned: the latest always; with a policy, everything it keeps.
+    // The pinned set this collection decides (and records before deleting):
+    // with a policy, everything it keeps; without one, nothing besides the
+    // latest (prune is the explicit step that releases an old policy's pins).
     let latest_id = remaining.last().map(|s| s.id);
-    let pinned = |s: &Snapshot| policy.is_set() || Some(s.id) == latest_id;
+    let pins: HashSet<SnapshotId> = if policy.is_set() {
+        remaining.iter().map(|s| s.id).collect()
+    } else {
+        HashSet::new()
+    };
+    let pinned = |s: &Snapshot| keeps_content(&s.id, latest_id.as_ref(), &pins);
     let stored: HashSet<ObjectId> = objects::list_store(repo, StoreKind::Object)?
         .into_iter()
         .map(ObjectId)
@@ -410,15 +461,88 @@ pub fn execute(repo: &Repo, plan: &GcPlan) -> Result<()> {
     Ok(())
 }
 
+/// Which of `candidates` a snapshot references (files, kept versions,
+/// deleted contents), streaming its trees.
+pub(crate) fn referenced_among(
+    repo: &Repo,
+    rec: &SnapshotRecord,
+    candidates: &[ObjectId],
+) -> Result<HashSet<ObjectId>> {
+    let mut sorted = candidates.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut live = HashSet::new();
+    let mut note = |id: &ObjectId| {
+        if sorted.binary_search(id).is_ok() {
+            live.insert(*id);
+        }
+    };
+    let mut c = FlatCursor::<Leaf, Meta>::new(repo, &rec.root, None, tree::Limit::source(rec))?;
+    while let Some((_, f)) = c.next()? {
+        if let Flat::Leaf(Leaf::File { id, .. }) = f {
+            note(&id);
+        }
+    }
+    let mut c = FlatCursor::<History, ()>::new(repo, &rec.archive, None, tree::Limit::archive())?;
+    while let Some((_, f)) = c.next()? {
+        if let Flat::Leaf(h) = f {
+            for (_, a) in &h.versions {
+                note(&a.id);
+            }
+            if let Some(d) = &h.deleted {
+                note(&d.id);
+            }
+        }
+    }
+    Ok(live)
+}
+
+/// Which of `candidates` something that keeps content alive references:
+/// the new latest snapshot and every snapshot the recorded `pinned` set
+/// names ([`keeps_content`]). A pinned record that is gone pins nothing;
+/// one that cannot be read, or a `pinned` that cannot be, is an error, so
+/// nothing is deleted on a guess.
+pub fn live_among(
+    repo: &Repo,
+    latest: &Snapshot,
+    candidates: &[ObjectId],
+) -> Result<HashSet<ObjectId>> {
+    let mut live = referenced_among(repo, &latest.record, candidates)?;
+    let pins = read_pinned(repo)?;
+    let mut others: Vec<&SnapshotId> = pins.iter().filter(|id| **id != latest.id).collect();
+    others.sort_unstable();
+    for id in others {
+        if !keeps_content(id, Some(&latest.id), &pins) {
+            continue;
+        }
+        let path = repo.snapshots_dir().join(id.to_hex());
+        match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            _ => {}
+        }
+        let rec = snapshot::read(repo, id)?;
+        live.extend(referenced_among(repo, &rec, candidates)?);
+    }
+    Ok(live)
+}
+
 /// Incremental collection after a backup without a keep policy:
 /// `candidates` (content per-file retention dropped in the run) go unless
-/// `live` (every id the new latest snapshot references) still has them.
-/// Returns (objects removed, bytes freed).
+/// something that keeps content alive still references them
+/// ([`live_among`], given the new latest snapshot). Returns (objects
+/// removed, bytes freed). When what is pinned cannot be known, nothing is
+/// deleted and the error says so (the candidates wait for `trove prune`).
 pub fn collect_dropped(
     repo: &Repo,
     candidates: &[ObjectId],
-    live: &HashSet<ObjectId>,
+    latest: &Snapshot,
 ) -> Result<(u64, u64)> {
+    let live = live_among(repo, latest, candidates).map_err(|e| {
+        Error::Usage(format!(
+            "garbage collection skipped, nothing deleted: what the pinned snapshots ({}) keep cannot be read: {e}; run `trove verify`, and `trove prune` once the repository is repaired",
+            repo.dir.join(PINNED).display()
+        ))
+    })?;
     let mut dead: Vec<ObjectId> = candidates
         .iter()
         .filter(|id| !live.contains(id))

@@ -33,6 +33,7 @@ pub mod progress;
 pub mod prune;
 pub mod restore;
 pub mod retention;
+pub mod rootdir;
 pub mod scan;
 pub mod store;
 pub mod verify;

@@ -6,6 +6,7 @@ use crate::config::LogLevel;
 use crate::error::{IoContext, Result};
 use std::fmt;
 use std::fs::OpenOptions;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -153,7 +154,8 @@ pub fn mem_phase(phase: &str) {
             .and_then(|kib| kib.parse::<u64>().ok())
             .map_or(0, |kib| kib / 1024)
     };
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "trove mem: {phase:<18} {:>8.2} s  rss {:>5} MiB  peak {:>5} MiB",
         t0.elapsed().as_secs_f64(),
         mib("VmRSS:"),

@@ -2,6 +2,7 @@
 //! code (SPEC §5). Everything else is in the library.
 
 use clap::Parser;
+use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -17,7 +18,10 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {}", trove::cli::error_report(&e));
+            // Never `eprintln!`: it panics when stderr itself fails (a
+            // full disk under a redirected stderr), which would turn a
+            // named error into exit 101. The exit code still tells.
+            let _ = writeln!(std::io::stderr(), "error: {}", trove::cli::error_report(&e));
             ExitCode::from(trove::cli::exit_code(&e))
         }
     }

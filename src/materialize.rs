@@ -14,9 +14,10 @@
 
 use crate::browse::{self, BEntry, BKind};
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{self, Placed};
+use crate::fsutil;
 use crate::id::SnapshotId;
 use crate::pathbytes::{self, cmp_paths};
+use crate::rootdir::{EntryStat, Lstat, RootDir};
 use crate::store::snapshot::SnapshotRecord;
 use crate::store::tree::{self, Flat, FlatCursor, History, Item, Leaf, Limit, Meta, TreeObject};
 use crate::store::{objects, Repo};
@@ -25,9 +26,16 @@ use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering as AtOrd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtOrd};
+use std::sync::OnceLock;
+
+/// How `link_or_copy` placed a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placed {
+    Linked,
+    Copied,
+}
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -52,7 +60,8 @@ impl Stats {
 pub struct Materializer<'r> {
     repo: &'r Repo,
     target: PathBuf,
-    quarantine: PathBuf,
+    /// This run's quarantine folder, relative to `.trove`.
+    quarantine: Vec<u8>,
     pub stats: Stats,
     /// Replace a correct copy by a hardlink where the filesystem now allows
     /// one (`trove materialize`; a backup leaves copies alone).
@@ -61,6 +70,16 @@ pub struct Materializer<'r> {
     /// (a path too long for the target, a missing object) never stops the
     /// rest of the tree from being built.
     failures: std::sync::Mutex<Vec<(Vec<u8>, String)>>,
+    /// The target and `.trove`, opened on first use: every change below
+    /// them goes through these handles, never through a symlink.
+    root: OnceLock<RootDir>,
+    store_dir: OnceLock<RootDir>,
+    /// Something trove did not create stood where the rendering has a
+    /// folder (or was quarantined): entries no change named may be missing
+    /// below it, so an update by differences is not enough.
+    exposed: AtomicBool,
+    /// `reconcile` ran: every entry of the rendering was checked.
+    reconciled: AtomicBool,
 }
 
 /// How an on-disk entry relates to a rendered one.
@@ -81,10 +100,14 @@ impl<'r> Materializer<'r> {
         Materializer {
             repo,
             target: target.to_path_buf(),
-            quarantine: repo.dir.join("quarantine").join(stamp),
+            quarantine: format!("quarantine/{stamp}").into_bytes(),
             stats: Stats::default(),
             relink: false,
             failures: std::sync::Mutex::new(Vec::new()),
+            root: OnceLock::new(),
+            store_dir: OnceLock::new(),
+            exposed: AtomicBool::new(false),
+            reconciled: AtomicBool::new(false),
         }
     }
 
@@ -97,6 +120,12 @@ impl<'r> Materializer<'r> {
         }
     }
 
+    /// Count a failure of the whole update (an error before or between
+    /// entries) as one of `rel`'s, so it is reported like the others.
+    pub fn record_error(&self, rel: &[u8], e: Error) {
+        self.record(rel, Err(e));
+    }
+
     /// The entries that failed, in path order.
     pub fn take_failures(&self) -> Vec<(Vec<u8>, String)> {
         let mut v = std::mem::take(&mut *self.failures.lock().unwrap_or_else(|p| p.into_inner()));
@@ -104,38 +133,87 @@ impl<'r> Materializer<'r> {
         v
     }
 
+    /// Whether an update by differences met something that may hide
+    /// entries outside those differences (see `exposed`) and no complete
+    /// check followed yet.
+    pub fn needs_full_check(&self) -> bool {
+        self.exposed.load(AtOrd::Relaxed) && !self.reconciled.load(AtOrd::Relaxed)
+    }
+
+    /// Whether something trove did not create was met where the rendering
+    /// has a folder, or was moved to quarantine.
+    pub fn met_foreign(&self) -> bool {
+        self.exposed.load(AtOrd::Relaxed)
+    }
+
     fn fs_path(&self, rel: &[u8]) -> PathBuf {
         pathbytes::to_fs(&self.target, rel)
+    }
+
+    /// The handle every change in the target goes through.
+    fn root(&self) -> Result<&RootDir> {
+        if let Some(r) = self.root.get() {
+            return Ok(r);
+        }
+        let r = RootDir::open(&self.target).ctx("open the browsable tree", &self.target)?;
+        Ok(self.root.get_or_init(|| r))
+    }
+
+    fn store_dir(&self) -> Result<&RootDir> {
+        if let Some(r) = self.store_dir.get() {
+            return Ok(r);
+        }
+        let r = RootDir::open(&self.repo.dir).ctx("open", &self.repo.dir)?;
+        Ok(self.store_dir.get_or_init(|| r))
+    }
+
+    /// What is at `rel`; a symlink or file where a folder on the way should
+    /// be means the entry is not there (and is noted: see `exposed`).
+    fn lstat(&self, rel: &[u8]) -> Result<Option<EntryStat>> {
+        match self.root()?.lstat(rel) {
+            Ok(Lstat::Found(m)) => Ok(Some(m)),
+            Ok(Lstat::Missing) => Ok(None),
+            Ok(Lstat::Blocked) => {
+                self.exposed.store(true, AtOrd::Relaxed);
+                Ok(None)
+            }
+            Err(e) => Err(Error::io("stat", self.fs_path(rel), e)),
+        }
+    }
+
+    /// Hash the file at `rel` (opened without following a symlink).
+    fn hash_entry(&self, rel: &[u8], size: u64) -> Result<crate::id::Digest> {
+        let p = self.fs_path(rel);
+        let f = self.root()?.open_read(rel).ctx("open", &p)?;
+        objects::hash_open_file(self.repo.algo(), f, size, &p)
     }
 
     /// Classify what is on disk at `e.path` against `e` (and, for
     /// "ours", against the entry `old` that used to be there).
     fn inspect(&self, e: &BEntry, old: Option<&BEntry>) -> Result<Disk> {
-        let p = self.fs_path(&e.path);
-        let m = match fs::symlink_metadata(&p) {
-            Ok(m) => m,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Disk::Missing),
-            Err(err) if err.raw_os_error() == Some(libc::ENOTDIR) => return Ok(Disk::Missing),
-            Err(err) => return Err(Error::io("stat", &p, err)),
+        let Some(m) = self.lstat(&e.path)? else {
+            return Ok(Disk::Missing);
         };
-        if self.matches(e, &p, &m)? {
+        if self.matches(e, &m)? {
             return Ok(Disk::Matches);
         }
         if let Some(o) = old {
-            if self.matches(o, &p, &m)? {
+            if self.matches(o, &m)? {
                 return Ok(Disk::Ours);
             }
         }
         // A hardlink of a stored object is trove's own whichever snapshot
         // put it there (one whose record is damaged, after `backup
         // --allow-damaged-latest`): its content stays in the store.
-        if self.is_object_link(&p, &m)? {
+        if self.is_object_link(&e.path, &m)? {
             return Ok(Disk::Ours);
         }
         // An empty directory carries no data: it is safe to replace.
         if m.is_dir()
-            && fs::read_dir(&p)
-                .map(|mut d| d.next().is_none())
+            && self
+                .root()?
+                .list(&e.path)
+                .map(|l| l.is_empty())
                 .unwrap_or(false)
         {
             return Ok(Disk::Ours);
@@ -143,36 +221,38 @@ impl<'r> Materializer<'r> {
         Ok(Disk::Foreign)
     }
 
-    /// Whether `p` is a hardlink of the stored object its bytes name.
-    fn is_object_link(&self, p: &Path, m: &fs::Metadata) -> Result<bool> {
-        if !m.is_file() || m.nlink() < 2 || m.len() == 0 {
+    /// Whether the file at `rel` is a hardlink of the stored object its
+    /// bytes name.
+    fn is_object_link(&self, rel: &[u8], m: &EntryStat) -> Result<bool> {
+        if !m.is_file() || m.nlink < 2 || m.size == 0 {
             return Ok(false);
         }
-        let d = objects::hash_object(self.repo.algo(), p)?;
+        let d = self.hash_entry(rel, m.size)?;
         let obj = self.repo.object_path(&crate::id::ObjectId(d));
-        Ok(fs::symlink_metadata(&obj).is_ok_and(|om| om.ino() == m.ino() && om.dev() == m.dev()))
+        Ok(fs::symlink_metadata(&obj).is_ok_and(|om| m.same_inode(&om)))
     }
 
-    fn matches(&self, e: &BEntry, p: &Path, m: &fs::Metadata) -> Result<bool> {
+    fn matches(&self, e: &BEntry, m: &EntryStat) -> Result<bool> {
         Ok(match &e.kind {
             BKind::Dir => m.is_dir(),
             BKind::Symlink { target } => {
-                m.file_type().is_symlink()
-                    && fs::read_link(p)
-                        .map(|t| pathbytes::os_bytes(t.as_os_str()) == target.as_slice())
-                        .unwrap_or(false)
+                m.is_symlink()
+                    && self
+                        .root()?
+                        .read_link(&e.path)
+                        .is_ok_and(|t| t == target.as_slice())
             }
             BKind::File { id, size } => {
-                if !m.is_file() || m.len() != *size {
+                if !m.is_file() || m.size != *size {
                     false
                 } else if *size == 0 {
                     true
                 } else {
                     let obj = self.repo.object_path(id);
                     match fs::symlink_metadata(&obj) {
-                        Ok(om) if om.ino() == m.ino() && om.dev() == m.dev() => true,
+                        Ok(om) if m.same_inode(&om) => true,
                         // A copy (link fallback): check its bytes.
-                        _ if m.nlink() == 1 => objects::hash_object(self.repo.algo(), p)? == id.0,
+                        _ if m.nlink == 1 => self.hash_entry(&e.path, *size)? == id.0,
                         _ => false,
                     }
                 }
@@ -180,13 +260,13 @@ impl<'r> Materializer<'r> {
         })
     }
 
-    /// Before a file at `p` that holds `e`'s content is unlinked or
+    /// Before the file at `rel` that holds `e`'s content is unlinked or
     /// replaced: if it is a copy (another inode than the object) and the
     /// object itself is damaged — missing, not a regular file, or of the
     /// wrong bytes — the copy is the last good one, so it re-stores the
     /// object instead of being lost. A copy is rare (the EMLINK/EXDEV
     /// fallback, or a user's), so the hash this costs is rare too.
-    fn rescue_copy(&self, e: &BEntry, p: &Path) -> Result<()> {
+    fn rescue_copy(&self, e: &BEntry, rel: &[u8]) -> Result<()> {
         let BKind::File { id, size } = &e.kind else {
             return Ok(());
         };
@@ -194,55 +274,67 @@ impl<'r> Materializer<'r> {
             return Ok(());
         }
         let obj = self.repo.object_path(id);
-        let (om, m) = (fs::symlink_metadata(&obj), fs::symlink_metadata(p));
-        let Ok(m) = m else { return Ok(()) };
-        if !m.is_file()
-            || om
-                .as_ref()
-                .is_ok_and(|om| om.ino() == m.ino() && om.dev() == m.dev())
-        {
+        let om = fs::symlink_metadata(&obj);
+        let Some(m) = self.lstat(rel)? else {
+            return Ok(());
+        };
+        if !m.is_file() || om.as_ref().is_ok_and(|om| m.same_inode(om)) {
             return Ok(());
         }
         if objects::object_is_sound(self.repo, id) {
             return Ok(());
         }
-        if objects::restore_object_from(self.repo, id, p)? {
+        let p = self.fs_path(rel);
+        let f = self.root()?.open_read(rel).ctx("open", &p)?;
+        if objects::restore_object_from_file(self.repo, id, f, &p)? {
             self.stats.repaired.fetch_add(1, AtOrd::Relaxed);
         }
         Ok(())
     }
 
-    /// Move `rel` into this run's quarantine folder. Never replaces
-    /// anything already quarantined: a name (or a parent) that is taken
-    /// sends the entry to a fresh `~N/` folder beside it.
+    /// Move `rel` itself (a symlink is moved, never followed) into this
+    /// run's quarantine folder. Never replaces anything already
+    /// quarantined: a name (or a parent) that is taken sends the entry to
+    /// a fresh `~N/` folder beside it.
     fn to_quarantine(&self, rel: &[u8]) -> Result<()> {
         let src = self.fs_path(rel);
+        if self.lstat(rel)?.is_none() {
+            return Ok(()); // not in this tree: nothing to move
+        }
+        let (root, store) = (self.root()?, self.store_dir()?);
         for attempt in 0u32..1000 {
             let base = if attempt == 0 {
                 self.quarantine.clone()
             } else {
-                self.quarantine.join(format!("~{attempt}"))
+                pathbytes::join(&self.quarantine, format!("~{attempt}").as_bytes())
             };
-            let dest = pathbytes::to_fs(&base, rel);
-            if let Some(parent) = dest.parent() {
-                if fsutil::create_private_dir(parent).is_err() {
-                    continue; // a quarantined file where a folder is needed
+            let dest = pathbytes::join(&base, rel);
+            match store.mkdir_all(pathbytes::parent(&dest), 0o700) {
+                Ok(()) => {}
+                // A quarantined file where a folder is needed.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => continue,
+                Err(e) => {
+                    return Err(Error::io(
+                        "create quarantine folder",
+                        store.abs(pathbytes::parent(&dest)),
+                        e,
+                    ))
                 }
             }
-            match fsutil::rename_noreplace(&src, &dest) {
+            match root.move_noreplace(rel, store, &dest) {
                 Ok(()) => {
                     tracing::warn!(
                         "moved {} (not created by trove) to {}",
                         src.display(),
-                        dest.display()
+                        store.abs(&dest).display()
                     );
                     self.stats.quarantined.fetch_add(1, AtOrd::Relaxed);
+                    self.exposed.store(true, AtOrd::Relaxed);
                     return Ok(());
                 }
                 Err(e)
                     if e.kind() == io::ErrorKind::AlreadyExists
                         || e.raw_os_error() == Some(libc::ENOTEMPTY)
-                        || e.raw_os_error() == Some(libc::ENOTDIR)
                         || e.raw_os_error() == Some(libc::EISDIR) =>
                 {
                     continue;
@@ -252,24 +344,48 @@ impl<'r> Materializer<'r> {
         }
         Err(Error::Usage(format!(
             "cannot find a free name in {} for {}: clean up the quarantine folder",
-            self.quarantine.display(),
+            store.abs(&self.quarantine).display(),
             src.display()
         )))
+    }
+
+    /// Remove trove's own entry at `rel` (a file, a symlink, an empty
+    /// folder); a folder that still holds something goes to quarantine.
+    fn remove_ours(&self, rel: &[u8]) -> Result<()> {
+        let root = self.root()?;
+        let Some(m) = self.lstat(rel)? else {
+            return Ok(());
+        };
+        let r = if m.is_dir() {
+            match root.rmdir(rel) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                    return self.to_quarantine(rel)
+                }
+                r => r,
+            }
+        } else {
+            root.unlink(rel)
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", self.fs_path(rel), e)),
+        }
     }
 
     fn remove(&self, e: &BEntry) -> Result<()> {
         match self.inspect(e, None)? {
             Disk::Missing => Ok(()),
             Disk::Matches => {
-                let p = self.fs_path(&e.path);
-                self.rescue_copy(e, &p)?;
+                self.rescue_copy(e, &e.path)?;
+                let root = self.root()?;
                 let r = match e.kind {
-                    BKind::Dir => match fs::remove_dir(&p) {
+                    BKind::Dir => match root.rmdir(&e.path) {
                         // Something foreign inside: leave the directory.
                         Err(err) if err.raw_os_error() == Some(libc::ENOTEMPTY) => return Ok(()),
                         r => r,
                     },
-                    _ => fs::remove_file(&p),
+                    _ => root.unlink(&e.path),
                 };
                 match r {
                     Ok(()) => {
@@ -277,19 +393,18 @@ impl<'r> Materializer<'r> {
                         Ok(())
                     }
                     Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-                    Err(err) => Err(Error::io("remove", &p, err)),
+                    Err(err) => Err(Error::io("remove", self.fs_path(&e.path), err)),
                 }
             }
             Disk::Ours if !matches!(e.kind, BKind::Dir) => {
                 // A hardlink of another stored object: nothing is lost.
-                let p = self.fs_path(&e.path);
-                match fs::remove_file(&p) {
+                match self.root()?.unlink(&e.path) {
                     Ok(()) => {
                         self.stats.removed.fetch_add(1, AtOrd::Relaxed);
                         Ok(())
                     }
                     Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-                    Err(err) => Err(Error::io("remove", &p, err)),
+                    Err(err) => Err(Error::io("remove", self.fs_path(&e.path), err)),
                 }
             }
             Disk::Ours | Disk::Foreign => {
@@ -305,30 +420,27 @@ impl<'r> Materializer<'r> {
     /// Create `e` on disk. `fast` tries the common case (nothing there
     /// yet) without a stat first.
     fn place(&self, e: &BEntry, old: Option<&BEntry>, fast: bool) -> Result<()> {
+        let root = self.root()?;
         let p = self.fs_path(&e.path);
         if fast {
             if let BKind::File { id, size } = &e.kind {
                 let obj = self.repo.object_path(id);
                 // A damaged object (not a regular file) takes the slow
                 // path, which may repair it from a good copy at `p`.
-                if *size > 0 && check_object_type(&obj).is_ok() {
-                    match fs::hard_link(&obj, &p) {
-                        Ok(()) => {
-                            self.stats.linked.fetch_add(1, AtOrd::Relaxed);
-                            return Ok(());
-                        }
-                        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                            // Parent missing, or the object is: the slow path
-                            // creates the parent and reports a missing object.
-                        }
-                        Err(_) => {}
-                    }
+                // Anything else in the way (EEXIST, a parent missing or not
+                // a folder, ENOENT for a missing object) does too.
+                if *size > 0
+                    && check_object_type(&obj).is_ok()
+                    && root.link_from(&obj, &e.path).is_ok()
+                {
+                    self.stats.linked.fetch_add(1, AtOrd::Relaxed);
+                    return Ok(());
                 }
             }
         }
         match self.inspect(e, old)? {
             Disk::Matches => {
-                if self.relink && self.try_relink(e, &p)? {
+                if self.relink && self.try_relink(e, &e.path)? {
                     self.stats.relinked.fetch_add(1, AtOrd::Relaxed);
                 } else {
                     self.stats.unchanged.fetch_add(1, AtOrd::Relaxed);
@@ -338,27 +450,26 @@ impl<'r> Materializer<'r> {
             Disk::Missing => {}
             Disk::Ours => {
                 if let Some(o) = old {
-                    self.rescue_copy(o, &p)?;
+                    self.rescue_copy(o, &e.path)?;
                 }
-                fsutil::remove_any(&p)?
+                self.remove_ours(&e.path)?
             }
             Disk::Foreign => self.to_quarantine(&e.path)?,
         }
-        if let Some(parent) = p.parent() {
-            self.ensure_dir(parent)?;
-        }
+        self.ensure_rel(pathbytes::parent(&e.path), &mut HashSet::new())?;
         match &e.kind {
             BKind::Dir => {
-                fs::create_dir(&p).ctx("create directory", &p)?;
+                root.mkdir(&e.path, 0o777).ctx("create directory", &p)?;
                 self.stats.created.fetch_add(1, AtOrd::Relaxed);
             }
             BKind::Symlink { target } => {
-                std::os::unix::fs::symlink(pathbytes::from_bytes(target.clone()), &p)
-                    .ctx("create symlink", &p)?;
+                root.symlink(target, &e.path).ctx("create symlink", &p)?;
                 self.stats.created.fetch_add(1, AtOrd::Relaxed);
             }
             BKind::File { size: 0, .. } => {
-                fsutil::create_empty(&p)?;
+                // Empty files are never hardlinked: every empty file would
+                // otherwise share one inode and its link limit.
+                root.create_new(&e.path, 0o444).ctx("create", &p)?;
                 self.stats.created.fetch_add(1, AtOrd::Relaxed);
             }
             BKind::File { id, .. } => {
@@ -371,7 +482,7 @@ impl<'r> Materializer<'r> {
                     });
                 }
                 check_object_type(&obj)?;
-                match fsutil::link_or_copy(&obj, &p)? {
+                match self.link_or_copy(&obj, &e.path)? {
                     Placed::Linked => self.stats.linked.fetch_add(1, AtOrd::Relaxed),
                     Placed::Copied => self.stats.copied.fetch_add(1, AtOrd::Relaxed),
                 };
@@ -380,10 +491,50 @@ impl<'r> Materializer<'r> {
         Ok(())
     }
 
-    /// `p` holds the right content for `e`: if it is a copy and a hardlink
-    /// of the object can be made now, put the link in its place (via a temp
-    /// name, so the path never goes missing).
-    fn try_relink(&self, e: &BEntry, p: &Path) -> Result<bool> {
+    /// Hardlink the object `obj` at `rel`. Where the filesystem refuses a
+    /// link (EMLINK: too many links to one inode; EXDEV: another
+    /// filesystem; EPERM/ENOTSUP: no hardlinks here) the file is copied
+    /// instead, read-only like the object it comes from.
+    fn link_or_copy(&self, obj: &Path, rel: &[u8]) -> Result<Placed> {
+        let p = self.fs_path(rel);
+        match self.root()?.link_from(obj, rel) {
+            Ok(()) => Ok(Placed::Linked),
+            Err(e) if fsutil::link_refused(&e) => {
+                self.copy_in(obj, rel)?;
+                Ok(Placed::Copied)
+            }
+            Err(e) => Err(Error::io("hardlink to", &p, e)),
+        }
+    }
+
+    /// Copy `src` to `rel` via a temp name in the same folder (a crash
+    /// never leaves a half-written file at `rel`), read-only. `io::copy`
+    /// uses copy_file_range, which reflinks where the filesystem can.
+    fn copy_in(&self, src: &Path, rel: &[u8]) -> Result<()> {
+        let root = self.root()?;
+        let tmp = pathbytes::join(
+            pathbytes::parent(rel),
+            format!(".{}", fsutil::tmp_name("trove-copy")).as_bytes(),
+        );
+        let tmp_p = self.fs_path(&tmp);
+        let mut from = fs::File::open(src).ctx("open", src)?;
+        let mut to = root.create_new(&tmp, 0o444).ctx("create", &tmp_p)?;
+        if let Err(e) = io::copy(&mut from, &mut to) {
+            let _ = root.unlink(&tmp);
+            return Err(Error::io("copy to", &tmp_p, e));
+        }
+        drop(to);
+        if let Err(e) = root.rename(&tmp, rel) {
+            let _ = root.unlink(&tmp);
+            return Err(Error::io("rename into place", self.fs_path(rel), e));
+        }
+        Ok(())
+    }
+
+    /// `rel` holds the right content for `e`: if it is a copy and a
+    /// hardlink of the object can be made now, put the link in its place
+    /// (via a temp name, so the path never goes missing).
+    fn try_relink(&self, e: &BEntry, rel: &[u8]) -> Result<bool> {
         let BKind::File { id, size } = &e.kind else {
             return Ok(false);
         };
@@ -391,77 +542,82 @@ impl<'r> Materializer<'r> {
             return Ok(false);
         }
         let obj = self.repo.object_path(id);
-        let (Ok(om), Ok(m)) = (fs::symlink_metadata(&obj), fs::symlink_metadata(p)) else {
+        let (Ok(om), Some(m)) = (fs::symlink_metadata(&obj), self.lstat(rel)?) else {
             return Ok(false);
         };
-        if om.ino() == m.ino() && om.dev() == m.dev() {
+        if m.same_inode(&om) {
             return Ok(false);
         }
-        // `p` is a good copy (`inspect` hashed it). It may only give way to
-        // an object that is itself intact; a damaged object is first
+        let root = self.root()?;
+        let p = self.fs_path(rel);
+        // `rel` is a good copy (`inspect` hashed it). It may only give way
+        // to an object that is itself intact; a damaged object is first
         // re-stored from the copy (and the copy kept if that fails).
         if !objects::object_is_sound(self.repo, id) {
-            if !objects::restore_object_from(self.repo, id, p)? {
+            let f = root.open_read(rel).ctx("open", &p)?;
+            if !objects::restore_object_from_file(self.repo, id, f, &p)? {
                 return Ok(false);
             }
             self.stats.repaired.fetch_add(1, AtOrd::Relaxed);
         }
-        let dir = p.parent().unwrap_or(&self.target);
-        let tmp = dir.join(format!(".{}", fsutil::tmp_name("trove-link")));
-        if fs::hard_link(&obj, &tmp).is_err() {
+        let tmp = pathbytes::join(
+            pathbytes::parent(rel),
+            format!(".{}", fsutil::tmp_name("trove-link")).as_bytes(),
+        );
+        if root.link_from(&obj, &tmp).is_err() {
             return Ok(false); // still refused (EMLINK, EXDEV…): the copy stays
         }
-        if let Err(err) = fs::rename(&tmp, p) {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io("replace copy with hardlink", p, err));
+        if let Err(err) = root.rename(&tmp, rel) {
+            let _ = root.unlink(&tmp);
+            return Err(Error::io("replace copy with hardlink", &p, err));
         }
         Ok(true)
     }
 
-    /// Make sure `dir` (an absolute path inside the target) and every
-    /// folder between the target and it are real directories: a symlink or
-    /// file in the way is moved to quarantine, never followed.
-    fn ensure_dir(&self, dir: &Path) -> Result<()> {
-        let rel = dir
-            .strip_prefix(&self.target)
-            .map(|r| pathbytes::os_bytes(r.as_os_str()).to_vec())
-            .map_err(|_| Error::Usage(format!("{} is outside the target", dir.display())))?;
-        self.ensure_rel(&rel, &mut HashSet::new())
-    }
-
-    /// `ensure_dir` by relative path; `done` holds folders already checked.
+    /// Make sure folder `rel` and every folder between the target and it
+    /// are real directories: a symlink or file in the way is moved to
+    /// quarantine (the entry itself, never what a symlink points at), then
+    /// the folder is made. `done` holds folders already checked.
     fn ensure_rel(&self, rel: &[u8], done: &mut HashSet<Vec<u8>>) -> Result<()> {
         if rel.is_empty() || done.contains(rel) {
             return Ok(());
         }
-        // Parents first: once they are known to be real directories, an
-        // lstat of this one cannot pass through a symlink.
+        // Parents first: once they are known to be real directories, a
+        // look at this one cannot pass through a symlink.
         self.ensure_rel(pathbytes::parent(rel), done)?;
-        let dir = self.fs_path(rel);
-        match fs::symlink_metadata(&dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
+        match self.root()?.lstat(rel) {
+            Ok(Lstat::Found(m)) if m.is_dir() => {}
+            Ok(Lstat::Found(_)) => {
                 self.to_quarantine(rel)?;
-                self.make_dir(&dir)?;
+                self.make_dir(rel)?;
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => self.make_dir(&dir)?,
-            Err(e) => return Err(Error::io("stat", &dir, e)),
+            Ok(Lstat::Missing) => self.make_dir(rel)?,
+            // A parent checked a moment ago is no folder any more.
+            Ok(Lstat::Blocked) => {
+                return Err(Error::io(
+                    "check folder",
+                    self.fs_path(rel),
+                    io::Error::from_raw_os_error(libc::ENOTDIR),
+                ))
+            }
+            Err(e) => return Err(Error::io("stat", self.fs_path(rel), e)),
         }
         done.insert(rel.to_vec());
         Ok(())
     }
 
-    fn make_dir(&self, dir: &Path) -> Result<()> {
-        match fs::create_dir(dir) {
+    fn make_dir(&self, rel: &[u8]) -> Result<()> {
+        let root = self.root()?;
+        match root.mkdir(rel, 0o777) {
             Ok(()) => {
                 self.stats.created.fetch_add(1, AtOrd::Relaxed);
                 Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match fs::symlink_metadata(dir) {
-                Ok(m) if m.is_dir() => Ok(()),
-                _ => Err(Error::io("create directory", dir, e)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match root.lstat(rel) {
+                Ok(Lstat::Found(m)) if m.is_dir() => Ok(()),
+                _ => Err(Error::io("create directory", self.fs_path(rel), e)),
             },
-            Err(e) => Err(Error::io("create directory", dir, e)),
+            Err(e) => Err(Error::io("create directory", self.fs_path(rel), e)),
         }
     }
 
@@ -552,15 +708,17 @@ impl<'r> Materializer<'r> {
     /// Remove directories left empty by removals (implicit parents such as
     /// `versions/<path>/`), but never one the rendering still wants.
     fn prune_empty_dirs(&self, dirs: &[&[u8]], wanted_dir: &dyn Fn(&[u8]) -> bool) {
+        let Ok(root) = self.root() else { return };
         let mut done: HashSet<Vec<u8>> = HashSet::new();
         for d in dirs {
             let mut cur: &[u8] = d;
             while !cur.is_empty() && !wanted_dir(cur) && done.insert(cur.to_vec()) {
-                let p = self.fs_path(cur);
-                match fs::remove_dir(&p) {
+                match root.rmdir(cur) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(_) => break, // not empty: its parent is not either
+                    // Not empty (its parent is not either), or not a
+                    // folder of this tree (a symlink on the way).
+                    Err(_) => break,
                 }
                 cur = pathbytes::parent(cur);
             }
@@ -582,6 +740,7 @@ impl<'r> Materializer<'r> {
     /// is returned and, with `prune_extra`, moved to quarantine.
     pub fn reconcile(&self, desired: &[BEntry], prune_extra: bool) -> Result<Vec<Vec<u8>>> {
         fsutil::create_private_dir(&self.target)?;
+        self.reconciled.store(true, AtOrd::Relaxed);
         // What is on disk is unknown, but the fast path is still safe: it
         // only links where nothing exists (EEXIST sends it to the slow
         // path, which inspects what is there).
@@ -625,33 +784,33 @@ impl<'r> Materializer<'r> {
     /// is not to `foreign`.
     fn clear_stale(&self, rel: &[u8], foreign: &mut Vec<Vec<u8>>) -> Result<()> {
         let p = self.fs_path(rel);
-        let m = match fs::symlink_metadata(&p) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io("stat", &p, e)),
+        let Some(m) = self.lstat(rel)? else {
+            return Ok(());
         };
+        let root = self.root()?;
         if m.is_dir() {
-            let mut names: Vec<Vec<u8>> = Vec::new();
-            for ent in fs::read_dir(&p).ctx("list", &p)? {
-                let ent = ent.ctx("list", &p)?;
-                names.push(pathbytes::os_bytes(&ent.file_name()).to_vec());
-            }
+            let mut names: Vec<Vec<u8>> = root
+                .list(rel)
+                .ctx("list", &p)?
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
             names.sort();
             let before = foreign.len();
             for n in names {
                 self.clear_stale(&pathbytes::join(rel, &n), foreign)?;
             }
-            if foreign.len() == before && fs::remove_dir(&p).is_ok() {
+            if foreign.len() == before && root.rmdir(rel).is_ok() {
                 self.stats.removed.fetch_add(1, AtOrd::Relaxed);
             }
             return Ok(());
         }
-        if m.is_file() && m.nlink() >= 2 && m.len() > 0 {
-            let d = objects::hash_object(self.repo.algo(), &p)?;
+        if m.is_file() && m.nlink >= 2 && m.size > 0 {
+            let d = self.hash_entry(rel, m.size)?;
             let obj = self.repo.object_path(&crate::id::ObjectId(d));
             if let Ok(om) = fs::metadata(&obj) {
-                if om.ino() == m.ino() && om.dev() == m.dev() {
-                    fs::remove_file(&p).ctx("remove stale entry", &p)?;
+                if m.same_inode(&om) {
+                    root.unlink(rel).ctx("remove stale entry", &p)?;
                     self.stats.removed.fetch_add(1, AtOrd::Relaxed);
                     return Ok(());
                 }
@@ -902,6 +1061,17 @@ pub fn read_marker(repo: &Repo) -> Option<SnapshotId> {
     SnapshotId::from_hex(s.trim())
 }
 
+/// Forget which snapshot the browsable tree shows: the next command
+/// checks the whole tree against the latest snapshot.
+pub fn clear_marker(repo: &Repo) -> Result<()> {
+    let p = repo.cache_dir().join(MARKER);
+    match fs::remove_file(&p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", &p, e)),
+    }
+}
+
 pub fn write_marker(repo: &Repo, id: &SnapshotId) -> Result<()> {
     fsutil::atomic_write(
         &repo.tmp_dir(),
@@ -991,8 +1161,14 @@ pub fn rebuild(
     m.relink = true;
     let extra = m.reconcile(&desired, prune_extra)?;
     let failures = m.take_failures();
-    if at_root && failures.is_empty() {
-        write_marker(repo, &snap.id)?;
+    if at_root {
+        if failures.is_empty() {
+            write_marker(repo, &snap.id)?;
+        } else {
+            // Whatever the tree showed before, it is not whole now: the
+            // next command checks all of it.
+            clear_marker(repo)?;
+        }
     }
     let s = &m.stats;
     Ok(MaterializeReport {

@@ -41,14 +41,16 @@ pub struct PruneReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_snapshot: Option<String>,
     pub gc: GcReport,
+    /// Entries of the browsable tree that could not be put in place
+    /// ("path: reason"); the snapshot has them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub browsable_incomplete: Vec<String>,
 }
 
 fn plan_options(o: &PruneOptions) -> PlanOptions {
     PlanOptions {
         max_versions: o.max_versions,
-        deleted_max_age_ns: o
-            .deleted_max_age_days
-            .map(|d| (d as i64).saturating_mul(86_400_000_000_000)),
+        deleted_max_age_ns: o.deleted_max_age_days.map(crate::retention::days_ns),
         now_ns: o.now_ns,
     }
 }
@@ -60,6 +62,8 @@ struct Trim {
     removed: u64,
     /// The snapshot recording the trim (not in a dry run).
     snapshot: Option<SnapshotId>,
+    /// Browsable-tree entries the update could not place.
+    tree_failures: Vec<(Vec<u8>, String)>,
 }
 
 /// Per-file retention decided for the latest snapshot, nothing written.
@@ -125,6 +129,7 @@ fn file_retention(
         return Ok(Trim {
             removed,
             snapshot: None,
+            tree_failures: Vec::new(),
         });
     }
     let batch = Batch::new(repo);
@@ -161,7 +166,7 @@ fn file_retention(
     let m = Materializer::new(repo, &repo.root);
     TreeDiff::between((&entries, &archive), (&plan.entries, &plan.archive))
         .apply(&m, &plan.entries)?;
-    backup::finish_tree_update(repo, &m, &id)?;
+    let up = backup::finish_tree_update(repo, &m, &id)?;
     let files = entries.iter().filter(|e| e.file_id().is_some()).count();
     let records = cache::load(repo, Some(&latest.id), files);
     if !records.is_empty() {
@@ -170,6 +175,7 @@ fn file_retention(
     Ok(Trim {
         removed,
         snapshot: Some(id),
+        tree_failures: up.failures,
     })
 }
 
@@ -203,12 +209,24 @@ pub fn run(repo: &Repo, o: &PruneOptions) -> Result<PruneReport> {
     }
     let mut trim = Trim::default();
     if let Some(latest) = &latest {
+        let mut failures = Vec::new();
         if !o.dry_run {
-            backup::catch_up_browsable(repo, latest)?;
+            failures = backup::catch_up_browsable(repo, latest)?.failures;
         }
         trim = file_retention(repo, latest, trim_plan, o)?;
         report.retention_removed = trim.removed;
         report.retention_snapshot = trim.snapshot.map(|i| i.short());
+        // The trim's update went by differences from a tree that was not
+        // whole: its marker must not claim the tree shows the trimmed
+        // snapshot, so the next command checks all of it.
+        if !failures.is_empty() && trim.snapshot.is_some() {
+            crate::materialize::clear_marker(repo)?;
+        }
+        failures.append(&mut trim.tree_failures);
+        report.browsable_incomplete = failures
+            .into_iter()
+            .map(|(p, msg)| format!("{}: {msg}", crate::pathbytes::display(&p)))
+            .collect();
     }
     let gcp = if trim.snapshot.is_some() {
         gc::plan(repo, &o.policy, o.now_ns, &tz, None)?

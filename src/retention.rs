@@ -18,6 +18,19 @@ use crate::id::SnapshotId;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
+/// Nanoseconds in a day.
+const DAY_NS: i64 = 86_400_000_000_000;
+
+/// A number of days in nanoseconds, saturating at `i64::MAX` (about 292
+/// years; the config allows at most 100): an age that does not fit is
+/// "longer than anything", never a wrapped-around negative age that
+/// expires everything.
+pub fn days_ns(days: u64) -> i64 {
+    i64::try_from(days)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(DAY_NS)
+}
+
 /// The `keep_*` settings. `None` means the rule is not set.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -150,7 +163,7 @@ pub fn apply(
     .collect();
     let within_from = policy
         .keep_within_days
-        .map(|d| now_ns.saturating_sub(i64::from(d).saturating_mul(86_400_000_000_000)));
+        .map(|d| now_ns.saturating_sub(days_ns(u64::from(d))));
     let mut out = Vec::with_capacity(order.len());
     for (i, (id, time_ns)) in order.into_iter().enumerate() {
         let mut reasons = Vec::new();
@@ -189,6 +202,25 @@ pub fn apply(
 mod tests {
     use super::*;
     use crate::id::Digest;
+
+    #[test]
+    fn days_in_ns_saturate_instead_of_wrapping() {
+        for (days, want) in [
+            (0, 0),
+            (1, DAY_NS),
+            (36_500, 36_500 * DAY_NS),
+            (106_751, 106_751 * DAY_NS),
+            (106_752, i64::MAX),
+            (1_000_000, i64::MAX),
+            (u64::MAX, i64::MAX),
+        ] {
+            assert_eq!(days_ns(days), want, "{days} days");
+        }
+        // The longest age never makes anything expire, whatever `now`.
+        let now = i64::MAX;
+        assert_eq!(now.saturating_sub(days_ns(u64::MAX)), 0);
+        assert_eq!(0i64.saturating_sub(days_ns(u64::MAX)), -i64::MAX);
+    }
 
     fn id(n: u8) -> SnapshotId {
         SnapshotId(Digest([n; 32]))

@@ -490,7 +490,7 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
     // required.
     let extra_pins = crate::gc::pinned(repo);
     let latest_id = snaps.last().map(|s| s.id);
-    let is_pinned = |s: &Snapshot| Some(s.id) == latest_id || extra_pins.contains(&s.id);
+    let is_pinned = |s: &Snapshot| crate::gc::keeps_content(&s.id, latest_id.as_ref(), &extra_pins);
     report.pinned_snapshots = snaps.iter().filter(|s| is_pinned(s)).count() as u64;
     let mut bad_of: Vec<Vec<usize>> = vec![Vec::new(); snaps.len()];
     for optional_pass in [false, true] {

@@ -18,6 +18,11 @@
 //! - a kernel queue overflow (`need_rescan`) or a watcher error makes the
 //!   next run a full scan; so does the periodic full scan
 //!   (`watch.full_scan_interval`, default one hour);
+//! - a run that fails (a full disk, a damaged repository, any error) gives
+//!   its work back: the paths it was to look at join the next run's (a
+//!   failed full scan makes the next run a full scan), and that run comes
+//!   with the next event or after a back-off (`RETRY_FIRST`, doubling up
+//!   to `RETRY_MAX`), whichever is first;
 //! - when inotify's watch limit is reached, the sysctl to raise is named and
 //!   the watcher falls back to polling (`--poll` chooses polling directly).
 //!
@@ -218,7 +223,49 @@ impl Pending {
     fn is_empty(&self) -> bool {
         self.paths.is_empty() && self.full.is_none()
     }
+
+    /// Give a failed run's work back: its paths join the next run's, and a
+    /// failed full scan makes the next run a full scan.
+    fn requeue(&mut self, failed: Pending, error: &str) {
+        self.paths.extend(failed.paths);
+        if let Some(why) = failed.full {
+            self.full
+                .get_or_insert_with(|| format!("the previous full scan ({why}) failed: {error}"));
+        }
+    }
 }
+
+/// After a run: a failed one gives its work back to `pending` and sets
+/// when it is retried (`retry`: the time and the back-off in force); a
+/// run that worked clears the back-off.
+fn after_run(
+    pending: &mut Pending,
+    retry: &mut Option<(Instant, Duration)>,
+    ran: Pending,
+    error: Option<String>,
+    full_scan_every: Duration,
+) {
+    let Some(e) = error else {
+        *retry = None;
+        return;
+    };
+    pending.requeue(ran, &e);
+    let backoff = retry
+        .map_or(RETRY_FIRST, |(_, b)| b.saturating_mul(2))
+        .min(RETRY_MAX)
+        .min(full_scan_every);
+    tracing::warn!(
+        "watch: the run failed; what it was to look at is kept for the next run (with the next change, or in {} s)",
+        backoff.as_secs()
+    );
+    *retry = Some((Instant::now() + backoff, backoff));
+}
+
+/// The first retry of a failed run comes this long after it (unless an
+/// event comes first); each further failure doubles the wait, up to
+/// `RETRY_MAX` (never more than the full-scan interval).
+const RETRY_FIRST: Duration = Duration::from_secs(30);
+const RETRY_MAX: Duration = Duration::from_secs(600);
 
 /// Map event paths to snapshot paths: inside a source, not inside trove's
 /// own output (the backup root, the log directory). Sorted, unique.
@@ -285,6 +332,7 @@ pub fn run(o: &WatchOptions, report: &mut dyn FnMut(&WatchRun)) -> Result<()> {
     // queued for the next run.
     let _watcher = start(&tx, o, &sources)?;
     let mut n = 0u64;
+    // Returns the error of a failed run.
     let mut one =
         |kind: RunKind, scope: Option<Vec<Vec<u8>>>, paths: usize, reason: Option<String>| {
             n += 1;
@@ -308,6 +356,7 @@ pub fn run(o: &WatchOptions, report: &mut dyn FnMut(&WatchRun)) -> Result<()> {
                 tracing::info!(target: "trove::summary", "{}", backup::summary_line(rep));
             }
             report(&w);
+            w.error
         };
     tracing::info!(
         "watching {} source(s); debounce {} ms; full scan every {} s",
@@ -315,14 +364,25 @@ pub fn run(o: &WatchOptions, report: &mut dyn FnMut(&WatchRun)) -> Result<()> {
         o.debounce.as_millis(),
         o.full_scan_every.as_secs()
     );
-    one(RunKind::Initial, None, 0, None);
     let mut last_full = Instant::now();
     let mut pending = Pending::default();
+    // After a failed run: when to retry it, and the back-off in force.
+    let mut retry: Option<(Instant, Duration)> = None;
+    let initial = Pending {
+        paths: Vec::new(),
+        full: Some("the initial run".into()),
+    };
+    let e = one(RunKind::Initial, None, 0, None);
+    after_run(&mut pending, &mut retry, initial, e, o.full_scan_every);
     loop {
-        let wait = o
+        let mut wait = o
             .full_scan_every
             .checked_sub(last_full.elapsed())
             .unwrap_or(Duration::ZERO);
+        let retry_at = retry.map(|(at, _)| at);
+        if let Some(at) = retry_at {
+            wait = wait.min(at.saturating_duration_since(Instant::now()));
+        }
         match rx.recv_timeout(wait) {
             Ok(Msg::Stop(sig)) => {
                 tracing::info!("signal {sig}: stopping (no run in progress)");
@@ -330,7 +390,11 @@ pub fn run(o: &WatchOptions, report: &mut dyn FnMut(&WatchRun)) -> Result<()> {
             }
             Ok(Msg::Fs(r)) => pending.add(r),
             Err(RecvTimeoutError::Timeout) => {
-                pending.full = Some("periodic full scan".into());
+                // A due retry runs the kept work; otherwise the period
+                // is over.
+                if retry_at.is_none_or(|at| at > Instant::now()) {
+                    pending.full = Some("periodic full scan".into());
+                }
             }
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         }
@@ -350,9 +414,10 @@ pub fn run(o: &WatchOptions, report: &mut dyn FnMut(&WatchRun)) -> Result<()> {
             continue;
         }
         let p = std::mem::take(&mut pending);
-        if let Some(reason) = p.full {
-            one(RunKind::Full, None, p.paths.len(), Some(reason));
+        if let Some(reason) = p.full.clone() {
+            let e = one(RunKind::Full, None, p.paths.len(), Some(reason));
             last_full = Instant::now();
+            after_run(&mut pending, &mut retry, p, e, o.full_scan_every);
             continue;
         }
         let scope = scope_of(&p.paths, &sources, &names, &ignore);
@@ -360,7 +425,8 @@ pub fn run(o: &WatchOptions, report: &mut dyn FnMut(&WatchRun)) -> Result<()> {
             continue; // only trove's own output changed
         }
         let count = scope.len();
-        one(RunKind::Events, Some(scope), count, None);
+        let e = one(RunKind::Events, Some(scope), count, None);
+        after_run(&mut pending, &mut retry, p, e, o.full_scan_every);
     }
 }
 
@@ -372,6 +438,61 @@ pub const DEFAULT_FULL_SCAN_SECS: u64 = 3600;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_run_gives_its_work_back_and_backs_off() {
+        let hour = Duration::from_secs(3600);
+        let mut pending = Pending {
+            paths: vec![PathBuf::from("/s/new")],
+            full: None,
+        };
+        let mut retry = None;
+        let ran = Pending {
+            paths: vec![PathBuf::from("/s/a")],
+            full: None,
+        };
+        after_run(&mut pending, &mut retry, ran, Some("ENOSPC".into()), hour);
+        assert_eq!(
+            pending.paths,
+            vec![PathBuf::from("/s/new"), PathBuf::from("/s/a")]
+        );
+        assert!(pending.full.is_none());
+        assert_eq!(retry.map(|(_, b)| b), Some(RETRY_FIRST));
+        // Failures in a row double the wait, up to the cap.
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            after_run(
+                &mut pending,
+                &mut retry,
+                Pending::default(),
+                Some("x".into()),
+                hour,
+            );
+            waits.push(retry.map(|(_, b)| b.as_secs()).unwrap_or(0));
+        }
+        assert_eq!(waits, vec![60, 120, 240, 480, 600, 600, 600, 600]);
+        // Never longer than the full-scan interval.
+        let short = Duration::from_secs(5);
+        after_run(
+            &mut pending,
+            &mut retry,
+            Pending::default(),
+            Some("x".into()),
+            short,
+        );
+        assert_eq!(retry.map(|(_, b)| b), Some(short));
+        // A failed full scan makes the next run a full scan.
+        let full = Pending {
+            paths: Vec::new(),
+            full: Some("periodic full scan".into()),
+        };
+        after_run(&mut pending, &mut retry, full, Some("EIO".into()), hour);
+        assert!(pending.full.as_deref().is_some_and(|r| r.contains("EIO")));
+        // A run that worked clears the back-off and keeps nothing.
+        let mut fresh = Pending::default();
+        after_run(&mut fresh, &mut retry, Pending::default(), None, hour);
+        assert!(retry.is_none() && fresh.is_empty());
+    }
 
     #[test]
     fn event_paths_map_to_snapshot_paths() {

@@ -86,6 +86,10 @@ pub struct BackupReport {
     pub excluded: u64,
     pub link_fallback_copies: u64,
     pub problems: Vec<Problem>,
+    /// Entries of the browsable tree that could not be put in place. The
+    /// snapshot has them: `trove materialize` (or the next backup)
+    /// completes the tree once the cause is fixed.
+    pub browsable_incomplete: Vec<Problem>,
     /// Problems that count for the exit code (not `--on-error ignore`).
     pub failed: bool,
 }
@@ -167,29 +171,77 @@ impl TreeDiff {
 
 /// Report entries the browsable tree lacks, and record the snapshot it
 /// shows only when it is complete (so the next run tries the rest again).
+///
+/// When the update met something trove did not create where a folder
+/// belongs (a symlink or a file there, moved to quarantine), entries no
+/// change named may be missing below it, so the whole tree is checked
+/// against the snapshot first. If the tree is still incomplete after that,
+/// the marker is cleared and the next command checks all of it again;
+/// otherwise the marker keeps the snapshot the tree showed before and the
+/// next run retries the same differences.
 pub(crate) fn finish_tree_update(
     repo: &Repo,
     m: &Materializer<'_>,
     shows: &SnapshotId,
 ) -> Result<TreeUpdate> {
-    let failures = m.take_failures();
+    if m.needs_full_check() {
+        tracing::warn!(
+            "the browsable tree held entries trove did not create where it keeps folders: checking all of it against snapshot {}",
+            shows.short()
+        );
+        // The complete pass retries every entry: its failures are the ones
+        // that count.
+        drop(m.take_failures());
+        let full = (|| -> Result<()> {
+            let rec = snapshot::read(repo, shows)?;
+            let (entries, archive) = load_snapshot(repo, &rec)?;
+            for p in m.reconcile(&browse::render(&entries, &archive), false)? {
+                tracing::warn!(
+                    "{} is not part of the backup (left in place)",
+                    pathbytes::display_path(&pathbytes::to_fs(&repo.root, &p))
+                );
+            }
+            Ok(())
+        })();
+        if let Err(e) = full {
+            m.record_error(b"", e);
+        }
+    }
+    let mut failures = m.take_failures();
     const SHOWN: usize = 20;
     for (p, msg) in failures.iter().take(SHOWN) {
-        tracing::warn!("browsable tree: {}: {msg}", show(p));
+        tracing::warn!("browsable tree: {}: {msg}", show_rel(p));
     }
     if failures.len() > SHOWN {
         tracing::warn!(
-            "browsable tree: {} more entries could not be placed (the snapshot has them; the next backup retries)",
+            "browsable tree: {} more entries could not be placed (the snapshot has them; `trove materialize` or the next backup puts them in place)",
             failures.len() - SHOWN
         );
     }
-    if failures.is_empty() {
-        materialize::write_marker(repo, shows)?;
+    let recorded = if failures.is_empty() {
+        materialize::write_marker(repo, shows)
+    } else if m.met_foreign() {
+        materialize::clear_marker(repo)
+    } else {
+        Ok(())
+    };
+    if let Err(e) = recorded {
+        tracing::warn!("browsable tree: {e}");
+        failures.push((Vec::new(), e.to_string()));
     }
     Ok(TreeUpdate {
         copies: Stats::get(&m.stats.copied),
         failures,
     })
+}
+
+/// A path of the browsable tree for a message (`.` for the root itself).
+fn show_rel(p: &[u8]) -> String {
+    if p.is_empty() {
+        ".".to_string()
+    } else {
+        show(p)
+    }
 }
 
 /// Make the browsable tree at the backup root show `latest`, whatever a
@@ -212,19 +264,27 @@ pub fn catch_up_browsable(repo: &Repo, latest: &Snapshot) -> Result<TreeUpdate> 
                 "browsable tree is behind snapshot {}: updating it",
                 latest.id.short()
             );
-            TreeDiff::between((&oe, &oa), (entries, archive)).apply(&m, entries)?;
+            if let Err(e) = TreeDiff::between((&oe, &oa), (entries, archive)).apply(&m, entries) {
+                m.record_error(b"", e);
+            }
         }
         None => {
             tracing::info!(
                 "browsable tree state unknown: checking it against snapshot {}",
                 latest.id.short()
             );
-            let extra = m.reconcile(&browse::render(entries, archive), false)?;
-            for p in extra {
-                tracing::warn!(
-                    "{} is not part of the backup (left in place)",
-                    pathbytes::display_path(&pathbytes::to_fs(&repo.root, &p))
-                );
+            match m.reconcile(&browse::render(entries, archive), false) {
+                Ok(extra) => {
+                    for p in extra {
+                        tracing::warn!(
+                            "{} is not part of the backup (left in place)",
+                            pathbytes::display_path(&pathbytes::to_fs(&repo.root, &p))
+                        );
+                    }
+                }
+                // Reported with the entries that failed: the tree is
+                // derived data, and a backup can still run.
+                Err(e) => m.record_error(b"", e),
             }
         }
     }
@@ -657,6 +717,12 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         let up = catch_up_browsable(r, snap)?;
         report.link_fallback_copies += up.copies;
         report.failed |= !up.failures.is_empty();
+        for (p, msg) in up.failures {
+            report.browsable_incomplete.push(Problem {
+                path: pathbytes::display_path(&pathbytes::to_fs(&r.root, &p)),
+                message: msg,
+            });
+        }
     }
 
     let layout = Layout {

@@ -370,38 +370,6 @@ fn fill(m: &Materializer<'_>, repo: &Repo, rec: &SnapshotRecord) -> Result<()> {
     }
 }
 
-/// Which of `candidates` the snapshot still references.
-fn referenced_among(
-    repo: &Repo,
-    rec: &SnapshotRecord,
-    candidates: &[ObjectId],
-) -> Result<HashSet<ObjectId>> {
-    let mut sorted = candidates.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut live = HashSet::new();
-    let mut note = |id: &ObjectId| {
-        if sorted.binary_search(id).is_ok() {
-            live.insert(*id);
-        }
-    };
-    let mut c = FlatCursor::<Leaf, Meta>::new(repo, &rec.root, None, Limit::source(rec))?;
-    while let Some((_, f)) = c.next()? {
-        if let Flat::Leaf(Leaf::File { id, .. }) = f {
-            note(&id);
-        }
-    }
-    let mut c = FlatCursor::<History, ()>::new(repo, &rec.archive, None, Limit::archive())?;
-    while let Some((_, f)) = c.next()? {
-        if let Flat::Leaf(h) = f {
-            for id in history_ids(Some(&h)) {
-                note(&id);
-            }
-        }
-    }
-    Ok(live)
-}
-
 /// The paths a watch run looks at again, from the paths events named:
 /// each widened until its folder is one the previous snapshot has (a new
 /// folder's contents are all new), an ignore file widened to its folder
@@ -552,9 +520,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     // Pass 2.
     let popts = PlanOptions {
         max_versions: s.max_versions,
-        deleted_max_age_ns: s
-            .deleted_max_age_days
-            .map(|d| d as i64 * 86_400 * 1_000_000_000),
+        deleted_max_age_ns: s.deleted_max_age_days.map(crate::retention::days_ns),
         now_ns: c.run_start,
     };
     let prev_arch = match (c.repo, prev_rec) {
@@ -670,30 +636,38 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
 
     // Derived data: the browsable tree, then the cache.
     let m = Materializer::new(repo, &repo.root);
-    match diff {
-        None => fill(&m, repo, &record)?,
-        Some((mut o, mut n)) if old_esc == new_esc && !arch_nests => {
-            o.sort_by(|a, b| cmp_paths(&a.path, &b.path));
-            n.sort_by(|a, b| cmp_paths(&a.path, &b.path));
-            let lookup = TreeLookup {
-                repo,
-                root: root_id,
-                dirs: Mutex::new(HashMap::new()),
-            };
-            m.apply(&o, &n, &|p: &[u8]| {
-                browse::wants_dir_by(&new_esc, p, &|q| lookup.is_dir(q))
-            })?;
+    // The snapshot is committed: from here on a failure leaves the tree
+    // incomplete (and says so), never the run failed.
+    let placed = (|| -> Result<()> {
+        match diff {
+            None => fill(&m, repo, &record)?,
+            Some((mut o, mut n)) if old_esc == new_esc && !arch_nests => {
+                o.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+                n.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+                let lookup = TreeLookup {
+                    repo,
+                    root: root_id,
+                    dirs: Mutex::new(HashMap::new()),
+                };
+                m.apply(&o, &n, &|p: &[u8]| {
+                    browse::wants_dir_by(&new_esc, p, &|q| lookup.is_dir(q))
+                })?;
+            }
+            _ => {
+                // Escapes changed or the archive nests: only whole renderings
+                // are exact (rare; this loads both listings).
+                let (ne, na) = super::load_snapshot(repo, &record)?;
+                let (oe, oa) = match &c.latest {
+                    Some(l) => super::load_snapshot(repo, &l.record)?,
+                    None => Default::default(),
+                };
+                super::TreeDiff::between((&oe, &oa), (&ne, &na)).apply(&m, &ne)?;
+            }
         }
-        _ => {
-            // Escapes changed or the archive nests: only whole renderings
-            // are exact (rare; this loads both listings).
-            let (ne, na) = super::load_snapshot(repo, &record)?;
-            let (oe, oa) = match &c.latest {
-                Some(l) => super::load_snapshot(repo, &l.record)?,
-                None => Default::default(),
-            };
-            super::TreeDiff::between((&oe, &oa), (&ne, &na)).apply(&m, &ne)?;
-        }
+        Ok(())
+    })();
+    if let Err(e) = placed {
+        m.record_error(b"", e);
     }
     let up = super::finish_tree_update(repo, &m, &snap_id)?;
     if needs_relink(&c, report) {
@@ -707,9 +681,9 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     report.link_fallback_copies += up.copies;
     for (p, msg) in up.failures {
         report.failed = true;
-        report.problems.push(Problem {
+        report.browsable_incomplete.push(Problem {
             path: c.layout.dst(&p),
-            message: format!("not placed in the browsable tree: {msg}"),
+            message: msg,
         });
     }
     super::warn_link_copies(report);
@@ -723,9 +697,21 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
         report.objects_removed = g.objects_removed;
         report.bytes_freed = g.bytes_freed();
     } else if !dropped.is_empty() {
-        let live = referenced_among(repo, &record, &dropped)?;
-        (report.objects_removed, report.bytes_freed) =
-            crate::gc::collect_dropped(repo, &dropped, &live)?;
+        // The snapshot is committed: a collection that cannot run safely
+        // is a problem to report (exit 1), not a failed backup.
+        let latest = Snapshot {
+            id: snap_id,
+            record,
+        };
+        match crate::gc::collect_dropped(repo, &dropped, &latest) {
+            Ok((n, bytes)) => (report.objects_removed, report.bytes_freed) = (n, bytes),
+            Err(e) => {
+                // Not a path that could not be backed up: the warning
+                // names the file and what to do; the exit code says 1.
+                tracing::warn!("{e}");
+                report.failed = true;
+            }
+        }
     }
     Ok(())
 }

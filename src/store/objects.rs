@@ -245,7 +245,10 @@ impl<'r> Batch<'r> {
                 parse_queued(&e.file_name()).map(|(kind, d)| Ok((e.path(), kind, d)))
             }))
         };
-        let small = files < SMALL_BATCH_FILES && bytes < SMALL_BATCH_BYTES;
+        // Where syncfs would swallow a writeback error (kernels before
+        // 5.8), every batch takes the per-file fsync path.
+        let small = (files < SMALL_BATCH_FILES && bytes < SMALL_BATCH_BYTES)
+            || !fsutil::syncfs_reports_errors();
         // 1. The bytes of every temp file reach the disk before any of them
         //    gets its final name. A small batch is listed once and kept (its
         //    files are fsynced one by one); a large one is synced as a whole
@@ -339,7 +342,29 @@ pub fn quarantine_object(repo: &Repo, path: &Path) -> Result<PathBuf> {
 /// store write. Returns false (and changes nothing) when `good` turns out
 /// not to hold those bytes.
 pub fn restore_object_from(repo: &Repo, id: &ObjectId, good: &Path) -> Result<bool> {
-    let mut src = open_regular(good)?;
+    restore_object_from_file(repo, id, open_regular(good)?, good)
+}
+
+/// `restore_object_from` with the good copy already open (the browsable
+/// tree opens its files without following a symlink); `good` names it in
+/// messages. Anything but a regular file is refused.
+pub fn restore_object_from_file(
+    repo: &Repo,
+    id: &ObjectId,
+    mut src: File,
+    good: &Path,
+) -> Result<bool> {
+    let m = src.metadata().ctx("stat", good)?;
+    if !m.file_type().is_file() {
+        return Err(Error::corrupt(
+            "copy",
+            good,
+            format!(
+                "it is {}, not a regular file",
+                describe_type(&m.file_type())
+            ),
+        ));
+    }
     let tmp = repo.tmp_dir().join(fsutil::tmp_name("repair"));
     let mut out = create_tmp(&tmp)?;
     let mut h = Hasher::new(repo.algo());
@@ -417,8 +442,8 @@ impl StatKey {
     pub fn of(m: &fs::Metadata) -> StatKey {
         StatKey {
             size: m.len(),
-            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            mtime_ns: crate::scan::stat_ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: crate::scan::stat_ns(m.ctime(), m.ctime_nsec()),
             ino: m.ino(),
             dev: m.dev(),
         }

@@ -349,10 +349,16 @@ pub fn resolve(repo: &Repo, spec: &str) -> Result<Snapshot> {
     Err(Error::NoSuchSnapshot(spec.to_string()))
 }
 
-/// Parse a user-given time into ns since the epoch.
+/// Parse a user-given time into ns since the epoch. A time past 2262 (or
+/// before 1678) saturates: it still means "after (before) every snapshot",
+/// instead of wrapping around to some other date.
 pub fn parse_time(s: &str) -> Option<i64> {
+    let ns = |ts: jiff::Timestamp| {
+        let n = ts.as_nanosecond();
+        i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX })
+    };
     if let Ok(ts) = s.parse::<jiff::Timestamp>() {
-        return Some(ts.as_nanosecond() as i64);
+        return Some(ns(ts));
     }
     let tz = jiff::tz::TimeZone::system();
     for fmt in [
@@ -368,7 +374,7 @@ pub fn parse_time(s: &str) -> Option<i64> {
         };
         if let Ok(dt) = parsed {
             if let Ok(z) = dt.to_zoned(tz.clone()) {
-                return Some(z.timestamp().as_nanosecond() as i64);
+                return Some(ns(z.timestamp()));
             }
         }
     }
@@ -501,6 +507,10 @@ mod tests {
         assert!(parse_time("2026-01-02 03:04").is_some());
         assert!(parse_time("2026-01-02").is_some());
         assert!(parse_time("yesterday-ish").is_none());
+        // Past what an i64 of ns holds: saturates, never wraps.
+        assert_eq!(parse_time("9000-01-01"), Some(i64::MAX));
+        assert_eq!(parse_time("2300-01-01T00:00:00Z"), Some(i64::MAX));
+        assert_eq!(parse_time("1000-01-01"), Some(i64::MIN));
     }
 
     proptest! {

@@ -3,6 +3,7 @@
 
 mod common;
 mod damage;
+mod damage_matrix;
 
 mod change_detection;
 mod cli;
@@ -13,6 +14,7 @@ mod determinism;
 mod dupes;
 mod emlink;
 mod example;
+mod faults;
 mod filesystems;
 mod filters;
 mod fuzz_corpus;
@@ -26,6 +28,8 @@ mod restore;
 mod retention;
 mod streaming;
 mod trust;
+mod trust_paths;
+mod trust_retention;
 mod trust_snapshots;
 mod verify;
 mod walkthrough;

@@ -162,7 +162,11 @@ fn check_runs(ops: Vec<Vec<Op>>, max_versions: u64, scoped: bool) {
         dry_run: false,
         always_snapshot: true,
         allow_damaged_latest: false,
-        wait: false,
+        // Other tests of this binary spawn processes: between fork and
+        // exec a child holds copies of every descriptor, the lock's
+        // included, so a run right after the previous one may find the
+        // lock still held for a moment.
+        wait: true,
         scope: None,
     };
     for batch in ops {
