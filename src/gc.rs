@@ -61,9 +61,10 @@ const PINNED: &str = "pinned";
 /// Snapshots besides the latest whose content must stay complete (those a
 /// keep policy retains). Empty without a policy.
 pub fn pinned(repo: &Repo) -> HashSet<SnapshotId> {
-    let Ok(text) = fs::read_to_string(repo.dir.join(PINNED)) else {
+    let Ok(text) = fsutil::read_repo_file(&repo.dir.join(PINNED)) else {
         return HashSet::new();
     };
+    let text = String::from_utf8_lossy(&text);
     text.lines()
         .filter_map(|l| SnapshotId::from_hex(l.trim()))
         .collect()
@@ -74,8 +75,10 @@ pub fn pinned(repo: &Repo) -> HashSet<SnapshotId> {
 /// collection must not guess what is pinned).
 pub fn read_pinned(repo: &Repo) -> Result<HashSet<SnapshotId>> {
     let path = repo.dir.join(PINNED);
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
+    let text = match fsutil::read_repo_file(&path) {
+        Ok(t) => {
+            String::from_utf8(t).map_err(|_| Error::corrupt("pinned list", &path, "not text"))?
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashSet::new()),
         Err(e) => return Err(Error::io("read the pinned list", &path, e)),
     };

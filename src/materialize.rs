@@ -1057,8 +1057,8 @@ fn check_object_type(obj: &Path) -> Result<()> {
 }
 
 pub fn read_marker(repo: &Repo) -> Option<SnapshotId> {
-    let s = fs::read_to_string(repo.cache_dir().join(MARKER)).ok()?;
-    SnapshotId::from_hex(s.trim())
+    let s = fsutil::read_repo_file(&repo.cache_dir().join(MARKER)).ok()?;
+    SnapshotId::from_hex(String::from_utf8_lossy(&s).trim())
 }
 
 /// Forget which snapshot the browsable tree shows: the next command

@@ -164,7 +164,7 @@ impl Repo {
     fn read_config(root: &Path) -> Result<Repo> {
         let dir = Self::dir_of(root);
         let cfg_path = dir.join("config");
-        let data = match fs::read(&cfg_path) {
+        let data = match fsutil::read_repo_file(&cfg_path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotARepository {

@@ -108,7 +108,7 @@ pub fn write(repo: &Repo, rec: &SnapshotRecord) -> Result<SnapshotId> {
 
 pub fn read(repo: &Repo, id: &SnapshotId) -> Result<SnapshotRecord> {
     let path = repo.snapshots_dir().join(id.to_hex());
-    let data = fs::read(&path).ctx("read snapshot", &path)?;
+    let data = fsutil::read_repo_file(&path).ctx("read snapshot", &path)?;
     let rec = decode(&data, &path)?;
     if hash_bytes(repo.algo(), &data[5..]) != id.0 {
         return Err(Error::corrupt(
@@ -230,7 +230,8 @@ pub fn scan(repo: &Repo) -> Result<Scan> {
             Ok(record) => out.snapshots.push(Snapshot { id, record }),
             Err(error) => {
                 let path = dir.join(id.to_hex());
-                let (seq, time_ns) = fs::read(&path).map_or((None, None), |d| claimed(&d));
+                let (seq, time_ns) =
+                    fsutil::read_repo_file(&path).map_or((None, None), |d| claimed(&d));
                 out.damaged.push(DamagedRecord {
                     id,
                     path,

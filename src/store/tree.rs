@@ -802,14 +802,8 @@ pub fn load_tree<L: TreeLeaf, D: DeserializeOwned>(
     let path = repo.tree_path(id);
     // open + read_to_end, not fs::read: no statx to size the buffer (tree
     // objects are small, and a walk reads tens of thousands of them).
-    let read = |p: &Path| -> std::io::Result<Vec<u8>> {
-        use std::io::Read;
-        let mut f = std::fs::File::open(p)?;
-        let mut v = Vec::with_capacity(8192);
-        f.read_to_end(&mut v)?;
-        Ok(v)
-    };
-    let data = match read(&path) {
+    // Not followed if a symlink, not blocking if a FIFO.
+    let data = match crate::fsutil::read_repo_file(&path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::Missing {

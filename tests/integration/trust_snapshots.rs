@@ -581,3 +581,44 @@ fn hostile_archive_trees_that_reuse_one_subtree_cost_bounded_work() -> TestResul
     }
     Ok(())
 }
+
+#[test]
+fn a_snapshot_record_or_tree_replaced_by_a_fifo_or_symlink_never_hangs_and_is_named() -> TestResult
+{
+    for what in ["record fifo", "record symlink", "tree fifo", "config fifo"] {
+        let env = TestEnv::new()?;
+        let ids = three_backups(&env)?;
+        let newest = ids[2].clone();
+        let target = match what {
+            "record fifo" | "record symlink" => damage::snapshot_path(&env.backup, &newest),
+            "tree fifo" => {
+                let hashes = damage::tree_hashes(&env.backup)?;
+                let h = hashes.iter().next().ok_or("no tree")?.clone();
+                damage::tree_path(&env.backup, &h)?
+            }
+            _ => env.dst(".trove/config"),
+        };
+        let lure = env.root().join("lure");
+        std::fs::copy(&target, &lure)?;
+        std::fs::remove_file(&target)?;
+        if what.ends_with("symlink") {
+            std::os::unix::fs::symlink(&lure, &target)?;
+        } else {
+            let st = Command::new("mkfifo").arg(&target).status()?;
+            assert!(st.success(), "mkfifo {}", target.display());
+        }
+        let o = repo_bounded(&env, &["verify"])?;
+        expect(&o, 1, &format!("verify with a {what}"));
+        let name = target
+            .file_name()
+            .ok_or("no name")?
+            .to_string_lossy()
+            .into_owned();
+        assert!(text(&o).contains(&name), "{what}: names it: {}", text(&o));
+        for args in [vec!["ls"], vec!["snapshots"]] {
+            // Finishing is the point (a FIFO used to block the reader).
+            repo_bounded(&env, &args)?;
+        }
+    }
+    Ok(())
+}
