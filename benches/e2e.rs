@@ -30,6 +30,7 @@ fn opts(src: &Path, dest: &Path) -> BackupOptions {
         rehash: false,
         dry_run: false,
         always_snapshot: false,
+        allow_damaged_latest: false,
         wait: false,
         scope: None,
     }

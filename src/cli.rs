@@ -296,6 +296,10 @@ pub struct BackupArgs {
     /// Write a snapshot even when nothing changed
     #[arg(long)]
     pub always_snapshot: bool,
+    /// Build on the newest readable snapshot when a newer record is damaged
+    /// (otherwise refused: the damaged record may hold the latest state)
+    #[arg(long)]
+    pub allow_damaged_latest: bool,
 }
 
 /// What to back up and how: shared by `backup` and `watch`.
@@ -617,6 +621,7 @@ fn finish_backup(
         rehash: a.rehash,
         dry_run: a.dry_run,
         always_snapshot: a.always_snapshot,
+        allow_damaged_latest: a.allow_damaged_latest,
         wait: cli.wait,
         scope: None,
     };
@@ -713,6 +718,15 @@ fn open_for_reading(cli: &Cli) -> Result<(Repo, RepoLock)> {
 struct SnapshotRow {
     id: String,
     full_id: String,
+    /// `ok`, or `damaged` for a record that cannot be read (its counts
+    /// and time are then unknown, shown as 0 and "").
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// The sequence number (for a damaged record: what its readable
+    /// prefix claims, if anything).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
     time: String,
     time_ns: i64,
     files: u64,
@@ -726,26 +740,60 @@ struct SnapshotRow {
 
 fn list_snapshots(cli: &Cli) -> Result<Outcome> {
     let (repo, _lock) = open_for_reading(cli)?;
-    let (all, bad) = snapshot::list(&repo)?;
-    for e in &bad {
-        tracing::error!("{e}");
+    let scan = snapshot::scan(&repo)?;
+    for d in &scan.damaged {
+        tracing::error!("{}", d.error);
     }
-    let rows: Vec<SnapshotRow> = all
+    let mut rows: Vec<(u64, i64, SnapshotRow)> = scan
+        .snapshots
         .iter()
-        .map(|s| SnapshotRow {
-            id: s.id.short(),
-            full_id: s.id.to_hex(),
-            time: snapshot::format_time(s.record.time_ns),
-            time_ns: s.record.time_ns,
-            files: s.record.summary.files,
-            bytes: s.record.summary.bytes,
-            added: s.record.summary.backed_up + s.record.summary.duplicates,
-            modified: s.record.summary.modified,
-            deleted: s.record.summary.deleted,
-            new_bytes: s.record.summary.new_bytes,
-            sources: s.record.sources.iter().map(|x| display(&x.path)).collect(),
+        .map(|s| {
+            let row = SnapshotRow {
+                id: s.id.short(),
+                full_id: s.id.to_hex(),
+                status: "ok",
+                error: None,
+                seq: Some(s.record.seq),
+                time: snapshot::format_time(s.record.time_ns),
+                time_ns: s.record.time_ns,
+                files: s.record.summary.files,
+                bytes: s.record.summary.bytes,
+                added: s.record.summary.backed_up + s.record.summary.duplicates,
+                modified: s.record.summary.modified,
+                deleted: s.record.summary.deleted,
+                new_bytes: s.record.summary.new_bytes,
+                sources: s.record.sources.iter().map(|x| display(&x.path)).collect(),
+            };
+            (s.record.seq, s.record.time_ns, row)
         })
         .collect();
+    // A damaged record is listed where its claimed sequence number puts it
+    // (last when unknown), never left out.
+    for d in &scan.damaged {
+        let row = SnapshotRow {
+            id: d.id.short(),
+            full_id: d.id.to_hex(),
+            status: "damaged",
+            error: Some(d.error.to_string()),
+            seq: d.seq,
+            time: d.time_ns.map(snapshot::format_time).unwrap_or_default(),
+            time_ns: d.time_ns.unwrap_or(0),
+            files: 0,
+            bytes: 0,
+            added: 0,
+            modified: 0,
+            deleted: 0,
+            new_bytes: 0,
+            sources: Vec::new(),
+        };
+        rows.push((
+            d.seq.unwrap_or(u64::MAX),
+            d.time_ns.unwrap_or(i64::MAX),
+            row,
+        ));
+    }
+    rows.sort_by_key(|r| (r.0, r.1));
+    let rows: Vec<SnapshotRow> = rows.into_iter().map(|(_, _, r)| r).collect();
     if cli.json {
         print_json(&rows)?;
     } else {
@@ -756,6 +804,10 @@ fn list_snapshots(cli: &Cli) -> Result<Outcome> {
             "ID", "TIME", "FILES", "SIZE", "CHANGES"
         )?;
         for r in &rows {
+            if let Some(e) = &r.error {
+                writeln!(out, "{:<8}  DAMAGED: {e}", r.id)?;
+                continue;
+            }
             writeln!(
                 out,
                 "{:<8}  {:<19}  {:>9}  {:>10}  {:>22}",
@@ -766,9 +818,18 @@ fn list_snapshots(cli: &Cli) -> Result<Outcome> {
                 format!("+{} ~{} -{}", r.added, r.modified, r.deleted)
             )?;
         }
-        writeln!(out, "{} snapshots", rows.len())?;
+        let n = scan.snapshots.len();
+        if scan.damaged.is_empty() {
+            writeln!(out, "{n} snapshots")?;
+        } else {
+            writeln!(
+                out,
+                "{n} snapshots, {} damaged (run `trove verify`)",
+                scan.damaged.len()
+            )?;
+        }
     }
-    Ok(if bad.is_empty() {
+    Ok(if scan.damaged.is_empty() {
         Outcome::Ok
     } else {
         Outcome::Problems
@@ -1027,7 +1088,7 @@ fn verify(cli: &Cli, a: &VerifyArgs) -> Result<Outcome> {
 fn materialize(cli: &Cli, a: &MaterializeArgs) -> Result<Outcome> {
     let _ = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None);
     let root = repo_root(cli)?;
-    let repo = Repo::open(&root)?;
+    let repo = Repo::open_writable(&root)?;
     let _lock = RepoLock::acquire(&repo, LockMode::Exclusive, cli.wait)?;
     // A writer like backup and prune: it empties what an interrupted
     // write left in tmp/ (the fault sweep found materialize leaving one).
@@ -1192,7 +1253,11 @@ fn prune(cli: &Cli, a: &PruneArgs) -> Result<Outcome> {
         keep_yearly: a.keep_yearly,
         keep_within_days: a.keep_within_days,
     });
-    let repo = Repo::open(&root)?;
+    let repo = if a.dry_run {
+        Repo::open(&root)?
+    } else {
+        Repo::open_writable(&root)?
+    };
     let console = crate::log::console_level(cli.verbose, cli.quiet);
     let log_dir = log_dir.unwrap_or_else(|| repo.logs_dir());
     let _guard = if a.dry_run {
@@ -1400,6 +1465,7 @@ fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
             rehash: false,
             dry_run: false,
             always_snapshot: false,
+            allow_damaged_latest: false,
             wait: true,
             scope: None,
         },

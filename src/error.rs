@@ -41,6 +41,11 @@ pub enum Error {
         msg: String,
     },
 
+    #[error(
+        "corrupt tree object {path}: {msg}; run `trove verify` to see the extent of the damage"
+    )]
+    Expansion { path: PathBuf, msg: String },
+
     #[error("missing {what} {id}: referenced by the repository but not present in {path}; run `trove verify`")]
     Missing {
         what: &'static str,
@@ -60,6 +65,26 @@ pub enum Error {
 
     #[error("snapshot prefix {0:?} is ambiguous: give more hex digits")]
     AmbiguousSnapshot(String),
+
+    #[error("snapshot record {path} is damaged ({reason}) and may be the newest snapshot, so `latest` cannot be resolved without skipping it: run `trove verify`; name an older snapshot explicitly (`trove snapshots` lists them) or put back the record from a copy of the repository; `trove backup --allow-damaged-latest` builds the next snapshot on the newest readable one")]
+    DamagedLatest { path: PathBuf, reason: String },
+
+    #[error("cannot {action} safely: snapshot record {path} is damaged ({reason}), and what it references is unknown. Nothing was changed; run `trove verify` and put back the record from a copy of the repository (or move it aside if it is beyond repair)")]
+    DamagedRecord {
+        action: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+
+    #[error("cannot {action} safely: {source}. Nothing was changed; run `trove verify` and repair the repository first")]
+    Unsafe {
+        action: &'static str,
+        #[source]
+        source: Box<Error>,
+    },
+
+    #[error("repository folder {path} is missing: it holds {what}, so the repository is damaged. Put it back from a copy of the repository; `trove verify` names what is lost")]
+    MissingFolder { path: PathBuf, what: &'static str },
 
     #[error("interrupted")]
     Interrupted,

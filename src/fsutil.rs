@@ -141,6 +141,21 @@ pub fn link_refused(e: &io::Error) -> bool {
     )
 }
 
+/// Read a small repository file (a snapshot record, a tree, the config,
+/// a marker, the pinned list) that something other than trove may have
+/// replaced: a symlink is not followed (ELOOP), a FIFO does not block (it
+/// opens at once and reads as empty), a directory fails to read. Whatever
+/// it was, the caller gets an error or bytes it then refuses to decode.
+pub fn read_repo_file(path: &Path) -> io::Result<Vec<u8>> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let mut v = Vec::with_capacity(8192);
+    f.read_to_end(&mut v)?;
+    Ok(v)
+}
+
 /// Remove a file, symlink or (recursively) directory; missing is fine.
 pub fn remove_any(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {

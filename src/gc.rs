@@ -61,9 +61,10 @@ const PINNED: &str = "pinned";
 /// Snapshots besides the latest whose content must stay complete (those a
 /// keep policy retains). Empty without a policy.
 pub fn pinned(repo: &Repo) -> HashSet<SnapshotId> {
-    let Ok(text) = fs::read_to_string(repo.dir.join(PINNED)) else {
+    let Ok(text) = fsutil::read_repo_file(&repo.dir.join(PINNED)) else {
         return HashSet::new();
     };
+    let text = String::from_utf8_lossy(&text);
     text.lines()
         .filter_map(|l| SnapshotId::from_hex(l.trim()))
         .collect()
@@ -74,8 +75,10 @@ pub fn pinned(repo: &Repo) -> HashSet<SnapshotId> {
 /// collection must not guess what is pinned).
 pub fn read_pinned(repo: &Repo) -> Result<HashSet<SnapshotId>> {
     let path = repo.dir.join(PINNED);
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
+    let text = match fsutil::read_repo_file(&path) {
+        Ok(t) => {
+            String::from_utf8(t).map_err(|_| Error::corrupt("pinned list", &path, "not text"))?
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashSet::new()),
         Err(e) => return Err(Error::io("read the pinned list", &path, e)),
     };
@@ -200,10 +203,14 @@ impl Mark<'_> {
     }
 }
 
+/// A collection stops at the first thing it cannot read: deleting while
+/// part of the graph is unknown could delete live content. A damaged
+/// repository is a problem found (exit 1), not a usage error.
 fn refuse(e: Error) -> Error {
-    Error::Usage(format!(
-        "cannot collect garbage safely: {e}. Nothing was deleted; run `trove verify` and repair the repository first"
-    ))
+    Error::Unsafe {
+        action: "collect garbage",
+        source: Box::new(e),
+    }
 }
 
 /// One snapshot and what the policy said about it.
@@ -266,10 +273,9 @@ pub fn plan(
     tz: &jiff::tz::TimeZone,
     latest_objects: Option<&HashSet<ObjectId>>,
 ) -> Result<GcPlan> {
-    let (snaps, bad) = snapshot::list(repo)?;
-    if let Some(e) = bad.into_iter().next() {
-        return Err(refuse(e));
-    }
+    let scan = snapshot::scan(repo)?;
+    scan.check_intact("collect garbage")?;
+    let snaps = scan.snapshots;
     let times: Vec<(SnapshotId, i64)> = snaps.iter().map(|s| (s.id, s.record.time_ns)).collect();
     let decisions: Vec<Decision> = retention::apply(&times, policy, now_ns, tz);
     let by_id: HashMap<SnapshotId, &Decision> = decisions.iter().map(|d| (d.id, d)).collect();
@@ -474,13 +480,13 @@ pub(crate) fn referenced_among(
             live.insert(*id);
         }
     };
-    let mut c = FlatCursor::<Leaf, Meta>::new(repo, &rec.root, None)?;
+    let mut c = FlatCursor::<Leaf, Meta>::new(repo, &rec.root, None, tree::Limit::source(rec))?;
     while let Some((_, f)) = c.next()? {
         if let Flat::Leaf(Leaf::File { id, .. }) = f {
             note(&id);
         }
     }
-    let mut c = FlatCursor::<History, ()>::new(repo, &rec.archive, None)?;
+    let mut c = FlatCursor::<History, ()>::new(repo, &rec.archive, None, tree::Limit::archive())?;
     while let Some((_, f)) = c.next()? {
         if let Flat::Leaf(h) = f {
             for (_, a) in &h.versions {
@@ -603,7 +609,11 @@ pub struct LatestStats {
 }
 
 pub fn stats(repo: &Repo) -> Result<RepoStats> {
-    let (snaps, _) = snapshot::list(repo)?;
+    let scan = snapshot::scan(repo)?;
+    // The latest is what the figures describe: a damaged record that may
+    // be newer makes them unknowable, never silently an older snapshot's.
+    scan.latest()?;
+    let snaps = scan.snapshots;
     let mut st = RepoStats {
         snapshots: snaps.len() as u64,
         ..RepoStats::default()

@@ -431,10 +431,14 @@ pub fn history(repo: &Repo, path: &str) -> Result<Vec<HistoryRow>> {
         )));
     }
     let rel = rel.as_bytes();
-    let (snaps, _) = snapshot::list(repo)?;
-    let Some(latest) = snaps.last() else {
+    let scan = snapshot::scan(repo)?;
+    let Some(latest) = scan.latest()?.cloned() else {
         return Err(Error::NoSuchSnapshot("latest".into()));
     };
+    for d in &scan.damaged {
+        tracing::warn!("{}: the history leaves this record out", d.error);
+    }
+    let snaps = scan.snapshots;
     let (entries, archive) = crate::backup::load_snapshot(repo, &latest.record)?;
     let loc = Locator::new(rel, &entries, &archive);
     drop((entries, archive));

@@ -19,7 +19,7 @@ use crate::id::SnapshotId;
 use crate::pathbytes::{self, cmp_paths};
 use crate::rootdir::{EntryStat, Lstat, RootDir};
 use crate::store::snapshot::SnapshotRecord;
-use crate::store::tree::{self, Flat, FlatCursor, History, Item, Leaf, Meta, TreeObject};
+use crate::store::tree::{self, Flat, FlatCursor, History, Item, Leaf, Limit, Meta, TreeObject};
 use crate::store::{objects, Repo};
 use rayon::prelude::*;
 use std::cmp::Ordering;
@@ -202,6 +202,12 @@ impl<'r> Materializer<'r> {
                 return Ok(Disk::Ours);
             }
         }
+        // A hardlink of a stored object is trove's own whichever snapshot
+        // put it there (one whose record is damaged, after `backup
+        // --allow-damaged-latest`): its content stays in the store.
+        if self.is_object_link(&e.path, &m)? {
+            return Ok(Disk::Ours);
+        }
         // An empty directory carries no data: it is safe to replace.
         if m.is_dir()
             && self
@@ -213,6 +219,17 @@ impl<'r> Materializer<'r> {
             return Ok(Disk::Ours);
         }
         Ok(Disk::Foreign)
+    }
+
+    /// Whether the file at `rel` is a hardlink of the stored object its
+    /// bytes name.
+    fn is_object_link(&self, rel: &[u8], m: &EntryStat) -> Result<bool> {
+        if !m.is_file() || m.nlink < 2 || m.size == 0 {
+            return Ok(false);
+        }
+        let d = self.hash_entry(rel, m.size)?;
+        let obj = self.repo.object_path(&crate::id::ObjectId(d));
+        Ok(fs::symlink_metadata(&obj).is_ok_and(|om| m.same_inode(&om)))
     }
 
     fn matches(&self, e: &BEntry, m: &EntryStat) -> Result<bool> {
@@ -371,6 +388,17 @@ impl<'r> Materializer<'r> {
                     _ => root.unlink(&e.path),
                 };
                 match r {
+                    Ok(()) => {
+                        self.stats.removed.fetch_add(1, AtOrd::Relaxed);
+                        Ok(())
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+                    Err(err) => Err(Error::io("remove", self.fs_path(&e.path), err)),
+                }
+            }
+            Disk::Ours if !matches!(e.kind, BKind::Dir) => {
+                // A hardlink of another stored object: nothing is lost.
+                match self.root()?.unlink(&e.path) {
                     Ok(()) => {
                         self.stats.removed.fetch_add(1, AtOrd::Relaxed);
                         Ok(())
@@ -950,7 +978,7 @@ impl<'r> LazyRender<'r> {
         if !esc.is_empty() {
             return Ok(None);
         }
-        let mut c = FlatCursor::<History, ()>::new(repo, &rec.archive, None)?;
+        let mut c = FlatCursor::<History, ()>::new(repo, &rec.archive, None, Limit::archive())?;
         let mut last: Option<Vec<u8>> = None;
         while let Some((p, f)) = c.next()? {
             if let Flat::Leaf(_) = f {
@@ -966,13 +994,13 @@ impl<'r> LazyRender<'r> {
         let mut runs = Vec::new();
         for dups in [false, true] {
             runs.push(Run::Source {
-                c: FlatCursor::new(repo, &rec.root, None)?,
+                c: FlatCursor::new(repo, &rec.root, None, Limit::source(rec))?,
                 dups,
             });
         }
         for deleted in [false, true] {
             runs.push(Run::Archive {
-                c: FlatCursor::new(repo, &rec.archive, None)?,
+                c: FlatCursor::new(repo, &rec.archive, None, Limit::archive())?,
                 deleted,
                 pending: Default::default(),
             });
@@ -1029,8 +1057,8 @@ fn check_object_type(obj: &Path) -> Result<()> {
 }
 
 pub fn read_marker(repo: &Repo) -> Option<SnapshotId> {
-    let s = fs::read_to_string(repo.cache_dir().join(MARKER)).ok()?;
-    SnapshotId::from_hex(s.trim())
+    let s = fsutil::read_repo_file(&repo.cache_dir().join(MARKER)).ok()?;
+    SnapshotId::from_hex(String::from_utf8_lossy(&s).trim())
 }
 
 /// Forget which snapshot the browsable tree shows: the next command

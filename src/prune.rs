@@ -13,7 +13,7 @@ use crate::backup::{self, Layout, TreeDiff};
 use crate::browse::Escapes;
 use crate::error::Result;
 use crate::gc::{self, GcReport};
-use crate::id::{ObjectId, SnapshotId};
+use crate::id::{SnapshotId, TreeId};
 use crate::materialize::Materializer;
 use crate::plan::{self, PlanOptions};
 use crate::retention::Policy;
@@ -62,15 +62,22 @@ struct Trim {
     removed: u64,
     /// The snapshot recording the trim (not in a dry run).
     snapshot: Option<SnapshotId>,
-    /// Dry run: every object the trimmed latest snapshot would reference,
-    /// for the collection preview.
-    preview: Option<HashSet<ObjectId>>,
     /// Browsable-tree entries the update could not place.
     tree_failures: Vec<(Vec<u8>, String)>,
 }
 
-/// Apply per-file retention to the latest snapshot.
-fn file_retention(repo: &Repo, latest: &Snapshot, o: &PruneOptions) -> Result<Trim> {
+/// Per-file retention decided for the latest snapshot, nothing written.
+struct TrimPlan {
+    entries: Vec<tree::Entry>,
+    archive: tree::Archive,
+    known: HashSet<TreeId>,
+    plan: plan::Plan,
+}
+
+/// Decide per-file retention for the latest snapshot: None when nothing
+/// expires. Reads the snapshot's trees (a damaged one is an error here,
+/// before anything is written).
+fn plan_retention(repo: &Repo, latest: &Snapshot, o: &PruneOptions) -> Result<Option<TrimPlan>> {
     let popts = plan_options(o);
     // The archive alone says whether anything expires; the whole listing
     // (the largest thing prune could hold) is loaded only then.
@@ -78,19 +85,43 @@ fn file_retention(repo: &Repo, latest: &Snapshot, o: &PruneOptions) -> Result<Tr
         repo,
         &latest.record.archive,
         &mut HashSet::new(),
-        0,
+        tree::Limit::archive(),
     )?);
     if !plan::archive_needs_retention(&archive, &popts) {
-        return Ok(Trim::default());
+        return Ok(None);
     }
     drop(archive);
     let mut known = HashSet::new();
     let (entries, archive) = backup::load_trees(repo, &latest.record, &mut known)?;
     let plan = plan::plan(&entries, &archive, entries.clone(), &popts);
-    let removed = plan.counts.retention_removed;
-    if removed == 0 {
-        return Ok(Trim::default());
+    if plan.counts.retention_removed == 0 {
+        return Ok(None);
     }
+    Ok(Some(TrimPlan {
+        entries,
+        archive,
+        known,
+        plan,
+    }))
+}
+
+/// Apply per-file retention to the latest snapshot.
+fn file_retention(
+    repo: &Repo,
+    latest: &Snapshot,
+    t: Option<TrimPlan>,
+    o: &PruneOptions,
+) -> Result<Trim> {
+    let Some(TrimPlan {
+        entries,
+        archive,
+        known,
+        plan,
+    }) = t
+    else {
+        return Ok(Trim::default());
+    };
+    let removed = plan.counts.retention_removed;
     let layout = Layout::of_record(repo, &latest.record);
     let esc = Escapes::for_entries(&entries);
     if o.dry_run {
@@ -98,7 +129,6 @@ fn file_retention(repo: &Repo, latest: &Snapshot, o: &PruneOptions) -> Result<Tr
         return Ok(Trim {
             removed,
             snapshot: None,
-            preview: Some(plan.referenced_objects()),
             tree_failures: Vec::new(),
         });
     }
@@ -145,28 +175,45 @@ fn file_retention(repo: &Repo, latest: &Snapshot, o: &PruneOptions) -> Result<Tr
     Ok(Trim {
         removed,
         snapshot: Some(id),
-        preview: None,
         tree_failures: up.failures,
     })
 }
 
 /// Run retention and garbage collection. The caller holds the exclusive
 /// lock (a shared one for a dry run).
+///
+/// Every check comes before the first change: a damaged record, or a tree
+/// the retention or the collection would read, stops the run with nothing
+/// written (no retention snapshot, no `versions/` entry removed).
 pub fn run(repo: &Repo, o: &PruneOptions) -> Result<PruneReport> {
     let mut report = PruneReport {
         dry_run: o.dry_run,
         ..PruneReport::default()
     };
+    let scan = snapshot::scan(repo)?;
+    scan.check_intact("prune")?;
+    let latest = scan.latest()?.cloned();
+    let trim_plan = match &latest {
+        Some(l) => plan_retention(repo, l, o)?,
+        None => None,
+    };
+    // The collection reads every snapshot's trees: plan it now, while
+    // nothing is written. Its answer stands unless a trim is recorded (the
+    // trim's content replaces what the latest snapshot pins, as in a dry
+    // run), which changes the snapshots it decides over.
+    let preview = trim_plan.as_ref().map(|t| t.plan.referenced_objects());
+    let tz = jiff::tz::TimeZone::system();
+    let first = gc::plan(repo, &o.policy, o.now_ns, &tz, preview.as_ref())?;
     if !o.dry_run {
         repo.clean_tmp()?;
     }
     let mut trim = Trim::default();
-    if let Some(latest) = snapshot::latest(repo)? {
+    if let Some(latest) = &latest {
         let mut failures = Vec::new();
         if !o.dry_run {
-            failures = backup::catch_up_browsable(repo, &latest)?.failures;
+            failures = backup::catch_up_browsable(repo, latest)?.failures;
         }
-        trim = file_retention(repo, &latest, o)?;
+        trim = file_retention(repo, latest, trim_plan, o)?;
         report.retention_removed = trim.removed;
         report.retention_snapshot = trim.snapshot.map(|i| i.short());
         // The trim's update went by differences from a tree that was not
@@ -181,8 +228,11 @@ pub fn run(repo: &Repo, o: &PruneOptions) -> Result<PruneReport> {
             .map(|(p, msg)| format!("{}: {msg}", crate::pathbytes::display(&p)))
             .collect();
     }
-    let tz = jiff::tz::TimeZone::system();
-    let gcp = gc::plan(repo, &o.policy, o.now_ns, &tz, trim.preview.as_ref())?;
+    let gcp = if trim.snapshot.is_some() {
+        gc::plan(repo, &o.policy, o.now_ns, &tz, None)?
+    } else {
+        first
+    };
     if !o.dry_run {
         gc::execute(repo, &gcp)?;
     }

@@ -234,11 +234,19 @@ pub fn run(
             Item::Leaf(Leaf::Symlink { .. }) => report.symlinks += 1,
         }
     }
+    let pinned = keeps_content(repo, snap);
     if opts.dry_run {
         for e in &entries {
             if let Item::Leaf(Leaf::File { id, size, .. }) = &e.item {
                 if *size > 0 && !repo.object_path(id).exists() {
-                    report.missing.push(show(&e.path));
+                    if pinned {
+                        report.problems.push(RestoreProblem {
+                            path: show(&e.path),
+                            message: missing_from_pinned(repo, snap, id),
+                        });
+                    } else {
+                        report.missing.push(show(&e.path));
+                    }
                     continue;
                 }
             }
@@ -287,6 +295,9 @@ pub fn run(
                     let mut d = cx.done.lock().unwrap_or_else(|p| p.into_inner());
                     d.0 += 1;
                     d.1 += size;
+                }
+                Err(FileError::Missing) if pinned => {
+                    cx.problem(&e.path, missing_from_pinned(repo, snap, id))
                 }
                 Err(FileError::Missing) => cx
                     .missing
@@ -387,6 +398,27 @@ fn make_dir(cx: &Ctx<'_>, rel: &[u8]) -> Result<()> {
     fs::create_dir(&p).ctx("create directory", &p)
 }
 
+/// Whether retention keeps all of `snap`'s content: the newest readable
+/// snapshot always, and those a keep policy retains (`gc::pinned`). A
+/// missing object of such a snapshot is damage, never retention.
+fn keeps_content(repo: &Repo, snap: &Snapshot) -> bool {
+    let newest = crate::store::snapshot::scan(repo)
+        .ok()
+        .and_then(|s| s.newest_readable().map(|l| l.id));
+    newest == Some(snap.id) || crate::gc::pinned(repo).contains(&snap.id)
+}
+
+/// The message for an object missing from a snapshot whose content
+/// retention keeps.
+fn missing_from_pinned(repo: &Repo, snap: &Snapshot, id: &ObjectId) -> String {
+    format!(
+        "object {} is missing from {}, although retention keeps all content of snapshot {}: the repository is damaged. Run `trove verify` to see the extent; `trove backup --rehash` stores it again while the source still has the file",
+        id.to_hex(),
+        repo.objects_dir().display(),
+        snap.id.short()
+    )
+}
+
 enum FileError {
     Missing,
     Other(Error),
@@ -459,7 +491,7 @@ fn restore_file(
                     "object",
                     &obj,
                     format!(
-                        "its bytes do not hash to its name, so {} was not restored",
+                        "its bytes do not hash to its name (damaged), so {} was not restored; `trove backup --rehash` stores it again while the source still has the file",
                         show(rel)
                     ),
                 ));

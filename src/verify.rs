@@ -18,7 +18,7 @@
 
 use crate::browse::{self, BEntry, BKind};
 use crate::error::{Error, Result};
-use crate::id::{ObjectId, TreeId};
+use crate::id::{ObjectId, SnapshotId, TreeId};
 use crate::materialize;
 use crate::pathbytes::{self, display as show};
 use crate::progress::Progress;
@@ -146,6 +146,9 @@ struct TreeWalk<'r> {
     /// Walking an unpinned snapshot's trees.
     in_expired: bool,
     problems: Vec<VerifyProblem>,
+    /// Per tree visited: how many entries it expands to (saturating), so
+    /// a tree reusing subtrees is measured without being expanded.
+    sizes: HashMap<TreeId, u64>,
 }
 
 impl TreeWalk<'_> {
@@ -158,6 +161,7 @@ impl TreeWalk<'_> {
             return v.clone();
         }
         let mut bad = Vec::new();
+        let mut size: u64 = 0;
         let loaded = if depth > MAX_DEPTH {
             Err(Error::corrupt(
                 "tree object",
@@ -170,6 +174,7 @@ impl TreeWalk<'_> {
         match loaded {
             Ok(TreeObject { entries }) => {
                 for n in entries {
+                    size = size.saturating_add(1);
                     if let Some(l) = &n.leaf {
                         l.object_refs(&mut |oid, size, _| {
                             if !self.in_expired {
@@ -185,6 +190,8 @@ impl TreeWalk<'_> {
                                 bad.push(i);
                             }
                         }
+                        let below = self.sizes.get(child).copied().unwrap_or(0);
+                        size = size.saturating_add(below);
                     }
                 }
             }
@@ -206,6 +213,7 @@ impl TreeWalk<'_> {
             }
         }
         self.below.insert(*id, bad.clone());
+        self.sizes.insert(*id, size);
         bad
     }
 }
@@ -328,7 +336,24 @@ fn locate(
     snaps: &[Snapshot],
     bad: &HashSet<ObjectId>,
 ) -> HashMap<ObjectId, (Vec<String>, Vec<String>, u64)> {
-    type Hits = Vec<(Vec<u8>, ObjectId)>;
+    /// The uses of bad objects below one tree: up to MAX_PATHS paths per
+    /// object, and how many uses in all. Bounded whatever the tree: one
+    /// reusing a subtree at every level (hostile) has exponentially many
+    /// paths, which are counted, not listed.
+    #[derive(Clone, Default)]
+    struct Hits {
+        shown: Vec<(Vec<u8>, ObjectId)>,
+        counts: HashMap<ObjectId, u64>,
+    }
+    impl Hits {
+        fn add(&mut self, p: Vec<u8>, oid: ObjectId, n: u64) {
+            let c = self.counts.entry(oid).or_default();
+            *c = c.saturating_add(n);
+            if self.shown.iter().filter(|(_, o)| *o == oid).count() < MAX_PATHS {
+                self.shown.push((p, oid));
+            }
+        }
+    }
     fn search<L: tree::TreeLeaf, D: DeserializeOwned>(
         repo: &Repo,
         id: &TreeId,
@@ -340,7 +365,7 @@ fn locate(
         if let Some(h) = memo.get(id) {
             return h.clone();
         }
-        let mut hits = Vec::new();
+        let mut hits = Hits::default();
         if depth <= MAX_DEPTH {
             if let Ok(t) = tree::load_tree::<L, D>(repo, id) {
                 for n in t.entries {
@@ -352,12 +377,13 @@ fn locate(
                                     (true, RefRole::Deleted) => browse::deleted_path(&n.name),
                                     _ => n.name.clone(),
                                 };
-                                hits.push((p, oid));
+                                hits.add(p, oid, 1);
                             }
                         });
                     }
                     if let Some((child, _)) = &n.dir {
-                        for (p, oid) in search::<L, D>(repo, child, bad, memo, depth + 1, archive) {
+                        let below = search::<L, D>(repo, child, bad, memo, depth + 1, archive);
+                        for (p, oid) in below.shown {
                             // Archive paths carry their prefix inside the
                             // version/deleted path: splice the dir name in.
                             let full = if archive {
@@ -365,7 +391,11 @@ fn locate(
                             } else {
                                 pathbytes::join(&n.name, &p)
                             };
-                            hits.push((full, oid));
+                            hits.add(full, oid, 0);
+                        }
+                        for (oid, c) in below.counts {
+                            let e = hits.counts.entry(oid).or_default();
+                            *e = e.saturating_add(c);
                         }
                     }
                 }
@@ -378,25 +408,22 @@ fn locate(
     let mut memo_src: HashMap<TreeId, Hits> = HashMap::new();
     let mut memo_arc: HashMap<TreeId, Hits> = HashMap::new();
     for s in snaps {
-        let mut hits = search::<Leaf, Meta>(repo, &s.record.root, bad, &mut memo_src, 0, false);
-        hits.extend(search::<History, ()>(
-            repo,
-            &s.record.archive,
-            bad,
-            &mut memo_arc,
-            0,
-            true,
-        ));
-        for (p, oid) in hits {
-            let e = out.entry(oid).or_default();
-            let short = s.id.short();
-            if !e.0.contains(&short) {
-                e.0.push(short.clone());
+        let src = search::<Leaf, Meta>(repo, &s.record.root, bad, &mut memo_src, 0, false);
+        let arc = search::<History, ()>(repo, &s.record.archive, bad, &mut memo_arc, 0, true);
+        let short = s.id.short();
+        for h in [&src, &arc] {
+            for (oid, c) in &h.counts {
+                let e = out.entry(*oid).or_default();
+                if !e.0.contains(&short) {
+                    e.0.push(short.clone());
+                }
+                e.2 = e.2.saturating_add(*c);
             }
-            e.2 += 1;
-            let shown = format!("{} ({short})", show(&p));
-            if e.1.len() < MAX_PATHS {
-                e.1.push(shown);
+            for (p, oid) in &h.shown {
+                let e = out.entry(*oid).or_default();
+                if e.1.len() < MAX_PATHS {
+                    e.1.push(format!("{} ({short})", show(p)));
+                }
             }
         }
     }
@@ -418,7 +445,13 @@ fn splice_archive(dir: &[u8], p: &[u8]) -> Vec<u8> {
 
 pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    let (snaps, bad_records) = snapshot::list(repo)?;
+    let scan = snapshot::scan(repo)?;
+    // With a record that may be newer than every readable one damaged,
+    // the browsable tree's snapshot is unknown: it is not compared with an
+    // older one (the damaged record is the problem named).
+    let latest_known = scan.latest().is_ok();
+    let bad_records: Vec<Error> = scan.damaged.into_iter().map(|d| d.error).collect();
+    let snaps = scan.snapshots;
     let mut problems = Vec::new();
     for e in bad_records {
         let subject = match &e {
@@ -448,6 +481,7 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
         optional: RefSet::default(),
         in_expired: false,
         problems: Vec::new(),
+        sizes: HashMap::new(),
     };
     // Required content: everything the pinned snapshots reference (the
     // latest, and those a keep policy retains). Other snapshots' content
@@ -471,6 +505,31 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
             }
             if optional_pass {
                 progress.advance(1, 0);
+            }
+        }
+    }
+    // A source tree that expands to more entries than its record counts
+    // reuses subtrees (hostile or damaged): every reader would refuse it,
+    // so it is named here, from the per-tree sizes, without expanding it.
+    let mut hostile: HashSet<SnapshotId> = HashSet::new();
+    for s in &snaps {
+        let size = walk.sizes.get(&s.record.root).copied().unwrap_or(0);
+        if let tree::Limit::Entries(n) = tree::Limit::source(&s.record) {
+            if size > n {
+                hostile.insert(s.id);
+                walk.problems.push(VerifyProblem {
+                    kind: "corrupt tree",
+                    subject: s.record.root.to_hex(),
+                    message: format!(
+                        "snapshot {}'s source tree {} expands to {size} entries, but its record counts {}: its folders reuse one subtree over and over (a hostile or damaged repository); readers refuse to expand it. Restore from another snapshot (`trove snapshots` lists them)",
+                        s.id.short(),
+                        repo.tree_path(&s.record.root).display(),
+                        s.record.summary.files + s.record.summary.dirs + s.record.summary.symlinks,
+                    ),
+                    snapshots: vec![s.id.short()],
+                    paths: Vec::new(),
+                    paths_total: 0,
+                });
             }
         }
     }
@@ -592,20 +651,50 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
     (report.unreferenced_objects, report.unreferenced_bytes) = unreferenced_objects(repo, &inodes)?;
 
     // The browsable tree.
-    if let Some(latest) = snaps.last() {
-        // A snapshot whose trees are damaged has its problems named above.
-        if let Ok(Some(mut render)) = materialize::LazyRender::new(repo, &latest.record) {
-            let (found, n) = check_browsable_lazily(repo, latest, &mut render, &inodes, progress)?;
-            report.browsable_entries = n;
-            problems.extend(found);
-        } else if let Ok((entries, archive)) = crate::backup::load_snapshot(repo, &latest.record) {
-            // The listing is not needed past its rendering: free it before
-            // the tree is checked (a large share of the memory).
-            let desired = browse::render(&entries, &archive);
-            drop((entries, archive));
-            crate::log::mem_phase("tree rendered");
-            report.browsable_entries = desired.len() as u64;
-            problems.extend(check_browsable(repo, latest, &desired, &inodes, progress)?);
+    if let Some(latest) = snaps
+        .last()
+        .filter(|l| latest_known && !hostile.contains(&l.id))
+    {
+        // A snapshot whose trees are damaged has its problems named above;
+        // one that expands past its limit (an archive tree reusing a
+        // subtree) is named here, where its expansion stopped.
+        let expansion = |e: Error| -> Result<VerifyProblem> {
+            match e {
+                Error::Expansion { path, msg } => Ok(VerifyProblem {
+                    kind: "corrupt tree",
+                    subject: pathbytes::display_path(&path),
+                    message: format!("snapshot {}: {msg}", latest.id.short()),
+                    snapshots: vec![latest.id.short()],
+                    paths: Vec::new(),
+                    paths_total: 0,
+                }),
+                e => Err(e),
+            }
+        };
+        match materialize::LazyRender::new(repo, &latest.record) {
+            Ok(Some(mut render)) => {
+                match check_browsable_lazily(repo, latest, &mut render, &inodes, progress) {
+                    Ok((found, n)) => {
+                        report.browsable_entries = n;
+                        problems.extend(found);
+                    }
+                    Err(e) => problems.push(expansion(e)?),
+                }
+            }
+            Err(e @ Error::Expansion { .. }) => problems.push(expansion(e)?),
+            _ => match crate::backup::load_snapshot(repo, &latest.record) {
+                Ok((entries, archive)) => {
+                    // The listing is not needed past its rendering: free it
+                    // before the tree is checked (a large share of the memory).
+                    let desired = browse::render(&entries, &archive);
+                    drop((entries, archive));
+                    crate::log::mem_phase("tree rendered");
+                    report.browsable_entries = desired.len() as u64;
+                    problems.extend(check_browsable(repo, latest, &desired, &inodes, progress)?);
+                }
+                Err(e @ Error::Expansion { .. }) => problems.push(expansion(e)?),
+                Err(_) => {}
+            },
         }
     }
     crate::log::mem_phase("browsable checked");

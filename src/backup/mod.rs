@@ -39,6 +39,9 @@ pub struct BackupOptions {
     pub rehash: bool,
     pub dry_run: bool,
     pub always_snapshot: bool,
+    /// Build on the newest readable snapshot although a record that may be
+    /// newer is damaged (`--allow-damaged-latest`).
+    pub allow_damaged_latest: bool,
     pub wait: bool,
     /// Watch mode: only these snapshot paths may have changed (None: scan
     /// everything).
@@ -102,9 +105,18 @@ pub(crate) fn load_trees(
     rec: &SnapshotRecord,
     seen: &mut HashSet<TreeId>,
 ) -> Result<(Vec<Entry>, Archive)> {
-    let n = rec.summary.files + rec.summary.dirs + rec.summary.symlinks;
-    let e = tree::flat_to_source(tree::read_flat(repo, &rec.root, seen, n as usize)?);
-    let a = tree::flat_to_archive(tree::read_flat(repo, &rec.archive, seen, 0)?);
+    let e = tree::flat_to_source(tree::read_flat(
+        repo,
+        &rec.root,
+        seen,
+        tree::Limit::source(rec),
+    )?);
+    let a = tree::flat_to_archive(tree::read_flat(
+        repo,
+        &rec.archive,
+        seen,
+        tree::Limit::archive(),
+    )?);
     Ok((e, a))
 }
 
@@ -656,7 +668,11 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
 
     // Open or create the repository, then take the lock.
     let repo = if Repo::exists(&root) {
-        let r = Repo::open(&root)?;
+        let r = if opts.dry_run {
+            Repo::open(&root)?
+        } else {
+            Repo::open_writable(&root)?
+        };
         r.check_algo(s.hash)?;
         Some(r)
     } else if opts.dry_run {
@@ -680,7 +696,19 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     if let Some(r) = writer {
         r.clean_tmp()?;
     }
-    let latest = repo.as_ref().map(snapshot::latest).transpose()?.flatten();
+    let scan = repo
+        .as_ref()
+        .map(snapshot::scan)
+        .transpose()?
+        .unwrap_or_default();
+    let latest = latest_to_build_on(&scan, opts.allow_damaged_latest)?;
+    if !scan.damaged.is_empty() {
+        tracing::warn!(
+            "{} damaged snapshot record{} (see `trove verify`): no content is collected in this run",
+            scan.damaged.len(),
+            if scan.damaged.len() == 1 { "" } else { "s" }
+        );
+    }
     let mut report = BackupReport {
         dry_run: opts.dry_run,
         ..BackupReport::default()
@@ -709,6 +737,8 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
             writer,
             algo,
             latest,
+            next_seq: scan.next_seq(),
+            collect: scan.damaged.is_empty(),
             layout: &layout,
             root: &root,
             run_start,
@@ -717,6 +747,30 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         &mut report,
     )?;
     Ok(report)
+}
+
+/// The snapshot a run builds on: the latest, or — only when told so — the
+/// newest readable one while a record that may be newer is damaged.
+fn latest_to_build_on(scan: &snapshot::Scan, allow_damaged: bool) -> Result<Option<Snapshot>> {
+    match scan.latest() {
+        Ok(l) => Ok(l.cloned()),
+        Err(e) if !allow_damaged => Err(e),
+        Err(_) => {
+            let base = scan.newest_readable();
+            for d in scan.damaged_newer() {
+                tracing::warn!(
+                    "snapshot record {} is damaged ({}): building on {} as --allow-damaged-latest asks; the new snapshot is numbered after it",
+                    d.path.display(),
+                    d.reason(),
+                    base.map_or("nothing (a first snapshot)".to_string(), |b| format!(
+                        "snapshot {}",
+                        b.id.short()
+                    ))
+                );
+            }
+            Ok(base.cloned())
+        }
+    }
 }
 
 /// A keep policy is applied even when nothing changed (it may have just

@@ -25,7 +25,7 @@ use crate::store::cache;
 use crate::store::objects::Batch;
 use crate::store::snapshot::{self, Snapshot, SnapshotRecord};
 use crate::store::tree::{
-    self, frame_tree, Flat, FlatCursor, History, Item, Leaf, Meta, TreeObject, TreeWriter,
+    self, frame_tree, Flat, FlatCursor, History, Item, Leaf, Limit, Meta, TreeObject, TreeWriter,
 };
 use crate::store::{Repo, StoreKind};
 use std::collections::{HashMap, HashSet};
@@ -43,6 +43,12 @@ pub(super) struct Ctx<'a> {
     pub writer: Option<&'a Repo>,
     pub algo: HashAlgo,
     pub latest: Option<Snapshot>,
+    /// The new snapshot's sequence number: above every record's, damaged
+    /// ones included.
+    pub next_seq: u64,
+    /// False while a snapshot record is damaged: what it references is
+    /// unknown, so nothing is collected.
+    pub collect: bool,
     pub layout: &'a Layout,
     pub root: &'a Path,
     pub run_start: i64,
@@ -518,7 +524,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
         now_ns: c.run_start,
     };
     let prev_arch = match (c.repo, prev_rec) {
-        (Some(r), Some(rec)) => Some(FlatCursor::new(r, &rec.archive, None)?),
+        (Some(r), Some(rec)) => Some(FlatCursor::new(r, &rec.archive, None, Limit::archive())?),
         _ => None,
     };
     let cache_w = c.writer.map(cache::Writer::create).transpose()?;
@@ -600,6 +606,9 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
             cache_w.finish(latest)?;
         }
         report.snapshot = latest.map(|i| i.short());
+        if !c.collect {
+            return Ok(());
+        }
         return super::policy_gc_if_due(repo, s, c.run_start, report);
     }
 
@@ -607,7 +616,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     batch.commit()?;
     report.repaired_objects = batch.repaired();
     crate::log::mem_phase("batch committed");
-    let record = super::snapshot_record(
+    let mut record = super::snapshot_record(
         c.latest.as_ref(),
         c.run_start,
         source_records,
@@ -616,6 +625,9 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
         &counts,
         report,
     );
+    // Above every record's number, a damaged one's included (not only the
+    // parent's: see `Scan::next_seq`).
+    record.seq = c.next_seq;
     let snap_id = snapshot::write(repo, &record)?;
     report.snapshot = Some(snap_id.short());
     replay_log(&log, &old_esc, &new_esc, c.layout, false)?;
@@ -677,7 +689,9 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     super::warn_link_copies(report);
     cache_w.finish(Some(snap_id))?;
     crate::log::mem_phase("cache saved");
-    if s.policy.is_set() {
+    if !c.collect {
+        // Said once by `backup::run`.
+    } else if s.policy.is_set() {
         let g = crate::prune::full_gc(repo, &s.policy, c.run_start)?;
         report.snapshots_forgotten = g.forgotten.len() as u64;
         report.objects_removed = g.objects_removed;

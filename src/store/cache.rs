@@ -28,6 +28,7 @@ use crate::store::Repo;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 const MAGIC: &[u8; 4] = b"trvC";
@@ -155,7 +156,13 @@ impl Reader {
     /// accelerator.
     pub fn open(repo: &Repo, snapshot: Option<&SnapshotId>) -> Reader {
         let path = repo.cache_dir().join(FILE);
-        let Ok(f) = File::open(&path) else {
+        // Not followed if a symlink, not blocking if a FIFO (it then reads
+        // as empty: an unusable cache).
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path);
+        let Ok(f) = opened else {
             return Reader::empty();
         };
         match Reader::from_read(BufReader::new(f), snapshot) {
@@ -264,7 +271,7 @@ impl Writer {
 /// record per file (`files`); anything else gives an empty cache.
 pub fn load(repo: &Repo, snapshot: Option<&SnapshotId>, files: usize) -> Vec<Option<StatExtra>> {
     let path = repo.cache_dir().join(FILE);
-    let Ok(data) = std::fs::read(&path) else {
+    let Ok(data) = crate::fsutil::read_repo_file(&path) else {
         return Vec::new();
     };
     match decode(&data) {

@@ -16,6 +16,13 @@ use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// The folders of `.trove` that hold part of every snapshot, and what.
+const LAYOUT_HOLDING_DATA: [(&str, &str); 3] = [
+    ("objects", "the file contents"),
+    ("trees", "the snapshots' folder listings"),
+    ("snapshots", "the snapshot records"),
+];
+
 /// The repository format this build writes and reads.
 pub const REPO_FORMAT: u32 = 1;
 
@@ -66,7 +73,7 @@ impl Repo {
     /// existing repository is opened instead, after checking the algorithm.
     pub fn init(root: &Path, algo: HashAlgo) -> Result<Repo> {
         if Self::exists(root) {
-            let repo = Self::open(root)?;
+            let repo = Self::open_writable(root)?;
             repo.check_algo(Some(algo))?;
             return Ok(repo);
         }
@@ -120,10 +127,44 @@ impl Repo {
         Ok(())
     }
 
+    /// Open a repository for reading: nothing is created. A folder that
+    /// holds part of every snapshot (objects, trees, records) missing is
+    /// damage, reported as such; the others may be absent.
     pub fn open(root: &Path) -> Result<Repo> {
+        let repo = Self::read_config(root)?;
+        for (sub, what) in LAYOUT_HOLDING_DATA {
+            let p = repo.dir.join(sub);
+            if !p.is_dir() {
+                return Err(Error::MissingFolder { path: p, what });
+            }
+        }
+        Ok(repo)
+    }
+
+    /// Open a repository to write to it: the layout's missing folders are
+    /// created (a user may have removed them by hand; a missing one that
+    /// held data is said so in the log).
+    pub fn open_writable(root: &Path) -> Result<Repo> {
+        let repo = Self::read_config(root)?;
+        for sub in ["objects", "trees", "snapshots", "cache", "tmp", "logs"] {
+            let p = repo.dir.join(sub);
+            if !p.is_dir() {
+                if let Some((_, what)) = LAYOUT_HOLDING_DATA.iter().find(|(s, _)| *s == sub) {
+                    tracing::warn!(
+                        "repository folder {} was missing (it holds {what}): created empty; run `trove verify` to see what is lost",
+                        p.display()
+                    );
+                }
+                fsutil::create_private_dir(&p)?;
+            }
+        }
+        Ok(repo)
+    }
+
+    fn read_config(root: &Path) -> Result<Repo> {
         let dir = Self::dir_of(root);
         let cfg_path = dir.join("config");
-        let data = match fs::read(&cfg_path) {
+        let data = match fsutil::read_repo_file(&cfg_path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotARepository {
@@ -133,14 +174,6 @@ impl Repo {
             Err(e) => return Err(Error::io("read", &cfg_path, e)),
         };
         let config = RepoConfig::parse(&data, &cfg_path)?;
-        // Directories a user may have removed by hand are recreated: all of
-        // them may be empty in a valid repository.
-        for sub in ["objects", "trees", "snapshots", "cache", "tmp", "logs"] {
-            let p = dir.join(sub);
-            if !p.is_dir() {
-                fsutil::create_private_dir(&p)?;
-            }
-        }
         Ok(Repo {
             root: root.to_path_buf(),
             dir,

@@ -15,7 +15,7 @@ use crate::store::tree::Meta;
 use crate::store::Repo;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const SNAPSHOT_MAGIC: &[u8; 4] = b"trvS";
 pub const SNAPSHOT_VERSION: u8 = 1;
@@ -108,7 +108,7 @@ pub fn write(repo: &Repo, rec: &SnapshotRecord) -> Result<SnapshotId> {
 
 pub fn read(repo: &Repo, id: &SnapshotId) -> Result<SnapshotRecord> {
     let path = repo.snapshots_dir().join(id.to_hex());
-    let data = fs::read(&path).ctx("read snapshot", &path)?;
+    let data = fsutil::read_repo_file(&path).ctx("read snapshot", &path)?;
     let rec = decode(&data, &path)?;
     if hash_bytes(repo.algo(), &data[5..]) != id.0 {
         return Err(Error::corrupt(
@@ -120,13 +120,106 @@ pub fn read(repo: &Repo, id: &SnapshotId) -> Result<SnapshotRecord> {
     Ok(rec)
 }
 
-/// Every readable snapshot, oldest first (by sequence number, then time,
-/// then id, so the order is total and deterministic). Unreadable records
-/// are returned separately: listing must not fail because one is damaged.
-pub fn list(repo: &Repo) -> Result<(Vec<Snapshot>, Vec<Error>)> {
+/// A record in `snapshots/` that could not be read: truncated, garbled,
+/// of an unknown version or unreadable. It is never skipped silently:
+/// whoever resolves `latest` or acts on every snapshot asks [`Scan`].
+#[derive(Debug)]
+pub struct DamagedRecord {
+    pub id: SnapshotId,
+    pub path: PathBuf,
+    pub error: Error,
+    /// The sequence number its readable prefix claims (postcard puts `seq`
+    /// first), when the header is intact: it places the record among the
+    /// others. Untrusted, used only to refuse more, never less.
+    pub seq: Option<u64>,
+    /// Its time, likewise, when the prefix holds it.
+    pub time_ns: Option<i64>,
+}
+
+impl DamagedRecord {
+    /// What is wrong with it, without the path (the caller names that).
+    pub fn reason(&self) -> String {
+        match &self.error {
+            Error::Corrupt { msg, .. } => msg.clone(),
+            Error::Io { action, source, .. } => format!("{action}: {source}"),
+            Error::Version { found, .. } => format!("format version {found}"),
+            e => e.to_string(),
+        }
+    }
+}
+
+/// Every record in `snapshots/`: the readable ones oldest first (by
+/// sequence number, then time, then id, so the order is total and
+/// deterministic) and the damaged ones beside them.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub snapshots: Vec<Snapshot>,
+    pub damaged: Vec<DamagedRecord>,
+}
+
+impl Scan {
+    /// Damaged records that may be newer than the newest readable one:
+    /// those whose sequence number is unknown or not below it.
+    pub fn damaged_newer(&self) -> impl Iterator<Item = &DamagedRecord> {
+        let newest = self.snapshots.last().map(|s| s.record.seq);
+        self.damaged.iter().filter(move |d| match (d.seq, newest) {
+            (Some(s), Some(n)) => s >= n,
+            _ => true,
+        })
+    }
+
+    /// The latest snapshot, or an error while a record that may be newer
+    /// is damaged (resolving `latest` must never skip it silently).
+    pub fn latest(&self) -> Result<Option<&Snapshot>> {
+        match self.damaged_newer().next() {
+            Some(d) => Err(Error::DamagedLatest {
+                path: d.path.clone(),
+                reason: d.reason(),
+            }),
+            None => Ok(self.snapshots.last()),
+        }
+    }
+
+    /// The newest readable snapshot, damaged newer records notwithstanding
+    /// (`backup --allow-damaged-latest` builds on it).
+    pub fn newest_readable(&self) -> Option<&Snapshot> {
+        self.snapshots.last()
+    }
+
+    /// A sequence number above every record's, damaged ones included: one
+    /// per damaged record whose number is unknown is left free, so even
+    /// then none is reused.
+    pub fn next_seq(&self) -> u64 {
+        let known = self
+            .snapshots
+            .iter()
+            .map(|s| s.record.seq)
+            .chain(self.damaged.iter().filter_map(|d| d.seq))
+            .max()
+            .unwrap_or(0);
+        let unknown = self.damaged.iter().filter(|d| d.seq.is_none()).count() as u64;
+        known.saturating_add(unknown).saturating_add(1)
+    }
+
+    /// Fail, naming the first damaged record, unless every record reads:
+    /// what acts on all snapshots (a collection, retention) checks this
+    /// before it changes anything.
+    pub fn check_intact(&self, action: &'static str) -> Result<()> {
+        match self.damaged.first() {
+            Some(d) => Err(Error::DamagedRecord {
+                action,
+                path: d.path.clone(),
+                reason: d.reason(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Read every record in `snapshots/`.
+pub fn scan(repo: &Repo) -> Result<Scan> {
     let dir = repo.snapshots_dir();
-    let mut out = Vec::new();
-    let mut bad = Vec::new();
+    let mut out = Scan::default();
     for ent in fs::read_dir(&dir).ctx("list", &dir)? {
         let ent = ent.ctx("list", &dir)?;
         let name = ent.file_name();
@@ -134,49 +227,124 @@ pub fn list(repo: &Repo) -> Result<(Vec<Snapshot>, Vec<Error>)> {
             continue;
         };
         match read(repo, &id) {
-            Ok(record) => out.push(Snapshot { id, record }),
-            Err(e) => bad.push(e),
+            Ok(record) => out.snapshots.push(Snapshot { id, record }),
+            Err(error) => {
+                let path = dir.join(id.to_hex());
+                let (seq, time_ns) =
+                    fsutil::read_repo_file(&path).map_or((None, None), |d| claimed(&d));
+                out.damaged.push(DamagedRecord {
+                    id,
+                    path,
+                    error,
+                    seq,
+                    time_ns,
+                });
+            }
         }
     }
-    out.sort_by(|a, b| {
+    out.snapshots.sort_by(|a, b| {
         (a.record.seq, a.record.time_ns, a.id).cmp(&(b.record.seq, b.record.time_ns, b.id))
     });
-    Ok((out, bad))
+    out.damaged.sort_by_key(|d| (d.seq, d.time_ns, d.id));
+    Ok(out)
 }
 
+/// The sequence number and time a damaged record's readable prefix
+/// claims, when its header is intact.
+fn claimed(data: &[u8]) -> (Option<u64>, Option<i64>) {
+    if data.len() < 5 || &data[..4] != SNAPSHOT_MAGIC || data[4] != SNAPSHOT_VERSION {
+        return (None, None);
+    }
+    let payload = &data[5..];
+    if let Ok((rec, _)) = postcard::take_from_bytes::<SnapshotRecord>(payload) {
+        return (Some(rec.seq), Some(rec.time_ns));
+    }
+    match postcard::take_from_bytes::<u64>(payload) {
+        Ok((seq, rest)) => (
+            Some(seq),
+            postcard::take_from_bytes::<i64>(rest).ok().map(|(t, _)| t),
+        ),
+        Err(_) => (None, None),
+    }
+}
+
+/// Every readable snapshot, oldest first, and the errors of the damaged
+/// records (see [`scan`], which callers resolving `latest` use).
+pub fn list(repo: &Repo) -> Result<(Vec<Snapshot>, Vec<Error>)> {
+    let s = scan(repo)?;
+    Ok((
+        s.snapshots,
+        s.damaged.into_iter().map(|d| d.error).collect(),
+    ))
+}
+
+/// The latest snapshot; an error while a record that may be newer is
+/// damaged.
 pub fn latest(repo: &Repo) -> Result<Option<Snapshot>> {
-    let (mut all, _) = list(repo)?;
-    Ok(all.pop())
+    Ok(scan(repo)?.latest()?.cloned())
 }
 
 /// Resolve what a user typed: `latest`, a hex id prefix, or a time
 /// (RFC 3339 or `YYYY-MM-DD[ HH:MM[:SS]]` local time) meaning the newest
-/// snapshot at or before it.
+/// snapshot at or before it. A damaged record that could be the answer
+/// is an error naming it, never skipped.
 pub fn resolve(repo: &Repo, spec: &str) -> Result<Snapshot> {
-    let (all, _) = list(repo)?;
+    let scan = scan(repo)?;
     if spec == "latest" {
-        return all
-            .into_iter()
-            .next_back()
+        return scan
+            .latest()?
+            .cloned()
             .ok_or_else(|| Error::NoSuchSnapshot(spec.to_string()));
     }
+    let all = &scan.snapshots;
     if !spec.is_empty() && spec.len() <= 64 && spec.bytes().all(|c| c.is_ascii_hexdigit()) {
         let lower = spec.to_ascii_lowercase();
         let hits: Vec<&Snapshot> = all
             .iter()
             .filter(|s| s.id.to_hex().starts_with(&lower))
             .collect();
-        match hits.len() {
-            1 => return Ok(hits[0].clone()),
-            n if n > 1 => return Err(Error::AmbiguousSnapshot(spec.to_string())),
+        let damaged: Vec<&DamagedRecord> = scan
+            .damaged
+            .iter()
+            .filter(|d| d.id.to_hex().starts_with(&lower))
+            .collect();
+        match (hits.len(), damaged.first()) {
+            (1, None) => return Ok(hits[0].clone()),
+            (0, Some(d)) if damaged.len() == 1 => {
+                return Err(Error::corrupt("snapshot record", &d.path, d.reason()))
+            }
+            (n, _) if n + damaged.len() > 1 => {
+                return Err(Error::AmbiguousSnapshot(spec.to_string()))
+            }
             _ => {}
         }
     }
     if let Some(t) = parse_time(spec) {
-        return all
-            .into_iter()
-            .rev()
-            .find(|s| s.record.time_ns <= t)
+        let found = all.iter().rev().find(|s| s.record.time_ns <= t);
+        // A damaged record may be the newest at or before `t`: when its time
+        // is unknown or not after `t`, and nothing says it is older than
+        // the one found.
+        let seq = found.map(|s| s.record.seq);
+        let later = |d: &DamagedRecord| {
+            // A readable record before it in sequence yet after `t` puts
+            // it after `t` too.
+            d.seq.is_some_and(|ds| {
+                all.iter()
+                    .any(|s| s.record.seq < ds && s.record.time_ns > t)
+            })
+        };
+        if let Some(d) = scan.damaged.iter().find(|d| {
+            d.time_ns.is_none_or(|dt| dt <= t)
+                && d.seq.is_none_or(|ds| seq.is_none_or(|s| ds > s))
+                && !later(d)
+        }) {
+            return Err(Error::DamagedLatest {
+                path: d.path.clone(),
+                reason: d.reason(),
+            });
+        }
+        return found
+            .cloned()
             .ok_or_else(|| Error::NoSuchSnapshot(spec.to_string()));
     }
     Err(Error::NoSuchSnapshot(spec.to_string()))
@@ -269,6 +437,69 @@ mod tests {
             decode(&v, Path::new("s")),
             Err(Error::Version { .. })
         ));
+    }
+
+    fn damaged(seq: Option<u64>) -> DamagedRecord {
+        DamagedRecord {
+            id: SnapshotId(Digest([9; 32])),
+            path: PathBuf::from("s"),
+            error: Error::corrupt("snapshot record", "s", "x"),
+            seq,
+            time_ns: None,
+        }
+    }
+
+    fn snap(seq: u64) -> Snapshot {
+        Snapshot {
+            id: SnapshotId(Digest([seq as u8; 32])),
+            record: rec(seq),
+        }
+    }
+
+    #[test]
+    fn a_damaged_record_that_may_be_newest_blocks_latest() {
+        // (readable seqs, damaged seqs, latest resolves, next seq)
+        type Case<'a> = (&'a [u64], &'a [Option<u64>], bool, u64);
+        let cases: &[Case] = &[
+            (&[1, 2], &[], true, 3),
+            (&[1, 2], &[Some(3)], false, 4),
+            (&[1, 2], &[None], false, 4),
+            (&[1, 3], &[Some(2)], true, 4),
+            (&[1, 2], &[Some(2)], false, 3),
+            (&[1, 2], &[None, None], false, 5),
+            (&[], &[None], false, 2),
+            (&[1], &[Some(u64::MAX)], false, u64::MAX),
+        ];
+        for (ok, bad, resolves, next) in cases {
+            let s = Scan {
+                snapshots: ok.iter().map(|&q| snap(q)).collect(),
+                damaged: bad.iter().map(|&q| damaged(q)).collect(),
+            };
+            assert_eq!(s.latest().is_ok(), *resolves, "{ok:?} {bad:?}");
+            assert_eq!(s.next_seq(), *next, "{ok:?} {bad:?}");
+            if !resolves {
+                assert!(matches!(s.latest(), Err(Error::DamagedLatest { .. })));
+            }
+        }
+    }
+
+    #[test]
+    fn a_truncated_record_still_tells_its_sequence_number() {
+        let r = rec(77);
+        let mut data = SNAPSHOT_MAGIC.to_vec();
+        data.push(SNAPSHOT_VERSION);
+        data.extend(encode(&r).expect("in memory"));
+        assert_eq!(claimed(&data), (Some(77), Some(r.time_ns)));
+        assert_eq!(
+            claimed(&data[..data.len() / 2]),
+            (Some(77), Some(r.time_ns))
+        );
+        assert_eq!(claimed(&data[..6]).0, Some(77));
+        assert_eq!(claimed(&data[..5]), (None, None));
+        assert_eq!(claimed(b""), (None, None));
+        let mut v = data.clone();
+        v[0] ^= 1;
+        assert_eq!(claimed(&v), (None, None));
     }
 
     #[test]

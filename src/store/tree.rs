@@ -30,6 +30,112 @@ pub const TREE_VERSION: u8 = 1;
 /// must not overflow the stack).
 pub const MAX_DEPTH: usize = 2048;
 
+/// How far the walk of one stored tree may expand before the tree is
+/// called hostile. A tree object may name one subtree under many names, so
+/// a handful of objects can stand for an exponential number of paths
+/// (every folder holding `a` and `b`, both the same child: 22 objects, 4
+/// million paths); a walk that expands it must stop early and say so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// A source tree: at most this many entries, from the count its
+    /// snapshot record states (see [`Limit::source`]).
+    Entries(u64),
+    /// An archive tree, whose size no record states: beyond
+    /// [`ARCHIVE_FLOOR`] entries, the expansion may not exceed
+    /// [`ARCHIVE_REPEAT`] times the entries of the distinct tree objects
+    /// read (real archives repeat a subtree only when whole folders were
+    /// deleted with identical histories).
+    Repeats,
+}
+
+/// Entries an archive walk may produce before the repeat check applies.
+pub const ARCHIVE_FLOOR: u64 = 1 << 16;
+/// How many times over an archive walk may repeat its distinct entries.
+pub const ARCHIVE_REPEAT: u64 = 1024;
+/// Slack over a record's count (never needed by a record trove wrote; it
+/// keeps an off-by-some count from refusing a real snapshot).
+const COUNT_SLACK: u64 = 1024;
+
+impl Limit {
+    /// The limit of a snapshot's source tree: the entries its record
+    /// counts (files, folders, symlinks).
+    pub fn source(rec: &crate::store::snapshot::SnapshotRecord) -> Limit {
+        let s = &rec.summary;
+        Limit::Entries(
+            s.files
+                .saturating_add(s.dirs)
+                .saturating_add(s.symlinks)
+                .saturating_add(COUNT_SLACK),
+        )
+    }
+
+    /// The limit of an archive tree.
+    pub fn archive() -> Limit {
+        Limit::Repeats
+    }
+
+    /// No limit (trees being written, tests).
+    pub fn none() -> Limit {
+        Limit::Entries(u64::MAX)
+    }
+}
+
+/// The work a walk has done against its [`Limit`].
+struct Budget {
+    limit: Limit,
+    produced: u64,
+    /// Distinct trees entered and their entries (Repeats only).
+    distinct: HashSet<TreeId>,
+    distinct_entries: u64,
+}
+
+impl Budget {
+    fn new(limit: Limit) -> Budget {
+        Budget {
+            limit,
+            produced: 0,
+            distinct: HashSet::new(),
+            distinct_entries: 0,
+        }
+    }
+
+    fn entered(&mut self, id: &TreeId, entries: usize) {
+        if self.limit == Limit::Repeats && self.distinct.insert(*id) {
+            self.distinct_entries = self.distinct_entries.saturating_add(entries as u64);
+        }
+    }
+
+    /// Count one item; an error naming the tree (`root`) once it is over.
+    fn produce(&mut self, repo: &Repo, root: &TreeId) -> Result<()> {
+        self.produced += 1;
+        let over = match self.limit {
+            Limit::Entries(n) => self.produced > n,
+            Limit::Repeats => {
+                self.produced > ARCHIVE_FLOOR
+                    && self.produced > self.distinct_entries.saturating_mul(ARCHIVE_REPEAT)
+            }
+        };
+        if !over {
+            return Ok(());
+        }
+        let why = match self.limit {
+            Limit::Entries(n) => format!(
+                "it expands to more entries than the {} its snapshot record counts",
+                n.saturating_sub(COUNT_SLACK)
+            ),
+            Limit::Repeats => format!(
+                "it expands to more than {} entries from {} distinct ones",
+                self.produced - 1,
+                self.distinct_entries
+            ),
+        };
+        Err(Error::Expansion {
+            path: repo.tree_path(root),
+            msg: format!("{why}: its folders reuse one subtree over and over (a hostile or damaged repository); it was not expanded further"),
+        })
+    }
+}
+
 /// Metadata kept for every entry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
@@ -604,19 +710,25 @@ pub struct FlatCursor<'r, L, D> {
     /// A directory whose `Dir` item was yielded and is entered next.
     pending: Option<(Vec<u8>, TreeId)>,
     seen: Option<&'r mut HashSet<TreeId>>,
+    root: TreeId,
+    budget: Budget,
 }
 
 impl<'r, L: TreeLeaf, D: DeserializeOwned> FlatCursor<'r, L, D> {
-    /// `seen`, when given, collects the id of every tree entered.
+    /// `seen`, when given, collects the id of every tree entered; past
+    /// `limit` the walk fails (a hostile tree).
     pub fn new(
         repo: &'r Repo,
         root: &TreeId,
         mut seen: Option<&'r mut HashSet<TreeId>>,
+        limit: Limit,
     ) -> Result<FlatCursor<'r, L, D>> {
         let t: TreeObject<L, D> = load_tree(repo, root)?;
         if let Some(s) = seen.as_deref_mut() {
             s.insert(*root);
         }
+        let mut budget = Budget::new(limit);
+        budget.entered(root, t.entries.len());
         let mut nodes = t.entries;
         nodes.reverse();
         Ok(FlatCursor {
@@ -624,6 +736,8 @@ impl<'r, L: TreeLeaf, D: DeserializeOwned> FlatCursor<'r, L, D> {
             stack: vec![(Vec::new(), nodes)],
             pending: None,
             seen,
+            root: *root,
+            budget,
         })
     }
 
@@ -642,6 +756,7 @@ impl<'r, L: TreeLeaf, D: DeserializeOwned> FlatCursor<'r, L, D> {
             if let Some(s) = self.seen.as_deref_mut() {
                 s.insert(id);
             }
+            self.budget.entered(&id, t.entries.len());
             let mut nodes = t.entries;
             nodes.reverse();
             self.stack.push((path, nodes));
@@ -654,6 +769,9 @@ impl<'r, L: TreeLeaf, D: DeserializeOwned> FlatCursor<'r, L, D> {
                 self.stack.pop();
                 continue;
             };
+            if node.leaf.is_some() || node.dir.is_some() {
+                self.budget.produce(self.repo, &self.root)?;
+            }
             let path = pathbytes::join(prefix, &node.name);
             match (node.leaf, node.dir) {
                 (Some(l), Some(dir)) => {
@@ -684,14 +802,8 @@ pub fn load_tree<L: TreeLeaf, D: DeserializeOwned>(
     let path = repo.tree_path(id);
     // open + read_to_end, not fs::read: no statx to size the buffer (tree
     // objects are small, and a walk reads tens of thousands of them).
-    let read = |p: &Path| -> std::io::Result<Vec<u8>> {
-        use std::io::Read;
-        let mut f = std::fs::File::open(p)?;
-        let mut v = Vec::with_capacity(8192);
-        f.read_to_end(&mut v)?;
-        Ok(v)
-    };
-    let data = match read(&path) {
+    // Not followed if a symlink, not blocking if a FIFO.
+    let data = match crate::fsutil::read_repo_file(&path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::Missing {
@@ -714,57 +826,79 @@ pub fn load_tree<L: TreeLeaf, D: DeserializeOwned>(
 }
 
 /// Read a whole tree into a flat sorted list, collecting the ids of every
-/// tree visited into `seen`. `expected` is how many entries the caller
-/// expects (0 if unknown).
+/// tree visited into `seen`. Past `limit` the read fails (a hostile tree).
 pub fn read_flat<L, D>(
     repo: &Repo,
     root: &TreeId,
     seen: &mut HashSet<TreeId>,
-    expected: usize,
+    limit: Limit,
 ) -> Result<FlatList<L, D>>
 where
     L: TreeLeaf,
     D: DeserializeOwned,
 {
-    // `expected` (the entry count the snapshot record states) sizes the list
-    // exactly; it is only a hint, never trusted beyond that.
-    let mut out = Vec::with_capacity(expected.min(1 << 26));
-    walk(repo, root, Vec::new(), 0, seen, &mut out)?;
+    // A source tree's limit (the entry count its record states) sizes the
+    // list; it is only a hint, never trusted beyond that.
+    let hint = match limit {
+        Limit::Entries(n) => n.min(1 << 26) as usize,
+        Limit::Repeats => 0,
+    };
+    let mut out = Vec::with_capacity(hint);
+    let mut w = Walk {
+        repo,
+        root: *root,
+        seen,
+        budget: Budget::new(limit),
+    };
+    w.walk(root, Vec::new(), 0, &mut out)?;
     Ok(out)
 }
 
-fn walk<L, D>(
-    repo: &Repo,
-    id: &TreeId,
-    prefix: Vec<u8>,
-    depth: usize,
-    seen: &mut HashSet<TreeId>,
-    out: &mut Vec<(Vec<u8>, Flat<L, D>)>,
-) -> Result<()>
-where
-    L: TreeLeaf,
-    D: DeserializeOwned,
-{
-    if depth > MAX_DEPTH {
-        return Err(Error::corrupt(
-            "tree object",
-            repo.tree_path(id),
-            "directory nesting deeper than any real tree",
-        ));
-    }
-    seen.insert(*id);
-    let t: TreeObject<L, D> = load_tree(repo, id)?;
-    for n in t.entries {
-        let path = pathbytes::join(&prefix, &n.name);
-        if let Some(l) = n.leaf {
-            out.push((path.clone(), Flat::Leaf(l)));
+struct Walk<'a> {
+    repo: &'a Repo,
+    root: TreeId,
+    seen: &'a mut HashSet<TreeId>,
+    budget: Budget,
+}
+
+impl Walk<'_> {
+    fn walk<L, D>(
+        &mut self,
+        id: &TreeId,
+        prefix: Vec<u8>,
+        depth: usize,
+        out: &mut Vec<(Vec<u8>, Flat<L, D>)>,
+    ) -> Result<()>
+    where
+        L: TreeLeaf,
+        D: DeserializeOwned,
+    {
+        let repo = self.repo;
+        if depth > MAX_DEPTH {
+            return Err(Error::corrupt(
+                "tree object",
+                repo.tree_path(id),
+                "directory nesting deeper than any real tree",
+            ));
         }
-        if let Some((child, d)) = n.dir {
-            out.push((path.clone(), Flat::Dir(d)));
-            walk(repo, &child, path, depth + 1, seen, out)?;
+        self.seen.insert(*id);
+        let t: TreeObject<L, D> = load_tree(repo, id)?;
+        self.budget.entered(id, t.entries.len());
+        for n in t.entries {
+            if n.leaf.is_some() || n.dir.is_some() {
+                self.budget.produce(repo, &self.root)?;
+            }
+            let path = pathbytes::join(&prefix, &n.name);
+            if let Some(l) = n.leaf {
+                out.push((path.clone(), Flat::Leaf(l)));
+            }
+            if let Some((child, d)) = n.dir {
+                out.push((path.clone(), Flat::Dir(d)));
+                self.walk(&child, path, depth + 1, out)?;
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 pub fn flat_to_source(flat: Vec<(Vec<u8>, Flat<Leaf, Meta>)>) -> Vec<Entry> {
@@ -889,9 +1023,10 @@ mod tests {
         let root = write_tree(HashAlgo::Blake3, &archive, &batch, &HashSet::new())?;
         batch.commit()?;
         let mut seen_flat = HashSet::new();
-        let flat: FlatList<History, ()> = read_flat(&repo, &root, &mut seen_flat, 0)?;
+        let flat: FlatList<History, ()> = read_flat(&repo, &root, &mut seen_flat, Limit::none())?;
         let mut seen_cursor = HashSet::new();
-        let mut c = FlatCursor::<History, ()>::new(&repo, &root, Some(&mut seen_cursor))?;
+        let mut c =
+            FlatCursor::<History, ()>::new(&repo, &root, Some(&mut seen_cursor), Limit::none())?;
         let mut streamed = Vec::new();
         while let Some(item) = c.next()? {
             streamed.push(item);

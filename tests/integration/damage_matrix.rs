@@ -295,9 +295,7 @@ fn args_of(cmd: Cmd, restore_target: &Path) -> Vec<String> {
 fn verify_must_see(cmd: Cmd, kind: Kind, how: Damage) -> bool {
     match kind {
         Kind::StatCache | Kind::Marker | Kind::Pinned => false,
-        Kind::Object => {
-            cmd == Cmd::Verify || !matches!(how, Damage::FlipByte | Damage::Truncate)
-        }
+        Kind::Object => cmd == Cmd::Verify || !matches!(how, Damage::FlipByte | Damage::Truncate),
         Kind::Tree | Kind::Snapshot | Kind::Config => true,
     }
 }
@@ -396,13 +394,17 @@ impl Case<'_> {
         let kept_after = contents_below(&d.join("backup"))?;
         let lost = kept_before.difference(&kept_after).count();
         if lost > 0 {
-            broken.push(format!("{at}: destroyed the last good copy of {lost} content(s)"));
+            broken.push(format!(
+                "{at}: destroyed the last good copy of {lost} content(s)"
+            ));
         }
         if READERS.contains(&cmd) {
             let after = without_logs(&stat_listing(&d.join("backup"), false)?);
             let diff = stat_differences(&repo_before, &after);
             if !diff.is_empty() {
-                broken.push(format!("{at}: a read-only command changed the repository: {diff:?}"));
+                broken.push(format!(
+                    "{at}: a read-only command changed the repository: {diff:?}"
+                ));
             }
         }
         if cmd == Cmd::Restore && code == Some(0) {
@@ -451,7 +453,10 @@ fn every_damage_to_every_repository_file_is_survived_and_named_by_every_command(
             }
         }
     }
-    eprintln!("damage matrix: {cases} cases, {} broken promises", broken.len());
+    eprintln!(
+        "damage matrix: {cases} cases, {} broken promises",
+        broken.len()
+    );
     assert!(
         broken.is_empty(),
         "{} of {cases} cases broke a promise:\n{}",

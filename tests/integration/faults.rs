@@ -904,14 +904,18 @@ fn a_full_filesystem_fails_the_run_by_name_and_loses_nothing_backed_up() -> Test
         must(
             run({
                 let mut c = trove(d);
-                c.args(["--repo", "mnt/backup", "restore", "--target"]).arg(&tgt);
+                c.args(["--repo", "mnt/backup", "restore", "--target"])
+                    .arg(&tgt);
                 c
             })?,
             "restore with the disk full",
         )?;
         listing(&tgt, false)?
     };
-    assert_eq!(restored_now, first, "the snapshot before the full disk restores whole");
+    assert_eq!(
+        restored_now, first,
+        "the snapshot before the full disk restores whole"
+    );
     // Space freed: the next run completes and leaves no debris.
     m.resize("64m")?;
     must(backup()?, "the backup after freeing space")?;
@@ -921,7 +925,8 @@ fn a_full_filesystem_fails_the_run_by_name_and_loses_nothing_backed_up() -> Test
     must(
         run({
             let mut c = trove(d);
-            c.args(["--repo", "mnt/backup", "restore", "--target"]).arg(&tgt);
+            c.args(["--repo", "mnt/backup", "restore", "--target"])
+                .arg(&tgt);
             c
         })?,
         "restore after freeing space",
@@ -931,7 +936,10 @@ fn a_full_filesystem_fails_the_run_by_name_and_loses_nothing_backed_up() -> Test
         .filter_map(Result::ok)
         .map(|e| e.file_name())
         .collect();
-    assert!(left.is_empty(), "tmp/ is empty after the next run: {left:?}");
+    assert!(
+        left.is_empty(),
+        "tmp/ is empty after the next run: {left:?}"
+    );
     Ok(())
 }
 

@@ -30,6 +30,7 @@ mod streaming;
 mod trust;
 mod trust_paths;
 mod trust_retention;
+mod trust_snapshots;
 mod verify;
 mod walkthrough;
 mod watch;

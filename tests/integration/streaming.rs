@@ -161,6 +161,7 @@ fn check_runs(ops: Vec<Vec<Op>>, max_versions: u64, scoped: bool) {
         rehash: false,
         dry_run: false,
         always_snapshot: true,
+        allow_damaged_latest: false,
         // Other tests of this binary spawn processes: between fork and
         // exec a child holds copies of every descriptor, the lock's
         // included, so a run right after the previous one may find the
