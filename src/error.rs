@@ -24,6 +24,9 @@ pub enum Error {
     #[error("{path} is not a trove repository (no .trove/config): run `trove init {path}` or check --repo")]
     NotARepository { path: PathBuf },
 
+    #[error("repository config {path} is missing, yet {dir} holds a repository (snapshots or objects): the repository is damaged, and trove will not start a new one over it. Put the file back from a copy of the repository (its one line is described in docs/FORMAT.md, `.trove/config`), then run `trove verify`")]
+    MissingConfig { path: PathBuf, dir: PathBuf },
+
     #[error("repository {path} was created with hash {repo}, but the configuration asks for {wanted}: the algorithm is fixed at creation; remove hash_algorithm from the config or use a new backup_root")]
     HashMismatch {
         path: PathBuf,

@@ -1036,8 +1036,6 @@ impl<'r> LazyRender<'r> {
     }
 }
 
-const MARKER: &str = "materialized";
-
 /// The snapshot the browsable tree at BACKUP_ROOT shows, if known.
 /// Refuse to link anything but a regular file into the browsable tree: a
 /// symlink or FIFO put in an object's place would otherwise appear there
@@ -1057,14 +1055,14 @@ fn check_object_type(obj: &Path) -> Result<()> {
 }
 
 pub fn read_marker(repo: &Repo) -> Option<SnapshotId> {
-    let s = fsutil::read_repo_file(&repo.cache_dir().join(MARKER)).ok()?;
+    let s = fsutil::read_repo_file(&repo.marker_path()).ok()?;
     SnapshotId::from_hex(String::from_utf8_lossy(&s).trim())
 }
 
 /// Forget which snapshot the browsable tree shows: the next command
 /// checks the whole tree against the latest snapshot.
 pub fn clear_marker(repo: &Repo) -> Result<()> {
-    let p = repo.cache_dir().join(MARKER);
+    let p = repo.marker_path();
     match fs::remove_file(&p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -1075,7 +1073,7 @@ pub fn clear_marker(repo: &Repo) -> Result<()> {
 pub fn write_marker(repo: &Repo, id: &SnapshotId) -> Result<()> {
     fsutil::atomic_write(
         &repo.tmp_dir(),
-        &repo.cache_dir().join(MARKER),
+        &repo.marker_path(),
         format!("{}\n", id.to_hex()).as_bytes(),
         0o600,
     )

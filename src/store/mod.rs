@@ -47,6 +47,20 @@ impl RepoConfig {
                 supported: REPO_FORMAT,
             });
         }
+        // The id is written as 32 lowercase hex digits and never changes:
+        // anything else is damage (a flipped bit in it passed unseen).
+        if config.id.len() != 32
+            || !config
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(Error::corrupt(
+                "repository config",
+                path,
+                format!("its id {:?} is not 32 lowercase hex digits", config.id),
+            ));
+        }
         Ok(config)
     }
 }
@@ -114,6 +128,13 @@ impl Repo {
         if Self::exists(root) {
             return Ok(());
         }
+        // A config that is there but not a regular file, or gone from a
+        // `.trove` that holds data, is a damaged repository: say so (exit
+        // 1), rather than "not a repository" or a new config over old data.
+        let dir = Self::dir_of(root);
+        if fs::symlink_metadata(dir.join("config")).is_ok() || Self::holds_data(&dir) {
+            return Self::read_config(root).map(|_| ());
+        }
         if let Ok(rd) = fs::read_dir(root) {
             // `.trove` alone may exist (a log directory created before init).
             let foreign = rd.filter_map(|e| e.ok()).any(|e| e.file_name() != ".trove");
@@ -161,15 +182,29 @@ impl Repo {
         Ok(repo)
     }
 
+    /// Whether `.trove` holds any snapshot record or object: the data a
+    /// missing config must not be allowed to orphan.
+    fn holds_data(dir: &Path) -> bool {
+        ["snapshots", "objects"]
+            .iter()
+            .any(|sub| fs::read_dir(dir.join(sub)).is_ok_and(|mut rd| rd.next().is_some()))
+    }
+
     fn read_config(root: &Path) -> Result<Repo> {
         let dir = Self::dir_of(root);
         let cfg_path = dir.join("config");
         let data = match fsutil::read_repo_file(&cfg_path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if Self::holds_data(&dir) {
+                    return Err(Error::MissingConfig {
+                        path: cfg_path,
+                        dir,
+                    });
+                }
                 return Err(Error::NotARepository {
                     path: root.to_path_buf(),
-                })
+                });
             }
             Err(e) => return Err(Error::io("read", &cfg_path, e)),
         };
@@ -208,6 +243,11 @@ impl Repo {
     }
     pub fn cache_dir(&self) -> PathBuf {
         self.dir.join("cache")
+    }
+    /// `cache/materialized`: the id of the snapshot the browsable tree
+    /// shows (written by the materializer after each update).
+    pub fn marker_path(&self) -> PathBuf {
+        self.cache_dir().join("materialized")
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")

@@ -242,6 +242,39 @@ pub fn scan(repo: &Repo) -> Result<Scan> {
             }
         }
     }
+    // The browsable tree's marker names the snapshot it shows, which was
+    // the latest when it was written (retention never forgets the latest,
+    // and the record is durable before the marker is written). A marker
+    // naming a record that is gone means the newest record was lost:
+    // without this, `latest` would quietly fall back to an older one and
+    // a writer would undo the browsable tree and collect the content only
+    // the lost snapshot held (the damage matrix found that).
+    let marker = fsutil::read_repo_file(&repo.marker_path()).ok();
+    let shown = marker
+        .as_deref()
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|s| SnapshotId::from_hex(s.trim()));
+    if let Some(id) = shown {
+        let known =
+            out.snapshots.iter().any(|s| s.id == id) || out.damaged.iter().any(|d| d.id == id);
+        if !known {
+            let path = dir.join(id.to_hex());
+            out.damaged.push(DamagedRecord {
+                id,
+                error: Error::corrupt(
+                    "snapshot record",
+                    &path,
+                    format!(
+                        "missing: the browsable tree shows this snapshot ({}), but its record is gone",
+                        repo.marker_path().display()
+                    ),
+                ),
+                path,
+                seq: None,
+                time_ns: None,
+            });
+        }
+    }
     out.snapshots.sort_by(|a, b| {
         (a.record.seq, a.record.time_ns, a.id).cmp(&(b.record.seq, b.record.time_ns, b.id))
     });

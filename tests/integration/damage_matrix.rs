@@ -465,3 +465,99 @@ fn every_damage_to_every_repository_file_is_survived_and_named_by_every_command(
     );
     Ok(())
 }
+
+/// Found by the matrix: with the newest record deleted, `prune` took the
+/// older snapshot for the latest, undid the browsable tree and collected
+/// the content only the lost snapshot held. The marker still names the
+/// lost snapshot, so the loss is seen: every writer refuses, `snapshots`
+/// shows it, and `backup --allow-damaged-latest` carries on without
+/// losing the browsable copy.
+#[test]
+fn a_deleted_newest_record_is_seen_through_the_marker_and_nothing_is_undone() -> TestResult {
+    let (t, _) = template()?;
+    let d = t.path();
+    let record = target_of(Kind::Snapshot, d)?;
+    std::fs::remove_file(&record)?;
+    let name = record
+        .file_name()
+        .ok_or("record without a name")?
+        .to_string_lossy()
+        .into_owned();
+    let before = contents_below(&d.join("backup"))?;
+    for args in [
+        &["prune"][..],
+        &["backup"],
+        &["materialize"],
+        &["--repo", "backup", "restore", "--target", "r"],
+    ] {
+        let out = trove(d, args)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&name) && stderr.contains("missing"),
+            "{args:?} names the lost record: {stderr}"
+        );
+    }
+    // Every content still there (the refused runs only added logs).
+    assert!(
+        before.is_subset(&contents_below(&d.join("backup"))?),
+        "nothing was undone or collected"
+    );
+    let out = trove(d, &["--repo", "backup", "snapshots"])?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DAMAGED"));
+    let out = trove(d, &["backup", "--allow-damaged-latest"])?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(d.join("backup/a.txt"))?,
+        b"alpha generation two\n"
+    );
+    let out = trove(d, &["--repo", "backup", "verify"])?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(())
+}
+
+/// Found by the matrix: a deleted `.trove/config` made every command say
+/// "not a trove repository" (exit 2, a usage error) and `backup` call the
+/// root "not empty"; a flipped bit in its id passed `verify`. Both are
+/// damage: exit 1, the file named, and no new config over old data.
+#[test]
+fn a_damaged_repository_config_is_damage_never_a_new_repository() -> TestResult {
+    let (t, _) = template()?;
+    let d = t.path();
+    let cfg = d.join("backup/.trove/config");
+    let original = std::fs::read(&cfg)?;
+    std::fs::remove_file(&cfg)?;
+    for args in [
+        &["backup"][..],
+        &["--repo", "backup", "verify"],
+        &["init", "backup"],
+    ] {
+        let out = trove(d, args)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(".trove/config") && stderr.contains("damaged"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !cfg.exists(),
+            "{args:?} wrote a new config over the old repository"
+        );
+    }
+    let text = String::from_utf8(original)?;
+    std::fs::write(&cfg, text.replace("\"id\": \"", "\"id\": \"X"))?;
+    let out = trove(d, &["--repo", "backup", "verify"])?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("id"));
+    Ok(())
+}
