@@ -718,7 +718,25 @@ impl<'r> Materializer<'r> {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     // Not empty (its parent is not either), or not a
                     // folder of this tree (a symlink on the way).
-                    Err(_) => break,
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::ENOTEMPTY | libc::EEXIST | libc::ENOTDIR | libc::ELOOP)
+                        ) =>
+                    {
+                        break
+                    }
+                    // A real failure (EIO, …) is the update's: counted, so
+                    // the marker is not advanced and the next run tries
+                    // again (the fault sweep found an emptied `_deleted/`
+                    // left behind for good).
+                    Err(e) => {
+                        self.record(
+                            cur,
+                            Err(Error::io("remove emptied folder", self.fs_path(cur), e)),
+                        );
+                        break;
+                    }
                 }
                 cur = pathbytes::parent(cur);
             }

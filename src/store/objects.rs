@@ -354,17 +354,7 @@ pub fn restore_object_from_file(
     mut src: File,
     good: &Path,
 ) -> Result<bool> {
-    let m = src.metadata().ctx("stat", good)?;
-    if !m.file_type().is_file() {
-        return Err(Error::corrupt(
-            "copy",
-            good,
-            format!(
-                "it is {}, not a regular file",
-                describe_type(&m.file_type())
-            ),
-        ));
-    }
+    ensure_regular(&src, "copy", good)?;
     let tmp = repo.tmp_dir().join(fsutil::tmp_name("repair"));
     let mut out = create_tmp(&tmp)?;
     let mut h = Hasher::new(repo.algo());
@@ -677,10 +667,18 @@ fn open_checked(path: &Path, follow: bool) -> Result<File> {
         }
         Err(e) => return Err(Error::io("open", path, e)),
     };
+    ensure_regular(&f, "object", path)?;
+    // O_NONBLOCK means nothing for a regular file's reads; it stays set.
+    Ok(f)
+}
+
+/// Refuse an open file that is not a regular file, as corrupt `what`
+/// at `path`, naming what it is.
+fn ensure_regular(f: &File, what: &'static str, path: &Path) -> Result<()> {
     let m = f.metadata().ctx("stat", path)?;
     if !m.file_type().is_file() {
         return Err(Error::corrupt(
-            "object",
+            what,
             path,
             format!(
                 "it is {}, not a regular file",
@@ -688,8 +686,7 @@ fn open_checked(path: &Path, follow: bool) -> Result<File> {
             ),
         ));
     }
-    // O_NONBLOCK means nothing for a regular file's reads; it stays set.
-    Ok(f)
+    Ok(())
 }
 
 /// "a FIFO", "a directory", … for messages about a file of the wrong type.
