@@ -983,3 +983,47 @@ fn a_failing_standard_output_is_named() -> TestResult {
     );
     Ok(())
 }
+
+/// Found by the sweep: `prune` emptied `_deleted/`, the removal of the
+/// emptied folder failed (EIO), the failure was dropped, the marker
+/// advanced, and `_deleted/` stayed for good (`verify` then reported it
+/// as not trove's). Now the run fails naming it and the next run removes it.
+#[test]
+fn a_failed_removal_of_an_emptied_folder_is_named_and_finished_by_the_next_run() -> TestResult {
+    if !strace_usable() {
+        return Ok(());
+    }
+    let s = scenario(Writer::Prune)?;
+    // Which of its thread's unlinkat calls removes `_deleted`.
+    let probe = fresh_copy(&s)?;
+    let trace = probe.path().join("probe.out");
+    run_faulted(Writer::Prune, probe.path(), "unlinkat", None, Some(&trace))?;
+    let mut per_thread: BTreeMap<String, u32> = BTreeMap::new();
+    let mut point = None;
+    for line in std::fs::read_to_string(&trace)?.lines() {
+        let pid: String = line.chars().take_while(char::is_ascii_digit).collect();
+        let call = line[pid.len()..].trim_start();
+        if !call.starts_with("unlinkat(") {
+            continue;
+        }
+        let n = per_thread.entry(pid).or_default();
+        *n += 1;
+        if call.contains("\"_deleted\"") && call.contains("AT_REMOVEDIR") {
+            point = Some(*n);
+        }
+    }
+    let n = point.ok_or("prune never removed the emptied _deleted/ folder")?;
+    let d = fresh_copy(&s)?;
+    let inject = format!("unlinkat:error=EIO:when={n}");
+    let (outcome, out) = run_faulted(Writer::Prune, d.path(), "unlinkat", Some(&inject), None)?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(outcome, Outcome::Failed, "the failure is the run's: {said}");
+    assert!(said.contains("_deleted"), "names the folder: {said}");
+    check_whole(&s, d.path())?;
+    assert!(!d.path().join("backup/_deleted").exists());
+    Ok(())
+}
