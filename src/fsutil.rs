@@ -141,16 +141,22 @@ pub fn link_refused(e: &io::Error) -> bool {
     )
 }
 
+/// Open a repository file for reading the way [`read_repo_file`] does:
+/// a symlink is not followed, a FIFO does not block the open.
+pub fn open_repo_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
 /// Read a small repository file (a snapshot record, a tree, the config,
 /// a marker, the pinned list) that something other than trove may have
 /// replaced: a symlink is not followed (ELOOP), a FIFO does not block (it
 /// opens at once and reads as empty), a directory fails to read. Whatever
 /// it was, the caller gets an error or bytes it then refuses to decode.
 pub fn read_repo_file(path: &Path) -> io::Result<Vec<u8>> {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
+    let mut f = open_repo_file(path)?;
     let mut v = Vec::with_capacity(8192);
     f.read_to_end(&mut v)?;
     Ok(v)

@@ -1072,11 +1072,6 @@ fn check_object_type(obj: &Path) -> Result<()> {
     }
 }
 
-pub fn read_marker(repo: &Repo) -> Option<SnapshotId> {
-    let s = fsutil::read_repo_file(&repo.marker_path()).ok()?;
-    SnapshotId::from_hex(String::from_utf8_lossy(&s).trim())
-}
-
 /// Forget which snapshot the browsable tree shows: the next command
 /// checks the whole tree against the latest snapshot.
 pub fn clear_marker(repo: &Repo) -> Result<()> {

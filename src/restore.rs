@@ -405,7 +405,7 @@ fn keeps_content(repo: &Repo, snap: &Snapshot) -> bool {
     let newest = crate::store::snapshot::scan(repo)
         .ok()
         .and_then(|s| s.newest_readable().map(|l| l.id));
-    newest == Some(snap.id) || crate::gc::pinned(repo).contains(&snap.id)
+    crate::gc::keeps_content(&snap.id, newest.as_ref(), &crate::gc::pinned(repo))
 }
 
 /// The message for an object missing from a snapshot whose content

@@ -959,7 +959,7 @@ fn browsable_problem(
 /// The browsable tree does not record showing `latest`.
 fn marker_problem(repo: &Repo, latest: &Snapshot) -> Option<VerifyProblem> {
     let short = latest.id.short();
-    (materialize::read_marker(repo) != Some(latest.id)).then(|| {
+    (repo.read_marker() != Some(latest.id)).then(|| {
         browsable_problem(
             repo,
             latest,

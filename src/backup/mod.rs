@@ -248,7 +248,7 @@ fn show_rel(p: &[u8]) -> String {
 /// crash left behind. Free when it already does.
 pub fn catch_up_browsable(repo: &Repo, latest: &Snapshot) -> Result<TreeUpdate> {
     let m = Materializer::new(repo, &repo.root);
-    let marker = materialize::read_marker(repo);
+    let marker = repo.read_marker();
     if marker == Some(latest.id) {
         return Ok(TreeUpdate {
             copies: 0,

@@ -28,7 +28,6 @@ use crate::store::Repo;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 const MAGIC: &[u8; 4] = b"trvC";
@@ -158,11 +157,7 @@ impl Reader {
         let path = repo.cache_dir().join(FILE);
         // Not followed if a symlink, not blocking if a FIFO (it then reads
         // as empty: an unusable cache).
-        let opened = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path);
-        let Ok(f) = opened else {
+        let Ok(f) = crate::fsutil::open_repo_file(&path) else {
             return Reader::empty();
         };
         match Reader::from_read(BufReader::new(f), snapshot) {

@@ -11,7 +11,7 @@ pub mod tree;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
-use crate::id::{Digest, HashAlgo, ObjectId, TreeId};
+use crate::id::{Digest, HashAlgo, ObjectId, SnapshotId, TreeId};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -248,6 +248,12 @@ impl Repo {
     /// shows (written by the materializer after each update).
     pub fn marker_path(&self) -> PathBuf {
         self.cache_dir().join("materialized")
+    }
+    /// The snapshot the browsable tree shows, as its marker says; `None`
+    /// when the marker is absent or unreadable (it is disposable).
+    pub fn read_marker(&self) -> Option<SnapshotId> {
+        let s = fsutil::read_repo_file(&self.marker_path()).ok()?;
+        SnapshotId::from_hex(String::from_utf8_lossy(&s).trim())
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")

@@ -249,12 +249,7 @@ pub fn scan(repo: &Repo) -> Result<Scan> {
     // without this, `latest` would quietly fall back to an older one and
     // a writer would undo the browsable tree and collect the content only
     // the lost snapshot held (the damage matrix found that).
-    let marker = fsutil::read_repo_file(&repo.marker_path()).ok();
-    let shown = marker
-        .as_deref()
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .and_then(|s| SnapshotId::from_hex(s.trim()));
-    if let Some(id) = shown {
+    if let Some(id) = repo.read_marker() {
         let known =
             out.snapshots.iter().any(|s| s.id == id) || out.damaged.iter().any(|d| d.id == id);
         if !known {
