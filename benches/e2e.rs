@@ -101,8 +101,8 @@ fn bench_e2e(c: &mut Criterion) {
         )
     });
 
-    let repo = trove::store::Repo::open(&dest).expect("repo");
-    let snap = trove::store::snapshot::resolve(&repo, "latest").expect("latest");
+    let repo = trove::local::Repo::open(&dest).expect("repo");
+    let snap = trove::repo::snapshot::resolve(&repo, "latest").expect("latest");
     g.bench_function("restore", |b| {
         b.iter_batched(
             || tempfile::tempdir().expect("temp dir"),
@@ -144,7 +144,7 @@ fn bench_e2e(c: &mut Criterion) {
             max_versions: 10,
             deleted_max_age_days: None,
             dry_run: true,
-            now_ns: trove::store::now_ns(),
+            now_ns: trove::model::now_ns(),
         };
         b.iter(|| trove::prune::run(&repo, &o).expect("prune"))
     });
@@ -171,7 +171,7 @@ fn bench_e2e(c: &mut Criterion) {
             max_versions: 10,
             deleted_max_age_days: None,
             dry_run: false,
-            now_ns: trove::store::now_ns(),
+            now_ns: trove::model::now_ns(),
         };
         b.iter_batched(
             || {
@@ -181,7 +181,7 @@ fn bench_e2e(c: &mut Criterion) {
                 (t, copy)
             },
             |(_t, copy)| {
-                let r = trove::store::Repo::open(&copy).expect("repo");
+                let r = trove::local::Repo::open(&copy).expect("repo");
                 let report = trove::prune::run(&r, &o).expect("prune");
                 assert!(!report.gc.forgotten.is_empty(), "the history was pruned");
                 report

@@ -23,11 +23,10 @@ use std::path::Path;
 use std::time::Duration;
 use trove::hash::Hasher;
 use trove::id::{Digest, HashAlgo, ObjectId};
+use trove::model::{Entry, Item, Leaf, Meta};
 use trove::pathbytes::cmp_paths;
 use trove::plan::{plan, PlanOptions};
-use trove::store::tree::{
-    decode_tree, encode_tree, frame_tree, unframe_tree, Entry, Item, Leaf, Meta, Node, TreeObject,
-};
+use trove::repo::tree::{decode_tree, encode_tree, frame_tree, unframe_tree, Node, TreeObject};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -118,7 +117,7 @@ fn bench_hash(c: &mut Criterion) {
             b.iter(|| {
                 let f = std::fs::File::open(&file).expect("bench file");
                 black_box(
-                    trove::store::objects::hash_open_file(HashAlgo::Blake3, f, 1 << 20, &file)
+                    trove::local::objects::hash_open_file(HashAlgo::Blake3, f, 1 << 20, &file)
                         .expect("hash"),
                 )
             })

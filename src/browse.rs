@@ -11,8 +11,8 @@
 //! folders.
 
 use crate::id::ObjectId;
+use crate::model::{Entry, History, Item, Leaf};
 use crate::pathbytes::{self, cmp_paths};
-use crate::store::tree::{Entry, History, Item, Leaf};
 use std::collections::{BTreeMap, HashSet};
 
 pub const RESERVED: [&[u8]; 4] = [b"versions", b"_duplicates", b"_deleted", b".trove"];
@@ -379,7 +379,7 @@ fn resolve_conflicts(out: &mut [BEntry]) {
 mod tests {
     use super::*;
     use crate::id::Digest;
-    use crate::store::tree::{Archived, Meta};
+    use crate::model::{Archived, Meta};
 
     fn f(path: &str, dup: bool) -> Entry {
         Entry {

@@ -5,12 +5,12 @@ use crate::backup::{self, BackupOptions, BackupReport};
 use crate::config::{BackupOverrides, BackupSettings, LoadedConfig, OnError};
 use crate::error::Error;
 use crate::id::HashAlgo;
+use crate::local::lock::{LockMode, RepoLock};
+use crate::local::Repo;
+use crate::model::{Item, Leaf};
 use crate::pathbytes::{self, display};
 use crate::progress::Progress;
-use crate::store::lock::{LockMode, RepoLock};
-use crate::store::snapshot;
-use crate::store::tree::{Item, Leaf};
-use crate::store::Repo;
+use crate::repo::snapshot;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
@@ -1284,7 +1284,7 @@ fn prune(cli: &Cli, a: &PruneArgs) -> Result<Outcome> {
             .unwrap_or(crate::config::DEFAULT_MAX_VERSIONS),
         deleted_max_age_days: ret.deleted_max_age_days,
         dry_run: a.dry_run,
-        now_ns: crate::store::now_ns(),
+        now_ns: crate::model::now_ns(),
     };
     let report = match crate::prune::run(&repo, &opts) {
         Ok(r) => r,
@@ -1363,7 +1363,7 @@ fn stats(cli: &Cli) -> Result<Outcome> {
             .unwrap_or(crate::config::DEFAULT_MAX_VERSIONS),
         deleted_max_age_days: ret.deleted_max_age_days,
         dry_run: true,
-        now_ns: crate::store::now_ns(),
+        now_ns: crate::model::now_ns(),
     };
     if let Ok(p) = crate::prune::run(&repo, &preview) {
         st.reclaimable_objects = p.gc.objects_removed;

@@ -15,11 +15,11 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::id::HashAlgo;
+use crate::local::objects;
+use crate::model::{Item, Leaf};
 use crate::pathbytes;
 use crate::progress::Progress;
 use crate::scan::{self, ScanOptions};
-use crate::store::objects;
-use crate::store::tree::{Item, Leaf};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};

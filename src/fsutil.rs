@@ -4,7 +4,7 @@
 //! [`crate::rootdir::RootDir`], which never follows a symlink.
 
 use crate::error::{IoContext, Result};
-use crate::store::tree::Meta;
+use crate::model::Meta;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;

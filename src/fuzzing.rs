@@ -6,8 +6,9 @@
 //! Each function must never panic on any input, except where an assertion
 //! fails: whatever decodes must encode again and decode to the same value.
 
-use crate::store::snapshot;
-use crate::store::tree::{self, History, Leaf, Meta, TreeLeaf};
+use crate::model::{History, Leaf, Meta};
+use crate::repo::snapshot;
+use crate::repo::tree::{self, TreeLeaf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;
@@ -69,12 +70,12 @@ pub fn snapshot_record(data: &[u8]) {
 /// The repository config (`.trove/config`).
 pub fn repo_config(data: &[u8]) {
     let p = Path::new(PATH);
-    if let Ok(c) = crate::store::RepoConfig::parse(data, p) {
+    if let Ok(c) = crate::local::RepoConfig::parse(data, p) {
         let json = match serde_json::to_vec(&c) {
             Ok(j) => j,
             Err(e) => panic!("a parsed config does not serialise: {e}"),
         };
-        match crate::store::RepoConfig::parse(&json, p) {
+        match crate::local::RepoConfig::parse(&json, p) {
             Ok(c2) => assert_eq!(c, c2, "parse(write(config)) differs"),
             Err(e) => panic!("a written config does not parse: {e}"),
         }
@@ -83,13 +84,13 @@ pub fn repo_config(data: &[u8]) {
 
 /// The stat cache (`cache/stat-v2`).
 pub fn stat_cache(data: &[u8]) {
-    if let Some(f) = crate::store::cache::decode(data) {
-        let enc = match crate::store::cache::encode(&f) {
+    if let Some(f) = crate::local::cache::decode(data) {
+        let enc = match crate::local::cache::encode(&f) {
             Ok(e) => e,
             Err(e) => panic!("a decoded cache does not encode: {e}"),
         };
         assert_eq!(
-            crate::store::cache::decode(&enc),
+            crate::local::cache::decode(&enc),
             Some(f),
             "decode(encode(cache)) differs"
         );

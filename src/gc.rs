@@ -43,11 +43,13 @@
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::id::{ObjectId, SnapshotId, TreeId};
+use crate::local::objects;
+use crate::local::Repo;
+use crate::model::{History, Leaf, Meta};
+use crate::repo::snapshot::{self, Snapshot, SnapshotRecord};
+use crate::repo::tree::{self, Flat, FlatCursor, MAX_DEPTH};
+use crate::repo::StoreKind;
 use crate::retention::{self, Decision, Policy};
-use crate::store::objects;
-use crate::store::snapshot::{self, Snapshot, SnapshotRecord};
-use crate::store::tree::{self, Flat, FlatCursor, History, Leaf, Meta, MAX_DEPTH};
-use crate::store::{Repo, StoreKind};
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;

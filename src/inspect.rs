@@ -6,10 +6,11 @@
 use crate::browse::{self, Escapes};
 use crate::error::{Error, Result};
 use crate::id::{ObjectId, TreeId};
+use crate::local::Repo;
+use crate::model::{Entry, History, Item, Leaf, Meta};
 use crate::pathbytes::{self, display as show};
-use crate::store::snapshot::{self, Snapshot};
-use crate::store::tree::{self, Entry, History, Item, Leaf, Meta, Node, MAX_DEPTH};
-use crate::store::Repo;
+use crate::repo::snapshot::{self, Snapshot};
+use crate::repo::tree::{self, Node, MAX_DEPTH};
 use serde::Serialize;
 use std::cmp::Ordering;
 

@@ -16,11 +16,12 @@ use crate::browse::{self, BEntry, BKind};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::id::SnapshotId;
+use crate::local::{objects, Repo};
+use crate::model::{History, Item, Leaf, Meta};
 use crate::pathbytes::{self, cmp_paths};
+use crate::repo::snapshot::SnapshotRecord;
+use crate::repo::tree::{self, Flat, FlatCursor, Limit, TreeObject};
 use crate::rootdir::{EntryStat, Lstat, RootDir};
-use crate::store::snapshot::SnapshotRecord;
-use crate::store::tree::{self, Flat, FlatCursor, History, Item, Leaf, Limit, Meta, TreeObject};
-use crate::store::{objects, Repo};
 use rayon::prelude::*;
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -96,7 +97,7 @@ enum Disk {
 impl<'r> Materializer<'r> {
     pub fn new(repo: &'r Repo, target: &Path) -> Materializer<'r> {
         let stamp =
-            crate::store::snapshot::format_time(crate::store::now_ns()).replace([' ', ':'], "-");
+            crate::repo::snapshot::format_time(crate::model::now_ns()).replace([' ', ':'], "-");
         Materializer {
             repo,
             target: target.to_path_buf(),
@@ -1134,7 +1135,7 @@ impl MaterializeReport {
 /// whatever is on disk. Idempotent.
 pub fn rebuild(
     repo: &Repo,
-    snap: &crate::store::snapshot::Snapshot,
+    snap: &crate::repo::snapshot::Snapshot,
     target: Option<&Path>,
     prune_extra: bool,
 ) -> Result<MaterializeReport> {
@@ -1210,9 +1211,9 @@ pub fn rebuild(
 mod tests {
     use super::*;
     use crate::id::{Digest, HashAlgo, ObjectId};
-    use crate::store::objects::Batch;
-    use crate::store::snapshot::Summary;
-    use crate::store::tree::{Archived, Entry};
+    use crate::local::objects::Batch;
+    use crate::model::{Archived, Entry};
+    use crate::repo::snapshot::Summary;
 
     fn file(p: &str, dup: bool, n: u8) -> Entry {
         Entry {

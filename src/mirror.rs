@@ -22,11 +22,11 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::id::HashAlgo;
+use crate::local::objects;
+use crate::model::{Entry, Item, Leaf, Meta};
 use crate::pathbytes::{self, cmp_paths, display as show};
 use crate::progress::Progress;
 use crate::scan::{self, ScanOptions};
-use crate::store::objects;
-use crate::store::tree::{Entry, Item, Leaf, Meta};
 use serde::Serialize;
 use std::cmp::Ordering;
 use std::fs;

@@ -7,8 +7,8 @@
 //! inputs always give the same plan and the tests are plain tables.
 
 use crate::id::ObjectId;
+use crate::model::{Archived, Entry, History, Item, Leaf};
 use crate::pathbytes::cmp_paths;
-use crate::store::tree::{Archived, Entry, History, Item, Leaf};
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
@@ -119,7 +119,7 @@ struct FileRef {
     id: ObjectId,
     size: u64,
     dup: bool,
-    meta: crate::store::tree::Meta,
+    meta: crate::model::Meta,
 }
 
 fn file_ref(i: &Item) -> Option<FileRef> {
@@ -605,7 +605,7 @@ fn set_dup(i: &mut Item, value: bool) {
 mod tests {
     use super::*;
     use crate::id::Digest;
-    use crate::store::tree::Meta;
+    use crate::model::Meta;
 
     fn id(n: u8) -> ObjectId {
         ObjectId(Digest([n; 32]))

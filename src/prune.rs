@@ -14,12 +14,13 @@ use crate::browse::Escapes;
 use crate::error::Result;
 use crate::gc::{self, GcReport};
 use crate::id::{SnapshotId, TreeId};
+use crate::local::objects::Batch;
+use crate::local::{cache, Repo};
 use crate::materialize::Materializer;
 use crate::plan::{self, PlanOptions};
+use crate::repo::snapshot::{self, Snapshot, SnapshotRecord, Summary};
+use crate::repo::tree;
 use crate::retention::Policy;
-use crate::store::objects::Batch;
-use crate::store::snapshot::{self, Snapshot, SnapshotRecord, Summary};
-use crate::store::{cache, tree, Repo};
 use serde::Serialize;
 use std::collections::HashSet;
 
@@ -68,7 +69,7 @@ struct Trim {
 
 /// Per-file retention decided for the latest snapshot, nothing written.
 struct TrimPlan {
-    entries: Vec<tree::Entry>,
+    entries: Vec<crate::model::Entry>,
     archive: tree::Archive,
     known: HashSet<TreeId>,
     plan: plan::Plan,

@@ -21,11 +21,11 @@
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hasher;
 use crate::id::ObjectId;
+use crate::local::Repo;
+use crate::model::{Entry, Item, Leaf, Meta};
 use crate::pathbytes::{self, cmp_paths, display as show};
 use crate::progress::Progress;
-use crate::store::snapshot::Snapshot;
-use crate::store::tree::{Entry, Item, Leaf, Meta};
-use crate::store::Repo;
+use crate::repo::snapshot::Snapshot;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::fs::{self, File, OpenOptions};
@@ -402,7 +402,7 @@ fn make_dir(cx: &Ctx<'_>, rel: &[u8]) -> Result<()> {
 /// snapshot always, and those a keep policy retains (`gc::pinned`). A
 /// missing object of such a snapshot is damage, never retention.
 fn keeps_content(repo: &Repo, snap: &Snapshot) -> bool {
-    let newest = crate::store::snapshot::scan(repo)
+    let newest = crate::repo::snapshot::scan(repo)
         .ok()
         .and_then(|s| s.newest_readable().map(|l| l.id));
     crate::gc::keeps_content(&snap.id, newest.as_ref(), &crate::gc::pinned(repo))
@@ -471,7 +471,7 @@ fn restore_file(
     let p = cx.fs_path(rel);
     let src = if size > 0 {
         let obj = cx.repo.object_path(id);
-        match crate::store::objects::open_object(&obj) {
+        match crate::local::objects::open_object(&obj) {
             Ok(f) => Some((f, obj)),
             Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                 return Err(FileError::Missing)

@@ -8,10 +8,10 @@
 
 use crate::error::{Error, Result};
 use crate::id::{Digest, ObjectId};
+use crate::local::cache::StatExtra;
+use crate::model::StatKey;
+use crate::model::{Entry, Item, Leaf, Meta};
 use crate::pathbytes;
-use crate::store::cache::StatExtra;
-use crate::store::objects::StatKey;
-use crate::store::tree::{Entry, Item, Leaf, Meta};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 use std::fs;
@@ -220,15 +220,8 @@ pub fn meta_of(m: &fs::Metadata) -> Meta {
         mode: m.mode() & 0o7777,
         uid: m.uid(),
         gid: m.gid(),
-        mtime_ns: stat_ns(m.mtime(), m.mtime_nsec()),
+        mtime_ns: crate::model::stat_ns(m.mtime(), m.mtime_nsec()),
     }
-}
-
-/// A stat time (seconds, nanoseconds) in ns since the epoch, saturating:
-/// a file dated past 2262 (or before 1678) does not fit in an i64 of ns,
-/// and gets the nearest time that does instead of an overflow.
-pub fn stat_ns(secs: i64, nsecs: i64) -> i64 {
-    secs.saturating_mul(1_000_000_000).saturating_add(nsecs)
 }
 
 struct Ctx<'a> {

@@ -19,12 +19,13 @@
 use crate::browse::{self, BEntry, BKind};
 use crate::error::{Error, Result};
 use crate::id::{ObjectId, SnapshotId, TreeId};
+use crate::local::{objects, Repo};
 use crate::materialize;
+use crate::model::{History, Leaf, Meta};
 use crate::pathbytes::{self, display as show};
 use crate::progress::Progress;
-use crate::store::snapshot::{self, Snapshot};
-use crate::store::tree::{self, History, Leaf, Meta, RefRole, TreeObject, MAX_DEPTH};
-use crate::store::{objects, Repo};
+use crate::repo::snapshot::{self, Snapshot};
+use crate::repo::tree::{self, RefRole, TreeObject, MAX_DEPTH};
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -241,7 +242,7 @@ fn sampled(seed: u64, id: &ObjectId, percent: f64) -> bool {
 fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_i64(crate::store::now_ns());
+    h.write_i64(crate::model::now_ns());
     h.finish()
 }
 
@@ -738,7 +739,7 @@ impl Inodes<'_> {
 /// Count objects in the store that no snapshot references.
 fn unreferenced_objects(repo: &Repo, inodes: &Inodes<'_>) -> Result<(u64, u64)> {
     let (mut n, mut bytes) = (0, 0);
-    objects::for_each_stored(repo, crate::store::StoreKind::Object, &mut |d| {
+    objects::for_each_stored(repo, crate::repo::StoreKind::Object, &mut |d| {
         let id = ObjectId(d);
         if !inodes.referenced(&id) {
             n += 1;

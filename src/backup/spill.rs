@@ -7,10 +7,11 @@
 //! all in one zstd stream (level 1: paths compress well and the stream
 //! stays far ahead of the walk).
 
+use crate::codec::{finish_zstd_writer, zstd_writer, ZstdWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::id::TreeId;
-use crate::store::cache::StatExtra;
-use crate::store::tree::{finish_zstd_writer, zstd_writer, Item, ZstdWriter};
+use crate::local::cache::StatExtra;
+use crate::model::Item;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -147,7 +148,7 @@ impl<T: DeserializeOwned> Reader<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tree::Meta;
+    use crate::model::Meta;
 
     #[test]
     fn records_read_back_in_order_twice() -> Result<()> {

@@ -17,17 +17,17 @@ use super::{BackupOptions, BackupReport, Layout, Problem};
 use crate::browse::{self, BEntry, Escapes};
 use crate::error::Result;
 use crate::id::{HashAlgo, ObjectId, TreeId};
+use crate::local::cache;
+use crate::local::objects::Batch;
+use crate::local::Repo;
 use crate::materialize::{LazyRender, Materializer};
+use crate::model::{History, Item, Leaf, Meta};
 use crate::pathbytes::{self, cmp_paths};
 use crate::plan::{classify, Change, Decision, Dups, PathPlanner, PlanOptions};
 use crate::progress::Progress;
-use crate::store::cache;
-use crate::store::objects::Batch;
-use crate::store::snapshot::{self, Snapshot, SnapshotRecord};
-use crate::store::tree::{
-    self, frame_tree, Flat, FlatCursor, History, Item, Leaf, Limit, Meta, TreeObject, TreeWriter,
-};
-use crate::store::{Repo, StoreKind};
+use crate::repo::snapshot::{self, Snapshot, SnapshotRecord};
+use crate::repo::tree::{self, frame_tree, Flat, FlatCursor, Limit, TreeObject, TreeWriter};
+use crate::repo::StoreKind;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;

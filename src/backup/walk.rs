@@ -21,14 +21,15 @@ use crate::browse::Escapes;
 use crate::config::OnError;
 use crate::error::{IoContext, Result};
 use crate::id::{HashAlgo, ObjectId, TreeId};
+use crate::local::cache::{self, StatExtra};
+use crate::local::objects::{self, Batch, ReadFailure};
+use crate::local::Repo;
+use crate::model::{Item, Leaf, Meta};
 use crate::pathbytes;
 use crate::plan::{classify, Change};
 use crate::progress::Progress;
+use crate::repo::tree::{self, Node, TreeObject};
 use crate::scan::{DirListing, DirScanner, DirTask, Issue, IssueKind};
-use crate::store::cache::{self, StatExtra};
-use crate::store::objects::{self, Batch, ReadFailure};
-use crate::store::tree::{self, Item, Leaf, Meta, Node, TreeObject};
-use crate::store::Repo;
 use rayon::prelude::*;
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering as AtOrd;
@@ -432,7 +433,7 @@ impl<'a> Walker<'a> {
     fn merge(
         &mut self,
         path: &[u8],
-        cur: Vec<(tree::Entry, Option<StatExtra>)>,
+        cur: Vec<(crate::model::Entry, Option<StatExtra>)>,
         mut subdirs: VecDeque<DirTask>,
         prev_nodes: Vec<Node<Leaf, Meta>>,
         carry_here: Option<Carry>,
@@ -1156,13 +1157,13 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
                 Some(t) => t.entries,
                 None => Vec::new(),
             };
-            let mut cur: Vec<(tree::Entry, Option<StatExtra>)> = layout
+            let mut cur: Vec<(crate::model::Entry, Option<StatExtra>)> = layout
                 .names
                 .iter()
                 .zip(&input.source_metas)
                 .map(|(n, m)| {
                     (
-                        tree::Entry {
+                        crate::model::Entry {
                             path: n.clone(),
                             item: Item::Dir(*m),
                         },

@@ -69,22 +69,20 @@ fn seeds_from_real_repositories_still_decode() -> TestResult {
         Ok(v)
     };
     for (p, d) in each("repo_config")? {
-        trove::store::RepoConfig::parse(&d, &p)?;
+        trove::local::RepoConfig::parse(&d, &p)?;
     }
     for (p, d) in each("snapshot_record")? {
-        trove::store::snapshot::decode(&d, &p)?;
+        trove::repo::snapshot::decode(&d, &p)?;
     }
     for (p, d) in each("stat_cache")? {
-        assert!(trove::store::cache::decode(&d).is_some(), "{}", p.display());
+        assert!(trove::local::cache::decode(&d).is_some(), "{}", p.display());
     }
     for (p, d) in each("tree_source")? {
-        let payload = trove::store::tree::unframe_tree(&d, &p)?;
+        let payload = trove::repo::tree::unframe_tree(&d, &p)?;
         // Each stored tree is a source or an archive tree.
-        let src = trove::store::tree::decode_tree::<
-            trove::store::tree::Leaf,
-            trove::store::tree::Meta,
-        >(&payload, &p);
-        let arc = trove::store::tree::decode_tree::<trove::store::tree::History, ()>(&payload, &p);
+        let src =
+            trove::repo::tree::decode_tree::<trove::model::Leaf, trove::model::Meta>(&payload, &p);
+        let arc = trove::repo::tree::decode_tree::<trove::model::History, ()>(&payload, &p);
         assert!(src.is_ok() || arc.is_ok(), "{}", p.display());
     }
     Ok(())

@@ -17,11 +17,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use trove::hash::hash_bytes;
 use trove::id::{ObjectId, SnapshotId, TreeId};
-use trove::store::snapshot::{self, SnapshotRecord, Summary};
-use trove::store::tree::{
-    encode_tree, frame_tree, History, Leaf, Meta, Node as TreeNode, TreeObject,
-};
-use trove::store::Repo;
+use trove::local::Repo;
+use trove::model::{History, Leaf, Meta};
+use trove::repo::snapshot::{self, SnapshotRecord, Summary};
+use trove::repo::tree::{encode_tree, frame_tree, Node as TreeNode, TreeObject};
 
 const NS: i64 = 1_000_000_000;
 

@@ -14,13 +14,13 @@ use std::path::Path;
 use trove::backup::{self, BackupOptions};
 use trove::config::{BackupOverrides, BackupSettings};
 use trove::id::HashAlgo;
+use trove::local::objects;
+use trove::local::Repo;
+use trove::model::{Entry, Item, Leaf};
 use trove::plan::{self, PlanOptions};
 use trove::progress::NoProgress;
+use trove::repo::snapshot;
 use trove::scan::{self, ScanOptions};
-use trove::store::objects;
-use trove::store::snapshot;
-use trove::store::tree::{Entry, Item, Leaf};
-use trove::store::Repo;
 
 /// One change to the source tree.
 #[derive(Clone, Debug)]

@@ -393,10 +393,9 @@ fn read_only_commands_never_recreate_a_deleted_objects_folder() -> TestResult {
 
 use trove::hash::hash_bytes;
 use trove::id::{HashAlgo, ObjectId, SnapshotId, TreeId};
-use trove::store::snapshot::{self, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
-use trove::store::tree::{
-    encode_tree, frame_tree, Archived, History, Leaf, Meta, Node, TreeObject,
-};
+use trove::model::{Archived, History, Leaf, Meta};
+use trove::repo::snapshot::{self, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+use trove::repo::tree::{encode_tree, frame_tree, Node, TreeObject};
 
 /// Store a tree object the way trove does; returns its id.
 fn store_tree<L: serde::Serialize, D: serde::Serialize>(

@@ -20,11 +20,11 @@
 //! clean" problem: a write in the same clock tick as our read would leave
 //! the stat unchanged), so they are read again next time.
 
+use crate::codec::{finish_zstd_writer, zstd_writer, ZstdWriter};
 use crate::error::{IoContext, Result};
 use crate::id::{Digest, SnapshotId};
-use crate::store::objects::StatKey;
-use crate::store::tree::{finish_zstd_writer, zstd_writer, ZstdWriter};
-use crate::store::Repo;
+use crate::local::Repo;
+use crate::model::StatKey;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
@@ -278,7 +278,7 @@ pub fn load(repo: &Repo, snapshot: Option<&SnapshotId>, files: usize) -> Vec<Opt
 /// Decode a whole cache file (`None` if any of it is not valid).
 pub fn decode(data: &[u8]) -> Option<CacheFile> {
     let snapshot = parse_header(data)?;
-    let payload = crate::store::tree::zstd_decompress(&data[HEADER..], 1 << 30).ok()?;
+    let payload = crate::codec::zstd_decompress(&data[HEADER..], 1 << 30).ok()?;
     if payload.len() % RECORD != 0 {
         return None;
     }
@@ -299,7 +299,7 @@ pub fn encode(file: &CacheFile) -> Result<Vec<u8>> {
         payload.extend_from_slice(&encode_record(r));
     }
     let mut out = header(file.snapshot.as_ref()).to_vec();
-    out.extend(crate::store::tree::zstd_compress(&payload, 1).ctx("compress", "stat cache")?);
+    out.extend(crate::codec::zstd_compress(&payload, 1).ctx("compress", "stat cache")?);
     Ok(out)
 }
 

@@ -13,13 +13,15 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::hash::Hasher;
 use crate::id::{Digest, HashAlgo, ObjectId};
-use crate::store::{Repo, StoreKind};
+use crate::local::Repo;
+use crate::model::StatKey;
+use crate::repo::StoreKind;
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -414,30 +416,6 @@ fn create_tmp(path: &Path) -> Result<File> {
         .mode(0o444)
         .open(path)
         .ctx("create temporary file", path)
-}
-
-/// The identity of a source file as seen by a stat call; two equal values
-/// mean "the file was not changed in between" (a write updates mtime and
-/// ctime, and ctime cannot be set back by an unprivileged writer).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StatKey {
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-    pub ino: u64,
-    pub dev: u64,
-}
-
-impl StatKey {
-    pub fn of(m: &fs::Metadata) -> StatKey {
-        StatKey {
-            size: m.len(),
-            mtime_ns: crate::scan::stat_ns(m.mtime(), m.mtime_nsec()),
-            ctime_ns: crate::scan::stat_ns(m.ctime(), m.ctime_nsec()),
-            ino: m.ino(),
-            dev: m.dev(),
-        }
-    }
 }
 
 /// Why reading a source file failed.

@@ -11,8 +11,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::hash::hash_bytes;
 use crate::id::{SnapshotId, TreeId};
-use crate::store::tree::Meta;
-use crate::store::Repo;
+use crate::local::Repo;
+use crate::model::Meta;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -78,7 +78,7 @@ pub fn encode(rec: &SnapshotRecord) -> Result<Vec<u8>> {
 }
 
 pub fn decode(data: &[u8], path: &Path) -> Result<SnapshotRecord> {
-    let payload = crate::store::check_header(
+    let payload = crate::codec::check_header(
         data,
         SNAPSHOT_MAGIC,
         SNAPSHOT_VERSION,

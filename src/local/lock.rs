@@ -12,7 +12,7 @@
 //! the directory second, so waiting writers cannot deadlock.
 
 use crate::error::{Error, IoContext, Result};
-use crate::store::Repo;
+use crate::local::Repo;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 

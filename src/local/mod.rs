@@ -6,12 +6,12 @@
 pub mod cache;
 pub mod lock;
 pub mod objects;
-pub mod snapshot;
-pub mod tree;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::id::{Digest, HashAlgo, ObjectId, SnapshotId, TreeId};
+use crate::model::now_ns;
+use crate::repo::StoreKind;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -287,42 +287,5 @@ impl Repo {
             fsutil::remove_any(&ent.path())?;
         }
         Ok(())
-    }
-}
-
-/// Check the 5-byte header every trove file starts with (4 magic bytes, one
-/// version byte) and return what follows it. A wrong magic is corruption; an
-/// unknown version is a file from a newer trove, reported as such.
-pub fn check_header<'a>(
-    data: &'a [u8],
-    magic: &[u8; 4],
-    version: u8,
-    what: &'static str,
-    path: &Path,
-) -> Result<&'a [u8]> {
-    if data.len() < 5 || &data[..4] != magic {
-        return Err(Error::corrupt(what, path, "bad magic"));
-    }
-    if data[4] != version {
-        return Err(Error::Version {
-            path: path.to_path_buf(),
-            found: data[4] as u32,
-            supported: version as u32,
-        });
-    }
-    Ok(&data[5..])
-}
-
-/// Which content-addressed store a digest lives in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreKind {
-    Object,
-    Tree,
-}
-
-pub fn now_ns() -> i64 {
-    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i64,
-        Err(e) => -(e.duration().as_nanos() as i64),
     }
 }

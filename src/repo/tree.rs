@@ -13,12 +13,15 @@
 //! hash of the uncompressed postcard bytes, so it does not depend on the
 //! compressor.
 
+use crate::codec::{zstd_compress, zstd_decompress};
 use crate::error::{Error, Result};
 use crate::hash::hash_bytes;
 use crate::id::{HashAlgo, ObjectId, TreeId};
+use crate::local::objects::Batch;
+use crate::local::Repo;
+use crate::model::{Entry, History, Item, Leaf, Meta};
 use crate::pathbytes;
-use crate::store::objects::Batch;
-use crate::store::{Repo, StoreKind};
+use crate::repo::StoreKind;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -59,7 +62,7 @@ const COUNT_SLACK: u64 = 1024;
 impl Limit {
     /// The limit of a snapshot's source tree: the entries its record
     /// counts (files, folders, symlinks).
-    pub fn source(rec: &crate::store::snapshot::SnapshotRecord) -> Limit {
+    pub fn source(rec: &crate::repo::snapshot::SnapshotRecord) -> Limit {
         let s = &rec.summary;
         Limit::Entries(
             s.files
@@ -136,86 +139,6 @@ impl Budget {
     }
 }
 
-/// Metadata kept for every entry.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Meta {
-    /// Permission bits (`st_mode & 0o7777`).
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// Modification time, nanoseconds since the Unix epoch.
-    pub mtime_ns: i64,
-}
-
-/// A non-directory entry of the source tree.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Leaf {
-    File {
-        size: u64,
-        id: ObjectId,
-        /// Shown in `_duplicates/` rather than at the top of the browsable
-        /// tree (decided by the planner when the content arrived).
-        dup: bool,
-        meta: Meta,
-    },
-    Symlink {
-        target: Vec<u8>,
-        meta: Meta,
-    },
-}
-
-/// One entry of a flat source listing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Item {
-    Leaf(Leaf),
-    Dir(Meta),
-}
-
-/// A flat source listing entry: a path relative to the backup root.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub path: Vec<u8>,
-    pub item: Item,
-}
-
-impl Entry {
-    pub fn file_id(&self) -> Option<(ObjectId, u64)> {
-        match &self.item {
-            Item::Leaf(Leaf::File { id, size, .. }) => Some((*id, *size)),
-            _ => None,
-        }
-    }
-}
-
-/// One archived content of a path.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Archived {
-    pub id: ObjectId,
-    pub size: u64,
-    pub meta: Meta,
-    /// When it was archived (snapshot time, ns).
-    pub time_ns: i64,
-}
-
-/// The history of one path that the browsable tree shows outside the top
-/// level: `versions/<path>/vN.bak` and `_deleted/<path>`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct History {
-    /// The number the next archived version of this path gets. Version
-    /// numbers never restart, even after retention removed older ones.
-    pub next_version: u64,
-    /// Kept versions, ascending by number.
-    pub versions: Vec<(u64, Archived)>,
-    /// The content the path had when it last left the source.
-    pub deleted: Option<Archived>,
-}
-
-impl History {
-    pub fn is_empty(&self) -> bool {
-        self.versions.is_empty() && self.deleted.is_none()
-    }
-}
-
 /// A flat, path-ordered listing of a generic tree.
 pub type FlatList<L, D> = Vec<FlatItem<L, D>>;
 
@@ -251,76 +174,6 @@ pub fn encode_tree<L: Serialize, D: Serialize>(t: &TreeObject<L, D>) -> Result<V
     postcard::to_stdvec(t).map_err(|e| Error::Usage(format!("encode tree: {e}")))
 }
 
-thread_local! {
-    // zstd contexts are costly to set up (a third of the time of a small
-    // tree); each thread keeps one of each.
-    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// Compress with this thread's zstd context.
-pub fn zstd_compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
-    COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.is_none() {
-            *c = Some(zstd::bulk::Compressor::new(level)?);
-        }
-        match c.as_mut() {
-            Some(comp) => {
-                comp.set_compression_level(level)?;
-                comp.compress(data)
-            }
-            None => zstd::bulk::compress(data, level),
-        }
-    })
-}
-
-/// A zstd stream into a file, written a record at a time. The buffer sits
-/// in front of the compressor, so zstd gets large blocks rather than one
-/// small write per record (which it would first copy into its window).
-pub type ZstdWriter = std::io::BufWriter<zstd::stream::write::Encoder<'static, std::fs::File>>;
-
-pub fn zstd_writer(f: std::fs::File, level: i32, buffer: usize) -> std::io::Result<ZstdWriter> {
-    Ok(std::io::BufWriter::with_capacity(
-        buffer,
-        zstd::stream::write::Encoder::new(f, level)?,
-    ))
-}
-
-/// End the stream and give the file back.
-pub fn finish_zstd_writer(w: ZstdWriter) -> std::io::Result<std::fs::File> {
-    w.into_inner().map_err(|e| e.into_error())?.finish()
-}
-
-/// Decompress one zstd frame, refusing output larger than `cap`. The
-/// output buffer is sized from the frame header (capped), not reserved at
-/// `cap` for every call.
-pub fn zstd_decompress(data: &[u8], cap: usize) -> std::io::Result<Vec<u8>> {
-    let declared = zstd::zstd_safe::get_frame_content_size(data).ok().flatten();
-    let size = match declared {
-        Some(n) if n as usize <= cap => n as usize,
-        Some(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "frame larger than allowed",
-            ))
-        }
-        None => cap,
-    };
-    DECOMPRESSOR.with(|d| {
-        let mut d = d.borrow_mut();
-        if d.is_none() {
-            *d = Some(zstd::bulk::Decompressor::new()?);
-        }
-        match d.as_mut() {
-            Some(dec) => dec.decompress(data, size),
-            None => zstd::bulk::decompress(data, size),
-        }
-    })
-}
-
 /// Wrap an encoded payload in the on-disk tree format.
 pub fn frame_tree(payload: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(payload.len() / 2 + 8);
@@ -334,7 +187,7 @@ pub fn frame_tree(payload: &[u8]) -> Result<Vec<u8>> {
 /// Undo `frame_tree`. Never panics on hostile input; the size of the
 /// decompressed payload is capped so a tiny zstd bomb cannot exhaust memory.
 pub fn unframe_tree(data: &[u8], path: &Path) -> Result<Vec<u8>> {
-    let payload = crate::store::check_header(data, TREE_MAGIC, TREE_VERSION, "tree object", path)?;
+    let payload = crate::codec::check_header(data, TREE_MAGIC, TREE_VERSION, "tree object", path)?;
     zstd_decompress(payload, 256 << 20)
         .map_err(|e| Error::corrupt("tree object", path, format!("zstd: {e}")))
 }
@@ -925,6 +778,7 @@ pub fn flat_to_archive(flat: Vec<(Vec<u8>, Flat<History, ()>)>) -> Vec<(Vec<u8>,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Archived;
     use proptest::prelude::*;
 
     fn meta(m: u32) -> Meta {
