@@ -107,7 +107,8 @@ fn bench_e2e(c: &mut Criterion) {
         b.iter_batched(
             || tempfile::tempdir().expect("temp dir"),
             |t| {
-                let (entries, _) = backup::load_snapshot(&repo, &snap.record).expect("load");
+                let (entries, _) =
+                    trove::repo::snapshot::load_snapshot(&repo, &snap.record).expect("load");
                 let o = trove::restore::RestoreOptions {
                     target: t.path().join("r"),
                     paths: Vec::new(),

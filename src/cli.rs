@@ -865,7 +865,7 @@ fn mode_string(kind: char, mode: u32) -> String {
 fn ls(cli: &Cli, a: &LsArgs) -> Result<Outcome> {
     let (repo, _lock) = open_for_reading(cli)?;
     let snap = snapshot::resolve(&repo, a.snapshot.as_deref().unwrap_or("latest"))?;
-    let (entries, _) = backup::load_snapshot(&repo, &snap.record)
+    let (entries, _) = crate::repo::snapshot::load_snapshot(&repo, &snap.record)
         .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
     let filter = a
         .path
@@ -932,7 +932,7 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<Outcome> {
 fn restore(cli: &Cli, a: &RestoreArgs) -> Result<Outcome> {
     let (repo, _lock) = open_for_reading(cli)?;
     let snap = snapshot::resolve(&repo, &a.snapshot)?;
-    let (entries, _) = backup::load_snapshot(&repo, &snap.record)
+    let (entries, _) = crate::repo::snapshot::load_snapshot(&repo, &snap.record)
         .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
     let opts = crate::restore::RestoreOptions {
         target: a.target.clone(),

@@ -41,29 +41,23 @@
 //! the incremental collection deletes nothing.
 
 use crate::error::{Error, Result};
-use crate::fsutil;
 use crate::id::{ObjectId, SnapshotId, TreeId};
-use crate::local::objects;
-use crate::local::Repo;
 use crate::model::{History, Leaf, Meta};
 use crate::repo::snapshot::{self, Snapshot, SnapshotRecord};
 use crate::repo::tree::{self, Flat, FlatCursor, MAX_DEPTH};
-use crate::repo::StoreKind;
+use crate::repo::{list_sorted, RepoRead, RepoWrite, StoreKind};
 use crate::retention::{self, Decision, Policy};
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::io;
 use std::path::PathBuf;
 
-const PINNED: &str = "pinned";
-
 /// Snapshots besides the latest whose content must stay complete (those a
 /// keep policy retains). Empty without a policy.
-pub fn pinned(repo: &Repo) -> HashSet<SnapshotId> {
-    let Ok(text) = fsutil::read_repo_file(&repo.dir.join(PINNED)) else {
+pub fn pinned(repo: &dyn RepoRead) -> HashSet<SnapshotId> {
+    let Ok(text) = repo.read_pins() else {
         return HashSet::new();
     };
     let text = String::from_utf8_lossy(&text);
@@ -75,9 +69,9 @@ pub fn pinned(repo: &Repo) -> HashSet<SnapshotId> {
 /// The recorded pinned set, strictly: a missing file is the empty set, but
 /// an unreadable file or a line that is not a snapshot id is an error (a
 /// collection must not guess what is pinned).
-pub fn read_pinned(repo: &Repo) -> Result<HashSet<SnapshotId>> {
-    let path = repo.dir.join(PINNED);
-    let text = match fsutil::read_repo_file(&path) {
+pub fn read_pinned(repo: &dyn RepoRead) -> Result<HashSet<SnapshotId>> {
+    let path = repo.locate_pins();
+    let text = match repo.read_pins() {
         Ok(t) => {
             String::from_utf8(t).map_err(|_| Error::corrupt("pinned list", &path, "not text"))?
         }
@@ -106,27 +100,22 @@ pub fn keeps_content(
     Some(id) == latest || pins.contains(id)
 }
 
-fn write_pinned(repo: &Repo, ids: &[SnapshotId]) -> Result<()> {
-    let path = repo.dir.join(PINNED);
+fn write_pinned(repo: &dyn RepoWrite, ids: &[SnapshotId]) -> Result<()> {
     if ids.is_empty() {
-        return match fs::remove_file(&path) {
-            Ok(()) => fsutil::fsync_dir(&repo.dir),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("remove", &path, e)),
-        };
+        return repo.write_pins(None);
     }
     let mut text = String::new();
     for id in ids {
         text.push_str(&id.to_hex());
         text.push('\n');
     }
-    fsutil::atomic_write(&repo.tmp_dir(), &path, text.as_bytes(), 0o600)
+    repo.write_pins(Some(text.as_bytes()))
 }
 
 /// The marking walk. Any unreadable tree aborts the collection: deleting
 /// while part of the graph is unknown could delete live content.
 struct Mark<'r> {
-    repo: &'r Repo,
+    repo: &'r dyn RepoRead,
     /// Every tree reached, and (for trees reached from a pinned snapshot)
     /// whether all content below it is in the store.
     trees: HashMap<TreeId, bool>,
@@ -269,7 +258,7 @@ pub struct GcPlan {
 /// (a dry run of `prune` passes the content the latest snapshot keeps once
 /// per-file retention has trimmed its archive, which is not written).
 pub fn plan(
-    repo: &Repo,
+    repo: &dyn RepoRead,
     policy: &Policy,
     now_ns: i64,
     tz: &jiff::tz::TimeZone,
@@ -311,7 +300,7 @@ pub fn plan(
         HashSet::new()
     };
     let pinned = |s: &Snapshot| keeps_content(&s.id, latest_id.as_ref(), &pins);
-    let stored: HashSet<ObjectId> = objects::list_store(repo, StoreKind::Object)?
+    let stored: HashSet<ObjectId> = list_sorted(repo, StoreKind::Object)?
         .into_iter()
         .map(ObjectId)
         .collect();
@@ -354,9 +343,7 @@ pub fn plan(
     let mut dead_objects: Vec<(ObjectId, u64)> = dead
         .par_iter()
         .map(|id| {
-            let size = fs::metadata(repo.object_path(id))
-                .map(|m| m.len())
-                .unwrap_or(0);
+            let size = repo.size(StoreKind::Object, &id.0).unwrap_or(0);
             (*id, size)
         })
         .collect();
@@ -370,7 +357,7 @@ pub fn plan(
             size: *size,
         })
         .collect();
-    let dead_trees: Vec<TreeId> = objects::list_store(repo, StoreKind::Tree)?
+    let dead_trees: Vec<TreeId> = list_sorted(repo, StoreKind::Tree)?
         .into_iter()
         .map(TreeId)
         .filter(|t| !mark.trees.contains_key(t))
@@ -378,18 +365,10 @@ pub fn plan(
     report.trees_removed = dead_trees.len() as u64;
     report.tree_bytes_removed = dead_trees
         .par_iter()
-        .map(|t| {
-            fs::metadata(repo.tree_path(t))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        })
+        .map(|t| repo.size(StoreKind::Tree, &t.0).unwrap_or(0))
         .sum();
     drop(mark);
-    let mut tmp: Vec<PathBuf> = match fs::read_dir(repo.tmp_dir()) {
-        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
-        Err(_) => Vec::new(),
-    };
-    tmp.sort();
+    let tmp = repo.leftovers();
     report.tmp_removed = tmp.len() as u64;
     let pinned_ids = if policy.is_set() {
         complete_pins
@@ -406,25 +385,14 @@ pub fn plan(
     })
 }
 
-fn remove_if_present(p: &std::path::Path, what: &'static str) -> Result<bool> {
-    match fs::remove_file(p) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io(what, p, e)),
-    }
-}
-
 /// Carry out a plan (the caller holds the exclusive lock, taken before
 /// [`plan`]). Every removal is logged.
-pub fn execute(repo: &Repo, plan: &GcPlan) -> Result<()> {
+pub fn execute(repo: &dyn RepoWrite, plan: &GcPlan) -> Result<()> {
     // 1. The pinned list, before any content goes.
     write_pinned(repo, &plan.pinned)?;
     // 2. Forget records, durably, before their trees go.
     for s in &plan.forgotten {
-        remove_if_present(
-            &repo.snapshots_dir().join(s.id.to_hex()),
-            "remove snapshot record",
-        )?;
+        repo.remove_snapshot(&s.id)?;
         tracing::info!(
             "FORGET snapshot {} ({}): outside the keep policy",
             s.id.short(),
@@ -432,22 +400,20 @@ pub fn execute(repo: &Repo, plan: &GcPlan) -> Result<()> {
         );
     }
     if !plan.forgotten.is_empty() {
-        fsutil::fsync_dir(&repo.snapshots_dir())?;
+        repo.sync_snapshots()?;
     }
     // 3. Content and trees no record needs any more.
     let failures: Vec<Error> = plan
         .dead_objects
         .par_iter()
-        .filter_map(
-            |(id, size)| match remove_if_present(&repo.object_path(id), "remove object") {
-                Ok(true) => {
-                    tracing::info!("GC delete object {} ({size} bytes)", id.to_hex());
-                    None
-                }
-                Ok(false) => None,
-                Err(e) => Some(e),
-            },
-        )
+        .filter_map(|(id, size)| match repo.remove(StoreKind::Object, &id.0) {
+            Ok(true) => {
+                tracing::info!("GC delete object {} ({size} bytes)", id.to_hex());
+                None
+            }
+            Ok(false) => None,
+            Err(e) => Some(e),
+        })
         .collect();
     if let Some(e) = failures.into_iter().next() {
         return Err(e);
@@ -455,13 +421,13 @@ pub fn execute(repo: &Repo, plan: &GcPlan) -> Result<()> {
     let failures: Vec<Error> = plan
         .dead_trees
         .par_iter()
-        .filter_map(|t| remove_if_present(&repo.tree_path(t), "remove tree").err())
+        .filter_map(|t| repo.remove(StoreKind::Tree, &t.0).err())
         .collect();
     if let Some(e) = failures.into_iter().next() {
         return Err(e);
     }
     for p in &plan.tmp {
-        fsutil::remove_any(p)?;
+        repo.remove_leftover(p)?;
     }
     Ok(())
 }
@@ -469,7 +435,7 @@ pub fn execute(repo: &Repo, plan: &GcPlan) -> Result<()> {
 /// Which of `candidates` a snapshot references (files, kept versions,
 /// deleted contents), streaming its trees.
 pub(crate) fn referenced_among(
-    repo: &Repo,
+    repo: &dyn RepoRead,
     rec: &SnapshotRecord,
     candidates: &[ObjectId],
 ) -> Result<HashSet<ObjectId>> {
@@ -508,7 +474,7 @@ pub(crate) fn referenced_among(
 /// one that cannot be read, or a `pinned` that cannot be, is an error, so
 /// nothing is deleted on a guess.
 pub fn live_among(
-    repo: &Repo,
+    repo: &dyn RepoRead,
     latest: &Snapshot,
     candidates: &[ObjectId],
 ) -> Result<HashSet<ObjectId>> {
@@ -520,10 +486,8 @@ pub fn live_among(
         if !keeps_content(id, Some(&latest.id), &pins) {
             continue;
         }
-        let path = repo.snapshots_dir().join(id.to_hex());
-        match fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            _ => {}
+        if !repo.has_snapshot(id) {
+            continue;
         }
         let rec = snapshot::read(repo, id)?;
         live.extend(referenced_among(repo, &rec, candidates)?);
@@ -538,14 +502,14 @@ pub fn live_among(
 /// removed, bytes freed). When what is pinned cannot be known, nothing is
 /// deleted and the error says so (the candidates wait for `trove prune`).
 pub fn collect_dropped(
-    repo: &Repo,
+    repo: &dyn RepoWrite,
     candidates: &[ObjectId],
     latest: &Snapshot,
 ) -> Result<(u64, u64)> {
     let live = live_among(repo, latest, candidates).map_err(|e| {
         Error::Usage(format!(
             "garbage collection skipped, nothing deleted: what the pinned snapshots ({}) keep cannot be read: {e}; run `trove verify`, and `trove prune` once the repository is repaired",
-            repo.dir.join(PINNED).display()
+            repo.locate_pins().display()
         ))
     })?;
     let mut dead: Vec<ObjectId> = candidates
@@ -557,9 +521,8 @@ pub fn collect_dropped(
     dead.dedup();
     let (mut n, mut bytes) = (0, 0);
     for id in dead {
-        let p = repo.object_path(&id);
-        let size = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-        if remove_if_present(&p, "remove object")? {
+        let size = repo.size(StoreKind::Object, &id.0).unwrap_or(0);
+        if repo.remove(StoreKind::Object, &id.0)? {
             tracing::info!("GC delete object {} ({size} bytes)", id.to_hex());
             n += 1;
             bytes += size;
@@ -610,7 +573,7 @@ pub struct LatestStats {
     pub bytes: u64,
 }
 
-pub fn stats(repo: &Repo) -> Result<RepoStats> {
+pub fn stats(repo: &dyn RepoRead) -> Result<RepoStats> {
     let scan = snapshot::scan(repo)?;
     // The latest is what the figures describe: a damaged record that may
     // be newer makes them unknowable, never silently an older snapshot's.
@@ -636,7 +599,7 @@ pub fn stats(repo: &Repo) -> Result<RepoStats> {
             symlinks: r.summary.symlinks,
             bytes: r.summary.bytes,
         });
-        let (_, archive) = crate::backup::load_snapshot(repo, r)?;
+        let (_, archive) = snapshot::load_snapshot(repo, r)?;
         for (_, h) in &archive {
             st.versions += h.versions.len() as u64;
             st.version_bytes += h.versions.iter().map(|(_, a)| a.size).sum::<u64>();
@@ -648,14 +611,10 @@ pub fn stats(repo: &Repo) -> Result<RepoStats> {
         st.logical_bytes = r.summary.bytes + st.version_bytes + st.deleted_bytes;
     }
     let sizes = |kind: StoreKind| -> Result<(u64, u64)> {
-        let ids = objects::list_store(repo, kind)?;
+        let ids = list_sorted(repo, kind)?;
         let bytes: u64 = ids
             .par_iter()
-            .map(|d| {
-                fs::metadata(repo.digest_path(kind, d))
-                    .map(|m| m.len())
-                    .unwrap_or(0)
-            })
+            .map(|d| repo.size(kind, d).unwrap_or(0))
             .sum();
         Ok((ids.len() as u64, bytes))
     };

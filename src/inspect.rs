@@ -440,7 +440,7 @@ pub fn history(repo: &Repo, path: &str) -> Result<Vec<HistoryRow>> {
         tracing::warn!("{}: the history leaves this record out", d.error);
     }
     let snaps = scan.snapshots;
-    let (entries, archive) = crate::backup::load_snapshot(repo, &latest.record)?;
+    let (entries, archive) = crate::repo::snapshot::load_snapshot(repo, &latest.record)?;
     let loc = Locator::new(rel, &entries, &archive);
     drop((entries, archive));
     let mut rows = Vec::new();

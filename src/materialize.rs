@@ -1166,7 +1166,7 @@ pub fn rebuild(
             .map(Path::to_path_buf)
             .unwrap_or_else(|| repo.root.clone())
     };
-    let (entries, archive) = crate::backup::load_snapshot(repo, &snap.record)?;
+    let (entries, archive) = crate::repo::snapshot::load_snapshot(repo, &snap.record)?;
     let desired = crate::browse::render(&entries, &archive);
     drop((entries, archive));
     let mut m = Materializer::new(repo, &dest);

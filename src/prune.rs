@@ -93,7 +93,7 @@ fn plan_retention(repo: &Repo, latest: &Snapshot, o: &PruneOptions) -> Result<Op
     }
     drop(archive);
     let mut known = HashSet::new();
-    let (entries, archive) = backup::load_trees(repo, &latest.record, &mut known)?;
+    let (entries, archive) = crate::repo::snapshot::load_listing(repo, &latest.record, &mut known)?;
     let plan = plan::plan(&entries, &archive, entries.clone(), &popts);
     if plan.counts.retention_removed == 0 {
         return Ok(None);
@@ -154,7 +154,7 @@ fn file_retention(
             ..Summary::default()
         },
     };
-    let id = snapshot::write(repo, &record)?;
+    let id = snapshot::write(&batch, &record)?;
     backup::log_plan(&plan, &esc, &layout, false);
     tracing::info!(
         "RETENTION snapshot {}: {} of snapshot {} with {removed} archived entries removed",
@@ -235,7 +235,7 @@ pub fn run(repo: &Repo, o: &PruneOptions) -> Result<PruneReport> {
         first
     };
     if !o.dry_run {
-        gc::execute(repo, &gcp)?;
+        gc::execute(&repo.writer(), &gcp)?;
     }
     report.gc = gcp.report;
     report.gc.dry_run = o.dry_run;
@@ -247,7 +247,7 @@ pub fn run(repo: &Repo, o: &PruneOptions) -> Result<PruneReport> {
 pub fn full_gc(repo: &Repo, policy: &Policy, now_ns: i64) -> Result<GcReport> {
     let tz = jiff::tz::TimeZone::system();
     let gcp = gc::plan(repo, policy, now_ns, &tz, None)?;
-    gc::execute(repo, &gcp)?;
+    gc::execute(&repo.writer(), &gcp)?;
     Ok(gcp.report)
 }
 

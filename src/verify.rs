@@ -683,7 +683,7 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
                 }
             }
             Err(e @ Error::Expansion { .. }) => problems.push(expansion(e)?),
-            _ => match crate::backup::load_snapshot(repo, &latest.record) {
+            _ => match crate::repo::snapshot::load_snapshot(repo, &latest.record) {
                 Ok((entries, archive)) => {
                     // The listing is not needed past its rendering: free it
                     // before the tree is checked (a large share of the memory).

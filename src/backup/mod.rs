@@ -23,7 +23,6 @@ use crate::pathbytes::{self, cmp_paths, display as show};
 use crate::plan::{self, Action, Plan, PlanCounts};
 use crate::progress::Progress;
 use crate::repo::snapshot::{self, Snapshot, SnapshotRecord, SourceRecord, Summary};
-use crate::repo::tree::{self, Archive};
 use crate::scan::{self, Issue, IssueKind, ScanOptions};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -94,32 +93,6 @@ pub struct BackupReport {
     pub browsable_incomplete: Vec<Problem>,
     /// Problems that count for the exit code (not `--on-error ignore`).
     pub failed: bool,
-}
-
-/// Load a snapshot's two trees.
-pub fn load_snapshot(repo: &Repo, rec: &SnapshotRecord) -> Result<(Vec<Entry>, Archive)> {
-    load_trees(repo, rec, &mut HashSet::new())
-}
-
-/// Load a snapshot's two trees, noting every tree id met in `seen`.
-pub(crate) fn load_trees(
-    repo: &Repo,
-    rec: &SnapshotRecord,
-    seen: &mut HashSet<TreeId>,
-) -> Result<(Vec<Entry>, Archive)> {
-    let e = tree::flat_to_source(tree::read_flat(
-        repo,
-        &rec.root,
-        seen,
-        tree::Limit::source(rec),
-    )?);
-    let a = tree::flat_to_archive(tree::read_flat(
-        repo,
-        &rec.archive,
-        seen,
-        tree::Limit::archive(),
-    )?);
-    Ok((e, a))
 }
 
 /// The outcome of updating the browsable tree.
@@ -196,7 +169,7 @@ pub(crate) fn finish_tree_update(
         drop(m.take_failures());
         let full = (|| -> Result<()> {
             let rec = snapshot::read(repo, shows)?;
-            let (entries, archive) = load_snapshot(repo, &rec)?;
+            let (entries, archive) = crate::repo::snapshot::load_snapshot(repo, &rec)?;
             for p in m.reconcile(&browse::render(&entries, &archive), false)? {
                 tracing::warn!(
                     "{} is not part of the backup (left in place)",
@@ -257,10 +230,10 @@ pub fn catch_up_browsable(repo: &Repo, latest: &Snapshot) -> Result<TreeUpdate> 
             failures: Vec::new(),
         });
     }
-    let (entries, archive) = load_snapshot(repo, &latest.record)?;
+    let (entries, archive) = crate::repo::snapshot::load_snapshot(repo, &latest.record)?;
     let (entries, archive) = (&entries[..], &archive[..]);
     let old_rec = marker.and_then(|id| snapshot::read(repo, &id).ok());
-    match old_rec.and_then(|r| load_snapshot(repo, &r).ok()) {
+    match old_rec.and_then(|r| crate::repo::snapshot::load_snapshot(repo, &r).ok()) {
         Some((oe, oa)) => {
             tracing::info!(
                 "browsable tree is behind snapshot {}: updating it",
@@ -700,7 +673,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     }
     let scan = repo
         .as_ref()
-        .map(snapshot::scan)
+        .map(|r| snapshot::scan(r))
         .transpose()?
         .unwrap_or_default();
     let latest = latest_to_build_on(&scan, opts.allow_damaged_latest)?;

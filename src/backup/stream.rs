@@ -350,7 +350,7 @@ const FILL_RUN: usize = 8192;
 /// it is made whole from the loaded listing.
 fn fill(m: &Materializer<'_>, repo: &Repo, rec: &SnapshotRecord) -> Result<()> {
     let Some(mut render) = LazyRender::new(repo, rec)? else {
-        let (e, a) = super::load_snapshot(repo, rec)?;
+        let (e, a) = crate::repo::snapshot::load_snapshot(repo, rec)?;
         return super::TreeDiff::between((&[], &[]), (&e, &a)).apply(m, &e);
     };
     let mut run = Vec::with_capacity(FILL_RUN);
@@ -628,7 +628,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     // Above every record's number, a damaged one's included (not only the
     // parent's: see `Scan::next_seq`).
     record.seq = c.next_seq;
-    let snap_id = snapshot::write(repo, &record)?;
+    let snap_id = snapshot::write(batch, &record)?;
     report.snapshot = Some(snap_id.short());
     replay_log(&log, &old_esc, &new_esc, c.layout, false)?;
     drop(log);
@@ -656,9 +656,9 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
             _ => {
                 // Escapes changed or the archive nests: only whole renderings
                 // are exact (rare; this loads both listings).
-                let (ne, na) = super::load_snapshot(repo, &record)?;
+                let (ne, na) = crate::repo::snapshot::load_snapshot(repo, &record)?;
                 let (oe, oa) = match &c.latest {
-                    Some(l) => super::load_snapshot(repo, &l.record)?,
+                    Some(l) => crate::repo::snapshot::load_snapshot(repo, &l.record)?,
                     None => Default::default(),
                 };
                 super::TreeDiff::between((&oe, &oa), (&ne, &na)).apply(&m, &ne)?;
@@ -703,7 +703,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
             id: snap_id,
             record,
         };
-        match crate::gc::collect_dropped(repo, &dropped, &latest) {
+        match crate::gc::collect_dropped(&repo.writer(), &dropped, &latest) {
             Ok((n, bytes)) => (report.objects_removed, report.bytes_freed) = (n, bytes),
             Err(e) => {
                 // Not a path that could not be backed up: the warning

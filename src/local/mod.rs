@@ -289,3 +289,211 @@ impl Repo {
         Ok(())
     }
 }
+
+/// `pinned`: the snapshots besides the latest whose content is kept
+/// complete (one id a line; see `gc`).
+const PINNED: &str = "pinned";
+
+impl Repo {
+    /// A write session on this repository (the caller holds the
+    /// exclusive lock): what every writer above the boundary writes to.
+    pub fn writer(&self) -> objects::Batch<'_> {
+        objects::Batch::new(self)
+    }
+    pub fn pins_path(&self) -> PathBuf {
+        self.dir.join(PINNED)
+    }
+    pub fn snapshot_path(&self, id: &SnapshotId) -> PathBuf {
+        self.snapshots_dir().join(id.to_hex())
+    }
+}
+
+impl crate::repo::RepoRead for Repo {
+    fn algo(&self) -> HashAlgo {
+        self.config.hash
+    }
+    fn locate(&self, kind: StoreKind, d: &Digest) -> PathBuf {
+        self.digest_path(kind, d)
+    }
+    fn locate_store(&self, kind: StoreKind) -> PathBuf {
+        match kind {
+            StoreKind::Object => self.objects_dir(),
+            StoreKind::Tree => self.trees_dir(),
+        }
+    }
+    fn locate_snapshot(&self, id: &SnapshotId) -> PathBuf {
+        self.snapshot_path(id)
+    }
+    fn locate_snapshots(&self) -> PathBuf {
+        self.snapshots_dir()
+    }
+    fn locate_pins(&self) -> PathBuf {
+        self.pins_path()
+    }
+    fn locate_marker(&self) -> PathBuf {
+        self.marker_path()
+    }
+    fn read(&self, kind: StoreKind, d: &Digest) -> std::io::Result<Vec<u8>> {
+        // open + read_to_end, not fs::read: no statx to size the buffer
+        // (trees are small, and a walk reads tens of thousands of them).
+        fsutil::read_repo_file(&self.digest_path(kind, d))
+    }
+    fn has(&self, kind: StoreKind, d: &Digest) -> bool {
+        self.digest_path(kind, d).exists()
+    }
+    fn size(&self, kind: StoreKind, d: &Digest) -> std::io::Result<u64> {
+        fs::metadata(self.digest_path(kind, d)).map(|m| m.len())
+    }
+    fn list(&self, kind: StoreKind, f: &mut dyn FnMut(Digest)) -> Result<()> {
+        objects::for_each_stored(self, kind, f)
+    }
+    fn open_object(&self, id: &ObjectId) -> Result<crate::repo::Content> {
+        objects::open_object(&self.object_path(id)).map(crate::repo::Content::File)
+    }
+    fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        let dir = self.snapshots_dir();
+        let mut out = Vec::new();
+        for ent in fs::read_dir(&dir).ctx("list", &dir)? {
+            let ent = ent.ctx("list", &dir)?;
+            if let Some(id) = ent.file_name().to_str().and_then(SnapshotId::from_hex) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+    fn read_snapshot(&self, id: &SnapshotId) -> std::io::Result<Vec<u8>> {
+        fsutil::read_repo_file(&self.snapshot_path(id))
+    }
+    fn has_snapshot(&self, id: &SnapshotId) -> bool {
+        !matches!(fs::symlink_metadata(self.snapshot_path(id)), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    }
+    fn read_pins(&self) -> std::io::Result<Vec<u8>> {
+        fsutil::read_repo_file(&self.pins_path())
+    }
+    fn read_marker(&self) -> Option<SnapshotId> {
+        Repo::read_marker(self)
+    }
+    fn leftovers(&self) -> Vec<PathBuf> {
+        let mut tmp: Vec<PathBuf> = match fs::read_dir(self.tmp_dir()) {
+            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+            Err(_) => Vec::new(),
+        };
+        tmp.sort();
+        tmp
+    }
+}
+
+/// Remove a file; false when it was not there.
+fn remove_if_present(p: &Path, what: &'static str) -> Result<bool> {
+    match fs::remove_file(p) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(what, p, e)),
+    }
+}
+
+/// A local write session is a [`objects::Batch`]: content is queued in
+/// `tmp/` and moved into the store at commit; records, removals and the
+/// pinned list go straight to their files, each durably.
+impl crate::repo::RepoRead for objects::Batch<'_> {
+    fn algo(&self) -> HashAlgo {
+        self.repo().algo()
+    }
+    fn locate(&self, kind: StoreKind, d: &Digest) -> PathBuf {
+        self.repo().locate(kind, d)
+    }
+    fn locate_store(&self, kind: StoreKind) -> PathBuf {
+        self.repo().locate_store(kind)
+    }
+    fn locate_snapshot(&self, id: &SnapshotId) -> PathBuf {
+        self.repo().locate_snapshot(id)
+    }
+    fn locate_snapshots(&self) -> PathBuf {
+        self.repo().locate_snapshots()
+    }
+    fn locate_pins(&self) -> PathBuf {
+        self.repo().locate_pins()
+    }
+    fn locate_marker(&self) -> PathBuf {
+        self.repo().locate_marker()
+    }
+    fn read(&self, kind: StoreKind, d: &Digest) -> std::io::Result<Vec<u8>> {
+        crate::repo::RepoRead::read(self.repo(), kind, d)
+    }
+    fn has(&self, kind: StoreKind, d: &Digest) -> bool {
+        self.repo().has(kind, d)
+    }
+    fn size(&self, kind: StoreKind, d: &Digest) -> std::io::Result<u64> {
+        self.repo().size(kind, d)
+    }
+    fn list(&self, kind: StoreKind, f: &mut dyn FnMut(Digest)) -> Result<()> {
+        self.repo().list(kind, f)
+    }
+    fn open_object(&self, id: &ObjectId) -> Result<crate::repo::Content> {
+        self.repo().open_object(id)
+    }
+    fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        self.repo().snapshot_ids()
+    }
+    fn read_snapshot(&self, id: &SnapshotId) -> std::io::Result<Vec<u8>> {
+        self.repo().read_snapshot(id)
+    }
+    fn has_snapshot(&self, id: &SnapshotId) -> bool {
+        self.repo().has_snapshot(id)
+    }
+    fn read_pins(&self) -> std::io::Result<Vec<u8>> {
+        self.repo().read_pins()
+    }
+    fn read_marker(&self) -> Option<SnapshotId> {
+        Repo::read_marker(self.repo())
+    }
+    fn leftovers(&self) -> Vec<PathBuf> {
+        self.repo().leftovers()
+    }
+}
+
+impl crate::repo::RepoWrite for objects::Batch<'_> {
+    fn put_with(
+        &self,
+        kind: StoreKind,
+        d: Digest,
+        make: &mut dyn FnMut() -> Result<Vec<u8>>,
+    ) -> Result<bool> {
+        objects::Batch::put_with(self, kind, d, make)
+    }
+    fn commit(&self) -> Result<()> {
+        objects::Batch::commit(self)
+    }
+    fn write_snapshot(&self, id: &SnapshotId, data: &[u8]) -> Result<()> {
+        let repo = self.repo();
+        fsutil::atomic_write(&repo.tmp_dir(), &repo.snapshot_path(id), data, 0o400)
+    }
+    fn remove_snapshot(&self, id: &SnapshotId) -> Result<bool> {
+        remove_if_present(&self.repo().snapshot_path(id), "remove snapshot record")
+    }
+    fn sync_snapshots(&self) -> Result<()> {
+        fsutil::fsync_dir(&self.repo().snapshots_dir())
+    }
+    fn remove(&self, kind: StoreKind, d: &Digest) -> Result<bool> {
+        let what = match kind {
+            StoreKind::Object => "remove object",
+            StoreKind::Tree => "remove tree",
+        };
+        remove_if_present(&self.repo().digest_path(kind, d), what)
+    }
+    fn write_pins(&self, data: Option<&[u8]>) -> Result<()> {
+        let repo = self.repo();
+        let path = repo.pins_path();
+        match data {
+            None => match fs::remove_file(&path) {
+                Ok(()) => fsutil::fsync_dir(&repo.dir),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io("remove", &path, e)),
+            },
+            Some(text) => fsutil::atomic_write(&repo.tmp_dir(), &path, text, 0o600),
+        }
+    }
+    fn remove_leftover(&self, p: &Path) -> Result<()> {
+        fsutil::remove_any(p)
+    }
+}

@@ -97,6 +97,11 @@ impl<'r> Batch<'r> {
         }
     }
 
+    /// The repository the batch writes to.
+    pub fn repo(&self) -> &'r Repo {
+        self.repo
+    }
+
     /// How many damaged objects commits of this batch replaced.
     pub fn repaired(&self) -> u64 {
         self.repaired.load(Ordering::Relaxed)

@@ -13,3 +13,164 @@ pub enum StoreKind {
     Object,
     Tree,
 }
+
+use crate::error::{Error, Result};
+use crate::id::{Digest, HashAlgo, ObjectId, SnapshotId};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+pub mod memory;
+
+/// The content of a stored object, opened for reading: a file (the local
+/// store: it can be reflinked, and its inode is the one the browsable tree
+/// links) or bytes already in memory (any other store).
+pub enum Content {
+    File(File),
+    Bytes(io::Cursor<Vec<u8>>),
+}
+
+impl Content {
+    /// Its length in bytes (an fstat for a file).
+    pub fn len(&self) -> io::Result<u64> {
+        match self {
+            Content::File(f) => f.metadata().map(|m| m.len()),
+            Content::Bytes(b) => Ok(b.get_ref().len() as u64),
+        }
+    }
+
+    pub fn is_empty(&self) -> io::Result<bool> {
+        self.len().map(|n| n == 0)
+    }
+
+    /// The open file, where the content is one.
+    pub fn as_file(&self) -> Option<&File> {
+        match self {
+            Content::File(f) => Some(f),
+            Content::Bytes(_) => None,
+        }
+    }
+
+    /// (device, inode) of the file holding it, where there is one: what a
+    /// hardlink in the browsable tree must share.
+    pub fn inode(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        self.as_file()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| (m.dev(), m.ino()))
+    }
+}
+
+impl Read for Content {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Content::File(f) => f.read(buf),
+            Content::Bytes(b) => b.read(buf),
+        }
+    }
+}
+
+/// What a reader may ask of a repository: content by kind and digest,
+/// the snapshot records, the pinned list and the browsable tree's marker.
+/// Untrusted bytes come back as they are stored; the format modules
+/// ([`tree`], [`snapshot`]) check and decode them.
+///
+/// `locate_*` name where something is, for messages: a path under `.trove`
+/// for the local repository, a pseudo-path elsewhere. They never mean
+/// "open this path": only the implementation knows its layout.
+pub trait RepoRead: Sync {
+    fn algo(&self) -> HashAlgo;
+
+    /// Where `d` of `kind` is (or would be).
+    fn locate(&self, kind: StoreKind, d: &Digest) -> PathBuf;
+    /// Where the store of `kind` is as a whole.
+    fn locate_store(&self, kind: StoreKind) -> PathBuf;
+    /// Where a snapshot record is (or would be).
+    fn locate_snapshot(&self, id: &SnapshotId) -> PathBuf;
+    /// Where the snapshot records are as a whole.
+    fn locate_snapshots(&self) -> PathBuf;
+    /// Where the pinned list is.
+    fn locate_pins(&self) -> PathBuf;
+    /// Where the browsable tree's marker is.
+    fn locate_marker(&self) -> PathBuf;
+
+    /// The stored bytes of `d` (a `NotFound` error when absent). Never
+    /// follows a link or blocks on a FIFO put in the store's place.
+    fn read(&self, kind: StoreKind, d: &Digest) -> io::Result<Vec<u8>>;
+    /// Whether `d` is stored (present, whatever its bytes).
+    fn has(&self, kind: StoreKind, d: &Digest) -> bool;
+    /// The stored size of `d` (an error when absent).
+    fn size(&self, kind: StoreKind, d: &Digest) -> io::Result<u64>;
+    /// Call `f` with every digest stored under `kind`, in no order.
+    fn list(&self, kind: StoreKind, f: &mut dyn FnMut(Digest)) -> Result<()>;
+    /// Open a stored object to stream it. A missing one is an
+    /// `Error::Io` of kind `NotFound`; one that is not a regular file (a
+    /// link, a FIFO) is `Error::Corrupt`.
+    fn open_object(&self, id: &ObjectId) -> Result<Content>;
+
+    /// The ids of the snapshot records stored, in no order (names that are
+    /// not an id are not records).
+    fn snapshot_ids(&self) -> Result<Vec<SnapshotId>>;
+    /// The bytes of one snapshot record.
+    fn read_snapshot(&self, id: &SnapshotId) -> io::Result<Vec<u8>>;
+    /// Whether anything (readable or not) is stored under that record name.
+    fn has_snapshot(&self, id: &SnapshotId) -> bool;
+
+    /// The pinned list's bytes (`NotFound` when there is none).
+    fn read_pins(&self) -> io::Result<Vec<u8>>;
+    /// The snapshot the browsable tree shows, as its marker says; `None`
+    /// when the marker is absent or unreadable (it is disposable).
+    fn read_marker(&self) -> Option<SnapshotId>;
+    /// Leftovers of interrupted writes, sorted (a collection's plan lists
+    /// them; only a writer removes them).
+    fn leftovers(&self) -> Vec<PathBuf>;
+}
+
+/// What a writer may do, on top of reading. Content goes in through
+/// [`RepoWrite::put_with`] and becomes durable and visible at
+/// [`RepoWrite::commit`]; a snapshot record written after that commit is
+/// the commit point of a run. Only the holder of the repository's
+/// exclusive lock writes.
+pub trait RepoWrite: RepoRead {
+    /// Store the bytes `make` produces under `d` unless `d` is stored or
+    /// queued already (false then, and `make` is not called).
+    fn put_with(
+        &self,
+        kind: StoreKind,
+        d: Digest,
+        make: &mut dyn FnMut() -> Result<Vec<u8>>,
+    ) -> Result<bool>;
+    /// Make everything put so far durable and visible.
+    fn commit(&self) -> Result<()>;
+    /// Write a snapshot record durably under its id.
+    fn write_snapshot(&self, id: &SnapshotId, data: &[u8]) -> Result<()>;
+    /// Remove a snapshot record (false when it was not there). Durable at
+    /// [`RepoWrite::sync_snapshots`].
+    fn remove_snapshot(&self, id: &SnapshotId) -> Result<bool>;
+    /// Make the removals of records durable before anything they
+    /// referenced goes.
+    fn sync_snapshots(&self) -> Result<()>;
+    /// Remove stored content (false when it was not there).
+    fn remove(&self, kind: StoreKind, d: &Digest) -> Result<bool>;
+    /// Replace the pinned list (`None`: there is none).
+    fn write_pins(&self, data: Option<&[u8]>) -> Result<()>;
+    /// Remove one leftover.
+    fn remove_leftover(&self, p: &Path) -> Result<()>;
+}
+
+/// A missing stored item as the error the readers report.
+pub fn missing(what: &'static str, repo: &dyn RepoRead, kind: StoreKind, d: &Digest) -> Error {
+    Error::Missing {
+        what,
+        id: d.to_hex(),
+        path: repo.locate(kind, d),
+    }
+}
+
+/// Every digest stored under `kind`, sorted.
+pub fn list_sorted(repo: &dyn RepoRead, kind: StoreKind) -> Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    repo.list(kind, &mut |d| out.push(d))?;
+    out.sort_unstable();
+    Ok(out)
+}

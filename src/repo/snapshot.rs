@@ -8,13 +8,13 @@
 //! postcard bytes.
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil;
 use crate::hash::hash_bytes;
 use crate::id::{SnapshotId, TreeId};
-use crate::local::Repo;
-use crate::model::Meta;
+use crate::model::{Entry, Meta};
+use crate::repo::tree::{self, Archive};
+use crate::repo::{RepoRead, RepoWrite};
 use serde::{Deserialize, Serialize};
-use std::fs;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 pub const SNAPSHOT_MAGIC: &[u8; 4] = b"trvS";
@@ -94,21 +94,20 @@ pub fn decode(data: &[u8], path: &Path) -> Result<SnapshotRecord> {
 }
 
 /// Write a record durably; returns its id. This is the commit point.
-pub fn write(repo: &Repo, rec: &SnapshotRecord) -> Result<SnapshotId> {
+pub fn write(repo: &dyn RepoWrite, rec: &SnapshotRecord) -> Result<SnapshotId> {
     let payload = encode(rec)?;
     let id = SnapshotId(hash_bytes(repo.algo(), &payload));
     let mut data = Vec::with_capacity(payload.len() + 5);
     data.extend_from_slice(SNAPSHOT_MAGIC);
     data.push(SNAPSHOT_VERSION);
     data.extend_from_slice(&payload);
-    let dest = repo.snapshots_dir().join(id.to_hex());
-    fsutil::atomic_write(&repo.tmp_dir(), &dest, &data, 0o400)?;
+    repo.write_snapshot(&id, &data)?;
     Ok(id)
 }
 
-pub fn read(repo: &Repo, id: &SnapshotId) -> Result<SnapshotRecord> {
-    let path = repo.snapshots_dir().join(id.to_hex());
-    let data = fsutil::read_repo_file(&path).ctx("read snapshot", &path)?;
+pub fn read(repo: &dyn RepoRead, id: &SnapshotId) -> Result<SnapshotRecord> {
+    let path = repo.locate_snapshot(id);
+    let data = repo.read_snapshot(id).ctx("read snapshot", &path)?;
     let rec = decode(&data, &path)?;
     if hash_bytes(repo.algo(), &data[5..]) != id.0 {
         return Err(Error::corrupt(
@@ -217,21 +216,16 @@ impl Scan {
 }
 
 /// Read every record in `snapshots/`.
-pub fn scan(repo: &Repo) -> Result<Scan> {
-    let dir = repo.snapshots_dir();
+pub fn scan(repo: &dyn RepoRead) -> Result<Scan> {
     let mut out = Scan::default();
-    for ent in fs::read_dir(&dir).ctx("list", &dir)? {
-        let ent = ent.ctx("list", &dir)?;
-        let name = ent.file_name();
-        let Some(id) = name.to_str().and_then(SnapshotId::from_hex) else {
-            continue;
-        };
+    for id in repo.snapshot_ids()? {
         match read(repo, &id) {
             Ok(record) => out.snapshots.push(Snapshot { id, record }),
             Err(error) => {
-                let path = dir.join(id.to_hex());
-                let (seq, time_ns) =
-                    fsutil::read_repo_file(&path).map_or((None, None), |d| claimed(&d));
+                let path = repo.locate_snapshot(&id);
+                let (seq, time_ns) = repo
+                    .read_snapshot(&id)
+                    .map_or((None, None), |d| claimed(&d));
                 out.damaged.push(DamagedRecord {
                     id,
                     path,
@@ -253,7 +247,7 @@ pub fn scan(repo: &Repo) -> Result<Scan> {
         let known =
             out.snapshots.iter().any(|s| s.id == id) || out.damaged.iter().any(|d| d.id == id);
         if !known {
-            let path = dir.join(id.to_hex());
+            let path = repo.locate_snapshot(&id);
             out.damaged.push(DamagedRecord {
                 id,
                 error: Error::corrupt(
@@ -261,7 +255,7 @@ pub fn scan(repo: &Repo) -> Result<Scan> {
                     &path,
                     format!(
                         "missing: the browsable tree shows this snapshot ({}), but its record is gone",
-                        repo.marker_path().display()
+                        repo.locate_marker().display()
                     ),
                 ),
                 path,
@@ -298,7 +292,7 @@ fn claimed(data: &[u8]) -> (Option<u64>, Option<i64>) {
 
 /// Every readable snapshot, oldest first, and the errors of the damaged
 /// records (see [`scan`], which callers resolving `latest` use).
-pub fn list(repo: &Repo) -> Result<(Vec<Snapshot>, Vec<Error>)> {
+pub fn list(repo: &dyn RepoRead) -> Result<(Vec<Snapshot>, Vec<Error>)> {
     let s = scan(repo)?;
     Ok((
         s.snapshots,
@@ -308,7 +302,7 @@ pub fn list(repo: &Repo) -> Result<(Vec<Snapshot>, Vec<Error>)> {
 
 /// The latest snapshot; an error while a record that may be newer is
 /// damaged.
-pub fn latest(repo: &Repo) -> Result<Option<Snapshot>> {
+pub fn latest(repo: &dyn RepoRead) -> Result<Option<Snapshot>> {
     Ok(scan(repo)?.latest()?.cloned())
 }
 
@@ -316,7 +310,7 @@ pub fn latest(repo: &Repo) -> Result<Option<Snapshot>> {
 /// (RFC 3339 or `YYYY-MM-DD[ HH:MM[:SS]]` local time) meaning the newest
 /// snapshot at or before it. A damaged record that could be the answer
 /// is an error naming it, never skipped.
-pub fn resolve(repo: &Repo, spec: &str) -> Result<Snapshot> {
+pub fn resolve(repo: &dyn RepoRead, spec: &str) -> Result<Snapshot> {
     let scan = scan(repo)?;
     if spec == "latest" {
         return scan
@@ -551,4 +545,30 @@ mod tests {
             let _ = decode(&v, Path::new("fuzz"));
         }
     }
+}
+
+/// Load a snapshot's two trees: its source listing and its archive.
+pub fn load_snapshot(repo: &dyn RepoRead, rec: &SnapshotRecord) -> Result<(Vec<Entry>, Archive)> {
+    load_listing(repo, rec, &mut HashSet::new())
+}
+
+/// [`load_snapshot`], noting every tree id met in `seen`.
+pub fn load_listing(
+    repo: &dyn RepoRead,
+    rec: &SnapshotRecord,
+    seen: &mut HashSet<TreeId>,
+) -> Result<(Vec<Entry>, Archive)> {
+    let e = tree::flat_to_source(tree::read_flat(
+        repo,
+        &rec.root,
+        seen,
+        tree::Limit::source(rec),
+    )?);
+    let a = tree::flat_to_archive(tree::read_flat(
+        repo,
+        &rec.archive,
+        seen,
+        tree::Limit::archive(),
+    )?);
+    Ok((e, a))
 }

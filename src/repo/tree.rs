@@ -17,11 +17,9 @@ use crate::codec::{zstd_compress, zstd_decompress};
 use crate::error::{Error, Result};
 use crate::hash::hash_bytes;
 use crate::id::{HashAlgo, ObjectId, TreeId};
-use crate::local::objects::Batch;
-use crate::local::Repo;
 use crate::model::{Entry, History, Item, Leaf, Meta};
 use crate::pathbytes;
-use crate::repo::StoreKind;
+use crate::repo::{RepoRead, RepoWrite, StoreKind};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -109,7 +107,7 @@ impl Budget {
     }
 
     /// Count one item; an error naming the tree (`root`) once it is over.
-    fn produce(&mut self, repo: &Repo, root: &TreeId) -> Result<()> {
+    fn produce(&mut self, repo: &dyn RepoRead, root: &TreeId) -> Result<()> {
         self.produced += 1;
         let over = match self.limit {
             Limit::Entries(n) => self.produced > n,
@@ -133,7 +131,7 @@ impl Budget {
             ),
         };
         Err(Error::Expansion {
-            path: repo.tree_path(root),
+            path: repo.locate(StoreKind::Tree, &root.0),
             msg: format!("{why}: its folders reuse one subtree over and over (a hostile or damaged repository); it was not expanded further"),
         })
     }
@@ -326,13 +324,13 @@ impl<L: Serialize + Clone, D: Serialize + Clone + Default> TreeItem for (Vec<u8>
 pub fn write_tree<T: TreeItem>(
     algo: HashAlgo,
     items: &[T],
-    batch: &Batch<'_>,
+    repo: &dyn RepoWrite,
     known: &HashSet<TreeId>,
 ) -> Result<TreeId> {
     let mut sink = |payload: Vec<u8>| -> Result<TreeId> {
         let id = TreeId(hash_bytes(algo, &payload));
         if !known.contains(&id) {
-            batch.put_with(StoreKind::Tree, id.0, || frame_tree(&payload))?;
+            repo.put_with(StoreKind::Tree, id.0, &mut || frame_tree(&payload))?;
         }
         Ok(id)
     };
@@ -556,7 +554,7 @@ type OpenNodes<L, D> = (Vec<u8>, Vec<Node<L, D>>);
 /// only the tree objects on the current path are decoded, so memory is
 /// the depth times the widest directory, not the tree.
 pub struct FlatCursor<'r, L, D> {
-    repo: &'r Repo,
+    repo: &'r dyn RepoRead,
     /// Per open directory: its path and its remaining nodes (reversed, so
     /// the next one pops off the end).
     stack: Vec<OpenNodes<L, D>>,
@@ -571,7 +569,7 @@ impl<'r, L: TreeLeaf, D: DeserializeOwned> FlatCursor<'r, L, D> {
     /// `seen`, when given, collects the id of every tree entered; past
     /// `limit` the walk fails (a hostile tree).
     pub fn new(
-        repo: &'r Repo,
+        repo: &'r dyn RepoRead,
         root: &TreeId,
         mut seen: Option<&'r mut HashSet<TreeId>>,
         limit: Limit,
@@ -601,7 +599,7 @@ impl<'r, L: TreeLeaf, D: DeserializeOwned> FlatCursor<'r, L, D> {
             if self.stack.len() > MAX_DEPTH {
                 return Err(Error::corrupt(
                     "tree object",
-                    self.repo.tree_path(&id),
+                    self.repo.locate(StoreKind::Tree, &id.0),
                     "directory nesting deeper than any real tree",
                 ));
             }
@@ -649,14 +647,11 @@ impl<'r, L: TreeLeaf, D: DeserializeOwned> FlatCursor<'r, L, D> {
 
 /// Read a stored tree object.
 pub fn load_tree<L: TreeLeaf, D: DeserializeOwned>(
-    repo: &Repo,
+    repo: &dyn RepoRead,
     id: &TreeId,
 ) -> Result<TreeObject<L, D>> {
-    let path = repo.tree_path(id);
-    // open + read_to_end, not fs::read: no statx to size the buffer (tree
-    // objects are small, and a walk reads tens of thousands of them).
-    // Not followed if a symlink, not blocking if a FIFO.
-    let data = match crate::fsutil::read_repo_file(&path) {
+    let path = repo.locate(StoreKind::Tree, &id.0);
+    let data = match repo.read(StoreKind::Tree, &id.0) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::Missing {
@@ -681,7 +676,7 @@ pub fn load_tree<L: TreeLeaf, D: DeserializeOwned>(
 /// Read a whole tree into a flat sorted list, collecting the ids of every
 /// tree visited into `seen`. Past `limit` the read fails (a hostile tree).
 pub fn read_flat<L, D>(
-    repo: &Repo,
+    repo: &dyn RepoRead,
     root: &TreeId,
     seen: &mut HashSet<TreeId>,
     limit: Limit,
@@ -708,7 +703,7 @@ where
 }
 
 struct Walk<'a> {
-    repo: &'a Repo,
+    repo: &'a dyn RepoRead,
     root: TreeId,
     seen: &'a mut HashSet<TreeId>,
     budget: Budget,
@@ -730,7 +725,7 @@ impl Walk<'_> {
         if depth > MAX_DEPTH {
             return Err(Error::corrupt(
                 "tree object",
-                repo.tree_path(id),
+                repo.locate(StoreKind::Tree, &id.0),
                 "directory nesting deeper than any real tree",
             ));
         }
@@ -861,8 +856,7 @@ mod tests {
 
     #[test]
     fn cursor_reads_what_read_flat_reads() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", Path::new("/tmp"), e))?;
-        let repo = Repo::init(dir.path(), HashAlgo::Blake3)?;
+        let repo = crate::repo::memory::MemoryRepo::new(HashAlgo::Blake3);
         let h = |n: u64| History {
             next_version: n,
             versions: vec![],
@@ -873,9 +867,8 @@ mod tests {
             .enumerate()
             .map(|(i, p)| (p.as_bytes().to_vec(), h(i as u64 + 2)))
             .collect();
-        let batch = Batch::new(&repo);
-        let root = write_tree(HashAlgo::Blake3, &archive, &batch, &HashSet::new())?;
-        batch.commit()?;
+        let root = write_tree(HashAlgo::Blake3, &archive, &repo, &HashSet::new())?;
+        repo.commit()?;
         let mut seen_flat = HashSet::new();
         let flat: FlatList<History, ()> = read_flat(&repo, &root, &mut seen_flat, Limit::none())?;
         let mut seen_cursor = HashSet::new();

@@ -1223,7 +1223,10 @@ impl Hostile {
                 ..Summary::default()
             },
         };
-        Ok(snapshot::write(&self.repo, &rec)?)
+        Ok(snapshot::write(
+            &trove::local::objects::Batch::new(&self.repo),
+            &rec,
+        )?)
     }
 
     /// Nothing named like the payload anywhere under the temp root, and the

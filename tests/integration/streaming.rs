@@ -177,7 +177,9 @@ fn check_runs(ops: Vec<Vec<Op>>, max_versions: u64, scoped: bool) {
             .ok()
             .and_then(|r| snapshot::latest(&r).ok().flatten().map(|s| (r, s)))
         {
-            Some((r, s)) => backup::load_snapshot(&r, &s.record).expect("previous snapshot"),
+            Some((r, s)) => {
+                trove::repo::snapshot::load_snapshot(&r, &s.record).expect("previous snapshot")
+            }
             None => (Vec::new(), Vec::new()),
         };
         let cur = scanned(&src);
@@ -187,7 +189,8 @@ fn check_runs(ops: Vec<Vec<Op>>, max_versions: u64, scoped: bool) {
         let report = backup::run(&opts, &NoProgress).expect("backup");
         let repo = Repo::open(&dest).expect("repo");
         let latest = snapshot::latest(&repo).expect("list").expect("a snapshot");
-        let (entries, archive) = backup::load_snapshot(&repo, &latest.record).expect("load");
+        let (entries, archive) =
+            trove::repo::snapshot::load_snapshot(&repo, &latest.record).expect("load");
         let want = plan::plan(
             &prev,
             &prev_archive,
