@@ -117,8 +117,7 @@ fn bench_hash(c: &mut Criterion) {
             b.iter(|| {
                 let f = std::fs::File::open(&file).expect("bench file");
                 black_box(
-                    trove::local::objects::hash_open_file(HashAlgo::Blake3, f, 1 << 20, &file)
-                        .expect("hash"),
+                    trove::hash::hash_reader(HashAlgo::Blake3, f, 1 << 20, &file).expect("hash"),
                 )
             })
         });

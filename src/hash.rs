@@ -7,6 +7,7 @@
 //! a reused buffer is as fast for hashing-while-copying and cannot SIGBUS
 //! when a source file is truncated under us.
 
+use crate::error::{IoContext, Result};
 use crate::id::{Digest, HashAlgo};
 use sha2::Digest as _;
 
@@ -83,4 +84,68 @@ mod tests {
             assert_eq!(h.finish(), hash_bytes(algo, &data));
         }
     }
+}
+
+/// Below this size a file is hashed through a per-thread buffer (a fresh,
+/// zeroed large buffer per file would cost more than hashing 4 KiB).
+pub const SMALL_BUF: usize = 256 * 1024;
+/// Big enough for BLAKE3's multi-threaded path to pay off, small enough
+/// that two workers reading large files at once stay within the memory
+/// budget.
+pub const LARGE_BUF: usize = 2 * 1024 * 1024;
+
+thread_local! {
+    static SMALL_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// This thread's small-file buffer (empty the first time), shared by
+/// ingest and hashing: one per thread, not one per file. Give it back.
+pub fn take_small_buffer() -> Vec<u8> {
+    SMALL_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()))
+}
+
+pub fn give_back_small_buffer(buf: Vec<u8>) {
+    SMALL_BUFFER.with(|b| *b.borrow_mut() = buf);
+}
+
+/// Hash what `f` reads to its end; `size` (its expected length) picks
+/// the buffer, `path` names it in errors.
+///
+/// Objects are read, never memory-mapped: the same inodes are hardlinked
+/// into the browsable tree, where anyone with write access (root ignores
+/// the read-only mode) can truncate one while it is hashed, and a truncated
+/// mapping kills the process with SIGBUS. A read of a truncated file just
+/// ends early and gives a digest that does not match, which the caller
+/// reports. Large buffers still go through BLAKE3's multi-threaded path
+/// (`Hasher::update`), so a big object is hashed on every core.
+pub fn hash_reader(
+    algo: HashAlgo,
+    mut f: impl std::io::Read,
+    size: u64,
+    path: &std::path::Path,
+) -> Result<Digest> {
+    let size = size as usize;
+    let mut h = Hasher::new(algo);
+    let mut run = |buf: &mut [u8]| -> Result<()> {
+        loop {
+            let n = crate::fsutil::read_full(&mut f, buf).ctx("read", path)?;
+            if n == 0 {
+                return Ok(());
+            }
+            h.update(&buf[..n]);
+        }
+    };
+    if size >= SMALL_BUF {
+        let mut buf = vec![0u8; LARGE_BUF];
+        run(&mut buf)?;
+    } else {
+        let mut buf = take_small_buffer();
+        if buf.len() < SMALL_BUF {
+            buf.resize(SMALL_BUF, 0);
+        }
+        let r = run(&mut buf);
+        give_back_small_buffer(buf);
+        r?;
+    }
+    Ok(h.finish())
 }

@@ -6,11 +6,11 @@
 use crate::browse::{self, Escapes};
 use crate::error::{Error, Result};
 use crate::id::{ObjectId, TreeId};
-use crate::local::Repo;
 use crate::model::{Entry, History, Item, Leaf, Meta};
 use crate::pathbytes::{self, display as show};
 use crate::repo::snapshot::{self, Snapshot};
 use crate::repo::tree::{self, Node, MAX_DEPTH};
+use crate::repo::{RepoRead, StoreKind};
 use serde::Serialize;
 use std::cmp::Ordering;
 
@@ -72,11 +72,11 @@ pub struct Diff {
 
 type SrcNode = Node<Leaf, Meta>;
 
-fn load(repo: &Repo, id: &TreeId, depth: usize) -> Result<Vec<SrcNode>> {
+fn load(repo: &dyn RepoRead, id: &TreeId, depth: usize) -> Result<Vec<SrcNode>> {
     if depth > MAX_DEPTH {
         return Err(Error::corrupt(
             "tree object",
-            repo.tree_path(id),
+            repo.locate(StoreKind::Tree, &id.0),
             "nested deeper than any real tree",
         ));
     }
@@ -92,7 +92,7 @@ fn leaf_kind(l: &Leaf) -> &'static str {
 }
 
 struct Differ<'r> {
-    repo: &'r Repo,
+    repo: &'r dyn RepoRead,
     out: Vec<Change>,
     sum: DiffSummary,
 }
@@ -295,7 +295,7 @@ impl Differ<'_> {
 }
 
 /// What changed from snapshot `a` to snapshot `b`, in path order.
-pub fn diff(repo: &Repo, a: &Snapshot, b: &Snapshot) -> Result<Diff> {
+pub fn diff(repo: &dyn RepoRead, a: &Snapshot, b: &Snapshot) -> Result<Diff> {
     let mut d = Differ {
         repo,
         out: Vec::new(),
@@ -341,7 +341,7 @@ enum State {
 
 /// Find `path` in the source tree of a snapshot, following only the
 /// directories on its way.
-fn lookup(repo: &Repo, root: &TreeId, path: &[u8]) -> Result<State> {
+fn lookup(repo: &dyn RepoRead, root: &TreeId, path: &[u8]) -> Result<State> {
     let comps: Vec<&[u8]> = path.split(|&c| c == b'/').collect();
     let mut cur = *root;
     for (i, c) in comps.iter().enumerate() {
@@ -393,7 +393,7 @@ impl Locator {
         }
     }
 
-    fn locate(&self, repo: &Repo, path: &[u8], id: &ObjectId) -> String {
+    fn locate(&self, repo: &dyn RepoRead, path: &[u8], id: &ObjectId) -> String {
         if let Some((cid, dup)) = self.current {
             if cid == *id {
                 return show(&browse::current_path(&self.esc, path, dup));
@@ -407,7 +407,7 @@ impl Locator {
                 return show(&browse::deleted_path(path));
             }
         }
-        if repo.object_path(id).exists() {
+        if repo.has(StoreKind::Object, &id.0) {
             format!(
                 "not in the browsable tree; restorable (object {})",
                 id.short()
@@ -420,7 +420,7 @@ impl Locator {
 
 /// Every state `path` went through, oldest first: one row per snapshot in
 /// which it appeared, changed or disappeared.
-pub fn history(repo: &Repo, path: &str) -> Result<Vec<HistoryRow>> {
+pub fn history(repo: &dyn RepoRead, path: &str) -> Result<Vec<HistoryRow>> {
     let rel = path.trim_matches('/');
     if rel.is_empty()
         || !rel

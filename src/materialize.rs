@@ -186,7 +186,7 @@ impl<'r> Materializer<'r> {
     fn hash_entry(&self, rel: &[u8], size: u64) -> Result<crate::id::Digest> {
         let p = self.fs_path(rel);
         let f = self.root()?.open_read(rel).ctx("open", &p)?;
-        objects::hash_open_file(self.repo.algo(), f, size, &p)
+        crate::hash::hash_reader(self.repo.algo(), f, size, &p)
     }
 
     /// Classify what is on disk at `e.path` against `e` (and, for

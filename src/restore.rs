@@ -21,11 +21,11 @@
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hasher;
 use crate::id::ObjectId;
-use crate::local::Repo;
 use crate::model::{Entry, Item, Leaf, Meta};
 use crate::pathbytes::{self, cmp_paths, display as show};
 use crate::progress::Progress;
 use crate::repo::snapshot::Snapshot;
+use crate::repo::{Content, RepoRead, StoreKind};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::fs::{self, File, OpenOptions};
@@ -142,11 +142,14 @@ fn select(entries: Vec<Entry>, paths: &[String], snap: &Snapshot) -> Result<Vec<
 }
 
 /// Refuse targets that would damage the repository or surprise the user.
-fn check_target(repo: &Repo, target: &Path, overwrite: bool) -> Result<bool> {
+fn check_target(repo: &dyn RepoRead, target: &Path, overwrite: bool) -> Result<bool> {
     let abs = std::path::absolute(target).ctx("resolve", target)?;
     let canon = abs.canonicalize().unwrap_or(abs.clone());
-    let repo_dir = repo.dir.canonicalize().unwrap_or(repo.dir.clone());
-    if canon.starts_with(&repo_dir) {
+    let inside = repo.local_dir().is_some_and(|dir| {
+        let repo_dir = dir.canonicalize().unwrap_or(dir.to_path_buf());
+        canon.starts_with(&repo_dir)
+    });
+    if inside {
         return Err(Error::Usage(format!(
             "restore target {} is inside the repository's .trove directory: choose another directory",
             target.display()
@@ -173,7 +176,7 @@ fn check_target(repo: &Repo, target: &Path, overwrite: bool) -> Result<bool> {
 }
 
 struct Ctx<'a> {
-    repo: &'a Repo,
+    repo: &'a dyn RepoRead,
     target: &'a Path,
     overwrite: bool,
     as_root: bool,
@@ -209,7 +212,7 @@ impl Ctx<'_> {
 
 /// Restore `snap` (already loaded as `entries`) into `opts.target`.
 pub fn run(
-    repo: &Repo,
+    repo: &dyn RepoRead,
     snap: &Snapshot,
     entries: Vec<Entry>,
     opts: &RestoreOptions,
@@ -238,7 +241,7 @@ pub fn run(
     if opts.dry_run {
         for e in &entries {
             if let Item::Leaf(Leaf::File { id, size, .. }) = &e.item {
-                if *size > 0 && !repo.object_path(id).exists() {
+                if *size > 0 && !repo.has(StoreKind::Object, &id.0) {
                     if pinned {
                         report.problems.push(RestoreProblem {
                             path: show(&e.path),
@@ -401,7 +404,7 @@ fn make_dir(cx: &Ctx<'_>, rel: &[u8]) -> Result<()> {
 /// Whether retention keeps all of `snap`'s content: the newest readable
 /// snapshot always, and those a keep policy retains (`gc::pinned`). A
 /// missing object of such a snapshot is damage, never retention.
-fn keeps_content(repo: &Repo, snap: &Snapshot) -> bool {
+fn keeps_content(repo: &dyn RepoRead, snap: &Snapshot) -> bool {
     let newest = crate::repo::snapshot::scan(repo)
         .ok()
         .and_then(|s| s.newest_readable().map(|l| l.id));
@@ -410,11 +413,11 @@ fn keeps_content(repo: &Repo, snap: &Snapshot) -> bool {
 
 /// The message for an object missing from a snapshot whose content
 /// retention keeps.
-fn missing_from_pinned(repo: &Repo, snap: &Snapshot, id: &ObjectId) -> String {
+fn missing_from_pinned(repo: &dyn RepoRead, snap: &Snapshot, id: &ObjectId) -> String {
     format!(
         "object {} is missing from {}, although retention keeps all content of snapshot {}: the repository is damaged. Run `trove verify` to see the extent; `trove backup --rehash` stores it again while the source still has the file",
         id.to_hex(),
-        repo.objects_dir().display(),
+        repo.locate_store(StoreKind::Object).display(),
         snap.id.short()
     )
 }
@@ -470,8 +473,8 @@ fn restore_file(
 ) -> std::result::Result<(), FileError> {
     let p = cx.fs_path(rel);
     let src = if size > 0 {
-        let obj = cx.repo.object_path(id);
-        match crate::local::objects::open_object(&obj) {
+        let obj = cx.repo.locate(StoreKind::Object, &id.0);
+        match cx.repo.open_object(id) {
             Ok(f) => Some((f, obj)),
             Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                 return Err(FileError::Missing)
@@ -528,12 +531,12 @@ thread_local! {
 /// is then read once to check its hash.
 fn copy_hashing(
     cx: &Ctx<'_>,
-    src: &mut File,
+    src: &mut Content,
     src_path: &Path,
     dest: &mut File,
     dest_path: &Path,
 ) -> Result<crate::id::Digest> {
-    let cloned = try_reflink(src, dest);
+    let cloned = src.as_file().is_some_and(|f| try_reflink(f, dest));
     COPY_BUF.with(|b| {
         let mut buf = b.borrow_mut();
         if buf.len() < BUF {

@@ -26,6 +26,7 @@ use crate::pathbytes::{self, display as show};
 use crate::progress::Progress;
 use crate::repo::snapshot::{self, Snapshot};
 use crate::repo::tree::{self, RefRole, TreeObject, MAX_DEPTH};
+use crate::repo::{RepoRead, StoreKind};
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -138,7 +139,7 @@ impl RefSet {
 /// Walks trees once each, remembering which problems lie below each one so
 /// that every snapshot sharing a damaged subtree is named.
 struct TreeWalk<'r> {
-    repo: &'r Repo,
+    repo: &'r dyn RepoRead,
     below: HashMap<TreeId, Vec<usize>>,
     objects: RefSet,
     /// Objects only unpinned snapshots reference: retention may have
@@ -166,7 +167,7 @@ impl TreeWalk<'_> {
         let loaded = if depth > MAX_DEPTH {
             Err(Error::corrupt(
                 "tree object",
-                self.repo.tree_path(id),
+                self.repo.locate(StoreKind::Tree, &id.0),
                 "nested deeper than any real tree",
             ))
         } else {
@@ -252,15 +253,15 @@ const REPAIR: &str = "`trove backup --rehash` stores it again from the source, `
 /// Check one object: present, right size, and (when `hash`) right bytes.
 /// Returns its (device, inode) when present, for the browsable-tree check.
 fn check_object(
-    repo: &Repo,
+    repo: &dyn RepoRead,
     id: &ObjectId,
     size: u64,
     hash: bool,
 ) -> (Option<(u64, u64)>, Option<BadObject>) {
-    let p = repo.object_path(id);
+    let p = repo.locate(StoreKind::Object, &id.0);
     // One open and fstat per object, hashed or not: path lookups are most
     // of the cost for small objects.
-    let f = match objects::open_object(&p) {
+    let f = match repo.open_object(id) {
         Ok(f) => f,
         Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             let bad = BadObject {
@@ -287,8 +288,8 @@ fn check_object(
             return (None, Some(bad));
         }
     };
-    let m = match f.metadata() {
-        Ok(m) => m,
+    let len = match f.len() {
+        Ok(n) => n,
         Err(e) => {
             let bad = BadObject {
                 kind: "missing object",
@@ -297,14 +298,16 @@ fn check_object(
             return (None, Some(bad));
         }
     };
-    let here = Some((m.dev(), m.ino()));
-    if m.len() != size {
+    // Present. A store without inodes (in memory) has no browsable tree
+    // linking to it: (0, 0) stands for "present" there.
+    let here = Some(f.inode().unwrap_or((0, 0)));
+    if len != size {
         let bad = BadObject {
             kind: "object size",
             message: format!(
                 "{} has {} bytes, the snapshots recorded {size}",
                 p.display(),
-                m.len()
+                len
             ),
         };
         return (here, Some(bad));
@@ -312,7 +315,7 @@ fn check_object(
     if !hash {
         return (here, None);
     }
-    let bad = match objects::hash_open_file(repo.algo(), f, m.len(), &p) {
+    let bad = match crate::hash::hash_reader(repo.algo(), f, len, &p) {
         Ok(d) if d == id.0 => None,
         Ok(d) => Some(BadObject {
             kind: "corrupt object",
@@ -333,7 +336,7 @@ fn check_object(
 /// For each bad object, the (snapshot, path) pairs using it. Each tree is
 /// searched once; snapshots sharing it reuse the result.
 fn locate(
-    repo: &Repo,
+    repo: &dyn RepoRead,
     snaps: &[Snapshot],
     bad: &HashSet<ObjectId>,
 ) -> HashMap<ObjectId, (Vec<String>, Vec<String>, u64)> {
@@ -356,7 +359,7 @@ fn locate(
         }
     }
     fn search<L: tree::TreeLeaf, D: DeserializeOwned>(
-        repo: &Repo,
+        repo: &dyn RepoRead,
         id: &TreeId,
         bad: &HashSet<ObjectId>,
         memo: &mut HashMap<TreeId, Hits>,
@@ -444,7 +447,29 @@ fn splice_archive(dir: &[u8], p: &[u8]) -> Vec<u8> {
     pathbytes::join(dir, p)
 }
 
-pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
+/// What the check of the store found, before the browsable tree is
+/// compared with it.
+pub struct StoreCheck {
+    pub report: VerifyReport,
+    /// Every readable snapshot, oldest first.
+    pub snapshots: Vec<Snapshot>,
+    /// Whether the latest snapshot is known (no damaged record may be newer).
+    latest_known: bool,
+    /// Snapshots whose source tree expands past its record's count.
+    hostile: HashSet<SnapshotId>,
+    /// Every referenced object (sorted by id) with its recorded size, and
+    /// beside it where it is in the store.
+    objs: Vec<(ObjectId, u64)>,
+    at: Vec<Option<DevIno>>,
+}
+
+/// Check everything the repository holds: records, trees, objects (steps
+/// 1–3). Works on any repository behind the boundary.
+pub fn check_store(
+    repo: &dyn RepoRead,
+    opts: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<StoreCheck> {
     let mut report = VerifyReport::default();
     let scan = snapshot::scan(repo)?;
     // With a record that may be newer than every readable one damaged,
@@ -524,7 +549,7 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
                     message: format!(
                         "snapshot {}'s source tree {} expands to {size} entries, but its record counts {}: its folders reuse one subtree over and over (a hostile or damaged repository); readers refuse to expand it. Restore from another snapshot (`trove snapshots` lists them)",
                         s.id.short(),
-                        repo.tree_path(&s.record.root).display(),
+                        repo.locate(StoreKind::Tree, &s.record.root.0).display(),
                         s.record.summary.files + s.record.summary.dirs + s.record.summary.symlinks,
                     ),
                     snapshots: vec![s.id.short()],
@@ -615,7 +640,10 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
         .collect();
     progress.finish();
     crate::log::mem_phase("objects checked");
-    let inodes = Inodes { objs: &objs, at };
+    let inodes = Inodes {
+        objs: &objs,
+        at: &at,
+    };
     let mut bad: Vec<(ObjectId, BadObject)> = Vec::new();
     for (id, b) in bad_found.into_inner().unwrap_or_else(|p| p.into_inner()) {
         if b.kind == "missing object" && is_optional(&id) {
@@ -650,6 +678,31 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
     report.objects -= report.unpinned_missing;
     report.object_bytes = inodes.present_bytes();
     (report.unreferenced_objects, report.unreferenced_bytes) = unreferenced_objects(repo, &inodes)?;
+    report.problems = problems;
+    Ok(StoreCheck {
+        report,
+        snapshots: snaps,
+        latest_known,
+        hostile,
+        objs,
+        at,
+    })
+}
+
+pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
+    let StoreCheck {
+        mut report,
+        snapshots: snaps,
+        latest_known,
+        hostile,
+        objs,
+        at,
+    } = check_store(repo, opts, progress)?;
+    let mut problems = std::mem::take(&mut report.problems);
+    let inodes = Inodes {
+        objs: &objs,
+        at: &at,
+    };
 
     // The browsable tree.
     if let Some(latest) = snaps
@@ -708,7 +761,7 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
 /// search (a hash map of a million objects took about 100 MiB).
 struct Inodes<'a> {
     objs: &'a [(ObjectId, u64)],
-    at: Vec<Option<DevIno>>,
+    at: &'a [Option<DevIno>],
 }
 
 impl Inodes<'_> {
@@ -729,7 +782,7 @@ impl Inodes<'_> {
     fn present_bytes(&self) -> u64 {
         self.objs
             .iter()
-            .zip(&self.at)
+            .zip(self.at)
             .filter(|(_, here)| here.is_some())
             .map(|((_, size), _)| size)
             .sum()
@@ -737,15 +790,13 @@ impl Inodes<'_> {
 }
 
 /// Count objects in the store that no snapshot references.
-fn unreferenced_objects(repo: &Repo, inodes: &Inodes<'_>) -> Result<(u64, u64)> {
+fn unreferenced_objects(repo: &dyn RepoRead, inodes: &Inodes<'_>) -> Result<(u64, u64)> {
     let (mut n, mut bytes) = (0, 0);
-    objects::for_each_stored(repo, crate::repo::StoreKind::Object, &mut |d| {
+    repo.list(StoreKind::Object, &mut |d| {
         let id = ObjectId(d);
         if !inodes.referenced(&id) {
             n += 1;
-            bytes += fs::metadata(repo.object_path(&id))
-                .map(|m| m.len())
-                .unwrap_or(0);
+            bytes += repo.size(StoreKind::Object, &d).unwrap_or(0);
         }
     })?;
     Ok((n, bytes))

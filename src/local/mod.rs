@@ -381,6 +381,9 @@ impl crate::repo::RepoRead for Repo {
         tmp.sort();
         tmp
     }
+    fn local_dir(&self) -> Option<&Path> {
+        Some(&self.dir)
+    }
 }
 
 /// Remove a file; false when it was not there.
@@ -449,6 +452,9 @@ impl crate::repo::RepoRead for objects::Batch<'_> {
     }
     fn leftovers(&self) -> Vec<PathBuf> {
         self.repo().leftovers()
+    }
+    fn local_dir(&self) -> Option<&Path> {
+        Some(&self.repo().dir)
     }
 }
 

@@ -11,13 +11,12 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
-use crate::hash::Hasher;
+use crate::hash::{Hasher, LARGE_BUF, SMALL_BUF};
 use crate::id::{Digest, HashAlgo, ObjectId};
 use crate::local::Repo;
 use crate::model::StatKey;
 use crate::repo::StoreKind;
 use rayon::prelude::*;
-use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -447,15 +446,6 @@ pub struct Ingested {
     pub stored: bool,
 }
 
-const SMALL_BUF: usize = 256 * 1024;
-
-thread_local! {
-    static SMALL_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-/// Big enough for BLAKE3's multi-threaded path to pay off, small enough
-/// that two workers reading large files at once stay within the memory
-/// budget.
-const LARGE_BUF: usize = 2 * 1024 * 1024;
 const ATTEMPTS: usize = 3;
 
 /// Read `src` once, hashing it and (with a batch) copying it to `tmp/`.
@@ -546,7 +536,7 @@ fn ingest_once(
         large = vec![0u8; buf_len];
         &mut large
     } else {
-        small_guard = SMALL_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        small_guard = crate::hash::take_small_buffer();
         if small_guard.len() < SMALL_BUF {
             small_guard = vec![0u8; SMALL_BUF];
         }
@@ -605,7 +595,7 @@ fn ingest_once(
         None => false,
     };
     if buf_len <= SMALL_BUF {
-        SMALL_BUFFER.with(|b| *b.borrow_mut() = std::mem::take(&mut small_guard));
+        crate::hash::give_back_small_buffer(std::mem::take(&mut small_guard));
     }
     Ok(Some(Ingested {
         id,
@@ -698,7 +688,7 @@ pub fn describe_type(t: &fs::FileType) -> &'static str {
 pub fn hash_object(algo: HashAlgo, path: &Path) -> Result<Digest> {
     let f = open_object(path)?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(LARGE_BUF as u64);
-    hash_open_file(algo, f, size, path)
+    crate::hash::hash_reader(algo, f, size, path)
 }
 
 /// `hash_object` for a file outside the store (symlinks followed, FIFOs
@@ -706,43 +696,7 @@ pub fn hash_object(algo: HashAlgo, path: &Path) -> Result<Digest> {
 pub fn hash_file(algo: HashAlgo, path: &Path) -> Result<Digest> {
     let f = open_regular(path)?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(LARGE_BUF as u64);
-    hash_open_file(algo, f, size, path)
-}
-
-/// `hash_file` for a file already open; `size` picks the buffer.
-///
-/// Objects are read, never memory-mapped: the same inodes are hardlinked
-/// into the browsable tree, where anyone with write access (root ignores
-/// the read-only mode) can truncate one while it is hashed, and a truncated
-/// mapping kills the process with SIGBUS. A read of a truncated file just
-/// ends early and gives a digest that does not match, which the caller
-/// reports. Large buffers still go through BLAKE3's multi-threaded path
-/// (`Hasher::update`), so a big object is hashed on every core.
-pub fn hash_open_file(algo: HashAlgo, mut f: File, size: u64, path: &Path) -> Result<Digest> {
-    let size = size as usize;
-    let mut h = Hasher::new(algo);
-    let mut run = |buf: &mut [u8]| -> Result<()> {
-        loop {
-            let n = fsutil::read_full(&mut f, buf).ctx("read", path)?;
-            if n == 0 {
-                return Ok(());
-            }
-            h.update(&buf[..n]);
-        }
-    };
-    if size >= SMALL_BUF {
-        let mut buf = vec![0u8; LARGE_BUF];
-        run(&mut buf)?;
-    } else {
-        let mut buf = SMALL_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        if buf.len() < SMALL_BUF {
-            buf.resize(SMALL_BUF, 0);
-        }
-        let r = run(&mut buf);
-        SMALL_BUFFER.with(|b| *b.borrow_mut() = buf);
-        r?;
-    }
-    Ok(h.finish())
+    crate::hash::hash_reader(algo, f, size, path)
 }
 
 /// Every file stored under `objects/` or `trees/` by digest, in digest

@@ -157,6 +157,9 @@ impl RepoRead for MemoryRepo {
     fn leftovers(&self) -> Vec<PathBuf> {
         Vec::new()
     }
+    fn local_dir(&self) -> Option<&Path> {
+        None
+    }
 }
 
 impl RepoWrite for MemoryRepo {

@@ -124,6 +124,9 @@ pub trait RepoRead: Sync {
     /// Leftovers of interrupted writes, sorted (a collection's plan lists
     /// them; only a writer removes them).
     fn leftovers(&self) -> Vec<PathBuf>;
+    /// The folder holding the repository on this machine, if any (nothing
+    /// is restored into it).
+    fn local_dir(&self) -> Option<&Path>;
 }
 
 /// What a writer may do, on top of reading. Content goes in through
