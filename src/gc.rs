@@ -627,3 +627,92 @@ pub fn stats(repo: &dyn RepoRead) -> Result<RepoStats> {
     };
     Ok(st)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::HashAlgo;
+    use crate::repo::memory::{fixture, MemoryRepo};
+
+    fn keep_last(n: u32) -> Policy {
+        Policy {
+            keep_last: Some(n),
+            ..Policy::default()
+        }
+    }
+
+    /// Three snapshots, keep the last one: the records and the content
+    /// only the forgotten ones held go, what the latest holds stays, and
+    /// the pinned list is written before anything is deleted.
+    #[test]
+    fn keep_last_forgets_and_collects_only_what_nothing_kept_holds() -> Result<()> {
+        let repo = MemoryRepo::new(HashAlgo::Blake3);
+        let s1 = fixture::commit(&repo, None, &[("a", b"one"), ("d/b", b"shared")], &[])?;
+        let s2 = fixture::commit(&repo, Some(&s1), &[("a", b"two"), ("d/b", b"shared")], &[])?;
+        let s3 = fixture::commit(
+            &repo,
+            Some(&s2),
+            &[("a", b"three"), ("d/b", b"shared")],
+            &[],
+        )?;
+        let plan = plan(&repo, &keep_last(1), 0, &jiff::tz::TimeZone::UTC, None)?;
+        assert_eq!(plan.report.forgotten.len(), 2);
+        assert_eq!(plan.report.objects_removed, 2, "one and two");
+        assert_eq!(plan.report.object_bytes_removed, 6);
+        assert!(plan.report.trees_removed >= 2, "the forgotten roots");
+        execute(&repo, &plan)?;
+        assert!(!repo.has_snapshot(&s1.id) && !repo.has_snapshot(&s2.id));
+        assert!(repo.has_snapshot(&s3.id));
+        let (entries, _) = snapshot::load_snapshot(&repo, &s3.record)?;
+        for e in &entries {
+            if let Some((id, _)) = e.file_id() {
+                assert!(repo.has(StoreKind::Object, &id.0), "latest's content stays");
+            }
+        }
+        assert_eq!(repo.count(StoreKind::Object), 2);
+        assert_eq!(read_pinned(&repo)?, HashSet::from([s3.id]));
+        Ok(())
+    }
+
+    /// A collection stops, deleting nothing, when a tree it must walk is
+    /// gone: a damaged repository is refused (exit 1), not guessed at.
+    #[test]
+    fn a_missing_tree_refuses_the_collection() -> Result<()> {
+        let repo = MemoryRepo::new(HashAlgo::Blake3);
+        let s1 = fixture::commit(&repo, None, &[("d/a", b"one")], &[])?;
+        let s2 = fixture::commit(&repo, Some(&s1), &[("d/a", b"two")], &[])?;
+        repo.lose(StoreKind::Tree, &s2.record.root.0);
+        let objects = repo.count(StoreKind::Object);
+        let err = plan(&repo, &keep_last(1), 0, &jiff::tz::TimeZone::UTC, None)
+            .err()
+            .ok_or(Error::Usage("the plan went ahead".into()))?;
+        assert!(matches!(err, Error::Unsafe { .. }), "{err:?}");
+        assert_eq!(repo.count(StoreKind::Object), objects);
+        Ok(())
+    }
+
+    /// Incremental collection: a dropped version still held by a pinned
+    /// snapshot stays; one nothing keeps goes.
+    #[test]
+    fn dropped_content_goes_unless_something_pinned_holds_it() -> Result<()> {
+        let repo = MemoryRepo::new(HashAlgo::Blake3);
+        let s1 = fixture::commit(&repo, None, &[("a", b"old")], &[])?;
+        let s2 = fixture::commit(&repo, Some(&s1), &[("a", b"new")], &[("a", b"gone")])?;
+        let old = crate::id::ObjectId(crate::hash::hash_bytes(HashAlgo::Blake3, b"old"));
+        let gone = crate::id::ObjectId(crate::hash::hash_bytes(HashAlgo::Blake3, b"gone"));
+        // Pinned: the first snapshot keeps "old".
+        repo.write_pins(Some(format!("{}\n", s1.id.to_hex()).as_bytes()))?;
+        let (n, bytes) = collect_dropped(&repo, &[old, gone], &s2)?;
+        assert_eq!(
+            (n, bytes),
+            (0, 0),
+            "gone is in the latest archive, old is pinned"
+        );
+        repo.write_pins(None)?;
+        let (n, bytes) = collect_dropped(&repo, &[old, gone], &s2)?;
+        assert_eq!((n, bytes), (1, 3), "old is no longer held by anything");
+        assert!(!repo.has(StoreKind::Object, &old.0));
+        assert!(repo.has(StoreKind::Object, &gone.0));
+        Ok(())
+    }
+}

@@ -604,3 +604,81 @@ fn restore_symlink(cx: &Ctx<'_>, rel: &[u8], target: &[u8], meta: &Meta) -> Resu
     }
     crate::fsutil::set_symlink_mtime(&p, meta.mtime_ns)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::HashAlgo;
+    use crate::progress::NoProgress;
+    use crate::repo::memory::{fixture, MemoryRepo};
+    use crate::repo::snapshot::load_snapshot;
+
+    fn opts(target: &Path) -> RestoreOptions {
+        RestoreOptions {
+            target: target.to_path_buf(),
+            paths: Vec::new(),
+            overwrite: false,
+            dry_run: false,
+        }
+    }
+
+    #[test]
+    fn restores_every_file_from_any_repository() -> Result<()> {
+        let repo = MemoryRepo::new(HashAlgo::Blake3);
+        let s = fixture::commit(&repo, None, &[("a", b"alpha"), ("d/e/b", b"beta")], &[])?;
+        let (entries, _) = load_snapshot(&repo, &s.record)?;
+        let t = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let target = t.path().join("out");
+        let r = run(&repo, &s, entries, &opts(&target), &NoProgress)?;
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!((r.files_restored, r.bytes_restored), (2, 9));
+        assert_eq!(fs::read(target.join("a")).ctx("read", "a")?, b"alpha");
+        assert_eq!(fs::read(target.join("d/e/b")).ctx("read", "b")?, b"beta");
+        Ok(())
+    }
+
+    /// Bytes that do not hash to their name are never restored as the
+    /// file: the path is a problem naming the damage.
+    #[test]
+    fn damaged_content_is_refused() -> Result<()> {
+        let repo = MemoryRepo::new(HashAlgo::Blake3);
+        let s = fixture::commit(&repo, None, &[("a", b"alpha"), ("b", b"beta")], &[])?;
+        let (entries, _) = load_snapshot(&repo, &s.record)?;
+        let a = crate::hash::hash_bytes(HashAlgo::Blake3, b"alpha");
+        repo.corrupt(StoreKind::Object, &a, b"omega");
+        let t = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let target = t.path().join("out");
+        let r = run(&repo, &s, entries, &opts(&target), &NoProgress)?;
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert_eq!(r.problems[0].path, "a");
+        assert!(r.problems[0].message.contains("do not hash to its name"));
+        assert!(!target.join("a").exists());
+        assert_eq!(fs::read(target.join("b")).ctx("read", "b")?, b"beta");
+        Ok(())
+    }
+
+    /// The latest snapshot's content is kept by retention: a lost object
+    /// is damage, said so, never "removed by retention".
+    #[test]
+    fn a_lost_object_of_the_latest_is_damage() -> Result<()> {
+        let repo = MemoryRepo::new(HashAlgo::Blake3);
+        let s = fixture::commit(&repo, None, &[("a", b"alpha")], &[])?;
+        let (entries, _) = load_snapshot(&repo, &s.record)?;
+        repo.lose(
+            StoreKind::Object,
+            &crate::hash::hash_bytes(HashAlgo::Blake3, b"alpha"),
+        );
+        let t = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let r = run(
+            &repo,
+            &s,
+            entries,
+            &opts(&t.path().join("out")),
+            &NoProgress,
+        )?;
+        assert!(r.missing.is_empty());
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert!(r.problems[0].message.contains("the repository is damaged"));
+        Ok(())
+    }
+}

@@ -1179,3 +1179,110 @@ fn check_entry(repo: &Repo, e: &BEntry, inodes: &Inodes<'_>) -> Option<String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::HashAlgo;
+    use crate::progress::NoProgress;
+    use crate::repo::memory::{fixture, MemoryRepo};
+
+    fn kinds(c: &StoreCheck) -> Vec<(&'static str, Vec<String>)> {
+        c.report
+            .problems
+            .iter()
+            .map(|p| (p.kind, p.paths.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_sound_repository_has_no_problems() -> Result<()> {
+        let repo = MemoryRepo::new(HashAlgo::Blake3);
+        let s1 = fixture::commit(&repo, None, &[("a", b"1"), ("d/b", b"2")], &[])?;
+        fixture::commit(
+            &repo,
+            Some(&s1),
+            &[("a", b"3"), ("d/b", b"2")],
+            &[("a", b"1")],
+        )?;
+        let c = check_store(&repo, &VerifyOptions::default(), &NoProgress)?;
+        assert!(c.report.problems.is_empty(), "{:?}", kinds(&c));
+        assert_eq!(c.report.snapshots, 2);
+        assert_eq!(c.report.objects, 3);
+        assert_eq!(c.report.objects_hashed, 3);
+        Ok(())
+    }
+
+    /// Damaged bytes, a lost object and a lost tree are each named, with
+    /// the snapshot and path they affect.
+    #[test]
+    fn damage_is_named_with_what_it_affects() -> Result<()> {
+        let repo = MemoryRepo::new(HashAlgo::Blake3);
+        let s = fixture::commit(
+            &repo,
+            None,
+            &[("a", b"aa"), ("d/b", b"bb"), ("e/c", b"cc")],
+            &[],
+        )?;
+        let (entries, _) = snapshot::load_snapshot(&repo, &s.record)?;
+        let id_of = |p: &[u8]| {
+            entries
+                .iter()
+                .find(|e| e.path == p)
+                .and_then(|e| e.file_id())
+        };
+        let (a, _) = id_of(b"a").ok_or(Error::Usage("a".into()))?;
+        let (b, _) = id_of(b"d/b").ok_or(Error::Usage("b".into()))?;
+        repo.corrupt(StoreKind::Object, &a.0, b"xx");
+        repo.lose(StoreKind::Object, &b.0);
+        let e_tree = tree::load_tree::<Leaf, Meta>(&repo, &s.record.root)?
+            .entries
+            .into_iter()
+            .find(|n| n.name == b"e")
+            .and_then(|n| n.dir)
+            .ok_or(Error::Usage("e".into()))?;
+        repo.lose(StoreKind::Tree, &e_tree.0 .0);
+        let c = check_store(&repo, &VerifyOptions::default(), &NoProgress)?;
+        let mut k = kinds(&c);
+        k.sort();
+        let short = s.id.short();
+        assert_eq!(
+            k,
+            vec![
+                ("corrupt object", vec![format!("a ({short})")]),
+                ("missing object", vec![format!("d/b ({short})")]),
+                ("missing tree", vec![]),
+            ]
+        );
+        assert!(c
+            .report
+            .problems
+            .iter()
+            .all(|p| p.snapshots == vec![short.clone()]));
+        // --quick sees the lost ones, not the damaged bytes of the right size.
+        let quick = VerifyOptions {
+            quick: true,
+            ..VerifyOptions::default()
+        };
+        let c = check_store(&repo, &quick, &NoProgress)?;
+        let mut k: Vec<&str> = c.report.problems.iter().map(|p| p.kind).collect();
+        k.sort();
+        assert_eq!(k, vec!["missing object", "missing tree"]);
+        Ok(())
+    }
+
+    /// Content only an unpinned snapshot names may have been collected on
+    /// purpose: counted, not a problem.
+    #[test]
+    fn content_of_unpinned_snapshots_may_be_gone() -> Result<()> {
+        let repo = MemoryRepo::new(HashAlgo::Blake3);
+        let s1 = fixture::commit(&repo, None, &[("a", b"old")], &[])?;
+        fixture::commit(&repo, Some(&s1), &[("a", b"new")], &[])?;
+        let old = crate::hash::hash_bytes(HashAlgo::Blake3, b"old");
+        repo.lose(StoreKind::Object, &old);
+        let c = check_store(&repo, &VerifyOptions::default(), &NoProgress)?;
+        assert!(c.report.problems.is_empty(), "{:?}", kinds(&c));
+        assert_eq!(c.report.unpinned_missing, 1);
+        Ok(())
+    }
+}

@@ -199,3 +199,107 @@ impl RepoWrite for MemoryRepo {
         Ok(())
     }
 }
+
+/// Build snapshots in a repository from plain file lists, through the
+/// same format code a backup uses (for tests and benches of the readers).
+pub mod fixture {
+    use super::MemoryRepo;
+    use crate::error::Result;
+    use crate::id::ObjectId;
+    use crate::model::{Archived, Entry, History, Item, Leaf, Meta};
+    use crate::repo::snapshot::{self, Snapshot, SnapshotRecord, Summary};
+    use crate::repo::tree;
+    use crate::repo::{RepoRead, RepoWrite};
+    use std::collections::HashSet;
+
+    pub fn meta() -> Meta {
+        Meta {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 1_700_000_000_000_000_000,
+        }
+    }
+
+    /// Commit a snapshot whose source holds `files` (path, content; the
+    /// folders on their paths are added) and whose archive keeps
+    /// `versions` (path, earlier content), as the child of `parent`.
+    pub fn commit(
+        repo: &MemoryRepo,
+        parent: Option<&Snapshot>,
+        files: &[(&str, &[u8])],
+        versions: &[(&str, &[u8])],
+    ) -> Result<Snapshot> {
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut dirs: HashSet<Vec<u8>> = HashSet::new();
+        let mut bytes = 0;
+        for (p, data) in files {
+            let path = p.as_bytes().to_vec();
+            let mut at = 0;
+            while let Some(i) = path[at..].iter().position(|&b| b == b'/') {
+                let d = path[..at + i].to_vec();
+                if dirs.insert(d.clone()) {
+                    entries.push(Entry {
+                        path: d,
+                        item: Item::Dir(meta()),
+                    });
+                }
+                at += i + 1;
+            }
+            let id = repo.put_object(data);
+            bytes += data.len() as u64;
+            entries.push(Entry {
+                path,
+                item: Item::Leaf(Leaf::File {
+                    size: data.len() as u64,
+                    id,
+                    dup: false,
+                    meta: meta(),
+                }),
+            });
+        }
+        entries.sort_by(|a, b| crate::pathbytes::cmp_paths(&a.path, &b.path));
+        let mut archive: Vec<(Vec<u8>, History)> = versions
+            .iter()
+            .map(|(p, data)| {
+                let id: ObjectId = repo.put_object(data);
+                let a = Archived {
+                    id,
+                    size: data.len() as u64,
+                    meta: meta(),
+                    time_ns: 1,
+                };
+                (
+                    p.as_bytes().to_vec(),
+                    History {
+                        next_version: 2,
+                        versions: vec![(1, a)],
+                        deleted: None,
+                    },
+                )
+            })
+            .collect();
+        archive.sort_by(|a, b| crate::pathbytes::cmp_paths(&a.0, &b.0));
+        let none = HashSet::new();
+        let root = tree::write_tree(repo.algo(), &entries, repo, &none)?;
+        let arch = tree::write_tree(repo.algo(), &archive, repo, &none)?;
+        repo.commit()?;
+        let seq = parent.map_or(1, |p| p.record.seq + 1);
+        let record = SnapshotRecord {
+            seq,
+            time_ns: 1_700_000_000_000_000_000 + seq as i64 * 1_000_000_000,
+            parent: parent.map(|p| p.id),
+            sources: Vec::new(),
+            root,
+            archive: arch,
+            summary: Summary {
+                files: files.len() as u64,
+                dirs: dirs.len() as u64,
+                bytes,
+                ..Summary::default()
+            },
+        };
+        let id = snapshot::write(repo, &record)?;
+        Ok(Snapshot { id, record })
+    }
+}

@@ -415,6 +415,32 @@ pub fn format_time(ns: i64) -> String {
     }
 }
 
+/// Load a snapshot's two trees: its source listing and its archive.
+pub fn load_snapshot(repo: &dyn RepoRead, rec: &SnapshotRecord) -> Result<(Vec<Entry>, Archive)> {
+    load_listing(repo, rec, &mut HashSet::new())
+}
+
+/// [`load_snapshot`], noting every tree id met in `seen`.
+pub fn load_listing(
+    repo: &dyn RepoRead,
+    rec: &SnapshotRecord,
+    seen: &mut HashSet<TreeId>,
+) -> Result<(Vec<Entry>, Archive)> {
+    let e = tree::flat_to_source(tree::read_flat(
+        repo,
+        &rec.root,
+        seen,
+        tree::Limit::source(rec),
+    )?);
+    let a = tree::flat_to_archive(tree::read_flat(
+        repo,
+        &rec.archive,
+        seen,
+        tree::Limit::archive(),
+    )?);
+    Ok((e, a))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,30 +571,4 @@ mod tests {
             let _ = decode(&v, Path::new("fuzz"));
         }
     }
-}
-
-/// Load a snapshot's two trees: its source listing and its archive.
-pub fn load_snapshot(repo: &dyn RepoRead, rec: &SnapshotRecord) -> Result<(Vec<Entry>, Archive)> {
-    load_listing(repo, rec, &mut HashSet::new())
-}
-
-/// [`load_snapshot`], noting every tree id met in `seen`.
-pub fn load_listing(
-    repo: &dyn RepoRead,
-    rec: &SnapshotRecord,
-    seen: &mut HashSet<TreeId>,
-) -> Result<(Vec<Entry>, Archive)> {
-    let e = tree::flat_to_source(tree::read_flat(
-        repo,
-        &rec.root,
-        seen,
-        tree::Limit::source(rec),
-    )?);
-    let a = tree::flat_to_archive(tree::read_flat(
-        repo,
-        &rec.archive,
-        seen,
-        tree::Limit::archive(),
-    )?);
-    Ok((e, a))
 }
