@@ -132,7 +132,7 @@ fn bench_e2e(c: &mut Criterion) {
         b.iter_batched(
             || tempfile::tempdir().expect("temp dir"),
             |t| {
-                trove::materialize::rebuild(&repo, &snap, Some(&t.path().join("m")), false)
+                trove::browsable::apply::rebuild(&repo, &snap, Some(&t.path().join("m")), false)
                     .expect("materialize")
             },
             BatchSize::PerIteration,

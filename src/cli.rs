@@ -1094,7 +1094,8 @@ fn materialize(cli: &Cli, a: &MaterializeArgs) -> Result<Outcome> {
     // write left in tmp/ (the fault sweep found materialize leaving one).
     repo.clean_tmp()?;
     let snap = snapshot::resolve(&repo, "latest")?;
-    let report = crate::materialize::rebuild(&repo, &snap, a.target.as_deref(), a.prune_extra)?;
+    let report =
+        crate::browsable::apply::rebuild(&repo, &snap, a.target.as_deref(), a.prune_extra)?;
     if cli.json {
         print_json(&report)?;
     } else {

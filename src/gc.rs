@@ -628,6 +628,28 @@ pub fn stats(repo: &dyn RepoRead) -> Result<RepoStats> {
     Ok(st)
 }
 
+/// The full collection at the end of a backup run with a keep policy (the
+/// policy may forget a snapshot, and what it keeps pins content).
+pub fn full_gc(repo: &dyn RepoWrite, policy: &Policy, now_ns: i64) -> Result<GcReport> {
+    let tz = jiff::tz::TimeZone::system();
+    let gcp = plan(repo, policy, now_ns, &tz, None)?;
+    execute(repo, &gcp)?;
+    Ok(gcp.report)
+}
+
+/// Whether the policy would forget a snapshot now (cheap: records only).
+pub fn policy_would_forget(repo: &dyn RepoRead, policy: &Policy, now_ns: i64) -> Result<bool> {
+    if !policy.is_set() {
+        return Ok(false);
+    }
+    let (snaps, _) = snapshot::list(repo)?;
+    let times: Vec<(SnapshotId, i64)> = snaps.iter().map(|s| (s.id, s.record.time_ns)).collect();
+    let tz = jiff::tz::TimeZone::system();
+    Ok(retention::apply(&times, policy, now_ns, &tz)
+        .iter()
+        .any(|d| !d.keep))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! is equal on both sides) and `history` of one path across all snapshots,
 //! with where each content can be found today.
 
-use crate::browse::{self, Escapes};
+use crate::browsable::render::{self, Escapes};
 use crate::error::{Error, Result};
 use crate::id::{ObjectId, TreeId};
 use crate::model::{Entry, History, Item, Leaf, Meta};
@@ -396,15 +396,15 @@ impl Locator {
     fn locate(&self, repo: &dyn RepoRead, path: &[u8], id: &ObjectId) -> String {
         if let Some((cid, dup)) = self.current {
             if cid == *id {
-                return show(&browse::current_path(&self.esc, path, dup));
+                return show(&render::current_path(&self.esc, path, dup));
             }
         }
         if let Some(h) = &self.history {
             if let Some((n, _)) = h.versions.iter().rev().find(|(_, a)| a.id == *id) {
-                return show(&browse::version_path(path, *n));
+                return show(&render::version_path(path, *n));
             }
             if h.deleted.as_ref().is_some_and(|a| a.id == *id) {
-                return show(&browse::deleted_path(path));
+                return show(&render::deleted_path(path));
             }
         }
         if repo.has(StoreKind::Object, &id.0) {

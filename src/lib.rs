@@ -12,8 +12,9 @@
 #![deny(unsafe_code)]
 #![warn(clippy::unwrap_used)]
 
+pub mod audit;
 pub mod backup;
-pub mod browse;
+pub mod browsable;
 pub mod cli;
 pub mod codec;
 pub mod config;
@@ -27,7 +28,6 @@ pub mod id;
 pub mod inspect;
 pub mod local;
 pub mod log;
-pub mod materialize;
 pub mod mirror;
 pub mod model;
 pub mod pathbytes;

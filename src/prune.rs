@@ -9,14 +9,15 @@
 //! trimmed archive (the planner decides, exactly as in a backup run), then
 //! updates the browsable tree. Nothing else ever leaves the repository.
 
-use crate::backup::{self, Layout, TreeDiff};
-use crate::browse::Escapes;
+use crate::audit::Layout;
+use crate::browsable::apply::Materializer;
+use crate::browsable::render::Escapes;
+use crate::browsable::update::TreeDiff;
 use crate::error::Result;
 use crate::gc::{self, GcReport};
 use crate::id::{SnapshotId, TreeId};
 use crate::local::objects::Batch;
 use crate::local::{cache, Repo};
-use crate::materialize::Materializer;
 use crate::plan::{self, PlanOptions};
 use crate::repo::snapshot::{self, Snapshot, SnapshotRecord, Summary};
 use crate::repo::tree;
@@ -123,10 +124,10 @@ fn file_retention(
         return Ok(Trim::default());
     };
     let removed = plan.counts.retention_removed;
-    let layout = Layout::of_record(repo, &latest.record);
+    let layout = Layout::of_record(&repo.root, &latest.record);
     let esc = Escapes::for_entries(&entries);
     if o.dry_run {
-        backup::log_plan(&plan, &esc, &layout, true);
+        crate::audit::log_plan(&plan, &esc, &layout, true);
         return Ok(Trim {
             removed,
             snapshot: None,
@@ -155,7 +156,7 @@ fn file_retention(
         },
     };
     let id = snapshot::write(&batch, &record)?;
-    backup::log_plan(&plan, &esc, &layout, false);
+    crate::audit::log_plan(&plan, &esc, &layout, false);
     tracing::info!(
         "RETENTION snapshot {}: {} of snapshot {} with {removed} archived entries removed",
         id.short(),
@@ -167,7 +168,7 @@ fn file_retention(
     let m = Materializer::new(repo, &repo.root);
     TreeDiff::between((&entries, &archive), (&plan.entries, &plan.archive))
         .apply(&m, &plan.entries)?;
-    let up = backup::finish_tree_update(repo, &m, &id)?;
+    let up = crate::browsable::update::finish_tree_update(repo, &m, &id)?;
     let files = entries.iter().filter(|e| e.file_id().is_some()).count();
     let records = cache::load(repo, Some(&latest.id), files);
     if !records.is_empty() {
@@ -212,7 +213,7 @@ pub fn run(repo: &Repo, o: &PruneOptions) -> Result<PruneReport> {
     if let Some(latest) = &latest {
         let mut failures = Vec::new();
         if !o.dry_run {
-            failures = backup::catch_up_browsable(repo, latest)?.failures;
+            failures = crate::browsable::update::catch_up_browsable(repo, latest)?.failures;
         }
         trim = file_retention(repo, latest, trim_plan, o)?;
         report.retention_removed = trim.removed;
@@ -221,7 +222,7 @@ pub fn run(repo: &Repo, o: &PruneOptions) -> Result<PruneReport> {
         // whole: its marker must not claim the tree shows the trimmed
         // snapshot, so the next command checks all of it.
         if !failures.is_empty() && trim.snapshot.is_some() {
-            crate::materialize::clear_marker(repo)?;
+            repo.clear_marker()?;
         }
         failures.append(&mut trim.tree_failures);
         report.browsable_incomplete = failures
@@ -240,26 +241,4 @@ pub fn run(repo: &Repo, o: &PruneOptions) -> Result<PruneReport> {
     report.gc = gcp.report;
     report.gc.dry_run = o.dry_run;
     Ok(report)
-}
-
-/// The full collection at the end of a backup run with a keep policy (the
-/// policy may forget a snapshot, and what it keeps pins content).
-pub fn full_gc(repo: &Repo, policy: &Policy, now_ns: i64) -> Result<GcReport> {
-    let tz = jiff::tz::TimeZone::system();
-    let gcp = gc::plan(repo, policy, now_ns, &tz, None)?;
-    gc::execute(&repo.writer(), &gcp)?;
-    Ok(gcp.report)
-}
-
-/// Whether the policy would forget a snapshot now (cheap: records only).
-pub fn policy_would_forget(repo: &Repo, policy: &Policy, now_ns: i64) -> Result<bool> {
-    if !policy.is_set() {
-        return Ok(false);
-    }
-    let (snaps, _) = snapshot::list(repo)?;
-    let times: Vec<(SnapshotId, i64)> = snaps.iter().map(|s| (s.id, s.record.time_ns)).collect();
-    let tz = jiff::tz::TimeZone::system();
-    Ok(crate::retention::apply(&times, policy, now_ns, &tz)
-        .iter()
-        .any(|d| !d.keep))
 }

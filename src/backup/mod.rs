@@ -9,18 +9,18 @@
 //! to `browse`. A watch run is the same run looking again only at the
 //! paths events named.
 
-use crate::browse::{self, Escapes};
+use crate::audit::{base_name, Layout};
+use crate::browsable::render::{self};
+use crate::browsable::update::catch_up_browsable;
 use crate::config::{BackupSettings, OnError};
 use crate::error::{Error, Result};
-use crate::id::{HashAlgo, SnapshotId, TreeId};
+use crate::id::{HashAlgo, TreeId};
 use crate::local::lock::{LockMode, RepoLock};
 use crate::local::objects::ReadFailure;
 use crate::local::Repo;
-use crate::materialize::{self, Materializer, Stats};
 use crate::model::now_ns;
-use crate::model::{Entry, History};
-use crate::pathbytes::{self, cmp_paths, display as show};
-use crate::plan::{self, Action, Plan, PlanCounts};
+use crate::pathbytes::{self, cmp_paths};
+use crate::plan::PlanCounts;
 use crate::progress::Progress;
 use crate::repo::snapshot::{self, Snapshot, SnapshotRecord, SourceRecord, Summary};
 use crate::scan::{self, Issue, IssueKind, ScanOptions};
@@ -95,177 +95,6 @@ pub struct BackupReport {
     pub failed: bool,
 }
 
-/// The outcome of updating the browsable tree.
-pub struct TreeUpdate {
-    pub copies: u64,
-    /// Entries that could not be placed (path in the tree, reason).
-    pub failures: Vec<(Vec<u8>, String)>,
-}
-
-/// What must change in the browsable tree to go from showing one
-/// snapshot to showing the next: usually only the differing entries
-/// (`partial`), else both whole renderings.
-pub(crate) struct TreeDiff {
-    old: Vec<browse::BEntry>,
-    new: Vec<browse::BEntry>,
-    partial: bool,
-}
-
-impl TreeDiff {
-    pub(crate) fn between(
-        old: (&[Entry], &[(Vec<u8>, History)]),
-        new: (&[Entry], &[(Vec<u8>, History)]),
-    ) -> TreeDiff {
-        match browse::render_diff(old, new) {
-            Some((o, n)) => TreeDiff {
-                old: o,
-                new: n,
-                partial: true,
-            },
-            None => TreeDiff {
-                old: browse::render(old.0, old.1),
-                new: browse::render(new.0, new.1),
-                partial: false,
-            },
-        }
-    }
-
-    /// Apply it; `new_entries` is the listing the tree is to show.
-    pub(crate) fn apply(&self, m: &Materializer<'_>, new_entries: &[Entry]) -> Result<()> {
-        if self.partial {
-            let esc = Escapes::for_entries(new_entries);
-            m.apply(&self.old, &self.new, &|p: &[u8]| {
-                browse::wants_dir(new_entries, &esc, p)
-            })
-        } else {
-            let dirs = Materializer::dirs_of(&self.new);
-            m.apply(&self.old, &self.new, &|p: &[u8]| dirs.contains(p))
-        }
-    }
-}
-
-/// Report entries the browsable tree lacks, and record the snapshot it
-/// shows only when it is complete (so the next run tries the rest again).
-///
-/// When the update met something trove did not create where a folder
-/// belongs (a symlink or a file there, moved to quarantine), entries no
-/// change named may be missing below it, so the whole tree is checked
-/// against the snapshot first. If the tree is still incomplete after that,
-/// the marker is cleared and the next command checks all of it again;
-/// otherwise the marker keeps the snapshot the tree showed before and the
-/// next run retries the same differences.
-pub(crate) fn finish_tree_update(
-    repo: &Repo,
-    m: &Materializer<'_>,
-    shows: &SnapshotId,
-) -> Result<TreeUpdate> {
-    if m.needs_full_check() {
-        tracing::warn!(
-            "the browsable tree held entries trove did not create where it keeps folders: checking all of it against snapshot {}",
-            shows.short()
-        );
-        // The complete pass retries every entry: its failures are the ones
-        // that count.
-        drop(m.take_failures());
-        let full = (|| -> Result<()> {
-            let rec = snapshot::read(repo, shows)?;
-            let (entries, archive) = crate::repo::snapshot::load_snapshot(repo, &rec)?;
-            for p in m.reconcile(&browse::render(&entries, &archive), false)? {
-                tracing::warn!(
-                    "{} is not part of the backup (left in place)",
-                    pathbytes::display_path(&pathbytes::to_fs(&repo.root, &p))
-                );
-            }
-            Ok(())
-        })();
-        if let Err(e) = full {
-            m.record_error(b"", e);
-        }
-    }
-    let mut failures = m.take_failures();
-    const SHOWN: usize = 20;
-    for (p, msg) in failures.iter().take(SHOWN) {
-        tracing::warn!("browsable tree: {}: {msg}", show_rel(p));
-    }
-    if failures.len() > SHOWN {
-        tracing::warn!(
-            "browsable tree: {} more entries could not be placed (the snapshot has them; `trove materialize` or the next backup puts them in place)",
-            failures.len() - SHOWN
-        );
-    }
-    let recorded = if failures.is_empty() {
-        materialize::write_marker(repo, shows)
-    } else if m.met_foreign() {
-        materialize::clear_marker(repo)
-    } else {
-        Ok(())
-    };
-    if let Err(e) = recorded {
-        tracing::warn!("browsable tree: {e}");
-        failures.push((Vec::new(), e.to_string()));
-    }
-    Ok(TreeUpdate {
-        copies: Stats::get(&m.stats.copied),
-        failures,
-    })
-}
-
-/// A path of the browsable tree for a message (`.` for the root itself).
-fn show_rel(p: &[u8]) -> String {
-    if p.is_empty() {
-        ".".to_string()
-    } else {
-        show(p)
-    }
-}
-
-/// Make the browsable tree at the backup root show `latest`, whatever a
-/// crash left behind. Free when it already does.
-pub fn catch_up_browsable(repo: &Repo, latest: &Snapshot) -> Result<TreeUpdate> {
-    let m = Materializer::new(repo, &repo.root);
-    let marker = repo.read_marker();
-    if marker == Some(latest.id) {
-        return Ok(TreeUpdate {
-            copies: 0,
-            failures: Vec::new(),
-        });
-    }
-    let (entries, archive) = crate::repo::snapshot::load_snapshot(repo, &latest.record)?;
-    let (entries, archive) = (&entries[..], &archive[..]);
-    let old_rec = marker.and_then(|id| snapshot::read(repo, &id).ok());
-    match old_rec.and_then(|r| crate::repo::snapshot::load_snapshot(repo, &r).ok()) {
-        Some((oe, oa)) => {
-            tracing::info!(
-                "browsable tree is behind snapshot {}: updating it",
-                latest.id.short()
-            );
-            if let Err(e) = TreeDiff::between((&oe, &oa), (entries, archive)).apply(&m, entries) {
-                m.record_error(b"", e);
-            }
-        }
-        None => {
-            tracing::info!(
-                "browsable tree state unknown: checking it against snapshot {}",
-                latest.id.short()
-            );
-            match m.reconcile(&browse::render(entries, archive), false) {
-                Ok(extra) => {
-                    for p in extra {
-                        tracing::warn!(
-                            "{} is not part of the backup (left in place)",
-                            pathbytes::display_path(&pathbytes::to_fs(&repo.root, &p))
-                        );
-                    }
-                }
-                // Reported with the entries that failed: the tree is
-                // derived data, and a backup can still run.
-                Err(e) => m.record_error(b"", e),
-            }
-        }
-    }
-    finish_tree_update(repo, &m, &latest.id)
-}
-
 /// Normalise a path for containment checks: absolute, symlinks resolved
 /// for the part that exists.
 fn normalize(p: &Path) -> PathBuf {
@@ -279,13 +108,6 @@ fn normalize(p: &Path) -> PathBuf {
     }
 }
 
-fn base_name(p: &Path) -> Vec<u8> {
-    match p.file_name() {
-        Some(n) => pathbytes::os_bytes(n).to_vec(),
-        None => b"root".to_vec(),
-    }
-}
-
 /// Folder names for several sources: their basenames, made unique (and
 /// clear of reserved names) deterministically in the order given.
 pub fn source_names(sources: &[PathBuf]) -> Vec<Vec<u8>> {
@@ -296,8 +118,8 @@ pub fn source_names(sources: &[PathBuf]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for s in sources {
         let base = base_name(s);
-        let mut name = if browse::RESERVED.contains(&base.as_slice()) {
-            browse::escape_name(&base, &|n| taken.contains(n))
+        let mut name = if render::RESERVED.contains(&base.as_slice()) {
+            render::escape_name(&base, &|n| taken.contains(n))
         } else {
             base.clone()
         };
@@ -339,191 +161,6 @@ pub fn preflight(s: &BackupSettings) -> Result<(PathBuf, Vec<PathBuf>)> {
     scan::Excludes::new(&s.exclude)?;
     Repo::check_can_init(&root)?;
     Ok((root, sources))
-}
-
-/// Where the sources are, and how snapshot paths map back to them.
-pub(crate) struct Layout {
-    sources: Vec<PathBuf>,
-    /// Folder of each source in the snapshot (empty with one source).
-    names: Vec<Vec<u8>>,
-    root_base: String,
-}
-
-impl Layout {
-    /// The layout a snapshot was taken with (for runs that do not scan).
-    pub(crate) fn of_record(repo: &Repo, rec: &SnapshotRecord) -> Layout {
-        Layout {
-            sources: rec
-                .sources
-                .iter()
-                .map(|s| PathBuf::from(pathbytes::from_bytes(s.path.clone())))
-                .collect(),
-            names: rec.sources.iter().map(|s| s.name.clone()).collect(),
-            root_base: show(&base_name(&repo.root)),
-        }
-    }
-
-    fn single(&self) -> bool {
-        self.sources.len() == 1
-    }
-
-    /// The file on disk behind a snapshot path.
-    fn fs_path(&self, path: &[u8]) -> PathBuf {
-        if self.single() {
-            return pathbytes::to_fs(&self.sources[0], path);
-        }
-        let first = path.iter().position(|&c| c == b'/').unwrap_or(path.len());
-        let rest = path.get(first + 1..).unwrap_or(b"");
-        match self
-            .names
-            .iter()
-            .position(|n| n.as_slice() == &path[..first])
-        {
-            Some(i) => pathbytes::to_fs(&self.sources[i], rest),
-            None => pathbytes::to_fs(Path::new("/nonexistent"), path),
-        }
-    }
-
-    /// How log lines name a source path: `source/one.txt` (the source's
-    /// basename) with one source; with several, the snapshot path, which
-    /// starts with the source's folder name and is unique even when two
-    /// sources share a basename.
-    fn src(&self, path: &[u8]) -> String {
-        if self.single() {
-            return show(&pathbytes::join(&base_name(&self.sources[0]), path));
-        }
-        show(path)
-    }
-
-    /// How log lines name a path of the browsable tree: `backup/one.txt`.
-    fn dst(&self, browse_path: &[u8]) -> String {
-        format!("{}/{}", self.root_base, show(browse_path))
-    }
-}
-
-/// Write the audit lines of a plan (SPEC §4) through tracing, in path order.
-/// `old_esc`: the reserved-name escapes of the previous snapshot.
-pub(crate) fn log_plan(plan: &Plan, old_esc: &Escapes, d: &Layout, dry: bool) {
-    let new_esc = Escapes::for_entries(&plan.entries);
-    log_reserved(&new_esc, d);
-    let decision = |a: &Action| match a {
-        Action::Backup { .. } => plan::Decision::Backup,
-        Action::Duplicate { .. } => plan::Decision::Duplicate,
-        Action::Modified {
-            version, was_dup, ..
-        } => plan::Decision::Modified {
-            version: *version,
-            was_dup: *was_dup,
-        },
-        Action::Deleted {
-            displaced, was_dup, ..
-        } => plan::Decision::Deleted {
-            displaced: *displaced,
-            was_dup: *was_dup,
-        },
-        Action::RetainDropVersion { version, .. } => {
-            plan::Decision::RetainDropVersion { version: *version }
-        }
-        Action::RetainDropDeleted { .. } => plan::Decision::RetainDropDeleted,
-    };
-    let line = |p: &[u8], a: Option<&Action>| {
-        log_decision(d, dry, old_esc, &new_esc, p, a.map(decision).as_ref());
-    };
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        // Every decision, SKIPs included, interleaved in path order.
-        plan.for_each_decision(line);
-    } else {
-        for a in &plan.actions {
-            line(a.path(&plan.entries), Some(a));
-        }
-    }
-}
-
-/// The audit lines naming top-level entries shown under another name.
-pub(crate) fn log_reserved(new_esc: &Escapes, d: &Layout) {
-    for (name, shown) in new_esc.escaped() {
-        tracing::info!(
-            "RESERVED NAME: {} is shown as {} (the name is reserved for trove's own folders)",
-            d.src(name),
-            d.dst(shown)
-        );
-    }
-}
-
-/// The audit lines of one decision (`None`: SKIP, a debug line).
-pub(crate) fn log_decision(
-    d: &Layout,
-    dry: bool,
-    old_esc: &Escapes,
-    new_esc: &Escapes,
-    p: &[u8],
-    a: Option<&plan::Decision>,
-) {
-    use plan::Decision;
-    let pre = if dry { "WOULD " } else { "" };
-    let Some(a) = a else {
-        tracing::debug!("PLANNER → SKIP: {}", d.src(p));
-        tracing::debug!("SKIP: {}", d.src(p));
-        return;
-    };
-    match a {
-        Decision::Backup => {
-            tracing::debug!("PLANNER → BACKUP: {}", d.src(p));
-            tracing::info!(
-                "{pre}BACKUP: {} → {}",
-                d.src(p),
-                d.dst(&new_esc.top_path(p))
-            );
-        }
-        Decision::Duplicate => {
-            tracing::debug!("PLANNER → DUPLICATE: {}", d.src(p));
-            tracing::info!(
-                "{pre}DUPLICATE: {} → {}",
-                d.src(p),
-                d.dst(&browse::current_path(new_esc, p, true))
-            );
-        }
-        Decision::Modified { version, was_dup } => {
-            tracing::debug!("PLANNER → MODIFIED: {}", d.src(p));
-            let old = browse::current_path(old_esc, p, *was_dup);
-            tracing::info!(
-                "{pre}ARCHIVE: {} → {}",
-                d.dst(&old),
-                show(&browse::version_path(p, *version))
-            );
-            tracing::info!(
-                "{pre}UPDATED: {} → {}",
-                d.src(p),
-                d.dst(&new_esc.top_path(p))
-            );
-        }
-        Decision::Deleted { displaced, was_dup } => {
-            tracing::debug!("PLANNER → DELETED: {}", d.src(p));
-            if let Some(n) = displaced {
-                tracing::info!(
-                    "{pre}ARCHIVE: {} → {}",
-                    d.dst(&browse::deleted_path(p)),
-                    show(&browse::version_path(p, *n))
-                );
-            }
-            let old = browse::current_path(old_esc, p, *was_dup);
-            tracing::info!(
-                "{pre}ARCHIVE DELETE: {} → {}",
-                d.dst(&old),
-                d.dst(&browse::deleted_path(p))
-            );
-            tracing::info!("{pre}STATE REMOVE: {}", d.src(p));
-        }
-        Decision::RetainDropVersion { version } => {
-            tracing::info!(
-                "{pre}RETENTION delete: {}",
-                show(&browse::version_path(p, *version))
-            );
-        }
-        Decision::RetainDropDeleted => {
-            tracing::info!("{pre}RETENTION delete: {}", show(&browse::deleted_path(p)));
-        }
-    }
 }
 
 /// How the sources are walked: the settings' filters, and never into
@@ -700,11 +337,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         }
     }
 
-    let layout = Layout {
-        names: source_names(&sources),
-        sources,
-        root_base: show(&base_name(&root)),
-    };
+    let layout = Layout::new(&root, sources.clone(), source_names(&sources));
     stream::run(
         stream::Ctx {
             opts,
@@ -757,8 +390,8 @@ fn policy_gc_if_due(
     run_start: i64,
     report: &mut BackupReport,
 ) -> Result<()> {
-    if crate::prune::policy_would_forget(repo, &s.policy, run_start)? {
-        let g = crate::prune::full_gc(repo, &s.policy, run_start)?;
+    if crate::gc::policy_would_forget(repo, &s.policy, run_start)? {
+        let g = crate::gc::full_gc(&repo.writer(), &s.policy, run_start)?;
         report.snapshots_forgotten = g.forgotten.len() as u64;
         report.objects_removed = g.objects_removed;
         report.bytes_freed = g.bytes_freed();

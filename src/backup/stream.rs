@@ -13,14 +13,15 @@
 
 use super::spill::{PrevAt, Rec, Spilled, Writer};
 use super::walk::{self, WalkInput};
-use super::{BackupOptions, BackupReport, Layout, Problem};
-use crate::browse::{self, BEntry, Escapes};
+use super::{BackupOptions, BackupReport, Problem};
+use crate::audit::Layout;
+use crate::browsable::apply::{LazyRender, Materializer};
+use crate::browsable::render::{self, BEntry, Escapes};
 use crate::error::Result;
 use crate::id::{HashAlgo, ObjectId, TreeId};
 use crate::local::cache;
 use crate::local::objects::Batch;
 use crate::local::Repo;
-use crate::materialize::{LazyRender, Materializer};
 use crate::model::{History, Item, Leaf, Meta};
 use crate::pathbytes::{self, cmp_paths};
 use crate::plan::{classify, Change, Decision, Dups, PathPlanner, PlanOptions};
@@ -233,10 +234,10 @@ impl Pass2<'_> {
             }
             if let Some((o, n)) = self.diff.as_mut() {
                 if let Some(h) = &old_hist {
-                    browse::render_history(&path, h, o);
+                    render::render_history(&path, h, o);
                 }
                 if let Some(h) = &kept {
-                    browse::render_history(&path, h, n);
+                    render::render_history(&path, h, n);
                 }
             }
         }
@@ -247,10 +248,10 @@ impl Pass2<'_> {
         if prev != cur {
             if let Some((o, n)) = self.diff.as_mut() {
                 if let Some(p) = &prev {
-                    o.push(browse::render_item(self.old_esc, &path, p));
+                    o.push(render::render_item(self.old_esc, &path, p));
                 }
                 if let Some(c) = &cur {
-                    n.push(browse::render_item(self.new_esc, &path, c));
+                    n.push(render::render_item(self.new_esc, &path, c));
                 }
             }
         }
@@ -273,10 +274,10 @@ fn replay_log(
     layout: &Layout,
     dry: bool,
 ) -> Result<()> {
-    super::log_reserved(new_esc, layout);
+    crate::audit::log_reserved(new_esc, layout);
     let mut r = log.reader()?;
     while let Some((p, d)) = r.next()? {
-        super::log_decision(layout, dry, old_esc, new_esc, &p, d.as_ref());
+        crate::audit::log_decision(layout, dry, old_esc, new_esc, &p, d.as_ref());
     }
     Ok(())
 }
@@ -351,7 +352,7 @@ const FILL_RUN: usize = 8192;
 fn fill(m: &Materializer<'_>, repo: &Repo, rec: &SnapshotRecord) -> Result<()> {
     let Some(mut render) = LazyRender::new(repo, rec)? else {
         let (e, a) = crate::repo::snapshot::load_snapshot(repo, rec)?;
-        return super::TreeDiff::between((&[], &[]), (&e, &a)).apply(m, &e);
+        return crate::browsable::update::TreeDiff::between((&[], &[]), (&e, &a)).apply(m, &e);
     };
     let mut run = Vec::with_capacity(FILL_RUN);
     loop {
@@ -650,7 +651,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
                     dirs: Mutex::new(HashMap::new()),
                 };
                 m.apply(&o, &n, &|p: &[u8]| {
-                    browse::wants_dir_by(&new_esc, p, &|q| lookup.is_dir(q))
+                    render::wants_dir_by(&new_esc, p, &|q| lookup.is_dir(q))
                 })?;
             }
             _ => {
@@ -661,7 +662,8 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
                     Some(l) => crate::repo::snapshot::load_snapshot(repo, &l.record)?,
                     None => Default::default(),
                 };
-                super::TreeDiff::between((&oe, &oa), (&ne, &na)).apply(&m, &ne)?;
+                crate::browsable::update::TreeDiff::between((&oe, &oa), (&ne, &na))
+                    .apply(&m, &ne)?;
             }
         }
         Ok(())
@@ -669,7 +671,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     if let Err(e) = placed {
         m.record_error(b"", e);
     }
-    let up = super::finish_tree_update(repo, &m, &snap_id)?;
+    let up = crate::browsable::update::finish_tree_update(repo, &m, &snap_id)?;
     if needs_relink(&c, report) {
         let snap = Snapshot {
             id: snap_id,
@@ -692,7 +694,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     if !c.collect {
         // Said once by `backup::run`.
     } else if s.policy.is_set() {
-        let g = crate::prune::full_gc(repo, &s.policy, c.run_start)?;
+        let g = crate::gc::full_gc(&repo.writer(), &s.policy, c.run_start)?;
         report.snapshots_forgotten = g.forgotten.len() as u64;
         report.objects_removed = g.objects_removed;
         report.bytes_freed = g.bytes_freed();
@@ -728,7 +730,7 @@ fn needs_relink(c: &Ctx<'_>, report: &BackupReport) -> bool {
 /// the damaged inodes (now in quarantine): bring it back to the snapshot
 /// with the same reconciliation `trove materialize` runs.
 fn relink_repaired(repo: &Repo, snap: &Snapshot) -> Result<()> {
-    let r = crate::materialize::rebuild(repo, snap, None, false)?;
+    let r = crate::browsable::apply::rebuild(repo, snap, None, false)?;
     tracing::info!(
         "browsable tree relinked after the repair: {} linked, {} quarantined",
         r.linked,

@@ -16,8 +16,9 @@
 //! window at a time.
 
 use super::spill::{PrevAt, Rec, SpillWriter};
-use super::{Layout, ReadStats};
-use crate::browse::Escapes;
+use super::ReadStats;
+use crate::audit::Layout;
+use crate::browsable::render::Escapes;
 use crate::config::OnError;
 use crate::error::{IoContext, Result};
 use crate::id::{HashAlgo, ObjectId, TreeId};

@@ -255,6 +255,25 @@ impl Repo {
         let s = fsutil::read_repo_file(&self.marker_path()).ok()?;
         SnapshotId::from_hex(String::from_utf8_lossy(&s).trim())
     }
+    /// Record durably that the browsable tree shows snapshot `id`.
+    pub fn write_marker(&self, id: &SnapshotId) -> Result<()> {
+        fsutil::atomic_write(
+            &self.tmp_dir(),
+            &self.marker_path(),
+            format!("{}\n", id.to_hex()).as_bytes(),
+            0o600,
+        )
+    }
+    /// Forget which snapshot the browsable tree shows: the next command
+    /// checks the whole tree against the latest snapshot.
+    pub fn clear_marker(&self) -> Result<()> {
+        let p = self.marker_path();
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &p, e)),
+        }
+    }
     pub fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")
     }

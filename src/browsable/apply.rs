@@ -1,4 +1,4 @@
-//! Puts a rendered browsable tree (`browse::render`) on disk under a target
+//! Puts a rendered browsable tree (`render::render`) on disk under a target
 //! directory, with hardlinks into the object store.
 //!
 //! [`apply`] moves the tree from one rendering to the next, touching only
@@ -12,10 +12,9 @@
 //! `cache/materialized` records the snapshot the tree at BACKUP_ROOT shows,
 //! so the next command knows whether it must catch up.
 
-use crate::browse::{self, BEntry, BKind};
+use crate::browsable::render::{self, BEntry, BKind};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
-use crate::id::SnapshotId;
 use crate::local::{objects, Repo};
 use crate::model::{History, Item, Leaf, Meta};
 use crate::pathbytes::{self, cmp_paths};
@@ -642,7 +641,7 @@ impl<'r> Materializer<'r> {
 
     /// Move the tree on disk from rendering `old` to rendering `new`. Both
     /// may be whole renderings or just their differing parts
-    /// (`browse::render_diff`); `wanted_dir` says whether the complete new
+    /// (`render::render_diff`); `wanted_dir` says whether the complete new
     /// rendering shows a directory at a path, so that directories emptied
     /// by removals are cleaned up unless the source has them too.
     pub fn apply(
@@ -937,7 +936,7 @@ enum Run<'r> {
 
 impl Run<'_> {
     fn next(&mut self) -> Result<Option<BEntry>> {
-        let esc = browse::Escapes::default();
+        let esc = render::Escapes::default();
         match self {
             Run::Source { c, dups } => {
                 while let Some((p, f)) = c.next()? {
@@ -947,7 +946,7 @@ impl Run<'_> {
                     };
                     let dup = matches!(item, Item::Leaf(Leaf::File { dup: true, .. }));
                     if dup == *dups {
-                        return Ok(Some(browse::render_item(&esc, &p, &item)));
+                        return Ok(Some(render::render_item(&esc, &p, &item)));
                     }
                 }
                 Ok(None)
@@ -966,9 +965,9 @@ impl Run<'_> {
                 let Flat::Leaf(h) = f else { continue };
                 let mut v = Vec::new();
                 if *deleted {
-                    browse::render_deleted(&p, &h, &mut v);
+                    render::render_deleted(&p, &h, &mut v);
                 } else {
-                    browse::render_versions(&p, &h, &mut v);
+                    render::render_versions(&p, &h, &mut v);
                 }
                 // v10.bak sorts before v2.bak.
                 v.sort_by(|a, b| pathbytes::cmp_paths(&a.path, &b.path));
@@ -978,7 +977,7 @@ impl Run<'_> {
     }
 }
 
-/// The rendering of a snapshot (`browse::render`) produced lazily in path
+/// The rendering of a snapshot (`render::render`) produced lazily in path
 /// order, by merging its four runs as the trees are read: a first
 /// backup's fill and `verify`'s check then never hold the listing or the
 /// rendering.
@@ -993,7 +992,7 @@ impl<'r> LazyRender<'r> {
     /// and a folder may need one path: only the whole render resolves it).
     pub fn new(repo: &'r Repo, rec: &SnapshotRecord) -> Result<Option<LazyRender<'r>>> {
         let root: TreeObject<Leaf, Meta> = tree::load_tree(repo, &rec.root)?;
-        let esc = browse::Escapes::for_top_names(root.entries.iter().map(|n| n.name.as_slice()));
+        let esc = render::Escapes::for_top_names(root.entries.iter().map(|n| n.name.as_slice()));
         if !esc.is_empty() {
             return Ok(None);
         }
@@ -1073,26 +1072,6 @@ fn check_object_type(obj: &Path) -> Result<()> {
     }
 }
 
-/// Forget which snapshot the browsable tree shows: the next command
-/// checks the whole tree against the latest snapshot.
-pub fn clear_marker(repo: &Repo) -> Result<()> {
-    let p = repo.marker_path();
-    match fs::remove_file(&p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("remove", &p, e)),
-    }
-}
-
-pub fn write_marker(repo: &Repo, id: &SnapshotId) -> Result<()> {
-    fsutil::atomic_write(
-        &repo.tmp_dir(),
-        &repo.marker_path(),
-        format!("{}\n", id.to_hex()).as_bytes(),
-        0o600,
-    )
-}
-
 /// The outcome of `trove materialize`.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct MaterializeReport {
@@ -1167,7 +1146,7 @@ pub fn rebuild(
             .unwrap_or_else(|| repo.root.clone())
     };
     let (entries, archive) = crate::repo::snapshot::load_snapshot(repo, &snap.record)?;
-    let desired = crate::browse::render(&entries, &archive);
+    let desired = crate::browsable::render::render(&entries, &archive);
     drop((entries, archive));
     let mut m = Materializer::new(repo, &dest);
     m.relink = true;
@@ -1175,11 +1154,11 @@ pub fn rebuild(
     let failures = m.take_failures();
     if at_root {
         if failures.is_empty() {
-            write_marker(repo, &snap.id)?;
+            repo.write_marker(&snap.id)?;
         } else {
             // Whatever the tree showed before, it is not whole now: the
             // next command checks all of it.
-            clear_marker(repo)?;
+            repo.clear_marker()?;
         }
     }
     let s = &m.stats;
@@ -1301,7 +1280,7 @@ mod tests {
                 },
             ),
         ];
-        let whole = browse::render(&entries, &archive);
+        let whole = render::render(&entries, &archive);
         assert_eq!(lazily(&entries, &archive)?, Some(whole));
         // Not exact, so not offered: an escaped name, a nesting archive.
         assert_eq!(lazily(&[file("versions", false, 1)], &[])?, None);

@@ -1,0 +1,414 @@
+//! `verify`'s browsable step: the tree on disk at the backup root against
+//! a rendering of the latest snapshot — no entry missing, extra, of the
+//! wrong kind or content, and every file a hardlink of its object unless
+//! the filesystem refuses one. Reads only; what is wrong comes back as
+//! findings (a path of the tree, `""` for the tree itself, and a message)
+//! for `verify` to report.
+
+use crate::browsable::apply;
+use crate::browsable::render::{BEntry, BKind};
+use crate::error::Result;
+use crate::id::ObjectId;
+use crate::local::{objects, Repo};
+use crate::pathbytes::{self, display as show};
+use crate::progress::Progress;
+use crate::repo::snapshot::Snapshot;
+use rayon::prelude::*;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// What is wrong at one path of the browsable tree.
+pub type Finding = (Vec<u8>, String);
+
+/// (device, inode) of a stored object.
+pub type DevIno = (u64, u64);
+
+/// Where each referenced object is in the store (device, inode), or None
+/// where it is missing: a list beside the id-sorted `objs`, found by binary
+/// search (a hash map of a million objects took about 100 MiB).
+pub struct Inodes<'a> {
+    pub objs: &'a [(ObjectId, u64)],
+    pub at: &'a [Option<DevIno>],
+}
+
+impl Inodes<'_> {
+    pub fn index(&self, id: &ObjectId) -> Option<usize> {
+        self.objs.binary_search_by_key(id, |(x, _)| *x).ok()
+    }
+
+    pub fn get(&self, id: &ObjectId) -> Option<DevIno> {
+        self.index(id)
+            .and_then(|i| self.at.get(i).copied().flatten())
+    }
+
+    pub fn referenced(&self, id: &ObjectId) -> bool {
+        self.index(id).is_some()
+    }
+
+    /// Bytes of the referenced objects that are present.
+    pub fn present_bytes(&self) -> u64 {
+        self.objs
+            .iter()
+            .zip(self.at)
+            .filter(|(_, here)| here.is_some())
+            .map(|((_, size), _)| size)
+            .sum()
+    }
+}
+
+/// A name in a folder of the browsable tree, and whether it is a folder.
+type DiskName = (Vec<u8>, bool);
+
+/// The browsable tree on disk in path order: each folder listed (sorted)
+/// when the walk enters it; `skip` keeps it out of the last folder named.
+struct DiskWalk {
+    root: std::path::PathBuf,
+    stack: Vec<(Vec<u8>, std::vec::IntoIter<DiskName>)>,
+    enter: Option<Vec<u8>>,
+}
+
+impl DiskWalk {
+    fn list(&mut self, rel: Vec<u8>) -> Result<()> {
+        let names = apply::browsable_names(&self.root, &rel)?;
+        self.stack.push((rel, names.into_iter()));
+        Ok(())
+    }
+
+    fn new(root: &Path) -> Result<DiskWalk> {
+        let mut w = DiskWalk {
+            root: root.to_path_buf(),
+            stack: Vec::new(),
+            enter: None,
+        };
+        w.list(Vec::new())?;
+        Ok(w)
+    }
+
+    /// Do not walk into the folder `next` just returned.
+    fn skip(&mut self) {
+        self.enter = None;
+    }
+
+    #[allow(clippy::should_implement_trait)] // fallible: Result<Option<_>>
+    fn next(&mut self) -> Result<Option<(Vec<u8>, bool)>> {
+        if let Some(d) = self.enter.take() {
+            self.list(d)?;
+        }
+        while let Some((rel, names)) = self.stack.last_mut() {
+            match names.next() {
+                Some((name, is_dir)) => {
+                    let p = pathbytes::join(rel, &name);
+                    if is_dir {
+                        self.enter = Some(p.clone());
+                    }
+                    return Ok(Some((p, is_dir)));
+                }
+                None => {
+                    self.stack.pop();
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Entries checked in parallel per step of the lazy browsable check.
+const CHECK_RUN: usize = 8192;
+
+/// The serial half of the lazy browsable check: renders the next entries,
+/// checks the implicit folders above them, and walks the disk alongside
+/// to find what the rendering lacks.
+struct Producer<'a, 'r> {
+    repo: &'a Repo,
+    lazy: &'a mut apply::LazyRender<'r>,
+    disk: DiskWalk,
+    disk_next: Option<(Vec<u8>, bool)>,
+    /// Folders on the current path: listed ones, and implicit ones checked.
+    open: Vec<Vec<u8>>,
+    problems: Vec<(Vec<u8>, String)>,
+    entries: u64,
+}
+
+impl Producer<'_, '_> {
+    /// A path the rendering wants (in path order): everything on disk
+    /// before it is extra.
+    fn want(&mut self, q: &[u8]) -> Result<()> {
+        while let Some((d, _)) = &self.disk_next {
+            match pathbytes::cmp_paths(d, q) {
+                std::cmp::Ordering::Less => {
+                    self.problems.push((d.clone(), extra_message().into()));
+                    self.disk.skip();
+                    self.disk_next = self.disk.next()?;
+                }
+                std::cmp::Ordering::Equal => {
+                    self.disk_next = self.disk.next()?;
+                    break;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to [`CHECK_RUN`] entries into `run` (empty at the end).
+    fn produce(&mut self, run: &mut Vec<BEntry>) -> Result<()> {
+        run.clear();
+        while run.len() < CHECK_RUN {
+            let Some(e) = self.lazy.next()? else {
+                // The rest of the disk is extra.
+                while let Some((d, _)) = self.disk_next.take() {
+                    self.problems.push((d, extra_message().into()));
+                    self.disk.skip();
+                    self.disk_next = self.disk.next()?;
+                }
+                return Ok(());
+            };
+            self.entries += 1;
+            while self.open.last().is_some_and(|d| {
+                !(e.path.len() > d.len() && e.path.starts_with(d) && e.path[d.len()] == b'/')
+            }) {
+                self.open.pop();
+            }
+            // Folders above `e` with no entry of their own.
+            let from = self.open.last().map_or(0, |d| d.len() + 1);
+            for k in from..e.path.len() {
+                if e.path[k] == b'/' {
+                    let p = e.path[..k].to_vec();
+                    if let Some(m) = implicit_folder_problem(self.repo, &p) {
+                        self.problems.push((p.clone(), m));
+                    }
+                    self.want(&p)?;
+                    self.open.push(p);
+                }
+            }
+            self.want(&e.path)?;
+            if matches!(e.kind, BKind::Dir) {
+                self.open.push(e.path.clone());
+            }
+            run.push(e);
+        }
+        Ok(())
+    }
+}
+
+/// [`check_browsable`] over a lazy rendering: the next entries are
+/// rendered (and the disk walked alongside for entries the snapshot lacks)
+/// while the previous ones are checked in parallel. Returns the problems
+/// and the number of rendered entries.
+pub fn check_browsable_lazily(
+    repo: &Repo,
+    latest: &Snapshot,
+    lazy: &mut apply::LazyRender<'_>,
+    inodes: &Inodes<'_>,
+    progress: &dyn Progress,
+) -> Result<(Vec<Finding>, u64)> {
+    let mut out = marker_problem(repo, latest).into_iter().collect::<Vec<_>>();
+    let s = &latest.record.summary;
+    progress.phase("browsable tree", s.files + s.dirs + s.symlinks, 0);
+    let mut disk = DiskWalk::new(&repo.root)?;
+    let disk_next = disk.next()?;
+    let mut p = Producer {
+        repo,
+        lazy,
+        disk,
+        disk_next,
+        open: Vec::new(),
+        problems: Vec::new(),
+        entries: 0,
+    };
+    let mut checking: Vec<BEntry> = Vec::with_capacity(CHECK_RUN);
+    let mut next: Vec<BEntry> = Vec::with_capacity(CHECK_RUN);
+    let mut entry_problems: Vec<(Vec<u8>, String)> = Vec::new();
+    p.produce(&mut checking)?;
+    while !checking.is_empty() {
+        let (found, produced) = rayon::join(
+            || {
+                checking
+                    .par_iter()
+                    .filter_map(|e| check_entry(repo, e, inodes).map(|m| (e.path.clone(), m)))
+                    .collect::<Vec<_>>()
+            },
+            || p.produce(&mut next),
+        );
+        produced?;
+        progress.advance(checking.len() as u64, 0);
+        entry_problems.extend(found);
+        std::mem::swap(&mut checking, &mut next);
+    }
+    progress.finish();
+    entry_problems.append(&mut p.problems);
+    entry_problems.sort_by(|a, b| pathbytes::cmp_paths(&a.0, &b.0));
+    out.extend(entry_problems);
+    Ok((out, p.entries))
+}
+
+/// The browsable tree does not record showing `latest`.
+fn marker_problem(repo: &Repo, latest: &Snapshot) -> Option<Finding> {
+    let short = latest.id.short();
+    (repo.read_marker() != Some(latest.id)).then(|| {
+        (
+            Vec::new(),
+            format!(
+                "the browsable tree does not record showing the latest snapshot {short}; `trove materialize` brings it up to date"
+            ),
+        )
+    })
+}
+
+fn extra_message() -> &'static str {
+    "not part of the latest snapshot (trove did not put it here): move it elsewhere, or `trove materialize --prune-extra` moves it to .trove/quarantine/"
+}
+
+/// A folder with no entry of its own (`versions/`, `versions/<path>/`,
+/// `_deleted/…`): an lstat of an entry below it would follow a symlink put
+/// in its place, so it is checked itself.
+fn implicit_folder_problem(repo: &Repo, p: &[u8]) -> Option<String> {
+    let fp = pathbytes::to_fs(&repo.root, p);
+    match fs::symlink_metadata(&fp) {
+        Ok(m) if m.is_dir() => None,
+        Ok(m) => Some(format!(
+            "should be a directory but is {}: `trove materialize` repairs it",
+            if m.file_type().is_symlink() {
+                "a symlink"
+            } else {
+                "a file"
+            }
+        )),
+        Err(_) => None, // its entries are reported missing
+    }
+}
+
+/// Compare the browsable tree on disk with the rendering of `latest`.
+pub fn check_browsable(
+    repo: &Repo,
+    latest: &Snapshot,
+    desired: &[BEntry],
+    inodes: &Inodes<'_>,
+    progress: &dyn Progress,
+) -> Result<Vec<Finding>> {
+    let mut out: Vec<Finding> = marker_problem(repo, latest).into_iter().collect();
+    progress.phase("browsable tree", desired.len() as u64, 0);
+    let mut entry_problems: Vec<(Vec<u8>, String)> = desired
+        .par_iter()
+        .filter_map(|e| {
+            progress.advance(1, 0);
+            check_entry(repo, e, inodes).map(|m| (e.path.clone(), m))
+        })
+        .collect();
+    progress.finish();
+    // Folders with no entry of their own (`versions/`, `versions/<path>/`,
+    // `_deleted/…`): an lstat of an entry below them would follow a
+    // symlink put in their place, so check each one itself.
+    // (Problems are sorted by path below, so the set's order is not seen.)
+    let sets = apply::PathSets::of(desired);
+    let implicit = sets.ancestors.iter().filter(|p| !sets.listed.contains(*p));
+    for &p in implicit {
+        if let Some(m) = implicit_folder_problem(repo, p) {
+            entry_problems.push((p.to_vec(), m));
+        }
+    }
+    for p in apply::extra_paths_in(&repo.root, &sets)? {
+        entry_problems.push((p, extra_message().into()));
+    }
+    entry_problems.sort_by(|a, b| pathbytes::cmp_paths(&a.0, &b.0));
+    out.extend(entry_problems);
+    Ok(out)
+}
+
+/// Whether a hardlink of the object at `obj` could be made on device
+/// `dev` now (a copy is only correct when it could not: another
+/// filesystem, the link limit reached, or no hardlinks at all). Asked of
+/// the filesystem (`fpathconf(_PC_LINK_MAX)`), so verify writes nothing.
+fn link_possible(obj: &Path, dev: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = objects::open_object(obj) else {
+        return false;
+    };
+    let Ok(m) = f.metadata() else {
+        return false;
+    };
+    if m.dev() != dev {
+        return false;
+    }
+    // SAFETY: `f` is an open descriptor for the duration of the call.
+    #[allow(unsafe_code)]
+    let max = unsafe { libc::fpathconf(f.as_raw_fd(), libc::_PC_LINK_MAX) };
+    // -1: no limit (or unknown): a link is possible.
+    max < 0 || (m.nlink() as i64) < max as i64
+}
+
+fn check_entry(repo: &Repo, e: &BEntry, inodes: &Inodes<'_>) -> Option<String> {
+    let p = pathbytes::to_fs(&repo.root, &e.path);
+    let m = match fs::symlink_metadata(&p) {
+        Ok(m) => m,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            return Some("missing: `trove materialize` puts it back".into())
+        }
+        Err(err) => return Some(format!("cannot stat: {err}")),
+    };
+    let kind_of = |m: &fs::Metadata| {
+        if m.is_dir() {
+            "a directory"
+        } else if m.file_type().is_symlink() {
+            "a symlink"
+        } else if m.is_file() {
+            "a file"
+        } else {
+            "a special file"
+        }
+    };
+    match &e.kind {
+        BKind::Dir => (!m.is_dir()).then(|| {
+            format!(
+                "should be a directory but is {}: `trove materialize` repairs it",
+                kind_of(&m)
+            )
+        }),
+        BKind::Symlink { target } => {
+            if !m.file_type().is_symlink() {
+                return Some(format!("should be a symlink but is {}", kind_of(&m)));
+            }
+            match fs::read_link(&p) {
+                Ok(t) if pathbytes::os_bytes(t.as_os_str()) == target.as_slice() => None,
+                Ok(t) => Some(format!(
+                    "symlink points to {}, the snapshot says {}",
+                    pathbytes::display_path(&t),
+                    show(target)
+                )),
+                Err(err) => Some(format!("cannot read symlink: {err}")),
+            }
+        }
+        BKind::File { id, size } => {
+            if !m.is_file() {
+                return Some(format!("should be a file but is {}", kind_of(&m)));
+            }
+            if m.len() != *size {
+                return Some(format!(
+                    "wrong content: {} bytes, the snapshot has {size} (modified in place?): `trove materialize` replaces it",
+                    m.len()
+                ));
+            }
+            if *size == 0 {
+                return None;
+            }
+            if inodes.get(id) == Some((m.dev(), m.ino())) {
+                return None;
+            }
+            let obj = repo.object_path(id);
+            match objects::hash_object(repo.algo(), &p) {
+                Ok(d) if d == id.0 => {
+                    link_possible(&obj, m.dev()).then(|| {
+                        "a copy, not a hardlink of its object (content is right): `trove materialize` relinks it".to_string()
+                    })
+                }
+                Ok(_) => Some(format!(
+                    "wrong content: its bytes do not match object {}: `trove materialize` replaces it",
+                    id.short()
+                )),
+                Err(err) => Some(format!("cannot read: {err}")),
+            }
+        }
+    }
+}
