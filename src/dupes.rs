@@ -15,7 +15,6 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::id::HashAlgo;
-use crate::local::objects;
 use crate::model::{Item, Leaf};
 use crate::pathbytes;
 use crate::progress::Progress;
@@ -222,7 +221,7 @@ pub fn run(o: &DupesOptions, progress: &dyn Progress) -> Result<DupesReport> {
     let full: Vec<(usize, std::result::Result<[u8; 32], String>)> = full_needed
         .par_iter()
         .map(|&i| {
-            let r = objects::hash_file(HashAlgo::Blake3, &found[i].path)
+            let r = crate::hash::hash_file(HashAlgo::Blake3, &found[i].path)
                 .map(|d| d.0)
                 .map_err(|e| e.to_string());
             progress.advance(1, found[i].size);

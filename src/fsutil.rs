@@ -3,7 +3,7 @@
 //! syncs for batches. Changes inside the browsable tree go through
 //! [`crate::rootdir::RootDir`], which never follows a symlink.
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::model::Meta;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -63,32 +63,9 @@ pub fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
 /// Flush every dirty page of the filesystem holding `path`. One `syncfs`
 /// makes a whole batch of freshly written objects durable at the cost of a
 /// single journal commit, instead of one fsync per file.
-#[cfg(target_os = "linux")]
 pub fn sync_filesystem(path: &Path) -> Result<()> {
-    use std::os::fd::AsRawFd;
     let f = File::open(path).ctx("open for syncfs", path)?;
-    // SAFETY: syncfs takes a valid open file descriptor and has no other
-    // preconditions; `f` lives until after the call.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
-    if rc != 0 {
-        return Err(crate::error::Error::io(
-            "syncfs",
-            path,
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn sync_filesystem(_path: &Path) -> Result<()> {
-    // Portable fallback: sync(2) flushes every filesystem.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::sync()
-    };
-    Ok(())
+    crate::sys::syncfs(&f).ctx("syncfs", path)
 }
 
 /// Write `data` to `dest` atomically and durably: a reader sees either the
@@ -179,43 +156,7 @@ pub fn remove_any(path: &Path) -> Result<()> {
 /// Set a symlink's own mtime (std has no lutimes). The access time is left
 /// alone.
 pub fn set_symlink_mtime(path: &Path, mtime_ns: i64) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        crate::error::Error::io(
-            "set mtime of",
-            path,
-            io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"),
-        )
-    })?;
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
-            tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as libc::c_long,
-        },
-    ];
-    // SAFETY: `c` is a valid NUL-terminated string and `times` two valid
-    // timespecs, both alive for the duration of the call.
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc != 0 {
-        return Err(crate::error::Error::io(
-            "set mtime of",
-            path,
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    crate::sys::set_mtime_nofollow(path, mtime_ns).ctx("set mtime of", path)
 }
 
 /// Rename `src` to `dest` unless `dest` exists (then `AlreadyExists`):
@@ -225,27 +166,10 @@ pub fn set_symlink_mtime(path: &Path, mtime_ns: i64) -> Result<()> {
 pub fn rename_noreplace(src: &Path, dest: &Path) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        use std::os::unix::ffi::OsStrExt;
-        let c = |p: &Path| {
-            std::ffi::CString::new(p.as_os_str().as_bytes())
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+        let e = match crate::sys::rename_noreplace(src, dest) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
         };
-        let (s, d) = (c(src)?, c(dest)?);
-        // SAFETY: both are valid NUL-terminated strings alive for the call.
-        #[allow(unsafe_code)]
-        let rc = unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                s.as_ptr(),
-                libc::AT_FDCWD,
-                d.as_ptr(),
-                libc::RENAME_NOREPLACE,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
         if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
             return Err(e);
         }
@@ -313,14 +237,7 @@ pub fn set_meta_nofollow(path: &Path, meta: &Meta, owner: bool) -> Result<()> {
 /// otherwise stays resident under everything the run allocates next.
 /// glibc only; elsewhere a no-op.
 pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: malloc_trim only walks the allocator's own free lists.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::malloc_trim(0);
-        }
-    }
+    crate::sys::release_free_memory();
 }
 
 /// A file with no name in `dir` (`O_TMPFILE`, or a name unlinked at once
@@ -348,6 +265,77 @@ pub fn anonymous_file(dir: &Path) -> Result<File> {
             std::fs::remove_file(&p).map_err(|e| crate::error::Error::io("remove", &p, e))?;
             Ok(f)
         }
+    }
+}
+
+/// Open a file outside the store (a `dupes` or `mirror` argument, which
+/// may be reached through a symlink) like a stored object: never
+/// blocking on a FIFO, refusing anything but a regular file.
+pub fn open_regular(path: &Path) -> Result<File> {
+    open_checked(path, true)
+}
+
+/// Open `path` for reading without blocking (`O_NONBLOCK`: a FIFO opens
+/// at once), following a final symlink only when `follow`, and refuse
+/// anything but a regular file as corrupt, naming what it is.
+pub fn open_checked(path: &Path, follow: bool) -> Result<File> {
+    let mut opts = OpenOptions::new();
+    let mut flags = libc::O_NONBLOCK;
+    if !follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    opts.read(true).custom_flags(flags);
+    let f = match opts.open(path) {
+        Ok(f) => f,
+        // ELOOP is what O_NOFOLLOW answers for a symlink.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Error::corrupt(
+                "object",
+                path,
+                "it is a symbolic link, not a regular file",
+            ))
+        }
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    ensure_regular(&f, "object", path)?;
+    // O_NONBLOCK means nothing for a regular file's reads; it stays set.
+    Ok(f)
+}
+
+/// Refuse an open file that is not a regular file, as corrupt `what`
+/// at `path`, naming what it is.
+pub fn ensure_regular(f: &File, what: &'static str, path: &Path) -> Result<()> {
+    let m = f.metadata().ctx("stat", path)?;
+    if !m.file_type().is_file() {
+        return Err(Error::corrupt(
+            what,
+            path,
+            format!(
+                "it is {}, not a regular file",
+                describe_type(&m.file_type())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// "a FIFO", "a directory", … for messages about a file of the wrong type.
+pub fn describe_type(t: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "of an unknown type"
     }
 }
 

@@ -448,7 +448,7 @@ pub(crate) fn referenced_among(
             live.insert(*id);
         }
     };
-    let mut c = FlatCursor::<Leaf, Meta>::new(repo, &rec.root, None, tree::Limit::source(rec))?;
+    let mut c = FlatCursor::<Leaf, Meta>::new(repo, &rec.root, None, rec.source_limit())?;
     while let Some((_, f)) = c.next()? {
         if let Flat::Leaf(Leaf::File { id, .. }) = f {
             note(&id);

@@ -56,6 +56,14 @@ pub fn hash_bytes(algo: HashAlgo, data: &[u8]) -> Digest {
     h.finish()
 }
 
+/// `hash_object` for a file outside the store (symlinks followed, FIFOs
+/// and other non-regular files still refused without blocking).
+pub fn hash_file(algo: HashAlgo, path: &std::path::Path) -> Result<Digest> {
+    let f = crate::fsutil::open_regular(path)?;
+    let size = f.metadata().map(|m| m.len()).unwrap_or(LARGE_BUF as u64);
+    hash_reader(algo, f, size, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,8 @@ pub mod restore;
 pub mod retention;
 pub mod rootdir;
 pub mod scan;
+#[allow(unsafe_code)]
+pub mod sys;
 pub mod verify;
 pub mod watch;
 

@@ -22,7 +22,6 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::id::HashAlgo;
-use crate::local::objects;
 use crate::model::{Entry, Item, Leaf, Meta};
 use crate::pathbytes::{self, cmp_paths, display as show};
 use crate::progress::Progress;
@@ -300,8 +299,8 @@ impl Applier<'_> {
             return;
         }
         let equal = ss == ds && {
-            let a = objects::hash_file(HashAlgo::Blake3, &self.src_path(&s.path));
-            let b = objects::hash_file(HashAlgo::Blake3, &self.dest_path(&d.path));
+            let a = crate::hash::hash_file(HashAlgo::Blake3, &self.src_path(&s.path));
+            let b = crate::hash::hash_file(HashAlgo::Blake3, &self.dest_path(&d.path));
             matches!((a, b), (Ok(a), Ok(b)) if a == b)
         };
         if equal {

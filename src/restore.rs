@@ -266,7 +266,7 @@ pub fn run(
         overwrite: opts.overwrite,
         // Ownership is only restored by root, as tar and restic do; anyone
         // else gets files they own.
-        as_root: is_root(),
+        as_root: crate::sys::is_root(),
         problems: Mutex::new(Vec::new()),
         missing: Mutex::new(Vec::new()),
         failed_dirs: Mutex::new(Vec::new()),
@@ -364,13 +364,6 @@ impl Ctx<'_> {
             .iter()
             .any(|d| d == path)
     }
-}
-
-fn is_root() -> bool {
-    // geteuid has no preconditions and cannot fail.
-    #[allow(unsafe_code)]
-    let uid = unsafe { libc::geteuid() };
-    uid == 0
 }
 
 /// Create a directory for the restore, or make sure what is there is a real
@@ -536,7 +529,7 @@ fn copy_hashing(
     dest: &mut File,
     dest_path: &Path,
 ) -> Result<crate::id::Digest> {
-    let cloned = src.as_file().is_some_and(|f| try_reflink(f, dest));
+    let cloned = src.as_file().is_some_and(|f| crate::sys::reflink(f, dest));
     COPY_BUF.with(|b| {
         let mut buf = b.borrow_mut();
         if buf.len() < BUF {
@@ -557,21 +550,6 @@ fn copy_hashing(
         }
         Ok(h.finish())
     })
-}
-
-#[cfg(target_os = "linux")]
-fn try_reflink(src: &File, dest: &File) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: both descriptors are open for the duration of the call and
-    // FICLONE takes the source fd as its integer argument.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::ioctl(dest.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
-    rc == 0
-}
-
-#[cfg(not(target_os = "linux"))]
-fn try_reflink(_src: &File, _dest: &File) -> bool {
-    false
 }
 
 fn restore_symlink(cx: &Ctx<'_>, rel: &[u8], target: &[u8], meta: &Meta) -> Result<()> {

@@ -535,7 +535,7 @@ pub fn check_store(
     let mut hostile: HashSet<SnapshotId> = HashSet::new();
     for s in &snaps {
         let size = walk.sizes.get(&s.record.root).copied().unwrap_or(0);
-        if let tree::Limit::Entries(n) = tree::Limit::source(&s.record) {
+        if let tree::Limit::Entries(n) = s.record.source_limit() {
             if size > n {
                 hostile.insert(s.id);
                 walk.problems.push(VerifyProblem {

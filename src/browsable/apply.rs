@@ -100,7 +100,7 @@ impl<'r> Materializer<'r> {
         Materializer {
             repo,
             target: target.to_path_buf(),
-            quarantine: format!("quarantine/{stamp}").into_bytes(),
+            quarantine: Repo::quarantine_of_run(&stamp),
             stats: Stats::default(),
             relink: false,
             failures: std::sync::Mutex::new(Vec::new()),
@@ -1012,7 +1012,7 @@ impl<'r> LazyRender<'r> {
         let mut runs = Vec::new();
         for dups in [false, true] {
             runs.push(Run::Source {
-                c: FlatCursor::new(repo, &rec.root, None, Limit::source(rec))?,
+                c: FlatCursor::new(repo, &rec.root, None, rec.source_limit())?,
                 dups,
             });
         }
@@ -1065,7 +1065,7 @@ fn check_object_type(obj: &Path) -> Result<()> {
             obj,
             format!(
                 "it is {}, not a regular file, so it is not linked into the browsable tree",
-                objects::describe_type(&m.file_type())
+                crate::fsutil::describe_type(&m.file_type())
             ),
         )),
         _ => Ok(()),

@@ -322,7 +322,6 @@ pub fn check_browsable(
 /// filesystem, the link limit reached, or no hardlinks at all). Asked of
 /// the filesystem (`fpathconf(_PC_LINK_MAX)`), so verify writes nothing.
 fn link_possible(obj: &Path, dev: u64) -> bool {
-    use std::os::fd::AsRawFd;
     let Ok(f) = objects::open_object(obj) else {
         return false;
     };
@@ -332,11 +331,8 @@ fn link_possible(obj: &Path, dev: u64) -> bool {
     if m.dev() != dev {
         return false;
     }
-    // SAFETY: `f` is an open descriptor for the duration of the call.
-    #[allow(unsafe_code)]
-    let max = unsafe { libc::fpathconf(f.as_raw_fd(), libc::_PC_LINK_MAX) };
-    // -1: no limit (or unknown): a link is possible.
-    max < 0 || (m.nlink() as i64) < max as i64
+    // No limit (or unknown): a link is possible.
+    crate::sys::link_max(&f).is_none_or(|max| (m.nlink() as i64) < max)
 }
 
 fn check_entry(repo: &Repo, e: &BEntry, inodes: &Inodes<'_>) -> Option<String> {

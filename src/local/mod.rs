@@ -313,11 +313,24 @@ impl Repo {
 /// complete (one id a line; see `gc`).
 const PINNED: &str = "pinned";
 
+/// `quarantine/`: what a repair moved aside (damaged objects under
+/// `objects/`, foreign browsable entries under one folder per run).
+const QUARANTINE: &str = "quarantine";
+
 impl Repo {
     /// A write session on this repository (the caller holds the
     /// exclusive lock): what every writer above the boundary writes to.
     pub fn writer(&self) -> objects::Batch<'_> {
         objects::Batch::new(self)
+    }
+    /// The quarantine folder of one materializer run, relative to `dir`.
+    pub fn quarantine_of_run(stamp: &str) -> Vec<u8> {
+        format!("{QUARANTINE}/{stamp}").into_bytes()
+    }
+    /// Where damaged objects are moved aside, and its parent.
+    pub fn quarantine_dirs(&self) -> (PathBuf, PathBuf) {
+        let q = self.dir.join(QUARANTINE);
+        (q.join("objects"), q)
     }
     pub fn pins_path(&self) -> PathBuf {
         self.dir.join(PINNED)

@@ -312,8 +312,8 @@ impl<'r> Batch<'r> {
 /// `.trove/quarantine/objects/` (under a fresh name: nothing there is ever
 /// replaced), so a repair never destroys bytes, even wrong ones.
 pub fn quarantine_object(repo: &Repo, path: &Path) -> Result<PathBuf> {
-    let dir = repo.dir.join("quarantine").join("objects");
-    fsutil::create_private_dir(&repo.dir.join("quarantine"))?;
+    let (dir, parent) = repo.quarantine_dirs();
+    fsutil::create_private_dir(&parent)?;
     fsutil::create_private_dir(&dir)?;
     let name = path
         .file_name()
@@ -348,7 +348,7 @@ pub fn quarantine_object(repo: &Repo, path: &Path) -> Result<PathBuf> {
 /// store write. Returns false (and changes nothing) when `good` turns out
 /// not to hold those bytes.
 pub fn restore_object_from(repo: &Repo, id: &ObjectId, good: &Path) -> Result<bool> {
-    restore_object_from_file(repo, id, open_regular(good)?, good)
+    restore_object_from_file(repo, id, fsutil::open_regular(good)?, good)
 }
 
 /// `restore_object_from` with the good copy already open (the browsable
@@ -360,7 +360,7 @@ pub fn restore_object_from_file(
     mut src: File,
     good: &Path,
 ) -> Result<bool> {
-    ensure_regular(&src, "copy", good)?;
+    fsutil::ensure_regular(&src, "copy", good)?;
     let tmp = repo.tmp_dir().join(fsutil::tmp_name("repair"));
     let mut out = create_tmp(&tmp)?;
     let mut h = Hasher::new(repo.algo());
@@ -499,7 +499,7 @@ fn ingest_once(
             io::ErrorKind::InvalidInput,
             format!(
                 "it became {} after the scan saw a regular file",
-                describe_type(&meta.file_type())
+                fsutil::describe_type(&meta.file_type())
             ),
         )));
     }
@@ -612,74 +612,7 @@ fn ingest_once(
 /// an fstat that refuses anything but a regular file. A non-regular object
 /// is reported as corrupt, naming what it is.
 pub fn open_object(path: &Path) -> Result<File> {
-    open_checked(path, false)
-}
-
-/// `open_object` for a file outside the store (a `dupes` or `mirror`
-/// argument), which may be reached through a symlink.
-pub fn open_regular(path: &Path) -> Result<File> {
-    open_checked(path, true)
-}
-
-fn open_checked(path: &Path, follow: bool) -> Result<File> {
-    let mut opts = OpenOptions::new();
-    let mut flags = libc::O_NONBLOCK;
-    if !follow {
-        flags |= libc::O_NOFOLLOW;
-    }
-    opts.read(true).custom_flags(flags);
-    let f = match opts.open(path) {
-        Ok(f) => f,
-        // ELOOP is what O_NOFOLLOW answers for a symlink.
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(Error::corrupt(
-                "object",
-                path,
-                "it is a symbolic link, not a regular file",
-            ))
-        }
-        Err(e) => return Err(Error::io("open", path, e)),
-    };
-    ensure_regular(&f, "object", path)?;
-    // O_NONBLOCK means nothing for a regular file's reads; it stays set.
-    Ok(f)
-}
-
-/// Refuse an open file that is not a regular file, as corrupt `what`
-/// at `path`, naming what it is.
-fn ensure_regular(f: &File, what: &'static str, path: &Path) -> Result<()> {
-    let m = f.metadata().ctx("stat", path)?;
-    if !m.file_type().is_file() {
-        return Err(Error::corrupt(
-            what,
-            path,
-            format!(
-                "it is {}, not a regular file",
-                describe_type(&m.file_type())
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// "a FIFO", "a directory", … for messages about a file of the wrong type.
-pub fn describe_type(t: &fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_symlink() {
-        "a symbolic link"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "a device"
-    } else if t.is_file() {
-        "a regular file"
-    } else {
-        "of an unknown type"
-    }
+    fsutil::open_checked(path, false)
 }
 
 /// Hash a stored object again (verify, materialize of copies). Small files
@@ -687,14 +620,6 @@ pub fn describe_type(t: &fs::FileType) -> &'static str {
 /// would cost more than hashing a 4 KiB file.
 pub fn hash_object(algo: HashAlgo, path: &Path) -> Result<Digest> {
     let f = open_object(path)?;
-    let size = f.metadata().map(|m| m.len()).unwrap_or(LARGE_BUF as u64);
-    crate::hash::hash_reader(algo, f, size, path)
-}
-
-/// `hash_object` for a file outside the store (symlinks followed, FIFOs
-/// and other non-regular files still refused without blocking).
-pub fn hash_file(algo: HashAlgo, path: &Path) -> Result<Digest> {
-    let f = open_regular(path)?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(LARGE_BUF as u64);
     crate::hash::hash_reader(algo, f, size, path)
 }

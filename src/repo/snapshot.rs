@@ -66,6 +66,14 @@ pub struct SnapshotRecord {
     pub summary: Summary,
 }
 
+impl SnapshotRecord {
+    /// How far its source tree may expand: the entries it counts.
+    pub fn source_limit(&self) -> tree::Limit {
+        let s = &self.summary;
+        tree::Limit::counted(s.files.saturating_add(s.dirs).saturating_add(s.symlinks))
+    }
+}
+
 /// A record with its id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
@@ -426,12 +434,7 @@ pub fn load_listing(
     rec: &SnapshotRecord,
     seen: &mut HashSet<TreeId>,
 ) -> Result<(Vec<Entry>, Archive)> {
-    let e = tree::flat_to_source(tree::read_flat(
-        repo,
-        &rec.root,
-        seen,
-        tree::Limit::source(rec),
-    )?);
+    let e = tree::flat_to_source(tree::read_flat(repo, &rec.root, seen, rec.source_limit())?);
     let a = tree::flat_to_archive(tree::read_flat(
         repo,
         &rec.archive,

@@ -39,7 +39,7 @@ pub const MAX_DEPTH: usize = 2048;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Limit {
     /// A source tree: at most this many entries, from the count its
-    /// snapshot record states (see [`Limit::source`]).
+    /// snapshot record states (see [`Limit::counted`]).
     Entries(u64),
     /// An archive tree, whose size no record states: beyond
     /// [`ARCHIVE_FLOOR`] entries, the expansion may not exceed
@@ -58,16 +58,10 @@ pub const ARCHIVE_REPEAT: u64 = 1024;
 const COUNT_SLACK: u64 = 1024;
 
 impl Limit {
-    /// The limit of a snapshot's source tree: the entries its record
-    /// counts (files, folders, symlinks).
-    pub fn source(rec: &crate::repo::snapshot::SnapshotRecord) -> Limit {
-        let s = &rec.summary;
-        Limit::Entries(
-            s.files
-                .saturating_add(s.dirs)
-                .saturating_add(s.symlinks)
-                .saturating_add(COUNT_SLACK),
-        )
+    /// The limit of a source tree whose snapshot record counts `entries`
+    /// (files, folders, symlinks): see `SnapshotRecord::source_limit`.
+    pub fn counted(entries: u64) -> Limit {
+        Limit::Entries(entries.saturating_add(COUNT_SLACK))
     }
 
     /// The limit of an archive tree.

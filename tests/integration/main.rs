@@ -5,6 +5,7 @@ mod common;
 mod damage;
 mod damage_matrix;
 
+mod architecture;
 mod change_detection;
 mod cli;
 mod cli_ux;

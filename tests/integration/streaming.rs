@@ -14,7 +14,6 @@ use std::path::Path;
 use trove::backup::{self, BackupOptions};
 use trove::config::{BackupOverrides, BackupSettings};
 use trove::id::HashAlgo;
-use trove::local::objects;
 use trove::local::Repo;
 use trove::model::{Entry, Item, Leaf};
 use trove::plan::{self, PlanOptions};
@@ -111,7 +110,9 @@ fn scanned(src: &Path) -> Vec<Entry> {
         .map(|mut e| {
             if let Item::Leaf(Leaf::File { id, .. }) = &mut e.item {
                 let fs = src.join(OsStr::from_bytes(&e.path));
-                *id = trove::id::ObjectId(objects::hash_file(HashAlgo::Blake3, &fs).expect("hash"));
+                *id = trove::id::ObjectId(
+                    trove::hash::hash_file(HashAlgo::Blake3, &fs).expect("hash"),
+                );
             }
             e
         })

@@ -1,0 +1,131 @@
+//! Every system call trove makes through `unsafe`: each is a small safe
+//! function with a `# Safety` argument for its one `unsafe` block. The
+//! rest of the crate denies `unsafe_code` (lib.rs allows it for this
+//! module alone, and `tests/integration/hygiene.rs` checks no other file
+//! allows it). Callers turn the `io::Error`s into repository errors.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+fn c_path(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+/// `syncfs(2)`: flush every dirty page of the filesystem holding `f`.
+#[cfg(target_os = "linux")]
+pub fn syncfs(f: &File) -> io::Result<()> {
+    // SAFETY: syncfs takes a valid open file descriptor and has no other
+    // preconditions; `f` is borrowed for the duration of the call.
+    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `sync(2)`, where `syncfs` does not exist: flushes every filesystem.
+#[cfg(not(target_os = "linux"))]
+pub fn syncfs(_f: &File) -> io::Result<()> {
+    // SAFETY: sync has no arguments and no preconditions.
+    unsafe { libc::sync() };
+    Ok(())
+}
+
+/// Set the modification time of `path` itself, not of what a symlink
+/// there points to (`utimensat` with `AT_SYMLINK_NOFOLLOW`); the access
+/// time is left alone.
+pub fn set_mtime_nofollow(path: &Path, mtime_ns: i64) -> io::Result<()> {
+    let c = c_path(path)?;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
+            tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as libc::c_long,
+        },
+    ];
+    // SAFETY: `c` is a valid NUL-terminated string and `times` two valid
+    // timespecs, both alive for the duration of the call.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `renameat2(RENAME_NOREPLACE)`: `AlreadyExists` when `dest` exists;
+/// `EINVAL`/`ENOSYS` where the kernel or filesystem lacks the flag (the
+/// caller falls back).
+#[cfg(target_os = "linux")]
+pub fn rename_noreplace(src: &Path, dest: &Path) -> io::Result<()> {
+    let (s, d) = (c_path(src)?, c_path(dest)?);
+    // SAFETY: both are valid NUL-terminated strings alive for the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            s.as_ptr(),
+            libc::AT_FDCWD,
+            d.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Hand the allocator's free memory back to the system (glibc's
+/// `malloc_trim`); elsewhere nothing.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only walks the allocator's own free lists.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
+/// The most hardlinks the filesystem of `f` allows a file
+/// (`fpathconf(_PC_LINK_MAX)`); `None` for no limit or unknown.
+pub fn link_max(f: &File) -> Option<i64> {
+    // SAFETY: `f` is an open descriptor for the duration of the call.
+    let max = unsafe { libc::fpathconf(f.as_raw_fd(), libc::_PC_LINK_MAX) };
+    (max >= 0).then_some(max as i64)
+}
+
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Make `dest` share `src`'s extents (`FICLONE`), on filesystems that can;
+/// false where it cannot (then the caller copies).
+#[cfg(target_os = "linux")]
+pub fn reflink(src: &File, dest: &File) -> bool {
+    // SAFETY: both descriptors are open for the duration of the call and
+    // FICLONE takes the source fd as its integer argument.
+    let rc = unsafe { libc::ioctl(dest.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
+    rc == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn reflink(_src: &File, _dest: &File) -> bool {
+    false
+}
