@@ -1,6 +1,6 @@
 //! The audit trail's vocabulary (SPEC §4): how a run's decisions become
 //! log lines (`BACKUP: source/a → backup/a`, `ARCHIVE`, `RETENTION
-//! delete` …), and the [`Layout`] that names source and browsable paths
+//! delete` …), and the `Layout` that names source and browsable paths
 //! in them. Writes through `tracing` only; reads and changes nothing.
 
 use crate::browsable::render::{self, Escapes};

@@ -1,13 +1,22 @@
 //! trove: a deterministic, content-addressed backup engine.
 //!
-//! Data flows through the modules in this order:
-//! [`config`] (what to back up) → [`scan`] (what is there) → [`store::objects`]
-//! (hash, and store new contents once) → [`plan`] (pure: one decision per
-//! path) → [`store::tree`] / [`store::snapshot`] (the Merkle snapshot, the
-//! commit point) → [`browse`] (pure: the browsable layout of a snapshot) →
-//! [`materialize`] (hardlinks on disk). [`backup`] runs that sequence;
-//! [`store::lock`] keeps it to one writer; [`log`] writes the audit trail.
-//! The command line lives in [`cli`], which only parses and prints.
+//! Data flows through the modules in this order (docs/DESIGN.md has the
+//! picture): [`config`] (what to back up) → [`scan`] (what is there) →
+//! [`local::objects`] (hash, and store new contents once) → [`plan`] (pure:
+//! one decision per path) → [`repo::tree`] / [`repo::snapshot`] (the
+//! Merkle snapshot, the commit point) → [`browsable`] (the browsable tree:
+//! [`browsable::render`] pure, [`browsable::apply`] hardlinks on disk).
+//! [`backup`] runs that sequence; [`audit`] names its decisions in the log.
+//!
+//! The repository sits behind one boundary, [`repo`]: the traits
+//! `RepoRead`/`RepoWrite` and the formats written over them. [`local`] is
+//! the `.trove` implementation (and the only module that knows its
+//! layout), [`repo::memory`] an in-memory one for tests. `gc`, `verify`'s
+//! store check, `restore` and `inspect` work on any implementation.
+//! Below everything: [`model`] (plain data), [`codec`] (framing), [`id`],
+//! [`hash`], [`fsutil`], [`rootdir`] and [`sys`] (the only `unsafe`).
+//! The command line lives in [`cli`], which only parses, resolves
+//! settings, calls and prints.
 
 #![deny(unsafe_code)]
 #![warn(clippy::unwrap_used)]

@@ -105,7 +105,7 @@ impl PlanCounts {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// In path order; within a path, content decision before retention.
-    /// Unchanged files (SKIP) have no action: see [`Plan::is_skip`].
+    /// Unchanged files (SKIP) have no action: see [`Plan::for_each_decision`].
     pub actions: Vec<Action>,
     /// The new source listing (the scan with `dup` flags decided).
     pub entries: Vec<Entry>,

@@ -1,16 +1,19 @@
 //! Puts a rendered browsable tree (`render::render`) on disk under a target
-//! directory, with hardlinks into the object store.
+//! directory, with hardlinks into the local object store
+//! (`local::Repo::object_path`); `trove materialize` ([`rebuild`]).
 //!
-//! [`apply`] moves the tree from one rendering to the next, touching only
+//! `Materializer::apply` moves the tree from one rendering to the next, touching only
 //! the entries that differ; it is idempotent, so replaying it after a crash
-//! mid-way is safe. [`reconcile`] compares a rendering with what is really
+//! mid-way is safe. `Materializer::reconcile` compares a rendering with what is really
 //! on disk (after damage, or into a fresh target). Neither ever deletes a
 //! file it cannot prove is trove's own (a hardlink of the object, an empty
 //! file, or a copy with the right size): anything else standing in the way
-//! is moved to `.trove/quarantine/`, never removed.
+//! is moved to `.trove/quarantine/`, never removed. It never writes into
+//! the store, except to re-store a damaged object from a good copy found
+//! in the tree (`local::objects::restore_object_from_file`).
 //!
-//! `cache/materialized` records the snapshot the tree at BACKUP_ROOT shows,
-//! so the next command knows whether it must catch up.
+//! The marker (`Repo::write_marker`) records the snapshot the tree at
+//! BACKUP_ROOT shows, so the next command knows whether it must catch up.
 
 use crate::browsable::render::{self, BEntry, BKind};
 use crate::error::{Error, IoContext, Result};

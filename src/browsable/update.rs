@@ -1,7 +1,7 @@
 //! Moving the browsable tree from the snapshot it shows to the next: the
-//! differences between two renderings ([`TreeDiff`]), the catch-up after a
+//! differences between two renderings (`TreeDiff`), the catch-up after a
 //! crash left it behind ([`catch_up_browsable`]), and the end of every
-//! update ([`finish_tree_update`]: the marker is written only when every
+//! update (`finish_tree_update`: the marker is written only when every
 //! entry is in place). Knows the local repository (the tree hardlinks its
 //! objects); never writes into the store.
 

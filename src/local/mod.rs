@@ -1,7 +1,16 @@
-//! The repository proper: `.trove/` inside a backup root. This module owns
-//! the layout (which file lives where), creation and opening, and the
-//! repository config; its submodules own objects, trees, snapshots, the
-//! stat cache and the engine lock.
+//! The local repository: `.trove/` inside a backup root, the fast,
+//! browsable, hardlinked copy. This module owns the layout (which file
+//! lives where: the only code that builds a `.trove` path), creation and
+//! opening, the repository config, the marker and the pinned list's file;
+//! its submodules own the loose object store and ingest ([`objects`]), the
+//! stat cache ([`cache`]) and the engine lock ([`lock`]).
+//!
+//! [`Repo`] implements [`crate::repo::RepoRead`]; a write session
+//! ([`objects::Batch`], from [`Repo::writer`]) implements
+//! [`crate::repo::RepoWrite`]. [`Repo::object_path`] — the one thing a
+//! hardlink needs — is for the browsable tree alone; everything else above
+//! this module reads and writes through the traits. Nothing here knows
+//! about plans, the browsable layout or the command line.
 
 pub mod cache;
 pub mod lock;

@@ -8,6 +8,10 @@
 //! object that exists under its name always holds exactly the bytes of that
 //! name — after SIGKILL or power loss alike — and a crash before the commit
 //! leaves only `tmp/` garbage, removed by the next writer.
+//!
+//! A [`Batch`] is also the local repository's write session
+//! (`crate::repo::RepoWrite`): records, removals and the pinned list go
+//! through it too.
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;

@@ -1,11 +1,16 @@
-//! Snapshot records: one immutable file per completed run under
-//! `snapshots/<id>`, naming the source tree, the archive tree, the run's
+//! Snapshot records: one immutable record per completed run (in the local
+//! repository, `snapshots/<id>`), naming the source tree, the archive tree, the run's
 //! time, sources, parent and summary counts. Writing a record is the commit
 //! point of a backup: everything it names is durable before it is written.
 //!
 //! File format (docs/FORMAT.md): `b"trvS"`, one version byte, then the
 //! postcard encoding of a [`SnapshotRecord`]. The id is the hash of the
 //! postcard bytes.
+//!
+//! Everything here goes through [`crate::repo::RepoRead`] /
+//! [`crate::repo::RepoWrite`]: [`scan`] (every record, damaged ones named),
+//! [`resolve`] (what a user typed), [`load_snapshot`] (a record's two
+//! trees, flat). It knows no repository layout.
 
 use crate::error::{Error, IoContext, Result};
 use crate::hash::hash_bytes;

@@ -12,6 +12,10 @@
 //! zstd frame of the postcard encoding of a `TreeObject`. The tree id is the
 //! hash of the uncompressed postcard bytes, so it does not depend on the
 //! compressor.
+//!
+//! Trees are read ([`load_tree`], [`FlatCursor`], [`read_flat`]) and
+//! written ([`write_tree`], [`TreeWriter`]'s sink) through the repository
+//! traits only: this module knows the format, not where trees are kept.
 
 use crate::codec::{zstd_compress, zstd_decompress};
 use crate::error::{Error, Result};
