@@ -500,12 +500,7 @@ impl crate::repo::RepoRead for objects::Batch<'_> {
 }
 
 impl crate::repo::RepoWrite for objects::Batch<'_> {
-    fn put_with(
-        &self,
-        kind: StoreKind,
-        d: Digest,
-        make: &mut dyn FnMut() -> Result<Vec<u8>>,
-    ) -> Result<bool> {
+    fn put_with(&self, kind: StoreKind, d: Digest, make: crate::repo::Make<'_>) -> Result<bool> {
         objects::Batch::put_with(self, kind, d, make)
     }
     fn commit(&self) -> Result<()> {

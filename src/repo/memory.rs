@@ -163,12 +163,7 @@ impl RepoRead for MemoryRepo {
 }
 
 impl RepoWrite for MemoryRepo {
-    fn put_with(
-        &self,
-        kind: StoreKind,
-        d: Digest,
-        make: &mut dyn FnMut() -> Result<Vec<u8>>,
-    ) -> Result<bool> {
+    fn put_with(&self, kind: StoreKind, d: Digest, make: crate::repo::Make<'_>) -> Result<bool> {
         if self.has(kind, &d) {
             return Ok(false);
         }

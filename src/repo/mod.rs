@@ -129,6 +129,9 @@ pub trait RepoRead: Sync {
     fn local_dir(&self) -> Option<&Path>;
 }
 
+/// What produces the bytes of a put, called only when they are needed.
+pub type Make<'a> = &'a mut dyn FnMut() -> Result<Vec<u8>>;
+
 /// What a writer may do, on top of reading. Content goes in through
 /// [`RepoWrite::put_with`] and becomes durable and visible at
 /// [`RepoWrite::commit`]; a snapshot record written after that commit is
@@ -137,12 +140,7 @@ pub trait RepoRead: Sync {
 pub trait RepoWrite: RepoRead {
     /// Store the bytes `make` produces under `d` unless `d` is stored or
     /// queued already (false then, and `make` is not called).
-    fn put_with(
-        &self,
-        kind: StoreKind,
-        d: Digest,
-        make: &mut dyn FnMut() -> Result<Vec<u8>>,
-    ) -> Result<bool>;
+    fn put_with(&self, kind: StoreKind, d: Digest, make: Make<'_>) -> Result<bool>;
     /// Make everything put so far durable and visible.
     fn commit(&self) -> Result<()>;
     /// Write a snapshot record durably under its id.

@@ -474,12 +474,18 @@ mod tests {
         }
     }
 
+    /// A record as it is stored: header, then its encoding.
+    fn framed(r: &SnapshotRecord) -> Vec<u8> {
+        let mut data = SNAPSHOT_MAGIC.to_vec();
+        data.push(SNAPSHOT_VERSION);
+        data.extend(encode(r).expect("in memory"));
+        data
+    }
+
     #[test]
     fn round_trip_and_corruption() {
         let r = rec(4);
-        let mut data = SNAPSHOT_MAGIC.to_vec();
-        data.push(SNAPSHOT_VERSION);
-        data.extend(encode(&r).expect("in memory"));
+        let data = framed(&r);
         assert_eq!(decode(&data, Path::new("s")).expect("valid"), r);
         for cut in 0..data.len() {
             assert!(
@@ -542,9 +548,7 @@ mod tests {
     #[test]
     fn a_truncated_record_still_tells_its_sequence_number() {
         let r = rec(77);
-        let mut data = SNAPSHOT_MAGIC.to_vec();
-        data.push(SNAPSHOT_VERSION);
-        data.extend(encode(&r).expect("in memory"));
+        let data = framed(&r);
         assert_eq!(claimed(&data), (Some(77), Some(r.time_ns)));
         assert_eq!(
             claimed(&data[..data.len() / 2]),
