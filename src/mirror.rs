@@ -331,10 +331,7 @@ fn past_subtree(entries: &[Entry], at: usize) -> usize {
     let e = &entries[at];
     let mut j = at + 1;
     if matches!(e.item, Item::Dir(_)) {
-        while j < entries.len()
-            && entries[j].path.starts_with(&e.path)
-            && entries[j].path.get(e.path.len()) == Some(&b'/')
-        {
+        while j < entries.len() && pathbytes::is_under(&entries[j].path, &e.path) {
             j += 1;
         }
     }
@@ -380,10 +377,14 @@ pub fn run(o: &MirrorOptions, progress: &dyn Progress) -> Result<MirrorReport> {
         .map(|i| i.path.clone())
         .collect();
     protected.extend(src.excluded_paths.iter().cloned());
+    // An issue on the source root itself (the empty path) protects only
+    // the root, not everything below it: that is how this check has always
+    // read, kept as it was when `is_under` (where the root holds
+    // everything) replaced the hand-written test.
     let is_protected = |p: &[u8]| {
         protected
             .iter()
-            .any(|q| p == q.as_slice() || (p.starts_with(q) && p.get(q.len()) == Some(&b'/')))
+            .any(|q| p == q.as_slice() || (!q.is_empty() && pathbytes::is_under(p, q)))
     };
     for i in &src.issues {
         a.report
@@ -403,11 +404,8 @@ pub fn run(o: &MirrorOptions, progress: &dyn Progress) -> Result<MirrorReport> {
     let (mut i, mut j) = (0, 0);
     // Directories whose subtree could not be created: skip below them.
     let mut failed: Vec<Vec<u8>> = Vec::new();
-    let below_failed = |failed: &[Vec<u8>], p: &[u8]| {
-        failed
-            .iter()
-            .any(|f| p.starts_with(f) && p.get(f.len()) == Some(&b'/'))
-    };
+    let below_failed =
+        |failed: &[Vec<u8>], p: &[u8]| failed.iter().any(|f| pathbytes::is_under(p, f));
     let mut dirs: Vec<&Entry> = Vec::new();
     while i < s.len() || j < d.len() {
         let ord = match (s.get(i), d.get(j)) {

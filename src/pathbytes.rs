@@ -40,6 +40,23 @@ pub fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     v
 }
 
+/// Is `p` strictly below the directory `dir`? Component-wise, not
+/// byte-wise: `a/b` is under `a`, but `ab` and `a-b` (siblings sharing a
+/// byte prefix) are not, and nothing is under itself. The empty path is the
+/// root, so every non-empty path is under it.
+pub fn is_under(p: &[u8], dir: &[u8]) -> bool {
+    if dir.is_empty() {
+        return !p.is_empty();
+    }
+    p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/'
+}
+
+/// Is `p` the directory `dir` itself or below it? Everything is at or under
+/// the root (the empty path).
+pub fn is_at_or_under(p: &[u8], dir: &[u8]) -> bool {
+    p == dir || is_under(p, dir)
+}
+
 /// The parent of a relative path (`b""` for a top-level name).
 pub fn parent(path: &[u8]) -> &[u8] {
     match path.iter().rposition(|&c| c == b'/') {
@@ -110,6 +127,7 @@ pub fn display_path(p: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn order_puts_directory_before_contents() {
@@ -138,6 +156,78 @@ mod tests {
         assert!(is_safe_component(b"ok"));
         for bad in [&b""[..], b".", b"..", b"a/b", b"a\0b"] {
             assert!(!is_safe_component(bad));
+        }
+    }
+
+    #[test]
+    fn under_examples() {
+        assert!(is_under(b"a/b", b"a"));
+        assert!(is_under(b"a/b/c", b"a"));
+        assert!(!is_under(b"a", b"a"));
+        assert!(!is_under(b"ab", b"a"));
+        assert!(!is_under(b"a-b/c", b"a"));
+        assert!(!is_under(b"a", b"a/b"));
+        assert!(is_under(b"a", b""));
+        assert!(!is_under(b"", b""));
+        assert!(is_at_or_under(b"", b""));
+        assert!(is_at_or_under(b"a", b"a"));
+        assert!(is_at_or_under(b"x/y", b""));
+        assert!(!is_at_or_under(b"ab", b"a"));
+    }
+
+    /// The components of a relative path: none for the root (the empty
+    /// path), else the `/`-separated pieces (empty ones included).
+    fn comps(p: &[u8]) -> Vec<&[u8]> {
+        if p.is_empty() {
+            Vec::new()
+        } else {
+            p.split(|&c| c == b'/').collect()
+        }
+    }
+
+    /// Bytes drawn mostly from `a`, `b` and `/`, so that prefixes, siblings
+    /// and nesting come up often.
+    fn path_bytes() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![Just(b'a'), Just(b'b'), Just(b'/'), Just(b'-'), any::<u8>()],
+            0..8,
+        )
+    }
+
+    fn component() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(b'-')], 1..4)
+    }
+
+    proptest! {
+        #[test]
+        fn under_agrees_with_components(p in path_bytes(), d in path_bytes()) {
+            let (pc, dc) = (comps(&p), comps(&d));
+            let proper_prefix = pc.len() > dc.len() && pc[..dc.len()] == dc[..];
+            prop_assert_eq!(is_under(&p, &d), proper_prefix);
+            prop_assert_eq!(is_at_or_under(&p, &d), proper_prefix || pc == dc);
+        }
+
+        #[test]
+        fn joined_child_is_under(d in path_bytes(), x in component()) {
+            let child = join(&d, &x);
+            prop_assert!(is_under(&child, &d));
+            prop_assert!(is_at_or_under(&child, &d));
+            prop_assert!(!is_under(&d, &child));
+        }
+
+        #[test]
+        fn sibling_with_shared_prefix_is_not_under(d in component(), x in component()) {
+            let mut sibling = d.clone();
+            sibling.extend_from_slice(&x);
+            prop_assert!(!is_under(&sibling, &d));
+            prop_assert!(!is_at_or_under(&sibling, &d));
+            prop_assert!(!is_under(&join(&sibling, b"c"), &d));
+        }
+
+        #[test]
+        fn nothing_is_under_itself(p in path_bytes()) {
+            prop_assert!(!is_under(&p, &p));
+            prop_assert!(is_at_or_under(&p, &p));
         }
     }
 }

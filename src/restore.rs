@@ -115,9 +115,8 @@ fn select(entries: Vec<Entry>, paths: &[String], snap: &Snapshot) -> Result<Vec<
     for w in &wanted {
         let mut found = false;
         for (i, e) in entries.iter().enumerate() {
-            let under = e.path.starts_with(w)
-                && (e.path.len() == w.len() || e.path.get(w.len()) == Some(&b'/'));
-            let above = w.starts_with(&e.path) && w.get(e.path.len()) == Some(&b'/');
+            let under = pathbytes::is_at_or_under(&e.path, w);
+            let above = pathbytes::is_under(w, &e.path);
             if under {
                 found = true;
             }
@@ -200,9 +199,7 @@ impl Ctx<'_> {
 
     fn below_failed(&self, path: &[u8]) -> bool {
         let failed = self.failed_dirs.lock().unwrap_or_else(|p| p.into_inner());
-        failed
-            .iter()
-            .any(|d| path.starts_with(d) && path.get(d.len()) == Some(&b'/'))
+        failed.iter().any(|d| pathbytes::is_under(path, d))
     }
 
     fn fs_path(&self, rel: &[u8]) -> PathBuf {

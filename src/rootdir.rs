@@ -138,8 +138,7 @@ impl RootDir {
         {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             for (k, fd) in cache.iter() {
-                let covers = rel == k.as_slice()
-                    || (rel.len() > k.len() && rel.starts_with(k) && rel[k.len()] == b'/');
+                let covers = crate::pathbytes::is_at_or_under(rel, k);
                 if covers && start.as_ref().is_none_or(|(n, _)| k.len() > *n) {
                     start = Some((k.len(), fd.clone()));
                 }
@@ -190,11 +189,7 @@ impl RootDir {
     /// renamed or removed).
     fn invalidate(&self, rel: &[u8]) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.retain(|(k, _)| {
-            !(k.as_slice() == rel
-                || rel.is_empty()
-                || (k.len() > rel.len() && k.starts_with(rel) && k[rel.len()] == b'/'))
-        });
+        cache.retain(|(k, _)| !crate::pathbytes::is_at_or_under(k, rel));
     }
 
     /// What is at `rel`, without following a symlink anywhere.

@@ -94,9 +94,7 @@ fn history_ids(h: Option<&History>) -> Vec<ObjectId> {
 }
 
 fn nests(last: &mut Option<Vec<u8>>, p: &[u8]) -> bool {
-    let n = last
-        .as_ref()
-        .is_some_and(|a| p.len() > a.len() && p.starts_with(a) && p[a.len()] == b'/');
+    let n = last.as_ref().is_some_and(|a| pathbytes::is_under(p, a));
     *last = Some(p.to_vec());
     n
 }
@@ -409,9 +407,7 @@ fn scope_of(
     roots.dedup();
     let mut kept: Vec<Vec<u8>> = Vec::new();
     for r in roots {
-        let covered = kept.iter().any(|k| {
-            k.is_empty() || r == *k || (r.starts_with(k) && r.get(k.len()) == Some(&b'/'))
-        });
+        let covered = kept.iter().any(|k| pathbytes::is_at_or_under(&r, k));
         if !covered {
             kept.push(r);
         }
@@ -419,10 +415,7 @@ fn scope_of(
     if kept.is_empty() || kept.iter().any(|k| k.is_empty()) {
         return Ok(None);
     }
-    let under = |p: &[u8]| {
-        kept.iter()
-            .any(|k| p == k.as_slice() || (p.starts_with(k) && p.get(k.len()) == Some(&b'/')))
-    };
+    let under = |p: &[u8]| kept.iter().any(|k| pathbytes::is_at_or_under(p, k));
     let mut refresh: Vec<Vec<u8>> = kept
         .iter()
         .map(|k| pathbytes::parent(k).to_vec())

@@ -301,10 +301,10 @@ impl Scope {
     fn relation(&self, p: &[u8]) -> Relation {
         let mut rel = Relation::Outside;
         for r in &self.roots {
-            if r == p || is_under(p, r) {
+            if pathbytes::is_at_or_under(p, r) {
                 return Relation::Inside;
             }
-            if p.is_empty() || is_under(r, p) {
+            if pathbytes::is_under(r, p) {
                 rel = Relation::Ancestor;
             }
         }
@@ -363,10 +363,6 @@ struct Walker<'a> {
     known_trees: HashSet<TreeId>,
     had_prev: bool,
     scope: Option<Scope>,
-}
-
-fn is_under(p: &[u8], dir: &[u8]) -> bool {
-    p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/'
 }
 
 /// Issues after which the previous state of a path is kept rather than
@@ -876,7 +872,7 @@ impl<'a> Walker<'a> {
         if self
             .carry_under
             .as_ref()
-            .is_some_and(|d| !is_under(&path, d))
+            .is_some_and(|d| !pathbytes::is_under(&path, d))
         {
             self.carry_under = None;
         }

@@ -1003,10 +1003,7 @@ impl<'r> LazyRender<'r> {
         let mut last: Option<Vec<u8>> = None;
         while let Some((p, f)) = c.next()? {
             if let Flat::Leaf(_) = f {
-                if last
-                    .as_ref()
-                    .is_some_and(|a| p.len() > a.len() && p.starts_with(a) && p[a.len()] == b'/')
-                {
+                if last.as_ref().is_some_and(|a| pathbytes::is_under(&p, a)) {
                     return Ok(None);
                 }
                 last = Some(p);

@@ -166,9 +166,11 @@ impl Producer<'_, '_> {
                 return Ok(());
             };
             self.entries += 1;
-            while self.open.last().is_some_and(|d| {
-                !(e.path.len() > d.len() && e.path.starts_with(d) && e.path[d.len()] == b'/')
-            }) {
+            while self
+                .open
+                .last()
+                .is_some_and(|d| !pathbytes::is_under(&e.path, d))
+            {
                 self.open.pop();
             }
             // Folders above `e` with no entry of their own.

@@ -214,7 +214,7 @@ pub fn render(entries: &[Entry], archive: &[(Vec<u8>, History)]) -> Vec<BEntry> 
 fn archive_nests(archive: &[(Vec<u8>, History)]) -> bool {
     archive.windows(2).any(|w| {
         let (a, b) = (&w[0].0, &w[1].0);
-        b.len() > a.len() && b.starts_with(a) && b[a.len()] == b'/'
+        pathbytes::is_under(b, a)
     })
 }
 
@@ -350,10 +350,7 @@ fn resolve_conflicts(out: &mut [BEntry]) {
     let conflict = |out: &[BEntry]| {
         (0..out.len().saturating_sub(1)).find(|&i| {
             let (p, next) = (&out[i].path, &out[i + 1].path);
-            !matches!(out[i].kind, BKind::Dir)
-                && next.len() > p.len()
-                && next.starts_with(p)
-                && next[p.len()] == b'/'
+            !matches!(out[i].kind, BKind::Dir) && pathbytes::is_under(next, p)
         })
     };
     let Some(mut i) = conflict(out) else {
@@ -548,7 +545,7 @@ mod tests {
                     }
                     let p = &out[i].path;
                     let next = &out[i + 1].path;
-                    if next.len() > p.len() && next.starts_with(p) && next[p.len()] == b'/' {
+                    if pathbytes::is_under(next, p) {
                         out[i].path = moved_name(p, &taken);
                         moved = true;
                         break;
@@ -633,10 +630,7 @@ mod tests {
                 // A leaf that is also some entry's ancestor becomes a directory.
                 let keys: Vec<Vec<u8>> = out.keys().cloned().collect();
                 for k in &keys {
-                    if keys
-                        .iter()
-                        .any(|o| o.len() > k.len() && o.starts_with(k) && o[k.len()] == b'/')
-                    {
+                    if keys.iter().any(|o| pathbytes::is_under(o, k)) {
                         out.insert(
                             k.clone(),
                             Entry {

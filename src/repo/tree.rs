@@ -370,7 +370,7 @@ fn build<T: TreeItem>(
         let start = i;
         while i < items.len() {
             let r = &items[i].path()[plen..];
-            if r.len() > name_len && &r[..name_len] == name && r[name_len] == b'/' {
+            if pathbytes::is_under(r, name) {
                 i += 1;
             } else {
                 break;
@@ -480,7 +480,7 @@ where
     pub fn push(&mut self, path: &[u8], item: Flat<L, D>) -> Result<()> {
         while self.stack.len() > 1 {
             let top = &self.stack[self.stack.len() - 1].path;
-            if path.len() > top.len() && path.starts_with(top) && path[top.len()] == b'/' {
+            if pathbytes::is_under(path, top) {
                 break;
             }
             self.close_top()?;
@@ -520,7 +520,7 @@ where
         // Its last subdirectory may still be open: nothing more comes below.
         while self.stack.len() > 1 {
             let top = &self.stack[self.stack.len() - 1].path;
-            if top.len() > path.len() && top.starts_with(path) && top[path.len()] == b'/' {
+            if pathbytes::is_under(top, path) {
                 self.close_top()?;
             } else {
                 break;
