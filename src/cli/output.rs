@@ -22,6 +22,25 @@ pub(super) fn json<T: Serialize>(out: &mut impl Write, v: &T) -> anyhow::Result<
     Ok(())
 }
 
+/// A human figure with the exact count beside it, for what a user may
+/// want to audit or compare: `4.9 KiB (5,000 bytes)`.
+pub(super) fn bytes_exact(n: u64) -> String {
+    format!("{} ({} bytes)", human_bytes(n), thousands(n))
+}
+
+/// `5000` → `5,000`.
+pub(super) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut s = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            s.push(',');
+        }
+        s.push(c);
+    }
+    s
+}
+
 pub(super) fn init(out: &mut impl Write, existed: bool, root: &Path, hash: &str) -> io::Result<()> {
     let verb = if existed {
         "already a repository"
@@ -683,7 +702,9 @@ pub(super) fn mirror(
     )
 }
 
-/// `trove dupes`: each set, then the total.
+/// `trove dupes`: each set, then the total. Wasted space is given in human
+/// units and in exact bytes, per set and in the total, so a report can be
+/// audited and compared with other tools' byte counts.
 pub(super) fn dupes(
     out: &mut impl Write,
     r: &crate::dupes::DupesReport,
@@ -692,10 +713,10 @@ pub(super) fn dupes(
     for set in &r.sets {
         writeln!(
             out,
-            "{} copies of {} ({} wasted), {}:",
+            "{} copies of {}, {} wasted, {}:",
             set.copies,
             human_bytes(set.size),
-            human_bytes(set.wasted),
+            bytes_exact(set.wasted),
             &set.hash[..16]
         )?;
         let mut first_of: std::collections::HashMap<usize, &str> = Default::default();
@@ -723,7 +744,7 @@ pub(super) fn dupes(
         "{} duplicate sets, {} files, {} wasted ({} files, {} scanned; {} compared by their first and last blocks, {} hashed in full)",
         r.sets.len(),
         r.duplicate_files,
-        human_bytes(r.wasted),
+        bytes_exact(r.wasted),
         r.files_scanned,
         human_bytes(r.bytes_scanned),
         r.files_partially_hashed,
@@ -734,6 +755,35 @@ pub(super) fn dupes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thousands_are_separated_by_commas() {
+        for (n, want) in [
+            (0, "0"),
+            (7, "7"),
+            (999, "999"),
+            (1_000, "1,000"),
+            (5_000, "5,000"),
+            (20_011, "20,011"),
+            (999_999, "999,999"),
+            (1_000_000, "1,000,000"),
+            (u64::MAX, "18,446,744,073,709,551,615"),
+        ] {
+            assert_eq!(thousands(n), want, "{n}");
+        }
+    }
+
+    #[test]
+    fn exact_bytes_stand_beside_the_human_figure() {
+        for (n, want) in [
+            (0, "0 B (0 bytes)"),
+            (100, "100 B (100 bytes)"),
+            (5_000, "4.9 KiB (5,000 bytes)"),
+            (1_048_576, "1.0 MiB (1,048,576 bytes)"),
+        ] {
+            assert_eq!(bytes_exact(n), want, "{n}");
+        }
+    }
 
     #[test]
     fn mode_strings_read_like_ls() {
