@@ -219,11 +219,7 @@ pub(super) fn materialize(cli: &Cli, a: &MaterializeArgs) -> Result<Outcome> {
     let root = settings::repo_root(cli)?;
     let repo = Repo::open_writable(&root)?;
     let _lock = RepoLock::acquire(&repo, LockMode::Exclusive, cli.wait)?;
-    // A writer like backup and prune: it empties what an interrupted
-    // write left in tmp/ (the fault sweep found materialize leaving one).
-    repo.clean_tmp()?;
-    let snap = snapshot::resolve(&repo, "latest")?;
-    let report = crate::materialize::rebuild(&repo, &snap, a.target.as_deref(), a.prune_extra)?;
+    let report = crate::materialize::rebuild_latest(&repo, a.target.as_deref(), a.prune_extra)?;
     let mut out = std::io::stdout().lock();
     if cli.json {
         output::json(&mut out, &report)?;
