@@ -175,12 +175,7 @@ pub(super) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<Outcome> {
     let snap = snapshot::resolve(&repo, &a.snapshot)?;
     let (entries, _) = backup::load_snapshot(&repo, &snap.record)
         .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
-    let opts = crate::restore::RestoreOptions {
-        target: a.target.clone(),
-        paths: a.paths.clone(),
-        overwrite: a.overwrite,
-        dry_run: a.dry_run,
-    };
+    let opts = settings::restore_options(a);
     let bar = TermProgress::new(cli);
     let report = crate::restore::run(&repo, &snap, entries, &opts, &bar);
     drop(bar);
@@ -196,11 +191,7 @@ pub(super) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<Outcome> {
 
 pub(super) fn verify(cli: &Cli, a: &VerifyArgs) -> Result<Outcome> {
     let (repo, _lock) = open_for_reading(cli)?;
-    let opts = crate::verify::VerifyOptions {
-        quick: a.quick,
-        sample_percent: a.sample,
-        seed: a.seed,
-    };
+    let opts = settings::verify_options(a);
     let bar = TermProgress::new(cli);
     let report = crate::verify::run(&repo, &opts, &bar);
     drop(bar);
@@ -340,12 +331,7 @@ pub(super) fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
 
 pub(super) fn mirror(cli: &Cli, a: &MirrorArgs) -> Result<Outcome> {
     let _ = crate::log::init(console(cli), None);
-    let opts = crate::mirror::MirrorOptions {
-        src: a.src.clone(),
-        dest: a.dest.clone(),
-        apply: a.apply,
-        scan: settings::scan_options(&a.filter, a.one_file_system)?,
-    };
+    let opts = settings::mirror_options(a)?;
     let bar = TermProgress::new(cli);
     let r = crate::mirror::run(&opts, &bar);
     drop(bar);
@@ -361,11 +347,7 @@ pub(super) fn mirror(cli: &Cli, a: &MirrorArgs) -> Result<Outcome> {
 
 pub(super) fn dupes(cli: &Cli, a: &DupesArgs) -> Result<Outcome> {
     let _ = crate::log::init(console(cli), None);
-    let opts = crate::dupes::DupesOptions {
-        paths: a.paths.clone(),
-        min_size: a.min_size.unwrap_or(1),
-        scan: settings::scan_options(&a.filter, a.one_file_system)?,
-    };
+    let opts = settings::dupes_options(a)?;
     let bar = TermProgress::new(cli);
     let r = crate::dupes::run(&opts, &bar);
     drop(bar);

@@ -799,6 +799,48 @@ mod tests {
     }
 
     #[test]
+    fn dupes_give_exact_bytes_per_set_and_in_total() {
+        use crate::dupes::{DupFile, DupSet, DupesReport};
+        let file = |path: &str, inode| DupFile {
+            path: path.into(),
+            inode,
+        };
+        let r = DupesReport {
+            files_scanned: 9,
+            bytes_scanned: 123_456,
+            files_partially_hashed: 5,
+            files_fully_hashed: 4,
+            sets: vec![DupSet {
+                size: 5_000,
+                hash: "0123456789abcdef0123".into(),
+                copies: 2,
+                wasted: 5_000,
+                files: vec![file("a", 1), file("a.link", 1), file("b", 2)],
+            }],
+            duplicate_files: 2,
+            wasted: 5_000,
+            hardlinked: vec![vec!["h1".into(), "h2".into()]],
+            problems: vec![("p".into(), "denied".into())],
+        };
+        let render = |quiet| {
+            let mut buf = Vec::new();
+            dupes(&mut buf, &r, quiet).expect("to a buffer");
+            String::from_utf8_lossy(&buf).into_owned()
+        };
+        let body = "2 copies of 4.9 KiB, 4.9 KiB (5,000 bytes) wasted, 0123456789abcdef:\n  \
+                    a\n  a.link  (hardlink of a)\n  b\n\
+                    already hardlinked (no waste): h1, h2\nerror: p: denied\n";
+        assert_eq!(render(true), body);
+        assert_eq!(
+            render(false),
+            format!(
+                "{body}1 duplicate sets, 2 files, 4.9 KiB (5,000 bytes) wasted (9 files, 120.6 KiB scanned; \
+                 5 compared by their first and last blocks, 4 hashed in full)\n"
+            )
+        );
+    }
+
+    #[test]
     fn json_ends_with_one_newline() {
         let mut buf = Vec::new();
         json(&mut buf, &serde_json::json!({"a": 1})).expect("to a buffer");

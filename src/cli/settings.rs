@@ -4,7 +4,10 @@
 //! file > default. Each domain options struct is built here exactly once;
 //! nothing here runs the engine or prints.
 
-use super::args::{BackupArgs, Cli, FilterArgs, PruneArgs, SourceArgs, WatchArgs};
+use super::args::{
+    BackupArgs, Cli, DupesArgs, FilterArgs, MirrorArgs, PruneArgs, RestoreArgs, SourceArgs,
+    VerifyArgs, WatchArgs,
+};
 use crate::backup::{self, BackupOptions};
 use crate::config::{
     self, BackupOverrides, BackupSettings, LoadedConfig, RetentionConfig, WatchConfig,
@@ -111,12 +114,46 @@ fn resolve_settings(
     Ok((settings, cfg))
 }
 
+pub(super) fn restore_options(a: &RestoreArgs) -> crate::restore::RestoreOptions {
+    crate::restore::RestoreOptions {
+        target: a.target.clone(),
+        paths: a.paths.clone(),
+        overwrite: a.overwrite,
+        dry_run: a.dry_run,
+    }
+}
+
+pub(super) fn verify_options(a: &VerifyArgs) -> crate::verify::VerifyOptions {
+    crate::verify::VerifyOptions {
+        quick: a.quick,
+        sample_percent: a.sample,
+        seed: a.seed,
+    }
+}
+
+/// Mirror reads no config file: its flags are all there is.
+pub(super) fn mirror_options(a: &MirrorArgs) -> Result<crate::mirror::MirrorOptions> {
+    Ok(crate::mirror::MirrorOptions {
+        src: a.src.clone(),
+        dest: a.dest.clone(),
+        apply: a.apply,
+        scan: scan_options(&a.filter, a.one_file_system)?,
+    })
+}
+
+/// Dupes reads no config file; `--min-size` defaults to 1 (empty files are
+/// never duplicates worth reporting).
+pub(super) fn dupes_options(a: &DupesArgs) -> Result<crate::dupes::DupesOptions> {
+    Ok(crate::dupes::DupesOptions {
+        paths: a.paths.clone(),
+        min_size: a.min_size.unwrap_or(1),
+        scan: scan_options(&a.filter, a.one_file_system)?,
+    })
+}
+
 /// The walk options of the commands that do not read config.json
 /// (mirror, dupes): the filter flags alone.
-pub(super) fn scan_options(
-    f: &FilterArgs,
-    one_file_system: bool,
-) -> Result<crate::scan::ScanOptions> {
+fn scan_options(f: &FilterArgs, one_file_system: bool) -> Result<crate::scan::ScanOptions> {
     for n in &f.exclude_if_present {
         config::check_marker_name(n).map_err(Error::Usage)?;
     }
