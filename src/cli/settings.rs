@@ -88,21 +88,12 @@ fn resolve_settings(
     } else {
         config_file(cli, false)?
     };
-    if !paths.is_empty() {
-        if cli.repo.is_some() {
-            ov.sources = paths.to_vec();
-        } else if paths.len() < 2 {
-            return Err(Error::Usage(
-                "give SOURCE… DEST (at least two paths), or SOURCE with --repo DEST".into(),
-            )
-            .into());
-        } else {
-            ov.sources = paths[..paths.len() - 1].to_vec();
-            ov.backup_root = paths.last().cloned();
-        }
+    let (sources, root) = split_paths(paths, cli.repo.as_deref())?;
+    if !sources.is_empty() {
+        ov.sources = sources;
     }
-    if cli.repo.is_some() {
-        ov.backup_root = cli.repo.clone();
+    if root.is_some() {
+        ov.backup_root = root;
     }
     if paths.is_empty() && cfg.is_none() && cli.repo.is_none() {
         return Err(Error::Usage(
@@ -112,6 +103,22 @@ fn resolve_settings(
     }
     let settings = BackupSettings::resolve(ov, cfg.as_ref())?;
     Ok((settings, cfg))
+}
+
+/// The sources and backup root the positionals and `--repo` (or
+/// `TROVE_REPO`) give, over the config's: with the flag every path is a
+/// source and the flag names the root; without it, SOURCE… DEST. Empty and
+/// None where nothing was given.
+fn split_paths(paths: &[PathBuf], repo: Option<&Path>) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
+    match (paths, repo) {
+        (_, Some(r)) => Ok((paths.to_vec(), Some(r.to_path_buf()))),
+        ([], None) => Ok((Vec::new(), None)),
+        ([_], None) => Err(Error::Usage(
+            "give SOURCE… DEST (at least two paths), or SOURCE with --repo DEST".into(),
+        )
+        .into()),
+        ([sources @ .., dest], None) => Ok((sources.to_vec(), Some(dest.clone()))),
+    }
 }
 
 pub(super) fn restore_options(a: &RestoreArgs) -> crate::restore::RestoreOptions {
@@ -348,6 +355,8 @@ mod tests {
 
     /// `--debounce`, `--full-scan-interval`, `--poll` as given.
     type WatchFlags = (Option<u64>, Option<u64>, Option<f64>);
+    /// Sources and backup root, as `split_paths` gives them.
+    type Split = (Vec<PathBuf>, Option<PathBuf>);
     /// Debounce, full-scan interval, poll interval.
     type Timing = (Duration, Duration, Option<Duration>);
 
@@ -382,6 +391,36 @@ mod tests {
                 want,
                 "{flag:?} {config:?}"
             );
+        }
+    }
+
+    #[test]
+    fn positionals_are_source_dest_unless_repo_names_the_root() {
+        let v = |ps: &[&str]| ps.iter().map(PathBuf::from).collect::<Vec<_>>();
+        let p = |s: &str| Some(PathBuf::from(s));
+        let cases: [(&[&str], Option<&str>, Option<Split>); 7] = [
+            (&[], None, Some((v(&[]), None))),
+            (&[], Some("/r"), Some((v(&[]), p("/r")))),
+            (&["s"], None, None),
+            (&["s"], Some("/r"), Some((v(&["s"]), p("/r")))),
+            (&["s", "d"], None, Some((v(&["s"]), p("d")))),
+            (&["s", "t", "d"], None, Some((v(&["s", "t"]), p("d")))),
+            (
+                &["s", "t", "d"],
+                Some("/r"),
+                Some((v(&["s", "t", "d"]), p("/r"))),
+            ),
+        ];
+        for (paths, repo, want) in cases {
+            let got = split_paths(&v(paths), repo.map(Path::new));
+            match want {
+                Some(w) => assert_eq!(got.ok(), Some(w), "{paths:?} {repo:?}"),
+                None => {
+                    let e = got.expect_err("SOURCE without DEST");
+                    assert_eq!(crate::cli::exit::exit_code(&e), crate::cli::ExitCode::Usage);
+                    assert!(e.to_string().contains("SOURCE… DEST"), "{e}");
+                }
+            }
         }
     }
 
