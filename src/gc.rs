@@ -557,7 +557,7 @@ pub struct RepoStats {
     /// logical_bytes / stored_bytes (1.0 when nothing is stored).
     pub dedup_ratio: f64,
     /// What `trove prune` with the current settings would remove (filled
-    /// in by the caller, which knows the settings: `prune::run` dry).
+    /// in by `prune::stats`, from a dry run of `prune::run`).
     pub reclaimable_objects: u64,
     pub reclaimable_bytes: u64,
     pub reclaimable_snapshots: u64,

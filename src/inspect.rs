@@ -1,11 +1,12 @@
 //! Read-only questions about what snapshots recorded: `diff` between two
 //! snapshots (walking both Merkle trees and skipping every subtree whose id
 //! is equal on both sides) and `history` of one path across all snapshots,
-//! with where each content can be found today.
+//! with where each content can be found today; and which entries `ls`
+//! shows for a path.
 
 use crate::browsable::render::{self, Escapes};
 use crate::error::{Error, Result};
-use crate::id::{ObjectId, TreeId};
+use crate::id::{ObjectId, SnapshotId, TreeId};
 use crate::model::{Entry, History, Item, Leaf, Meta};
 use crate::pathbytes::{self, display as show};
 use crate::repo::snapshot::{self, Snapshot};
@@ -505,4 +506,110 @@ pub fn history(repo: &dyn RepoRead, path: &str) -> Result<Vec<HistoryRow>> {
         )));
     }
     Ok(rows)
+}
+
+/// `trove ls [PATH]`: the entries of a snapshot at or below `path`
+/// (relative to the snapshot root; slashes at either end do not count;
+/// absent or empty: every entry). A path the snapshot does not have is a
+/// usage error naming `snapshot`.
+pub fn ls<'a>(
+    entries: &'a [Entry],
+    path: Option<&str>,
+    snapshot: &SnapshotId,
+) -> Result<Vec<&'a Entry>> {
+    let filter = path.map(|p| p.trim_matches('/').as_bytes()).unwrap_or(b"");
+    if filter.is_empty() {
+        return Ok(entries.iter().collect());
+    }
+    let rows: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| at_or_under(&e.path, filter))
+        .collect();
+    if rows.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} is not in snapshot {}",
+            show(filter),
+            snapshot.short()
+        )));
+    }
+    Ok(rows)
+}
+
+/// `path` is `dir` or below it, by whole components (`ab` is not under
+/// `a`).
+fn at_or_under(path: &[u8], dir: &[u8]) -> bool {
+    path == dir || (path.starts_with(dir) && path.get(dir.len()) == Some(&b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            item: Item::Dir(Meta::default()),
+        }
+    }
+
+    #[test]
+    fn ls_shows_the_path_and_what_is_below_it() {
+        let entries: Vec<Entry> = ["a", "a/b", "a/b/c", "a/bc", "ab", "b"]
+            .into_iter()
+            .map(entry)
+            .collect();
+        let all = vec!["a", "a/b", "a/b/c", "a/bc", "ab", "b"];
+        let cases: [(Option<&str>, Option<Vec<&str>>); 12] = [
+            (None, Some(all.clone())),
+            (Some(""), Some(all.clone())),
+            (Some("/"), Some(all.clone())),
+            (Some("a"), Some(vec!["a", "a/b", "a/b/c", "a/bc"])),
+            (Some("/a/"), Some(vec!["a", "a/b", "a/b/c", "a/bc"])),
+            (Some("a/b"), Some(vec!["a/b", "a/b/c"])),
+            (Some("a/b/"), Some(vec!["a/b", "a/b/c"])),
+            (Some("ab"), Some(vec!["ab"])),
+            (Some("a/b/c"), Some(vec!["a/b/c"])),
+            (Some("b"), Some(vec!["b"])),
+            (Some("c"), None),
+            (Some("a/b/c/d"), None),
+        ];
+        let id = SnapshotId(crate::id::Digest([7; 32]));
+        for (path, want) in cases {
+            let got = ls(&entries, path, &id).map(|v| {
+                v.iter()
+                    .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+                    .collect::<Vec<_>>()
+            });
+            match want {
+                Some(w) => assert_eq!(
+                    got.ok(),
+                    Some(w.iter().map(|s| s.to_string()).collect()),
+                    "{path:?}"
+                ),
+                None => {
+                    let e = got.expect_err("not in the snapshot");
+                    assert!(e.is_usage(), "{path:?}: {e}");
+                    assert!(e.to_string().contains(&id.short()), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn under_means_whole_components() {
+        for (path, dir, want) in [
+            ("a", "a", true),
+            ("a/b", "a", true),
+            ("ab", "a", false),
+            ("a", "a/b", false),
+            ("a/b/c", "a/b", true),
+            ("a/bc", "a/b", false),
+        ] {
+            assert_eq!(
+                at_or_under(path.as_bytes(), dir.as_bytes()),
+                want,
+                "{path} {dir}"
+            );
+        }
+    }
 }

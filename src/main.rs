@@ -3,26 +3,21 @@
 
 use clap::Parser;
 use std::io::Write;
-use std::process::ExitCode;
+use trove::cli::{self, ExitCode};
 
-fn main() -> ExitCode {
-    let cli = trove::cli::Cli::parse();
-    match trove::cli::run(cli) {
-        Ok(trove::cli::Outcome::Ok) => ExitCode::SUCCESS,
-        Ok(trove::cli::Outcome::Problems) => ExitCode::from(1),
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    let code = match cli::run(args) {
+        Ok(outcome) => ExitCode::from(outcome),
+        // A closed pipe (`trove ls | head`) is not a failure.
+        Err(e) if cli::exit::is_broken_pipe(&e) => ExitCode::Ok,
         Err(e) => {
-            // A closed pipe (`trove ls | head`) is not a failure.
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) {
-                return ExitCode::SUCCESS;
-            }
             // Never `eprintln!`: it panics when stderr itself fails (a
             // full disk under a redirected stderr), which would turn a
             // named error into exit 101. The exit code still tells.
-            let _ = writeln!(std::io::stderr(), "error: {}", trove::cli::error_report(&e));
-            ExitCode::from(trove::cli::exit_code(&e))
+            let _ = writeln!(std::io::stderr(), "error: {}", cli::error_report(&e));
+            cli::exit_code(&e)
         }
-    }
+    };
+    code.into()
 }

@@ -16,6 +16,7 @@ use crate::browsable::update::TreeDiff;
 use crate::error::Result;
 use crate::gc::{self, GcReport};
 use crate::id::{SnapshotId, TreeId};
+use crate::local::lock::LockMode;
 use crate::local::objects::Batch;
 use crate::local::{cache, Repo};
 use crate::plan::{self, PlanOptions};
@@ -24,6 +25,7 @@ use crate::repo::tree;
 use crate::retention::Policy;
 use serde::Serialize;
 use std::collections::HashSet;
+use std::path::Path;
 
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
@@ -181,8 +183,46 @@ fn file_retention(
     })
 }
 
-/// Run retention and garbage collection. The caller holds the exclusive
-/// lock (a shared one for a dry run).
+/// Open the repository for a prune: a dry run only reads, so it opens as
+/// a reader does (also on read-only media); a real one as a writer.
+pub fn open(root: &Path, dry_run: bool) -> Result<Repo> {
+    if dry_run {
+        Repo::open(root)
+    } else {
+        Repo::open_writable(root)
+    }
+}
+
+/// The lock [`run`] needs: shared for a dry run (it writes nothing, so
+/// readers may run beside it), exclusive otherwise.
+pub fn lock_mode(dry_run: bool) -> LockMode {
+    if dry_run {
+        LockMode::Shared
+    } else {
+        LockMode::Exclusive
+    }
+}
+
+/// `trove stats`: the repository's figures (`gc::stats`) with what prune
+/// under `o` would reclaim, from a dry run of it (forced, whatever
+/// `o.dry_run` says). A repository prune refuses (damaged) cannot be
+/// collected: nothing is reclaimable then. The caller holds a shared lock.
+pub fn stats(repo: &Repo, o: &PruneOptions) -> Result<gc::RepoStats> {
+    let mut st = gc::stats(repo)?;
+    let dry = PruneOptions {
+        dry_run: true,
+        ..o.clone()
+    };
+    if let Ok(p) = run(repo, &dry) {
+        st.reclaimable_objects = p.gc.objects_removed;
+        st.reclaimable_bytes = p.gc.bytes_freed();
+        st.reclaimable_snapshots = p.gc.forgotten.len() as u64;
+    }
+    Ok(st)
+}
+
+/// Run retention and garbage collection. The caller holds the lock
+/// [`lock_mode`] names (exclusive; shared for a dry run).
 ///
 /// Every check comes before the first change: a damaged record, or a tree
 /// the retention or the collection would read, stops the run with nothing

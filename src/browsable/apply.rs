@@ -1108,6 +1108,20 @@ impl MaterializeReport {
     }
 }
 
+/// `trove materialize`: the latest snapshot's tree rebuilt at `target`.
+/// A writer like backup and prune, it first empties what an interrupted
+/// write left in tmp/ (the fault sweep found materialize leaving one). The
+/// caller holds the exclusive lock.
+pub fn rebuild_latest(
+    repo: &Repo,
+    target: Option<&Path>,
+    prune_extra: bool,
+) -> Result<MaterializeReport> {
+    repo.clean_tmp()?;
+    let snap = crate::repo::snapshot::resolve(repo, "latest")?;
+    rebuild(repo, &snap, target, prune_extra)
+}
+
 /// Rebuild the browsable tree of `snap` at `target` (the backup root when
 /// `None`) from the snapshot and the objects: the same rendering and the
 /// same placement code as a backup's incremental update, applied to

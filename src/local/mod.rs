@@ -287,7 +287,12 @@ impl Repo {
         self.dir.join("tmp")
     }
     pub fn logs_dir(&self) -> PathBuf {
-        self.dir.join("logs")
+        Self::logs_dir_of(&self.root)
+    }
+    /// Where the run logs of the repository at `root` go, before it is
+    /// opened (a run logs from its first line, even one that creates it).
+    pub fn logs_dir_of(root: &Path) -> PathBuf {
+        Self::dir_of(root).join("logs")
     }
     pub fn lock_path(&self) -> PathBuf {
         self.dir.join("lock")

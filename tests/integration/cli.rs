@@ -341,3 +341,43 @@ fn sha256_repository_names_objects_by_their_sha256() -> TestResult {
     }
     Ok(())
 }
+
+/// Where a reading command finds the repository: `--repo` over
+/// `TROVE_REPO` over the config's `backup_root` (CLI > env > config).
+#[test]
+fn repository_comes_from_the_flag_then_the_environment_then_the_config() -> TestResult {
+    let env = TestEnv::new()?;
+    fill(&env)?;
+    env.backup_ok(&[])?;
+    let elsewhere = env.root().join("not-a-repository");
+    std::fs::create_dir_all(&elsewhere)?;
+    let write_config = |root: &std::path::Path| -> TestResult {
+        let cfg = serde_json::json!({"sources": [&env.source], "backup_root": root});
+        std::fs::write(env.root().join("config.json"), cfg.to_string())?;
+        Ok(())
+    };
+    let run = |flag: Option<&std::path::Path>, var: Option<&std::path::Path>| -> Res<i32> {
+        let mut c = env.cmd()?;
+        if let Some(v) = var {
+            c.env("TROVE_REPO", v);
+        }
+        if let Some(f) = flag {
+            c.arg("--repo").arg(f);
+        }
+        let out = c.args(["snapshots", "--json"]).output()?;
+        Ok(out.status.code().unwrap_or(-1))
+    };
+    let (good, bad) = (env.backup.as_path(), elsewhere.as_path());
+    write_config(bad)?;
+    assert_eq!(
+        run(Some(good), Some(bad))?,
+        0,
+        "the flag beats env and config"
+    );
+    assert_eq!(run(Some(bad), Some(good))?, 2, "the flag beats env");
+    assert_eq!(run(None, Some(good))?, 0, "env beats config");
+    write_config(good)?;
+    assert_eq!(run(None, Some(bad))?, 2, "env beats config");
+    assert_eq!(run(None, None)?, 0, "the config's backup_root");
+    Ok(())
+}

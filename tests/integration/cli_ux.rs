@@ -727,7 +727,11 @@ fn mirror_and_dupes_json_equal_the_human_numbers() -> TestResult {
         "{line}"
     );
     assert!(
-        line.contains(&format!("{} wasted", human_bytes(u(&v, "wasted")?))),
+        line.contains(&format!(
+            "{} ({} bytes) wasted",
+            human_bytes(u(&v, "wasted")?),
+            "20,011"
+        )),
         "{line}\n{v}"
     );
     assert_eq!(num_before(line, " files, ")?, 5, "3 + 2 copies");

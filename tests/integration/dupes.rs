@@ -44,6 +44,8 @@ struct HumanSet {
     copies: u64,
     size: String,
     wasted: String,
+    /// The exact figure printed beside `wasted`.
+    wasted_bytes: u64,
     hash16: String,
     files: Files,
 }
@@ -53,6 +55,8 @@ struct HumanSummary {
     sets: u64,
     files: u64,
     wasted: String,
+    /// The exact figure printed beside `wasted`.
+    wasted_bytes: u64,
     scanned_files: u64,
     scanned_bytes: String,
 }
@@ -86,24 +90,28 @@ fn parse_human(out: &str) -> Res<Human> {
         } else if let Some(e) = l.strip_prefix("error: ") {
             errors.push(e.to_string());
         } else if let Some((copies, rest)) = l.split_once(" copies of ") {
-            let (size, rest) = rest.split_once(" (").ok_or_else(|| bad(l))?;
-            let (wasted, hash) = rest.split_once(" wasted), ").ok_or_else(|| bad(l))?;
+            let (size, rest) = rest.split_once(", ").ok_or_else(|| bad(l))?;
+            let (wasted, hash) = rest.split_once(" wasted, ").ok_or_else(|| bad(l))?;
+            let (wasted, wasted_bytes) = human_and_exact(wasted).ok_or_else(|| bad(l))?;
             sets.push(HumanSet {
                 copies: copies.parse()?,
                 size: size.to_string(),
-                wasted: wasted.to_string(),
+                wasted,
+                wasted_bytes,
                 hash16: hash.strip_suffix(':').ok_or_else(|| bad(l))?.to_string(),
                 files: Vec::new(),
             });
         } else if let Some((n, rest)) = l.split_once(" duplicate sets, ") {
             let (files, rest) = rest.split_once(" files, ").ok_or_else(|| bad(l))?;
             let (wasted, rest) = rest.split_once(" wasted (").ok_or_else(|| bad(l))?;
+            let (wasted, wasted_bytes) = human_and_exact(wasted).ok_or_else(|| bad(l))?;
             let (scanned_files, rest) = rest.split_once(" files, ").ok_or_else(|| bad(l))?;
             let (scanned_bytes, _) = rest.split_once(" scanned").ok_or_else(|| bad(l))?;
             summary = Some(HumanSummary {
                 sets: n.parse()?,
                 files: files.parse()?,
-                wasted: wasted.to_string(),
+                wasted,
+                wasted_bytes,
                 scanned_files: scanned_files.parse()?,
                 scanned_bytes: scanned_bytes.to_string(),
             });
@@ -117,6 +125,25 @@ fn parse_human(out: &str) -> Res<Human> {
         errors,
         summary: summary.ok_or_else(|| format!("no summary line\n{out}"))?,
     })
+}
+
+/// `4.9 KiB (5,000 bytes)` → (`4.9 KiB`, 5000); None for any other form
+/// (commas exactly every three digits).
+fn human_and_exact(s: &str) -> Option<(String, u64)> {
+    let (human, exact) = s.strip_suffix(" bytes)")?.split_once(" (")?;
+    let groups: Vec<&str> = exact.split(',').collect();
+    let well_formed = groups.iter().enumerate().all(|(i, g)| {
+        g.bytes().all(|b| b.is_ascii_digit())
+            && if i == 0 {
+                (1..=3).contains(&g.len())
+            } else {
+                g.len() == 3
+            }
+    });
+    if !well_formed {
+        return None;
+    }
+    Some((human.to_string(), groups.concat().parse().ok()?))
 }
 
 fn dupes_human(env: &TestEnv, args: &[&str]) -> Res<Human> {
@@ -280,6 +307,9 @@ fn assert_sets(h: &Human, want: &[Want], what: &str) {
         got, exp,
         "{what}: sets (copies, size, wasted, files), by waste"
     );
+    let got: Vec<u64> = h.sets.iter().map(|s| s.wasted_bytes).collect();
+    let exp: Vec<u64> = want.iter().map(Want::wasted).collect();
+    assert_eq!(got, exp, "{what}: exact bytes wasted per set");
 }
 
 // ---------------------------------------------------------------- tests
@@ -313,6 +343,7 @@ fn reports_exact_sets_by_waste_with_hardlinks_marked() -> TestResult {
             sets: 4,
             files: 13,
             wasted: human_bytes(total),
+            wasted_bytes: total,
             scanned_files: files,
             scanned_bytes: human_bytes(bytes),
         }
@@ -344,6 +375,7 @@ fn json_carries_the_same_numbers_as_the_human_output() -> TestResult {
             "BLAKE3 of the content"
         );
         // Same numbers as the human output.
+        assert_eq!(wasted, hs.wasted_bytes, "exact bytes wasted");
         assert_eq!(
             (copies, human_bytes(size), human_bytes(wasted), &hash[..16]),
             (
@@ -376,6 +408,7 @@ fn json_carries_the_same_numbers_as_the_human_output() -> TestResult {
     let total: u64 = want.iter().map(Want::wasted).sum();
     assert_eq!(v["wasted"].as_u64(), Some(total));
     assert_eq!(human_bytes(total), h.summary.wasted);
+    assert_eq!(total, h.summary.wasted_bytes, "the exact total of both");
     assert_eq!(v["duplicate_files"].as_u64(), Some(13));
     assert_eq!(v["duplicate_files"].as_u64(), Some(h.summary.files));
     assert_eq!(v["files_scanned"].as_u64(), Some(files));
@@ -391,6 +424,65 @@ fn json_carries_the_same_numbers_as_the_human_output() -> TestResult {
 /// Files of equal size that differ in one byte, at every size around the
 /// 4 KiB first/last-block boundaries and at telling positions, next to a
 /// true duplicate pair of each size.
+/// Issue 14 item 8: human units alone cannot be audited or compared with
+/// another tool's "N bytes wasted", so the exact count stands beside them,
+/// per set and in the total, with thousands separated.
+#[test]
+fn human_output_gives_exact_bytes_wasted_per_set_and_in_total() -> TestResult {
+    let env = TestEnv::new()?;
+    let mut rng = Lcg(14);
+    let five = rng.bytes(5000);
+    put(&env.src("a/five1"), &five)?;
+    put(&env.src("b/five2"), &five)?;
+    let small = rng.bytes(1500);
+    for i in 1..=3 {
+        put(&env.src(&format!("s/small{i}")), &small)?;
+    }
+    let r = dupes(&env, &["source"])?;
+    r.expect_code(0);
+    let hash16 = |d: &[u8]| blake3::hash(d).to_hex()[..16].to_string();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some(
+            format!(
+                "2 copies of 4.9 KiB, 4.9 KiB (5,000 bytes) wasted, {}:",
+                hash16(&five)
+            )
+            .as_str()
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        lines.contains(
+            &format!(
+                "3 copies of 1.5 KiB, 2.9 KiB (3,000 bytes) wasted, {}:",
+                hash16(&small)
+            )
+            .as_str()
+        ),
+        "{}",
+        r.stdout
+    );
+    let total = lines.last().ok_or("no summary")?;
+    assert!(
+        total.starts_with("2 duplicate sets, 5 files, 7.8 KiB (8,000 bytes) wasted ("),
+        "{total}"
+    );
+    // The JSON had the bytes already, and keeps them.
+    let v = dupes_json(&env, &["source"])?;
+    assert_eq!(v["wasted"].as_u64(), Some(8000), "{v:#}");
+    let per_set: Vec<Option<u64>> = v["sets"]
+        .as_array()
+        .ok_or("sets")?
+        .iter()
+        .map(|s| s["wasted"].as_u64())
+        .collect();
+    assert_eq!(per_set, vec![Some(5000), Some(3000)], "{v:#}");
+    Ok(())
+}
+
 #[test]
 fn files_differing_in_a_single_byte_are_never_duplicates() -> TestResult {
     let env = TestEnv::new()?;
@@ -512,6 +604,7 @@ fn min_size_leaves_out_smaller_files_and_empty_files_never_count() -> TestResult
         }
         let total: u64 = sets.iter().map(|w| w.wasted()).sum();
         assert_eq!(h.summary.wasted, human_bytes(total), "{args:?}");
+        assert_eq!(h.summary.wasted_bytes, total, "{args:?}");
     }
     let bad = dupes(&env, &["source", "--min-size", "lots"])?;
     bad.expect_code(2);
@@ -529,6 +622,7 @@ fn only_empty_files_make_no_sets() -> TestResult {
     assert!(h.sets.is_empty() && h.hardlinked.is_empty(), "{h:#?}");
     assert_eq!((h.summary.sets, h.summary.files), (0, 0));
     assert_eq!(h.summary.wasted, "0 B");
+    assert_eq!(h.summary.wasted_bytes, 0);
     let v = dupes_json(&env, &["source"])?;
     assert_eq!(v["sets"].as_array().map(Vec::len), Some(0), "{v:#}");
     assert_eq!(v["hardlinked"].as_array().map(Vec::len), Some(0), "{v:#}");

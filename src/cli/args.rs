@@ -1,0 +1,443 @@
+//! The command line as clap parses it: the argument structs and the value
+//! types of their flags, nothing else. Settings resolution (what a missing
+//! flag falls back to) is in `settings`; nothing here touches the engine.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// `--hash`: the content hash of a new repository. A clap value type of its
+/// own, so the domain's `HashAlgo` stays free of clap; the spellings are
+/// exactly those accepted before (`blake3`, `sha256`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HashArg {
+    Blake3,
+    Sha256,
+}
+
+impl From<HashArg> for crate::id::HashAlgo {
+    fn from(h: HashArg) -> Self {
+        match h {
+            HashArg::Blake3 => crate::id::HashAlgo::Blake3,
+            HashArg::Sha256 => crate::id::HashAlgo::Sha256,
+        }
+    }
+}
+
+/// `--on-error`: what a file that cannot be backed up does to a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnErrorArg {
+    Ignore,
+    Warn,
+    Fail,
+}
+
+impl From<OnErrorArg> for crate::config::OnError {
+    fn from(o: OnErrorArg) -> Self {
+        match o {
+            OnErrorArg::Ignore => crate::config::OnError::Ignore,
+            OnErrorArg::Warn => crate::config::OnError::Warn,
+            OnErrorArg::Fail => crate::config::OnError::Fail,
+        }
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "trove",
+    version,
+    about = "A deterministic, content-addressed backup engine with a browsable backup folder",
+    after_help = "Exit codes: 0 ok, 1 problems found or some files not backed up, 2 usage or config error, 3 repository locked.\n\nExample: trove backup ~/Documents /mnt/backup"
+)]
+pub struct Cli {
+    /// The backup root (it holds .trove/). Also TROVE_REPO.
+    #[arg(long, global = true, env = "TROVE_REPO", value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// Config file [default: ./config.json when present]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More console output (-v actions, -vv debug); the log file is unaffected
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on the console
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Machine-readable output on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Wait for the repository lock instead of exiting 3 when another trove holds it
+    #[arg(long, global = true)]
+    pub wait: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a repository (the first backup also does this)
+    #[command(after_help = "Example: trove init /mnt/backup --hash sha256")]
+    Init(InitArgs),
+    /// Run one incremental backup
+    #[command(
+        after_help = "Examples:\n  trove backup                      # sources and backup_root from ./config.json\n  trove backup ~/docs ~/pics /mnt/b # SOURCE… DEST\n  trove backup --dry-run -v         # print the plan, change nothing"
+    )]
+    Backup(BackupArgs),
+    /// List snapshots
+    #[command(after_help = "Example: trove snapshots --repo /mnt/backup")]
+    Snapshots,
+    /// List what a snapshot recorded
+    #[command(
+        after_help = "Examples:\n  trove ls                 # latest snapshot, everything\n  trove ls 3fa2b1c0 docs   # one snapshot, below docs/"
+    )]
+    Ls(LsArgs),
+    /// Recreate files from a snapshot (copies, hash-checked)
+    #[command(
+        after_help = "Examples:\n  trove restore --target /tmp/r                  # everything from the latest snapshot\n  trove restore --snapshot 3fa2b1c0 --target /tmp/r docs/report.txt\n  trove restore --snapshot '2026-11-01 12:00' --target /tmp/r --dry-run"
+    )]
+    Restore(RestoreArgs),
+    /// Check snapshots, trees, objects and the browsable tree
+    #[command(
+        after_help = "Examples:\n  trove verify               # re-hash every object\n  trove verify --quick       # existence and sizes only\n  trove verify --sample 5    # re-hash a random 5% of the objects\n\nExit 1 when any problem is found; each is named with the object or path and the snapshots affected."
+    )]
+    Verify(VerifyArgs),
+    /// Rebuild the browsable tree from the snapshots and objects
+    #[command(
+        after_help = "Examples:\n  trove materialize                      # repair the tree at the backup root\n  trove materialize --target /tmp/view   # a complete tree elsewhere\n  trove materialize --prune-extra        # also move foreign files to .trove/quarantine/"
+    )]
+    Materialize(MaterializeArgs),
+    /// Show what changed between two snapshots
+    #[command(
+        after_help = "Example: trove diff 3fa2b1c0 latest\n\nMarkers: + added, - removed, M content changed, T type changed, U metadata (mode, owner, mtime) changed."
+    )]
+    Diff(DiffArgs),
+    /// Show every recorded version of one path
+    #[command(after_help = "Example: trove history docs/report.txt")]
+    History(HistoryArgs),
+    /// Apply retention and remove content nothing references any more
+    #[command(
+        after_help = "Examples:\n  trove prune --dry-run                     # what would go, and the bytes freed\n  trove prune --keep-daily 7 --keep-weekly 4 --keep-monthly 12\n\nWithout any keep rule every snapshot record stays, and only the latest snapshot pins its content (max_versions_per_file bounds the history per file)."
+    )]
+    Prune(PruneArgs),
+    /// Back up continuously: an initial run, then one run per burst of changes
+    #[command(
+        after_help = "Examples:\n  trove watch                          # sources and backup_root from ./config.json\n  trove watch ~/docs /mnt/backup --debounce 500\n  trove watch --poll 30                # poll instead of inotify (network filesystems)\n\nStops cleanly on SIGINT/SIGTERM (the run in progress finishes). One log file per session. With --json, one JSON line per run on stdout."
+    )]
+    Watch(WatchArgs),
+    /// Make DEST an exact copy of SRC (dry run unless --apply)
+    #[command(
+        after_help = "Examples:\n  trove mirror ~/docs /mnt/usb/docs           # show what would change\n  trove mirror ~/docs /mnt/usb/docs --apply   # do it\n\nA mirror deletes from DEST what is not in SRC: it keeps no history (use `trove backup` for that). SRC is never modified."
+    )]
+    Mirror(MirrorArgs),
+    /// Report sets of byte-identical files and the space they waste
+    #[command(
+        after_help = "Examples:\n  trove dupes ~/Pictures ~/Downloads\n  trove dupes --min-size 1M --json /data\n\nFiles that are hardlinks of each other share their blocks: they are marked as such and never counted as waste."
+    )]
+    Dupes(DupesArgs),
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  trove completions bash > ~/.local/share/bash-completion/completions/trove\n  trove completions zsh > ~/.zfunc/_trove\n  trove completions fish > ~/.config/fish/completions/trove.fish"
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff)
+    #[command(after_help = "Example: trove man > ~/.local/share/man/man1/trove.1 && man trove")]
+    Man,
+    /// Show repository statistics (logical vs stored bytes, dedup ratio)
+    #[command(after_help = "Example: trove stats --repo /mnt/backup --json")]
+    Stats,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub src: SourceArgs,
+    /// Quiet time after the last change before a run starts, in ms [default: watch.debounce_ms, else 1000]
+    #[arg(long, value_name = "MS")]
+    pub debounce: Option<u64>,
+    /// Poll the sources every SECONDS instead of using filesystem notifications
+    #[arg(long, value_name = "SECONDS")]
+    pub poll: Option<f64>,
+    /// Full scan at least this often, in seconds [default: watch.full_scan_interval, else 3600]
+    #[arg(long, value_name = "SECONDS")]
+    pub full_scan_interval: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct MirrorArgs {
+    /// The directory to copy from (never modified)
+    pub src: PathBuf,
+    /// The directory to make equal to SRC (created if missing)
+    pub dest: PathBuf,
+    /// Carry out the changes (without it: print what would change)
+    #[arg(long)]
+    pub apply: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Do not cross into other filesystems inside SRC
+    #[arg(long)]
+    pub one_file_system: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DupesArgs {
+    /// Directories (or files) to look in
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Ignore files smaller than this (bytes, or with K/M/G/T: 64K, 1M) [default: 1]
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
+    pub min_size: Option<u64>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Do not cross into other filesystems
+    #[arg(long)]
+    pub one_file_system: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Print what would be removed and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep the N newest snapshots
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours with snapshots
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days with snapshots
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks with snapshots
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months with snapshots
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years with snapshots
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot taken in the last N days
+    #[arg(long, value_name = "DAYS")]
+    pub keep_within_days: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Snapshot id prefix, `latest`, or a time (the newest snapshot at or before it)
+    #[arg(
+        long,
+        short = 's',
+        default_value = "latest",
+        value_name = "ID|latest|TIME"
+    )]
+    pub snapshot: String,
+    /// Directory to restore into (created if missing; must be empty unless --overwrite)
+    #[arg(long, short = 't', value_name = "DIR")]
+    pub target: PathBuf,
+    /// Only these paths (relative to the snapshot root) and what is below them
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// Restore into a non-empty target, replacing entries the snapshot has
+    #[arg(long)]
+    pub overwrite: bool,
+    /// List what would be written and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Check existence and sizes only; do not re-hash objects
+    #[arg(long, conflicts_with = "sample")]
+    pub quick: bool,
+    /// Re-hash a random PERCENT of the objects (0 < PERCENT <= 100)
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub sample: Option<f64>,
+    /// Seed for --sample, to repeat a sample exactly
+    #[arg(long, requires = "sample")]
+    pub seed: Option<u64>,
+}
+
+fn parse_percent(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if v > 0.0 && v <= 100.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{s} is not a percentage between 0 (exclusive) and 100"
+        ))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct MaterializeArgs {
+    /// Build the tree here instead of at the backup root
+    #[arg(long, value_name = "DIR")]
+    pub target: Option<PathBuf>,
+    /// Move entries trove did not create into .trove/quarantine/
+    #[arg(long)]
+    pub prune_extra: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The older snapshot (id prefix, `latest` or a time)
+    pub from: String,
+    /// The newer snapshot
+    pub to: String,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// Path relative to the snapshot root, as `trove ls` shows it
+    pub path: String,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Backup root to create
+    pub dir: PathBuf,
+    /// Content hash, fixed for the repository's life
+    #[arg(long, value_enum)]
+    pub hash: Option<HashArg>,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub src: SourceArgs,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Read every file again instead of trusting the stat cache
+    #[arg(long)]
+    pub rehash: bool,
+    /// Write a snapshot even when nothing changed
+    #[arg(long)]
+    pub always_snapshot: bool,
+    /// Build on the newest readable snapshot when a newer record is damaged
+    /// (otherwise refused: the damaged record may hold the latest state)
+    #[arg(long)]
+    pub allow_damaged_latest: bool,
+}
+
+/// What to back up and how: shared by `backup` and `watch`.
+#[derive(Args, Debug)]
+pub struct SourceArgs {
+    /// SOURCE… DEST (or SOURCE… with --repo); none: use the config file
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Do not cross into other filesystems
+    #[arg(long)]
+    pub one_file_system: bool,
+    /// Back up what symlinks point to instead of the links
+    #[arg(long)]
+    pub follow_symlinks: bool,
+    /// What a file that cannot be backed up does to a run
+    #[arg(long, value_name = "POLICY", value_enum)]
+    pub on_error: Option<OnErrorArg>,
+    /// Hash for a new repository (blake3 or sha256)
+    #[arg(long, value_enum)]
+    pub hash: Option<HashArg>,
+}
+
+/// What to leave out; the same filters for backup, watch, mirror and dupes.
+#[derive(Args, Debug, Default)]
+pub struct FilterArgs {
+    /// Exclude matching paths (repeatable; `*.tmp` matches names anywhere, `build/out` or `/cache` paths from the root)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Read exclude patterns from FILE, one per line (# comments)
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Exclude a directory that holds a file named NAME (repeatable)
+    #[arg(long, value_name = "NAME")]
+    pub exclude_if_present: Vec<String>,
+    /// Exclude directories holding a valid CACHEDIR.TAG (bford.info/cachedir)
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Exclude files larger than SIZE (bytes, or 64K, 1.5M, 2G)
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
+    pub exclude_larger_than: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Snapshot id prefix, `latest`, or a time [default: latest]
+    pub snapshot: Option<String>,
+    /// Only this path (relative to the snapshot root) and what is below it
+    pub path: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn hash_and_on_error_accept_exactly_their_old_spellings() {
+        let names = |vs: &[clap::builder::PossibleValue]| -> Vec<String> {
+            vs.iter().map(|v| v.get_name().to_string()).collect()
+        };
+        let hash: Vec<_> = HashArg::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .collect();
+        assert_eq!(names(&hash), ["blake3", "sha256"]);
+        let on_error: Vec<_> = OnErrorArg::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .collect();
+        assert_eq!(names(&on_error), ["ignore", "warn", "fail"]);
+        for (args, ok) in [
+            (&["trove", "init", "d", "--hash", "blake3"][..], true),
+            (&["trove", "init", "d", "--hash", "sha256"][..], true),
+            (&["trove", "init", "d", "--hash", "md5"][..], false),
+            // As before: exact spellings only.
+            (&["trove", "init", "d", "--hash", "SHA256"][..], false),
+            (&["trove", "init", "d", "--hash", "sha-256"][..], false),
+            (&["trove", "backup", "--on-error", "ignore"][..], true),
+            (&["trove", "backup", "--on-error", "warn"][..], true),
+            (&["trove", "backup", "--on-error", "fail"][..], true),
+            (&["trove", "backup", "--on-error", "explode"][..], false),
+            (&["trove", "watch", "--on-error", "Fail"][..], false),
+            (&["trove", "watch", "--hash", "sha256"][..], true),
+        ] {
+            match Cli::try_parse_from(args) {
+                Ok(_) => assert!(ok, "{args:?} parsed"),
+                Err(e) => {
+                    assert!(!ok, "{args:?}: {e}");
+                    assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue, "{args:?}");
+                    // clap exits 2 for it, and names the value and the choices.
+                    assert_eq!(e.exit_code(), 2);
+                    let text = e.to_string();
+                    let bad = args[args.len() - 1];
+                    assert!(text.contains(bad), "{text}");
+                    assert!(text.contains("possible values"), "{text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_values_map_to_the_domain_types() {
+        use crate::config::OnError;
+        use crate::id::HashAlgo;
+        assert_eq!(HashAlgo::from(HashArg::Blake3), HashAlgo::Blake3);
+        assert_eq!(HashAlgo::from(HashArg::Sha256), HashAlgo::Sha256);
+        assert_eq!(OnError::from(OnErrorArg::Ignore), OnError::Ignore);
+        assert_eq!(OnError::from(OnErrorArg::Warn), OnError::Warn);
+        assert_eq!(OnError::from(OnErrorArg::Fail), OnError::Fail);
+    }
+}

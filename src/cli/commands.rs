@@ -1,0 +1,363 @@
+//! One function per command: resolve the settings (`settings`), set up the
+//! console and audit log, take the lock the engine asks for, call the
+//! engine, and hand its report to `output`. The engine decides; these only
+//! connect.
+
+use super::args::{
+    BackupArgs, Cli, DiffArgs, DupesArgs, HistoryArgs, InitArgs, LsArgs, MaterializeArgs,
+    MirrorArgs, PruneArgs, RestoreArgs, VerifyArgs, WatchArgs,
+};
+use super::exit::Outcome;
+use super::output;
+use super::progress::TermProgress;
+use super::settings;
+use crate::backup;
+use crate::config::BackupSettings;
+use crate::id::HashAlgo;
+use crate::local::lock::{LockMode, RepoLock};
+use crate::local::Repo;
+use crate::repo::snapshot;
+use crate::retention::Policy;
+use anyhow::{Context, Result};
+use std::io::Write;
+use tracing_subscriber::filter::LevelFilter;
+
+/// Problems found → exit 1; none → 0.
+fn outcome(problems: bool) -> Outcome {
+    if problems {
+        Outcome::Problems
+    } else {
+        Outcome::Ok
+    }
+}
+
+fn console(cli: &Cli) -> LevelFilter {
+    crate::log::console_level(cli.verbose, cli.quiet)
+}
+
+pub(super) fn init(cli: &Cli, a: &InitArgs) -> Result<Outcome> {
+    let _log = crate::log::init(console(cli), None)?;
+    let algo = a.hash.map(HashAlgo::from).unwrap_or(HashAlgo::Blake3);
+    let existed = Repo::exists(&a.dir);
+    let repo = Repo::init(&a.dir, algo)?;
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        output::json(
+            &mut out,
+            &serde_json::json!({
+                "repository": repo.root, "hash": repo.algo().name(), "id": repo.config.id, "created": !existed
+            }),
+        )?;
+    } else if !cli.quiet {
+        output::init(&mut out, existed, &repo.root, repo.algo().name())?;
+    }
+    Ok(Outcome::Ok)
+}
+
+pub(super) fn backup(cli: &Cli, a: &BackupArgs) -> Result<Outcome> {
+    // Positionals are SOURCE… DEST, or all sources when --repo is given.
+    let (settings, _) = settings::source_settings(cli, &a.src)?;
+    let console = console(cli);
+    if a.dry_run {
+        // Nothing is written, not even a log; a dry run exists to show the
+        // plan.
+        let level = if cli.quiet {
+            console
+        } else {
+            console.max(LevelFilter::INFO)
+        };
+        let _g = crate::log::init(level, None)?;
+        return finish_backup(cli, a, settings, None);
+    }
+    let guard = run_log(&settings, console)?;
+    let log_path = guard.file.clone();
+    finish_backup(cli, a, settings, log_path)
+}
+
+/// The console and audit log of a writing run (backup, watch): the log
+/// file goes to `log_dir`, else `.trove/logs`, and the backup root is
+/// created 0700 first so the log directory never makes it world-readable.
+fn run_log(settings: &BackupSettings, console: LevelFilter) -> Result<crate::log::LogGuard> {
+    let log_dir = settings
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| Repo::logs_dir_of(&settings.backup_root));
+    if settings.log_dir.is_none() && !Repo::exists(&settings.backup_root) {
+        crate::fsutil::create_private_dir(&settings.backup_root)?;
+    }
+    Ok(crate::log::init(
+        console,
+        Some((log_dir.as_path(), settings.log_level)),
+    )?)
+}
+
+fn finish_backup(
+    cli: &Cli,
+    a: &BackupArgs,
+    settings: BackupSettings,
+    log: Option<std::path::PathBuf>,
+) -> Result<Outcome> {
+    let opts = settings::backup_options(settings, a, cli.wait);
+    let bar = TermProgress::new(cli);
+    let report = backup::run(&opts, &bar);
+    drop(bar);
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            // main prints the error on the console; this puts it in the log.
+            tracing::error!(target: "audit", "{e}");
+            return Err(e.into());
+        }
+    };
+    let line = backup::summary_line(&report);
+    if !report.dry_run {
+        tracing::info!("Run complete");
+    }
+    tracing::info!(target: "trove::summary", "{line}");
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        output::json(&mut out, &report)?;
+    } else if !cli.quiet {
+        output::backup_summary(
+            &mut out,
+            &report,
+            &line,
+            log.as_deref(),
+            &opts.settings.backup_root,
+        );
+    }
+    Ok(outcome(report.failed))
+}
+
+/// A command that only reads: the repository, under a shared lock.
+fn open_for_reading(cli: &Cli) -> Result<(Repo, RepoLock)> {
+    let _ = crate::log::init(console(cli), None);
+    let root = settings::repo_root(cli)?;
+    let repo = Repo::open(&root)?;
+    let lock = RepoLock::acquire(&repo, LockMode::Shared, cli.wait)?;
+    Ok((repo, lock))
+}
+
+pub(super) fn snapshots(cli: &Cli) -> Result<Outcome> {
+    let (repo, _lock) = open_for_reading(cli)?;
+    let scan = snapshot::scan(&repo)?;
+    for d in &scan.damaged {
+        tracing::error!("{}", d.error);
+    }
+    let rows = output::snapshot_rows(&scan);
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        output::json(&mut out, &rows)?;
+    } else {
+        output::snapshots(&mut out, &rows, scan.snapshots.len(), scan.damaged.len())?;
+    }
+    Ok(outcome(!scan.damaged.is_empty()))
+}
+
+pub(super) fn ls(cli: &Cli, a: &LsArgs) -> Result<Outcome> {
+    let (repo, _lock) = open_for_reading(cli)?;
+    let snap = snapshot::resolve(&repo, a.snapshot.as_deref().unwrap_or("latest"))?;
+    let (entries, _) = crate::repo::snapshot::load_snapshot(&repo, &snap.record)
+        .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
+    let shown = crate::inspect::ls(&entries, a.path.as_deref(), &snap.id)?;
+    let rows = output::ls_rows(&shown);
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        output::json(&mut out, &rows)?;
+    } else {
+        output::ls(&mut out, &rows)?;
+    }
+    Ok(Outcome::Ok)
+}
+
+pub(super) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<Outcome> {
+    let (repo, _lock) = open_for_reading(cli)?;
+    let snap = snapshot::resolve(&repo, &a.snapshot)?;
+    let (entries, _) = crate::repo::snapshot::load_snapshot(&repo, &snap.record)
+        .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
+    let opts = settings::restore_options(a);
+    let bar = TermProgress::new(cli);
+    let report = crate::restore::run(&repo, &snap, entries, &opts, &bar);
+    drop(bar);
+    let report = report?;
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        output::json(&mut out, &report)?;
+    } else {
+        output::restore(&mut out, &report, cli.quiet)?;
+    }
+    Ok(outcome(report.failed()))
+}
+
+pub(super) fn verify(cli: &Cli, a: &VerifyArgs) -> Result<Outcome> {
+    let (repo, _lock) = open_for_reading(cli)?;
+    let opts = settings::verify_options(a);
+    let bar = TermProgress::new(cli);
+    let report = crate::verify::run(&repo, &opts, &bar);
+    drop(bar);
+    let report = report?;
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        output::json(&mut out, &report)?;
+    } else {
+        output::verify(&mut out, &report, a.quick, cli.quiet)?;
+    }
+    Ok(outcome(!report.problems.is_empty()))
+}
+
+pub(super) fn materialize(cli: &Cli, a: &MaterializeArgs) -> Result<Outcome> {
+    let _ = crate::log::init(console(cli), None);
+    let root = settings::repo_root(cli)?;
+    let repo = Repo::open_writable(&root)?;
+    let _lock = RepoLock::acquire(&repo, LockMode::Exclusive, cli.wait)?;
+    let report =
+        crate::browsable::apply::rebuild_latest(&repo, a.target.as_deref(), a.prune_extra)?;
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        output::json(&mut out, &report)?;
+    } else {
+        output::materialize(&mut out, &report, cli.quiet)?;
+    }
+    Ok(outcome(!report.failures.is_empty()))
+}
+
+pub(super) fn diff(cli: &Cli, a: &DiffArgs) -> Result<Outcome> {
+    let (repo, _lock) = open_for_reading(cli)?;
+    let from = snapshot::resolve(&repo, &a.from)?;
+    let to = snapshot::resolve(&repo, &a.to)?;
+    let d = crate::inspect::diff(&repo, &from, &to)?;
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        output::json(&mut out, &d)?;
+    } else {
+        output::diff(&mut out, &d)?;
+    }
+    Ok(Outcome::Ok)
+}
+
+pub(super) fn history(cli: &Cli, a: &HistoryArgs) -> Result<Outcome> {
+    let (repo, _lock) = open_for_reading(cli)?;
+    let rows = crate::inspect::history(&repo, &a.path)?;
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        output::json(&mut out, &rows)?;
+    } else {
+        output::history(&mut out, &rows)?;
+    }
+    Ok(Outcome::Ok)
+}
+
+pub(super) fn prune(cli: &Cli, a: &PruneArgs) -> Result<Outcome> {
+    let root = settings::repo_root(cli)?;
+    let (ret, log_dir) = settings::retention_settings(cli)?;
+    let flags = settings::keep_flags(a)?;
+    let repo = crate::prune::open(&root, a.dry_run)?;
+    let console = console(cli);
+    let log_dir = log_dir.unwrap_or_else(|| repo.logs_dir());
+    let _guard = if a.dry_run {
+        crate::log::init(console.max(LevelFilter::INFO), None)?
+    } else {
+        crate::log::init(
+            console,
+            Some((log_dir.as_path(), crate::config::LogLevel::default())),
+        )?
+    };
+    let _lock = RepoLock::acquire(&repo, crate::prune::lock_mode(a.dry_run), cli.wait)?;
+    // "now" once the lock is held: a waiting prune decides by the time it
+    // runs, not the time it was started.
+    let opts = settings::prune_options(&ret, flags, a.dry_run, crate::model::now_ns());
+    let report = match crate::prune::run(&repo, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(target: "audit", "{e}");
+            return Err(e.into());
+        }
+    };
+    let line = output::prune_line(&report);
+    if !a.dry_run {
+        tracing::info!(target: "trove::summary", "{line}");
+    }
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        output::json(&mut out, &report)?;
+    } else {
+        output::prune(&mut out, &report, &line, &repo.root, cli.verbose, cli.quiet)?;
+    }
+    Ok(outcome(!report.browsable_incomplete.is_empty()))
+}
+
+pub(super) fn stats(cli: &Cli) -> Result<Outcome> {
+    let (repo, _lock) = open_for_reading(cli)?;
+    let (ret, _) = settings::retention_settings(cli)?;
+    // What prune would reclaim with the current settings: no flags.
+    let opts = settings::prune_options(&ret, Policy::default(), true, crate::model::now_ns());
+    let st = crate::prune::stats(&repo, &opts)?;
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        output::json(&mut out, &st)?;
+    } else {
+        output::stats(&mut out, &st)?;
+    }
+    Ok(Outcome::Ok)
+}
+
+pub(super) fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
+    let (settings, cfg) = settings::source_settings(cli, &a.src)?;
+    let opts = settings::watch_options(a, settings, cfg.as_ref())?;
+    // One log file for the whole session: every run's lines and summary.
+    let guard = run_log(&opts.backup.settings, console(cli))?;
+    if !cli.quiet && !cli.json {
+        if let Some(l) = &guard.file {
+            // A failing stderr must not panic the session (see main.rs).
+            let _ = writeln!(
+                std::io::stderr(),
+                "watching; log: {} (stop with Ctrl-C)",
+                l.display()
+            );
+        }
+    }
+    let mut failed = false;
+    crate::watch::run(&opts, &mut |w| {
+        if let Some(r) = &w.report {
+            failed |= r.failed;
+        }
+        if cli.json || !cli.quiet {
+            // A closed stdout must not stop the session: the log has it all.
+            let _ = output::watch_run(&mut std::io::stdout().lock(), w, cli.json);
+        }
+    })?;
+    drop(guard);
+    Ok(outcome(failed))
+}
+
+pub(super) fn mirror(cli: &Cli, a: &MirrorArgs) -> Result<Outcome> {
+    let _ = crate::log::init(console(cli), None);
+    let opts = settings::mirror_options(a)?;
+    let bar = TermProgress::new(cli);
+    let r = crate::mirror::run(&opts, &bar);
+    drop(bar);
+    let r = r?;
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        output::json(&mut out, &r)?;
+    } else {
+        output::mirror(&mut out, &r, cli.quiet)?;
+    }
+    Ok(outcome(!r.problems.is_empty()))
+}
+
+pub(super) fn dupes(cli: &Cli, a: &DupesArgs) -> Result<Outcome> {
+    let _ = crate::log::init(console(cli), None);
+    let opts = settings::dupes_options(a)?;
+    let bar = TermProgress::new(cli);
+    let r = crate::dupes::run(&opts, &bar);
+    drop(bar);
+    let r = r?;
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        output::json(&mut out, &r)?;
+    } else {
+        output::dupes(&mut out, &r, cli.quiet)?;
+    }
+    Ok(outcome(!r.problems.is_empty()))
+}
