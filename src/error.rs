@@ -1,7 +1,8 @@
 //! The library's error type. Every variant that touches the filesystem
-//! carries the path, and every message says what to do about it. The kinds
-//! tell a caller whether something is missing, corrupt, a usage problem or
-//! worth retrying (the lock), which the CLI maps to exit codes.
+//! carries the path, and every message says what to do about it. Each
+//! variant has one [`ErrorKind`] — a usage problem, the lock, a damaged
+//! repository, a runtime failure or a bug in trove — which the CLI maps to
+//! the exit codes of SPEC §5.
 
 use std::path::{Path, PathBuf};
 
@@ -89,14 +90,48 @@ pub enum Error {
     #[error("repository folder {path} is missing: it holds {what}, so the repository is damaged. Put it back from a copy of the repository; `trove verify` names what is lost")]
     MissingFolder { path: PathBuf, what: &'static str },
 
-    #[error("interrupted")]
-    Interrupted,
+    /// Garbage collection after a backup could not tell what the pinned
+    /// snapshots keep, so it deleted nothing: the repository is damaged.
+    #[error("garbage collection skipped, nothing deleted: what the pinned snapshots ({pinned}) keep cannot be read: {source}; run `trove verify`, and `trove prune` once the repository is repaired")]
+    CollectionSkipped {
+        pinned: PathBuf,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// The filesystem watcher (notifications or polling) could not start:
+    /// a runtime failure (out of file descriptors or inotify instances),
+    /// nothing the arguments could fix.
+    #[error("{0}")]
+    Watcher(String),
+
+    /// Encoding trove's own data failed (postcard or JSON of a struct this
+    /// crate defines): a bug in trove, never the user's input.
+    #[error("{0}")]
+    Internal(String),
 
     #[error("stopped by --on-error fail: {0}")]
     Aborted(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What an error means for the caller, and so which exit code it gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The arguments or the config are wrong: the user's to fix (exit 2).
+    Usage,
+    /// Another trove process holds the repository lock (exit 3).
+    Locked,
+    /// The repository is damaged: missing, corrupt or unreadable records,
+    /// trees or objects (exit 1; `trove verify` names the extent).
+    Damaged,
+    /// The command could not finish: I/O, the filesystem, resources
+    /// (exit 1).
+    Runtime,
+    /// A bug in trove (exit 1).
+    Internal,
+}
 
 impl Error {
     pub fn io(action: &'static str, path: impl AsRef<Path>, source: std::io::Error) -> Error {
@@ -122,18 +157,37 @@ impl Error {
         }
     }
 
+    /// What the error means; every variant is listed, so a new one has
+    /// to say which exit code it gets.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Config { .. }
+            | Error::Usage(_)
+            | Error::NotARepository { .. }
+            | Error::HashMismatch { .. }
+            | Error::NoSuchSnapshot(_)
+            | Error::AmbiguousSnapshot(_) => ErrorKind::Usage,
+            Error::Locked { .. } => ErrorKind::Locked,
+            Error::MissingConfig { .. }
+            | Error::Corrupt { .. }
+            | Error::Expansion { .. }
+            | Error::Missing { .. }
+            | Error::DamagedLatest { .. }
+            | Error::DamagedRecord { .. }
+            | Error::Unsafe { .. }
+            | Error::MissingFolder { .. }
+            | Error::CollectionSkipped { .. } => ErrorKind::Damaged,
+            Error::Io { .. } | Error::Version { .. } | Error::Watcher(_) | Error::Aborted(_) => {
+                ErrorKind::Runtime
+            }
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
     /// True for errors that are the user's to fix in arguments or config
     /// (exit code 2), as opposed to runtime failures.
     pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            Error::Config { .. }
-                | Error::Usage(_)
-                | Error::NotARepository { .. }
-                | Error::HashMismatch { .. }
-                | Error::NoSuchSnapshot(_)
-                | Error::AmbiguousSnapshot(_)
-        )
+        self.kind() == ErrorKind::Usage
     }
 }
 
@@ -145,5 +199,56 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, action: &'static str, path: impl AsRef<Path>) -> Result<T> {
         self.map_err(|e| Error::io(action, path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPEC §5: only the user's mistakes exit 2; a bug in trove, a watcher
+    /// that cannot start and a damaged repository are not usage errors.
+    #[test]
+    fn kinds_match_exit_codes() {
+        let damaged = Error::corrupt("tree", "/r/.trove/trees/ab", "bad header");
+        let skipped = Error::CollectionSkipped {
+            pinned: "/r/.trove/pinned".into(),
+            source: Box::new(damaged),
+        };
+        assert_eq!(skipped.kind(), ErrorKind::Damaged);
+        assert_eq!(
+            Error::Internal("encode tree: x".into()).kind(),
+            ErrorKind::Internal
+        );
+        assert_eq!(
+            Error::Watcher("cannot start".into()).kind(),
+            ErrorKind::Runtime
+        );
+        for e in [
+            skipped,
+            Error::Internal("x".into()),
+            Error::Watcher("x".into()),
+        ] {
+            assert!(!e.is_usage(), "{e}");
+        }
+        assert!(Error::Usage("bad flag".into()).is_usage());
+        assert_eq!(
+            Error::Locked { path: "/l".into() }.kind(),
+            ErrorKind::Locked
+        );
+    }
+
+    /// The message of a skipped collection is the one printed before it had
+    /// its own variant.
+    #[test]
+    fn collection_skipped_message_is_unchanged() {
+        let e = Error::CollectionSkipped {
+            pinned: "/r/.trove/pinned".into(),
+            source: Box::new(Error::Usage("inner".into())),
+        };
+        assert_eq!(
+            e.to_string(),
+            "garbage collection skipped, nothing deleted: what the pinned snapshots (/r/.trove/pinned) keep cannot be read: inner; run `trove verify`, and `trove prune` once the repository is repaired"
+        );
     }
 }

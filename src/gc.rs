@@ -506,11 +506,9 @@ pub fn collect_dropped(
     candidates: &[ObjectId],
     latest: &Snapshot,
 ) -> Result<(u64, u64)> {
-    let live = live_among(repo, latest, candidates).map_err(|e| {
-        Error::Usage(format!(
-            "garbage collection skipped, nothing deleted: what the pinned snapshots ({}) keep cannot be read: {e}; run `trove verify`, and `trove prune` once the repository is repaired",
-            repo.locate_pins().display()
-        ))
+    let live = live_among(repo, latest, candidates).map_err(|e| Error::CollectionSkipped {
+        pinned: repo.locate_pins(),
+        source: Box::new(e),
     })?;
     let mut dead: Vec<ObjectId> = candidates
         .iter()

@@ -45,12 +45,54 @@ pub struct VerifyOptions {
     pub seed: Option<u64>,
 }
 
+/// What kind of thing is wrong. Printed (human and JSON) as the words in
+/// the serde names, which scripts and the integration tests match on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ProblemKind {
+    /// A snapshot record that cannot be read or decoded.
+    #[serde(rename = "snapshot")]
+    Snapshot,
+    #[serde(rename = "missing tree")]
+    MissingTree,
+    #[serde(rename = "corrupt tree")]
+    CorruptTree,
+    #[serde(rename = "missing object")]
+    MissingObject,
+    #[serde(rename = "corrupt object")]
+    CorruptObject,
+    /// An object whose size is not the one its snapshots record.
+    #[serde(rename = "object size")]
+    ObjectSize,
+    /// The browsable tree differs from what the latest snapshot renders to.
+    #[serde(rename = "browsable")]
+    Browsable,
+}
+
+impl ProblemKind {
+    /// The words printed for this kind (the same as its JSON string).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::Snapshot => "snapshot",
+            ProblemKind::MissingTree => "missing tree",
+            ProblemKind::CorruptTree => "corrupt tree",
+            ProblemKind::MissingObject => "missing object",
+            ProblemKind::CorruptObject => "corrupt object",
+            ProblemKind::ObjectSize => "object size",
+            ProblemKind::Browsable => "browsable",
+        }
+    }
+}
+
+impl std::fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One thing wrong, with what it affects.
 #[derive(Clone, Debug, Serialize)]
 pub struct VerifyProblem {
-    /// `snapshot`, `missing tree`, `corrupt tree`, `missing object`,
-    /// `corrupt object`, `object size`, `browsable`.
-    pub kind: &'static str,
+    pub kind: ProblemKind,
     /// The object or tree id, or the path (snapshot record, browsable entry).
     pub subject: String,
     pub message: String,
@@ -197,9 +239,9 @@ impl TreeWalk<'_> {
             }
             Err(e) => {
                 let kind = if matches!(e, Error::Missing { .. }) {
-                    "missing tree"
+                    ProblemKind::MissingTree
                 } else {
-                    "corrupt tree"
+                    ProblemKind::CorruptTree
                 };
                 bad.push(self.problems.len());
                 self.problems.push(VerifyProblem {
@@ -220,7 +262,7 @@ impl TreeWalk<'_> {
 
 /// Which objects are bad, and why.
 struct BadObject {
-    kind: &'static str,
+    kind: ProblemKind,
     message: String,
 }
 
@@ -260,7 +302,7 @@ fn check_object(
         Ok(f) => f,
         Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             let bad = BadObject {
-                kind: "missing object",
+                kind: ProblemKind::MissingObject,
                 message: format!(
                     "{} is not in the store (`trove backup --rehash` stores it again from the source)",
                     p.display()
@@ -270,14 +312,14 @@ fn check_object(
         }
         Err(Error::Corrupt { msg, .. }) => {
             let bad = BadObject {
-                kind: "corrupt object",
+                kind: ProblemKind::CorruptObject,
                 message: format!("{}: {msg} ({REPAIR})", p.display()),
             };
             return (None, Some(bad));
         }
         Err(e) => {
             let bad = BadObject {
-                kind: "missing object",
+                kind: ProblemKind::MissingObject,
                 message: format!("cannot open {}: {e}", p.display()),
             };
             return (None, Some(bad));
@@ -287,7 +329,7 @@ fn check_object(
         Ok(n) => n,
         Err(e) => {
             let bad = BadObject {
-                kind: "missing object",
+                kind: ProblemKind::MissingObject,
                 message: format!("cannot stat {}: {e}", p.display()),
             };
             return (None, Some(bad));
@@ -298,7 +340,7 @@ fn check_object(
     let here = Some(f.inode().unwrap_or((0, 0)));
     if len != size {
         let bad = BadObject {
-            kind: "object size",
+            kind: ProblemKind::ObjectSize,
             message: format!(
                 "{} has {} bytes, the snapshots recorded {size}",
                 p.display(),
@@ -313,7 +355,7 @@ fn check_object(
     let bad = match crate::hash::hash_reader(repo.algo(), f, len, &p) {
         Ok(d) if d == id.0 => None,
         Ok(d) => Some(BadObject {
-            kind: "corrupt object",
+            kind: ProblemKind::CorruptObject,
             message: format!(
                 "{}: its bytes hash to {}, not to its name (silent corruption; {REPAIR})",
                 p.display(),
@@ -321,7 +363,7 @@ fn check_object(
             ),
         }),
         Err(e) => Some(BadObject {
-            kind: "corrupt object",
+            kind: ProblemKind::CorruptObject,
             message: format!("cannot read it: {e}"),
         }),
     };
@@ -483,7 +525,7 @@ pub fn check_store(
             _ => "snapshot record".to_string(),
         };
         problems.push(VerifyProblem {
-            kind: "snapshot",
+            kind: ProblemKind::Snapshot,
             subject,
             message: e.to_string(),
             snapshots: Vec::new(),
@@ -539,7 +581,7 @@ pub fn check_store(
             if size > n {
                 hostile.insert(s.id);
                 walk.problems.push(VerifyProblem {
-                    kind: "corrupt tree",
+                    kind: ProblemKind::CorruptTree,
                     subject: s.record.root.to_hex(),
                     message: format!(
                         "snapshot {}'s source tree {} expands to {size} entries, but its record counts {}: its folders reuse one subtree over and over (a hostile or damaged repository); readers refuse to expand it. Restore from another snapshot (`trove snapshots` lists them)",
@@ -641,7 +683,7 @@ pub fn check_store(
     };
     let mut bad: Vec<(ObjectId, BadObject)> = Vec::new();
     for (id, b) in bad_found.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        if b.kind == "missing object" && is_optional(&id) {
+        if b.kind == ProblemKind::MissingObject && is_optional(&id) {
             report.unpinned_missing += 1;
         } else {
             bad.push((id, b));
@@ -710,7 +752,7 @@ pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result
         let expansion = |e: Error| -> Result<VerifyProblem> {
             match e {
                 Error::Expansion { path, msg } => Ok(VerifyProblem {
-                    kind: "corrupt tree",
+                    kind: ProblemKind::CorruptTree,
                     subject: pathbytes::display_path(&path),
                     message: format!("snapshot {}: {msg}", latest.id.short()),
                     snapshots: vec![latest.id.short()],
@@ -780,7 +822,7 @@ fn browsable_problem(
     message: String,
 ) -> VerifyProblem {
     VerifyProblem {
-        kind: "browsable",
+        kind: ProblemKind::Browsable,
         subject: pathbytes::display_path(&pathbytes::to_fs(&repo.root, path)),
         message,
         snapshots: vec![latest.id.short()],
@@ -800,7 +842,7 @@ mod tests {
         c.report
             .problems
             .iter()
-            .map(|p| (p.kind, p.paths.clone()))
+            .map(|p| (p.kind.as_str(), p.paths.clone()))
             .collect()
     }
 
@@ -874,7 +916,7 @@ mod tests {
             ..VerifyOptions::default()
         };
         let c = check_store(&repo, &quick, &NoProgress)?;
-        let mut k: Vec<&str> = c.report.problems.iter().map(|p| p.kind).collect();
+        let mut k: Vec<&str> = c.report.problems.iter().map(|p| p.kind.as_str()).collect();
         k.sort();
         assert_eq!(k, vec!["missing object", "missing tree"]);
         Ok(())
@@ -893,5 +935,27 @@ mod tests {
         assert!(c.report.problems.is_empty(), "{:?}", kinds(&c));
         assert_eq!(c.report.unpinned_missing, 1);
         Ok(())
+    }
+
+    /// The JSON string and the printed words of each kind are the ones
+    /// scripts match on: they must not drift apart or change.
+    #[test]
+    fn problem_kinds_print_and_serialize_as_before() {
+        let kinds = [
+            (ProblemKind::Snapshot, "snapshot"),
+            (ProblemKind::MissingTree, "missing tree"),
+            (ProblemKind::CorruptTree, "corrupt tree"),
+            (ProblemKind::MissingObject, "missing object"),
+            (ProblemKind::CorruptObject, "corrupt object"),
+            (ProblemKind::ObjectSize, "object size"),
+            (ProblemKind::Browsable, "browsable"),
+        ];
+        for (kind, words) in kinds {
+            assert_eq!(kind.to_string(), words);
+            assert_eq!(
+                serde_json::to_value(kind).ok(),
+                Some(serde_json::Value::String(words.into()))
+            );
+        }
     }
 }

@@ -116,9 +116,9 @@ fn start_poll(
         notify_debouncer_full::NoCache,
         notify::Config::default().with_poll_interval(every),
     )
-    .map_err(|e| Error::Usage(format!("cannot start the polling watcher: {e}")))?;
+    .map_err(|e| Error::Watcher(format!("cannot start the polling watcher: {e}")))?;
     watch_all(&mut d, sources)
-        .map_err(|e| Error::Usage(format!("cannot poll the sources: {e}")))?;
+        .map_err(|e| Error::Watcher(format!("cannot poll the sources: {e}")))?;
     Ok(Active::Poll(d))
 }
 
@@ -154,7 +154,7 @@ fn start(tx: &Sender<Msg>, o: &WatchOptions, sources: &[PathBuf]) -> Result<Acti
         notify_debouncer_full::RecommendedCache::new(),
         notify::Config::default(),
     )
-    .map_err(|e| Error::Usage(format!("cannot start the filesystem watcher: {e}")))?;
+    .map_err(|e| Error::Watcher(format!("cannot start the filesystem watcher: {e}")))?;
     match watch_all(&mut d, sources) {
         Ok(()) => Ok(Active::Native(d)),
         Err(e) => {

@@ -78,7 +78,7 @@ impl<T: Serialize> Writer<T> {
         self.buf.extend_from_slice(&[0; 4]);
         let mut buf = std::mem::take(&mut self.buf);
         buf = postcard::to_extend(r, buf)
-            .map_err(|e| Error::Usage(format!("encode a scratch record: {e}")))?;
+            .map_err(|e| Error::Internal(format!("encode a scratch record: {e}")))?;
         let len = (buf.len() - 4) as u32;
         buf[..4].copy_from_slice(&len.to_le_bytes());
         self.enc.write_all(&buf).ctx("write", &self.what)?;

@@ -134,7 +134,7 @@ mod tests {
                 ExitCode::Usage,
             ),
             (Error::io("read", "/x", io()).into(), ExitCode::Problems),
-            (Error::Interrupted.into(), ExitCode::Problems),
+            (Error::Internal("encode".into()).into(), ExitCode::Problems),
             (anyhow::anyhow!("plain"), ExitCode::Problems),
         ];
         for (e, want) in cases {

@@ -119,7 +119,8 @@ impl Repo {
             id: id[..32].to_string(),
             hash: algo,
         };
-        let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Usage(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(&config).map_err(|e| Error::Internal(e.to_string()))?;
         // The config is written last: a crash before this point leaves a
         // directory that is not yet a repository, and init can run again.
         fsutil::atomic_write(&dir.join("tmp"), &dir.join("config"), &json, 0o600)?;

@@ -703,14 +703,17 @@ mod tests {
         let mut stored = 0;
         let mut ids = std::collections::HashSet::new();
         for r in results {
-            let ing = r.map_err(|_| Error::Usage("thread panicked".into()))?;
-            let ing = ing.map_err(|e| Error::Usage(format!("{e:?}")))?;
+            let ing = r.map_err(|_| Error::Internal("thread panicked".into()))?;
+            let ing = ing.map_err(|e| Error::Internal(format!("{e:?}")))?;
             stored += ing.stored as usize;
             ids.insert(ing.id);
         }
         assert_eq!(stored, 1, "exactly one writer queues the object");
         assert_eq!(ids.len(), 1);
-        let id = ids.into_iter().next().ok_or(Error::Interrupted)?;
+        let id = ids
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal("no writer returned an id".into()))?;
         assert!(
             !repo.object_path(&id).exists(),
             "nothing stored before the commit"
@@ -718,14 +721,22 @@ mod tests {
         // A tree whose digest is queued or stored is neither built nor written.
         let tree = Digest([7; 32]);
         assert!(batch.put_with(StoreKind::Tree, tree, || Ok(b"tree".to_vec()))?);
-        assert!(!batch.put_with(StoreKind::Tree, tree, || Err(Error::Interrupted))?);
+        assert!(
+            !batch.put_with(StoreKind::Tree, tree, || Err(Error::Internal(
+                "built again".into()
+            )))?
+        );
         batch.commit()?;
         assert_eq!(fs::read(repo.object_path(&id)).ctx("read", "obj")?, content);
         assert_eq!(
             fs::read(repo.digest_path(StoreKind::Tree, &tree)).ctx("read", "tree")?,
             b"tree"
         );
-        assert!(!batch.put_with(StoreKind::Tree, tree, || Err(Error::Interrupted))?);
+        assert!(
+            !batch.put_with(StoreKind::Tree, tree, || Err(Error::Internal(
+                "built again".into()
+            )))?
+        );
         let left: Vec<_> = fs::read_dir(repo.tmp_dir())
             .ctx("ls", "tmp")?
             .filter_map(|e| e.ok().map(|e| e.file_name()))

@@ -87,7 +87,7 @@ pub struct Snapshot {
 }
 
 pub fn encode(rec: &SnapshotRecord) -> Result<Vec<u8>> {
-    postcard::to_stdvec(rec).map_err(|e| Error::Usage(format!("encode snapshot: {e}")))
+    postcard::to_stdvec(rec).map_err(|e| Error::Internal(format!("encode snapshot: {e}")))
 }
 
 pub fn decode(data: &[u8], path: &Path) -> Result<SnapshotRecord> {

@@ -167,7 +167,7 @@ pub enum Flat<L, D> {
 }
 
 pub fn encode_tree<L: Serialize, D: Serialize>(t: &TreeObject<L, D>) -> Result<Vec<u8>> {
-    postcard::to_stdvec(t).map_err(|e| Error::Usage(format!("encode tree: {e}")))
+    postcard::to_stdvec(t).map_err(|e| Error::Internal(format!("encode tree: {e}")))
 }
 
 /// Wrap an encoded payload in the on-disk tree format.

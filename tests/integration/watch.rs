@@ -1055,3 +1055,61 @@ fn with_two_sources_changes_land_under_each_source_folder() -> TestResult {
     assert_eq!(status.code(), Some(0), "{status}\n{}", w.context());
     Ok(())
 }
+
+/// SPEC §5: a watcher that cannot start is a runtime failure (exit 1), not
+/// a usage error (exit 2): nothing in the arguments or config is wrong.
+/// Running out of file descriptors is the one way to make the kernel
+/// refuse a notification handle on demand, so the file-descriptor limit is
+/// raised step by step from "too low to start" until the failure is the
+/// watcher's own (the step before it fails elsewhere, the step after it
+/// starts watching).
+#[test]
+fn a_watcher_that_cannot_start_is_a_runtime_failure_not_a_usage_error() -> TestResult {
+    let env = TestEnv::new()?;
+    env.write("f.txt", "f")?;
+    for limit in 3..=24 {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.current_dir(env.root())
+            .env_remove("TROVE_REPO")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -n {limit} && exec \"$0\" watch \"$1\" \"$2\""
+            ))
+            .arg(trove_bin())
+            .arg(&env.source)
+            .arg(&env.backup)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break Some(s);
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let Some(status) = status else {
+            // Watching: the limit is past the point where starting fails.
+            child.kill()?;
+            child.wait()?;
+            break;
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().ok_or("no stderr pipe")?, &mut stderr)?;
+        if stderr.contains("cannot start the filesystem watcher") {
+            assert_eq!(
+                status.code(),
+                Some(1),
+                "ulimit -n {limit}: {status}\n{stderr}"
+            );
+            return Ok(());
+        }
+    }
+    Err(fail(
+        "no file-descriptor limit made the watcher itself fail to start".into(),
+    ))
+}
