@@ -73,7 +73,7 @@ impl Layout {
     /// basename) with one source; with several, the snapshot path, which
     /// starts with the source's folder name and is unique even when two
     /// sources share a basename.
-    pub(crate) fn src(&self, path: &[u8]) -> String {
+    pub(crate) fn source_for_log(&self, path: &[u8]) -> String {
         if self.single() {
             return show(&pathbytes::join(&base_name(&self.sources[0]), path));
         }
@@ -81,7 +81,7 @@ impl Layout {
     }
 
     /// How log lines name a path of the browsable tree: `backup/one.txt`.
-    pub(crate) fn dst(&self, browse_path: &[u8]) -> String {
+    pub(crate) fn browsable_for_log(&self, browse_path: &[u8]) -> String {
         format!("{}/{}", self.root_base, show(browse_path))
     }
 }
@@ -129,8 +129,8 @@ pub(crate) fn log_reserved(new_esc: &Escapes, d: &Layout) {
     for (name, shown) in new_esc.escaped() {
         tracing::info!(
             "RESERVED NAME: {} is shown as {} (the name is reserved for trove's own folders)",
-            d.src(name),
-            d.dst(shown)
+            d.source_for_log(name),
+            d.browsable_for_log(shown)
         );
     }
 }
@@ -147,57 +147,57 @@ pub(crate) fn log_decision(
     use plan::Decision;
     let pre = if dry { "WOULD " } else { "" };
     let Some(a) = a else {
-        tracing::debug!("PLANNER → SKIP: {}", d.src(p));
-        tracing::debug!("SKIP: {}", d.src(p));
+        tracing::debug!("PLANNER → SKIP: {}", d.source_for_log(p));
+        tracing::debug!("SKIP: {}", d.source_for_log(p));
         return;
     };
     match a {
         Decision::Backup => {
-            tracing::debug!("PLANNER → BACKUP: {}", d.src(p));
+            tracing::debug!("PLANNER → BACKUP: {}", d.source_for_log(p));
             tracing::info!(
                 "{pre}BACKUP: {} → {}",
-                d.src(p),
-                d.dst(&new_esc.top_path(p))
+                d.source_for_log(p),
+                d.browsable_for_log(&new_esc.top_path(p))
             );
         }
         Decision::Duplicate => {
-            tracing::debug!("PLANNER → DUPLICATE: {}", d.src(p));
+            tracing::debug!("PLANNER → DUPLICATE: {}", d.source_for_log(p));
             tracing::info!(
                 "{pre}DUPLICATE: {} → {}",
-                d.src(p),
-                d.dst(&render::current_path(new_esc, p, true))
+                d.source_for_log(p),
+                d.browsable_for_log(&render::current_path(new_esc, p, true))
             );
         }
         Decision::Modified { version, was_dup } => {
-            tracing::debug!("PLANNER → MODIFIED: {}", d.src(p));
+            tracing::debug!("PLANNER → MODIFIED: {}", d.source_for_log(p));
             let old = render::current_path(old_esc, p, *was_dup);
             tracing::info!(
                 "{pre}ARCHIVE: {} → {}",
-                d.dst(&old),
+                d.browsable_for_log(&old),
                 show(&render::version_path(p, *version))
             );
             tracing::info!(
                 "{pre}UPDATED: {} → {}",
-                d.src(p),
-                d.dst(&new_esc.top_path(p))
+                d.source_for_log(p),
+                d.browsable_for_log(&new_esc.top_path(p))
             );
         }
         Decision::Deleted { displaced, was_dup } => {
-            tracing::debug!("PLANNER → DELETED: {}", d.src(p));
+            tracing::debug!("PLANNER → DELETED: {}", d.source_for_log(p));
             if let Some(n) = displaced {
                 tracing::info!(
                     "{pre}ARCHIVE: {} → {}",
-                    d.dst(&render::deleted_path(p)),
+                    d.browsable_for_log(&render::deleted_path(p)),
                     show(&render::version_path(p, *n))
                 );
             }
             let old = render::current_path(old_esc, p, *was_dup);
             tracing::info!(
                 "{pre}ARCHIVE DELETE: {} → {}",
-                d.dst(&old),
-                d.dst(&render::deleted_path(p))
+                d.browsable_for_log(&old),
+                d.browsable_for_log(&render::deleted_path(p))
             );
-            tracing::info!("{pre}STATE REMOVE: {}", d.src(p));
+            tracing::info!("{pre}STATE REMOVE: {}", d.source_for_log(p));
         }
         Decision::RetainDropVersion { version } => {
             tracing::info!(

@@ -16,7 +16,7 @@ use super::walk::{self, WalkInput};
 use super::{BackupOptions, BackupReport, Problem};
 use crate::audit::Layout;
 use crate::browsable::apply::{LazyRender, Materializer};
-use crate::browsable::render::{self, BEntry, Escapes};
+use crate::browsable::render::{self, BrowsableEntry, Escapes};
 use crate::error::Result;
 use crate::id::{HashAlgo, ObjectId, TreeId};
 use crate::local::cache;
@@ -116,7 +116,7 @@ struct Pass2<'a> {
     log: Writer<LogRec>,
     debug: bool,
     /// The differing part of the old and new renderings, when collected.
-    diff: Option<(Vec<BEntry>, Vec<BEntry>)>,
+    diff: Option<(Vec<BrowsableEntry>, Vec<BrowsableEntry>)>,
     old_esc: &'a Escapes,
     new_esc: &'a Escapes,
     dropped: Vec<ObjectId>,
@@ -677,7 +677,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     for (p, msg) in up.failures {
         report.failed = true;
         report.browsable_incomplete.push(Problem {
-            path: c.layout.dst(&p),
+            path: c.layout.browsable_for_log(&p),
             message: msg,
         });
     }

@@ -44,51 +44,55 @@ const WINDOW_BYTES: u64 = 64 << 20;
 /// Directories of one folder listed ahead of the walk.
 const LOOKAHEAD: usize = 16;
 
-/// What listing one directory needs: its scan (none for a folder only the
-/// previous snapshot has, or one not descended into) and its previous tree.
-struct Job {
+/// The unit of work of a lister thread: what listing one directory needs,
+/// its scan (none for a folder only the previous snapshot has, or one not
+/// descended into) and its previous tree.
+struct ListingJob {
     scan: Option<(usize, DirTask)>,
     prev: Option<TreeId>,
 }
 
-/// A listed directory.
-struct Loaded {
+/// A listed directory: the result of a [`ListingJob`], its current listing
+/// and its previous snapshot's tree, decoded.
+struct LoadedDir {
     listing: Option<DirListing>,
     prev: Option<Result<TreeObject<Leaf, Meta>>>,
 }
 
-enum SlotState {
-    Pending(Job),
+/// Where a [`ListingSlot`]'s job is: waiting, being listed, listed, or
+/// handed to the walk.
+enum ListingState {
+    Pending(ListingJob),
     Running,
-    Done(Loaded),
+    Done(LoadedDir),
     Taken,
 }
 
 /// One directory's listing, made by a lister thread ahead of the walk or,
 /// if none got to it yet, by the walk itself.
-struct Slot {
-    state: Mutex<SlotState>,
+struct ListingSlot {
+    state: Mutex<ListingState>,
     done: Condvar,
 }
 
-impl Slot {
-    fn new(job: Job) -> Arc<Slot> {
-        Arc::new(Slot {
-            state: Mutex::new(SlotState::Pending(job)),
+impl ListingSlot {
+    fn new(job: ListingJob) -> Arc<ListingSlot> {
+        Arc::new(ListingSlot {
+            state: Mutex::new(ListingState::Pending(job)),
             done: Condvar::new(),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ListingState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Do the job unless someone already took it.
-    fn run(&self, env: &Env<'_>) {
+    fn run(&self, env: &ListingSources<'_>) {
         let job = {
             let mut st = self.lock();
-            match std::mem::replace(&mut *st, SlotState::Running) {
-                SlotState::Pending(j) => j,
+            match std::mem::replace(&mut *st, ListingState::Running) {
+                ListingState::Pending(j) => j,
                 other => {
                     *st = other;
                     return;
@@ -97,32 +101,32 @@ impl Slot {
         };
         // A panic here must not leave the walk waiting for this slot.
         let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| env.load(job)))
-            .unwrap_or_else(|_| Loaded {
+            .unwrap_or_else(|_| LoadedDir {
                 listing: None,
                 prev: Some(Err(crate::error::Error::Aborted(
                     "a lister thread failed (a bug: please report it)".into(),
                 ))),
             });
-        *self.lock() = SlotState::Done(loaded);
+        *self.lock() = ListingState::Done(loaded);
         self.done.notify_all();
     }
 
     /// The listing: made here if no lister started it, else waited for.
-    fn take(&self, env: &Env<'_>) -> Loaded {
+    fn take(&self, env: &ListingSources<'_>) -> LoadedDir {
         let mut st = self.lock();
         loop {
-            match std::mem::replace(&mut *st, SlotState::Taken) {
-                SlotState::Pending(job) => {
+            match std::mem::replace(&mut *st, ListingState::Taken) {
+                ListingState::Pending(job) => {
                     drop(st);
                     return env.load(job);
                 }
-                SlotState::Done(l) => return l,
-                SlotState::Running => {
-                    *st = SlotState::Running;
+                ListingState::Done(l) => return l,
+                ListingState::Running => {
+                    *st = ListingState::Running;
                     st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
                 }
-                SlotState::Taken => {
-                    return Loaded {
+                ListingState::Taken => {
+                    return LoadedDir {
                         listing: None,
                         prev: None,
                     }
@@ -132,15 +136,16 @@ impl Slot {
     }
 }
 
-/// What a listing job reads from.
-struct Env<'a> {
+/// What a [`ListingJob`] reads from: the repository (previous trees) and
+/// one scanner per source.
+struct ListingSources<'a> {
     repo: Option<&'a Repo>,
     scanners: Vec<DirScanner<'a>>,
 }
 
-impl Env<'_> {
-    fn load(&self, job: Job) -> Loaded {
-        Loaded {
+impl ListingSources<'_> {
+    fn load(&self, job: ListingJob) -> LoadedDir {
+        LoadedDir {
             listing: job
                 .scan
                 .and_then(|(i, t)| self.scanners.get(i).map(|s| s.list(&t))),
@@ -151,16 +156,16 @@ impl Env<'_> {
     }
 }
 
-/// The queue the lister threads take jobs from, in the order the walk
-/// will need them.
+/// The queue the lister threads take [`ListingSlot`]s from, in the order
+/// the walk will need them.
 #[derive(Default)]
-struct Queue {
-    jobs: Mutex<(VecDeque<Arc<Slot>>, bool)>,
+struct ListingQueue {
+    jobs: Mutex<(VecDeque<Arc<ListingSlot>>, bool)>,
     more: Condvar,
 }
 
-impl Queue {
-    fn push(&self, s: Arc<Slot>) {
+impl ListingQueue {
+    fn push(&self, s: Arc<ListingSlot>) {
         self.jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -171,7 +176,7 @@ impl Queue {
 
     /// Jobs needed before any queued one (a folder the walk just entered:
     /// its first subdirectories come next), kept in their order.
-    fn push_first(&self, slots: Vec<Arc<Slot>>) {
+    fn push_first(&self, slots: Vec<Arc<ListingSlot>>) {
         if slots.is_empty() {
             return;
         }
@@ -189,7 +194,7 @@ impl Queue {
     }
 
     /// The next job, or `None` once closed.
-    fn pop(&self) -> Option<Arc<Slot>> {
+    fn pop(&self) -> Option<Arc<ListingSlot>> {
         let mut q = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(s) = q.0.pop_front() {
@@ -214,9 +219,10 @@ enum Carry {
     Scope,
 }
 
-/// A directory to walk below a path.
-struct Child {
-    slot: Arc<Slot>,
+/// A subdirectory the walk will descend into once it reaches its path:
+/// its (pending) listing and how its previous contents are treated.
+struct SubdirToWalk {
+    slot: Arc<ListingSlot>,
     prev_id: Option<TreeId>,
     /// Every previous entry below is kept as it was.
     carry_all: Option<Carry>,
@@ -229,11 +235,11 @@ struct Child {
     current: bool,
 }
 
-impl Child {
+impl SubdirToWalk {
     /// A previous folder a watch run keeps as it was.
-    fn kept(id: TreeId) -> Child {
-        Child {
-            slot: Slot::new(Job {
+    fn kept(id: TreeId) -> SubdirToWalk {
+        SubdirToWalk {
+            slot: ListingSlot::new(ListingJob {
                 scan: None,
                 prev: Some(id),
             }),
@@ -245,26 +251,30 @@ impl Child {
     }
 }
 
-/// One name of a directory, both sides of the merge.
-struct Step {
+/// One name of a directory with both sides of the merge: its current
+/// entry, its previous one, and the subdirectory to walk if it is a folder.
+struct MergedEntry {
     path: Vec<u8>,
     cur: Option<(Item, Option<StatExtra>)>,
     prev: Option<Item>,
     /// Keep the previous entry if there is no current one.
     carry: Option<Carry>,
-    child: Option<Child>,
+    child: Option<SubdirToWalk>,
 }
 
-struct Frame {
-    steps: VecDeque<Step>,
+/// A directory on the walk's stack: the merged names it still has to
+/// visit, in path order.
+struct DirBeingWalked {
+    steps: VecDeque<MergedEntry>,
     /// The child slots of `steps` not yet given to the listers.
-    unqueued: VecDeque<Arc<Slot>>,
+    unqueued: VecDeque<Arc<ListingSlot>>,
     /// Emit enter/leave marks (the folder is in the new listing).
     current: bool,
 }
 
-/// A record of the window, waiting for its file to be read.
-enum Win {
+/// A record of the read window (a path, or a folder's enter or leave mark),
+/// held back until the window's files are read.
+enum WindowRecord {
     Path {
         path: Vec<u8>,
         cur: Option<(Item, Option<StatExtra>)>,
@@ -335,8 +345,8 @@ pub(super) struct Walked {
 
 /// The walk's state.
 struct Walker<'a> {
-    env: &'a Env<'a>,
-    queue: &'a Queue,
+    env: &'a ListingSources<'a>,
+    queue: &'a ListingQueue,
     algo: HashAlgo,
     batch: Option<&'a Batch<'a>>,
     layout: &'a Layout,
@@ -347,7 +357,7 @@ struct Walker<'a> {
     cache: cache::Reader,
     cache_complete: bool,
     spill: &'a mut SpillWriter,
-    window: Vec<Win>,
+    window: Vec<WindowRecord>,
     window_bytes: u64,
     /// Enter marks not yet left, as (path, previous id, same so far).
     same: Vec<(Vec<u8>, Option<TreeId>, bool)>,
@@ -388,10 +398,10 @@ impl<'a> Walker<'a> {
     fn frame(
         &mut self,
         path: &[u8],
-        loaded: Loaded,
+        loaded: LoadedDir,
         carry_all: Option<Carry>,
         current: bool,
-    ) -> Result<Frame> {
+    ) -> Result<DirBeingWalked> {
         let prev_nodes = match loaded.prev.transpose()? {
             Some(t) => t.entries,
             None => Vec::new(),
@@ -436,7 +446,7 @@ impl<'a> Walker<'a> {
         carry_here: Option<Carry>,
         carry_paths: &[Vec<u8>],
         current: bool,
-    ) -> Frame {
+    ) -> DirBeingWalked {
         let off = if path.is_empty() { 0 } else { path.len() + 1 };
         let mut steps = VecDeque::with_capacity(cur.len().max(prev_nodes.len()));
         let mut cur = cur.into_iter().peekable();
@@ -476,8 +486,8 @@ impl<'a> Walker<'a> {
                 None
             };
             let child = if cur_dir {
-                (task.is_some() || prev_sub.is_some()).then(|| Child {
-                    slot: Slot::new(Job {
+                (task.is_some() || prev_sub.is_some()).then(|| SubdirToWalk {
+                    slot: ListingSlot::new(ListingJob {
                         scan: task.map(|t| (self.source_of(&child_path), t)),
                         prev: prev_sub,
                     }),
@@ -487,8 +497,8 @@ impl<'a> Walker<'a> {
                     current: true,
                 })
             } else {
-                prev_sub.map(|id| Child {
-                    slot: Slot::new(Job {
+                prev_sub.map(|id| SubdirToWalk {
+                    slot: ListingSlot::new(ListingJob {
                         scan: None,
                         prev: Some(id),
                     }),
@@ -498,7 +508,7 @@ impl<'a> Walker<'a> {
                     current: carry.is_some(),
                 })
             };
-            steps.push_back(Step {
+            steps.push_back(MergedEntry {
                 path: child_path,
                 cur: c,
                 prev: prev_item,
@@ -509,15 +519,17 @@ impl<'a> Walker<'a> {
         self.finish_frame(steps, current)
     }
 
-    /// A frame of `steps`, its first subdirectories queued for listing.
-    fn finish_frame(&mut self, steps: VecDeque<Step>, current: bool) -> Frame {
-        let mut unqueued: VecDeque<Arc<Slot>> = steps
+    /// A [`DirBeingWalked`] of `steps`, its first subdirectories queued for
+    /// listing.
+    fn finish_frame(&mut self, steps: VecDeque<MergedEntry>, current: bool) -> DirBeingWalked {
+        let mut unqueued: VecDeque<Arc<ListingSlot>> = steps
             .iter()
             .filter_map(|s| s.child.as_ref().map(|c| c.slot.clone()))
             .collect();
-        let first: Vec<Arc<Slot>> = (0..LOOKAHEAD).map_while(|_| unqueued.pop_front()).collect();
+        let first: Vec<Arc<ListingSlot>> =
+            (0..LOOKAHEAD).map_while(|_| unqueued.pop_front()).collect();
         self.queue.push_first(first);
-        Frame {
+        DirBeingWalked {
             steps,
             unqueued,
             current,
@@ -533,7 +545,7 @@ impl<'a> Walker<'a> {
         path: &[u8],
         prev: Option<Result<TreeObject<Leaf, Meta>>>,
         task: Option<(usize, DirTask)>,
-    ) -> Result<Frame> {
+    ) -> Result<DirBeingWalked> {
         let prev_nodes = match prev.transpose()? {
             Some(t) => t.entries,
             None => Vec::new(),
@@ -597,13 +609,13 @@ impl<'a> Walker<'a> {
                         (Some((_, _, m)), _) => Some(*m),
                         _ => None,
                     };
-                    steps.push_back(Step {
+                    steps.push_back(MergedEntry {
                         path: child_path,
                         cur: meta.map(|m| (Item::Dir(m), None)),
                         prev: prev_item,
                         carry: None,
-                        child: Some(Child {
-                            slot: Slot::new(Job {
+                        child: Some(SubdirToWalk {
+                            slot: ListingSlot::new(ListingJob {
                                 scan: None,
                                 prev: prev_sub,
                             }),
@@ -615,12 +627,12 @@ impl<'a> Walker<'a> {
                     });
                 }
                 Relation::Outside => {
-                    steps.push_back(Step {
+                    steps.push_back(MergedEntry {
                         path: child_path,
                         cur: None,
                         prev: prev_item,
                         carry: Some(Carry::Scope),
-                        child: prev_sub.map(Child::kept),
+                        child: prev_sub.map(SubdirToWalk::kept),
                     });
                 }
             }
@@ -635,12 +647,12 @@ impl<'a> Walker<'a> {
     }
 
     /// Walk everything, spilling records in path order.
-    fn walk(&mut self, mut stack: Vec<Frame>) -> Result<()> {
+    fn walk(&mut self, mut stack: Vec<DirBeingWalked>) -> Result<()> {
         while let Some(frame) = stack.last_mut() {
             let Some(step) = frame.steps.pop_front() else {
                 let f = stack.pop();
                 if f.is_some_and(|f| f.current) && !stack.is_empty() {
-                    self.window.push(Win::Leave);
+                    self.window.push(WindowRecord::Leave);
                 }
                 continue;
             };
@@ -664,8 +676,8 @@ impl<'a> Walker<'a> {
         self.flush()
     }
 
-    fn step(&mut self, step: Step, stack: &mut Vec<Frame>) -> Result<()> {
-        let Step {
+    fn step(&mut self, step: MergedEntry, stack: &mut Vec<DirBeingWalked>) -> Result<()> {
+        let MergedEntry {
             path,
             mut cur,
             prev,
@@ -732,7 +744,7 @@ impl<'a> Walker<'a> {
             self.window_bytes += *size;
         }
         let Some(c) = child else {
-            self.window.push(Win::Path {
+            self.window.push(WindowRecord::Path {
                 path,
                 cur,
                 prev,
@@ -740,7 +752,7 @@ impl<'a> Walker<'a> {
             });
             return Ok(());
         };
-        self.window.push(Win::Path {
+        self.window.push(WindowRecord::Path {
             path: path.clone(),
             cur,
             prev,
@@ -755,7 +767,7 @@ impl<'a> Walker<'a> {
             None => self.frame(&path, loaded, c.carry_all, c.current)?,
         };
         if c.current {
-            self.window.push(Win::Enter {
+            self.window.push(WindowRecord::Enter {
                 path,
                 prev_id: c.prev_id,
             });
@@ -772,7 +784,7 @@ impl<'a> Walker<'a> {
             .iter()
             .enumerate()
             .filter_map(|(k, w)| match w {
-                Win::Path {
+                WindowRecord::Path {
                     path, read: true, ..
                 } => Some((k, path.clone())),
                 _ => None,
@@ -803,7 +815,7 @@ impl<'a> Walker<'a> {
             .collect();
         let mut failed: HashSet<usize> = HashSet::new();
         for ((k, p), r) in todo.into_iter().zip(results) {
-            let Win::Path { cur, .. } = &mut self.window[k] else {
+            let WindowRecord::Path { cur, .. } = &mut self.window[k] else {
                 continue;
             };
             match r {
@@ -835,13 +847,13 @@ impl<'a> Walker<'a> {
         self.window_bytes = 0;
         for (k, w) in window.into_iter().enumerate() {
             match w {
-                Win::Path {
+                WindowRecord::Path {
                     path, cur, prev, ..
                 } => self.finish_path(path, cur, prev, failed.contains(&k))?,
-                Win::Enter { path, prev_id } => {
+                WindowRecord::Enter { path, prev_id } => {
                     self.same.push((path, prev_id, prev_id.is_some()));
                 }
-                Win::Leave => {
+                WindowRecord::Leave => {
                     let Some((path, prev_id, same)) = self.same.pop() else {
                         continue;
                     };
@@ -998,7 +1010,7 @@ impl Newcomers {
 /// nothing in is kept, each one above a named path walked through.
 fn scope_sources(
     scope: &Scope,
-    f: &mut Frame,
+    f: &mut DirBeingWalked,
     tasks: &[(Vec<u8>, DirTask)],
     source_of: impl Fn(&[u8]) -> usize,
 ) {
@@ -1018,8 +1030,8 @@ fn scope_sources(
                     .iter()
                     .find(|(n, _)| *n == step.path)
                     .map(|(_, t)| (source_of(&step.path), t.clone()));
-                step.child = Some(Child {
-                    slot: Slot::new(Job {
+                step.child = Some(SubdirToWalk {
+                    slot: ListingSlot::new(ListingJob {
                         scan: None,
                         prev: prev_id,
                     }),
@@ -1032,7 +1044,7 @@ fn scope_sources(
             Relation::Outside => {
                 step.cur = None;
                 step.carry = Some(Carry::Scope);
-                step.child = prev_id.map(Child::kept);
+                step.child = prev_id.map(SubdirToWalk::kept);
             }
         }
     }
@@ -1074,11 +1086,11 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
         scanners.push(s);
         roots.push(t);
     }
-    let env = Env {
+    let env = ListingSources {
         repo: input.repo,
         scanners,
     };
-    let queue = Queue::default();
+    let queue = ListingQueue::default();
     let listers = rayon::current_num_threads().clamp(1, 8);
     std::thread::scope(|scope| -> Result<Walked> {
         for _ in 0..listers {
@@ -1089,7 +1101,7 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             });
         }
         // Close the queue however the walk ends, or the listers never do.
-        struct CloseOnDrop<'q>(&'q Queue);
+        struct CloseOnDrop<'q>(&'q ListingQueue);
         impl Drop for CloseOnDrop<'_> {
             fn drop(&mut self) {
                 self.0.close();
@@ -1135,14 +1147,14 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             .prev_root
             .and_then(|id| input.repo.map(|r| tree::load_tree(r, &id)));
         let root = if layout.single() {
-            let loaded = Loaded {
+            let loaded = LoadedDir {
                 listing: None,
                 prev: root_prev,
             };
             if w.scope.is_some() {
                 w.partial_frame(b"", loaded.prev, roots.pop().map(|t| (0, t)))?
             } else {
-                let loaded = Loaded {
+                let loaded = LoadedDir {
                     listing: roots.pop().map(|t| env.scanners[0].list(&t)),
                     prev: loaded.prev,
                 };

@@ -15,7 +15,7 @@
 //! The marker (`Repo::write_marker`) records the snapshot the tree at
 //! BACKUP_ROOT shows, so the next command knows whether it must catch up.
 
-use crate::browsable::render::{self, BEntry, BKind};
+use crate::browsable::render::{self, BrowsableEntry, BrowsableKind};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::local::{objects, Repo};
@@ -193,7 +193,7 @@ impl<'r> Materializer<'r> {
 
     /// Classify what is on disk at `e.path` against `e` (and, for
     /// "ours", against the entry `old` that used to be there).
-    fn inspect(&self, e: &BEntry, old: Option<&BEntry>) -> Result<Disk> {
+    fn inspect(&self, e: &BrowsableEntry, old: Option<&BrowsableEntry>) -> Result<Disk> {
         let Some(m) = self.lstat(&e.path)? else {
             return Ok(Disk::Missing);
         };
@@ -235,17 +235,17 @@ impl<'r> Materializer<'r> {
         Ok(fs::symlink_metadata(&obj).is_ok_and(|om| m.same_inode(&om)))
     }
 
-    fn matches(&self, e: &BEntry, m: &EntryStat) -> Result<bool> {
+    fn matches(&self, e: &BrowsableEntry, m: &EntryStat) -> Result<bool> {
         Ok(match &e.kind {
-            BKind::Dir => m.is_dir(),
-            BKind::Symlink { target } => {
+            BrowsableKind::Dir => m.is_dir(),
+            BrowsableKind::Symlink { target } => {
                 m.is_symlink()
                     && self
                         .root()?
                         .read_link(&e.path)
                         .is_ok_and(|t| t == target.as_slice())
             }
-            BKind::File { id, size } => {
+            BrowsableKind::File { id, size } => {
                 if !m.is_file() || m.size != *size {
                     false
                 } else if *size == 0 {
@@ -269,8 +269,8 @@ impl<'r> Materializer<'r> {
     /// wrong bytes — the copy is the last good one, so it re-stores the
     /// object instead of being lost. A copy is rare (the EMLINK/EXDEV
     /// fallback, or a user's), so the hash this costs is rare too.
-    fn rescue_copy(&self, e: &BEntry, rel: &[u8]) -> Result<()> {
-        let BKind::File { id, size } = &e.kind else {
+    fn rescue_copy(&self, e: &BrowsableEntry, rel: &[u8]) -> Result<()> {
+        let BrowsableKind::File { id, size } = &e.kind else {
             return Ok(());
         };
         if *size == 0 {
@@ -376,14 +376,14 @@ impl<'r> Materializer<'r> {
         }
     }
 
-    fn remove(&self, e: &BEntry) -> Result<()> {
+    fn remove(&self, e: &BrowsableEntry) -> Result<()> {
         match self.inspect(e, None)? {
             Disk::Missing => Ok(()),
             Disk::Matches => {
                 self.rescue_copy(e, &e.path)?;
                 let root = self.root()?;
                 let r = match e.kind {
-                    BKind::Dir => match root.rmdir(&e.path) {
+                    BrowsableKind::Dir => match root.rmdir(&e.path) {
                         // Something foreign inside: leave the directory.
                         Err(err) if err.raw_os_error() == Some(libc::ENOTEMPTY) => return Ok(()),
                         r => r,
@@ -399,7 +399,7 @@ impl<'r> Materializer<'r> {
                     Err(err) => Err(Error::io("remove", self.fs_path(&e.path), err)),
                 }
             }
-            Disk::Ours if !matches!(e.kind, BKind::Dir) => {
+            Disk::Ours if !matches!(e.kind, BrowsableKind::Dir) => {
                 // A hardlink of another stored object: nothing is lost.
                 match self.root()?.unlink(&e.path) {
                     Ok(()) => {
@@ -411,7 +411,7 @@ impl<'r> Materializer<'r> {
                 }
             }
             Disk::Ours | Disk::Foreign => {
-                if matches!(e.kind, BKind::Dir) {
+                if matches!(e.kind, BrowsableKind::Dir) {
                     Ok(())
                 } else {
                     self.to_quarantine(&e.path)
@@ -422,11 +422,11 @@ impl<'r> Materializer<'r> {
 
     /// Create `e` on disk. `fast` tries the common case (nothing there
     /// yet) without a stat first.
-    fn place(&self, e: &BEntry, old: Option<&BEntry>, fast: bool) -> Result<()> {
+    fn place(&self, e: &BrowsableEntry, old: Option<&BrowsableEntry>, fast: bool) -> Result<()> {
         let root = self.root()?;
         let p = self.fs_path(&e.path);
         if fast {
-            if let BKind::File { id, size } = &e.kind {
+            if let BrowsableKind::File { id, size } = &e.kind {
                 let obj = self.repo.object_path(id);
                 // A damaged object (not a regular file) takes the slow
                 // path, which may repair it from a good copy at `p`.
@@ -461,21 +461,21 @@ impl<'r> Materializer<'r> {
         }
         self.ensure_rel(pathbytes::parent(&e.path), &mut HashSet::new())?;
         match &e.kind {
-            BKind::Dir => {
+            BrowsableKind::Dir => {
                 root.mkdir(&e.path, 0o777).ctx("create directory", &p)?;
                 self.stats.created.fetch_add(1, AtOrd::Relaxed);
             }
-            BKind::Symlink { target } => {
+            BrowsableKind::Symlink { target } => {
                 root.symlink(target, &e.path).ctx("create symlink", &p)?;
                 self.stats.created.fetch_add(1, AtOrd::Relaxed);
             }
-            BKind::File { size: 0, .. } => {
+            BrowsableKind::File { size: 0, .. } => {
                 // Empty files are never hardlinked: every empty file would
                 // otherwise share one inode and its link limit.
                 root.create_new(&e.path, 0o444).ctx("create", &p)?;
                 self.stats.created.fetch_add(1, AtOrd::Relaxed);
             }
-            BKind::File { id, .. } => {
+            BrowsableKind::File { id, .. } => {
                 let obj = self.repo.object_path(id);
                 if fs::symlink_metadata(&obj).is_err() {
                     return Err(Error::Missing {
@@ -537,8 +537,8 @@ impl<'r> Materializer<'r> {
     /// `rel` holds the right content for `e`: if it is a copy and a
     /// hardlink of the object can be made now, put the link in its place
     /// (via a temp name, so the path never goes missing).
-    fn try_relink(&self, e: &BEntry, rel: &[u8]) -> Result<bool> {
-        let BKind::File { id, size } = &e.kind else {
+    fn try_relink(&self, e: &BrowsableEntry, rel: &[u8]) -> Result<bool> {
+        let BrowsableKind::File { id, size } = &e.kind else {
             return Ok(false);
         };
         if *size == 0 {
@@ -649,12 +649,12 @@ impl<'r> Materializer<'r> {
     /// by removals are cleaned up unless the source has them too.
     pub fn apply(
         &self,
-        old: &[BEntry],
-        new: &[BEntry],
+        old: &[BrowsableEntry],
+        new: &[BrowsableEntry],
         wanted_dir: &(dyn Fn(&[u8]) -> bool + Sync),
     ) -> Result<()> {
-        let mut removals: Vec<&BEntry> = Vec::new();
-        let mut changes: Vec<(&BEntry, Option<&BEntry>)> = Vec::new();
+        let mut removals: Vec<&BrowsableEntry> = Vec::new();
+        let mut changes: Vec<(&BrowsableEntry, Option<&BrowsableEntry>)> = Vec::new();
         let (mut i, mut j) = (0, 0);
         while i < old.len() || j < new.len() {
             let ord = match (old.get(i), new.get(j)) {
@@ -698,13 +698,16 @@ impl<'r> Materializer<'r> {
 
     /// Directories first (in order, parents before children), then files in
     /// parallel: linking is metadata-bound, and two cores halve it.
-    fn place_all(&self, changes: &[(&BEntry, Option<&BEntry>)]) {
-        for (e, old) in changes.iter().filter(|(e, _)| matches!(e.kind, BKind::Dir)) {
+    fn place_all(&self, changes: &[(&BrowsableEntry, Option<&BrowsableEntry>)]) {
+        for (e, old) in changes
+            .iter()
+            .filter(|(e, _)| matches!(e.kind, BrowsableKind::Dir))
+        {
             self.record(&e.path, self.place(e, *old, false));
         }
         changes
             .par_iter()
-            .filter(|(e, _)| !matches!(e.kind, BKind::Dir))
+            .filter(|(e, _)| !matches!(e.kind, BrowsableKind::Dir))
             .for_each(|(e, old)| self.record(&e.path, self.place(e, *old, old.is_none())));
     }
 
@@ -747,10 +750,10 @@ impl<'r> Materializer<'r> {
     }
 
     /// `wanted_dir` for a complete rendering.
-    pub fn dirs_of(render: &[BEntry]) -> HashSet<Vec<u8>> {
+    pub fn dirs_of(render: &[BrowsableEntry]) -> HashSet<Vec<u8>> {
         render
             .iter()
-            .filter(|e| matches!(e.kind, BKind::Dir))
+            .filter(|e| matches!(e.kind, BrowsableKind::Dir))
             .map(|e| e.path.clone())
             .collect()
     }
@@ -759,20 +762,24 @@ impl<'r> Materializer<'r> {
     /// Entries trove left behind (hardlinks of stored objects, empty
     /// directories) that `desired` lacks are removed; anything else extra
     /// is returned and, with `prune_extra`, moved to quarantine.
-    pub fn reconcile(&self, desired: &[BEntry], prune_extra: bool) -> Result<Vec<Vec<u8>>> {
+    pub fn reconcile(&self, desired: &[BrowsableEntry], prune_extra: bool) -> Result<Vec<Vec<u8>>> {
         fsutil::create_private_dir(&self.target)?;
         self.reconciled.store(true, AtOrd::Relaxed);
         // What is on disk is unknown, but the fast path is still safe: it
         // only links where nothing exists (EEXIST sends it to the slow
         // path, which inspects what is there).
-        let changes: Vec<(&BEntry, Option<&BEntry>)> = desired.iter().map(|e| (e, None)).collect();
+        let changes: Vec<(&BrowsableEntry, Option<&BrowsableEntry>)> =
+            desired.iter().map(|e| (e, None)).collect();
         self.prepare_parents(desired.iter().map(|e| e.path.as_slice()));
-        for (e, _) in changes.iter().filter(|(e, _)| matches!(e.kind, BKind::Dir)) {
+        for (e, _) in changes
+            .iter()
+            .filter(|(e, _)| matches!(e.kind, BrowsableKind::Dir))
+        {
             self.record(&e.path, self.place(e, None, false));
         }
         changes
             .par_iter()
-            .filter(|(e, _)| !matches!(e.kind, BKind::Dir))
+            .filter(|(e, _)| !matches!(e.kind, BrowsableKind::Dir))
             .for_each(|(e, _)| self.record(&e.path, self.place(e, None, true)));
         let mut foreign = Vec::new();
         for p in extra_paths(&self.target, desired)? {
@@ -845,7 +852,7 @@ impl<'r> Materializer<'r> {
 /// Paths under `target` that a complete rendering `desired` does not have
 /// (a directory that is extra as a whole is listed once). `.trove` at the
 /// top is never listed.
-pub fn extra_paths(target: &Path, desired: &[BEntry]) -> Result<Vec<Vec<u8>>> {
+pub fn extra_paths(target: &Path, desired: &[BrowsableEntry]) -> Result<Vec<Vec<u8>>> {
     extra_paths_in(target, &PathSets::of(desired))
 }
 
@@ -857,7 +864,7 @@ pub struct PathSets<'a> {
 }
 
 impl<'a> PathSets<'a> {
-    pub fn of(desired: &'a [BEntry]) -> PathSets<'a> {
+    pub fn of(desired: &'a [BrowsableEntry]) -> PathSets<'a> {
         let listed: HashSet<&[u8]> = desired.iter().map(|e| e.path.as_slice()).collect();
         let mut ancestors: HashSet<&[u8]> = HashSet::new();
         for e in desired {
@@ -933,12 +940,12 @@ enum Run<'r> {
     Archive {
         c: FlatCursor<'r, History, ()>,
         deleted: bool,
-        pending: std::collections::VecDeque<BEntry>,
+        pending: std::collections::VecDeque<BrowsableEntry>,
     },
 }
 
 impl Run<'_> {
-    fn next(&mut self) -> Result<Option<BEntry>> {
+    fn next(&mut self) -> Result<Option<BrowsableEntry>> {
         let esc = render::Escapes::default();
         match self {
             Run::Source { c, dups } => {
@@ -986,7 +993,7 @@ impl Run<'_> {
 /// rendering.
 pub struct LazyRender<'r> {
     runs: Vec<Run<'r>>,
-    heads: Vec<Option<BEntry>>,
+    heads: Vec<Option<BrowsableEntry>>,
 }
 
 impl<'r> LazyRender<'r> {
@@ -1035,7 +1042,7 @@ impl<'r> LazyRender<'r> {
     }
 
     #[allow(clippy::should_implement_trait)] // fallible: Result<Option<_>>
-    pub fn next(&mut self) -> Result<Option<BEntry>> {
+    pub fn next(&mut self) -> Result<Option<BrowsableEntry>> {
         let mut best: Option<usize> = None;
         for (i, h) in self.heads.iter().enumerate() {
             if let Some(e) = h {
@@ -1237,7 +1244,10 @@ mod tests {
     }
 
     /// Store the two trees and read the lazy rendering back whole.
-    fn lazily(entries: &[Entry], archive: &[(Vec<u8>, History)]) -> Result<Option<Vec<BEntry>>> {
+    fn lazily(
+        entries: &[Entry],
+        archive: &[(Vec<u8>, History)],
+    ) -> Result<Option<Vec<BrowsableEntry>>> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", Path::new("/tmp"), e))?;
         let repo = Repo::init(dir.path(), HashAlgo::Blake3)?;
         let batch = Batch::new(&repo);

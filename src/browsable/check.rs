@@ -6,7 +6,7 @@
 //! for `verify` to report.
 
 use crate::browsable::apply;
-use crate::browsable::render::{BEntry, BKind};
+use crate::browsable::render::{BrowsableEntry, BrowsableKind};
 use crate::error::Result;
 use crate::id::ObjectId;
 use crate::local::{objects, Repo};
@@ -153,7 +153,7 @@ impl Producer<'_, '_> {
     }
 
     /// Up to [`CHECK_RUN`] entries into `run` (empty at the end).
-    fn produce(&mut self, run: &mut Vec<BEntry>) -> Result<()> {
+    fn produce(&mut self, run: &mut Vec<BrowsableEntry>) -> Result<()> {
         run.clear();
         while run.len() < CHECK_RUN {
             let Some(e) = self.lazy.next()? else {
@@ -186,7 +186,7 @@ impl Producer<'_, '_> {
                 }
             }
             self.want(&e.path)?;
-            if matches!(e.kind, BKind::Dir) {
+            if matches!(e.kind, BrowsableKind::Dir) {
                 self.open.push(e.path.clone());
             }
             run.push(e);
@@ -220,8 +220,8 @@ pub fn check_browsable_lazily(
         problems: Vec::new(),
         entries: 0,
     };
-    let mut checking: Vec<BEntry> = Vec::with_capacity(CHECK_RUN);
-    let mut next: Vec<BEntry> = Vec::with_capacity(CHECK_RUN);
+    let mut checking: Vec<BrowsableEntry> = Vec::with_capacity(CHECK_RUN);
+    let mut next: Vec<BrowsableEntry> = Vec::with_capacity(CHECK_RUN);
     let mut entry_problems: Vec<(Vec<u8>, String)> = Vec::new();
     p.produce(&mut checking)?;
     while !checking.is_empty() {
@@ -286,7 +286,7 @@ fn implicit_folder_problem(repo: &Repo, p: &[u8]) -> Option<String> {
 pub fn check_browsable(
     repo: &Repo,
     latest: &Snapshot,
-    desired: &[BEntry],
+    desired: &[BrowsableEntry],
     inodes: &Inodes<'_>,
     progress: &dyn Progress,
 ) -> Result<Vec<Finding>> {
@@ -337,7 +337,7 @@ fn link_possible(obj: &Path, dev: u64) -> bool {
     crate::sys::link_max(&f).is_none_or(|max| (m.nlink() as i64) < max)
 }
 
-fn check_entry(repo: &Repo, e: &BEntry, inodes: &Inodes<'_>) -> Option<String> {
+fn check_entry(repo: &Repo, e: &BrowsableEntry, inodes: &Inodes<'_>) -> Option<String> {
     let p = pathbytes::to_fs(&repo.root, &e.path);
     let m = match fs::symlink_metadata(&p) {
         Ok(m) => m,
@@ -358,13 +358,13 @@ fn check_entry(repo: &Repo, e: &BEntry, inodes: &Inodes<'_>) -> Option<String> {
         }
     };
     match &e.kind {
-        BKind::Dir => (!m.is_dir()).then(|| {
+        BrowsableKind::Dir => (!m.is_dir()).then(|| {
             format!(
                 "should be a directory but is {}: `trove materialize` repairs it",
                 kind_of(&m)
             )
         }),
-        BKind::Symlink { target } => {
+        BrowsableKind::Symlink { target } => {
             if !m.file_type().is_symlink() {
                 return Some(format!("should be a symlink but is {}", kind_of(&m)));
             }
@@ -378,7 +378,7 @@ fn check_entry(repo: &Repo, e: &BEntry, inodes: &Inodes<'_>) -> Option<String> {
                 Err(err) => Some(format!("cannot read symlink: {err}")),
             }
         }
-        BKind::File { id, size } => {
+        BrowsableKind::File { id, size } => {
             if !m.is_file() {
                 return Some(format!("should be a file but is {}", kind_of(&m)));
             }

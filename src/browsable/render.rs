@@ -17,18 +17,21 @@ use std::collections::{BTreeMap, HashSet};
 
 pub const RESERVED: [&[u8]; 4] = [b"versions", b"_duplicates", b"_deleted", b".trove"];
 
+/// What one path of the browsable tree is on disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BKind {
+pub enum BrowsableKind {
     Dir,
     File { id: ObjectId, size: u64 },
     Symlink { target: Vec<u8> },
 }
 
+/// One path of the browsable tree (the hardlinked view under the backup
+/// root) as the snapshots render it: where it goes and what it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BEntry {
+pub struct BrowsableEntry {
     /// Relative to the backup root.
     pub path: Vec<u8>,
-    pub kind: BKind,
+    pub kind: BrowsableKind,
 }
 
 /// Escapes of reserved top-level names for one snapshot.
@@ -122,43 +125,43 @@ pub fn deleted_path(path: &[u8]) -> Vec<u8> {
 }
 
 /// The browsable entry showing one source entry.
-pub fn render_entry(esc: &Escapes, e: &Entry) -> BEntry {
+pub fn render_entry(esc: &Escapes, e: &Entry) -> BrowsableEntry {
     render_item(esc, &e.path, &e.item)
 }
 
 /// The browsable entry showing the item at source path `p`.
-pub fn render_item(esc: &Escapes, p: &[u8], item: &Item) -> BEntry {
+pub fn render_item(esc: &Escapes, p: &[u8], item: &Item) -> BrowsableEntry {
     let (path, kind) = match item {
-        Item::Dir(_) => (esc.top_path(p), BKind::Dir),
+        Item::Dir(_) => (esc.top_path(p), BrowsableKind::Dir),
         Item::Leaf(Leaf::File { size, id, dup, .. }) => (
             current_path(esc, p, *dup),
-            BKind::File {
+            BrowsableKind::File {
                 id: *id,
                 size: *size,
             },
         ),
         Item::Leaf(Leaf::Symlink { target, .. }) => (
             esc.top_path(p),
-            BKind::Symlink {
+            BrowsableKind::Symlink {
                 target: target.clone(),
             },
         ),
     };
-    BEntry { path, kind }
+    BrowsableEntry { path, kind }
 }
 
 /// The browsable entries showing one path's history.
-pub fn render_history(p: &[u8], h: &History, out: &mut Vec<BEntry>) {
+pub fn render_history(p: &[u8], h: &History, out: &mut Vec<BrowsableEntry>) {
     render_versions(p, h, out);
     render_deleted(p, h, out);
 }
 
 /// `versions/<p>/vN.bak` for each kept version.
-pub fn render_versions(p: &[u8], h: &History, out: &mut Vec<BEntry>) {
+pub fn render_versions(p: &[u8], h: &History, out: &mut Vec<BrowsableEntry>) {
     for (n, a) in &h.versions {
-        out.push(BEntry {
+        out.push(BrowsableEntry {
             path: version_path(p, *n),
-            kind: BKind::File {
+            kind: BrowsableKind::File {
                 id: a.id,
                 size: a.size,
             },
@@ -167,11 +170,11 @@ pub fn render_versions(p: &[u8], h: &History, out: &mut Vec<BEntry>) {
 }
 
 /// `_deleted/<p>` for the content the path last had, if it left.
-pub fn render_deleted(p: &[u8], h: &History, out: &mut Vec<BEntry>) {
+pub fn render_deleted(p: &[u8], h: &History, out: &mut Vec<BrowsableEntry>) {
     if let Some(a) = &h.deleted {
-        out.push(BEntry {
+        out.push(BrowsableEntry {
             path: deleted_path(p),
-            kind: BKind::File {
+            kind: BrowsableKind::File {
                 id: a.id,
                 size: a.size,
             },
@@ -182,7 +185,7 @@ pub fn render_deleted(p: &[u8], h: &History, out: &mut Vec<BEntry>) {
 /// Render one snapshot (its source listing and archive) as the list of
 /// browsable entries, sorted in path order, with no entry below a
 /// non-directory.
-pub fn render(entries: &[Entry], archive: &[(Vec<u8>, History)]) -> Vec<BEntry> {
+pub fn render(entries: &[Entry], archive: &[(Vec<u8>, History)]) -> Vec<BrowsableEntry> {
     let esc = Escapes::for_entries(entries);
     let mut out = Vec::with_capacity(entries.len() + archive.len());
     // Listed as four runs that are each already in path order (the top
@@ -226,7 +229,7 @@ fn archive_nests(archive: &[(Vec<u8>, History)]) -> bool {
 pub fn render_diff(
     old: (&[Entry], &[(Vec<u8>, History)]),
     new: (&[Entry], &[(Vec<u8>, History)]),
-) -> Option<(Vec<BEntry>, Vec<BEntry>)> {
+) -> Option<(Vec<BrowsableEntry>, Vec<BrowsableEntry>)> {
     let old_esc = Escapes::for_entries(old.0);
     let new_esc = Escapes::for_entries(new.0);
     if old_esc.map != new_esc.map || archive_nests(old.1) || archive_nests(new.1) {
@@ -343,14 +346,14 @@ fn moved_name(p: &[u8], taken: &HashSet<Vec<u8>>) -> Vec<u8> {
 /// A history can need a file and a directory at one path (a deleted file
 /// `a` and, later, a deleted `a/b`). The file then moves aside to
 /// `a.~N~` (GNU backup-style, first free N), deterministically.
-fn resolve_conflicts(out: &mut [BEntry]) {
+fn resolve_conflicts(out: &mut [BrowsableEntry]) {
     // A non-directory directly followed by an entry below it. Found by one
     // pass over the sorted list, so the common case (no conflict at all)
     // costs no set of every path.
-    let conflict = |out: &[BEntry]| {
+    let conflict = |out: &[BrowsableEntry]| {
         (0..out.len().saturating_sub(1)).find(|&i| {
             let (p, next) = (&out[i].path, &out[i + 1].path);
-            !matches!(out[i].kind, BKind::Dir) && pathbytes::is_under(next, p)
+            !matches!(out[i].kind, BrowsableKind::Dir) && pathbytes::is_under(next, p)
         })
     };
     let Some(mut i) = conflict(out) else {
@@ -390,7 +393,7 @@ mod tests {
         }
     }
 
-    fn paths(v: &[BEntry]) -> Vec<String> {
+    fn paths(v: &[BrowsableEntry]) -> Vec<String> {
         v.iter()
             .map(|e| String::from_utf8_lossy(&e.path).to_string())
             .collect()
@@ -469,12 +472,12 @@ mod tests {
         // Full renders, minus what both share.
         let full_o = render(&old_e, &old_a);
         let full_n = render(&new_e, &new_a);
-        let want_o: Vec<BEntry> = full_o
+        let want_o: Vec<BrowsableEntry> = full_o
             .iter()
             .filter(|x| !full_n.contains(x))
             .cloned()
             .collect();
-        let want_n: Vec<BEntry> = full_n
+        let want_n: Vec<BrowsableEntry> = full_n
             .iter()
             .filter(|x| !full_o.contains(x))
             .cloned()
@@ -535,12 +538,12 @@ mod tests {
 
         /// The conflict resolution as first written: the set of every path
         /// rebuilt on each round.
-        fn resolve_reference(out: &mut [BEntry]) {
+        fn resolve_reference(out: &mut [BrowsableEntry]) {
             loop {
                 let mut moved = false;
                 let taken: HashSet<Vec<u8>> = out.iter().map(|e| e.path.clone()).collect();
                 for i in 0..out.len().saturating_sub(1) {
-                    if matches!(out[i].kind, BKind::Dir) {
+                    if matches!(out[i].kind, BrowsableKind::Dir) {
                         continue;
                     }
                     let p = &out[i].path;
@@ -573,14 +576,14 @@ mod tests {
                     0..12,
                 )
             ) {
-                let mut list: Vec<BEntry> = paths
+                let mut list: Vec<BrowsableEntry> = paths
                     .into_iter()
-                    .map(|(p, dir)| BEntry {
+                    .map(|(p, dir)| BrowsableEntry {
                         path: p.into_bytes(),
                         kind: if dir {
-                            BKind::Dir
+                            BrowsableKind::Dir
                         } else {
-                            BKind::File { id: ObjectId(Digest([1; 32])), size: 1 }
+                            BrowsableKind::File { id: ObjectId(Digest([1; 32])), size: 1 }
                         },
                     })
                     .collect();
@@ -679,7 +682,7 @@ mod tests {
                     // Apply the diff the way `Materializer::apply` does: drop
                     // every old-side path the new side lacks, set every
                     // new-side entry.
-                    let mut tree: BTreeMap<Vec<u8>, BKind> =
+                    let mut tree: BTreeMap<Vec<u8>, BrowsableKind> =
                         full_old.iter().map(|e| (e.path.clone(), e.kind.clone())).collect();
                     let new_paths: std::collections::HashSet<&[u8]> =
                         n.iter().map(|e| e.path.as_slice()).collect();
@@ -691,7 +694,7 @@ mod tests {
                     for e in &n {
                         tree.insert(e.path.clone(), e.kind.clone());
                     }
-                    let want: BTreeMap<Vec<u8>, BKind> =
+                    let want: BTreeMap<Vec<u8>, BrowsableKind> =
                         full_new.iter().map(|e| (e.path.clone(), e.kind.clone())).collect();
                     prop_assert_eq!(tree, want);
                 }

@@ -25,8 +25,8 @@ pub struct TreeUpdate {
 /// snapshot to showing the next: usually only the differing entries
 /// (`partial`), else both whole renderings.
 pub(crate) struct TreeDiff {
-    old: Vec<render::BEntry>,
-    new: Vec<render::BEntry>,
+    old: Vec<render::BrowsableEntry>,
+    new: Vec<render::BrowsableEntry>,
     partial: bool,
 }
 
