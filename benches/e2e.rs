@@ -101,7 +101,7 @@ fn bench_e2e(c: &mut Criterion) {
         )
     });
 
-    let repo = trove::local::Repo::open(&dest).expect("repo");
+    let repo = trove::local::LocalRepo::open(&dest).expect("repo");
     let snap = trove::repo::snapshot::resolve(&repo, "latest").expect("latest");
     g.bench_function("restore", |b| {
         b.iter_batched(
@@ -182,7 +182,7 @@ fn bench_e2e(c: &mut Criterion) {
                 (t, copy)
             },
             |(_t, copy)| {
-                let r = trove::local::Repo::open(&copy).expect("repo");
+                let r = trove::local::LocalRepo::open(&copy).expect("repo");
                 let report = trove::prune::run(&r, &o).expect("prune");
                 assert!(!report.gc.forgotten.is_empty(), "the history was pruned");
                 report

@@ -18,7 +18,7 @@ use crate::gc::{self, GcReport};
 use crate::id::{SnapshotId, TreeId};
 use crate::local::lock::LockMode;
 use crate::local::objects::Batch;
-use crate::local::{cache, Repo};
+use crate::local::{cache, LocalRepo};
 use crate::plan::{self, PlanOptions};
 use crate::repo::snapshot::{self, Snapshot, SnapshotRecord, Summary};
 use crate::repo::tree;
@@ -81,7 +81,11 @@ struct TrimPlan {
 /// Decide per-file retention for the latest snapshot: None when nothing
 /// expires. Reads the snapshot's trees (a damaged one is an error here,
 /// before anything is written).
-fn plan_retention(repo: &Repo, latest: &Snapshot, o: &PruneOptions) -> Result<Option<TrimPlan>> {
+fn plan_retention(
+    repo: &LocalRepo,
+    latest: &Snapshot,
+    o: &PruneOptions,
+) -> Result<Option<TrimPlan>> {
     let popts = plan_options(o);
     // The archive alone says whether anything expires; the whole listing
     // (the largest thing prune could hold) is loaded only then.
@@ -111,7 +115,7 @@ fn plan_retention(repo: &Repo, latest: &Snapshot, o: &PruneOptions) -> Result<Op
 
 /// Apply per-file retention to the latest snapshot.
 fn file_retention(
-    repo: &Repo,
+    repo: &LocalRepo,
     latest: &Snapshot,
     t: Option<TrimPlan>,
     o: &PruneOptions,
@@ -185,11 +189,11 @@ fn file_retention(
 
 /// Open the repository for a prune: a dry run only reads, so it opens as
 /// a reader does (also on read-only media); a real one as a writer.
-pub fn open(root: &Path, dry_run: bool) -> Result<Repo> {
+pub fn open(root: &Path, dry_run: bool) -> Result<LocalRepo> {
     if dry_run {
-        Repo::open(root)
+        LocalRepo::open(root)
     } else {
-        Repo::open_writable(root)
+        LocalRepo::open_writable(root)
     }
 }
 
@@ -207,7 +211,7 @@ pub fn lock_mode(dry_run: bool) -> LockMode {
 /// under `o` would reclaim, from a dry run of it (forced, whatever
 /// `o.dry_run` says). A repository prune refuses (damaged) cannot be
 /// collected: nothing is reclaimable then. The caller holds a shared lock.
-pub fn stats(repo: &Repo, o: &PruneOptions) -> Result<gc::RepoStats> {
+pub fn stats(repo: &LocalRepo, o: &PruneOptions) -> Result<gc::RepoStats> {
     let mut st = gc::stats(repo)?;
     let dry = PruneOptions {
         dry_run: true,
@@ -227,7 +231,7 @@ pub fn stats(repo: &Repo, o: &PruneOptions) -> Result<gc::RepoStats> {
 /// Every check comes before the first change: a damaged record, or a tree
 /// the retention or the collection would read, stops the run with nothing
 /// written (no retention snapshot, no `versions/` entry removed).
-pub fn run(repo: &Repo, o: &PruneOptions) -> Result<PruneReport> {
+pub fn run(repo: &LocalRepo, o: &PruneOptions) -> Result<PruneReport> {
     let mut report = PruneReport {
         dry_run: o.dry_run,
         ..PruneReport::default()

@@ -21,7 +21,7 @@ use crate::browsable::check::{self, DevIno, Inodes};
 use crate::browsable::render;
 use crate::error::{Error, Result};
 use crate::id::{ObjectId, SnapshotId, TreeId};
-use crate::local::Repo;
+use crate::local::LocalRepo;
 use crate::model::{History, Leaf, Meta};
 use crate::pathbytes::{self, display as show};
 use crate::progress::Progress;
@@ -726,7 +726,11 @@ pub fn check_store(
     })
 }
 
-pub fn run(repo: &Repo, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
+pub fn run(
+    repo: &LocalRepo,
+    opts: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
     let StoreCheck {
         mut report,
         snapshots: snaps,
@@ -816,7 +820,7 @@ fn unreferenced_objects(repo: &dyn RepoRead, inodes: &Inodes<'_>) -> Result<(u64
 }
 
 fn browsable_problem(
-    repo: &Repo,
+    repo: &LocalRepo,
     latest: &Snapshot,
     path: &[u8],
     message: String,

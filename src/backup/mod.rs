@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::id::{HashAlgo, TreeId};
 use crate::local::lock::{LockMode, RepoLock};
 use crate::local::objects::ReadFailure;
-use crate::local::Repo;
+use crate::local::LocalRepo;
 use crate::model::now_ns;
 use crate::pathbytes::{self, cmp_paths};
 use crate::plan::PlanCounts;
@@ -159,7 +159,7 @@ pub fn preflight(s: &BackupSettings) -> Result<(PathBuf, Vec<PathBuf>)> {
         sources.push(n);
     }
     scan::Excludes::new(&s.exclude)?;
-    Repo::check_can_init(&root)?;
+    LocalRepo::check_can_init(&root)?;
     Ok((root, sources))
 }
 
@@ -279,18 +279,18 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     let (root, sources) = preflight(s)?;
 
     // Open or create the repository, then take the lock.
-    let repo = if Repo::exists(&root) {
+    let repo = if LocalRepo::exists(&root) {
         let r = if opts.dry_run {
-            Repo::open(&root)?
+            LocalRepo::open(&root)?
         } else {
-            Repo::open_writable(&root)?
+            LocalRepo::open_writable(&root)?
         };
         r.check_algo(s.hash)?;
         Some(r)
     } else if opts.dry_run {
         None
     } else {
-        Some(Repo::init(&root, s.hash.unwrap_or(HashAlgo::Blake3))?)
+        Some(LocalRepo::init(&root, s.hash.unwrap_or(HashAlgo::Blake3))?)
     };
     let algo = repo
         .as_ref()
@@ -385,7 +385,7 @@ fn latest_to_build_on(scan: &snapshot::Scan, allow_damaged: bool) -> Result<Opti
 /// been configured); the records alone say whether it forgets anything,
 /// so an idle run stays cheap.
 fn policy_gc_if_due(
-    repo: &Repo,
+    repo: &LocalRepo,
     s: &BackupSettings,
     run_start: i64,
     report: &mut BackupReport,

@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::id::{HashAlgo, ObjectId, TreeId};
 use crate::local::cache;
 use crate::local::objects::Batch;
-use crate::local::Repo;
+use crate::local::LocalRepo;
 use crate::model::{History, Item, Leaf, Meta};
 use crate::pathbytes::{self, cmp_paths};
 use crate::plan::{classify, Change, Decision, Dups, PathPlanner, PlanOptions};
@@ -40,8 +40,8 @@ type LogRec = (Vec<u8>, Option<Decision>);
 /// What the run needs from `backup::run`.
 pub(super) struct Ctx<'a> {
     pub opts: &'a BackupOptions,
-    pub repo: Option<&'a Repo>,
-    pub writer: Option<&'a Repo>,
+    pub repo: Option<&'a LocalRepo>,
+    pub writer: Option<&'a LocalRepo>,
     pub algo: HashAlgo,
     pub latest: Option<Snapshot>,
     /// The new snapshot's sequence number: above every record's, damaged
@@ -285,7 +285,7 @@ type SourceTree = TreeObject<Leaf, Meta>;
 /// Is the source path a directory in a stored source tree? Memoised per
 /// folder, for the few folders a browsable update asks about.
 struct TreeLookup<'r> {
-    repo: &'r Repo,
+    repo: &'r LocalRepo,
     root: TreeId,
     dirs: Mutex<HashMap<Vec<u8>, Option<SourceTree>>>,
 }
@@ -347,7 +347,7 @@ const FILL_RUN: usize = 8192;
 /// a run of the lazy rendering at a time, so the rendering never exists
 /// whole. Where the lazy rendering is not exact (reserved names escaped),
 /// it is made whole from the loaded listing.
-fn fill(m: &Materializer<'_>, repo: &Repo, rec: &SnapshotRecord) -> Result<()> {
+fn fill(m: &Materializer<'_>, repo: &LocalRepo, rec: &SnapshotRecord) -> Result<()> {
     let Some(mut render) = LazyRender::new(repo, rec)? else {
         let (e, a) = crate::repo::snapshot::load_snapshot(repo, rec)?;
         return crate::browsable::update::TreeDiff::between((&[], &[]), (&e, &a)).apply(m, &e);
@@ -375,7 +375,7 @@ fn fill(m: &Materializer<'_>, repo: &Repo, rec: &SnapshotRecord) -> Result<()> {
 /// (it changes what the whole folder holds), none below another. `None`:
 /// a source root was named, so the whole run looks at everything.
 fn scope_of(
-    repo: &Repo,
+    repo: &LocalRepo,
     rec: &SnapshotRecord,
     layout: &Layout,
     paths: &[Vec<u8>],
@@ -444,7 +444,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     });
     // Scratch files go to the repository's tmp/ in a real run; a dry run
     // writes nothing there (the repository may not even be writable).
-    let scratch = c.writer.map_or_else(std::env::temp_dir, Repo::tmp_dir);
+    let scratch = c.writer.map_or_else(std::env::temp_dir, LocalRepo::tmp_dir);
     let prev_rec = c.latest.as_ref().map(|l| &l.record);
     let cache_reader = match (c.repo, c.opts.rehash, &c.latest) {
         (Some(r), false, Some(l)) => cache::Reader::open(r, Some(&l.id)),
@@ -722,7 +722,7 @@ fn needs_relink(c: &Ctx<'_>, report: &BackupReport) -> bool {
 /// After a commit re-stored damaged objects, the browsable tree still links
 /// the damaged inodes (now in quarantine): bring it back to the snapshot
 /// with the same reconciliation `trove materialize` runs.
-fn relink_repaired(repo: &Repo, snap: &Snapshot) -> Result<()> {
+fn relink_repaired(repo: &LocalRepo, snap: &Snapshot) -> Result<()> {
     let r = crate::browsable::apply::rebuild(repo, snap, None, false)?;
     tracing::info!(
         "browsable tree relinked after the repair: {} linked, {} quarantined",

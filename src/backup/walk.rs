@@ -24,7 +24,7 @@ use crate::error::{IoContext, Result};
 use crate::id::{HashAlgo, ObjectId, TreeId};
 use crate::local::cache::{self, StatExtra};
 use crate::local::objects::{self, Batch, ReadFailure};
-use crate::local::Repo;
+use crate::local::LocalRepo;
 use crate::model::{Item, Leaf, Meta};
 use crate::pathbytes;
 use crate::plan::{classify, Change};
@@ -139,7 +139,7 @@ impl ListingSlot {
 /// What a [`ListingJob`] reads from: the repository (previous trees) and
 /// one scanner per source.
 struct ListingSources<'a> {
-    repo: Option<&'a Repo>,
+    repo: Option<&'a LocalRepo>,
     scanners: Vec<DirScanner<'a>>,
 }
 
@@ -1058,7 +1058,7 @@ fn scope_sources(
 
 /// Everything pass 1 needs to know about the run.
 pub(super) struct WalkInput<'a> {
-    pub repo: Option<&'a Repo>,
+    pub repo: Option<&'a LocalRepo>,
     pub prev_root: Option<TreeId>,
     pub cache: cache::Reader,
     pub algo: HashAlgo,

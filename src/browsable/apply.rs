@@ -1,6 +1,6 @@
 //! Puts a rendered browsable tree (`render::render`) on disk under a target
 //! directory, with hardlinks into the local object store
-//! (`local::Repo::object_path`); `trove materialize` ([`rebuild`]).
+//! (`local::LocalRepo::object_path`); `trove materialize` ([`rebuild`]).
 //!
 //! `Materializer::apply` moves the tree from one rendering to the next, touching only
 //! the entries that differ; it is idempotent, so replaying it after a crash
@@ -12,13 +12,13 @@
 //! the store, except to re-store a damaged object from a good copy found
 //! in the tree (`local::objects::restore_object_from_file`).
 //!
-//! The marker (`Repo::write_marker`) records the snapshot the tree at
+//! The marker (`LocalRepo::write_marker`) records the snapshot the tree at
 //! BACKUP_ROOT shows, so the next command knows whether it must catch up.
 
 use crate::browsable::render::{self, BrowsableEntry, BrowsableKind};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
-use crate::local::{objects, Repo};
+use crate::local::{objects, LocalRepo};
 use crate::model::{History, Item, Leaf, Meta};
 use crate::pathbytes::{self, cmp_paths};
 use crate::repo::snapshot::SnapshotRecord;
@@ -61,7 +61,7 @@ impl Stats {
 }
 
 pub struct Materializer<'r> {
-    repo: &'r Repo,
+    repo: &'r LocalRepo,
     target: PathBuf,
     /// This run's quarantine folder, relative to `.trove`.
     quarantine: Vec<u8>,
@@ -97,13 +97,13 @@ enum Disk {
 }
 
 impl<'r> Materializer<'r> {
-    pub fn new(repo: &'r Repo, target: &Path) -> Materializer<'r> {
+    pub fn new(repo: &'r LocalRepo, target: &Path) -> Materializer<'r> {
         let stamp =
             crate::repo::snapshot::format_time(crate::model::now_ns()).replace([' ', ':'], "-");
         Materializer {
             repo,
             target: target.to_path_buf(),
-            quarantine: Repo::quarantine_of_run(&stamp),
+            quarantine: LocalRepo::quarantine_of_run(&stamp),
             stats: Stats::default(),
             relink: false,
             failures: std::sync::Mutex::new(Vec::new()),
@@ -1000,7 +1000,7 @@ impl<'r> LazyRender<'r> {
     /// `None` when the lazy form would not be exact: reserved names are
     /// escaped (they reorder the top level) or the archive nests (a file
     /// and a folder may need one path: only the whole render resolves it).
-    pub fn new(repo: &'r Repo, rec: &SnapshotRecord) -> Result<Option<LazyRender<'r>>> {
+    pub fn new(repo: &'r LocalRepo, rec: &SnapshotRecord) -> Result<Option<LazyRender<'r>>> {
         let root: TreeObject<Leaf, Meta> = tree::load_tree(repo, &rec.root)?;
         let esc = render::Escapes::for_top_names(root.entries.iter().map(|n| n.name.as_slice()));
         if !esc.is_empty() {
@@ -1120,7 +1120,7 @@ impl MaterializeReport {
 /// write left in tmp/ (the fault sweep found materialize leaving one). The
 /// caller holds the exclusive lock.
 pub fn rebuild_latest(
-    repo: &Repo,
+    repo: &LocalRepo,
     target: Option<&Path>,
     prune_extra: bool,
 ) -> Result<MaterializeReport> {
@@ -1134,7 +1134,7 @@ pub fn rebuild_latest(
 /// same placement code as a backup's incremental update, applied to
 /// whatever is on disk. Idempotent.
 pub fn rebuild(
-    repo: &Repo,
+    repo: &LocalRepo,
     snap: &crate::repo::snapshot::Snapshot,
     target: Option<&Path>,
     prune_extra: bool,
@@ -1249,7 +1249,7 @@ mod tests {
         archive: &[(Vec<u8>, History)],
     ) -> Result<Option<Vec<BrowsableEntry>>> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", Path::new("/tmp"), e))?;
-        let repo = Repo::init(dir.path(), HashAlgo::Blake3)?;
+        let repo = LocalRepo::init(dir.path(), HashAlgo::Blake3)?;
         let batch = Batch::new(&repo);
         let none = HashSet::new();
         let root = tree::write_tree(HashAlgo::Blake3, entries, &batch, &none)?;

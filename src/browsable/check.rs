@@ -9,7 +9,7 @@ use crate::browsable::apply;
 use crate::browsable::render::{BrowsableEntry, BrowsableKind};
 use crate::error::Result;
 use crate::id::ObjectId;
-use crate::local::{objects, Repo};
+use crate::local::{objects, LocalRepo};
 use crate::pathbytes::{self, display as show};
 use crate::progress::Progress;
 use crate::repo::snapshot::Snapshot;
@@ -121,7 +121,7 @@ const CHECK_RUN: usize = 8192;
 /// checks the implicit folders above them, and walks the disk alongside
 /// to find what the rendering lacks.
 struct Producer<'a, 'r> {
-    repo: &'a Repo,
+    repo: &'a LocalRepo,
     lazy: &'a mut apply::LazyRender<'r>,
     disk: DiskWalk,
     disk_next: Option<(Vec<u8>, bool)>,
@@ -200,7 +200,7 @@ impl Producer<'_, '_> {
 /// while the previous ones are checked in parallel. Returns the problems
 /// and the number of rendered entries.
 pub fn check_browsable_lazily(
-    repo: &Repo,
+    repo: &LocalRepo,
     latest: &Snapshot,
     lazy: &mut apply::LazyRender<'_>,
     inodes: &Inodes<'_>,
@@ -247,7 +247,7 @@ pub fn check_browsable_lazily(
 }
 
 /// The browsable tree does not record showing `latest`.
-fn marker_problem(repo: &Repo, latest: &Snapshot) -> Option<Finding> {
+fn marker_problem(repo: &LocalRepo, latest: &Snapshot) -> Option<Finding> {
     let short = latest.id.short();
     (repo.read_marker() != Some(latest.id)).then(|| {
         (
@@ -266,7 +266,7 @@ fn extra_message() -> &'static str {
 /// A folder with no entry of its own (`versions/`, `versions/<path>/`,
 /// `_deleted/…`): an lstat of an entry below it would follow a symlink put
 /// in its place, so it is checked itself.
-fn implicit_folder_problem(repo: &Repo, p: &[u8]) -> Option<String> {
+fn implicit_folder_problem(repo: &LocalRepo, p: &[u8]) -> Option<String> {
     let fp = pathbytes::to_fs(&repo.root, p);
     match fs::symlink_metadata(&fp) {
         Ok(m) if m.is_dir() => None,
@@ -284,7 +284,7 @@ fn implicit_folder_problem(repo: &Repo, p: &[u8]) -> Option<String> {
 
 /// Compare the browsable tree on disk with the rendering of `latest`.
 pub fn check_browsable(
-    repo: &Repo,
+    repo: &LocalRepo,
     latest: &Snapshot,
     desired: &[BrowsableEntry],
     inodes: &Inodes<'_>,
@@ -337,7 +337,7 @@ fn link_possible(obj: &Path, dev: u64) -> bool {
     crate::sys::link_max(&f).is_none_or(|max| (m.nlink() as i64) < max)
 }
 
-fn check_entry(repo: &Repo, e: &BrowsableEntry, inodes: &Inodes<'_>) -> Option<String> {
+fn check_entry(repo: &LocalRepo, e: &BrowsableEntry, inodes: &Inodes<'_>) -> Option<String> {
     let p = pathbytes::to_fs(&repo.root, &e.path);
     let m = match fs::symlink_metadata(&p) {
         Ok(m) => m,

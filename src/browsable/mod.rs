@@ -12,7 +12,7 @@
 //! - [`check`]: `verify`'s comparison of the tree on disk with a rendering.
 //!
 //! Only the local repository has a browsable tree (it hardlinks
-//! `local::Repo::object_path`); nothing here writes into the store.
+//! `local::LocalRepo::object_path`); nothing here writes into the store.
 
 pub mod apply;
 pub mod check;

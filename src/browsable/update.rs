@@ -9,7 +9,7 @@ use crate::browsable::apply::{Materializer, Stats};
 use crate::browsable::render::{self, Escapes};
 use crate::error::Result;
 use crate::id::SnapshotId;
-use crate::local::Repo;
+use crate::local::LocalRepo;
 use crate::model::{Entry, History};
 use crate::pathbytes::{self, display as show};
 use crate::repo::snapshot::{self, Snapshot};
@@ -74,7 +74,7 @@ impl TreeDiff {
 /// otherwise the marker keeps the snapshot the tree showed before and the
 /// next run retries the same differences.
 pub(crate) fn finish_tree_update(
-    repo: &Repo,
+    repo: &LocalRepo,
     m: &Materializer<'_>,
     shows: &SnapshotId,
 ) -> Result<TreeUpdate> {
@@ -140,7 +140,7 @@ fn show_rel(p: &[u8]) -> String {
 
 /// Make the browsable tree at the backup root show `latest`, whatever a
 /// crash left behind. Free when it already does.
-pub fn catch_up_browsable(repo: &Repo, latest: &Snapshot) -> Result<TreeUpdate> {
+pub fn catch_up_browsable(repo: &LocalRepo, latest: &Snapshot) -> Result<TreeUpdate> {
     let m = Materializer::new(repo, &repo.root);
     let marker = repo.read_marker();
     if marker == Some(latest.id) {

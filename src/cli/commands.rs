@@ -15,7 +15,7 @@ use crate::backup;
 use crate::config::BackupSettings;
 use crate::id::HashAlgo;
 use crate::local::lock::{LockMode, RepoLock};
-use crate::local::Repo;
+use crate::local::LocalRepo;
 use crate::repo::snapshot;
 use crate::retention::Policy;
 use anyhow::{Context, Result};
@@ -38,8 +38,8 @@ fn console(cli: &Cli) -> LevelFilter {
 pub(super) fn init(cli: &Cli, a: &InitArgs) -> Result<Outcome> {
     let _log = crate::log::init(console(cli), None)?;
     let algo = a.hash.map(HashAlgo::from).unwrap_or(HashAlgo::Blake3);
-    let existed = Repo::exists(&a.dir);
-    let repo = Repo::init(&a.dir, algo)?;
+    let existed = LocalRepo::exists(&a.dir);
+    let repo = LocalRepo::init(&a.dir, algo)?;
     let mut out = std::io::stdout().lock();
     if cli.json {
         output::json(
@@ -81,8 +81,8 @@ fn run_log(settings: &BackupSettings, console: LevelFilter) -> Result<crate::log
     let log_dir = settings
         .log_dir
         .clone()
-        .unwrap_or_else(|| Repo::logs_dir_of(&settings.backup_root));
-    if settings.log_dir.is_none() && !Repo::exists(&settings.backup_root) {
+        .unwrap_or_else(|| LocalRepo::logs_dir_of(&settings.backup_root));
+    if settings.log_dir.is_none() && !LocalRepo::exists(&settings.backup_root) {
         crate::fsutil::create_private_dir(&settings.backup_root)?;
     }
     Ok(crate::log::init(
@@ -130,10 +130,10 @@ fn finish_backup(
 }
 
 /// A command that only reads: the repository, under a shared lock.
-fn open_for_reading(cli: &Cli) -> Result<(Repo, RepoLock)> {
+fn open_for_reading(cli: &Cli) -> Result<(LocalRepo, RepoLock)> {
     let _ = crate::log::init(console(cli), None);
     let root = settings::repo_root(cli)?;
-    let repo = Repo::open(&root)?;
+    let repo = LocalRepo::open(&root)?;
     let lock = RepoLock::acquire(&repo, LockMode::Shared, cli.wait)?;
     Ok((repo, lock))
 }
@@ -208,7 +208,7 @@ pub(super) fn verify(cli: &Cli, a: &VerifyArgs) -> Result<Outcome> {
 pub(super) fn materialize(cli: &Cli, a: &MaterializeArgs) -> Result<Outcome> {
     let _ = crate::log::init(console(cli), None);
     let root = settings::repo_root(cli)?;
-    let repo = Repo::open_writable(&root)?;
+    let repo = LocalRepo::open_writable(&root)?;
     let _lock = RepoLock::acquire(&repo, LockMode::Exclusive, cli.wait)?;
     let report =
         crate::browsable::apply::rebuild_latest(&repo, a.target.as_deref(), a.prune_extra)?;

@@ -23,7 +23,7 @@
 use crate::codec::{finish_zstd_writer, zstd_writer, ZstdWriter};
 use crate::error::{IoContext, Result};
 use crate::id::{Digest, SnapshotId};
-use crate::local::Repo;
+use crate::local::LocalRepo;
 use crate::model::StatKey;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -153,7 +153,7 @@ impl Reader {
     /// The records for `snapshot`, if the cache belongs to it; anything
     /// else gives an empty reader, never an error: the cache is only an
     /// accelerator.
-    pub fn open(repo: &Repo, snapshot: Option<&SnapshotId>) -> Reader {
+    pub fn open(repo: &LocalRepo, snapshot: Option<&SnapshotId>) -> Reader {
         let path = repo.cache_dir().join(FILE);
         // Not followed if a symlink, not blocking if a FIFO (it then reads
         // as empty: an unusable cache).
@@ -212,7 +212,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn create(repo: &Repo) -> Result<Writer> {
+    pub fn create(repo: &LocalRepo) -> Result<Writer> {
         let tmp = repo
             .tmp_dir()
             .join(format!("stat-cache-{}", std::process::id()));
@@ -264,7 +264,11 @@ impl Writer {
 
 /// Load the records for `snapshot` if the cache belongs to it and has one
 /// record per file (`files`); anything else gives an empty cache.
-pub fn load(repo: &Repo, snapshot: Option<&SnapshotId>, files: usize) -> Vec<Option<StatExtra>> {
+pub fn load(
+    repo: &LocalRepo,
+    snapshot: Option<&SnapshotId>,
+    files: usize,
+) -> Vec<Option<StatExtra>> {
     let path = repo.cache_dir().join(FILE);
     let Ok(data) = crate::fsutil::read_repo_file(&path) else {
         return Vec::new();
@@ -310,7 +314,7 @@ pub fn is_racy(k: &StatKey, run_start_ns: i64) -> bool {
 
 /// Write a whole cache for `snapshot`.
 pub fn save(
-    repo: &Repo,
+    repo: &LocalRepo,
     snapshot: Option<SnapshotId>,
     records: Vec<Option<StatExtra>>,
 ) -> Result<()> {

@@ -12,7 +12,7 @@
 //! the directory second, so waiting writers cannot deadlock.
 
 use crate::error::{Error, IoContext, Result};
-use crate::local::Repo;
+use crate::local::LocalRepo;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 
@@ -32,7 +32,7 @@ pub enum LockMode {
 impl RepoLock {
     /// Take the lock; with `wait` block until it is free, otherwise fail
     /// at once with `Error::Locked` naming the lock file.
-    pub fn acquire(repo: &Repo, mode: LockMode, wait: bool) -> Result<RepoLock> {
+    pub fn acquire(repo: &LocalRepo, mode: LockMode, wait: bool) -> Result<RepoLock> {
         let path = repo.lock_path();
         let file = match mode {
             LockMode::Exclusive => Some(

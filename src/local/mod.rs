@@ -5,9 +5,9 @@
 //! its submodules own the loose object store and ingest ([`objects`]), the
 //! stat cache ([`cache`]) and the engine lock ([`lock`]).
 //!
-//! [`Repo`] implements [`crate::repo::RepoRead`]; a write session
-//! ([`objects::Batch`], from [`Repo::writer`]) implements
-//! [`crate::repo::RepoWrite`]. [`Repo::object_path`] — the one thing a
+//! [`LocalRepo`] implements [`crate::repo::RepoRead`]; a write session
+//! ([`objects::Batch`], from [`LocalRepo::writer`]) implements
+//! [`crate::repo::RepoWrite`]. [`LocalRepo::object_path`] — the one thing a
 //! hardlink needs — is for the browsable tree alone; everything else above
 //! this module reads and writes through the traits. Nothing here knows
 //! about plans, the browsable layout or the command line.
@@ -75,7 +75,7 @@ impl RepoConfig {
 }
 
 #[derive(Clone, Debug)]
-pub struct Repo {
+pub struct LocalRepo {
     /// The backup root (the browsable tree lives here).
     pub root: PathBuf,
     /// `root/.trove`.
@@ -83,7 +83,7 @@ pub struct Repo {
     pub config: RepoConfig,
 }
 
-impl Repo {
+impl LocalRepo {
     pub fn dir_of(root: &Path) -> PathBuf {
         root.join(".trove")
     }
@@ -94,7 +94,7 @@ impl Repo {
 
     /// Create a repository at `root` (creating `root` 0700 if needed). An
     /// existing repository is opened instead, after checking the algorithm.
-    pub fn init(root: &Path, algo: HashAlgo) -> Result<Repo> {
+    pub fn init(root: &Path, algo: HashAlgo) -> Result<LocalRepo> {
         if Self::exists(root) {
             let repo = Self::open_writable(root)?;
             repo.check_algo(Some(algo))?;
@@ -125,7 +125,7 @@ impl Repo {
         // directory that is not yet a repository, and init can run again.
         fsutil::atomic_write(&dir.join("tmp"), &dir.join("config"), &json, 0o600)?;
         fsutil::fsync_dir(root)?;
-        Ok(Repo {
+        Ok(LocalRepo {
             root: root.to_path_buf(),
             dir,
             config,
@@ -161,7 +161,7 @@ impl Repo {
     /// Open a repository for reading: nothing is created. A folder that
     /// holds part of every snapshot (objects, trees, records) missing is
     /// damage, reported as such; the others may be absent.
-    pub fn open(root: &Path) -> Result<Repo> {
+    pub fn open(root: &Path) -> Result<LocalRepo> {
         let repo = Self::read_config(root)?;
         for (sub, what) in LAYOUT_HOLDING_DATA {
             let p = repo.dir.join(sub);
@@ -175,7 +175,7 @@ impl Repo {
     /// Open a repository to write to it: the layout's missing folders are
     /// created (a user may have removed them by hand; a missing one that
     /// held data is said so in the log).
-    pub fn open_writable(root: &Path) -> Result<Repo> {
+    pub fn open_writable(root: &Path) -> Result<LocalRepo> {
         let repo = Self::read_config(root)?;
         for sub in ["objects", "trees", "snapshots", "cache", "tmp", "logs"] {
             let p = repo.dir.join(sub);
@@ -200,7 +200,7 @@ impl Repo {
             .any(|sub| fs::read_dir(dir.join(sub)).is_ok_and(|mut rd| rd.next().is_some()))
     }
 
-    fn read_config(root: &Path) -> Result<Repo> {
+    fn read_config(root: &Path) -> Result<LocalRepo> {
         let dir = Self::dir_of(root);
         let cfg_path = dir.join("config");
         let data = match fsutil::read_repo_file(&cfg_path) {
@@ -219,7 +219,7 @@ impl Repo {
             Err(e) => return Err(Error::io("read", &cfg_path, e)),
         };
         let config = RepoConfig::parse(&data, &cfg_path)?;
-        Ok(Repo {
+        Ok(LocalRepo {
             root: root.to_path_buf(),
             dir,
             config,
@@ -332,7 +332,7 @@ const PINNED: &str = "pinned";
 /// `objects/`, foreign browsable entries under one folder per run).
 const QUARANTINE: &str = "quarantine";
 
-impl Repo {
+impl LocalRepo {
     /// A write session on this repository (the caller holds the
     /// exclusive lock): what every writer above the boundary writes to.
     pub fn writer(&self) -> objects::Batch<'_> {
@@ -355,7 +355,7 @@ impl Repo {
     }
 }
 
-impl crate::repo::RepoRead for Repo {
+impl crate::repo::RepoRead for LocalRepo {
     fn algo(&self) -> HashAlgo {
         self.config.hash
     }
@@ -418,7 +418,7 @@ impl crate::repo::RepoRead for Repo {
         fsutil::read_repo_file(&self.pins_path())
     }
     fn read_marker(&self) -> Option<SnapshotId> {
-        Repo::read_marker(self)
+        LocalRepo::read_marker(self)
     }
     fn leftovers(&self) -> Vec<PathBuf> {
         let mut tmp: Vec<PathBuf> = match fs::read_dir(self.tmp_dir()) {
@@ -495,7 +495,7 @@ impl crate::repo::RepoRead for objects::Batch<'_> {
         self.repo().read_pins()
     }
     fn read_marker(&self) -> Option<SnapshotId> {
-        Repo::read_marker(self.repo())
+        LocalRepo::read_marker(self.repo())
     }
     fn leftovers(&self) -> Vec<PathBuf> {
         self.repo().leftovers()

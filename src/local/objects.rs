@@ -17,7 +17,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::hash::{Hasher, LARGE_BUF, SMALL_BUF};
 use crate::id::{Digest, HashAlgo, ObjectId};
-use crate::local::Repo;
+use crate::local::LocalRepo;
 use crate::model::StatKey;
 use crate::repo::StoreKind;
 use rayon::prelude::*;
@@ -40,9 +40,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// A file under a queued name may be incomplete only while its writer is
 /// still running or after a failed write; a failed write is a repository
 /// error, fatal for the run, so such a batch is never committed, and the
-/// next writer empties `tmp/` first ([`Repo::clean_tmp`]).
+/// next writer empties `tmp/` first ([`LocalRepo::clean_tmp`]).
 pub struct Batch<'r> {
-    repo: &'r Repo,
+    repo: &'r LocalRepo,
     files: AtomicU64,
     bytes: AtomicU64,
     /// Repair mode (`backup --rehash`): an object whose name is taken is
@@ -78,7 +78,7 @@ fn parse_queued(name: &std::ffi::OsStr) -> Option<(StoreKind, Digest)> {
 }
 
 impl<'r> Batch<'r> {
-    pub fn new(repo: &'r Repo) -> Batch<'r> {
+    pub fn new(repo: &'r LocalRepo) -> Batch<'r> {
         Batch {
             repo,
             files: AtomicU64::new(0),
@@ -93,7 +93,7 @@ impl<'r> Batch<'r> {
     /// is missing, not a regular file, of the wrong size or of the wrong
     /// bytes is stored again, and the commit moves the damaged copy to
     /// `.trove/quarantine/objects/` before putting the good one in place.
-    pub fn repairing(repo: &'r Repo) -> Batch<'r> {
+    pub fn repairing(repo: &'r LocalRepo) -> Batch<'r> {
         Batch {
             repair: true,
             ..Batch::new(repo)
@@ -101,7 +101,7 @@ impl<'r> Batch<'r> {
     }
 
     /// The repository the batch writes to.
-    pub fn repo(&self) -> &'r Repo {
+    pub fn repo(&self) -> &'r LocalRepo {
         self.repo
     }
 
@@ -315,7 +315,7 @@ impl<'r> Batch<'r> {
 /// Move a damaged stored file out of the store into
 /// `.trove/quarantine/objects/` (under a fresh name: nothing there is ever
 /// replaced), so a repair never destroys bytes, even wrong ones.
-pub fn quarantine_object(repo: &Repo, path: &Path) -> Result<PathBuf> {
+pub fn quarantine_object(repo: &LocalRepo, path: &Path) -> Result<PathBuf> {
     let (dir, parent) = repo.quarantine_dirs();
     fsutil::create_private_dir(&parent)?;
     fsutil::create_private_dir(&dir)?;
@@ -351,7 +351,7 @@ pub fn quarantine_object(repo: &Repo, path: &Path) -> Result<PathBuf> {
 /// goes through `tmp/` and is synced before it gets its name, like every
 /// store write. Returns false (and changes nothing) when `good` turns out
 /// not to hold those bytes.
-pub fn restore_object_from(repo: &Repo, id: &ObjectId, good: &Path) -> Result<bool> {
+pub fn restore_object_from(repo: &LocalRepo, id: &ObjectId, good: &Path) -> Result<bool> {
     restore_object_from_file(repo, id, fsutil::open_regular(good)?, good)
 }
 
@@ -359,7 +359,7 @@ pub fn restore_object_from(repo: &Repo, id: &ObjectId, good: &Path) -> Result<bo
 /// tree opens its files without following a symlink); `good` names it in
 /// messages. Anything but a regular file is refused.
 pub fn restore_object_from_file(
-    repo: &Repo,
+    repo: &LocalRepo,
     id: &ObjectId,
     mut src: File,
     good: &Path,
@@ -413,7 +413,7 @@ pub fn restore_object_from_file(
 
 /// Whether the stored object `id` is a regular file whose bytes hash to
 /// its name (false for missing, a FIFO, a symlink, wrong bytes).
-pub fn object_is_sound(repo: &Repo, id: &ObjectId) -> bool {
+pub fn object_is_sound(repo: &LocalRepo, id: &ObjectId) -> bool {
     hash_object(repo.algo(), &repo.object_path(id)).is_ok_and(|d| d == id.0)
 }
 
@@ -632,7 +632,7 @@ pub fn hash_object(algo: HashAlgo, path: &Path) -> Result<Digest> {
 /// order (no stat: callers that need sizes ask for the few they need).
 /// Names that are not a digest in the right fan-out folder are skipped
 /// (they were not written by trove).
-pub fn list_store(repo: &Repo, kind: StoreKind) -> Result<Vec<Digest>> {
+pub fn list_store(repo: &LocalRepo, kind: StoreKind) -> Result<Vec<Digest>> {
     let mut out = Vec::new();
     for_each_stored(repo, kind, &mut |d| out.push(d))?;
     out.sort_unstable();
@@ -641,7 +641,7 @@ pub fn list_store(repo: &Repo, kind: StoreKind) -> Result<Vec<Digest>> {
 
 /// Call `f` with every digest stored under `kind`, one fan-out folder at a
 /// time (in no particular order), without listing the store whole.
-pub fn for_each_stored(repo: &Repo, kind: StoreKind, f: &mut dyn FnMut(Digest)) -> Result<()> {
+pub fn for_each_stored(repo: &LocalRepo, kind: StoreKind, f: &mut dyn FnMut(Digest)) -> Result<()> {
     let top = match kind {
         StoreKind::Object => repo.objects_dir(),
         StoreKind::Tree => repo.trees_dir(),
@@ -679,7 +679,7 @@ mod tests {
     /// copied while hashed and then renamed to that name.
     fn same_content_from_many_threads(len: usize) -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
-        let repo = Repo::init(&dir.path().join("b"), HashAlgo::Blake3)?;
+        let repo = LocalRepo::init(&dir.path().join("b"), HashAlgo::Blake3)?;
         let src_dir = dir.path().join("src");
         fs::create_dir(&src_dir).ctx("mkdir", &src_dir)?;
         let content: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();

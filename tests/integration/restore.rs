@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use trove::hash::hash_bytes;
 use trove::id::{ObjectId, SnapshotId, TreeId};
-use trove::local::Repo;
+use trove::local::LocalRepo;
 use trove::model::{History, Leaf, Meta};
 use trove::repo::snapshot::{self, SnapshotRecord, Summary};
 use trove::repo::tree::{encode_tree, frame_tree, Node as TreeNode, TreeObject};
@@ -1119,7 +1119,7 @@ const ESCAPED: &str = "escaped-payload";
 
 struct Hostile {
     env: TestEnv,
-    repo: Repo,
+    repo: LocalRepo,
     payload: ObjectId,
     /// A directory outside the target that must stay empty.
     outside: PathBuf,
@@ -1132,7 +1132,7 @@ fn hostile_env() -> Res<Hostile> {
     let env = TestEnv::new()?;
     env.write("seed.txt", PAYLOAD)?;
     env.backup_ok(&[])?;
-    let repo = Repo::open(&env.backup)?;
+    let repo = LocalRepo::open(&env.backup)?;
     let payload = ObjectId(hash_bytes(repo.algo(), PAYLOAD));
     assert!(
         repo.object_path(&payload).is_file(),

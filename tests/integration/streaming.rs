@@ -14,7 +14,7 @@ use std::path::Path;
 use trove::backup::{self, BackupOptions};
 use trove::config::{BackupOverrides, BackupSettings};
 use trove::id::HashAlgo;
-use trove::local::Repo;
+use trove::local::LocalRepo;
 use trove::model::{Entry, Item, Leaf};
 use trove::plan::{self, PlanOptions};
 use trove::progress::NoProgress;
@@ -174,7 +174,7 @@ fn check_runs(ops: Vec<Vec<Op>>, max_versions: u64, scoped: bool) {
         for op in &batch {
             apply(&src, op);
         }
-        let (prev, prev_archive) = match Repo::open(&dest)
+        let (prev, prev_archive) = match LocalRepo::open(&dest)
             .ok()
             .and_then(|r| snapshot::latest(&r).ok().flatten().map(|s| (r, s)))
         {
@@ -188,7 +188,7 @@ fn check_runs(ops: Vec<Vec<Op>>, max_versions: u64, scoped: bool) {
             opts.scope = Some(batch.iter().flat_map(touched).collect());
         }
         let report = backup::run(&opts, &NoProgress).expect("backup");
-        let repo = Repo::open(&dest).expect("repo");
+        let repo = LocalRepo::open(&dest).expect("repo");
         let latest = snapshot::latest(&repo).expect("list").expect("a snapshot");
         let (entries, archive) =
             trove::repo::snapshot::load_snapshot(&repo, &latest.record).expect("load");
