@@ -145,12 +145,9 @@ pub(super) fn snapshots(cli: &Cli) -> Result<Outcome> {
         tracing::error!("{}", d.error);
     }
     let rows = output::snapshot_rows(&scan);
-    let mut out = std::io::stdout().lock();
-    if cli.json {
-        output::json(&mut out, &rows)?;
-    } else {
-        output::snapshots(&mut out, &rows, scan.snapshots.len(), scan.damaged.len())?;
-    }
+    emit(cli, &rows, |out| {
+        output::snapshots(out, &rows, scan.snapshots.len(), scan.damaged.len())
+    })?;
     Ok(outcome(!scan.damaged.is_empty()))
 }
 
@@ -161,12 +158,7 @@ pub(super) fn ls(cli: &Cli, a: &LsArgs) -> Result<Outcome> {
         .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
     let shown = crate::inspect::ls(&entries, a.path.as_deref(), &snap.id)?;
     let rows = output::ls_rows(&shown);
-    let mut out = std::io::stdout().lock();
-    if cli.json {
-        output::json(&mut out, &rows)?;
-    } else {
-        output::ls(&mut out, &rows)?;
-    }
+    emit(cli, &rows, |out| output::ls(out, &rows))?;
     Ok(Outcome::Ok)
 }
 
@@ -180,12 +172,7 @@ pub(super) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<Outcome> {
     let report = crate::restore::run(&repo, &snap, entries, &opts, &bar);
     drop(bar);
     let report = report?;
-    let mut out = std::io::stdout().lock();
-    if cli.json {
-        output::json(&mut out, &report)?;
-    } else {
-        output::restore(&mut out, &report, cli.quiet)?;
-    }
+    emit(cli, &report, |out| output::restore(out, &report, cli.quiet))?;
     Ok(outcome(report.failed()))
 }
 
@@ -196,12 +183,9 @@ pub(super) fn verify(cli: &Cli, a: &VerifyArgs) -> Result<Outcome> {
     let report = crate::verify::run(&repo, &opts, &bar);
     drop(bar);
     let report = report?;
-    let mut out = std::io::stdout().lock();
-    if cli.json {
-        output::json(&mut out, &report)?;
-    } else {
-        output::verify(&mut out, &report, a.quick, cli.quiet)?;
-    }
+    emit(cli, &report, |out| {
+        output::verify(out, &report, a.quick, cli.quiet)
+    })?;
     Ok(outcome(!report.problems.is_empty()))
 }
 
@@ -212,12 +196,9 @@ pub(super) fn materialize(cli: &Cli, a: &MaterializeArgs) -> Result<Outcome> {
     let _lock = RepoLock::acquire(&repo, LockMode::Exclusive, cli.wait)?;
     let report =
         crate::browsable::apply::rebuild_latest(&repo, a.target.as_deref(), a.prune_extra)?;
-    let mut out = std::io::stdout().lock();
-    if cli.json {
-        output::json(&mut out, &report)?;
-    } else {
-        output::materialize(&mut out, &report, cli.quiet)?;
-    }
+    emit(cli, &report, |out| {
+        output::materialize(out, &report, cli.quiet)
+    })?;
     Ok(outcome(!report.failures.is_empty()))
 }
 
@@ -226,24 +207,14 @@ pub(super) fn diff(cli: &Cli, a: &DiffArgs) -> Result<Outcome> {
     let from = snapshot::resolve(&repo, &a.from)?;
     let to = snapshot::resolve(&repo, &a.to)?;
     let d = crate::inspect::diff(&repo, &from, &to)?;
-    let mut out = std::io::stdout().lock();
-    if cli.json {
-        output::json(&mut out, &d)?;
-    } else {
-        output::diff(&mut out, &d)?;
-    }
+    emit(cli, &d, |out| output::diff(out, &d))?;
     Ok(Outcome::Ok)
 }
 
 pub(super) fn history(cli: &Cli, a: &HistoryArgs) -> Result<Outcome> {
     let (repo, _lock) = open_for_reading(cli)?;
     let rows = crate::inspect::history(&repo, &a.path)?;
-    let mut out = std::io::stdout().lock();
-    if cli.json {
-        output::json(&mut out, &rows)?;
-    } else {
-        output::history(&mut out, &rows)?;
-    }
+    emit(cli, &rows, |out| output::history(out, &rows))?;
     Ok(Outcome::Ok)
 }
 
@@ -277,12 +248,9 @@ pub(super) fn prune(cli: &Cli, a: &PruneArgs) -> Result<Outcome> {
     if !a.dry_run {
         tracing::info!(target: "trove::summary", "{line}");
     }
-    let mut out = std::io::stdout().lock();
-    if cli.json {
-        output::json(&mut out, &report)?;
-    } else {
-        output::prune(&mut out, &report, &line, &repo.root, cli.verbose, cli.quiet)?;
-    }
+    emit(cli, &report, |out| {
+        output::prune(out, &report, &line, &repo.root, cli.verbose, cli.quiet)
+    })?;
     Ok(outcome(!report.browsable_incomplete.is_empty()))
 }
 
@@ -292,12 +260,7 @@ pub(super) fn stats(cli: &Cli) -> Result<Outcome> {
     // What prune would reclaim with the current settings: no flags.
     let opts = settings::prune_options(&ret, Policy::default(), true, crate::model::now_ns());
     let st = crate::prune::stats(&repo, &opts)?;
-    let mut out = std::io::stdout().lock();
-    if cli.json {
-        output::json(&mut out, &st)?;
-    } else {
-        output::stats(&mut out, &st)?;
-    }
+    emit(cli, &st, |out| output::stats(out, &st))?;
     Ok(Outcome::Ok)
 }
 
@@ -337,12 +300,7 @@ pub(super) fn mirror(cli: &Cli, a: &MirrorArgs) -> Result<Outcome> {
     let r = crate::mirror::run(&opts, &bar);
     drop(bar);
     let r = r?;
-    let mut out = std::io::stdout().lock();
-    if cli.json {
-        output::json(&mut out, &r)?;
-    } else {
-        output::mirror(&mut out, &r, cli.quiet)?;
-    }
+    emit(cli, &r, |out| output::mirror(out, &r, cli.quiet))?;
     Ok(outcome(!r.problems.is_empty()))
 }
 
@@ -353,11 +311,22 @@ pub(super) fn dupes(cli: &Cli, a: &DupesArgs) -> Result<Outcome> {
     let r = crate::dupes::run(&opts, &bar);
     drop(bar);
     let r = r?;
+    emit(cli, &r, |out| output::dupes(out, &r, cli.quiet))?;
+    Ok(outcome(!r.problems.is_empty()))
+}
+
+/// Print a command's report on standard output: as JSON with `--json`,
+/// else in its human form (`human`).
+fn emit<R: serde::Serialize>(
+    cli: &Cli,
+    report: &R,
+    human: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if cli.json {
-        output::json(&mut out, &r)?;
+        output::json(&mut out, report)?;
     } else {
-        output::dupes(&mut out, &r, cli.quiet)?;
+        human(&mut out)?;
     }
-    Ok(outcome(!r.problems.is_empty()))
+    Ok(())
 }
