@@ -99,6 +99,11 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// Every name the quarantine tries for a damaged file is taken: a
+    /// runtime failure the user clears by cleaning up, not a usage error.
+    #[error("no free name in {dir} for {path}: clean up the quarantine folder")]
+    QuarantineFull { dir: PathBuf, path: PathBuf },
+
     /// The filesystem watcher (notifications or polling) could not start:
     /// a runtime failure (out of file descriptors or inotify instances),
     /// nothing the arguments could fix.
@@ -177,9 +182,11 @@ impl Error {
             | Error::Unsafe { .. }
             | Error::MissingFolder { .. }
             | Error::CollectionSkipped { .. } => ErrorKind::Damaged,
-            Error::Io { .. } | Error::Version { .. } | Error::Watcher(_) | Error::Aborted(_) => {
-                ErrorKind::Runtime
-            }
+            Error::Io { .. }
+            | Error::Version { .. }
+            | Error::QuarantineFull { .. }
+            | Error::Watcher(_)
+            | Error::Aborted(_) => ErrorKind::Runtime,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -224,6 +231,12 @@ mod tests {
             Error::Watcher("cannot start".into()).kind(),
             ErrorKind::Runtime
         );
+        let full = Error::QuarantineFull {
+            dir: "/r/.trove/quarantine/objects".into(),
+            path: "/r/.trove/objects/ab/abcd".into(),
+        };
+        assert_eq!(full.kind(), ErrorKind::Runtime);
+        assert!(!full.is_usage());
         for e in [
             skipped,
             Error::Internal("x".into()),

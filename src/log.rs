@@ -75,7 +75,10 @@ pub fn create_log_file(dir: &Path) -> Result<(std::fs::File, PathBuf)> {
             Err(e) => return Err(crate::error::Error::io("create log file", &p, e)),
         }
     }
-    Err(crate::error::Error::Usage("no free log file name".into()))
+    // Unreachable (the names run out after 2^31 tries): a bug, not usage.
+    Err(crate::error::Error::Internal(
+        "no free log file name".into(),
+    ))
 }
 
 /// Install the global subscriber. With `file`, events of trove at the
@@ -118,7 +121,7 @@ pub fn init(console: LevelFilter, file: Option<(&Path, LogLevel)>) -> Result<Log
         .with(console_layer)
         .with(file_layer);
     tracing::subscriber::set_global_default(subscriber)
-        .map_err(|e| crate::error::Error::Usage(format!("logging already initialised: {e}")))?;
+        .map_err(|e| crate::error::Error::Internal(format!("logging already initialised: {e}")))?;
     Ok(LogGuard {
         _guard: guard,
         file: path,

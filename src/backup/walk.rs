@@ -259,7 +259,7 @@ struct MergedEntry {
     prev: Option<Item>,
     /// Keep the previous entry if there is no current one.
     carry: Option<Carry>,
-    child: Option<SubdirToWalk>,
+    subdir: Option<SubdirToWalk>,
 }
 
 /// A directory on the walk's stack: the merged names it still has to
@@ -395,7 +395,7 @@ fn node_item(n: &Node<Leaf, Meta>) -> Option<Item> {
 impl<'a> Walker<'a> {
     /// The steps of one directory: its current children merged by name
     /// with its previous ones.
-    fn frame(
+    fn open_dir(
         &mut self,
         path: &[u8],
         loaded: LoadedDir,
@@ -513,18 +513,18 @@ impl<'a> Walker<'a> {
                 cur: c,
                 prev: prev_item,
                 carry,
-                child,
+                subdir: child,
             });
         }
-        self.finish_frame(steps, current)
+        self.finish_open_dir(steps, current)
     }
 
     /// A [`DirBeingWalked`] of `steps`, its first subdirectories queued for
     /// listing.
-    fn finish_frame(&mut self, steps: VecDeque<MergedEntry>, current: bool) -> DirBeingWalked {
+    fn finish_open_dir(&mut self, steps: VecDeque<MergedEntry>, current: bool) -> DirBeingWalked {
         let mut unqueued: VecDeque<Arc<ListingSlot>> = steps
             .iter()
-            .filter_map(|s| s.child.as_ref().map(|c| c.slot.clone()))
+            .filter_map(|s| s.subdir.as_ref().map(|c| c.slot.clone()))
             .collect();
         let first: Vec<Arc<ListingSlot>> =
             (0..LOOKAHEAD).map_while(|_| unqueued.pop_front()).collect();
@@ -540,7 +540,7 @@ impl<'a> Walker<'a> {
     /// entries are kept (with their cache records) except the named paths,
     /// which are looked at again, and the folders on the way to them, which
     /// are walked the same way.
-    fn partial_frame(
+    fn open_partial_dir(
         &mut self,
         path: &[u8],
         prev: Option<Result<TreeObject<Leaf, Meta>>>,
@@ -551,7 +551,7 @@ impl<'a> Walker<'a> {
             None => Vec::new(),
         };
         let Some(scope) = self.scope.take() else {
-            return Ok(self.finish_frame(VecDeque::new(), true));
+            return Ok(self.finish_open_dir(VecDeque::new(), true));
         };
         // The names: the previous ones and any named path new in here.
         let mut names: Vec<Vec<u8>> = prev_nodes.iter().map(|n| n.name.clone()).collect();
@@ -614,7 +614,7 @@ impl<'a> Walker<'a> {
                         cur: meta.map(|m| (Item::Dir(m), None)),
                         prev: prev_item,
                         carry: None,
-                        child: Some(SubdirToWalk {
+                        subdir: Some(SubdirToWalk {
                             slot: ListingSlot::new(ListingJob {
                                 scan: None,
                                 prev: prev_sub,
@@ -632,13 +632,13 @@ impl<'a> Walker<'a> {
                         cur: None,
                         prev: prev_item,
                         carry: Some(Carry::Scope),
-                        child: prev_sub.map(SubdirToWalk::kept),
+                        subdir: prev_sub.map(SubdirToWalk::kept),
                     });
                 }
             }
         }
         self.scope = Some(scope);
-        Ok(self.finish_frame(steps, true))
+        Ok(self.finish_open_dir(steps, true))
     }
 
     /// The source a snapshot path belongs to.
@@ -648,16 +648,16 @@ impl<'a> Walker<'a> {
 
     /// Walk everything, spilling records in path order.
     fn walk(&mut self, mut stack: Vec<DirBeingWalked>) -> Result<()> {
-        while let Some(frame) = stack.last_mut() {
-            let Some(step) = frame.steps.pop_front() else {
+        while let Some(dir) = stack.last_mut() {
+            let Some(step) = dir.steps.pop_front() else {
                 let f = stack.pop();
                 if f.is_some_and(|f| f.current) && !stack.is_empty() {
                     self.window.push(WindowRecord::Leave);
                 }
                 continue;
             };
-            if step.child.is_some() {
-                if let Some(s) = frame.unqueued.pop_front() {
+            if step.subdir.is_some() {
+                if let Some(s) = dir.unqueued.pop_front() {
                     self.queue.push(s);
                 }
             }
@@ -682,7 +682,7 @@ impl<'a> Walker<'a> {
             mut cur,
             prev,
             carry,
-            child,
+            subdir: child,
         } = step;
         // One cache record per previous file, in path order.
         let record = match &prev {
@@ -763,8 +763,8 @@ impl<'a> Walker<'a> {
             self.known_trees.insert(id);
         }
         let f = match c.partial {
-            Some(task) => self.partial_frame(&path, loaded.prev, task)?,
-            None => self.frame(&path, loaded, c.carry_all, c.current)?,
+            Some(task) => self.open_partial_dir(&path, loaded.prev, task)?,
+            None => self.open_dir(&path, loaded, c.carry_all, c.current)?,
         };
         if c.current {
             self.window.push(WindowRecord::Enter {
@@ -1015,7 +1015,7 @@ fn scope_sources(
     source_of: impl Fn(&[u8]) -> usize,
 ) {
     for step in f.steps.iter_mut() {
-        let prev_id = step.child.as_ref().and_then(|c| c.prev_id);
+        let prev_id = step.subdir.as_ref().and_then(|c| c.prev_id);
         match scope.relation(&step.path) {
             Relation::Inside => {}
             Relation::Ancestor => {
@@ -1030,7 +1030,7 @@ fn scope_sources(
                     .iter()
                     .find(|(n, _)| *n == step.path)
                     .map(|(_, t)| (source_of(&step.path), t.clone()));
-                step.child = Some(SubdirToWalk {
+                step.subdir = Some(SubdirToWalk {
                     slot: ListingSlot::new(ListingJob {
                         scan: None,
                         prev: prev_id,
@@ -1044,7 +1044,7 @@ fn scope_sources(
             Relation::Outside => {
                 step.cur = None;
                 step.carry = Some(Carry::Scope);
-                step.child = prev_id.map(SubdirToWalk::kept);
+                step.subdir = prev_id.map(SubdirToWalk::kept);
             }
         }
     }
@@ -1052,7 +1052,7 @@ fn scope_sources(
     f.unqueued = f
         .steps
         .iter()
-        .filter_map(|s| s.child.as_ref().map(|c| c.slot.clone()))
+        .filter_map(|s| s.subdir.as_ref().map(|c| c.slot.clone()))
         .collect();
 }
 
@@ -1152,13 +1152,13 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
                 prev: root_prev,
             };
             if w.scope.is_some() {
-                w.partial_frame(b"", loaded.prev, roots.pop().map(|t| (0, t)))?
+                w.open_partial_dir(b"", loaded.prev, roots.pop().map(|t| (0, t)))?
             } else {
                 let loaded = LoadedDir {
                     listing: roots.pop().map(|t| env.scanners[0].list(&t)),
                     prev: loaded.prev,
                 };
-                w.frame(b"", loaded, None, true)?
+                w.open_dir(b"", loaded, None, true)?
             }
         } else {
             // Several sources: each is a top-level folder of the snapshot.

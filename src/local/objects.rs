@@ -338,11 +338,10 @@ pub fn quarantine_object(repo: &LocalRepo, path: &Path) -> Result<PathBuf> {
             Err(e) => return Err(Error::io("move to quarantine", path, e)),
         }
     }
-    Err(Error::Usage(format!(
-        "no free name in {} for {}: clean up the quarantine folder",
-        dir.display(),
-        path.display()
-    )))
+    Err(Error::QuarantineFull {
+        dir,
+        path: path.to_path_buf(),
+    })
 }
 
 /// Put the bytes of `good` — a file outside the store whose bytes hash to

@@ -119,3 +119,44 @@ fn partial_queued_files_left_by_a_killed_run_are_never_committed() -> TestResult
     );
     Ok(())
 }
+
+/// SPEC §5: a quarantine with no free name left is a runtime failure
+/// (exit 1, the message says to clean it up), not a usage error (exit 2):
+/// nothing in the arguments or config is wrong.
+#[test]
+fn a_full_quarantine_is_a_runtime_failure_not_a_usage_error() -> TestResult {
+    let env = setup()?;
+    let obj = env
+        .object_of(&env.dst("keep.txt"))?
+        .ok_or("keep.txt is not linked to an object")?;
+    let name = obj
+        .file_name()
+        .ok_or("object path without a name")?
+        .to_string_lossy()
+        .into_owned();
+    // Damage the stored copy, so `--rehash` re-stores it and moves this
+    // one to quarantine.
+    let mut perm = std::fs::metadata(&obj)?.permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o600);
+    std::fs::set_permissions(&obj, perm)?;
+    std::fs::write(&obj, "damaged")?;
+    // Every name the quarantine would try is taken.
+    let q = env.dst(".trove/quarantine/objects");
+    std::fs::create_dir_all(&q)?;
+    for n in 0..10_000u32 {
+        let file = if n == 0 {
+            name.clone()
+        } else {
+            format!("{name}.{n}")
+        };
+        std::fs::write(q.join(file), "")?;
+    }
+    let r = env.backup(&["--rehash"])?;
+    assert!(
+        r.stderr.contains("clean up the quarantine folder"),
+        "{}",
+        r.stderr
+    );
+    r.expect_code(1);
+    Ok(())
+}
