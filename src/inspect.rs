@@ -523,7 +523,7 @@ pub fn ls<'a>(
     }
     let rows: Vec<&Entry> = entries
         .iter()
-        .filter(|e| at_or_under(&e.path, filter))
+        .filter(|e| pathbytes::is_at_or_under(&e.path, filter))
         .collect();
     if rows.is_empty() {
         return Err(Error::Usage(format!(
@@ -533,12 +533,6 @@ pub fn ls<'a>(
         )));
     }
     Ok(rows)
-}
-
-/// `path` is `dir` or below it, by whole components (`ab` is not under
-/// `a`).
-fn at_or_under(path: &[u8], dir: &[u8]) -> bool {
-    path == dir || (path.starts_with(dir) && path.get(dir.len()) == Some(&b'/'))
 }
 
 #[cfg(test)]
@@ -606,7 +600,7 @@ mod tests {
             ("a/bc", "a/b", false),
         ] {
             assert_eq!(
-                at_or_under(path.as_bytes(), dir.as_bytes()),
+                pathbytes::is_at_or_under(path.as_bytes(), dir.as_bytes()),
                 want,
                 "{path} {dir}"
             );

@@ -345,11 +345,10 @@ impl<'r> Materializer<'r> {
                 Err(e) => return Err(Error::io("move to quarantine", &src, e)),
             }
         }
-        Err(Error::Usage(format!(
-            "cannot find a free name in {} for {}: clean up the quarantine folder",
-            store.abs(&self.quarantine).display(),
-            src.display()
-        )))
+        Err(Error::QuarantineFull {
+            dir: store.abs(&self.quarantine),
+            path: src,
+        })
     }
 
     /// Remove trove's own entry at `rel` (a file, a symlink, an empty

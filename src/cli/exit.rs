@@ -1,7 +1,7 @@
 //! Exit codes (SPEC §5) and the one-line error report: how the outcome of
 //! a command, or its error, reaches the shell. `main.rs` uses only this.
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// The process exit code of SPEC §5. clap's own parse errors also exit 2
 /// (`Usage`) without reaching this type.
@@ -86,11 +86,11 @@ pub fn error_report(e: &anyhow::Error) -> String {
 pub fn exit_code(e: &anyhow::Error) -> ExitCode {
     for cause in e.chain() {
         if let Some(te) = cause.downcast_ref::<Error>() {
-            if matches!(te, Error::Locked { .. }) {
-                return ExitCode::Locked;
-            }
-            if te.is_usage() {
-                return ExitCode::Usage;
+            match te.kind() {
+                ErrorKind::Locked => return ExitCode::Locked,
+                ErrorKind::Usage => return ExitCode::Usage,
+                // Damage, runtime failures and bugs are all "problems".
+                ErrorKind::Damaged | ErrorKind::Runtime | ErrorKind::Internal => {}
             }
         }
     }
