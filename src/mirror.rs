@@ -377,18 +377,9 @@ pub fn run(o: &MirrorOptions, progress: &dyn Progress) -> Result<MirrorReport> {
         .map(|i| i.path.clone())
         .collect();
     protected.extend(src.excluded_paths.iter().cloned());
-    // An issue on the source root itself (the empty path) protects only
-    // the root, not everything below it: that is how this check has always
-    // read, kept as it was when `is_under` (where the root holds
-    // everything) replaced the hand-written test. It contradicts the rule
-    // above: with an unlistable SRC root, `--apply` deletes all of DEST
-    // (seen during issue 14 and reported; dropping the `!q.is_empty()`
-    // guard fixes it, a change of behaviour left out of a refactor).
-    let is_protected = |p: &[u8]| {
-        protected
-            .iter()
-            .any(|q| p == q.as_slice() || (!q.is_empty() && pathbytes::is_under(p, q)))
-    };
+    // An issue on the source root itself (the empty path) protects all of
+    // DEST: nothing in SRC is known to be gone.
+    let is_protected = |p: &[u8]| protected.iter().any(|q| pathbytes::is_at_or_under(p, q));
     for i in &src.issues {
         a.report
             .problems

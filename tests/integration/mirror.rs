@@ -1283,3 +1283,38 @@ fn unlistable_src_folder_does_not_empty_its_dest_copy() -> TestResult {
     );
     Ok(())
 }
+
+/// The same with the SRC root itself unlistable: nothing in SRC is known
+/// to be gone, so nothing in DEST is deleted. (Before, an issue on the
+/// root protected only the root, and `--apply` emptied DEST.)
+#[test]
+fn unlistable_src_root_does_not_empty_dest() -> TestResult {
+    if !can_run_as_nobody() {
+        return Ok(());
+    }
+    let env = TestEnv::new()?;
+    chmod(env.root(), 0o777)?;
+    env.write("ok.txt", "ok")?;
+    env.write("d/a.txt", "a")?;
+    mirror_as_nobody(&env, &["--apply"])?.expect_code(0);
+    chmod(&env.source, 0o000)?;
+    let r = mirror_as_nobody(&env, &["--apply"]);
+    chmod(&env.source, 0o755)?;
+    let r = r?;
+    r.expect_code(1);
+    assert_eq!(
+        tagged(&r, "DELETE"),
+        Vec::<String>::new(),
+        "nothing is deleted from DEST when SRC cannot be listed\n{}",
+        r.stdout
+    );
+    assert_eq!(
+        fs::read(env.dst("ok.txt")).ok().as_deref(),
+        Some(&b"ok"[..])
+    );
+    assert_eq!(
+        fs::read(env.dst("d/a.txt")).ok().as_deref(),
+        Some(&b"a"[..])
+    );
+    Ok(())
+}
