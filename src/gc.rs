@@ -506,10 +506,11 @@ pub fn collect_dropped(
     candidates: &[ObjectId],
     latest: &Snapshot,
 ) -> Result<(u64, u64)> {
-    let live = live_among(repo, latest, candidates).map_err(|e| Error::CollectionSkipped {
-        pinned: repo.locate_pins(),
-        source: Box::new(e),
-    })?;
+    let live =
+        live_among(repo.reader(), latest, candidates).map_err(|e| Error::CollectionSkipped {
+            pinned: repo.reader().locate_pins(),
+            source: Box::new(e),
+        })?;
     let mut dead: Vec<ObjectId> = candidates
         .iter()
         .filter(|id| !live.contains(id))
@@ -519,7 +520,7 @@ pub fn collect_dropped(
     dead.dedup();
     let (mut n, mut bytes) = (0, 0);
     for id in dead {
-        let size = repo.size(StoreKind::Object, &id.0).unwrap_or(0);
+        let size = repo.reader().size(StoreKind::Object, &id.0).unwrap_or(0);
         if repo.remove(StoreKind::Object, &id.0)? {
             tracing::info!("GC delete object {} ({size} bytes)", id.to_hex());
             n += 1;
@@ -630,7 +631,7 @@ pub fn stats(repo: &dyn RepoRead) -> Result<RepoStats> {
 /// policy may forget a snapshot, and what it keeps pins content).
 pub fn full_gc(repo: &dyn RepoWrite, policy: &Policy, now_ns: i64) -> Result<GcReport> {
     let tz = jiff::tz::TimeZone::system();
-    let gcp = plan(repo, policy, now_ns, &tz, None)?;
+    let gcp = plan(repo.reader(), policy, now_ns, &tz, None)?;
     execute(repo, &gcp)?;
     Ok(gcp.report)
 }

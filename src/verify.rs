@@ -325,8 +325,8 @@ fn check_object(
             return (None, Some(bad));
         }
     };
-    let len = match f.len() {
-        Ok(n) => n,
+    let (len, inode) = match f.stat() {
+        Ok(s) => s,
         Err(e) => {
             let bad = BadObject {
                 kind: ProblemKind::MissingObject,
@@ -337,7 +337,7 @@ fn check_object(
     };
     // Present. A store without inodes (in memory) has no browsable tree
     // linking to it: (0, 0) stands for "present" there.
-    let here = Some(f.inode().unwrap_or((0, 0)));
+    let here = Some(inode.unwrap_or((0, 0)));
     if len != size {
         let bad = BadObject {
             kind: ProblemKind::ObjectSize,

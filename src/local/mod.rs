@@ -445,67 +445,10 @@ fn remove_if_present(p: &Path, what: &'static str) -> Result<bool> {
 /// A local write session is a [`objects::Batch`]: content is queued in
 /// `tmp/` and moved into the store at commit; records, removals and the
 /// pinned list go straight to their files, each durably.
-impl crate::repo::RepoRead for objects::Batch<'_> {
-    fn algo(&self) -> HashAlgo {
-        self.repo().algo()
-    }
-    fn locate(&self, kind: StoreKind, d: &Digest) -> PathBuf {
-        self.repo().locate(kind, d)
-    }
-    fn locate_store(&self, kind: StoreKind) -> PathBuf {
-        self.repo().locate_store(kind)
-    }
-    fn locate_snapshot(&self, id: &SnapshotId) -> PathBuf {
-        self.repo().locate_snapshot(id)
-    }
-    fn locate_snapshots(&self) -> PathBuf {
-        self.repo().locate_snapshots()
-    }
-    fn locate_pins(&self) -> PathBuf {
-        self.repo().locate_pins()
-    }
-    fn locate_marker(&self) -> PathBuf {
-        self.repo().locate_marker()
-    }
-    fn read(&self, kind: StoreKind, d: &Digest) -> std::io::Result<Vec<u8>> {
-        crate::repo::RepoRead::read(self.repo(), kind, d)
-    }
-    fn has(&self, kind: StoreKind, d: &Digest) -> bool {
-        self.repo().has(kind, d)
-    }
-    fn size(&self, kind: StoreKind, d: &Digest) -> std::io::Result<u64> {
-        self.repo().size(kind, d)
-    }
-    fn list(&self, kind: StoreKind, f: &mut dyn FnMut(Digest)) -> Result<()> {
-        self.repo().list(kind, f)
-    }
-    fn open_object(&self, id: &ObjectId) -> Result<crate::repo::Content> {
-        self.repo().open_object(id)
-    }
-    fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
-        self.repo().snapshot_ids()
-    }
-    fn read_snapshot(&self, id: &SnapshotId) -> std::io::Result<Vec<u8>> {
-        self.repo().read_snapshot(id)
-    }
-    fn has_snapshot(&self, id: &SnapshotId) -> bool {
-        self.repo().has_snapshot(id)
-    }
-    fn read_pins(&self) -> std::io::Result<Vec<u8>> {
-        self.repo().read_pins()
-    }
-    fn read_marker(&self) -> Option<SnapshotId> {
-        LocalRepo::read_marker(self.repo())
-    }
-    fn leftovers(&self) -> Vec<PathBuf> {
-        self.repo().leftovers()
-    }
-    fn local_dir(&self) -> Option<&Path> {
-        Some(&self.repo().dir)
-    }
-}
-
 impl crate::repo::RepoWrite for objects::Batch<'_> {
+    fn reader(&self) -> &dyn crate::repo::RepoRead {
+        self.repo()
+    }
     fn put_with(&self, kind: StoreKind, d: Digest, make: crate::repo::Make<'_>) -> Result<bool> {
         objects::Batch::put_with(self, kind, d, make)
     }

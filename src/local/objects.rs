@@ -627,17 +627,6 @@ pub fn hash_object(algo: HashAlgo, path: &Path) -> Result<Digest> {
     crate::hash::hash_reader(algo, f, size, path)
 }
 
-/// Every file stored under `objects/` or `trees/` by digest, in digest
-/// order (no stat: callers that need sizes ask for the few they need).
-/// Names that are not a digest in the right fan-out folder are skipped
-/// (they were not written by trove).
-pub fn list_store(repo: &LocalRepo, kind: StoreKind) -> Result<Vec<Digest>> {
-    let mut out = Vec::new();
-    for_each_stored(repo, kind, &mut |d| out.push(d))?;
-    out.sort_unstable();
-    Ok(out)
-}
-
 /// Call `f` with every digest stored under `kind`, one fan-out folder at a
 /// time (in no particular order), without listing the store whole.
 pub fn for_each_stored(repo: &LocalRepo, kind: StoreKind, f: &mut dyn FnMut(Digest)) -> Result<()> {

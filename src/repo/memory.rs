@@ -163,6 +163,9 @@ impl RepoRead for MemoryRepo {
 }
 
 impl RepoWrite for MemoryRepo {
+    fn reader(&self) -> &dyn RepoRead {
+        self
+    }
     fn put_with(&self, kind: StoreKind, d: Digest, make: crate::repo::Make<'_>) -> Result<bool> {
         if self.has(kind, &d) {
             return Ok(false);

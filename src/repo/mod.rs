@@ -31,16 +31,14 @@ pub enum Content {
 }
 
 impl Content {
-    /// Its length in bytes (an fstat for a file).
-    pub fn len(&self) -> io::Result<u64> {
+    /// Its length and, where it is a file, the (device, inode) holding it
+    /// (what a hardlink in the browsable tree must share): one fstat.
+    pub fn stat(&self) -> io::Result<(u64, Option<(u64, u64)>)> {
+        use std::os::unix::fs::MetadataExt;
         match self {
-            Content::File(f) => f.metadata().map(|m| m.len()),
-            Content::Bytes(b) => Ok(b.get_ref().len() as u64),
+            Content::File(f) => f.metadata().map(|m| (m.len(), Some((m.dev(), m.ino())))),
+            Content::Bytes(b) => Ok((b.get_ref().len() as u64, None)),
         }
-    }
-
-    pub fn is_empty(&self) -> io::Result<bool> {
-        self.len().map(|n| n == 0)
     }
 
     /// The open file, where the content is one.
@@ -49,15 +47,6 @@ impl Content {
             Content::File(f) => Some(f),
             Content::Bytes(_) => None,
         }
-    }
-
-    /// (device, inode) of the file holding it, where there is one: what a
-    /// hardlink in the browsable tree must share.
-    pub fn inode(&self) -> Option<(u64, u64)> {
-        use std::os::unix::fs::MetadataExt;
-        self.as_file()
-            .and_then(|f| f.metadata().ok())
-            .map(|m| (m.dev(), m.ino()))
     }
 }
 
@@ -132,12 +121,15 @@ pub trait RepoRead: Sync {
 /// What produces the bytes of a put, called only when they are needed.
 pub type Make<'a> = &'a mut dyn FnMut() -> Result<Vec<u8>>;
 
-/// What a writer may do, on top of reading. Content goes in through
+/// What a writer may do. Content goes in through
 /// [`RepoWrite::put_with`] and becomes durable and visible at
 /// [`RepoWrite::commit`]; a snapshot record written after that commit is
 /// the commit point of a run. Only the holder of the repository's
 /// exclusive lock writes.
-pub trait RepoWrite: RepoRead {
+pub trait RepoWrite: Sync {
+    /// The repository this session writes to, for what a writer reads
+    /// (a collection marks before it sweeps).
+    fn reader(&self) -> &dyn RepoRead;
     /// Store the bytes `make` produces under `d` unless `d` is stored or
     /// queued already (false then, and `make` is not called).
     fn put_with(&self, kind: StoreKind, d: Digest, make: Make<'_>) -> Result<bool>;

@@ -109,7 +109,7 @@ pub fn decode(data: &[u8], path: &Path) -> Result<SnapshotRecord> {
 /// Write a record durably; returns its id. This is the commit point.
 pub fn write(repo: &dyn RepoWrite, rec: &SnapshotRecord) -> Result<SnapshotId> {
     let payload = encode(rec)?;
-    let id = SnapshotId(hash_bytes(repo.algo(), &payload));
+    let id = SnapshotId(hash_bytes(repo.reader().algo(), &payload));
     let mut data = Vec::with_capacity(payload.len() + 5);
     data.extend_from_slice(SNAPSHOT_MAGIC);
     data.push(SNAPSHOT_VERSION);
@@ -121,11 +121,16 @@ pub fn write(repo: &dyn RepoWrite, rec: &SnapshotRecord) -> Result<SnapshotId> {
 pub fn read(repo: &dyn RepoRead, id: &SnapshotId) -> Result<SnapshotRecord> {
     let path = repo.locate_snapshot(id);
     let data = repo.read_snapshot(id).ctx("read snapshot", &path)?;
-    let rec = decode(&data, &path)?;
+    check(repo, id, &data, &path)
+}
+
+/// Decode a record's stored bytes (at `path`) and check they hash to its id.
+fn check(repo: &dyn RepoRead, id: &SnapshotId, data: &[u8], path: &Path) -> Result<SnapshotRecord> {
+    let rec = decode(data, path)?;
     if hash_bytes(repo.algo(), &data[5..]) != id.0 {
         return Err(Error::corrupt(
             "snapshot record",
-            &path,
+            path,
             "content does not match its id",
         ));
     }
@@ -232,13 +237,15 @@ impl Scan {
 pub fn scan(repo: &dyn RepoRead) -> Result<Scan> {
     let mut out = Scan::default();
     for id in repo.snapshot_ids()? {
-        match read(repo, &id) {
+        // Read once: a damaged record's readable prefix still places it.
+        let path = repo.locate_snapshot(&id);
+        let result = match repo.read_snapshot(&id) {
+            Ok(data) => check(repo, &id, &data, &path).map_err(|e| (e, claimed(&data))),
+            Err(e) => Err((Error::io("read snapshot", &path, e), (None, None))),
+        };
+        match result {
             Ok(record) => out.snapshots.push(Snapshot { id, record }),
-            Err(error) => {
-                let path = repo.locate_snapshot(&id);
-                let (seq, time_ns) = repo
-                    .read_snapshot(&id)
-                    .map_or((None, None), |d| claimed(&d));
+            Err((error, (seq, time_ns))) => {
                 out.damaged.push(DamagedRecord {
                     id,
                     path,
