@@ -45,6 +45,7 @@ pub mod progress;
 pub mod prune;
 pub mod repo;
 pub mod restore;
+pub mod remote;
 pub mod retention;
 pub mod rootdir;
 pub mod scan;
