@@ -117,6 +117,66 @@ pub enum Error {
 
     #[error("stopped by --on-error fail: {0}")]
     Aborted(String),
+
+    /// A remote store refused or failed a request (after retries).
+    #[error("remote {url}: cannot {action}: {detail}; {}", failure.advice())]
+    Remote {
+        url: String,
+        action: String,
+        failure: RemoteFailure,
+        detail: String,
+    },
+
+    #[error("remote {url}: no key opens it with this password ({keys} key(s) tried): check TROVE_PASSWORD, TROVE_PASSWORD_FILE or --password-file")]
+    WrongPassword { url: String, keys: usize },
+
+    #[error("no trove remote at {url} (it has no config): create one with `trove remote init {url}`, or check the URL")]
+    NotARemote { url: String },
+
+    #[error("remote {url}: {what} is damaged: {detail}; run `trove verify --remote {url} --read-data` to see the extent, then `trove push` from a repository that still holds the content")]
+    RemoteDamaged {
+        url: String,
+        what: String,
+        detail: String,
+    },
+
+    #[error("remote {url} has format version {found} (this trove reads up to {supported}): upgrade trove")]
+    RemoteVersion {
+        url: String,
+        found: u32,
+        supported: u32,
+    },
+}
+
+/// Why a request to a remote store failed, as far as it decides what the
+/// user should do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteFailure {
+    /// The object is not there.
+    NotFound,
+    /// The credentials were refused or are missing.
+    Denied,
+    /// The bucket or folder does not exist.
+    NoBucket,
+    /// The endpoint could not be reached, or kept failing.
+    Unreachable,
+    /// The URL or settings are unusable.
+    Config,
+    /// Anything else the store said.
+    Other,
+}
+
+impl RemoteFailure {
+    fn advice(self) -> &'static str {
+        match self {
+            RemoteFailure::NotFound => "the remote is missing data it should hold: run `trove verify --remote`",
+            RemoteFailure::Denied => "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the AWS profile) and the bucket policy",
+            RemoteFailure::NoBucket => "create the bucket first (for example `aws s3 mb s3://BUCKET`), or check the URL",
+            RemoteFailure::Unreachable => "check AWS_ENDPOINT_URL and the network, then run the command again (a push resumes where it stopped)",
+            RemoteFailure::Config => "check the remote URL (s3://BUCKET[/PREFIX] or file:///PATH)",
+            RemoteFailure::Other => "run the command again; if it persists, check the server's logs",
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -171,7 +231,18 @@ impl Error {
             | Error::NotARepository { .. }
             | Error::HashMismatch { .. }
             | Error::NoSuchSnapshot(_)
-            | Error::AmbiguousSnapshot(_) => ErrorKind::Usage,
+            | Error::AmbiguousSnapshot(_)
+            | Error::WrongPassword { .. }
+            | Error::NotARemote { .. } => ErrorKind::Usage,
+            Error::Remote { failure, .. } => match failure {
+                RemoteFailure::Denied | RemoteFailure::NoBucket | RemoteFailure::Config => {
+                    ErrorKind::Usage
+                }
+                RemoteFailure::NotFound => ErrorKind::Damaged,
+                RemoteFailure::Unreachable | RemoteFailure::Other => ErrorKind::Runtime,
+            },
+            Error::RemoteDamaged { .. } => ErrorKind::Damaged,
+            Error::RemoteVersion { .. } => ErrorKind::Runtime,
             Error::Locked { .. } => ErrorKind::Locked,
             Error::MissingConfig { .. }
             | Error::Corrupt { .. }

@@ -73,7 +73,14 @@ pub struct KeyFile {
 
 impl KeyFile {
     /// Wrap `key` under `password`.
-    pub fn wrap(key: &MasterKey, password: &[u8], params: KdfParams, host: &str, user: &str, created: &str) -> FormatResult<KeyFile> {
+    pub fn wrap(
+        key: &MasterKey,
+        password: &[u8],
+        params: KdfParams,
+        host: &str,
+        user: &str,
+        created: &str,
+    ) -> FormatResult<KeyFile> {
         todo!()
     }
     /// The master key, or `FormatError::Auth` for a wrong password.

@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod format;
 pub mod index;
 pub mod pack;
+pub mod repo;
 
 /// Why bytes read from a remote could not be decoded. The layer above
 /// names the remote object it came from.

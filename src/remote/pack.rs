@@ -64,7 +64,14 @@ pub struct SealedBlob {
 
 /// Compress `plain` with zstd (when `compress` and it gets smaller) and
 /// seal it with the blob id as associated data.
-pub fn seal_blob(key: &MasterKey, kind: BlobKind, id: [u8; 32], orig: Option<[u8; 32]>, plain: &[u8], compress: bool) -> FormatResult<SealedBlob> {
+pub fn seal_blob(
+    key: &MasterKey,
+    kind: BlobKind,
+    id: [u8; 32],
+    orig: Option<[u8; 32]>,
+    plain: &[u8],
+    compress: bool,
+) -> FormatResult<SealedBlob> {
     todo!()
 }
 
@@ -91,7 +98,11 @@ pub struct FinishedPack {
 
 impl PackWriter {
     pub fn new(kind: PackKind) -> PackWriter {
-        PackWriter { kind, bytes: Vec::new(), entries: Vec::new() }
+        PackWriter {
+            kind,
+            bytes: Vec::new(),
+            entries: Vec::new(),
+        }
     }
     pub fn kind(&self) -> PackKind {
         self.kind
@@ -127,7 +138,11 @@ pub fn header_span(pack_len: u64, trailer: &[u8]) -> FormatResult<(u64, u64)> {
 
 /// Decode a pack's sealed header (exactly the span `header_span` gave),
 /// checking that the entries tile the pack's blob area.
-pub fn decode_header(key: &MasterKey, sealed: &[u8], header_offset: u64) -> FormatResult<(PackKind, Vec<BlobEntry>)> {
+pub fn decode_header(
+    key: &MasterKey,
+    sealed: &[u8],
+    header_offset: u64,
+) -> FormatResult<(PackKind, Vec<BlobEntry>)> {
     todo!()
 }
 

@@ -24,10 +24,15 @@ pub mod memory;
 
 /// The content of a stored object, opened for reading: a file (the local
 /// store: it can be reflinked, and its inode is the one the browsable tree
-/// links) or bytes already in memory (any other store).
+/// links), bytes already in memory, or a stream of known length (a remote
+/// object fetched chunk by chunk, never held whole).
 pub enum Content {
     File(File),
     Bytes(io::Cursor<Vec<u8>>),
+    Stream {
+        len: u64,
+        reader: Box<dyn Read + Send>,
+    },
 }
 
 impl Content {
@@ -38,6 +43,7 @@ impl Content {
         match self {
             Content::File(f) => f.metadata().map(|m| (m.len(), Some((m.dev(), m.ino())))),
             Content::Bytes(b) => Ok((b.get_ref().len() as u64, None)),
+            Content::Stream { len, .. } => Ok((*len, None)),
         }
     }
 
@@ -45,7 +51,7 @@ impl Content {
     pub fn as_file(&self) -> Option<&File> {
         match self {
             Content::File(f) => Some(f),
-            Content::Bytes(_) => None,
+            Content::Bytes(_) | Content::Stream { .. } => None,
         }
     }
 }
@@ -55,6 +61,7 @@ impl Read for Content {
         match self {
             Content::File(f) => f.read(buf),
             Content::Bytes(b) => b.read(buf),
+            Content::Stream { reader, .. } => reader.read(buf),
         }
     }
 }
@@ -116,6 +123,9 @@ pub trait RepoRead: Sync {
     /// The folder holding the repository on this machine, if any (nothing
     /// is restored into it).
     fn local_dir(&self) -> Option<&Path>;
+    /// A hint that these objects are about to be read, in this order (a
+    /// restore says so first): a remote plans its ranged reads from it.
+    fn will_read(&self, _objects: &[ObjectId]) {}
 }
 
 /// What produces the bytes of a put, called only when they are needed.

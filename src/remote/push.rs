@@ -1,0 +1,496 @@
+//! Push: upload every snapshot the remote lacks, with the trees and the
+//! content it references that the local repository still holds.
+//!
+//! Order on the remote (the crash-safety argument, docs/DESIGN.md): data
+//! and tree packs first, then one index file naming them, then the
+//! snapshot commits, oldest first. A reader only sees a snapshot once its
+//! commit exists, and by then every blob it needs is in an indexed pack.
+//! A push killed at any point leaves packs no index names; the next push
+//! adopts them (reading only their headers) instead of uploading them
+//! again, so at most the packs in flight are sent twice.
+
+use super::backend::RequestStats;
+use super::chunk;
+use super::crypto::Domain;
+use super::format::Commit;
+use super::index::{IndexFile, IndexPack};
+use super::pack::{self, BlobKind, ChunkList, FinishedPack, PackKind, PackWriter, SealedBlob};
+use super::repo::RemoteRepo;
+use crate::error::{Error, Result};
+use crate::hash::{hash_bytes, Hasher};
+use crate::id::{Digest, ObjectId, SnapshotId, TreeId};
+use crate::model::{History, Leaf, Meta};
+use crate::progress::Progress;
+use crate::repo::snapshot::{self, Snapshot};
+use crate::repo::tree::{self, RefRole, TreeLeaf};
+use crate::repo::{RepoRead, StoreKind};
+use rayon::prelude::*;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::sync::mpsc;
+use std::sync::Mutex;
+
+/// Content a pushed snapshot references that the local repository no
+/// longer held (retention had removed it), by path.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MissingContent {
+    pub snapshot: String,
+    pub path: String,
+    pub object: String,
+}
+
+/// What a push did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PushReport {
+    pub remote: String,
+    /// Snapshots uploaded, oldest first (short ids).
+    pub pushed: Vec<String>,
+    /// Snapshots the remote already had.
+    pub already: usize,
+    /// Local snapshot records that could not be read, so were not pushed.
+    pub skipped: Vec<String>,
+    /// Blobs uploaded (data chunks and whole objects, chunk lists, trees).
+    pub blobs: u64,
+    /// Content bytes read from the local repository.
+    pub bytes_read: u64,
+    /// Bytes of the blobs uploaded, before packing overhead.
+    pub blob_bytes: u64,
+    /// Bytes uploaded in all (packs, indexes, commits).
+    pub bytes_uploaded: u64,
+    pub packs_written: u64,
+    /// Packs a killed push had uploaded, indexed now instead of uploaded again.
+    pub packs_adopted: u64,
+    pub index_files: u64,
+    pub missing: Vec<MissingContent>,
+    pub requests: RequestStats,
+}
+
+/// How many packs upload at once (each holds a whole pack in memory).
+const UPLOADERS: usize = 2;
+/// Small objects read and sealed in parallel, this many bytes at a time.
+const BATCH_BYTES: u64 = 16 << 20;
+
+/// Push every local snapshot the remote lacks.
+pub fn run(local: &dyn RepoRead, remote: &RemoteRepo, progress: &dyn Progress) -> Result<PushReport> {
+    let mut report = PushReport {
+        remote: remote.url().to_string(),
+        ..PushReport::default()
+    };
+    if local.algo().name() != remote.config().hash {
+        return Err(Error::Usage(format!(
+            "remote {} holds {} content ids, but the repository uses {}: push to a remote created for it (`trove remote init URL` takes the repository's hash)",
+            remote.url(),
+            remote.config().hash,
+            local.algo().name()
+        )));
+    }
+    let scan = snapshot::scan(local)?;
+    for d in &scan.damaged {
+        tracing::warn!("not pushed: {}", d.error);
+        report.skipped.push(d.id.short());
+    }
+    let names = remote.commit_names()?;
+    let todo: Vec<&Snapshot> = scan
+        .snapshots
+        .iter()
+        .filter(|s| !names.contains(&remote.commit_name(&s.id)))
+        .collect();
+    report.already = scan.snapshots.len() - todo.len();
+    if todo.is_empty() {
+        report.requests = remote.backend().stats();
+        return Ok(report);
+    }
+    let adopted = adopt_orphans(remote)?;
+    report.packs_adopted = adopted.packs.len() as u64;
+    if !adopted.packs.is_empty() {
+        remote.put_index(&adopted)?;
+        report.index_files += 1;
+        remote.forget_index();
+    }
+    let index = remote.index()?;
+
+    let (tx, rx) = mpsc::sync_channel::<FinishedPack>(1);
+    let rx = Mutex::new(rx);
+    let uploaded: Mutex<Vec<IndexPack>> = Mutex::new(Vec::new());
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    let mut missing_by_snap: BTreeMap<SnapshotId, Vec<[u8; 32]>> = BTreeMap::new();
+
+    let walked = std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..UPLOADERS {
+            scope.spawn(|| loop {
+                let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let Ok(p) = next else { break };
+                if failure.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+                    continue;
+                }
+                match remote.put_pack(&p) {
+                    Ok(()) => uploaded
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(IndexPack {
+                            name: p.name,
+                            kind: p.kind,
+                            len: p.bytes.len() as u64,
+                            blobs: p.entries,
+                        }),
+                    Err(e) => {
+                        failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                    }
+                }
+            });
+        }
+        let mut w = Walker {
+            local,
+            remote,
+            index: &index,
+            queued: HashSet::new(),
+            walked: HashSet::new(),
+            data: PackWriter::new(PackKind::Data),
+            trees: PackWriter::new(PackKind::Tree),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            tx: &tx,
+            failure: &failure,
+            report: &mut report,
+            missing: Vec::new(),
+            progress,
+        };
+        let result = (|| -> Result<()> {
+            progress.phase("push", 0, 0);
+            for s in &todo {
+                w.snapshot(s)?;
+                w.flush_batch()?;
+                let mut m = std::mem::take(&mut w.missing);
+                m.sort_unstable();
+                m.dedup();
+                missing_by_snap.insert(s.id, m);
+            }
+            w.finish_packs()
+        })();
+        drop(w);
+        drop(tx);
+        result
+    });
+    progress.finish();
+    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    walked?;
+    let mut packs = uploaded.into_inner().unwrap_or_else(|p| p.into_inner());
+    packs.sort_by(|a, b| a.name.cmp(&b.name));
+    report.packs_written = packs.len() as u64;
+    if !packs.is_empty() {
+        remote.put_index(&IndexFile { packs })?;
+        report.index_files += 1;
+    }
+    for s in &todo {
+        let path = local.locate_snapshot(&s.id);
+        let record = local
+            .read_snapshot(&s.id)
+            .map_err(|e| Error::io("read snapshot", &path, e))?;
+        let missing = missing_by_snap.remove(&s.id).unwrap_or_default();
+        remote.put_commit(&s.id, &Commit { record, missing })?;
+        report.pushed.push(s.id.short());
+    }
+    remote.forget_index();
+    let st = remote.backend().stats();
+    report.bytes_uploaded = st.bytes_up;
+    report.requests = st;
+    Ok(report)
+}
+
+/// Index the packs no index names (uploaded by a push that was killed
+/// before its index): their headers say what they hold.
+fn adopt_orphans(remote: &RemoteRepo) -> Result<IndexFile> {
+    let index = remote.index()?;
+    let mut out = IndexFile::default();
+    for (kind, name, listed) in remote.list_packs()? {
+        if index.has_pack(&name) {
+            continue;
+        }
+        match remote.read_pack_header(&listed.path, listed.size) {
+            Ok((k, blobs)) if k == kind => out.packs.push(IndexPack {
+                name,
+                kind,
+                len: listed.size,
+                blobs,
+            }),
+            Ok(_) | Err(_) => {
+                // Not a pack we can use (damaged, or in the wrong folder):
+                // its blobs are uploaded again; verify names it.
+                tracing::warn!(
+                    "remote {}: pack {} is unreadable and not indexed; its content is uploaded again",
+                    remote.url(),
+                    listed.path
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A small object waiting to be read and sealed with others in parallel.
+struct Pending {
+    id: ObjectId,
+    size: u64,
+    path: Vec<u8>,
+}
+
+struct Walker<'a> {
+    local: &'a dyn RepoRead,
+    remote: &'a RemoteRepo,
+    index: &'a super::index::Index,
+    /// Blob ids queued in this push (not yet in any index).
+    queued: HashSet<[u8; 32]>,
+    /// Trees already walked in this push.
+    walked: HashSet<TreeId>,
+    data: PackWriter,
+    trees: PackWriter,
+    batch: Vec<Pending>,
+    batch_bytes: u64,
+    tx: &'a mpsc::SyncSender<FinishedPack>,
+    failure: &'a Mutex<Option<Error>>,
+    report: &'a mut PushReport,
+    /// Objects of the current snapshot that are not stored locally.
+    missing: Vec<[u8; 32]>,
+    progress: &'a dyn Progress,
+}
+
+impl Walker<'_> {
+    fn known(&self, id: &[u8; 32]) -> bool {
+        self.index.contains(id) || self.queued.contains(id)
+    }
+
+    fn snapshot(&mut self, s: &Snapshot) -> Result<()> {
+        self.current = s.id;
+        self.tree::<Leaf, Meta>(s.record.root, s)?;
+        self.tree::<History, ()>(s.record.archive, s)
+    }
+
+    /// Walk one tree and everything below it (each tree once per push),
+    /// queueing what the remote lacks.
+    fn tree<L: TreeLeaf, D: DeserializeOwned>(&mut self, root: TreeId, s: &Snapshot) -> Result<()> {
+        let mut stack: Vec<(TreeId, Vec<u8>)> = vec![(root, Vec::new())];
+        while let Some((id, dir)) = stack.pop() {
+            if !self.walked.insert(id) {
+                continue;
+            }
+            let path = self.local.locate(StoreKind::Tree, &id.0);
+            let stored = match self.local.read(StoreKind::Tree, &id.0) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::Missing {
+                        what: "tree",
+                        id: id.to_hex(),
+                        path,
+                    })
+                }
+                Err(e) => return Err(Error::io("read", &path, e)),
+            };
+            let payload = tree::unframe_tree(&stored, &path)?;
+            if hash_bytes(self.local.algo(), &payload) != id.0 {
+                return Err(Error::corrupt("tree object", &path, "content does not match its id; run `trove verify`"));
+            }
+            let t = tree::decode_tree::<L, D>(&payload, &path)?;
+            let mut children = Vec::new();
+            for n in &t.entries {
+                let p = join(&dir, &n.name);
+                if let Some(l) = &n.leaf {
+                    let mut refs = Vec::new();
+                    l.object_refs(&mut |o, size, role| refs.push((o, size, role)));
+                    for (o, size, role) in refs {
+                        self.object(o, size, &p, role, s)?;
+                    }
+                }
+                if let Some((child, _)) = &n.dir {
+                    children.push((*child, p));
+                }
+            }
+            // Depth first in name order: the order the packs hold, and a
+            // restore reads.
+            children.reverse();
+            stack.extend(children);
+            let blob = self.remote.tree_blob(&id.0);
+            if !self.known(&blob) {
+                let sealed = pack::seal_blob(self.remote.key(), BlobKind::Tree, blob, Some(id.0 .0), &stored, false)
+                    .map_err(|e| super::repo::format_error(self.remote.url(), "new tree blob", e))?;
+                self.queued.insert(blob);
+                self.add(sealed)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn object(&mut self, o: ObjectId, size: u64, path: &[u8], role: RefRole, s: &Snapshot) -> Result<()> {
+        if size == 0 {
+            return Ok(());
+        }
+        let blob = self.remote.object_blob(&o);
+        if self.known(&blob) {
+            return Ok(());
+        }
+        if !self.local.has(StoreKind::Object, &o.0) {
+            let shown = match role {
+                RefRole::Current => crate::pathbytes::display(path).into_owned(),
+                RefRole::Version(n) => format!("versions/{}/v{n}.bak", crate::pathbytes::display(path)),
+                RefRole::Deleted => format!("_deleted/{}", crate::pathbytes::display(path)),
+            };
+            self.missing.push(o.0 .0);
+            self.report.missing.push(MissingContent {
+                snapshot: s.id.short(),
+                path: shown,
+                object: o.to_hex(),
+            });
+            return Ok(());
+        }
+        self.queued.insert(blob);
+        if size < self.remote.config().chunker.whole_below {
+            self.batch.push(Pending { id: o, size, path: path.to_vec() });
+            self.batch_bytes += size;
+            if self.batch_bytes >= BATCH_BYTES {
+                self.flush_batch()?;
+            }
+            Ok(())
+        } else {
+            self.large(o, blob)
+        }
+    }
+
+    /// Read, check and seal the batched small objects in parallel, then
+    /// pack them in walk order.
+    fn flush_batch(&mut self) -> Result<()> {
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let (local, remote) = (self.local, self.remote);
+        let sealed: Vec<Result<Option<SealedBlob>>> = batch
+            .par_iter()
+            .map(|p| {
+                let loc = local.locate(StoreKind::Object, &p.id.0);
+                let mut c = local.open_object(&p.id)?;
+                let mut buf = Vec::with_capacity(p.size as usize);
+                c.read_to_end(&mut buf).map_err(|e| Error::io("read", &loc, e))?;
+                if hash_bytes(local.algo(), &buf) != p.id.0 {
+                    tracing::error!(
+                        "object {} (for {}) does not hash to its name: not pushed; run `trove verify`",
+                        loc.display(),
+                        crate::pathbytes::display(&p.path)
+                    );
+                    return Ok(None);
+                }
+                let id = remote.object_blob(&p.id);
+                pack::seal_blob(remote.key(), BlobKind::Data, id, Some(p.id.0 .0), &buf, true)
+                    .map(Some)
+                    .map_err(|e| super::repo::format_error(remote.url(), "new blob", e))
+            })
+            .collect();
+        for (p, s) in batch.iter().zip(sealed) {
+            match s? {
+                Some(b) => {
+                    self.report.bytes_read += p.size;
+                    self.progress.advance(1, p.size);
+                    self.add(b)?;
+                }
+                None => self.missing.push(p.id.0 .0),
+            }
+        }
+        Ok(())
+    }
+
+    /// A large object: cut into chunks, each a data blob unless the
+    /// remote has it, then its chunk list (a tree-pack blob).
+    fn large(&mut self, o: ObjectId, blob: [u8; 32]) -> Result<()> {
+        let loc = self.local.locate(StoreKind::Object, &o.0);
+        let mut c = self.local.open_object(&o)?;
+        let params = self.remote.config().chunker;
+        let mut hasher = Hasher::new(self.local.algo());
+        let mut list = ChunkList { size: 0, chunks: Vec::new() };
+        let key = self.remote.key();
+        chunk::chunks(&params, &mut c, &mut |bytes: &[u8]| -> Result<()> {
+            hasher.update(bytes);
+            list.size += bytes.len() as u64;
+            let id = key.id(Domain::Chunk, bytes);
+            list.chunks.push(id);
+            self.report.bytes_read += bytes.len() as u64;
+            self.progress.advance(0, bytes.len() as u64);
+            if !self.known(&id) {
+                let sealed = pack::seal_blob(key, BlobKind::Data, id, None, bytes, true)
+                    .map_err(|e| super::repo::format_error(self.remote.url(), "new blob", e))?;
+                self.queued.insert(id);
+                self.add(sealed)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| match e {
+            Error::Io { source, .. } => Error::io("read", &loc, source),
+            e => e,
+        })?;
+        self.progress.advance(1, 0);
+        if hasher.finish() != o.0 {
+            tracing::error!(
+                "object {} does not hash to its name: not pushed; run `trove verify`",
+                loc.display()
+            );
+            self.queued.remove(&blob);
+            self.missing.push(o.0 .0);
+            return Ok(());
+        }
+        let sealed = pack::seal_blob(key, BlobKind::List, blob, Some(o.0 .0), &pack::encode_list(&list), true)
+            .map_err(|e| super::repo::format_error(self.remote.url(), "new chunk list", e))?;
+        self.add(sealed)
+    }
+
+    /// Put a sealed blob in its pack; a full pack goes to the uploaders.
+    fn add(&mut self, b: SealedBlob) -> Result<()> {
+        self.report.blobs += 1;
+        self.report.blob_bytes += b.bytes.len() as u64;
+        let target = self.remote.config().pack_size;
+        let w = match b.kind {
+            BlobKind::Data => &mut self.data,
+            BlobKind::List | BlobKind::Tree => &mut self.trees,
+        };
+        w.push(b);
+        if w.len() >= target {
+            let kind = w.kind();
+            let full = std::mem::replace(w, PackWriter::new(kind));
+            self.send(full)?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, w: PackWriter) -> Result<()> {
+        if w.is_empty() {
+            return Ok(());
+        }
+        let p = w
+            .finish(self.remote.key())
+            .map_err(|e| super::repo::format_error(self.remote.url(), "new pack", e))?;
+        if let Some(e) = self.failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+        self.tx
+            .send(p)
+            .map_err(|_| Error::Internal("the pack uploaders stopped".into()))
+    }
+
+    fn finish_packs(&mut self) -> Result<()> {
+        let d = std::mem::replace(&mut self.data, PackWriter::new(PackKind::Data));
+        self.send(d)?;
+        let t = std::mem::replace(&mut self.trees, PackWriter::new(PackKind::Tree));
+        self.send(t)
+    }
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        return name.to_vec();
+    }
+    let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+    p.extend_from_slice(dir);
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
+}
+
+#[allow(dead_code)]
+fn _digest(_: Digest) {}

@@ -1,0 +1,965 @@
+//! The remote repository as a whole: opening it with a password (key
+//! files → master key → config), its merged index, its snapshot commits,
+//! and reading blobs out of packs — exposed as a [`RepoRead`], so
+//! `snapshots`, `ls`, `diff` and `restore` run on a remote unchanged.
+//! Also the few writes a push makes (packs, index files, commits, keys);
+//! it never deletes anything but a key the user removes.
+//!
+//! Paths on the remote (docs/FORMAT.md): `config`, `keys/<hex>`,
+//! `data/<ab>/<hex>`, `tree/<ab>/<hex>`, `index/<hex>`, `snapshots/<hex>`.
+
+use super::backend::{Backend, BackendError, Listed};
+use super::crypto::{Domain, KdfParams, KeyFile, MasterKey};
+use super::format::{self, Commit, RemoteConfig};
+use super::index::{self, Index, IndexFile, PackInfo};
+use super::pack::{self, BlobEntry, BlobKind, FinishedPack, PackKind};
+use super::FormatError;
+use crate::error::{Error, RemoteFailure, Result};
+use crate::hash::hash_bytes;
+use crate::id::{Digest, HashAlgo, ObjectId, SnapshotId};
+use crate::repo::{Content, RepoRead, StoreKind};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub const CONFIG: &str = "config";
+pub const KEYS: &str = "keys/";
+pub const INDEX: &str = "index/";
+pub const SNAPSHOTS: &str = "snapshots/";
+pub const DATA: &str = "data/";
+pub const TREES: &str = "tree/";
+
+/// Default target size of a pack.
+pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;
+/// Smallest and largest pack size a remote may be created with.
+pub const PACK_SIZE_RANGE: (u64, u64) = (1 << 20, 512 << 20);
+
+/// The object path of a pack.
+pub fn pack_path(kind: PackKind, name: &[u8; 32]) -> String {
+    let hex = Digest(*name).to_hex();
+    let dir = match kind {
+        PackKind::Data => DATA,
+        PackKind::Tree => TREES,
+    };
+    format!("{dir}{}/{hex}", &hex[..2])
+}
+
+fn index_path(name: &[u8; 32]) -> String {
+    format!("{INDEX}{}", Digest(*name).to_hex())
+}
+
+fn commit_path(name: &[u8; 32]) -> String {
+    format!("{SNAPSHOTS}{}", Digest(*name).to_hex())
+}
+
+/// The name under `dir` of a listed path, as 32 bytes (None: not ours).
+fn listed_name(path: &str, dir: &str) -> Option<[u8; 32]> {
+    let rest = path.strip_prefix(dir)?;
+    let hex = rest.rsplit('/').next()?;
+    Digest::from_hex(hex).map(|d| d.0)
+}
+
+/// A random byte string from the operating system.
+pub fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b)
+        .map_err(|e| Error::Internal(format!("the OS random generator failed: {e}")))?;
+    Ok(b)
+}
+
+/// One key file as `remote key list` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub created: String,
+    pub host: String,
+    pub user: String,
+    /// The key this command was opened with.
+    pub current: bool,
+}
+
+/// A snapshot commit read from the remote.
+struct Commits {
+    /// By snapshot id: the commit.
+    good: BTreeMap<SnapshotId, Commit>,
+    /// Commits that could not be read, by their name, with the reason.
+    damaged: BTreeMap<SnapshotId, String>,
+}
+
+/// Segments of packs already fetched, kept for the blobs that follow (a
+/// restore reads in the order the push wrote).
+#[derive(Default)]
+struct Segments {
+    list: Vec<Segment>,
+    bytes: usize,
+}
+
+struct Segment {
+    pack: [u8; 32],
+    start: u64,
+    data: Arc<Vec<u8>>,
+}
+
+const SEGMENT_CACHE: usize = 64 << 20;
+/// Wanted blobs closer than this are fetched in one ranged read.
+const MERGE_GAP: u64 = 1 << 20;
+/// The largest ranged read.
+const MAX_SPAN: u64 = 16 << 20;
+
+/// What a reader has announced it will read: per pack, the offsets and
+/// lengths of the wanted blobs, sorted.
+#[derive(Default)]
+struct Plan {
+    by_pack: HashMap<[u8; 32], Vec<(u64, u64)>>,
+}
+
+struct Inner {
+    backend: Box<dyn Backend>,
+    key: MasterKey,
+    key_id: String,
+    config: RemoteConfig,
+    algo: HashAlgo,
+    index: Mutex<Option<Arc<Index>>>,
+    commits: Mutex<Option<Arc<Commits>>>,
+    segments: Mutex<Segments>,
+    plan: Mutex<Plan>,
+}
+
+/// An open remote repository. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct RemoteRepo {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A backend failure as the error the commands report.
+pub fn backend_error(url: &str, action: impl Into<String>, e: BackendError) -> Error {
+    let (failure, detail) = match e {
+        BackendError::NotFound { path } => (RemoteFailure::NotFound, format!("{path} not found")),
+        BackendError::Denied { detail } => (RemoteFailure::Denied, detail),
+        BackendError::NoBucket { detail } => (RemoteFailure::NoBucket, detail),
+        BackendError::Unreachable { detail } => (RemoteFailure::Unreachable, detail),
+        BackendError::Config { detail } => (RemoteFailure::Config, detail),
+        BackendError::Other { detail } => (RemoteFailure::Other, detail),
+    };
+    Error::Remote {
+        url: url.to_string(),
+        action: action.into(),
+        failure,
+        detail,
+    }
+}
+
+/// A decoding failure of the object at `path` as the error reported.
+pub fn format_error(url: &str, what: &str, e: FormatError) -> Error {
+    match e {
+        FormatError::Version { found, supported } => Error::RemoteVersion {
+            url: url.to_string(),
+            found,
+            supported,
+        },
+        other => Error::RemoteDamaged {
+            url: url.to_string(),
+            what: what.to_string(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+fn user_and_host() -> (String, String) {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_default();
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    (user, host)
+}
+
+fn now_text() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+impl RemoteRepo {
+    /// Create an empty remote repository: a key file for `password`, then
+    /// the config (whose presence is what makes it a repository).
+    pub fn init(
+        backend: Box<dyn Backend>,
+        password: &[u8],
+        algo: HashAlgo,
+        pack_size: u64,
+        kdf: KdfParams,
+    ) -> Result<RemoteRepo> {
+        let url = backend.url().to_string();
+        backend
+            .check_reachable()
+            .map_err(|e| backend_error(&url, "reach the remote", e))?;
+        let existing = backend
+            .size(CONFIG)
+            .map_err(|e| backend_error(&url, "check for a config", e))?;
+        if existing.is_some() {
+            return Err(Error::Usage(format!(
+                "remote {url} already holds a trove repository: use it (`trove push --remote {url}`), or choose another URL"
+            )));
+        }
+        let keys = backend
+            .list(KEYS)
+            .map_err(|e| backend_error(&url, "list keys/", e))?;
+        if !keys.is_empty() {
+            return Err(Error::Usage(format!(
+                "remote {url} has key files but no config: it is a damaged or half-created repository; `trove remote init` will not write over it. Choose another URL, or remove what is there if it is yours to lose"
+            )));
+        }
+        let key = MasterKey::generate().map_err(|e| format_error(&url, "new key", e))?;
+        let seed = u64::from_le_bytes(random::<8>()?);
+        let config = RemoteConfig {
+            version: format::VERSION,
+            id: random::<16>()?,
+            hash: algo.name().to_string(),
+            chunker: super::chunk::ChunkParams::with_seed(seed),
+            pack_size,
+        };
+        let key_id = write_key(backend.as_ref(), &key, password, kdf)?;
+        let data =
+            format::encode_config(&key, &config).map_err(|e| format_error(&url, "config", e))?;
+        backend
+            .put(CONFIG, &data)
+            .map_err(|e| backend_error(&url, "write config", e))?;
+        Ok(RemoteRepo::from_parts(backend, key, key_id, config, algo))
+    }
+
+    fn from_parts(
+        backend: Box<dyn Backend>,
+        key: MasterKey,
+        key_id: String,
+        config: RemoteConfig,
+        algo: HashAlgo,
+    ) -> RemoteRepo {
+        RemoteRepo {
+            inner: Arc::new(Inner {
+                backend,
+                key,
+                key_id,
+                config,
+                algo,
+                index: Mutex::new(None),
+                commits: Mutex::new(None),
+                segments: Mutex::new(Segments::default()),
+                plan: Mutex::new(Plan::default()),
+            }),
+        }
+    }
+
+    /// Open a remote repository with a password.
+    pub fn open(backend: Box<dyn Backend>, password: &[u8]) -> Result<RemoteRepo> {
+        let url = backend.url().to_string();
+        let data = match backend.get(CONFIG) {
+            Ok(d) => d,
+            Err(BackendError::NotFound { .. }) => {
+                // Name a missing bucket as such, not as a missing repository.
+                backend
+                    .check_reachable()
+                    .map_err(|e| backend_error(&url, "reach the remote", e))?;
+                return Err(Error::NotARemote { url });
+            }
+            Err(e) => return Err(backend_error(&url, "read config", e)),
+        };
+        let version = format::config_version(&data).map_err(|e| match e {
+            FormatError::Magic(_) => Error::NotARemote { url: url.clone() },
+            e => format_error(&url, "config", e),
+        })?;
+        if version > format::VERSION {
+            return Err(Error::RemoteVersion {
+                url,
+                found: version,
+                supported: format::VERSION,
+            });
+        }
+        let keys = backend
+            .list(KEYS)
+            .map_err(|e| backend_error(&url, "list keys/", e))?;
+        let mut tried = 0;
+        let mut opened = None;
+        for k in &keys {
+            let Some(id) = k.path.strip_prefix(KEYS) else {
+                continue;
+            };
+            let bytes = backend
+                .get(&k.path)
+                .map_err(|e| backend_error(&url, format!("read {}", k.path), e))?;
+            let file = match KeyFile::parse(&bytes) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(
+                        "remote {url}: key file {} is unreadable ({e}); skipped",
+                        k.path
+                    );
+                    continue;
+                }
+            };
+            tried += 1;
+            if let Ok(key) = file.unwrap_key(password) {
+                opened = Some((key, id.to_string()));
+                break;
+            }
+        }
+        let Some((key, key_id)) = opened else {
+            return Err(Error::WrongPassword { url, keys: tried });
+        };
+        let config =
+            format::decode_config(&key, &data).map_err(|e| format_error(&url, "config", e))?;
+        let algo: HashAlgo = config.hash.parse().map_err(|_| Error::RemoteDamaged {
+            url: url.clone(),
+            what: "config".into(),
+            detail: format!("unknown hash algorithm {:?}", config.hash),
+        })?;
+        Ok(RemoteRepo::from_parts(backend, key, key_id, config, algo))
+    }
+
+    pub fn url(&self) -> &str {
+        self.inner.backend.url()
+    }
+    pub fn backend(&self) -> &dyn Backend {
+        self.inner.backend.as_ref()
+    }
+    pub fn key(&self) -> &MasterKey {
+        &self.inner.key
+    }
+    pub fn config(&self) -> &RemoteConfig {
+        &self.inner.config
+    }
+
+    fn err(&self, action: impl Into<String>, e: BackendError) -> Error {
+        backend_error(self.url(), action, e)
+    }
+    fn damaged(&self, what: &str, e: FormatError) -> Error {
+        format_error(self.url(), what, e)
+    }
+
+    // ----- keys -----
+
+    /// Add a key file for another password; returns its id.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
+        write_key(self.backend(), self.key(), password, kdf)
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = Vec::new();
+        for k in self
+            .backend()
+            .list(KEYS)
+            .map_err(|e| self.err("list keys/", e))?
+        {
+            let Some(id) = k.path.strip_prefix(KEYS) else {
+                continue;
+            };
+            let bytes = self
+                .backend()
+                .get(&k.path)
+                .map_err(|e| self.err(format!("read {}", k.path), e))?;
+            let (created, host, user) = match KeyFile::parse(&bytes) {
+                Ok(f) => (f.created, f.host, f.user),
+                Err(e) => (format!("(unreadable: {e})"), String::new(), String::new()),
+            };
+            out.push(KeyInfo {
+                id: id.to_string(),
+                created,
+                host,
+                user,
+                current: id == self.inner.key_id,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Remove the key file whose id starts with `prefix`. The key this
+    /// command was opened with cannot be removed (so the last one never is).
+    pub fn remove_key(&self, prefix: &str) -> Result<String> {
+        let keys = self.list_keys()?;
+        let found: Vec<&KeyInfo> = keys.iter().filter(|k| k.id.starts_with(prefix)).collect();
+        let k = match found.as_slice() {
+            [] => return Err(Error::Usage(format!(
+                "remote {}: no key id starts with {prefix:?}; `trove remote key list` shows them",
+                self.url()
+            ))),
+            [k] => *k,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "remote {}: key prefix {prefix:?} is ambiguous: give more hex digits",
+                    self.url()
+                )))
+            }
+        };
+        if k.current {
+            return Err(Error::Usage(format!(
+                "remote {}: key {} is the one this command was opened with; open with another password to remove it (the last key is never removed)",
+                self.url(),
+                k.id
+            )));
+        }
+        let path = format!("{KEYS}{}", k.id);
+        self.backend()
+            .delete(&path)
+            .map_err(|e| self.err(format!("delete {path}"), e))?;
+        Ok(k.id.clone())
+    }
+
+    // ----- index -----
+
+    /// The merged index of every index file (loaded once).
+    pub fn index(&self) -> Result<Arc<Index>> {
+        let mut slot = lock(&self.inner.index);
+        if let Some(i) = slot.as_ref() {
+            return Ok(i.clone());
+        }
+        let mut idx = Index::new();
+        for f in self.index_files()? {
+            let file = self.read_index_file(&f)?;
+            idx.add(file);
+        }
+        let idx = Arc::new(idx);
+        *slot = Some(idx.clone());
+        Ok(idx)
+    }
+
+    /// The index files stored, as listed.
+    pub fn index_files(&self) -> Result<Vec<Listed>> {
+        self.backend()
+            .list(INDEX)
+            .map_err(|e| self.err("list index/", e))
+    }
+
+    /// Read and decode one index file.
+    pub fn read_index_file(&self, f: &Listed) -> Result<IndexFile> {
+        let bytes = self
+            .backend()
+            .get(&f.path)
+            .map_err(|e| self.err(format!("read {}", f.path), e))?;
+        index::decode(self.key(), &bytes).map_err(|e| self.damaged(&f.path, e))
+    }
+
+    /// Forget the loaded index (after a push added to it).
+    pub fn forget_index(&self) {
+        *lock(&self.inner.index) = None;
+    }
+
+    /// Every pack stored, by kind, as listed (`data/` and `tree/`).
+    pub fn list_packs(&self) -> Result<Vec<(PackKind, [u8; 32], Listed)>> {
+        let mut out = Vec::new();
+        for (kind, dir) in [(PackKind::Data, DATA), (PackKind::Tree, TREES)] {
+            for l in self
+                .backend()
+                .list(dir)
+                .map_err(|e| self.err(format!("list {dir}"), e))?
+            {
+                if let Some(name) = listed_name(&l.path, dir) {
+                    out.push((kind, name, l));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Read a pack's own header (two ranged reads): how an index is
+    /// rebuilt, and how a push adopts packs a killed push uploaded.
+    pub fn read_pack_header(&self, path: &str, len: u64) -> Result<(PackKind, Vec<BlobEntry>)> {
+        if len < pack::TRAILER_LEN {
+            return Err(self.damaged(
+                path,
+                FormatError::Truncated("shorter than its trailer".into()),
+            ));
+        }
+        let trailer = self
+            .backend()
+            .get_range(path, len - pack::TRAILER_LEN, pack::TRAILER_LEN)
+            .map_err(|e| self.err(format!("read {path}"), e))?;
+        let (off, hlen) = pack::header_span(len, &trailer).map_err(|e| self.damaged(path, e))?;
+        let sealed = self
+            .backend()
+            .get_range(path, off, hlen)
+            .map_err(|e| self.err(format!("read {path}"), e))?;
+        pack::decode_header(self.key(), &sealed, off).map_err(|e| self.damaged(path, e))
+    }
+
+    // ----- writes -----
+
+    pub fn put_pack(&self, p: &FinishedPack) -> Result<()> {
+        let path = pack_path(p.kind, &p.name);
+        self.backend()
+            .put(&path, &p.bytes)
+            .map_err(|e| self.err(format!("upload {path}"), e))
+    }
+
+    /// Write an index file; returns its name.
+    pub fn put_index(&self, file: &IndexFile) -> Result<[u8; 32]> {
+        let bytes = index::encode(self.key(), file).map_err(|e| self.damaged("new index", e))?;
+        let name = *blake3::hash(&bytes).as_bytes();
+        let path = index_path(&name);
+        self.backend()
+            .put(&path, &bytes)
+            .map_err(|e| self.err(format!("upload {path}"), e))?;
+        Ok(name)
+    }
+
+    /// The name a snapshot's commit is stored under.
+    pub fn commit_name(&self, id: &SnapshotId) -> [u8; 32] {
+        self.key().id(Domain::Snapshot, &id.0 .0)
+    }
+
+    /// Write a snapshot's commit: the commit point of a push.
+    pub fn put_commit(&self, id: &SnapshotId, c: &Commit) -> Result<()> {
+        let name = self.commit_name(id);
+        let bytes = format::encode_commit(self.key(), &name, c)
+            .map_err(|e| self.damaged("new commit", e))?;
+        let path = commit_path(&name);
+        self.backend()
+            .put(&path, &bytes)
+            .map_err(|e| self.err(format!("upload {path}"), e))?;
+        *lock(&self.inner.commits) = None;
+        Ok(())
+    }
+
+    /// The names of the snapshot commits stored (one listing, nothing read).
+    pub fn commit_names(&self) -> Result<HashSet<[u8; 32]>> {
+        Ok(self
+            .backend()
+            .list(SNAPSHOTS)
+            .map_err(|e| self.err("list snapshots/", e))?
+            .iter()
+            .filter_map(|l| listed_name(&l.path, SNAPSHOTS))
+            .collect())
+    }
+
+    fn commits(&self) -> Result<Arc<Commits>> {
+        let mut slot = lock(&self.inner.commits);
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let mut c = Commits {
+            good: BTreeMap::new(),
+            damaged: BTreeMap::new(),
+        };
+        let listed = self
+            .backend()
+            .list(SNAPSHOTS)
+            .map_err(|e| self.err("list snapshots/", e))?;
+        for l in listed {
+            let Some(name) = listed_name(&l.path, SNAPSHOTS) else {
+                continue;
+            };
+            let bytes = self
+                .backend()
+                .get(&l.path)
+                .map_err(|e| self.err(format!("read {}", l.path), e))?;
+            match self.decode_commit(&name, &bytes) {
+                Ok((id, commit)) => {
+                    c.good.insert(id, commit);
+                }
+                Err(e) => {
+                    c.damaged.insert(SnapshotId(Digest(name)), e);
+                }
+            }
+        }
+        let c = Arc::new(c);
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// A commit's snapshot id and content, checked against its name.
+    fn decode_commit(
+        &self,
+        name: &[u8; 32],
+        bytes: &[u8],
+    ) -> std::result::Result<(SnapshotId, Commit), String> {
+        let commit = format::decode_commit(self.key(), name, bytes).map_err(|e| e.to_string())?;
+        if commit.record.len() < 5 {
+            return Err("its record is truncated".into());
+        }
+        let id = SnapshotId(hash_bytes(self.inner.algo, &commit.record[5..]));
+        if self.commit_name(&id) != *name {
+            return Err("its record does not match its name".into());
+        }
+        Ok((id, commit))
+    }
+
+    /// The commit of a snapshot, if stored and readable.
+    pub fn commit(&self, id: &SnapshotId) -> Result<Option<Commit>> {
+        Ok(self.commits()?.good.get(id).cloned())
+    }
+
+    // ----- blobs -----
+
+    /// The keyed id of an object's blob (whole content, or chunk list).
+    pub fn object_blob(&self, id: &ObjectId) -> [u8; 32] {
+        self.key().id(Domain::Object, &id.0 .0)
+    }
+    /// The keyed id of a tree's blob.
+    pub fn tree_blob(&self, d: &Digest) -> [u8; 32] {
+        self.key().id(Domain::Tree, &d.0)
+    }
+
+    fn blob_name(&self, id: &[u8; 32]) -> String {
+        format!("blob {}", &Digest(*id).to_hex()[..16])
+    }
+
+    /// Read and open one blob; `None` when no index lists it.
+    pub fn read_blob(&self, id: &[u8; 32]) -> Result<Option<(BlobKind, Vec<u8>)>> {
+        let idx = self.index()?;
+        let Some((p, e)) = idx.get(id) else {
+            return Ok(None);
+        };
+        let stored = self.fetch(p, e)?;
+        let plain = pack::open_blob(self.key(), e, &stored).map_err(|err| {
+            self.damaged(
+                &format!(
+                    "{} in pack {}",
+                    self.blob_name(id),
+                    pack_path(p.kind, &p.name)
+                ),
+                err,
+            )
+        })?;
+        Ok(Some((e.kind, plain)))
+    }
+
+    /// The sealed bytes of one blob, through the segment cache, with a
+    /// read ahead over the blobs a reader said it wants.
+    fn fetch(&self, p: &PackInfo, e: &BlobEntry) -> Result<Vec<u8>> {
+        let start = e.offset;
+        let end = e.offset + u64::from(e.stored_len);
+        {
+            let segs = lock(&self.inner.segments);
+            for s in segs.list.iter().rev() {
+                let s_end = s.start + s.data.len() as u64;
+                if s.pack == p.name && s.start <= start && end <= s_end {
+                    let a = (start - s.start) as usize;
+                    let b = (end - s.start) as usize;
+                    return Ok(s.data[a..b].to_vec());
+                }
+            }
+        }
+        let span_end = self.span_end(p, start, end);
+        let path = pack_path(p.kind, &p.name);
+        let data = self
+            .backend()
+            .get_range(&path, start, span_end - start)
+            .map_err(|err| self.err(format!("read {path}"), err))?;
+        if (data.len() as u64) < end - start {
+            return Err(self.damaged(
+                &path,
+                FormatError::Truncated(format!(
+                    "{} ends before the blob at offset {start} that the index lists",
+                    path
+                )),
+            ));
+        }
+        let out = data[..(end - start) as usize].to_vec();
+        if span_end > end {
+            let mut segs = lock(&self.inner.segments);
+            segs.bytes += data.len();
+            segs.list.push(Segment {
+                pack: p.name,
+                start,
+                data: Arc::new(data),
+            });
+            while segs.bytes > SEGMENT_CACHE && !segs.list.is_empty() {
+                let s = segs.list.remove(0);
+                segs.bytes -= s.data.len();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where a ranged read starting at the blob `[start, end)` should stop:
+    /// over the following wanted blobs of the same pack while the gaps are
+    /// small (one request instead of many), never past `MAX_SPAN`.
+    fn span_end(&self, p: &PackInfo, start: u64, end: u64) -> u64 {
+        let plan = lock(&self.inner.plan);
+        let Some(wanted) = plan.by_pack.get(&p.name) else {
+            return end;
+        };
+        let mut i = wanted.partition_point(|&(o, _)| o < start);
+        let mut stop = end;
+        if wanted.get(i).map(|w| w.0) == Some(start) {
+            i += 1;
+        }
+        while let Some(&(o, l)) = wanted.get(i) {
+            if o < stop || o - stop > MERGE_GAP || o + l - start > MAX_SPAN {
+                break;
+            }
+            stop = o + l;
+            i += 1;
+        }
+        stop
+    }
+
+    /// Open an object's content: a whole blob in memory, or a stream over
+    /// its chunks (never the whole of a large file at once).
+    pub fn open_content(&self, id: &ObjectId) -> Result<Option<Content>> {
+        let blob = self.object_blob(id);
+        let Some((kind, plain)) = self.read_blob(&blob)? else {
+            return Ok(None);
+        };
+        match kind {
+            BlobKind::Data => Ok(Some(Content::Bytes(io::Cursor::new(plain)))),
+            BlobKind::List => {
+                let list = pack::decode_list(&plain).map_err(|e| {
+                    self.damaged(&format!("chunk list of object {}", id.short()), e)
+                })?;
+                Ok(Some(Content::Stream {
+                    len: list.size,
+                    reader: Box::new(ChunkReader {
+                        repo: self.clone(),
+                        chunks: list.chunks.into_iter(),
+                        buf: Vec::new(),
+                        pos: 0,
+                    }),
+                }))
+            }
+            BlobKind::Tree => Err(self.damaged(
+                &format!("object {}", id.short()),
+                FormatError::Decode("its blob is a tree".into()),
+            )),
+        }
+    }
+}
+
+/// Write a key file for `password`; returns its id.
+fn write_key(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    password: &[u8],
+    kdf: KdfParams,
+) -> Result<String> {
+    let url = backend.url().to_string();
+    let (user, host) = user_and_host();
+    let file = KeyFile::wrap(key, password, kdf, &host, &user, &now_text())
+        .map_err(|e| format_error(&url, "new key file", e))?;
+    let json = file.to_json();
+    let id = Digest(*blake3::hash(&json).as_bytes()).to_hex();
+    let path = format!("{KEYS}{id}");
+    backend
+        .put(&path, &json)
+        .map_err(|e| backend_error(&url, format!("write {path}"), e))?;
+    Ok(id)
+}
+
+/// A large object read chunk by chunk.
+struct ChunkReader {
+    repo: RemoteRepo,
+    chunks: std::vec::IntoIter<[u8; 32]>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            let Some(c) = self.chunks.next() else {
+                return Ok(0);
+            };
+            match self.repo.read_blob(&c) {
+                Ok(Some((BlobKind::Data, b))) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!(
+                            "remote {}: chunk {} is missing from every index",
+                            self.repo.url(),
+                            &Digest(c).to_hex()[..16]
+                        ),
+                    ))
+                }
+                Err(e) => return Err(io::Error::other(e.to_string())),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn io_err(e: Error) -> io::Error {
+    match &e {
+        Error::Remote {
+            failure: RemoteFailure::NotFound,
+            ..
+        } => io::Error::new(io::ErrorKind::NotFound, e.to_string()),
+        _ => io::Error::other(e.to_string()),
+    }
+}
+
+impl RepoRead for RemoteRepo {
+    fn algo(&self) -> HashAlgo {
+        self.inner.algo
+    }
+    fn locate(&self, kind: StoreKind, d: &Digest) -> PathBuf {
+        let what = match kind {
+            StoreKind::Object => "object",
+            StoreKind::Tree => "tree",
+        };
+        PathBuf::from(format!("{} ({what} {})", self.url(), d.to_hex()))
+    }
+    fn locate_store(&self, kind: StoreKind) -> PathBuf {
+        let what = match kind {
+            StoreKind::Object => DATA,
+            StoreKind::Tree => TREES,
+        };
+        PathBuf::from(format!("{}/{what}", self.url()))
+    }
+    fn locate_snapshot(&self, id: &SnapshotId) -> PathBuf {
+        PathBuf::from(format!("{} (snapshot {})", self.url(), id.to_hex()))
+    }
+    fn locate_snapshots(&self) -> PathBuf {
+        PathBuf::from(format!("{}/{SNAPSHOTS}", self.url()))
+    }
+    fn locate_pins(&self) -> PathBuf {
+        PathBuf::from(format!("{} (no pinned list)", self.url()))
+    }
+    fn locate_marker(&self) -> PathBuf {
+        PathBuf::from(format!("{} (no browsable tree)", self.url()))
+    }
+
+    fn read(&self, kind: StoreKind, d: &Digest) -> io::Result<Vec<u8>> {
+        match kind {
+            StoreKind::Tree => match self.read_blob(&self.tree_blob(d)).map_err(io_err)? {
+                Some((BlobKind::Tree, b)) => Ok(b),
+                Some(_) => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "not a tree blob",
+                )),
+                None => Err(io::Error::new(io::ErrorKind::NotFound, "no index lists it")),
+            },
+            StoreKind::Object => {
+                let mut c = self
+                    .open_content(&ObjectId(*d))
+                    .map_err(io_err)?
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no index lists it"))?;
+                let mut v = Vec::new();
+                c.read_to_end(&mut v)?;
+                Ok(v)
+            }
+        }
+    }
+    fn has(&self, kind: StoreKind, d: &Digest) -> bool {
+        let id = match kind {
+            StoreKind::Object => self.object_blob(&ObjectId(*d)),
+            StoreKind::Tree => self.tree_blob(d),
+        };
+        self.index().is_ok_and(|i| i.contains(&id))
+    }
+    fn size(&self, kind: StoreKind, d: &Digest) -> io::Result<u64> {
+        match kind {
+            StoreKind::Tree => {
+                let idx = self.index().map_err(io_err)?;
+                idx.get(&self.tree_blob(d))
+                    .map(|(_, e)| u64::from(e.raw_len))
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no index lists it"))
+            }
+            StoreKind::Object => {
+                let c = self
+                    .open_content(&ObjectId(*d))
+                    .map_err(io_err)?
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no index lists it"))?;
+                Ok(c.stat()?.0)
+            }
+        }
+    }
+    fn list(&self, kind: StoreKind, f: &mut dyn FnMut(Digest)) -> Result<()> {
+        let idx = self.index()?;
+        for (_, e) in idx.blobs_sorted() {
+            let wanted = match kind {
+                StoreKind::Object => {
+                    matches!(e.kind, BlobKind::List)
+                        || (e.kind == BlobKind::Data && e.orig.is_some())
+                }
+                StoreKind::Tree => e.kind == BlobKind::Tree,
+            };
+            if wanted {
+                if let Some(o) = e.orig {
+                    f(Digest(o));
+                }
+            }
+        }
+        Ok(())
+    }
+    fn open_object(&self, id: &ObjectId) -> Result<Content> {
+        match self.open_content(id)? {
+            Some(c) => Ok(c),
+            None => Err(Error::io(
+                "read",
+                self.locate(StoreKind::Object, &id.0),
+                io::Error::new(io::ErrorKind::NotFound, "no index lists it"),
+            )),
+        }
+    }
+    fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        let c = self.commits()?;
+        Ok(c.good.keys().chain(c.damaged.keys()).copied().collect())
+    }
+    fn read_snapshot(&self, id: &SnapshotId) -> io::Result<Vec<u8>> {
+        let c = self.commits().map_err(io_err)?;
+        if let Some(commit) = c.good.get(id) {
+            return Ok(commit.record.clone());
+        }
+        match c.damaged.get(id) {
+            Some(why) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("snapshot commit {SNAPSHOTS}{}: {why}", id.to_hex()),
+            )),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such snapshot commit",
+            )),
+        }
+    }
+    fn has_snapshot(&self, id: &SnapshotId) -> bool {
+        self.commits()
+            .is_ok_and(|c| c.good.contains_key(id) || c.damaged.contains_key(id))
+    }
+    fn read_pins(&self) -> io::Result<Vec<u8>> {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "a remote keeps no pinned list",
+        ))
+    }
+    fn read_marker(&self) -> Option<SnapshotId> {
+        None
+    }
+    fn leftovers(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+    fn local_dir(&self) -> Option<&Path> {
+        None
+    }
+    fn will_read(&self, objects: &[ObjectId]) {
+        let Ok(idx) = self.index() else {
+            return;
+        };
+        let mut plan = Plan::default();
+        for o in objects {
+            if let Some((p, e)) = idx.get(&self.object_blob(o)) {
+                if e.kind == BlobKind::Data {
+                    plan.by_pack
+                        .entry(p.name)
+                        .or_default()
+                        .push((e.offset, u64::from(e.stored_len)));
+                }
+            }
+        }
+        for v in plan.by_pack.values_mut() {
+            v.sort_unstable();
+            v.dedup();
+        }
+        *lock(&self.inner.plan) = plan;
+    }
+}
