@@ -4,7 +4,7 @@
 
 use super::chunk::ChunkParams;
 use super::crypto::MasterKey;
-use super::FormatResult;
+use super::{FormatError, FormatResult};
 use serde::{Deserialize, Serialize};
 
 /// The highest remote format version this trove reads and writes.
@@ -32,23 +32,150 @@ pub struct Commit {
     pub missing: Vec<[u8; 32]>,
 }
 
+const CONFIG_MAGIC: &[u8; 4] = b"trvR";
+const COMMIT_MAGIC: &[u8; 4] = b"trvP";
+const CONFIG_AAD: &[u8] = b"trove-config";
+
+fn frame(magic: &[u8; 4], version: u8, sealed: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sealed.len() + 5);
+    out.extend_from_slice(magic);
+    out.push(version);
+    out.extend_from_slice(&sealed);
+    out
+}
+
+/// The sealed part of a `magic ‖ version ‖ sealed` file, after checking
+/// the magic and that the version is one this trove reads.
+pub(crate) fn unframe<'a>(
+    data: &'a [u8],
+    magic: &[u8; 4],
+    what: &'static str,
+    supported: u8,
+) -> FormatResult<&'a [u8]> {
+    if data.len() < 5 {
+        return Err(FormatError::Truncated(format!(
+            "{} bytes, no header",
+            data.len()
+        )));
+    }
+    if &data[..4] != magic {
+        return Err(FormatError::Magic(what));
+    }
+    if data[4] > supported || data[4] == 0 {
+        return Err(FormatError::Version {
+            found: u32::from(data[4]),
+            supported: u32::from(supported),
+        });
+    }
+    Ok(&data[5..])
+}
+
+fn version_byte() -> u8 {
+    VERSION as u8
+}
+
 /// `"trvR"`, the version byte, the config sealed (aad `b"trove-config"`).
 pub fn encode_config(key: &MasterKey, c: &RemoteConfig) -> FormatResult<Vec<u8>> {
-    todo!()
+    let plain = postcard::to_stdvec(c).map_err(|e| FormatError::Decode(format!("config: {e}")))?;
+    Ok(frame(
+        CONFIG_MAGIC,
+        version_byte(),
+        key.seal(CONFIG_AAD, &plain),
+    ))
 }
 /// Peek the version byte without the key (a newer remote is named as such
 /// before any password is tried).
 pub fn config_version(data: &[u8]) -> FormatResult<u32> {
-    todo!()
+    if data.len() < 5 {
+        return Err(FormatError::Truncated(format!(
+            "config of {} bytes",
+            data.len()
+        )));
+    }
+    if &data[..4] != CONFIG_MAGIC {
+        return Err(FormatError::Magic("trove remote config"));
+    }
+    Ok(u32::from(data[4]))
 }
 pub fn decode_config(key: &MasterKey, data: &[u8]) -> FormatResult<RemoteConfig> {
-    todo!()
+    let sealed = unframe(data, CONFIG_MAGIC, "trove remote config", version_byte())?;
+    let plain = key.open(CONFIG_AAD, sealed)?;
+    let c: RemoteConfig =
+        postcard::from_bytes(&plain).map_err(|e| FormatError::Decode(format!("config: {e}")))?;
+    if c.version > VERSION {
+        return Err(FormatError::Version {
+            found: c.version,
+            supported: VERSION,
+        });
+    }
+    c.chunker.validate().map_err(FormatError::Decode)?;
+    if c.hash != "blake3" && c.hash != "sha256" {
+        return Err(FormatError::Decode(format!(
+            "unknown content hash {:?}",
+            c.hash
+        )));
+    }
+    Ok(c)
 }
 /// `"trvP"`, the version byte, the commit sealed (aad: the file's name
 /// bytes, the keyed snapshot id, so a commit cannot be moved to another name).
 pub fn encode_commit(key: &MasterKey, name: &[u8; 32], c: &Commit) -> FormatResult<Vec<u8>> {
-    todo!()
+    let plain = postcard::to_stdvec(c).map_err(|e| FormatError::Decode(format!("commit: {e}")))?;
+    Ok(frame(COMMIT_MAGIC, version_byte(), key.seal(name, &plain)))
 }
 pub fn decode_commit(key: &MasterKey, name: &[u8; 32], data: &[u8]) -> FormatResult<Commit> {
-    todo!()
+    let sealed = unframe(data, COMMIT_MAGIC, "trove snapshot commit", version_byte())?;
+    let plain = key.open(name, sealed)?;
+    postcard::from_bytes(&plain).map_err(|e| FormatError::Decode(format!("commit: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::chunk::ChunkParams;
+
+    fn config() -> RemoteConfig {
+        RemoteConfig {
+            version: VERSION,
+            id: [5; 16],
+            hash: "blake3".into(),
+            chunker: ChunkParams::with_seed(42),
+            pack_size: 16 << 20,
+        }
+    }
+
+    #[test]
+    fn config_round_trip_and_version_peek() {
+        let k = MasterKey::generate().unwrap();
+        let bytes = encode_config(&k, &config()).unwrap();
+        assert_eq!(config_version(&bytes).unwrap(), VERSION);
+        assert_eq!(decode_config(&k, &bytes).unwrap(), config());
+        let mut newer = bytes.clone();
+        newer[4] = 7;
+        assert_eq!(config_version(&newer).unwrap(), 7);
+        assert!(matches!(
+            decode_config(&k, &newer),
+            Err(FormatError::Version { found: 7, .. })
+        ));
+        assert!(matches!(
+            config_version(b"PK\x03\x04zz"),
+            Err(FormatError::Magic(_))
+        ));
+        assert!(matches!(
+            decode_config(&MasterKey::generate().unwrap(), &bytes),
+            Err(FormatError::Auth)
+        ));
+    }
+
+    #[test]
+    fn a_commit_is_bound_to_its_name() {
+        let k = MasterKey::generate().unwrap();
+        let c = Commit {
+            record: b"record bytes".to_vec(),
+            missing: vec![[1; 32]],
+        };
+        let bytes = encode_commit(&k, &[4; 32], &c).unwrap();
+        assert_eq!(decode_commit(&k, &[4; 32], &bytes).unwrap(), c);
+        assert_eq!(decode_commit(&k, &[5; 32], &bytes), Err(FormatError::Auth));
+    }
 }

@@ -383,10 +383,12 @@ impl RemoteRepo {
         let keys = self.list_keys()?;
         let found: Vec<&KeyInfo> = keys.iter().filter(|k| k.id.starts_with(prefix)).collect();
         let k = match found.as_slice() {
-            [] => return Err(Error::Usage(format!(
+            [] => {
+                return Err(Error::Usage(format!(
                 "remote {}: no key id starts with {prefix:?}; `trove remote key list` shows them",
                 self.url()
-            ))),
+            )))
+            }
             [k] => *k,
             _ => {
                 return Err(Error::Usage(format!(
