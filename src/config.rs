@@ -68,6 +68,16 @@ pub struct WatchConfig {
     pub full_scan_interval: Option<u64>,
 }
 
+/// The off-site replica (`remote` in the config file).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSection {
+    /// `s3://BUCKET[/PREFIX]` or `file:///PATH`.
+    pub url: Option<String>,
+    /// Push after every backup (and every watch run).
+    pub push_after_backup: Option<bool>,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
@@ -99,6 +109,7 @@ pub struct FileConfig {
     pub one_file_system: Option<bool>,
     pub on_error: Option<OnError>,
     pub watch: Option<WatchConfig>,
+    pub remote: Option<RemoteSection>,
 }
 
 /// The allowed range of a numeric setting, checked when the config is

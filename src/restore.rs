@@ -239,7 +239,7 @@ pub fn run(
         for e in &entries {
             if let Item::Leaf(Leaf::File { id, size, .. }) = &e.item {
                 if *size > 0 && !repo.has(StoreKind::Object, &id.0) {
-                    if pinned {
+                    if pinned && !repo.absent_by_design(id) {
                         report.problems.push(RestoreProblem {
                             path: show(&e.path),
                             message: missing_from_pinned(repo, snap, id),
@@ -285,6 +285,16 @@ pub fn run(
     // 2. Files, in parallel: small files are bound by metadata operations,
     //    which two threads overlap.
     progress.phase("restore", report.files, report.bytes);
+    // A remote plans its ranged reads from the order files are read in.
+    let wanted: Vec<ObjectId> = entries
+        .iter()
+        .filter_map(|e| match &e.item {
+            Item::Leaf(Leaf::File { id, size, .. }) if *size > 0 => Some(*id),
+            _ => None,
+        })
+        .collect();
+    repo.will_read(&wanted);
+    drop(wanted);
     entries.par_iter().for_each(|e| {
         if let Item::Leaf(Leaf::File { id, size, meta, .. }) = &e.item {
             if cx.below_failed(&e.path) {
@@ -296,7 +306,7 @@ pub fn run(
                     d.0 += 1;
                     d.1 += size;
                 }
-                Err(FileError::Missing) if pinned => {
+                Err(FileError::Missing) if pinned && !repo.absent_by_design(id) => {
                     cx.problem(&e.path, missing_from_pinned(repo, snap, id))
                 }
                 Err(FileError::Missing) => cx

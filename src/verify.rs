@@ -66,6 +66,12 @@ pub enum ProblemKind {
     /// The browsable tree differs from what the latest snapshot renders to.
     #[serde(rename = "browsable")]
     Browsable,
+    /// A remote's pack: missing, of the wrong size, or not what its name says.
+    #[serde(rename = "pack")]
+    Pack,
+    /// A remote's index file that cannot be read.
+    #[serde(rename = "index")]
+    Index,
 }
 
 impl ProblemKind {
@@ -79,6 +85,8 @@ impl ProblemKind {
             ProblemKind::CorruptObject => "corrupt object",
             ProblemKind::ObjectSize => "object size",
             ProblemKind::Browsable => "browsable",
+            ProblemKind::Pack => "pack",
+            ProblemKind::Index => "index",
         }
     }
 }
@@ -267,7 +275,7 @@ struct BadObject {
 }
 
 /// Deterministic pseudo-random choice of an object for the sample.
-fn sampled(seed: u64, id: &ObjectId, percent: f64) -> bool {
+pub(crate) fn sampled(seed: u64, id: &ObjectId, percent: f64) -> bool {
     let mut h = blake3::Hasher::new();
     h.update(&seed.to_le_bytes());
     h.update(&id.0 .0);
@@ -277,7 +285,7 @@ fn sampled(seed: u64, id: &ObjectId, percent: f64) -> bool {
     x * 100.0 < percent
 }
 
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_i64(crate::model::now_ns());
@@ -683,7 +691,8 @@ pub fn check_store(
     };
     let mut bad: Vec<(ObjectId, BadObject)> = Vec::new();
     for (id, b) in bad_found.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        if b.kind == ProblemKind::MissingObject && is_optional(&id) {
+        if b.kind == ProblemKind::MissingObject && (is_optional(&id) || repo.absent_by_design(&id))
+        {
             report.unpinned_missing += 1;
         } else {
             bad.push((id, b));

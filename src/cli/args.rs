@@ -67,6 +67,12 @@ pub struct Cli {
     /// Wait for the repository lock instead of exiting 3 when another trove holds it
     #[arg(long, global = true)]
     pub wait: bool,
+    /// Work on the off-site remote instead of the local repository (snapshots, ls, diff, restore, verify, stats); the remote of push, pull and `remote key` (else TROVE_REMOTE, else the config's remote.url)
+    #[arg(long, global = true, value_name = "URL")]
+    pub remote: Option<String>,
+    /// Read the remote's password from FILE (else TROVE_PASSWORD_FILE, TROVE_PASSWORD, or a prompt)
+    #[arg(long, global = true, env = "TROVE_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -143,9 +149,69 @@ pub enum Command {
     /// Print the manual page (roff)
     #[command(after_help = "Example: trove man > ~/.local/share/man/man1/trove.1 && man trove")]
     Man,
+    /// Create or manage an off-site remote (S3 or a folder)
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  trove remote init s3://bucket/trove          # credentials from AWS_* variables\n  trove remote init file:///mnt/usb/trove\n  trove remote key add --remote s3://bucket/trove\n  trove remote key list --remote s3://bucket/trove"
+    )]
+    Remote(RemoteCommand),
+    /// Upload every snapshot the remote lacks (encrypted, resumable)
+    #[command(
+        after_help = "Examples:\n  trove push --repo /mnt/backup --remote s3://bucket/trove\n  TROVE_REMOTE=file:///mnt/usb/trove trove push --json\n\nA killed push is resumed by the next one; content retention already removed is named, not an error."
+    )]
+    Push,
+    /// Rebuild a complete local repository (browsable tree included) from the remote alone
+    #[command(
+        after_help = "Example: trove pull --remote s3://bucket/trove /mnt/new-disk\n\nSnapshot and tree ids equal the originals. Into an existing repository of the same remote, only what it lacks is copied."
+    )]
+    Pull(PullArgs),
     /// Show repository statistics (logical vs stored bytes, dedup ratio)
     #[command(after_help = "Example: trove stats --repo /mnt/backup --json")]
     Stats,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RemoteCommand {
+    /// Create an empty remote repository at URL (s3://BUCKET[/PREFIX] or file:///PATH)
+    Init(RemoteInitArgs),
+    /// Manage the remote's passwords (key files)
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct RemoteInitArgs {
+    /// s3://BUCKET[/PREFIX] or file:///PATH [default: --remote, TROVE_REMOTE, the config's remote.url]
+    pub url: Option<String>,
+    /// Target pack size (1M to 512M) [default: 16M]
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
+    pub pack_size: Option<u64>,
+    /// Content hash of the repositories it replicates [default: the --repo repository's, else blake3]
+    #[arg(long, value_enum)]
+    pub hash: Option<HashArg>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Add a password (the new one from --new-password-file, TROVE_NEW_PASSWORD or a prompt)
+    Add {
+        /// Read the new password from FILE
+        #[arg(long, value_name = "FILE")]
+        new_password_file: Option<PathBuf>,
+    },
+    /// List the key files (passwords) of the remote
+    List,
+    /// Remove a key file by id prefix (never the one in use)
+    Remove {
+        /// Key id (or a unique prefix), as `trove remote key list` shows it
+        id: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// The folder to rebuild the repository in (new, or a repository pulled before)
+    pub dest: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -251,6 +317,9 @@ pub struct VerifyArgs {
     /// Check existence and sizes only; do not re-hash objects
     #[arg(long, conflicts_with = "sample")]
     pub quick: bool,
+    /// With --remote: download every pack and check every blob
+    #[arg(long, conflicts_with_all = ["sample", "quick"])]
+    pub read_data: bool,
     /// Re-hash a random PERCENT of the objects (0 < PERCENT <= 100)
     #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
     pub sample: Option<f64>,
@@ -319,6 +388,9 @@ pub struct BackupArgs {
     /// Write a snapshot even when nothing changed
     #[arg(long)]
     pub always_snapshot: bool,
+    /// Push to the remote after the backup (the remote from --remote, TROVE_REMOTE or remote.url)
+    #[arg(long)]
+    pub push: bool,
     /// Build on the newest readable snapshot when a newer record is damaged
     /// (otherwise refused: the damaged record may hold the latest state)
     #[arg(long)]

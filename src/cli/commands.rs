@@ -17,6 +17,7 @@ use crate::id::HashAlgo;
 use crate::local::lock::{LockMode, RepoLock};
 use crate::local::LocalRepo;
 use crate::repo::snapshot;
+use crate::repo::RepoRead;
 use crate::retention::Policy;
 use anyhow::{Context, Result};
 use std::io::Write;
@@ -69,9 +70,23 @@ pub(super) fn backup(cli: &Cli, a: &BackupArgs) -> Result<Outcome> {
         let _g = crate::log::init(level, None)?;
         return finish_backup(cli, a, settings, None);
     }
+    let push = a.push || super::offsite::push_after_backup(cli)?;
+    let root = settings.backup_root.clone();
     let guard = run_log(&settings, console)?;
     let log_path = guard.file.clone();
-    finish_backup(cli, a, settings, log_path)
+    let outcome = finish_backup(cli, a, settings, log_path)?;
+    if push {
+        // The snapshot is safe locally whatever the push does; a failed
+        // push is reported (and its exit code returned) after it.
+        let repo = LocalRepo::open(&root)?;
+        let _lock = RepoLock::acquire(&repo, LockMode::Shared, cli.wait)?;
+        let remote = super::offsite::open_remote(cli)?;
+        let pushed = super::offsite::push_to(cli, &repo, &remote)?;
+        if pushed != Outcome::Ok {
+            return Ok(pushed);
+        }
+    }
+    Ok(outcome)
 }
 
 /// The console and audit log of a writing run (backup, watch): the log
@@ -138,9 +153,24 @@ fn open_for_reading(cli: &Cli) -> Result<(LocalRepo, RepoLock)> {
     Ok((repo, lock))
 }
 
-pub(super) fn snapshots(cli: &Cli) -> Result<Outcome> {
+/// Run `f` on the repository a reading command names: the remote with
+/// `--remote`, else the local repository under a shared lock.
+fn reading<T>(cli: &Cli, f: impl FnOnce(&dyn RepoRead) -> Result<T>) -> Result<T> {
+    if cli.remote.is_some() {
+        let _ = crate::log::init(console(cli), None);
+        let remote = super::offsite::open_remote(cli)?;
+        return f(&remote);
+    }
     let (repo, _lock) = open_for_reading(cli)?;
-    let scan = snapshot::scan(&repo)?;
+    f(&repo)
+}
+
+pub(super) fn snapshots(cli: &Cli) -> Result<Outcome> {
+    reading(cli, |repo| snapshots_of(cli, repo))
+}
+
+fn snapshots_of(cli: &Cli, repo: &dyn RepoRead) -> Result<Outcome> {
+    let scan = snapshot::scan(repo)?;
     for d in &scan.damaged {
         tracing::error!("{}", d.error);
     }
@@ -152,9 +182,12 @@ pub(super) fn snapshots(cli: &Cli) -> Result<Outcome> {
 }
 
 pub(super) fn ls(cli: &Cli, a: &LsArgs) -> Result<Outcome> {
-    let (repo, _lock) = open_for_reading(cli)?;
-    let snap = snapshot::resolve(&repo, a.snapshot.as_deref().unwrap_or("latest"))?;
-    let (entries, _) = crate::repo::snapshot::load_snapshot(&repo, &snap.record)
+    reading(cli, |repo| ls_of(cli, a, repo))
+}
+
+fn ls_of(cli: &Cli, a: &LsArgs, repo: &dyn RepoRead) -> Result<Outcome> {
+    let snap = snapshot::resolve(repo, a.snapshot.as_deref().unwrap_or("latest"))?;
+    let (entries, _) = crate::repo::snapshot::load_snapshot(repo, &snap.record)
         .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
     let shown = crate::inspect::ls(&entries, a.path.as_deref(), &snap.id)?;
     let rows = output::ls_rows(&shown);
@@ -163,13 +196,16 @@ pub(super) fn ls(cli: &Cli, a: &LsArgs) -> Result<Outcome> {
 }
 
 pub(super) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<Outcome> {
-    let (repo, _lock) = open_for_reading(cli)?;
-    let snap = snapshot::resolve(&repo, &a.snapshot)?;
-    let (entries, _) = crate::repo::snapshot::load_snapshot(&repo, &snap.record)
+    reading(cli, |repo| restore_from(cli, a, repo))
+}
+
+fn restore_from(cli: &Cli, a: &RestoreArgs, repo: &dyn RepoRead) -> Result<Outcome> {
+    let snap = snapshot::resolve(repo, &a.snapshot)?;
+    let (entries, _) = crate::repo::snapshot::load_snapshot(repo, &snap.record)
         .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
     let opts = settings::restore_options(a);
     let bar = TermProgress::new(cli);
-    let report = crate::restore::run(&repo, &snap, entries, &opts, &bar);
+    let report = crate::restore::run(repo, &snap, entries, &opts, &bar);
     drop(bar);
     let report = report?;
     emit(cli, &report, |out| output::restore(out, &report, cli.quiet))?;
@@ -177,6 +213,15 @@ pub(super) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<Outcome> {
 }
 
 pub(super) fn verify(cli: &Cli, a: &VerifyArgs) -> Result<Outcome> {
+    if cli.remote.is_some() {
+        return super::offsite::verify(cli, a);
+    }
+    if a.read_data {
+        return Err(crate::error::Error::Usage(
+            "--read-data checks a remote's packs: use it with --remote URL (a local verify reads every object unless --quick)".into(),
+        )
+        .into());
+    }
     let (repo, _lock) = open_for_reading(cli)?;
     let opts = settings::verify_options(a);
     let bar = TermProgress::new(cli);
@@ -203,10 +248,13 @@ pub(super) fn materialize(cli: &Cli, a: &MaterializeArgs) -> Result<Outcome> {
 }
 
 pub(super) fn diff(cli: &Cli, a: &DiffArgs) -> Result<Outcome> {
-    let (repo, _lock) = open_for_reading(cli)?;
-    let from = snapshot::resolve(&repo, &a.from)?;
-    let to = snapshot::resolve(&repo, &a.to)?;
-    let d = crate::inspect::diff(&repo, &from, &to)?;
+    reading(cli, |repo| diff_of(cli, a, repo))
+}
+
+fn diff_of(cli: &Cli, a: &DiffArgs, repo: &dyn RepoRead) -> Result<Outcome> {
+    let from = snapshot::resolve(repo, &a.from)?;
+    let to = snapshot::resolve(repo, &a.to)?;
+    let d = crate::inspect::diff(repo, &from, &to)?;
     emit(cli, &d, |out| output::diff(out, &d))?;
     Ok(Outcome::Ok)
 }
@@ -255,6 +303,9 @@ pub(super) fn prune(cli: &Cli, a: &PruneArgs) -> Result<Outcome> {
 }
 
 pub(super) fn stats(cli: &Cli) -> Result<Outcome> {
+    if cli.remote.is_some() {
+        return super::offsite::stats(cli);
+    }
     let (repo, _lock) = open_for_reading(cli)?;
     let (ret, _) = settings::retention_settings(cli)?;
     // What prune would reclaim with the current settings: no flags.

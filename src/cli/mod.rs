@@ -8,6 +8,7 @@
 pub mod args;
 mod commands;
 pub mod exit;
+mod offsite;
 mod output;
 mod progress;
 mod settings;
@@ -35,6 +36,10 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Watch(a) => commands::watch(&cli, a),
         Command::Dupes(a) => commands::dupes(&cli, a),
         Command::Mirror(a) => commands::mirror(&cli, a),
+        Command::Remote(args::RemoteCommand::Init(a)) => offsite::remote_init(&cli, a),
+        Command::Remote(args::RemoteCommand::Key(k)) => offsite::key(&cli, k),
+        Command::Push => offsite::push(&cli),
+        Command::Pull(a) => offsite::pull(&cli, a),
         Command::Completions { shell } => completions(*shell),
         Command::Man => man(),
     }

@@ -847,3 +847,191 @@ mod tests {
         assert_eq!(String::from_utf8_lossy(&buf), "{\n  \"a\": 1\n}\n");
     }
 }
+
+// ----- off-site -----
+
+pub(super) fn keys(out: &mut impl Write, keys: &[crate::remote::repo::KeyInfo]) -> io::Result<()> {
+    writeln!(out, "{:<18} {:<27} {:<16} user", "key", "created", "host")?;
+    for k in keys {
+        let mark = if k.current { "*" } else { " " };
+        writeln!(
+            out,
+            "{mark}{:<17} {:<27} {:<16} {}",
+            &k.id[..16.min(k.id.len())],
+            k.created,
+            k.host,
+            k.user
+        )?;
+    }
+    writeln!(out, "{} key(s); * the one in use", keys.len())
+}
+
+/// The one-line summary of a push (console and log).
+pub(super) fn push_line(r: &crate::remote::push::PushReport) -> String {
+    format!(
+        "pushed {} snapshot(s) to {} ({} already there): {} blobs, {} read, {} uploaded in {} pack(s), {} requests",
+        r.pushed.len(),
+        r.remote,
+        r.already,
+        r.blobs,
+        human_bytes(r.bytes_read),
+        human_bytes(r.bytes_uploaded),
+        r.packs_written,
+        r.requests.put + r.requests.get + r.requests.list + r.requests.head + r.requests.delete,
+    )
+}
+
+pub(super) fn push(
+    out: &mut impl Write,
+    r: &crate::remote::push::PushReport,
+    quiet: bool,
+) -> io::Result<()> {
+    for m in &r.missing {
+        writeln!(
+            out,
+            "not on the remote: {} (snapshot {}): its content was removed locally by retention before this push",
+            m.path, m.snapshot
+        )?;
+    }
+    for s in &r.skipped {
+        writeln!(
+            out,
+            "not pushed: snapshot record {s} is damaged (see `trove verify`)"
+        )?;
+    }
+    if r.packs_adopted > 0 {
+        writeln!(
+            out,
+            "indexed {} pack(s) an interrupted push had uploaded",
+            r.packs_adopted
+        )?;
+    }
+    if !quiet {
+        writeln!(out, "{}", push_line(r))?;
+    }
+    Ok(())
+}
+
+pub(super) fn pull(
+    out: &mut impl Write,
+    r: &crate::remote::pull::PullReport,
+    dest: &Path,
+    quiet: bool,
+) -> io::Result<()> {
+    for a in &r.absent {
+        writeln!(
+            out,
+            "not on the remote: {} (snapshot {}): its content was gone locally when it was pushed",
+            a.path, a.snapshot
+        )?;
+    }
+    for s in &r.skipped {
+        writeln!(
+            out,
+            "not pulled: snapshot commit {s} is damaged (see `trove verify --remote`)"
+        )?;
+    }
+    if !quiet {
+        writeln!(
+            out,
+            "pulled {} snapshot(s) from {} into {} ({} already there): {} objects, {}, {} trees",
+            r.pulled.len(),
+            r.remote,
+            dest.display(),
+            r.already,
+            r.objects,
+            human_bytes(r.bytes),
+            r.trees
+        )?;
+    }
+    Ok(())
+}
+
+pub(super) fn verify_remote(
+    out: &mut impl Write,
+    r: &crate::remote::check::RemoteVerifyReport,
+    quiet: bool,
+) -> io::Result<()> {
+    for p in &r.store.problems {
+        write!(out, "{}: {}: {}", p.kind, p.subject, p.message)?;
+        if !p.snapshots.is_empty() {
+            write!(out, " (snapshots {})", p.snapshots.join(", "))?;
+        }
+        writeln!(out)?;
+        for path in &p.paths {
+            writeln!(out, "  {path}")?;
+        }
+    }
+    if quiet {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "remote {}: {} snapshot(s), {} trees, {} objects ({}) in {} pack(s) of {}, {} index file(s)",
+        r.remote,
+        r.store.snapshots,
+        r.store.trees,
+        r.store.objects,
+        human_bytes(r.store.object_bytes),
+        r.packs,
+        human_bytes(r.pack_bytes),
+        r.index_files
+    )?;
+    if r.packs_read > 0 {
+        writeln!(
+            out,
+            "read {} pack(s), checked {} blobs",
+            r.packs_read, r.blobs_checked
+        )?;
+    }
+    if r.store.unpinned_missing > 0 {
+        writeln!(
+            out,
+            "{} object(s) were never pushed (removed locally by retention first): expected",
+            r.store.unpinned_missing
+        )?;
+    }
+    if r.unindexed_packs > 0 {
+        writeln!(
+            out,
+            "{} pack(s) no index lists (an interrupted push): the next push indexes them",
+            r.unindexed_packs
+        )?;
+    }
+    if r.store.problems.is_empty() {
+        writeln!(out, "no problems found")?;
+    } else {
+        writeln!(out, "{} problem(s) found", r.store.problems.len())?;
+    }
+    Ok(())
+}
+
+pub(super) fn remote_stats(
+    out: &mut impl Write,
+    s: &crate::remote::repo::RemoteStats,
+) -> io::Result<()> {
+    writeln!(out, "remote:           {}", s.remote)?;
+    writeln!(out, "  snapshots:      {}", s.snapshots)?;
+    writeln!(
+        out,
+        "  data packs:     {} ({})",
+        s.data_packs,
+        human_bytes(s.data_bytes)
+    )?;
+    writeln!(
+        out,
+        "  tree packs:     {} ({})",
+        s.tree_packs,
+        human_bytes(s.tree_bytes)
+    )?;
+    writeln!(out, "  blobs:          {}", s.blobs)?;
+    writeln!(out, "  index files:    {}", s.index_files)?;
+    if s.unindexed_packs > 0 {
+        writeln!(
+            out,
+            "  unindexed packs: {} (the next push indexes them)",
+            s.unindexed_packs
+        )?;
+    }
+    Ok(())
+}

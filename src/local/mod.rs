@@ -452,6 +452,14 @@ impl crate::repo::RepoWrite for objects::Batch<'_> {
     fn put_with(&self, kind: StoreKind, d: Digest, make: crate::repo::Make<'_>) -> Result<bool> {
         objects::Batch::put_with(self, kind, d, make)
     }
+    fn put_object_from(
+        &self,
+        id: &crate::id::ObjectId,
+        src: &mut dyn std::io::Read,
+        what: &Path,
+    ) -> Result<bool> {
+        objects::Batch::put_object_from(self, id, src, what)
+    }
     fn commit(&self) -> Result<()> {
         objects::Batch::commit(self)
     }

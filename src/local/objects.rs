@@ -23,7 +23,7 @@ use crate::repo::StoreKind;
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -235,6 +235,47 @@ impl<'r> Batch<'r> {
         }
         let data = make()?;
         self.claim_and_write(kind, d, &data)
+    }
+
+    /// Queue an object streamed from `src`, hashed while it is copied to
+    /// `tmp/`: bytes that do not hash to `id` are refused (an error naming
+    /// `what`), never stored. False when `id` is stored or queued already.
+    pub fn put_object_from(&self, id: &ObjectId, src: &mut dyn Read, what: &Path) -> Result<bool> {
+        let d = id.0;
+        if self.is_stored(StoreKind::Object, &d, 0)
+            || self.queued_path(StoreKind::Object, &d).exists()
+        {
+            return Ok(false);
+        }
+        let (n, tmp, mut out) = self.new_tmp()?;
+        let mut h = Hasher::new(self.repo.algo());
+        let mut buf = vec![0u8; LARGE_BUF];
+        let mut len = 0u64;
+        let copied = (|| -> Result<()> {
+            loop {
+                let got = fsutil::read_full(&mut &mut *src, &mut buf).ctx("read", what)?;
+                if got == 0 {
+                    return Ok(());
+                }
+                h.update(&buf[..got]);
+                len += got as u64;
+                out.write_all(&buf[..got]).ctx("write", &tmp)?;
+            }
+        })();
+        drop(out);
+        if let Err(e) = copied {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        if h.finish() != d {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::corrupt(
+                "object",
+                what,
+                "its bytes do not hash to its id: not stored",
+            ));
+        }
+        self.offer(StoreKind::Object, d, n, len)
     }
 
     /// Make every queued file durable and move it into place.

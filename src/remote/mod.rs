@@ -9,11 +9,14 @@
 //! check above them put the two together.
 
 pub mod backend;
+pub mod check;
 pub mod chunk;
 pub mod crypto;
 pub mod format;
 pub mod index;
 pub mod pack;
+pub mod pull;
+pub mod push;
 pub mod repo;
 
 /// Why bytes read from a remote could not be decoded. The layer above

@@ -18,7 +18,7 @@ use super::pack::{self, BlobKind, ChunkList, FinishedPack, PackKind, PackWriter,
 use super::repo::RemoteRepo;
 use crate::error::{Error, Result};
 use crate::hash::{hash_bytes, Hasher};
-use crate::id::{Digest, ObjectId, SnapshotId, TreeId};
+use crate::id::{ObjectId, SnapshotId, TreeId};
 use crate::model::{History, Leaf, Meta};
 use crate::progress::Progress;
 use crate::repo::snapshot::{self, Snapshot};
@@ -72,7 +72,11 @@ const UPLOADERS: usize = 2;
 const BATCH_BYTES: u64 = 16 << 20;
 
 /// Push every local snapshot the remote lacks.
-pub fn run(local: &dyn RepoRead, remote: &RemoteRepo, progress: &dyn Progress) -> Result<PushReport> {
+pub fn run(
+    local: &dyn RepoRead,
+    remote: &RemoteRepo,
+    progress: &dyn Progress,
+) -> Result<PushReport> {
     let mut report = PushReport {
         remote: remote.url().to_string(),
         ..PushReport::default()
@@ -135,7 +139,10 @@ pub fn run(local: &dyn RepoRead, remote: &RemoteRepo, progress: &dyn Progress) -
                             blobs: p.entries,
                         }),
                     Err(e) => {
-                        failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                        failure
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
                     }
                 }
             });
@@ -263,7 +270,6 @@ impl Walker<'_> {
     }
 
     fn snapshot(&mut self, s: &Snapshot) -> Result<()> {
-        self.current = s.id;
         self.tree::<Leaf, Meta>(s.record.root, s)?;
         self.tree::<History, ()>(s.record.archive, s)
     }
@@ -276,23 +282,7 @@ impl Walker<'_> {
             if !self.walked.insert(id) {
                 continue;
             }
-            let path = self.local.locate(StoreKind::Tree, &id.0);
-            let stored = match self.local.read(StoreKind::Tree, &id.0) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(Error::Missing {
-                        what: "tree",
-                        id: id.to_hex(),
-                        path,
-                    })
-                }
-                Err(e) => return Err(Error::io("read", &path, e)),
-            };
-            let payload = tree::unframe_tree(&stored, &path)?;
-            if hash_bytes(self.local.algo(), &payload) != id.0 {
-                return Err(Error::corrupt("tree object", &path, "content does not match its id; run `trove verify`"));
-            }
-            let t = tree::decode_tree::<L, D>(&payload, &path)?;
+            let (stored, t) = tree::load_tree_stored::<L, D>(self.local, &id)?;
             let mut children = Vec::new();
             for n in &t.entries {
                 let p = join(&dir, &n.name);
@@ -313,8 +303,15 @@ impl Walker<'_> {
             stack.extend(children);
             let blob = self.remote.tree_blob(&id.0);
             if !self.known(&blob) {
-                let sealed = pack::seal_blob(self.remote.key(), BlobKind::Tree, blob, Some(id.0 .0), &stored, false)
-                    .map_err(|e| super::repo::format_error(self.remote.url(), "new tree blob", e))?;
+                let sealed = pack::seal_blob(
+                    self.remote.key(),
+                    BlobKind::Tree,
+                    blob,
+                    Some(id.0 .0),
+                    &stored,
+                    false,
+                )
+                .map_err(|e| super::repo::format_error(self.remote.url(), "new tree blob", e))?;
                 self.queued.insert(blob);
                 self.add(sealed)?;
             }
@@ -322,20 +319,20 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn object(&mut self, o: ObjectId, size: u64, path: &[u8], role: RefRole, s: &Snapshot) -> Result<()> {
-        if size == 0 {
-            return Ok(());
-        }
+    fn object(
+        &mut self,
+        o: ObjectId,
+        size: u64,
+        path: &[u8],
+        role: RefRole,
+        s: &Snapshot,
+    ) -> Result<()> {
         let blob = self.remote.object_blob(&o);
         if self.known(&blob) {
             return Ok(());
         }
         if !self.local.has(StoreKind::Object, &o.0) {
-            let shown = match role {
-                RefRole::Current => crate::pathbytes::display(path).into_owned(),
-                RefRole::Version(n) => format!("versions/{}/v{n}.bak", crate::pathbytes::display(path)),
-                RefRole::Deleted => format!("_deleted/{}", crate::pathbytes::display(path)),
-            };
+            let shown = shown_path(path, role);
             self.missing.push(o.0 .0);
             self.report.missing.push(MissingContent {
                 snapshot: s.id.short(),
@@ -346,7 +343,11 @@ impl Walker<'_> {
         }
         self.queued.insert(blob);
         if size < self.remote.config().chunker.whole_below {
-            self.batch.push(Pending { id: o, size, path: path.to_vec() });
+            self.batch.push(Pending {
+                id: o,
+                size,
+                path: path.to_vec(),
+            });
             self.batch_bytes += size;
             if self.batch_bytes >= BATCH_BYTES {
                 self.flush_batch()?;
@@ -404,9 +405,16 @@ impl Walker<'_> {
         let mut c = self.local.open_object(&o)?;
         let params = self.remote.config().chunker;
         let mut hasher = Hasher::new(self.local.algo());
-        let mut list = ChunkList { size: 0, chunks: Vec::new() };
-        let key = self.remote.key();
-        chunk::chunks(&params, &mut c, &mut |bytes: &[u8]| -> Result<()> {
+        let mut list = ChunkList {
+            size: 0,
+            chunks: Vec::new(),
+        };
+        let remote = self.remote;
+        let key = remote.key();
+        chunk::chunks(&params, &mut c, &mut |bytes: &[u8]| -> std::result::Result<
+            (),
+            CutError,
+        > {
             hasher.update(bytes);
             list.size += bytes.len() as u64;
             let id = key.id(Domain::Chunk, bytes);
@@ -415,15 +423,15 @@ impl Walker<'_> {
             self.progress.advance(0, bytes.len() as u64);
             if !self.known(&id) {
                 let sealed = pack::seal_blob(key, BlobKind::Data, id, None, bytes, true)
-                    .map_err(|e| super::repo::format_error(self.remote.url(), "new blob", e))?;
+                    .map_err(|e| super::repo::format_error(remote.url(), "new blob", e))?;
                 self.queued.insert(id);
                 self.add(sealed)?;
             }
             Ok(())
         })
         .map_err(|e| match e {
-            Error::Io { source, .. } => Error::io("read", &loc, source),
-            e => e,
+            CutError::Read(source) => Error::io("read", &loc, source),
+            CutError::Other(e) => e,
         })?;
         self.progress.advance(1, 0);
         if hasher.finish() != o.0 {
@@ -435,8 +443,15 @@ impl Walker<'_> {
             self.missing.push(o.0 .0);
             return Ok(());
         }
-        let sealed = pack::seal_blob(key, BlobKind::List, blob, Some(o.0 .0), &pack::encode_list(&list), true)
-            .map_err(|e| super::repo::format_error(self.remote.url(), "new chunk list", e))?;
+        let sealed = pack::seal_blob(
+            key,
+            BlobKind::List,
+            blob,
+            Some(o.0 .0),
+            &pack::encode_list(&list),
+            true,
+        )
+        .map_err(|e| super::repo::format_error(self.remote.url(), "new chunk list", e))?;
         self.add(sealed)
     }
 
@@ -465,7 +480,12 @@ impl Walker<'_> {
         let p = w
             .finish(self.remote.key())
             .map_err(|e| super::repo::format_error(self.remote.url(), "new pack", e))?;
-        if let Some(e) = self.failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(e) = self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             return Err(e);
         }
         self.tx
@@ -481,7 +501,37 @@ impl Walker<'_> {
     }
 }
 
-fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+/// Why cutting a large object stopped: its reading failed, or storing a
+/// chunk did.
+enum CutError {
+    Read(std::io::Error),
+    Other(Error),
+}
+
+impl From<std::io::Error> for CutError {
+    fn from(e: std::io::Error) -> CutError {
+        CutError::Read(e)
+    }
+}
+
+impl From<Error> for CutError {
+    fn from(e: Error) -> CutError {
+        CutError::Other(e)
+    }
+}
+
+/// The path a reference stands for in the browsable tree, for messages:
+/// the file, `versions/PATH/vN.bak` or `_deleted/PATH`.
+pub(super) fn shown_path(path: &[u8], role: RefRole) -> String {
+    let p = crate::pathbytes::display(path);
+    match role {
+        RefRole::Current => p,
+        RefRole::Version(n) => format!("versions/{p}/v{n}.bak"),
+        RefRole::Deleted => format!("_deleted/{p}"),
+    }
+}
+
+pub(super) fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     if dir.is_empty() {
         return name.to_vec();
     }
@@ -491,6 +541,3 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     p.extend_from_slice(name);
     p
 }
-
-#[allow(dead_code)]
-fn _digest(_: Digest) {}

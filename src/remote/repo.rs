@@ -33,7 +33,7 @@ pub const TREES: &str = "tree/";
 /// Default target size of a pack.
 pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;
 /// Smallest and largest pack size a remote may be created with.
-pub const PACK_SIZE_RANGE: (u64, u64) = (1 << 20, 512 << 20);
+pub const PACK_SIZE_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(512 << 20);
 
 /// The object path of a pack.
 pub fn pack_path(kind: PackKind, name: &[u8; 32]) -> String {
@@ -77,6 +77,23 @@ pub struct KeyInfo {
     pub user: String,
     /// The key this command was opened with.
     pub current: bool,
+}
+
+/// What a remote holds (`trove stats --remote`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RemoteStats {
+    pub remote: String,
+    pub snapshots: u64,
+    pub pack_size: u64,
+    pub data_packs: u64,
+    pub data_bytes: u64,
+    pub tree_packs: u64,
+    pub tree_bytes: u64,
+    /// Packs no index lists (a killed push's; the next push adopts them).
+    pub unindexed_packs: u64,
+    pub index_files: u64,
+    pub blobs: u64,
+    pub requests: super::backend::RequestStats,
 }
 
 /// A snapshot commit read from the remote.
@@ -321,6 +338,41 @@ impl RemoteRepo {
         Ok(RemoteRepo::from_parts(backend, key, key_id, config, algo))
     }
 
+    /// The id of the key file this remote was opened with.
+    pub fn key_id(&self) -> &str {
+        &self.inner.key_id
+    }
+
+    /// What the remote holds, from its listings and index.
+    pub fn stats(&self) -> Result<RemoteStats> {
+        let idx = self.index()?;
+        let mut st = RemoteStats {
+            remote: self.url().to_string(),
+            pack_size: self.config().pack_size,
+            index_files: self.index_files()?.len() as u64,
+            blobs: idx.blob_count() as u64,
+            ..RemoteStats::default()
+        };
+        for (kind, name, l) in self.list_packs()? {
+            if !idx.has_pack(&name) {
+                st.unindexed_packs += 1;
+            }
+            match kind {
+                PackKind::Data => {
+                    st.data_packs += 1;
+                    st.data_bytes += l.size;
+                }
+                PackKind::Tree => {
+                    st.tree_packs += 1;
+                    st.tree_bytes += l.size;
+                }
+            }
+        }
+        st.snapshots = self.commit_names()?.len() as u64;
+        st.requests = self.backend().stats();
+        Ok(st)
+    }
+
     pub fn url(&self) -> &str {
         self.inner.backend.url()
     }
@@ -421,8 +473,18 @@ impl RemoteRepo {
         }
         let mut idx = Index::new();
         for f in self.index_files()? {
-            let file = self.read_index_file(&f)?;
-            idx.add(file);
+            // A damaged index file only hides the packs it lists: verify
+            // names it, and the next push indexes those packs again from
+            // their own headers. A failing server stops the command.
+            match self.read_index_file(&f) {
+                Ok(file) => idx.add(file),
+                Err(e @ Error::RemoteDamaged { .. }) => {
+                    tracing::warn!(
+                        "{e}; the packs it lists are ignored until `trove push` indexes them again"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
         }
         let idx = Arc::new(idx);
         *slot = Some(idx.clone());
@@ -704,6 +766,20 @@ impl RemoteRepo {
     /// its chunks (never the whole of a large file at once).
     pub fn open_content(&self, id: &ObjectId) -> Result<Option<Content>> {
         let blob = self.object_blob(id);
+        // A whole object is fetched when first read, not when opened: a
+        // check of existence and size reads nothing.
+        if let Some((_, e)) = self.index()?.get(&blob) {
+            if e.kind == BlobKind::Data {
+                return Ok(Some(Content::Stream {
+                    len: u64::from(e.raw_len),
+                    reader: Box::new(LazyBlob {
+                        repo: self.clone(),
+                        id: blob,
+                        data: None,
+                    }),
+                }));
+            }
+        }
         let Some((kind, plain)) = self.read_blob(&blob)? else {
             return Ok(None);
         };
@@ -749,6 +825,37 @@ fn write_key(
         .put(&path, &json)
         .map_err(|e| backend_error(&url, format!("write {path}"), e))?;
     Ok(id)
+}
+
+/// A whole object, fetched at its first read.
+struct LazyBlob {
+    repo: RemoteRepo,
+    id: [u8; 32],
+    data: Option<io::Cursor<Vec<u8>>>,
+}
+
+impl Read for LazyBlob {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.data.is_none() {
+            let b = match self.repo.read_blob(&self.id).map_err(io_err)? {
+                Some((BlobKind::Data, b)) => b,
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!(
+                            "remote {}: blob is missing from every index",
+                            self.repo.url()
+                        ),
+                    ))
+                }
+            };
+            self.data = Some(io::Cursor::new(b));
+        }
+        match self.data.as_mut() {
+            Some(c) => c.read(out),
+            None => Ok(0),
+        }
+    }
 }
 
 /// A large object read chunk by chunk.
@@ -868,6 +975,16 @@ impl RepoRead for RemoteRepo {
                     .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no index lists it"))
             }
             StoreKind::Object => {
+                // A whole object's size is in the index; only a chunked
+                // one needs its list read.
+                let idx = self.index().map_err(io_err)?;
+                match idx.get(&self.object_blob(&ObjectId(*d))) {
+                    Some((_, e)) if e.kind == BlobKind::Data => return Ok(u64::from(e.raw_len)),
+                    Some(_) => {}
+                    None => {
+                        return Err(io::Error::new(io::ErrorKind::NotFound, "no index lists it"))
+                    }
+                }
                 let c = self
                     .open_content(&ObjectId(*d))
                     .map_err(io_err)?
@@ -928,11 +1045,21 @@ impl RepoRead for RemoteRepo {
         self.commits()
             .is_ok_and(|c| c.good.contains_key(id) || c.damaged.contains_key(id))
     }
+    /// Every snapshot on a remote keeps its content (the remote has no
+    /// retention of its own yet): all are pinned, and what a push could
+    /// not upload is named by [`RepoRead::absent_by_design`].
     fn read_pins(&self) -> io::Result<Vec<u8>> {
-        Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            "a remote keeps no pinned list",
-        ))
+        let c = self.commits().map_err(io_err)?;
+        let mut text = String::new();
+        for id in c.good.keys() {
+            text.push_str(&id.to_hex());
+            text.push('\n');
+        }
+        Ok(text.into_bytes())
+    }
+    fn absent_by_design(&self, id: &ObjectId) -> bool {
+        self.commits()
+            .is_ok_and(|c| c.good.values().any(|m| m.missing.contains(&id.0 .0)))
     }
     fn read_marker(&self) -> Option<SnapshotId> {
         None

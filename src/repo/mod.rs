@@ -126,6 +126,12 @@ pub trait RepoRead: Sync {
     /// A hint that these objects are about to be read, in this order (a
     /// restore says so first): a remote plans its ranged reads from it.
     fn will_read(&self, _objects: &[ObjectId]) {}
+    /// Whether `id` is missing by design: a replica that records which
+    /// content its source no longer held when it was copied says so here,
+    /// so its absence is not reported as damage.
+    fn absent_by_design(&self, _id: &ObjectId) -> bool {
+        false
+    }
 }
 
 /// What produces the bytes of a put, called only when they are needed.
@@ -143,6 +149,29 @@ pub trait RepoWrite: Sync {
     /// Store the bytes `make` produces under `d` unless `d` is stored or
     /// queued already (false then, and `make` is not called).
     fn put_with(&self, kind: StoreKind, d: Digest, make: Make<'_>) -> Result<bool>;
+    /// Store an object streamed from `src` (`what` names it in messages),
+    /// checking that its bytes hash to `id`: a copy from another
+    /// repository never stores bytes under a name they do not have. False
+    /// when `id` is stored or queued already. This default holds the bytes
+    /// in memory; a store on disk streams them.
+    fn put_object_from(&self, id: &ObjectId, src: &mut dyn Read, what: &Path) -> Result<bool> {
+        if self.reader().has(StoreKind::Object, &id.0) {
+            return Ok(false);
+        }
+        let mut data = Vec::new();
+        src.read_to_end(&mut data)
+            .map_err(|e| Error::io("read", what, e))?;
+        if crate::hash::hash_bytes(self.reader().algo(), &data) != id.0 {
+            return Err(Error::corrupt(
+                "object",
+                what,
+                "its bytes do not hash to its id",
+            ));
+        }
+        self.put_with(StoreKind::Object, id.0, &mut || {
+            Ok(std::mem::take(&mut data))
+        })
+    }
     /// Make everything put so far durable and visible.
     fn commit(&self) -> Result<()>;
     /// Write a snapshot record durably under its id.

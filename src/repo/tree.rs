@@ -648,6 +648,15 @@ pub fn load_tree<L: TreeLeaf, D: DeserializeOwned>(
     repo: &dyn RepoRead,
     id: &TreeId,
 ) -> Result<TreeObject<L, D>> {
+    load_tree_stored(repo, id).map(|(_, t)| t)
+}
+
+/// Read a stored tree object, checked against its id, with the bytes as
+/// stored (what a replica copies verbatim, so its ids stay the original's).
+pub fn load_tree_stored<L: TreeLeaf, D: DeserializeOwned>(
+    repo: &dyn RepoRead,
+    id: &TreeId,
+) -> Result<(Vec<u8>, TreeObject<L, D>)> {
     let path = repo.locate(StoreKind::Tree, &id.0);
     let data = match repo.read(StoreKind::Tree, &id.0) {
         Ok(d) => d,
@@ -668,7 +677,8 @@ pub fn load_tree<L: TreeLeaf, D: DeserializeOwned>(
             "content does not match its id",
         ));
     }
-    decode_tree(&payload, &path)
+    let t = decode_tree(&payload, &path)?;
+    Ok((data, t))
 }
 
 /// Read a whole tree into a flat sorted list, collecting the ids of every

@@ -1,0 +1,324 @@
+//! The off-site commands (`remote init`, `remote key …`, `push`, `pull`)
+//! and what every `--remote` command shares: which remote (flag >
+//! `TROVE_REMOTE` > the config's `remote.url`), its password (file flag >
+//! `TROVE_PASSWORD_FILE` > `TROVE_PASSWORD` > a prompt on a terminal), and
+//! opening it. The engine is `crate::remote`; these only connect.
+
+use super::args::{Cli, KeyCommand, PullArgs, RemoteInitArgs};
+use super::exit::Outcome;
+use super::output;
+use super::progress::TermProgress;
+use super::settings;
+use crate::error::Error;
+use crate::id::HashAlgo;
+use crate::local::lock::{LockMode, RepoLock};
+use crate::local::LocalRepo;
+use crate::remote::backend;
+use crate::remote::crypto::KdfParams;
+use crate::remote::repo::{RemoteRepo, DEFAULT_PACK_SIZE, PACK_SIZE_RANGE};
+use anyhow::{Context, Result};
+use std::io::IsTerminal;
+use zeroize::Zeroizing;
+
+/// The remote a command works on: `--remote`, else `TROVE_REMOTE`, else
+/// the config's `remote.url`.
+pub(super) fn remote_url(cli: &Cli) -> Result<String> {
+    if let Some(u) = &cli.remote {
+        return Ok(u.clone());
+    }
+    if let Ok(u) = std::env::var("TROVE_REMOTE") {
+        if !u.is_empty() {
+            return Ok(u);
+        }
+    }
+    let from_config = settings::config_file(cli, true)?
+        .and_then(|c| c.file.remote)
+        .and_then(|r| r.url);
+    from_config.ok_or_else(|| {
+        Error::Usage(
+            "no remote given: pass --remote URL (s3://BUCKET[/PREFIX] or file:///PATH), set TROVE_REMOTE, or set remote.url in the config".into(),
+        )
+        .into()
+    })
+}
+
+/// Whether the config asks for a push after every backup.
+pub(super) fn push_after_backup(cli: &Cli) -> Result<bool> {
+    Ok(settings::config_file(cli, true)?
+        .and_then(|c| c.file.remote)
+        .and_then(|r| r.push_after_backup)
+        .unwrap_or(false))
+}
+
+/// The remote's password: `--password-file`/`TROVE_PASSWORD_FILE`, else
+/// `TROVE_PASSWORD`, else a prompt when standard input is a terminal
+/// (twice when `confirm`: a new password).
+fn password(cli: &Cli, url: &str, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
+    if let Some(f) = &cli.password_file {
+        return read_password_file(f);
+    }
+    if let Some(p) = std::env::var_os("TROVE_PASSWORD") {
+        use std::os::unix::ffi::OsStrExt;
+        return Ok(Zeroizing::new(p.as_bytes().to_vec()));
+    }
+    prompt(&format!("password for {url}: "), confirm)
+}
+
+fn read_password_file(f: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
+    let mut text = Zeroizing::new(std::fs::read(f).map_err(|e| {
+        Error::Usage(format!(
+            "cannot read the password file {}: {e}",
+            f.display()
+        ))
+    })?);
+    // One trailing newline is the file's, not the password's.
+    if text.last() == Some(&b'\n') {
+        text.pop();
+        if text.last() == Some(&b'\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
+fn prompt(question: &str, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "no password: set TROVE_PASSWORD_FILE (or pass --password-file FILE) or TROVE_PASSWORD; standard input is not a terminal to ask on".into(),
+        )
+        .into());
+    }
+    let first = Zeroizing::new(
+        rpassword::prompt_password(question).context("reading the password from the terminal")?,
+    );
+    if confirm {
+        let again = Zeroizing::new(
+            rpassword::prompt_password("again: ")
+                .context("reading the password from the terminal")?,
+        );
+        if *first != *again {
+            return Err(
+                Error::Usage("the two passwords differ; nothing was changed".into()).into(),
+            );
+        }
+    }
+    if first.is_empty() {
+        return Err(Error::Usage("an empty password is not accepted".into()).into());
+    }
+    Ok(Zeroizing::new(first.as_bytes().to_vec()))
+}
+
+/// Open the remote a command names, with its password.
+pub(super) fn open_remote(cli: &Cli) -> Result<RemoteRepo> {
+    let url = remote_url(cli)?;
+    let b = backend::open(&url, false)
+        .map_err(|e| crate::remote::repo::backend_error(&url, "open", e))?;
+    let pw = password(cli, &url, false)?;
+    Ok(RemoteRepo::open(b, &pw)?)
+}
+
+pub(super) fn remote_init(cli: &Cli, a: &RemoteInitArgs) -> Result<Outcome> {
+    let _ = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None);
+    let url = match &a.url {
+        Some(u) => u.clone(),
+        None => remote_url(cli)?,
+    };
+    let pack_size = a.pack_size.unwrap_or(DEFAULT_PACK_SIZE);
+    if !PACK_SIZE_RANGE.contains(&pack_size) {
+        return Err(Error::Usage(format!("--pack-size {pack_size} is outside 1M..512M")).into());
+    }
+    // The hash of the repository it will replicate: --hash, else the
+    // --repo repository's, else blake3.
+    let algo = match (a.hash, &cli.repo) {
+        (Some(h), _) => HashAlgo::from(h),
+        (None, Some(r)) if LocalRepo::exists(r) => LocalRepo::open(r)?.algo(),
+        _ => HashAlgo::Blake3,
+    };
+    let b = backend::open(&url, true)
+        .map_err(|e| crate::remote::repo::backend_error(&url, "open", e))?;
+    let pw = password(cli, &url, true)?;
+    let r = RemoteRepo::init(b, &pw, algo, pack_size, KdfParams::DEFAULT)?;
+    let summary = serde_json::json!({
+        "remote": r.url(),
+        "hash": algo.name(),
+        "pack_size": pack_size,
+        "key": r.key_id(),
+    });
+    emit(cli, &summary, |out| {
+        use std::io::Write;
+        writeln!(
+            out,
+            "created remote repository {} ({}, packs of {}); keep its password safe: without it nothing can be restored",
+            r.url(),
+            algo.name(),
+            crate::backup::human_bytes(pack_size)
+        )
+    })?;
+    Ok(Outcome::Ok)
+}
+
+pub(super) fn key(cli: &Cli, k: &KeyCommand) -> Result<Outcome> {
+    let _ = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None);
+    let r = open_remote(cli)?;
+    match k {
+        KeyCommand::Add { new_password_file } => {
+            let new = match (new_password_file, std::env::var_os("TROVE_NEW_PASSWORD")) {
+                (Some(f), _) => read_password_file(f)?,
+                (None, Some(p)) => {
+                    use std::os::unix::ffi::OsStrExt;
+                    Zeroizing::new(p.as_bytes().to_vec())
+                }
+                (None, None) => prompt("new password: ", true)?,
+            };
+            let id = r.add_key(&new, KdfParams::DEFAULT)?;
+            emit(
+                cli,
+                &serde_json::json!({"remote": r.url(), "added": id}),
+                |out| {
+                    use std::io::Write;
+                    writeln!(out, "added key {} to {}", &id[..16.min(id.len())], r.url())
+                },
+            )?;
+        }
+        KeyCommand::List => {
+            let keys = r.list_keys()?;
+            emit(cli, &keys, |out| output::keys(out, &keys))?;
+        }
+        KeyCommand::Remove { id } => {
+            let gone = r.remove_key(id)?;
+            emit(
+                cli,
+                &serde_json::json!({"remote": r.url(), "removed": gone}),
+                |out| {
+                    use std::io::Write;
+                    writeln!(
+                        out,
+                        "removed key {} from {}",
+                        &gone[..16.min(gone.len())],
+                        r.url()
+                    )
+                },
+            )?;
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+/// Push the repository `cli` names to its remote, under a shared lock.
+pub(super) fn push(cli: &Cli) -> Result<Outcome> {
+    let _ = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None);
+    let root = settings::repo_root(cli)?;
+    let repo = LocalRepo::open(&root)?;
+    let _lock = RepoLock::acquire(&repo, LockMode::Shared, cli.wait)?;
+    let remote = open_remote(cli)?;
+    push_to(cli, &repo, &remote)
+}
+
+/// Push `repo` to `remote` and report it (also the end of `backup --push`).
+pub(super) fn push_to(cli: &Cli, repo: &LocalRepo, remote: &RemoteRepo) -> Result<Outcome> {
+    let bar = TermProgress::new(cli);
+    let report = crate::remote::push::run(repo, remote, &bar);
+    drop(bar);
+    let report = report?;
+    tracing::info!(target: "trove::summary", "{}", output::push_line(&report));
+    emit(cli, &report, |out| output::push(out, &report, cli.quiet))?;
+    Ok(if report.skipped.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Problems
+    })
+}
+
+/// Rebuild a repository at DEST from the remote alone.
+pub(super) fn pull(cli: &Cli, a: &PullArgs) -> Result<Outcome> {
+    let _ = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None);
+    let remote = open_remote(cli)?;
+    let algo = crate::repo::RepoRead::algo(&remote);
+    let repo = if LocalRepo::exists(&a.dest) {
+        let r = LocalRepo::open_writable(&a.dest)?;
+        r.check_algo(Some(algo))?;
+        r
+    } else {
+        LocalRepo::init(&a.dest, algo)?
+    };
+    let _lock = RepoLock::acquire(&repo, LockMode::Exclusive, cli.wait)?;
+    repo.clean_tmp()?;
+    let bar = TermProgress::new(cli);
+    let report = {
+        let w = repo.writer();
+        crate::remote::pull::run(&remote, &w, &bar)
+    };
+    drop(bar);
+    let report = report?;
+    // The browsable tree of the latest snapshot, as a backup leaves it.
+    let materialized = match crate::browsable::apply::rebuild_latest(&repo, None, false) {
+        Ok(m) => Some(m),
+        Err(Error::NoSuchSnapshot(_)) => None,
+        Err(e) => return Err(e).context("building the browsable tree of the pulled repository"),
+    };
+    let failures = materialized.as_ref().map_or(0, |m| m.failures.len());
+    let summary = serde_json::json!({
+        "pull": report,
+        "repository": repo.root,
+        "browsable_failures": failures,
+    });
+    emit(cli, &summary, |out| {
+        output::pull(out, &report, &repo.root, cli.quiet)
+    })?;
+    Ok(if report.skipped.is_empty() && failures == 0 {
+        Outcome::Ok
+    } else {
+        Outcome::Problems
+    })
+}
+
+/// `verify --remote`.
+pub(super) fn verify(cli: &Cli, a: &super::args::VerifyArgs) -> Result<Outcome> {
+    let _ = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None);
+    let remote = open_remote(cli)?;
+    let opts = crate::remote::check::CheckOptions {
+        read_data: a.read_data,
+        sample_percent: a.sample,
+        seed: a.seed,
+    };
+    let bar = TermProgress::new(cli);
+    let report = crate::remote::check::run(&remote, &opts, &bar);
+    drop(bar);
+    let report = report?;
+    emit(cli, &report, |out| {
+        output::verify_remote(out, &report, cli.quiet)
+    })?;
+    Ok(if report.store.problems.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Problems
+    })
+}
+
+/// `stats --remote`: the figures of `stats`, and the remote's own.
+pub(super) fn stats(cli: &Cli) -> Result<Outcome> {
+    let _ = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None);
+    let remote = open_remote(cli)?;
+    let st = crate::gc::stats(&remote)?;
+    let rs = remote.stats()?;
+    let both = serde_json::json!({ "repository": st, "remote": rs });
+    emit(cli, &both, |out| {
+        output::stats(out, &st)?;
+        output::remote_stats(out, &rs)
+    })?;
+    Ok(Outcome::Ok)
+}
+
+fn emit<R: serde::Serialize>(
+    cli: &Cli,
+    report: &R,
+    human: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
+) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        output::json(&mut out, report)?;
+    } else if !cli.quiet {
+        human(&mut out)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! Verify a remote: its structure always (index files readable, every
+//! indexed pack present at its indexed size, every snapshot's trees and
+//! content listed), its data when asked (packs downloaded, their names and
+//! every blob's authentication and content id checked: a whole object
+//! against its content id, a chunk against its keyed id, a tree against
+//! its tree id).
+
+use super::backend::RequestStats;
+use super::pack::{self, BlobKind};
+use super::repo::{pack_path, RemoteRepo};
+use crate::error::Result;
+use crate::hash::hash_bytes;
+use crate::id::ObjectId;
+use crate::progress::Progress;
+use crate::verify::{self, ProblemKind, VerifyOptions, VerifyProblem, VerifyReport};
+use rayon::prelude::*;
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    /// Download every pack and check every blob.
+    pub read_data: bool,
+    /// Download this share of the packs (chosen by `seed`).
+    pub sample_percent: Option<f64>,
+    pub seed: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RemoteVerifyReport {
+    pub remote: String,
+    /// The snapshots, trees and content they reference (as `trove verify`).
+    #[serde(flatten)]
+    pub store: VerifyReport,
+    pub index_files: u64,
+    pub packs: u64,
+    pub pack_bytes: u64,
+    /// Packs no index lists (a killed push's; the next push adopts them).
+    pub unindexed_packs: u64,
+    pub packs_read: u64,
+    pub blobs_checked: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    pub requests: RequestStats,
+}
+
+pub fn run(
+    remote: &RemoteRepo,
+    opts: &CheckOptions,
+    progress: &dyn Progress,
+) -> Result<RemoteVerifyReport> {
+    let mut problems: Vec<VerifyProblem> = Vec::new();
+    let problem = |kind: ProblemKind, subject: String, message: String| VerifyProblem {
+        kind,
+        subject,
+        message,
+        snapshots: Vec::new(),
+        paths: Vec::new(),
+        paths_total: 0,
+    };
+    let mut report = RemoteVerifyReport {
+        remote: remote.url().to_string(),
+        ..RemoteVerifyReport::default()
+    };
+    // 1. Index files.
+    let files = remote.index_files()?;
+    report.index_files = files.len() as u64;
+    for f in &files {
+        if let Err(e) = remote.read_index_file(f) {
+            problems.push(problem(
+                ProblemKind::Index,
+                f.path.clone(),
+                format!("{e} (the next `trove push` indexes its packs again from their headers)"),
+            ));
+        }
+    }
+    // 2. Packs: present, at the indexed size.
+    let index = remote.index()?;
+    let listed = remote.list_packs()?;
+    let stored: std::collections::HashMap<[u8; 32], u64> =
+        listed.iter().map(|(_, n, l)| (*n, l.size)).collect();
+    report.packs = index.packs().len() as u64;
+    for p in index.packs() {
+        let path = pack_path(p.kind, &p.name);
+        match stored.get(&p.name) {
+            None => problems.push(problem(
+                ProblemKind::Pack,
+                path,
+                format!(
+                    "missing pack: an index lists it but the remote {} does not hold it; the content in it is lost from the remote (push again from a repository that still has it: `trove push` uploads what no index lists)",
+                    remote.url()
+                ),
+            )),
+            Some(&size) if size != p.len => problems.push(problem(
+                ProblemKind::Pack,
+                path,
+                format!("truncated or altered pack: {size} bytes where the index says {}", p.len),
+            )),
+            Some(&size) => report.pack_bytes += size,
+        }
+    }
+    report.unindexed_packs = listed.iter().filter(|(_, n, _)| !index.has_pack(n)).count() as u64;
+    // 3. Snapshots, trees and the content they reference: the local
+    //    verify's walk, over the remote (sizes from the index, no data read).
+    let store_opts = VerifyOptions {
+        quick: true,
+        sample_percent: None,
+        seed: None,
+    };
+    let sc = verify::check_store(remote, &store_opts, progress)?;
+    report.store = sc.report;
+    problems.append(&mut report.store.problems);
+    // 4. Data: whole packs downloaded and every blob checked.
+    if opts.read_data || opts.sample_percent.is_some() {
+        let seed = opts
+            .sample_percent
+            .map(|_| opts.seed.unwrap_or_else(verify::random_seed));
+        report.seed = seed;
+        let chosen: Vec<_> = index
+            .packs()
+            .iter()
+            .filter(|p| stored.get(&p.name) == Some(&p.len))
+            .filter(|p| match (seed, opts.sample_percent) {
+                (Some(s), Some(pct)) => {
+                    verify::sampled(s, &ObjectId(crate::id::Digest(p.name)), pct)
+                }
+                _ => true,
+            })
+            .cloned()
+            .collect();
+        let total: u64 = chosen.iter().map(|p| p.len).sum();
+        progress.phase("packs", chosen.len() as u64, total);
+        let found: Mutex<Vec<VerifyProblem>> = Mutex::new(Vec::new());
+        let blobs = std::sync::atomic::AtomicU64::new(0);
+        // Two packs at a time: each is held whole while it is checked.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build();
+        let work = || {
+            chosen.par_iter().try_for_each(|p| -> Result<()> {
+                let (n, bad) = check_pack(remote, p, &index)?;
+                blobs.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                found.lock().unwrap_or_else(|e| e.into_inner()).extend(bad);
+                progress.advance(1, p.len);
+                Ok(())
+            })
+        };
+        match pool {
+            Ok(pool) => pool.install(work)?,
+            Err(_) => work()?,
+        }
+        progress.finish();
+        report.packs_read = chosen.len() as u64;
+        report.blobs_checked = blobs.into_inner();
+        let mut bad = found.into_inner().unwrap_or_else(|e| e.into_inner());
+        bad.sort_by(|a, b| a.subject.cmp(&b.subject));
+        problems.extend(bad);
+    }
+    report.store.problems = problems;
+    report.requests = remote.backend().stats();
+    Ok(report)
+}
+
+/// Download one pack and check it: its name, its header against the
+/// index, and every blob it holds.
+fn check_pack(
+    remote: &RemoteRepo,
+    p: &super::index::PackInfo,
+    index: &super::index::Index,
+) -> Result<(u64, Vec<VerifyProblem>)> {
+    let path = pack_path(p.kind, &p.name);
+    let bytes = remote
+        .backend()
+        .get(&path)
+        .map_err(|e| super::repo::backend_error(remote.url(), format!("read {path}"), e))?;
+    let mut out = Vec::new();
+    let mut bad = |kind: ProblemKind, subject: String, message: String| {
+        out.push(VerifyProblem {
+            kind,
+            subject,
+            message,
+            snapshots: Vec::new(),
+            paths: Vec::new(),
+            paths_total: 0,
+        })
+    };
+    if *blake3::hash(&bytes).as_bytes() != p.name {
+        bad(
+            ProblemKind::Pack,
+            path.clone(),
+            "corrupt pack: its bytes do not hash to its name (damaged in storage); the blobs below name what is affected".into(),
+        );
+    }
+    let key = remote.key();
+    let algo = crate::repo::RepoRead::algo(remote);
+    let mut checked = 0u64;
+    // The blobs the index places in this pack.
+    let mut listed: Vec<_> = index
+        .blobs_sorted()
+        .into_iter()
+        .filter(|(pi, _)| pi.name == p.name)
+        .map(|(_, e)| e.clone())
+        .collect();
+    listed.sort_by_key(|e| e.offset);
+    let mut seen = HashSet::new();
+    for e in &listed {
+        checked += 1;
+        seen.insert(e.id);
+        let start = e.offset as usize;
+        let end = start + e.stored_len as usize;
+        let subject = match e.orig {
+            Some(o) => crate::id::Digest(o).to_hex(),
+            None => format!("chunk {}", &crate::id::Digest(e.id).to_hex()[..16]),
+        };
+        let Some(stored) = bytes.get(start..end) else {
+            bad(
+                ProblemKind::Pack,
+                path.clone(),
+                format!("truncated pack: ends before {subject}"),
+            );
+            continue;
+        };
+        let plain = match pack::open_blob(key, e, stored) {
+            Ok(b) => b,
+            Err(err) => {
+                let kind = if e.kind == BlobKind::Tree {
+                    ProblemKind::CorruptTree
+                } else {
+                    ProblemKind::CorruptObject
+                };
+                bad(
+                    kind,
+                    subject,
+                    format!("corrupt blob in {path} at offset {}: {err}", e.offset),
+                );
+                continue;
+            }
+        };
+        let ok = match (e.kind, e.orig) {
+            (BlobKind::Data, Some(o)) => hash_bytes(algo, &plain).0 == o,
+            (BlobKind::Data, None) => key.id(super::crypto::Domain::Chunk, &plain) == e.id,
+            (BlobKind::List, _) => pack::decode_list(&plain).is_ok(),
+            (BlobKind::Tree, Some(o)) => {
+                crate::repo::tree::unframe_tree(&plain, std::path::Path::new(&path))
+                    .is_ok_and(|payload| hash_bytes(algo, &payload).0 == o)
+            }
+            (BlobKind::Tree, None) => false,
+        };
+        if !ok {
+            let kind = if e.kind == BlobKind::Tree {
+                ProblemKind::CorruptTree
+            } else {
+                ProblemKind::CorruptObject
+            };
+            bad(
+                kind,
+                subject,
+                format!(
+                    "blob in {path} at offset {} does not match its id",
+                    e.offset
+                ),
+            );
+        }
+    }
+    Ok((checked, out))
+}
