@@ -278,12 +278,45 @@ fn the_repository_boundary_depends_on_nothing_above_it() {
 }
 
 #[test]
+fn the_remote_reaches_a_local_repository_only_through_the_boundary() {
+    let tops = Graph::build().top_level();
+    let remote = tops.get("remote").cloned().unwrap_or_default();
+    for high in ["local", "backup", "browsable", "cli", "watch", "prune", "mirror"] {
+        assert!(!remote.contains(high), "remote/ uses {high}");
+    }
+    // The store layer knows nothing of the format, the format nothing of
+    // the store: only the remote repository puts them together.
+    let g = Graph::build();
+    for layer in ["backend", "crypto", "chunk", "pack", "index", "format"] {
+        let m = format!("remote::{layer}");
+        let ds = g.edges.get(&m).cloned().unwrap_or_default();
+        for d in &ds {
+            assert!(
+                !["remote::repo", "remote::push", "remote::pull", "remote::check", "remote::backend"]
+                    .contains(&d.as_str())
+                    || (layer == "backend" && d == "remote::backend"),
+                "{m} uses {d}"
+            );
+        }
+        if layer != "backend" {
+            assert!(!ds.contains("remote::backend"), "{m} uses the backend");
+        }
+    }
+}
+
+#[test]
 fn only_local_knows_the_repository_layout() {
     for (m, text) in modules() {
         if top(&m) == "local" {
             continue;
         }
         let text = code(&text);
+        // The remote has a layout of its own (`snapshots/`, `data/` …,
+        // docs/FORMAT.md), and never names a `.trove` path.
+        if top(&m) == "remote" {
+            assert!(!text.contains(".trove"), "{m} names the local layout");
+            continue;
+        }
         for name in [
             "objects",
             "trees",

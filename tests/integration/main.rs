@@ -24,6 +24,7 @@ mod lock;
 mod materialize;
 mod mirror;
 mod odd_entries;
+mod offsite;
 mod recovery;
 mod restore;
 mod retention;
