@@ -15,7 +15,7 @@ use crate::id::{ObjectId, TreeId};
 use crate::model::{History, Leaf, Meta};
 use crate::progress::Progress;
 use crate::repo::snapshot::{self, Snapshot};
-use crate::repo::tree::{self, RefRole, TreeLeaf};
+use crate::repo::tree::{self, TreeLeaf};
 use crate::repo::{RepoRead, RepoWrite, StoreKind};
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;

@@ -281,7 +281,15 @@ fn the_repository_boundary_depends_on_nothing_above_it() {
 fn the_remote_reaches_a_local_repository_only_through_the_boundary() {
     let tops = Graph::build().top_level();
     let remote = tops.get("remote").cloned().unwrap_or_default();
-    for high in ["local", "backup", "browsable", "cli", "watch", "prune", "mirror"] {
+    for high in [
+        "local",
+        "backup",
+        "browsable",
+        "cli",
+        "watch",
+        "prune",
+        "mirror",
+    ] {
         assert!(!remote.contains(high), "remote/ uses {high}");
     }
     // The store layer knows nothing of the format, the format nothing of
@@ -292,8 +300,14 @@ fn the_remote_reaches_a_local_repository_only_through_the_boundary() {
         let ds = g.edges.get(&m).cloned().unwrap_or_default();
         for d in &ds {
             assert!(
-                !["remote::repo", "remote::push", "remote::pull", "remote::check", "remote::backend"]
-                    .contains(&d.as_str())
+                ![
+                    "remote::repo",
+                    "remote::push",
+                    "remote::pull",
+                    "remote::check",
+                    "remote::backend"
+                ]
+                .contains(&d.as_str())
                     || (layer == "backend" && d == "remote::backend"),
                 "{m} uses {d}"
             );

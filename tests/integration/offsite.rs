@@ -92,7 +92,13 @@ fn push_then_restore_on_a_machine_without_the_repository() -> TestResult {
     let target = env.root().join("restored");
     let o = trove(
         &env,
-        &["restore", "--remote", &url, "--target", target.to_str().ok_or("utf8")?],
+        &[
+            "restore",
+            "--remote",
+            &url,
+            "--target",
+            target.to_str().ok_or("utf8")?,
+        ],
         &[],
     )?;
     ok(&o, "restore --remote")?;
@@ -101,7 +107,14 @@ fn push_then_restore_on_a_machine_without_the_repository() -> TestResult {
     let one = env.root().join("one");
     let o = trove(
         &env,
-        &["restore", "--remote", &url, "--target", one.to_str().ok_or("utf8")?, "big"],
+        &[
+            "restore",
+            "--remote",
+            &url,
+            "--target",
+            one.to_str().ok_or("utf8")?,
+            "big",
+        ],
         &[],
     )?;
     ok(&o, "restore --remote big")?;
@@ -121,7 +134,14 @@ fn pull_rebuilds_the_same_repository() -> TestResult {
     env.write("docs/d0/f0.txt", b"changed")?;
     std::fs::remove_file(env.src("same2"))?;
     env.backup_ok(&[])?;
-    ok(&trove(&env, &["push", "--repo", &repo(&env), "--remote", &url], &[])?, "push 2")?;
+    ok(
+        &trove(
+            &env,
+            &["push", "--repo", &repo(&env), "--remote", &url],
+            &[],
+        )?,
+        "push 2",
+    )?;
     let pulled = env.root().join("pulled");
     let p = pulled.to_str().ok_or("utf8")?;
     ok(&trove(&env, &["pull", "--remote", &url, p], &[])?, "pull")?;
@@ -148,11 +168,17 @@ fn pull_rebuilds_the_same_repository() -> TestResult {
     }
     // The browsable tree is there, and the pulled repository verifies.
     assert_eq!(tree_of(&pulled)?, tree_of(&env.backup)?);
-    ok(&trove(&env, &["verify", "--repo", p], &[])?, "verify pulled")?;
+    ok(
+        &trove(&env, &["verify", "--repo", p], &[])?,
+        "verify pulled",
+    )?;
     // Pulling again copies nothing.
     let again = trove(&env, &["pull", "--json", "--remote", &url, p], &[])?;
     ok(&again, "pull again")?;
-    assert_eq!(json(&again)?["pull"]["pulled"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        json(&again)?["pull"]["pulled"].as_array().map(Vec::len),
+        Some(0)
+    );
     Ok(())
 }
 
@@ -164,7 +190,11 @@ fn repo_str(env: &TestEnv) -> &str {
 fn a_second_push_is_cheap_and_an_incremental_one_small() -> TestResult {
     let env = TestEnv::new()?;
     let url = pushed(&env)?;
-    let again = trove(&env, &["push", "--json", "--repo", &repo(&env), "--remote", &url], &[])?;
+    let again = trove(
+        &env,
+        &["push", "--json", "--repo", &repo(&env), "--remote", &url],
+        &[],
+    )?;
     ok(&again, "push again")?;
     let j = json(&again)?;
     assert_eq!(j["pushed"].as_array().map(Vec::len), Some(0));
@@ -183,12 +213,19 @@ fn a_second_push_is_cheap_and_an_incremental_one_small() -> TestResult {
     data[mid] ^= 0xff;
     std::fs::write(&big, &data)?;
     env.backup_ok(&[])?;
-    let inc = trove(&env, &["push", "--json", "--repo", &repo(&env), "--remote", &url], &[])?;
+    let inc = trove(
+        &env,
+        &["push", "--json", "--repo", &repo(&env), "--remote", &url],
+        &[],
+    )?;
     ok(&inc, "incremental push")?;
     let j = json(&inc)?;
     assert_eq!(j["pushed"].as_array().map(Vec::len), Some(1));
     let up = j["bytes_uploaded"].as_u64().unwrap_or(u64::MAX);
-    assert!(up < 3 * 1024 * 1024, "uploaded {up} bytes for a 1-byte change");
+    assert!(
+        up < 3 * 1024 * 1024,
+        "uploaded {up} bytes for a 1-byte change"
+    );
     Ok(())
 }
 
@@ -197,7 +234,10 @@ fn verify_read_data_finds_a_flipped_byte_and_a_truncated_pack() -> TestResult {
     let env = TestEnv::new()?;
     let url = pushed(&env)?;
     ok(&trove(&env, &["verify", "--remote", &url], &[])?, "verify")?;
-    ok(&trove(&env, &["verify", "--remote", &url, "--read-data"], &[])?, "verify --read-data")?;
+    ok(
+        &trove(&env, &["verify", "--remote", &url, "--read-data"], &[])?,
+        "verify --read-data",
+    )?;
     let packs = files_below(&env.root().join("offsite/data"))?;
     let biggest = packs
         .iter()
@@ -210,7 +250,12 @@ fn verify_read_data_finds_a_flipped_byte_and_a_truncated_pack() -> TestResult {
     std::fs::write(&biggest, &bytes)?;
     // Same size: the structure check cannot see it; reading does.
     let o = trove(&env, &["verify", "--remote", &url, "--read-data"], &[])?;
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(text.contains("corrupt"), "{text}");
     // Truncated: named by the structure check alone.
@@ -218,7 +263,10 @@ fn verify_read_data_finds_a_flipped_byte_and_a_truncated_pack() -> TestResult {
     let o = trove(&env, &["verify", "--remote", &url], &[])?;
     assert_eq!(o.status.code(), Some(1));
     let text = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(text.contains("truncated") && text.contains("pack"), "{text}");
+    assert!(
+        text.contains("truncated") && text.contains("pack"),
+        "{text}"
+    );
     Ok(())
 }
 
@@ -263,7 +311,6 @@ fn bad_inputs_are_named_with_their_exit_codes() -> TestResult {
         .cmd()?
         .env_remove("TROVE_PASSWORD")
         .env_remove("TROVE_PASSWORD_FILE")
-        .stdin(std::process::Stdio::null())
         .args(["snapshots", "--remote", &url])
         .output()?;
     assert_eq!(o.status.code(), Some(2));
@@ -274,7 +321,13 @@ fn bad_inputs_are_named_with_their_exit_codes() -> TestResult {
     let o = env
         .cmd()?
         .env_remove("TROVE_PASSWORD")
-        .args(["snapshots", "--remote", &url, "--password-file", pw.to_str().ok_or("utf8")?])
+        .args([
+            "snapshots",
+            "--remote",
+            &url,
+            "--password-file",
+            pw.to_str().ok_or("utf8")?,
+        ])
         .output()?;
     ok(&o, "password file")?;
     // No remote there.
@@ -283,8 +336,17 @@ fn bad_inputs_are_named_with_their_exit_codes() -> TestResult {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nowhere"));
     // A folder that is not a remote.
-    let o = trove(&env, &["snapshots", "--remote", &file_url(&env.source)], &[])?;
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = trove(
+        &env,
+        &["snapshots", "--remote", &file_url(&env.source)],
+        &[],
+    )?;
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // An unknown scheme.
     let o = trove(&env, &["snapshots", "--remote", "ftp://x/y"], &[])?;
     assert_eq!(o.status.code(), Some(2));
@@ -301,7 +363,12 @@ fn bad_inputs_are_named_with_their_exit_codes() -> TestResult {
     bytes[4] = 1;
     std::fs::write(&cfg, &bytes)?;
     let o = trove(&env, &["remote", "init", &url], &[])?;
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     Ok(())
 }
 
@@ -309,11 +376,23 @@ fn bad_inputs_are_named_with_their_exit_codes() -> TestResult {
 fn keys_can_be_added_listed_and_removed() -> TestResult {
     let env = TestEnv::new()?;
     let url = pushed(&env)?;
-    let o = trove(&env, &["remote", "key", "add", "--remote", &url], &[("TROVE_NEW_PASSWORD".into(), "second".into())])?;
+    let o = trove(
+        &env,
+        &["remote", "key", "add", "--remote", &url],
+        &[("TROVE_NEW_PASSWORD".into(), "second".into())],
+    )?;
     ok(&o, "key add")?;
-    let o = env.cmd()?.env("TROVE_PASSWORD", "second").args(["snapshots", "--remote", &url]).output()?;
+    let o = env
+        .cmd()?
+        .env("TROVE_PASSWORD", "second")
+        .args(["snapshots", "--remote", &url])
+        .output()?;
     ok(&o, "snapshots with the second password")?;
-    let list = trove(&env, &["remote", "key", "list", "--json", "--remote", &url], &[])?;
+    let list = trove(
+        &env,
+        &["remote", "key", "list", "--json", "--remote", &url],
+        &[],
+    )?;
     ok(&list, "key list")?;
     let keys = json(&list)?;
     let keys = keys.as_array().ok_or("array")?;
@@ -331,10 +410,25 @@ fn keys_can_be_added_listed_and_removed() -> TestResult {
         .ok_or("the current key")?
         .to_string();
     // The key in use is never removed.
-    let o = trove(&env, &["remote", "key", "remove", "--remote", &url, &current[..12]], &[])?;
+    let o = trove(
+        &env,
+        &["remote", "key", "remove", "--remote", &url, &current[..12]],
+        &[],
+    )?;
     assert_eq!(o.status.code(), Some(2));
-    ok(&trove(&env, &["remote", "key", "remove", "--remote", &url, &other[..12]], &[])?, "key remove")?;
-    let o = env.cmd()?.env("TROVE_PASSWORD", "second").args(["snapshots", "--remote", &url]).output()?;
+    ok(
+        &trove(
+            &env,
+            &["remote", "key", "remove", "--remote", &url, &other[..12]],
+            &[],
+        )?,
+        "key remove",
+    )?;
+    let o = env
+        .cmd()?
+        .env("TROVE_PASSWORD", "second")
+        .args(["snapshots", "--remote", &url])
+        .output()?;
     assert_eq!(o.status.code(), Some(2));
     Ok(())
 }
@@ -354,7 +448,10 @@ fn a_killed_push_is_resumed_and_leaves_a_readable_remote() -> TestResult {
     }
     env.backup_ok(&[])?;
     let url = file_url(&env.root().join("offsite"));
-    ok(&trove(&env, &["remote", "init", &url, "--pack-size", "1M"], &[])?, "init")?;
+    ok(
+        &trove(&env, &["remote", "init", &url, "--pack-size", "1M"], &[])?,
+        "init",
+    )?;
     let repo = repo(&env);
     let mut killed = 0;
     for kill_at in [3, 2, 2] {
@@ -362,7 +459,9 @@ fn a_killed_push_is_resumed_and_leaves_a_readable_remote() -> TestResult {
         // commit yet for them.
         let o = Command::new("strace")
             .args(["-f", "-qq", "-o", "/dev/null", "-e"])
-            .arg(format!("inject=rename,renameat,renameat2:signal=KILL:when={kill_at}"))
+            .arg(format!(
+                "inject=rename,renameat,renameat2:signal=KILL:when={kill_at}"
+            ))
             .arg(crate::common::trove_bin())
             .args(["push", "--repo", &repo, "--remote", &url])
             .env("TROVE_PASSWORD", PASSWORD)
@@ -373,20 +472,40 @@ fn a_killed_push_is_resumed_and_leaves_a_readable_remote() -> TestResult {
         }
         killed += 1;
         // Whatever is there reads and verifies.
-        ok(&trove(&env, &["verify", "--remote", &url, "--read-data"], &[])?, "verify after kill")?;
+        ok(
+            &trove(&env, &["verify", "--remote", &url, "--read-data"], &[])?,
+            "verify after kill",
+        )?;
     }
     assert!(killed > 0, "no push was killed");
-    let o = trove(&env, &["push", "--json", "--repo", &repo, "--remote", &url], &[])?;
+    let o = trove(
+        &env,
+        &["push", "--json", "--repo", &repo, "--remote", &url],
+        &[],
+    )?;
     ok(&o, "resumed push")?;
     let j = json(&o)?;
     assert!(j["packs_adopted"].as_u64().unwrap_or(0) > 0, "{j}");
     let target = env.root().join("restored");
     ok(
-        &trove(&env, &["restore", "--remote", &url, "--target", target.to_str().ok_or("utf8")?], &[])?,
+        &trove(
+            &env,
+            &[
+                "restore",
+                "--remote",
+                &url,
+                "--target",
+                target.to_str().ok_or("utf8")?,
+            ],
+            &[],
+        )?,
         "restore",
     )?;
     assert_eq!(tree_of(&target)?, tree_of(&env.source)?);
-    ok(&trove(&env, &["verify", "--remote", &url, "--read-data"], &[])?, "verify")?;
+    ok(
+        &trove(&env, &["verify", "--remote", &url, "--read-data"], &[])?,
+        "verify",
+    )?;
     Ok(())
 }
 
@@ -397,7 +516,11 @@ fn backup_push_pushes_at_the_end_of_the_run() -> TestResult {
     let url = file_url(&env.root().join("offsite"));
     ok(&trove(&env, &["remote", "init", &url], &[])?, "init")?;
     let src = env.source.to_str().ok_or("utf8")?.to_string();
-    let o = trove(&env, &["backup", &src, &repo(&env), "--push"], &[("TROVE_REMOTE".into(), url.clone())])?;
+    let o = trove(
+        &env,
+        &["backup", &src, &repo(&env), "--push"],
+        &[("TROVE_REMOTE".into(), url.clone())],
+    )?;
     ok(&o, "backup --push")?;
     let snaps = trove(&env, &["snapshots", "--json", "--remote", &url], &[])?;
     ok(&snaps, "snapshots")?;
