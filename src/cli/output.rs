@@ -752,102 +752,6 @@ pub(super) fn dupes(
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thousands_are_separated_by_commas() {
-        for (n, want) in [
-            (0, "0"),
-            (7, "7"),
-            (999, "999"),
-            (1_000, "1,000"),
-            (5_000, "5,000"),
-            (20_011, "20,011"),
-            (999_999, "999,999"),
-            (1_000_000, "1,000,000"),
-            (u64::MAX, "18,446,744,073,709,551,615"),
-        ] {
-            assert_eq!(thousands(n), want, "{n}");
-        }
-    }
-
-    #[test]
-    fn exact_bytes_stand_beside_the_human_figure() {
-        for (n, want) in [
-            (0, "0 B (0 bytes)"),
-            (100, "100 B (100 bytes)"),
-            (5_000, "4.9 KiB (5,000 bytes)"),
-            (1_048_576, "1.0 MiB (1,048,576 bytes)"),
-        ] {
-            assert_eq!(bytes_exact(n), want, "{n}");
-        }
-    }
-
-    #[test]
-    fn mode_strings_read_like_ls() {
-        for (kind, mode, want) in [
-            ('d', 0o755, "drwxr-xr-x"),
-            ('-', 0o644, "-rw-r--r--"),
-            ('l', 0o777, "lrwxrwxrwx"),
-            ('-', 0o100600, "-rw-------"),
-            ('-', 0, "----------"),
-        ] {
-            assert_eq!(mode_string(kind, mode), want, "{mode:o}");
-        }
-    }
-
-    #[test]
-    fn dupes_give_exact_bytes_per_set_and_in_total() {
-        use crate::dupes::{DupFile, DupSet, DupesReport};
-        let file = |path: &str, inode| DupFile {
-            path: path.into(),
-            inode,
-        };
-        let r = DupesReport {
-            files_scanned: 9,
-            bytes_scanned: 123_456,
-            files_partially_hashed: 5,
-            files_fully_hashed: 4,
-            sets: vec![DupSet {
-                size: 5_000,
-                hash: "0123456789abcdef0123".into(),
-                copies: 2,
-                wasted: 5_000,
-                files: vec![file("a", 1), file("a.link", 1), file("b", 2)],
-            }],
-            duplicate_files: 2,
-            wasted: 5_000,
-            hardlinked: vec![vec!["h1".into(), "h2".into()]],
-            problems: vec![("p".into(), "denied".into())],
-        };
-        let render = |quiet| {
-            let mut buf = Vec::new();
-            dupes(&mut buf, &r, quiet).expect("to a buffer");
-            String::from_utf8_lossy(&buf).into_owned()
-        };
-        let body = "2 copies of 4.9 KiB, 4.9 KiB (5,000 bytes) wasted, 0123456789abcdef:\n  \
-                    a\n  a.link  (hardlink of a)\n  b\n\
-                    already hardlinked (no waste): h1, h2\nerror: p: denied\n";
-        assert_eq!(render(true), body);
-        assert_eq!(
-            render(false),
-            format!(
-                "{body}1 duplicate sets, 2 files, 4.9 KiB (5,000 bytes) wasted (9 files, 120.6 KiB scanned; \
-                 5 compared by their first and last blocks, 4 hashed in full)\n"
-            )
-        );
-    }
-
-    #[test]
-    fn json_ends_with_one_newline() {
-        let mut buf = Vec::new();
-        json(&mut buf, &serde_json::json!({"a": 1})).expect("to a buffer");
-        assert_eq!(String::from_utf8_lossy(&buf), "{\n  \"a\": 1\n}\n");
-    }
-}
-
 // ----- off-site -----
 
 pub(super) fn keys(out: &mut impl Write, keys: &[crate::remote::repo::KeyInfo]) -> io::Result<()> {
@@ -1034,4 +938,100 @@ pub(super) fn remote_stats(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_separated_by_commas() {
+        for (n, want) in [
+            (0, "0"),
+            (7, "7"),
+            (999, "999"),
+            (1_000, "1,000"),
+            (5_000, "5,000"),
+            (20_011, "20,011"),
+            (999_999, "999,999"),
+            (1_000_000, "1,000,000"),
+            (u64::MAX, "18,446,744,073,709,551,615"),
+        ] {
+            assert_eq!(thousands(n), want, "{n}");
+        }
+    }
+
+    #[test]
+    fn exact_bytes_stand_beside_the_human_figure() {
+        for (n, want) in [
+            (0, "0 B (0 bytes)"),
+            (100, "100 B (100 bytes)"),
+            (5_000, "4.9 KiB (5,000 bytes)"),
+            (1_048_576, "1.0 MiB (1,048,576 bytes)"),
+        ] {
+            assert_eq!(bytes_exact(n), want, "{n}");
+        }
+    }
+
+    #[test]
+    fn mode_strings_read_like_ls() {
+        for (kind, mode, want) in [
+            ('d', 0o755, "drwxr-xr-x"),
+            ('-', 0o644, "-rw-r--r--"),
+            ('l', 0o777, "lrwxrwxrwx"),
+            ('-', 0o100600, "-rw-------"),
+            ('-', 0, "----------"),
+        ] {
+            assert_eq!(mode_string(kind, mode), want, "{mode:o}");
+        }
+    }
+
+    #[test]
+    fn dupes_give_exact_bytes_per_set_and_in_total() {
+        use crate::dupes::{DupFile, DupSet, DupesReport};
+        let file = |path: &str, inode| DupFile {
+            path: path.into(),
+            inode,
+        };
+        let r = DupesReport {
+            files_scanned: 9,
+            bytes_scanned: 123_456,
+            files_partially_hashed: 5,
+            files_fully_hashed: 4,
+            sets: vec![DupSet {
+                size: 5_000,
+                hash: "0123456789abcdef0123".into(),
+                copies: 2,
+                wasted: 5_000,
+                files: vec![file("a", 1), file("a.link", 1), file("b", 2)],
+            }],
+            duplicate_files: 2,
+            wasted: 5_000,
+            hardlinked: vec![vec!["h1".into(), "h2".into()]],
+            problems: vec![("p".into(), "denied".into())],
+        };
+        let render = |quiet| {
+            let mut buf = Vec::new();
+            dupes(&mut buf, &r, quiet).expect("to a buffer");
+            String::from_utf8_lossy(&buf).into_owned()
+        };
+        let body = "2 copies of 4.9 KiB, 4.9 KiB (5,000 bytes) wasted, 0123456789abcdef:\n  \
+                    a\n  a.link  (hardlink of a)\n  b\n\
+                    already hardlinked (no waste): h1, h2\nerror: p: denied\n";
+        assert_eq!(render(true), body);
+        assert_eq!(
+            render(false),
+            format!(
+                "{body}1 duplicate sets, 2 files, 4.9 KiB (5,000 bytes) wasted (9 files, 120.6 KiB scanned; \
+                 5 compared by their first and last blocks, 4 hashed in full)\n"
+            )
+        );
+    }
+
+    #[test]
+    fn json_ends_with_one_newline() {
+        let mut buf = Vec::new();
+        json(&mut buf, &serde_json::json!({"a": 1})).expect("to a buffer");
+        assert_eq!(String::from_utf8_lossy(&buf), "{\n  \"a\": 1\n}\n");
+    }
 }

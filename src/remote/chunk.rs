@@ -107,7 +107,7 @@ mod tests {
             lens.push(c.len());
             Ok(())
         })
-        .unwrap();
+        .expect("in a test");
         lens
     }
 
@@ -149,7 +149,7 @@ mod tests {
             out.push(c.to_vec());
             Ok(())
         })
-        .unwrap();
+        .expect("in a test");
         out
     }
 

@@ -299,7 +299,7 @@ pub(crate) fn hex(b: &[u8]) -> String {
 
 fn unhex(s: &str) -> FormatResult<Vec<u8>> {
     let bad = || FormatError::Decode(format!("not hex: {s:?}"));
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(bad());
     }
     (0..s.len())
@@ -318,10 +318,10 @@ mod tests {
 
     #[test]
     fn seal_open_round_trip_and_aad_binding() {
-        let k = MasterKey::generate().unwrap();
+        let k = MasterKey::generate().expect("in a test");
         let s = k.seal(b"a", b"hello");
         assert_eq!(s.len(), NONCE_LEN + 5 + TAG_LEN);
-        assert_eq!(k.open(b"a", &s).unwrap(), b"hello");
+        assert_eq!(k.open(b"a", &s).expect("in a test"), b"hello");
         assert_eq!(k.open(b"b", &s), Err(FormatError::Auth));
         let mut flipped = s.clone();
         flipped[NONCE_LEN] ^= 1;
@@ -330,7 +330,7 @@ mod tests {
             k.open(b"a", &s[..10]),
             Err(FormatError::Truncated(_))
         ));
-        let other = MasterKey::generate().unwrap();
+        let other = MasterKey::generate().expect("in a test");
         assert_eq!(other.open(b"a", &s), Err(FormatError::Auth));
         // Two seals of the same bytes differ (random nonces).
         assert_ne!(k.seal(b"a", b"hello"), s);
@@ -338,22 +338,22 @@ mod tests {
 
     #[test]
     fn keyed_ids_depend_on_key_and_domain() {
-        let k = MasterKey::generate().unwrap();
+        let k = MasterKey::generate().expect("in a test");
         let a = k.id(Domain::Object, b"x");
         assert_eq!(a, k.id(Domain::Object, b"x"));
         assert_ne!(a, k.id(Domain::Chunk, b"x"));
-        assert_ne!(a, MasterKey::generate().unwrap().id(Domain::Object, b"x"));
+        assert_ne!(a, MasterKey::generate().expect("in a test").id(Domain::Object, b"x"));
         // Never the plain hash.
         assert_ne!(a, *blake3::hash(b"x").as_bytes());
     }
 
     #[test]
     fn key_file_wraps_and_refuses_wrong_password() {
-        let k = MasterKey::generate().unwrap();
-        let f = KeyFile::wrap(&k, b"pw", KdfParams::FAST_FOR_TESTS, "h", "u", "2026").unwrap();
-        let parsed = KeyFile::parse(&f.to_json()).unwrap();
+        let k = MasterKey::generate().expect("in a test");
+        let f = KeyFile::wrap(&k, b"pw", KdfParams::FAST_FOR_TESTS, "h", "u", "2026").expect("in a test");
+        let parsed = KeyFile::parse(&f.to_json()).expect("in a test");
         assert_eq!(parsed, f);
-        let back = parsed.unwrap_key(b"pw").unwrap();
+        let back = parsed.unwrap_key(b"pw").expect("in a test");
         assert_eq!(back.to_bytes(), k.to_bytes());
         assert!(matches!(
             parsed.unwrap_key(b"wrong"),
@@ -371,7 +371,7 @@ mod tests {
     #[test]
     fn hex_round_trip() {
         assert_eq!(
-            unhex(&hex(&[0, 1, 0xab, 0xff])).unwrap(),
+            unhex(&hex(&[0, 1, 0xab, 0xff])).expect("in a test"),
             vec![0, 1, 0xab, 0xff]
         );
         assert!(unhex("zz").is_err());

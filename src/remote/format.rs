@@ -146,13 +146,13 @@ mod tests {
 
     #[test]
     fn config_round_trip_and_version_peek() {
-        let k = MasterKey::generate().unwrap();
-        let bytes = encode_config(&k, &config()).unwrap();
-        assert_eq!(config_version(&bytes).unwrap(), VERSION);
-        assert_eq!(decode_config(&k, &bytes).unwrap(), config());
+        let k = MasterKey::generate().expect("in a test");
+        let bytes = encode_config(&k, &config()).expect("in a test");
+        assert_eq!(config_version(&bytes).expect("in a test"), VERSION);
+        assert_eq!(decode_config(&k, &bytes).expect("in a test"), config());
         let mut newer = bytes.clone();
         newer[4] = 7;
-        assert_eq!(config_version(&newer).unwrap(), 7);
+        assert_eq!(config_version(&newer).expect("in a test"), 7);
         assert!(matches!(
             decode_config(&k, &newer),
             Err(FormatError::Version { found: 7, .. })
@@ -162,20 +162,20 @@ mod tests {
             Err(FormatError::Magic(_))
         ));
         assert!(matches!(
-            decode_config(&MasterKey::generate().unwrap(), &bytes),
+            decode_config(&MasterKey::generate().expect("in a test"), &bytes),
             Err(FormatError::Auth)
         ));
     }
 
     #[test]
     fn a_commit_is_bound_to_its_name() {
-        let k = MasterKey::generate().unwrap();
+        let k = MasterKey::generate().expect("in a test");
         let c = Commit {
             record: b"record bytes".to_vec(),
             missing: vec![[1; 32]],
         };
-        let bytes = encode_commit(&k, &[4; 32], &c).unwrap();
-        assert_eq!(decode_commit(&k, &[4; 32], &bytes).unwrap(), c);
+        let bytes = encode_commit(&k, &[4; 32], &c).expect("in a test");
+        assert_eq!(decode_commit(&k, &[4; 32], &bytes).expect("in a test"), c);
         assert_eq!(decode_commit(&k, &[5; 32], &bytes), Err(FormatError::Auth));
     }
 }

@@ -120,7 +120,7 @@ impl Index {
             .values()
             .map(|(n, e)| (&self.packs[*n as usize], e))
             .collect();
-        v.sort_by(|a, b| (a.0.name, a.1.offset).cmp(&(b.0.name, b.1.offset)));
+        v.sort_by_key(|(p, e)| (p.name, e.offset));
         v
     }
     pub fn blob_count(&self) -> usize {
@@ -166,9 +166,9 @@ mod tests {
 
     #[test]
     fn round_trip_and_damage() {
-        let k = MasterKey::generate().unwrap();
-        let bytes = encode(&k, &file()).unwrap();
-        assert_eq!(decode(&k, &bytes).unwrap(), file());
+        let k = MasterKey::generate().expect("in a test");
+        let bytes = encode(&k, &file()).expect("in a test");
+        assert_eq!(decode(&k, &bytes).expect("in a test"), file());
         assert!(matches!(
             decode(&k, &bytes[..bytes.len() - 1]),
             Err(FormatError::Auth)
@@ -191,7 +191,7 @@ mod tests {
             Err(FormatError::Version { found: 2, .. })
         ));
         assert!(matches!(
-            decode(&MasterKey::generate().unwrap(), &bytes),
+            decode(&MasterKey::generate().expect("in a test"), &bytes),
             Err(FormatError::Auth)
         ));
     }
@@ -203,7 +203,7 @@ mod tests {
         idx.add(file());
         assert_eq!(idx.packs().len(), 2);
         assert_eq!(idx.blob_count(), 2);
-        let (p, e) = idx.get(&[2; 32]).unwrap();
+        let (p, e) = idx.get(&[2; 32]).expect("in a test");
         assert_eq!((p.name, e.offset), ([7; 32], 50));
         assert!(idx.has_pack(&[3; 32]));
         assert!(!idx.contains(&[9; 32]));

@@ -309,7 +309,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn key() -> MasterKey {
-        MasterKey::generate().unwrap()
+        MasterKey::generate().expect("in a test")
     }
 
     fn read_back(key: &MasterKey, bytes: &[u8]) -> FormatResult<(PackKind, Vec<BlobEntry>)> {
@@ -324,18 +324,18 @@ mod tests {
         let mut w = PackWriter::new(PackKind::Data);
         let texts: Vec<Vec<u8>> = vec![b"a".repeat(1000), b"random-ish 123".to_vec(), Vec::new()];
         for (i, t) in texts.iter().enumerate() {
-            w.push(seal_blob(&k, BlobKind::Data, [i as u8; 32], None, t, true).unwrap());
+            w.push(seal_blob(&k, BlobKind::Data, [i as u8; 32], None, t, true).expect("in a test"));
         }
-        let p = w.finish(&k).unwrap();
+        let p = w.finish(&k).expect("in a test");
         assert_eq!(p.name, *blake3::hash(&p.bytes).as_bytes());
-        let (kind, entries) = read_back(&k, &p.bytes).unwrap();
+        let (kind, entries) = read_back(&k, &p.bytes).expect("in a test");
         assert_eq!(kind, PackKind::Data);
         assert_eq!(entries, p.entries);
         assert!(entries[0].compressed, "a compressible blob is compressed");
         assert!(!entries[1].compressed, "an incompressible one is not");
         for (e, t) in entries.iter().zip(&texts) {
             let stored = &p.bytes[e.offset as usize..(e.offset + u64::from(e.stored_len)) as usize];
-            assert_eq!(&open_blob(&k, e, stored).unwrap(), t);
+            assert_eq!(&open_blob(&k, e, stored).expect("in a test"), t);
         }
     }
 
@@ -352,9 +352,9 @@ mod tests {
                 b"tree bytes",
                 false,
             )
-            .unwrap(),
+            .expect("in a test"),
         );
-        let p = w.finish(&k).unwrap();
+        let p = w.finish(&k).expect("in a test");
         let e = &p.entries[0];
         let mut stored = p.bytes[..e.stored_len as usize].to_vec();
         stored[30] ^= 1;
@@ -381,8 +381,8 @@ mod tests {
     #[test]
     fn an_empty_pack_is_well_formed() {
         let k = key();
-        let p = PackWriter::new(PackKind::Data).finish(&k).unwrap();
-        assert_eq!(read_back(&k, &p.bytes).unwrap().1, Vec::new());
+        let p = PackWriter::new(PackKind::Data).finish(&k).expect("in a test");
+        assert_eq!(read_back(&k, &p.bytes).expect("in a test").1, Vec::new());
     }
 
     proptest! {
@@ -390,7 +390,7 @@ mod tests {
         #[test]
         fn lists_round_trip(size in any::<u64>(), chunks in proptest::collection::vec(any::<[u8; 32]>(), 0..50)) {
             let l = ChunkList { size, chunks };
-            prop_assert_eq!(decode_list(&encode_list(&l)).unwrap(), l);
+            prop_assert_eq!(decode_list(&encode_list(&l)).expect("in a test"), l);
         }
 
         #[test]
@@ -398,14 +398,14 @@ mod tests {
             let k = key();
             let mut w = PackWriter::new(PackKind::Data);
             for (i, b) in blobs.iter().enumerate() {
-                w.push(seal_blob(&k, BlobKind::Data, [i as u8; 32], None, b, i % 2 == 0).unwrap());
+                w.push(seal_blob(&k, BlobKind::Data, [i as u8; 32], None, b, i % 2 == 0).expect("in a test"));
             }
-            let p = w.finish(&k).unwrap();
-            let (_, entries) = read_back(&k, &p.bytes).unwrap();
+            let p = w.finish(&k).expect("in a test");
+            let (_, entries) = read_back(&k, &p.bytes).expect("in a test");
             prop_assert_eq!(entries.len(), blobs.len());
             for (e, b) in entries.iter().zip(&blobs) {
                 let s = &p.bytes[e.offset as usize..(e.offset + u64::from(e.stored_len)) as usize];
-                prop_assert_eq!(&open_blob(&k, e, s).unwrap(), b);
+                prop_assert_eq!(&open_blob(&k, e, s).expect("in a test"), b);
             }
         }
 

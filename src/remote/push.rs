@@ -185,7 +185,7 @@ pub fn run(
     }
     walked?;
     let mut packs = uploaded.into_inner().unwrap_or_else(|p| p.into_inner());
-    packs.sort_by(|a, b| a.name.cmp(&b.name));
+    packs.sort_by_key(|p| p.name);
     report.packs_written = packs.len() as u64;
     if !packs.is_empty() {
         remote.put_index(&IndexFile { packs })?;
