@@ -887,3 +887,227 @@ impl Backend for S3Backend {
         self.counters.retries.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type R = Result<(), Box<dyn std::error::Error>>;
+
+    /// The contract every store keeps, run on each.
+    fn round_trip(b: &dyn Backend) -> R {
+        b.check_reachable()?;
+        b.put("config", b"cfg")?;
+        b.put("data/ab/abcd", b"0123456789")?;
+        b.put("data/00/0011", b"xy")?;
+        b.put("data/ab/ab01", b"")?;
+        b.put("keys/k1", b"key")?;
+        b.put("config", b"config2")?; // replaces
+        assert_eq!(b.get("config")?, b"config2");
+        assert_eq!(b.get_range("data/ab/abcd", 2, 3)?, b"234");
+        assert_eq!(
+            b.get_range("data/ab/abcd", 8, 5)?,
+            b"89",
+            "short only at the end"
+        );
+        assert_eq!(b.get_range("data/ab/abcd", 20, 5)?, b"");
+        assert_eq!(b.size("data/ab/abcd")?, Some(10));
+        assert_eq!(b.size("data/ab/ab01")?, Some(0));
+        assert_eq!(b.size("nope")?, None);
+        let listed = b.list("data/")?;
+        let want = [
+            ("data/00/0011", 2),
+            ("data/ab/ab01", 0),
+            ("data/ab/abcd", 10),
+        ];
+        let got: Vec<(&str, u64)> = listed.iter().map(|l| (l.path.as_str(), l.size)).collect();
+        assert_eq!(got, want);
+        assert_eq!(b.list("data")?, listed, "a folder without its slash");
+        assert_eq!(b.list("missing/")?, Vec::new());
+        let all: Vec<String> = b.list("")?.into_iter().map(|l| l.path).collect();
+        assert_eq!(
+            all,
+            [
+                "config",
+                "data/00/0011",
+                "data/ab/ab01",
+                "data/ab/abcd",
+                "keys/k1"
+            ]
+        );
+        b.delete("data/ab/abcd")?;
+        b.delete("data/ab/abcd")?; // absent is fine
+        assert_eq!(
+            b.get("data/ab/abcd"),
+            Err(BackendError::NotFound {
+                path: "data/ab/abcd".into()
+            })
+        );
+        assert!(matches!(
+            b.get_range("gone", 0, 1),
+            Err(BackendError::NotFound { .. })
+        ));
+        assert!(matches!(
+            b.put("../x", b""),
+            Err(BackendError::Config { .. })
+        ));
+        assert!(matches!(
+            b.put("a//b", b""),
+            Err(BackendError::Config { .. })
+        ));
+        let st = b.stats();
+        assert_eq!(st.put, 6);
+        assert_eq!(st.bytes_up, 3 + 10 + 2 + 0 + 3 + 7);
+        assert_eq!(st.get, 6);
+        assert_eq!(st.bytes_down, 7 + 3 + 2);
+        assert_eq!(st.head, 3 + u64::from(b.url().starts_with("file:")));
+        assert_eq!(st.delete, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn mem_backend_keeps_the_contract() -> R {
+        let b = MemBackend::new();
+        round_trip(&b)?;
+        assert_eq!(b.url(), "mem://");
+        b.objects().insert("config".into(), b"tampered".to_vec());
+        assert_eq!(b.get("config")?, b"tampered");
+        Ok(())
+    }
+
+    #[test]
+    fn file_backend_keeps_the_contract() -> R {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().join("remote");
+        let url = format!("file://{}", root.display());
+        let b = open(&url, true)?;
+        assert_eq!(b.url(), url);
+        round_trip(b.as_ref())?;
+        // No temporary file is left behind by the puts.
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d)? {
+                let e = e?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                assert!(!name.starts_with(TMP_PREFIX), "left {}", e.path().display());
+                if e.file_type()?.is_dir() {
+                    stack.push(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn file_backend_hides_a_killed_writers_temporary_file() -> R {
+        let dir = tempfile::tempdir()?;
+        let b = FsBackend::open(dir.path(), false)?;
+        b.put("data/ab/abcd", b"whole")?;
+        fs::write(
+            dir.path()
+                .join("data/ab")
+                .join(format!("{TMP_PREFIX}1.0.abce")),
+            b"ha",
+        )?;
+        let names: Vec<String> = b.list("data/")?.into_iter().map(|l| l.path).collect();
+        assert_eq!(names, ["data/ab/abcd"]);
+        Ok(())
+    }
+
+    #[test]
+    fn file_backend_without_create_needs_the_folder() -> R {
+        let dir = tempfile::tempdir()?;
+        let missing = dir.path().join("nothing-here");
+        let url = format!("file://{}", missing.display());
+        match open(&url, false) {
+            Err(BackendError::NoBucket { detail }) => {
+                assert!(
+                    detail.contains("no remote repository folder at"),
+                    "{detail}"
+                );
+                assert!(detail.contains("nothing-here"), "{detail}");
+            }
+            Err(e) => return Err(format!("wrong error {e}").into()),
+            Ok(_) => return Err("opened a missing folder".into()),
+        }
+        assert!(!missing.exists());
+        Ok(())
+    }
+
+    #[test]
+    fn urls_are_parsed_or_refused_with_the_accepted_forms() -> R {
+        assert_eq!(
+            RemoteUrl::parse("s3://bkt/some/prefix/")?,
+            RemoteUrl::S3 {
+                bucket: "bkt".into(),
+                prefix: "some/prefix".into()
+            }
+        );
+        assert_eq!(
+            RemoteUrl::parse("s3://bkt")?,
+            RemoteUrl::S3 {
+                bucket: "bkt".into(),
+                prefix: String::new()
+            }
+        );
+        assert_eq!(
+            RemoteUrl::parse("file:///srv/remote")?,
+            RemoteUrl::File {
+                root: PathBuf::from("/srv/remote")
+            }
+        );
+        for bad in [
+            "s3://",
+            "file://relative/x",
+            "http://x/y",
+            "/plain/path",
+            "s3://b/../x",
+        ] {
+            match RemoteUrl::parse(bad) {
+                Err(BackendError::Config { detail }) => {
+                    assert!(detail.contains("s3://BUCKET[/PREFIX]"), "{bad}: {detail}")
+                }
+                other => return Err(format!("{bad}: {other:?}").into()),
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn settings_come_from_the_aws_variables() {
+        let vars = |k: &str| match k {
+            "AWS_ENDPOINT_URL" => Some("http://127.0.0.1:1".to_string()),
+            "AWS_DEFAULT_REGION" => Some("eu-west-1".to_string()),
+            "AWS_ACCESS_KEY_ID" => Some("ak".to_string()),
+            "AWS_SESSION_TOKEN" => Some(String::new()),
+            _ => None,
+        };
+        let s = S3Settings::from_vars(vars);
+        assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(s.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(s.access_key_id.as_deref(), Some("ak"));
+        assert_eq!(s.session_token, None, "empty is unset");
+        assert_eq!(s.retries, 4);
+    }
+
+    #[test]
+    fn s3_without_region_or_endpoint_is_a_config_error() {
+        let s = S3Settings::default();
+        assert!(matches!(
+            open_with("s3://bkt", false, &s),
+            Err(BackendError::Config { .. })
+        ));
+    }
+
+    #[test]
+    fn errors_display_their_subject() {
+        let e = BackendError::NotFound {
+            path: "keys/k1".into(),
+        };
+        assert_eq!(e.to_string(), "keys/k1: no such object");
+        let e = BackendError::NoBucket {
+            detail: "NoSuchBucket: bkt".into(),
+        };
+        assert!(e.to_string().contains("bkt"));
+    }
+}
