@@ -807,6 +807,24 @@ impl Backend for S3Backend {
             Ok(b) => b.to_vec(),
             // The object exists but ends before `offset`.
             Err(e) if e.kind() == opendal::ErrorKind::RangeNotSatisfied => Vec::new(),
+            // The object ends inside the range: opendal refuses a body
+            // shorter than the range asked, so ask again for the tail,
+            // which is shorter than `len` (rare: a truncated object or a
+            // read up to an end the caller did not know).
+            Err(e) if e.message().contains("too little data") => {
+                Counters::add(&self.counters.get, 1);
+                let tail = opendal::options::ReadOptions {
+                    range: (offset..).into(),
+                    ..Default::default()
+                };
+                let mut data = self
+                    .op
+                    .read_options(path, tail)
+                    .map_err(|e| classify(&e, path))?
+                    .to_vec();
+                data.truncate(usize::try_from(len).unwrap_or(usize::MAX));
+                data
+            }
             Err(e) => return Err(classify(&e, path)),
         };
         Counters::add(&self.counters.bytes_down, data.len() as u64);

