@@ -975,7 +975,7 @@ mod tests {
         ));
         let st = b.stats();
         assert_eq!(st.put, 6);
-        assert_eq!(st.bytes_up, 3 + 10 + 2 + 0 + 3 + 7);
+        assert_eq!(st.bytes_up, 3 + 10 + 2 + 3 + 7); // the empty object adds none
         assert_eq!(st.get, 6);
         assert_eq!(st.bytes_down, 7 + 3 + 2);
         assert_eq!(st.head, 3 + u64::from(b.url().starts_with("file:")));
