@@ -4,6 +4,10 @@
 
 use crate::common::TestResult;
 use crate::s3server::S3Server;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use trove::remote::backend::{self, Backend, BackendError, Listed, S3Settings};
 
@@ -210,5 +214,115 @@ fn s3_settings_from_the_server_env() -> TestResult {
     let b = backend::open_with(&server.url("trove-env", "p"), false, &s)?;
     b.put("keys/k", b"k")?;
     assert_eq!(b.get("keys/k")?, b"k");
+    Ok(())
+}
+
+/// A stand-in S3 endpoint answering each connection with the next canned
+/// response (the last one repeats), or, with no responses, accepting and
+/// never answering. Returns its port and the count of requests it saw.
+fn fake_s3(responses: Vec<String>) -> std::io::Result<(u16, Arc<AtomicUsize>)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().take(50) {
+            let Ok(mut conn) = conn else { break };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let i = count.fetch_add(1, Ordering::SeqCst);
+            match responses.get(i).or(responses.last()) {
+                Some(r) => {
+                    let _ = conn.write_all(r.as_bytes());
+                }
+                None => held.push(conn), // never answered
+            }
+        }
+    });
+    Ok((port, seen))
+}
+
+fn http_response(status: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+const SLOW_DOWN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+
+fn fake_settings(port: u16, retries: usize) -> S3Settings {
+    S3Settings {
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        access_key_id: Some("k".into()),
+        secret_access_key: Some("s".into()),
+        retries,
+        min_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(40),
+        ..S3Settings::default()
+    }
+}
+
+#[test]
+fn s3_slow_down_and_5xx_are_retried() -> TestResult {
+    let (port, seen) = fake_s3(vec![
+        http_response("503 Slow Down", SLOW_DOWN),
+        http_response("500 Internal Server Error", ""),
+        http_response("200 OK", "hello"),
+    ])?;
+    let b = backend::open_with("s3://bkt/p", false, &fake_settings(port, 4))?;
+    assert_eq!(b.get("config")?, b"hello");
+    assert_eq!(b.retries(), 2);
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
+    let st = b.stats();
+    assert_eq!(
+        (st.get, st.bytes_down),
+        (1, 5),
+        "logical requests are counted once"
+    );
+    Ok(())
+}
+
+#[test]
+fn s3_endless_slow_down_is_unreachable_after_the_retries() -> TestResult {
+    let (port, seen) = fake_s3(vec![http_response("503 Slow Down", SLOW_DOWN)])?;
+    let b = backend::open_with("s3://bkt/p", false, &fake_settings(port, 3))?;
+    match b.put("config", b"x") {
+        Err(BackendError::Unreachable { detail }) => {
+            assert!(
+                detail.contains("SlowDown"),
+                "the server's word is kept: {detail}"
+            )
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 4, "one try and three retries");
+    assert_eq!(b.retries(), 3);
+    Ok(())
+}
+
+#[test]
+fn s3_silent_server_times_out_as_unreachable() -> TestResult {
+    let (port, _) = fake_s3(Vec::new())?;
+    let mut s = fake_settings(port, 1);
+    s.timeout = Duration::from_millis(300);
+    s.io_timeout = Duration::from_millis(300);
+    let b = backend::open_with("s3://bkt/p", false, &s)?;
+    let t = Instant::now();
+    match b.size("config") {
+        Err(BackendError::Unreachable { detail }) => {
+            assert!(detail.contains("timeout"), "{detail}")
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
     Ok(())
 }
