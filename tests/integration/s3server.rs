@@ -32,6 +32,8 @@ pub struct S3Server {
     master: String,
     filer: String,
     weed: PathBuf,
+    /// Every port given to the server, to find its sockets in /tmp.
+    ports: Vec<u16>,
     dir: tempfile::TempDir,
 }
 
@@ -102,7 +104,7 @@ impl S3Server {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
         std::fs::create_dir(&data)?;
-        let p = free_ports(13)?;
+        let p = free_ports(11)?;
         let (master, master_grpc, volume, volume_grpc) = (p[0], p[1], p[2], p[3]);
         let (filer, filer_grpc, s3, s3_grpc) = (p[4], p[5], p[6], p[7]);
         let (webdav, admin, admin_grpc) = (p[8], p[9], p[10]);
@@ -145,6 +147,7 @@ impl S3Server {
             master: format!("127.0.0.1:{master}.{master_grpc}"),
             filer: format!("127.0.0.1:{filer}.{filer_grpc}"),
             weed: weed.to_path_buf(),
+            ports: p.clone(),
             dir,
         };
         let started = Instant::now();
@@ -263,6 +266,23 @@ impl S3Server {
             }
             let _ = child.kill();
             let _ = child.wait();
+            self.remove_sockets();
+        }
+    }
+
+    /// SeaweedFS makes unix sockets `/tmp/seaweedfs-<service>-<port>.sock`
+    /// (fixed in /tmp, not in `-dir`) and a killed server leaves them:
+    /// remove the ones named by this server's ports.
+    fn remove_sockets(&self) {
+        let Ok(entries) = std::fs::read_dir("/tmp") else {
+            return;
+        };
+        let ends: Vec<String> = self.ports.iter().map(|p| format!("-{p}.sock")).collect();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("seaweedfs-") && ends.iter().any(|end| name.ends_with(end)) {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
     }
 }
