@@ -342,7 +342,12 @@ mod tests {
         let a = k.id(Domain::Object, b"x");
         assert_eq!(a, k.id(Domain::Object, b"x"));
         assert_ne!(a, k.id(Domain::Chunk, b"x"));
-        assert_ne!(a, MasterKey::generate().expect("in a test").id(Domain::Object, b"x"));
+        assert_ne!(
+            a,
+            MasterKey::generate()
+                .expect("in a test")
+                .id(Domain::Object, b"x")
+        );
         // Never the plain hash.
         assert_ne!(a, *blake3::hash(b"x").as_bytes());
     }
@@ -350,7 +355,8 @@ mod tests {
     #[test]
     fn key_file_wraps_and_refuses_wrong_password() {
         let k = MasterKey::generate().expect("in a test");
-        let f = KeyFile::wrap(&k, b"pw", KdfParams::FAST_FOR_TESTS, "h", "u", "2026").expect("in a test");
+        let f = KeyFile::wrap(&k, b"pw", KdfParams::FAST_FOR_TESTS, "h", "u", "2026")
+            .expect("in a test");
         let parsed = KeyFile::parse(&f.to_json()).expect("in a test");
         assert_eq!(parsed, f);
         let back = parsed.unwrap_key(b"pw").expect("in a test");

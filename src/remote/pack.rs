@@ -381,7 +381,9 @@ mod tests {
     #[test]
     fn an_empty_pack_is_well_formed() {
         let k = key();
-        let p = PackWriter::new(PackKind::Data).finish(&k).expect("in a test");
+        let p = PackWriter::new(PackKind::Data)
+            .finish(&k)
+            .expect("in a test");
         assert_eq!(read_back(&k, &p.bytes).expect("in a test").1, Vec::new());
     }
 

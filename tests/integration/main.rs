@@ -25,6 +25,7 @@ mod materialize;
 mod mirror;
 mod odd_entries;
 mod offsite;
+mod offsite_s3;
 mod recovery;
 mod remote_backend;
 mod restore;

@@ -34,6 +34,8 @@ pub struct S3Server {
     weed: PathBuf,
     /// Every port given to the server, to find its sockets in /tmp.
     ports: Vec<u16>,
+    /// The arguments it was started with (a restart reuses them and its data).
+    args: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -108,11 +110,9 @@ impl S3Server {
         let (master, master_grpc, volume, volume_grpc) = (p[0], p[1], p[2], p[3]);
         let (filer, filer_grpc, s3, s3_grpc) = (p[4], p[5], p[6], p[7]);
         let (webdav, admin, admin_grpc) = (p[8], p[9], p[10]);
-        let log = std::fs::File::create(dir.path().join("weed.log"))?;
-        let mut cmd = Command::new(weed);
-        cmd.arg("mini")
-            .arg(format!("-dir={}", data.display()))
-            .args([
+        let mut args: Vec<String> = vec!["mini".into(), format!("-dir={}", data.display())];
+        args.extend(
+            [
                 "-ip=127.0.0.1",
                 "-ip.bind=127.0.0.1",
                 "-master.telemetry=false",
@@ -120,40 +120,61 @@ impl S3Server {
                 "-s3.autoCreateBucket=false",
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
-            ])
-            .arg(format!("-master.port={master}"))
-            .arg(format!("-master.port.grpc={master_grpc}"))
-            .arg(format!("-volume.port={volume}"))
-            .arg(format!("-volume.port.grpc={volume_grpc}"))
-            .arg(format!("-filer.port={filer}"))
-            .arg(format!("-filer.port.grpc={filer_grpc}"))
-            .arg(format!("-s3.port={s3}"))
-            .arg(format!("-s3.port.grpc={s3_grpc}"))
-            .arg(format!("-webdav.port={webdav}"))
-            .arg(format!("-admin.port={admin}"))
-            .arg(format!("-admin.port.grpc={admin_grpc}"))
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Its own process group, so Drop ends it and anything it started.
-            .process_group(0);
-        let child = cmd.spawn()?;
+            ]
+            .map(String::from),
+        );
+        for (flag, port) in [
+            ("master.port", master),
+            ("master.port.grpc", master_grpc),
+            ("volume.port", volume),
+            ("volume.port.grpc", volume_grpc),
+            ("filer.port", filer),
+            ("filer.port.grpc", filer_grpc),
+            ("s3.port", s3),
+            ("s3.port.grpc", s3_grpc),
+            ("webdav.port", webdav),
+            ("admin.port", admin),
+            ("admin.port.grpc", admin_grpc),
+        ] {
+            args.push(format!("-{flag}={port}"));
+        }
         let mut server = S3Server {
-            child: Some(child),
+            child: None,
             s3_port: s3,
             master: format!("127.0.0.1:{master}.{master_grpc}"),
             filer: format!("127.0.0.1:{filer}.{filer_grpc}"),
             weed: weed.to_path_buf(),
             ports: p.clone(),
+            args,
             dir,
         };
+        server.run()?;
+        Ok(server)
+    }
+
+    /// Start the server process (again, after [`S3Server::kill`], on its
+    /// data) and wait until S3 answers.
+    pub fn run(&mut self) -> Res<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("weed.log"))?;
+        let mut cmd = Command::new(&self.weed);
+        cmd.args(&self.args)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own process group, so Drop ends it and anything it started.
+            .process_group(0);
+        self.child = Some(cmd.spawn()?);
+        let (s3, server) = (self.s3_port, self);
         let started = Instant::now();
         loop {
             if http_answers(s3) {
-                return Ok(server);
+                return Ok(());
             }
             let exited = match server.child.as_mut() {
                 Some(c) => c.try_wait()?.is_some(),

@@ -1,0 +1,238 @@
+//! The off-site replica against a real S3 server (SeaweedFS on loopback,
+//! `s3server.rs`): push → restore into an empty folder on a machine with
+//! no repository, push → pull equal to the original, the server killed
+//! mid-push (nothing lost, the next push completes), and a missing
+//! bucket, refused credentials and an unreachable endpoint named with
+//! their exit codes.
+
+use crate::common::{listing, Lcg, Res, TestEnv, TestResult};
+use crate::offsite::{fill_source, json, ok, trove};
+use crate::s3server::S3Server;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn tree_of(root: &std::path::Path) -> Res<Vec<(Vec<u8>, String)>> {
+    Ok(listing(root, true)?
+        .into_iter()
+        .map(|(p, n)| (p, format!("{n:?}")))
+        .collect())
+}
+
+#[test]
+fn push_restore_and_pull_through_s3() -> TestResult {
+    let Some(server) = S3Server::start() else {
+        return Ok(());
+    };
+    server.create_bucket("trove")?;
+    let env = TestEnv::new()?;
+    fill_source(&env, 21)?;
+    env.backup_ok(&[])?;
+    let aws = server.env();
+    let url = server.url("trove", "offsite/main");
+    let repo = env.backup.to_str().ok_or("utf8")?.to_string();
+    ok(
+        &trove(&env, &["remote", "init", &url], &aws)?,
+        "remote init",
+    )?;
+    let o = trove(
+        &env,
+        &["push", "--json", "--repo", &repo, "--remote", &url],
+        &aws,
+    )?;
+    ok(&o, "push")?;
+    let j = json(&o)?;
+    assert_eq!(j["pushed"].as_array().map(Vec::len), Some(1));
+    assert!(j["requests"]["put"].as_u64().unwrap_or(0) <= 6, "{j}");
+    // A no-change push: a few requests, no PUT.
+    let o = trove(
+        &env,
+        &["push", "--json", "--repo", &repo, "--remote", &url],
+        &aws,
+    )?;
+    ok(&o, "push again")?;
+    let r = &json(&o)?["requests"];
+    assert_eq!(r["put"].as_u64(), Some(0), "{r}");
+    // The disaster: restore with no repository anywhere.
+    let target = env.root().join("restored");
+    let o = trove(
+        &env,
+        &[
+            "restore",
+            "--remote",
+            &url,
+            "--target",
+            target.to_str().ok_or("utf8")?,
+        ],
+        &aws,
+    )?;
+    ok(&o, "restore --remote")?;
+    assert!(!target.join(".trove").exists());
+    assert_eq!(tree_of(&target)?, tree_of(&env.source)?);
+    // Pull: the same snapshots and listings.
+    let pulled = env.root().join("pulled");
+    let p = pulled.to_str().ok_or("utf8")?;
+    ok(&trove(&env, &["pull", "--remote", &url, p], &aws)?, "pull")?;
+    for args in [["snapshots", "--json"], ["ls", "--json"]] {
+        let orig = trove(&env, &[args[0], args[1], "--repo", &repo], &aws)?;
+        let copy = trove(&env, &[args[0], args[1], "--repo", p], &aws)?;
+        ok(&orig, "orig")?;
+        ok(&copy, "copy")?;
+        assert_eq!(json(&orig)?, json(&copy)?, "{args:?}");
+    }
+    ok(
+        &trove(&env, &["verify", "--remote", &url, "--read-data"], &aws)?,
+        "verify --read-data",
+    )?;
+    let st = trove(&env, &["stats", "--json", "--remote", &url], &aws)?;
+    ok(&st, "stats --remote")?;
+    assert_eq!(json(&st)?["remote"]["snapshots"].as_u64(), Some(1));
+    Ok(())
+}
+
+#[test]
+fn a_server_killed_mid_push_loses_nothing() -> TestResult {
+    let Some(mut server) = S3Server::start() else {
+        return Ok(());
+    };
+    server.create_bucket("crash")?;
+    let env = TestEnv::new()?;
+    let mut rng = Lcg(99);
+    for i in 0..48 {
+        env.write(&format!("d/f{i}.bin"), rng.bytes(450 * 1024))?;
+    }
+    env.backup_ok(&[])?;
+    let aws = server.env();
+    let url = server.url("crash", "");
+    let repo = env.backup.to_str().ok_or("utf8")?.to_string();
+    ok(
+        &trove(&env, &["remote", "init", &url, "--pack-size", "1M"], &aws)?,
+        "init",
+    )?;
+    let mut push = std::process::Command::new(crate::common::trove_bin());
+    push.current_dir(env.root())
+        .env("TROVE_PASSWORD", crate::offsite::PASSWORD)
+        .envs(aws.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .args(["push", "--repo", &repo, "--remote", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = push.spawn()?;
+    // Kill the server once some packs are up.
+    let b = trove::remote::backend::open_with(&url, false, &server.settings())?;
+    let started = Instant::now();
+    while b.list("data/").map(|l| l.len()).unwrap_or(0) < 3
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill();
+    let out = child.wait_with_output()?;
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    if out.status.success() {
+        eprintln!("the push finished before the server died; the kill was not mid-push");
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&url), "names the remote: {err}");
+    }
+    // Nothing lost locally.
+    ok(
+        &trove(&env, &["verify", "--repo", &repo], &[])?,
+        "local verify",
+    )?;
+    // The server comes back: what is there reads, and the next push completes.
+    server.run()?;
+    ok(
+        &trove(&env, &["verify", "--remote", &url], &aws)?,
+        "verify after the crash",
+    )?;
+    ok(
+        &trove(&env, &["push", "--repo", &repo, "--remote", &url], &aws)?,
+        "push again",
+    )?;
+    let target = env.root().join("restored");
+    ok(
+        &trove(
+            &env,
+            &[
+                "restore",
+                "--remote",
+                &url,
+                "--target",
+                target.to_str().ok_or("utf8")?,
+            ],
+            &aws,
+        )?,
+        "restore",
+    )?;
+    assert_eq!(tree_of(&target)?, tree_of(&env.source)?);
+    ok(
+        &trove(&env, &["verify", "--remote", &url, "--read-data"], &aws)?,
+        "verify --read-data",
+    )?;
+    Ok(())
+}
+
+#[test]
+fn bucket_credentials_and_endpoint_problems_are_named() -> TestResult {
+    let Some(server) = S3Server::start() else {
+        return Ok(());
+    };
+    server.create_bucket("there")?;
+    let env = TestEnv::new()?;
+    let aws = server.env();
+    // A bucket that does not exist: exit 2, named.
+    let missing = server.url("not-there", "x");
+    let o = trove(&env, &["remote", "init", &missing], &aws)?;
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(err.contains("not-there") && err.contains("bucket"), "{err}");
+    // Refused credentials: exit 2.
+    let url = server.url("there", "");
+    let mut bad = aws.clone();
+    for (k, v) in &mut bad {
+        if k == "AWS_SECRET_ACCESS_KEY" {
+            *v = "wrong-secret".into();
+        }
+    }
+    let o = trove(&env, &["remote", "init", &url], &bad)?;
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&url));
+    // Not a remote repository (an empty bucket): exit 2.
+    let o = trove(&env, &["snapshots", "--remote", &url], &aws)?;
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // An endpoint nothing listens on: exit 1, in bounded time.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut gone = aws.clone();
+    for (k, v) in &mut gone {
+        if k == "AWS_ENDPOINT_URL" {
+            *v = format!("http://127.0.0.1:{closed}");
+        }
+    }
+    let t = Instant::now();
+    let o = trove(&env, &["snapshots", "--remote", &url], &gone)?;
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(t.elapsed() < Duration::from_secs(60));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&url));
+    Ok(())
+}
