@@ -140,6 +140,12 @@ fn a_server_killed_mid_push_loses_nothing() -> TestResult {
     )?;
     // The server comes back: what is there reads, and the next push completes.
     server.run()?;
+    // S3 answers before the restarted volume serves reads again.
+    let b = trove::remote::backend::open_with(&url, false, &server.settings())?;
+    let started = Instant::now();
+    while b.get("config").is_err() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     ok(
         &trove(&env, &["verify", "--remote", &url], &aws)?,
         "verify after the crash",
