@@ -81,7 +81,7 @@ pub(super) fn backup(cli: &Cli, a: &BackupArgs) -> Result<Outcome> {
         let repo = LocalRepo::open(&root)?;
         let _lock = RepoLock::acquire(&repo, LockMode::Shared, cli.wait)?;
         let remote = super::offsite::open_remote(cli)?;
-        let pushed = super::offsite::push_to(cli, &repo, &remote)?;
+        let pushed = super::offsite::push_to(cli, &repo, &remote, true)?;
         if pushed != Outcome::Ok {
             return Ok(pushed);
         }
@@ -315,6 +315,9 @@ pub(super) fn stats(cli: &Cli) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
+/// The least time between two pushes of a watch session.
+const WATCH_PUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub(super) fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
     let (settings, cfg) = settings::source_settings(cli, &a.src)?;
     let opts = settings::watch_options(a, settings, cfg.as_ref())?;
@@ -330,6 +333,15 @@ pub(super) fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
             );
         }
     }
+    // With remote.push_after_backup, runs are pushed too: the remote is
+    // opened (and its password checked) before watching starts.
+    let remote = if super::offsite::push_after_backup(cli)? {
+        Some(super::offsite::open_remote(cli)?)
+    } else {
+        None
+    };
+    let root = opts.backup.settings.backup_root.clone();
+    let mut last_push: Option<std::time::Instant> = None;
     let mut failed = false;
     crate::watch::run(&opts, &mut |w| {
         if let Some(r) = &w.report {
@@ -338,6 +350,26 @@ pub(super) fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
         if cli.json || !cli.quiet {
             // A closed stdout must not stop the session: the log has it all.
             let _ = output::watch_run(&mut std::io::stdout().lock(), w, cli.json);
+        }
+        if let (Some(remote), Some(_)) = (&remote, &w.report) {
+            // At most one push a minute; a run in between is carried by
+            // the next push. A failed push (network) is logged and retried
+            // after the next run, never stopping the session.
+            if last_push.is_none_or(|t| t.elapsed() >= WATCH_PUSH_INTERVAL) {
+                last_push = Some(std::time::Instant::now());
+                let pushed = LocalRepo::open(&root)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|repo| {
+                        let _lock = RepoLock::acquire(&repo, LockMode::Shared, false)?;
+                        super::offsite::push_to(cli, &repo, remote, false)
+                    });
+                if let Err(e) = pushed {
+                    tracing::error!(
+                        "push to {} failed: {e:#}; the next run pushes again",
+                        remote.url()
+                    );
+                }
+            }
         }
     })?;
     drop(guard);

@@ -211,17 +211,33 @@ pub(super) fn push(cli: &Cli) -> Result<Outcome> {
     let repo = LocalRepo::open(&root)?;
     let _lock = RepoLock::acquire(&repo, LockMode::Shared, cli.wait)?;
     let remote = open_remote(cli)?;
-    push_to(cli, &repo, &remote)
+    push_to(cli, &repo, &remote, true)
 }
 
-/// Push `repo` to `remote` and report it (also the end of `backup --push`).
-pub(super) fn push_to(cli: &Cli, repo: &LocalRepo, remote: &RemoteRepo) -> Result<Outcome> {
+/// Push `repo` to `remote` and report it (also the end of `backup --push`);
+/// `print`: on standard output too (a watch session logs it only, its
+/// output being one line per run).
+pub(super) fn push_to(
+    cli: &Cli,
+    repo: &LocalRepo,
+    remote: &RemoteRepo,
+    print: bool,
+) -> Result<Outcome> {
     let bar = TermProgress::new(cli);
     let report = crate::remote::push::run(repo, remote, &bar);
     drop(bar);
     let report = report?;
     tracing::info!(target: "trove::summary", "{}", output::push_line(&report));
-    emit(cli, &report, |out| output::push(out, &report, cli.quiet))?;
+    for m in &report.missing {
+        tracing::warn!(
+            "not on the remote: {} (snapshot {}): its content was removed locally by retention before this push",
+            m.path,
+            m.snapshot
+        );
+    }
+    if print {
+        emit(cli, &report, |out| output::push(out, &report, cli.quiet))?;
+    }
     Ok(if report.skipped.is_empty() {
         Outcome::Ok
     } else {

@@ -790,13 +790,7 @@ pub(super) fn push(
     r: &crate::remote::push::PushReport,
     quiet: bool,
 ) -> io::Result<()> {
-    for m in &r.missing {
-        writeln!(
-            out,
-            "not on the remote: {} (snapshot {}): its content was removed locally by retention before this push",
-            m.path, m.snapshot
-        )?;
-    }
+    // Content retention had removed is named on the console by the log.
     for s in &r.skipped {
         writeln!(
             out,

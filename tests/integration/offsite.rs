@@ -527,3 +527,48 @@ fn backup_push_pushes_at_the_end_of_the_run() -> TestResult {
     assert_eq!(json(&snaps)?.as_array().map(Vec::len), Some(1));
     Ok(())
 }
+
+#[test]
+fn watch_pushes_its_runs_when_the_config_says_so() -> TestResult {
+    let env = TestEnv::new()?;
+    fill_source(&env, 4)?;
+    let url = file_url(&env.root().join("offsite"));
+    ok(&trove(&env, &["remote", "init", &url], &[])?, "init")?;
+    let cfg = env.root().join("config.json");
+    std::fs::write(
+        &cfg,
+        serde_json::json!({
+            "sources": [env.source],
+            "backup_root": env.backup,
+            "remote": {"url": url, "push_after_backup": true}
+        })
+        .to_string(),
+    )?;
+    let mut child = std::process::Command::new(crate::common::trove_bin())
+        .current_dir(env.root())
+        .env("TROVE_PASSWORD", PASSWORD)
+        .args(["watch", "-q", "--config", cfg.to_str().ok_or("utf8")?])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut pushed = 0;
+    while std::time::Instant::now() < deadline {
+        let o = trove(&env, &["snapshots", "--json", "--remote", &url], &[])?;
+        if o.status.success() {
+            pushed = json(&o)?.as_array().map_or(0, Vec::len);
+            if pushed > 0 {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait()?;
+    assert_eq!(pushed, 1, "the initial run was not pushed");
+    assert_eq!(status.code(), Some(0));
+    Ok(())
+}
