@@ -119,6 +119,7 @@ pub fn run(
     let uploaded: Mutex<Vec<IndexPack>> = Mutex::new(Vec::new());
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     let mut missing_by_snap: BTreeMap<SnapshotId, Vec<[u8; 32]>> = BTreeMap::new();
+    let mut unpushable: Vec<[u8; 32]> = Vec::new();
 
     let walked = std::thread::scope(|scope| -> Result<()> {
         for _ in 0..UPLOADERS {
@@ -155,6 +156,7 @@ pub fn run(
             walked: HashSet::new(),
             data: PackWriter::new(PackKind::Data),
             trees: PackWriter::new(PackKind::Tree),
+            content: Vec::new(),
             batch: Vec::new(),
             batch_bytes: 0,
             tx: &tx,
@@ -164,17 +166,28 @@ pub fn run(
             progress,
         };
         let result = (|| -> Result<()> {
-            progress.phase("push", 0, 0);
+            // 1. The trees (uploaded as they are met) and the content the
+            //    remote lacks, in walk order.
             for s in &todo {
                 w.snapshot(s)?;
-                w.flush_batch()?;
                 let mut m = std::mem::take(&mut w.missing);
                 m.sort_unstable();
                 m.dedup();
                 missing_by_snap.insert(s.id, m);
             }
+            // 2. The content, with its totals known for the progress bar.
+            let content = std::mem::take(&mut w.content);
+            let total: u64 = content.iter().map(|p| p.size).sum();
+            progress.phase("push", content.len() as u64, total);
+            for p in content {
+                w.upload(p)?;
+            }
+            w.flush_batch()?;
             w.finish_packs()
         })();
+        // Content found unreadable or altered while it was read: absent by
+        // design in every commit of this push (readers take the union).
+        unpushable = std::mem::take(&mut w.missing);
         drop(w);
         drop(tx);
         result
@@ -196,7 +209,10 @@ pub fn run(
         let record = local
             .read_snapshot(&s.id)
             .map_err(|e| Error::io("read snapshot", &path, e))?;
-        let missing = missing_by_snap.remove(&s.id).unwrap_or_default();
+        let mut missing = missing_by_snap.remove(&s.id).unwrap_or_default();
+        missing.extend_from_slice(&unpushable);
+        missing.sort_unstable();
+        missing.dedup();
         remote.put_commit(&s.id, &Commit { record, missing })?;
         report.pushed.push(s.id.short());
     }
@@ -242,6 +258,8 @@ struct Pending {
     id: ObjectId,
     size: u64,
     path: Vec<u8>,
+    /// Its keyed blob id.
+    blob: [u8; 32],
 }
 
 struct Walker<'a> {
@@ -254,6 +272,8 @@ struct Walker<'a> {
     walked: HashSet<TreeId>,
     data: PackWriter,
     trees: PackWriter,
+    /// Objects to upload, in walk order (pass 2).
+    content: Vec<Pending>,
     batch: Vec<Pending>,
     batch_bytes: u64,
     tx: &'a mpsc::SyncSender<FinishedPack>,
@@ -342,19 +362,27 @@ impl Walker<'_> {
             return Ok(());
         }
         self.queued.insert(blob);
-        if size < self.remote.config().chunker.whole_below {
-            self.batch.push(Pending {
-                id: o,
-                size,
-                path: path.to_vec(),
-            });
-            self.batch_bytes += size;
+        self.content.push(Pending {
+            id: o,
+            size,
+            path: path.to_vec(),
+            blob,
+        });
+        Ok(())
+    }
+
+    /// Read, check and seal one object the remote lacks: small ones in
+    /// parallel batches, large ones chunk by chunk.
+    fn upload(&mut self, p: Pending) -> Result<()> {
+        if p.size < self.remote.config().chunker.whole_below {
+            self.batch_bytes += p.size;
+            self.batch.push(p);
             if self.batch_bytes >= BATCH_BYTES {
                 self.flush_batch()?;
             }
             Ok(())
         } else {
-            self.large(o, blob)
+            self.large(p.id, p.blob)
         }
     }
 

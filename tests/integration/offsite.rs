@@ -572,3 +572,63 @@ fn watch_pushes_its_runs_when_the_config_says_so() -> TestResult {
     assert_eq!(status.code(), Some(0));
     Ok(())
 }
+
+#[test]
+fn content_retention_removed_is_named_and_not_damage() -> TestResult {
+    let env = TestEnv::new()?;
+    let cfg = env.root().join("config.json");
+    std::fs::write(
+        &cfg,
+        serde_json::json!({
+            "sources": [env.source],
+            "backup_root": env.backup,
+            "retention": {"max_versions_per_file": 1}
+        })
+        .to_string(),
+    )?;
+    let c = cfg.to_str().ok_or("utf8")?;
+    for v in ["one", "two", "three"] {
+        env.write("notes.txt", format!("version {v}"))?;
+        ok(&trove(&env, &["backup", "--config", c], &[])?, "backup")?;
+    }
+    let url = file_url(&env.root().join("offsite"));
+    ok(&trove(&env, &["remote", "init", &url], &[])?, "init")?;
+    let o = trove(
+        &env,
+        &["push", "--json", "--repo", &repo(&env), "--remote", &url],
+        &[],
+    )?;
+    ok(&o, "push")?;
+    let j = json(&o)?;
+    assert_eq!(j["pushed"].as_array().map(Vec::len), Some(3));
+    let missing = j["missing"].as_array().ok_or("missing")?;
+    assert!(
+        missing.iter().any(|m| m["path"] == "notes.txt"),
+        "the first version's content is named: {j}"
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(err.contains("not on the remote: notes.txt"), "{err}");
+    // Absent by design: not damage.
+    ok(
+        &trove(&env, &["verify", "--remote", &url, "--read-data"], &[])?,
+        "verify --remote",
+    )?;
+    // The latest restores whole.
+    let target = env.root().join("restored");
+    ok(
+        &trove(
+            &env,
+            &[
+                "restore",
+                "--remote",
+                &url,
+                "--target",
+                target.to_str().ok_or("utf8")?,
+            ],
+            &[],
+        )?,
+        "restore latest",
+    )?;
+    assert_eq!(std::fs::read(target.join("notes.txt"))?, b"version three");
+    Ok(())
+}
