@@ -108,10 +108,11 @@ pub fn open(url: &str, create: bool) -> BackendResult<Box<dyn Backend>> {
 }
 
 /// An in-memory store for unit tests, counting requests like the real ones.
-#[derive(Default)]
+/// Clones share the store (as two commands share a bucket).
+#[derive(Clone, Default)]
 pub struct MemBackend {
-    objects: std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
-    stats: std::sync::Mutex<RequestStats>,
+    objects: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>>,
+    stats: std::sync::Arc<std::sync::Mutex<RequestStats>>,
 }
 
 impl MemBackend {

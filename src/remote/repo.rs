@@ -1092,3 +1092,132 @@ impl RepoRead for RemoteRepo {
         *lock(&self.inner.plan) = plan;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::backend::MemBackend;
+    use crate::remote::pack::{seal_blob, PackWriter};
+
+    fn fresh() -> (RemoteRepo, MemBackend) {
+        let m = MemBackend::new();
+        let r = RemoteRepo::init(
+            Box::new(m.clone()),
+            b"pw",
+            HashAlgo::Blake3,
+            DEFAULT_PACK_SIZE,
+            KdfParams::FAST_FOR_TESTS,
+        )
+        .expect("init");
+        (r, m)
+    }
+
+    /// The same store, opened again (as another command would).
+    fn reopen(m: &MemBackend, pw: &[u8]) -> Result<RemoteRepo> {
+        RemoteRepo::open(Box::new(m.clone()), pw)
+    }
+
+    #[test]
+    fn passwords_open_it_and_wrong_ones_are_named() {
+        let (r, m) = fresh();
+        assert!(reopen(&m, b"pw").is_ok());
+        match reopen(&m, b"nope") {
+            Err(Error::WrongPassword { url, keys }) => {
+                assert_eq!(url, "mem://");
+                assert_eq!(keys, 1);
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened with a wrong password"),
+        }
+        let id = r
+            .add_key(b"second", KdfParams::FAST_FOR_TESTS)
+            .expect("add");
+        let again = reopen(&m, b"second").expect("second password");
+        let keys = again.list_keys().expect("list");
+        assert_eq!(keys.len(), 2);
+        assert!(keys.iter().any(|k| k.current && k.id == id));
+        // The key in use is never removed; another one is.
+        assert!(again.remove_key(&id[..8]).is_err());
+        assert!(again.remove_key(&r.key_id()[..8]).is_ok());
+        assert!(matches!(
+            reopen(&m, b"pw"),
+            Err(Error::WrongPassword { .. })
+        ));
+    }
+
+    #[test]
+    fn blobs_are_found_through_the_index_and_damage_is_named() {
+        let (r, m) = fresh();
+        let mut w = PackWriter::new(PackKind::Data);
+        let id = [7u8; 32];
+        w.push(seal_blob(r.key(), BlobKind::Data, id, None, b"hello", true).expect("seal"));
+        let p = w.finish(r.key()).expect("finish");
+        r.put_pack(&p).expect("put");
+        assert_eq!(
+            r.read_blob(&id).expect("read"),
+            None,
+            "no index lists it yet"
+        );
+        r.put_index(&IndexFile {
+            packs: vec![index::IndexPack {
+                name: p.name,
+                kind: p.kind,
+                len: p.bytes.len() as u64,
+                blobs: p.entries.clone(),
+            }],
+        })
+        .expect("index");
+        r.forget_index();
+        assert_eq!(
+            r.read_blob(&id).expect("read"),
+            Some((BlobKind::Data, b"hello".to_vec()))
+        );
+        // A pack's own header rebuilds its index entry.
+        let (kind, entries) = r
+            .read_pack_header(&pack_path(p.kind, &p.name), p.bytes.len() as u64)
+            .expect("header");
+        assert_eq!((kind, entries), (p.kind, p.entries.clone()));
+        // A flipped byte in the blob: damage, named with the pack.
+        let path = pack_path(p.kind, &p.name);
+        m.objects().get_mut(&path).expect("pack")[30] ^= 1;
+        let fresh = reopen(&m, b"pw").expect("open");
+        match fresh.read_blob(&id) {
+            Err(Error::RemoteDamaged { what, .. }) => assert!(what.contains(&path), "{what}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_damaged_index_file_hides_only_its_packs() {
+        let (r, m) = fresh();
+        r.put_index(&IndexFile::default()).expect("index");
+        let names: Vec<String> = m
+            .objects()
+            .keys()
+            .filter(|k| k.starts_with(INDEX))
+            .cloned()
+            .collect();
+        let last = m
+            .objects()
+            .get_mut(&names[0])
+            .map(|v| v.len())
+            .expect("index file");
+        m.objects()
+            .get_mut(&names[0])
+            .expect("index file")
+            .truncate(last - 3);
+        let again = reopen(&m, b"pw").expect("open");
+        assert_eq!(again.index().expect("index").blob_count(), 0);
+    }
+
+    #[test]
+    fn a_newer_remote_is_named_before_any_password_is_tried() {
+        let (_r, m) = fresh();
+        m.objects().get_mut(CONFIG).expect("config")[4] = 9;
+        match reopen(&m, b"wrong password too") {
+            Err(Error::RemoteVersion { found, .. }) => assert_eq!(found, 9),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened a newer remote"),
+        }
+    }
+}

@@ -632,3 +632,74 @@ fn content_retention_removed_is_named_and_not_damage() -> TestResult {
     assert_eq!(std::fs::read(target.join("notes.txt"))?, b"version three");
     Ok(())
 }
+
+/// Property: whatever the history (files written, changed, removed over a
+/// few runs), backup → push → pull gives a repository whose `snapshots
+/// --json` and `ls --json` of every snapshot equal the original's.
+#[test]
+fn push_then_pull_is_faithful_for_any_history() -> TestResult {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let mut runner = TestRunner::new(Config {
+        cases: 4,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    // Per run: (file index, size) writes and file indexes removed.
+    let run = (
+        proptest::collection::vec(
+            (0u8..12, prop_oneof![0usize..3000, 600_000usize..900_000]),
+            1..6,
+        ),
+        proptest::collection::vec(0u8..12, 0..3),
+    );
+    let history = proptest::collection::vec(run, 1..4);
+    runner
+        .run(&(history, any::<u64>()), |(history, seed)| {
+            faithful(&history, seed).map_err(|e| TestCaseError::fail(e.to_string()))
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[allow(clippy::type_complexity)]
+fn faithful(history: &[(Vec<(u8, usize)>, Vec<u8>)], seed: u64) -> Res<()> {
+    let env = TestEnv::new()?;
+    let mut rng = Lcg(seed);
+    let url = file_url(&env.root().join("offsite"));
+    ok(&trove(&env, &["remote", "init", &url], &[])?, "init")?;
+    for (writes, removes) in history {
+        for (i, size) in writes {
+            env.write(&format!("d{}/f{i}", i % 3), rng.bytes(*size))?;
+        }
+        for i in removes {
+            let _ = std::fs::remove_file(env.src(&format!("d{}/f{i}", i % 3)));
+        }
+        env.backup(&[])?;
+    }
+    ok(
+        &trove(
+            &env,
+            &["push", "--repo", &repo(&env), "--remote", &url],
+            &[],
+        )?,
+        "push",
+    )?;
+    let pulled = env.root().join("pulled");
+    let p = pulled.to_str().ok_or("utf8")?;
+    ok(&trove(&env, &["pull", "--remote", &url, p], &[])?, "pull")?;
+    let snaps = trove(&env, &["snapshots", "--json", "--repo", &repo(&env)], &[])?;
+    let copy = trove(&env, &["snapshots", "--json", "--repo", p], &[])?;
+    if json(&snaps)? != json(&copy)? {
+        return Err("snapshots --json differ".into());
+    }
+    for s in json(&snaps)?.as_array().ok_or("array")? {
+        let id = s["id"].as_str().ok_or("id")?;
+        let a = trove(&env, &["ls", "--json", id, "--repo", &repo(&env)], &[])?;
+        let b = trove(&env, &["ls", "--json", id, "--repo", p], &[])?;
+        if json(&a)? != json(&b)? {
+            return Err(format!("ls --json {id} differs").into());
+        }
+    }
+    Ok(())
+}
