@@ -14,7 +14,7 @@ use crate::id::ObjectId;
 use crate::progress::Progress;
 use crate::verify::{self, ProblemKind, VerifyOptions, VerifyProblem, VerifyReport};
 use rayon::prelude::*;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 #[derive(Clone, Debug, Default)]
@@ -130,13 +130,18 @@ pub fn run(
             .collect();
         let total: u64 = chosen.iter().map(|p| p.len).sum();
         progress.phase("packs", chosen.len() as u64, total);
+        // Each pack's blobs, in offset order (one pass over the index).
+        let mut by_pack: HashMap<[u8; 32], Vec<super::pack::BlobEntry>> = HashMap::new();
+        for (pi, e) in index.blobs_sorted() {
+            by_pack.entry(pi.name).or_default().push(e.clone());
+        }
         let found: Mutex<Vec<VerifyProblem>> = Mutex::new(Vec::new());
         let blobs = std::sync::atomic::AtomicU64::new(0);
         // Two packs at a time: each is held whole while it is checked.
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build();
         let work = || {
             chosen.par_iter().try_for_each(|p| -> Result<()> {
-                let (n, bad) = check_pack(remote, p, &index)?;
+                let (n, bad) = check_pack(remote, p, &by_pack)?;
                 blobs.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 found.lock().unwrap_or_else(|e| e.into_inner()).extend(bad);
                 progress.advance(1, p.len);
@@ -164,7 +169,7 @@ pub fn run(
 fn check_pack(
     remote: &RemoteRepo,
     p: &super::index::PackInfo,
-    index: &super::index::Index,
+    by_pack: &HashMap<[u8; 32], Vec<super::pack::BlobEntry>>,
 ) -> Result<(u64, Vec<VerifyProblem>)> {
     let path = pack_path(p.kind, &p.name);
     let bytes = remote
@@ -193,17 +198,38 @@ fn check_pack(
     let algo = crate::repo::RepoRead::algo(remote);
     let mut checked = 0u64;
     // The blobs the index places in this pack.
-    let mut listed: Vec<_> = index
-        .blobs_sorted()
-        .into_iter()
-        .filter(|(pi, _)| pi.name == p.name)
-        .map(|(_, e)| e.clone())
-        .collect();
-    listed.sort_by_key(|e| e.offset);
-    let mut seen = HashSet::new();
-    for e in &listed {
+    let listed: &[super::pack::BlobEntry] = by_pack.get(&p.name).map_or(&[], Vec::as_slice);
+    // The pack's own header must list what the index says it holds.
+    let n = bytes.len() as u64;
+    let header = (n >= pack::TRAILER_LEN)
+        .then(|| bytes.get((n - pack::TRAILER_LEN) as usize..))
+        .flatten()
+        .ok_or_else(|| "shorter than its trailer".to_string())
+        .and_then(|t| pack::header_span(n, t).map_err(|e| e.to_string()))
+        .and_then(|(off, len)| {
+            let sealed = bytes
+                .get(off as usize..(off + len) as usize)
+                .unwrap_or_default();
+            pack::decode_header(key, sealed, off).map_err(|e| e.to_string())
+        });
+    match header {
+        // Every blob the index places here is in the header, at the same
+        // place (a blob stored twice is indexed at its first pack only).
+        Ok((_, entries))
+            if {
+                let here: HashMap<[u8; 32], &super::pack::BlobEntry> =
+                    entries.iter().map(|e| (e.id, e)).collect();
+                listed.iter().all(|e| here.get(&e.id) == Some(&e))
+            } => {}
+        Ok(_) => bad(
+            ProblemKind::Pack,
+            path.clone(),
+            "its header lists other blobs than the index does (`trove push` writes a new index from the headers of packs no index lists)".into(),
+        ),
+        Err(e) => bad(ProblemKind::Pack, path.clone(), format!("corrupt pack header: {e}")),
+    }
+    for e in listed {
         checked += 1;
-        seen.insert(e.id);
         let start = e.offset as usize;
         let end = start + e.stored_len as usize;
         let subject = match e.orig {

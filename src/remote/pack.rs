@@ -175,6 +175,16 @@ impl PackWriter {
             entries: Vec::new(),
         }
     }
+    /// A writer whose buffer holds `bytes` without growing: a pack is cut
+    /// once it reaches its target, so target + one blob + the header fit,
+    /// and doubling (twice the memory of a pack) never happens.
+    pub fn with_capacity(kind: PackKind, bytes: usize) -> PackWriter {
+        PackWriter {
+            kind,
+            bytes: Vec::with_capacity(bytes),
+            entries: Vec::new(),
+        }
+    }
     pub fn kind(&self) -> PackKind {
         self.kind
     }

@@ -69,7 +69,7 @@ pub struct PushReport {
 /// How many packs upload at once (each holds a whole pack in memory).
 const UPLOADERS: usize = 2;
 /// Small objects read and sealed in parallel, this many bytes at a time.
-const BATCH_BYTES: u64 = 16 << 20;
+const BATCH_BYTES: u64 = 8 << 20;
 
 /// Push every local snapshot the remote lacks.
 pub fn run(
@@ -154,8 +154,9 @@ pub fn run(
             index: &index,
             queued: HashSet::new(),
             walked: HashSet::new(),
-            data: PackWriter::new(PackKind::Data),
-            trees: PackWriter::new(PackKind::Tree),
+            data: PackWriter::with_capacity(PackKind::Data, pack_capacity(remote)),
+            trees: PackWriter::with_capacity(PackKind::Tree, pack_capacity(remote)),
+            capacity: pack_capacity(remote),
             content: Vec::new(),
             batch: Vec::new(),
             batch_bytes: 0,
@@ -272,6 +273,8 @@ struct Walker<'a> {
     walked: HashSet<TreeId>,
     data: PackWriter,
     trees: PackWriter,
+    /// What a pack's buffer is made to hold (see `pack_capacity`).
+    capacity: usize,
     /// Objects to upload, in walk order (pass 2).
     content: Vec<Pending>,
     batch: Vec<Pending>,
@@ -495,7 +498,7 @@ impl Walker<'_> {
         w.push(b);
         if w.len() >= target {
             let kind = w.kind();
-            let full = std::mem::replace(w, PackWriter::new(kind));
+            let full = std::mem::replace(w, PackWriter::with_capacity(kind, self.capacity));
             self.send(full)?;
         }
         Ok(())
@@ -527,6 +530,14 @@ impl Walker<'_> {
         let t = std::mem::replace(&mut self.trees, PackWriter::new(PackKind::Tree));
         self.send(t)
     }
+}
+
+/// A pack's buffer: the target, one more blob (a chunk of at most the
+/// chunker's maximum, or a small object) and room for the header.
+fn pack_capacity(remote: &RemoteRepo) -> usize {
+    let c = remote.config();
+    let blob = u64::from(c.chunker.max).max(c.chunker.whole_below) + 64;
+    (c.pack_size + blob + (1 << 20)) as usize
 }
 
 /// Why cutting a large object stopped: its reading failed, or storing a
