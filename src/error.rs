@@ -133,7 +133,7 @@ pub enum Error {
     #[error("no trove remote at {url} (it has no config): create one with `trove remote init {url}`, or check the URL")]
     NotARemote { url: String },
 
-    #[error("remote {url}: {what} is damaged: {detail}; run `trove verify --remote {url} --read-data` to see the extent, then `trove push` from a repository that still holds the content")]
+    #[error("remote {url}: {what} is damaged: {detail}; run `trove verify --remote {url} --read-data` to see the extent, then `trove push --repair` from a repository that still holds the content")]
     RemoteDamaged {
         url: String,
         what: String,
@@ -169,9 +169,9 @@ pub enum RemoteFailure {
 impl RemoteFailure {
     fn advice(self) -> &'static str {
         match self {
-            RemoteFailure::NotFound => "the remote is missing data it should hold: run `trove verify --remote`",
+            RemoteFailure::NotFound => "the remote is missing data it should hold: run `trove verify --remote`, then `trove push --repair` from a repository that still holds it",
             RemoteFailure::Denied => "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the AWS profile) and the bucket policy",
-            RemoteFailure::NoBucket => "create the bucket first (for example `aws s3 mb s3://BUCKET`), or check the URL",
+            RemoteFailure::NoBucket => "check the URL, or create the bucket first (`aws s3 mb s3://BUCKET`; `trove remote init file:///PATH` creates a folder)",
             RemoteFailure::Unreachable => "check AWS_ENDPOINT_URL and the network, then run the command again (a push resumes where it stopped)",
             RemoteFailure::Config => "check the remote URL (s3://BUCKET[/PREFIX] or file:///PATH)",
             RemoteFailure::Other => "run the command again; if it persists, check the server's logs",

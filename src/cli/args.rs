@@ -159,7 +159,7 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  trove push --repo /mnt/backup --remote s3://bucket/trove\n  TROVE_REMOTE=file:///mnt/usb/trove trove push --json\n\nA killed push is resumed by the next one; content retention already removed is named, not an error."
     )]
-    Push,
+    Push(PushArgs),
     /// Rebuild a complete local repository (browsable tree included) from the remote alone
     #[command(
         after_help = "Example: trove pull --remote s3://bucket/trove /mnt/new-disk\n\nSnapshot and tree ids equal the originals. Into an existing repository of the same remote, only what it lacks is copied."
@@ -206,6 +206,13 @@ pub enum KeyCommand {
         /// Key id (or a unique prefix), as `trove remote key list` shows it
         id: String,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Also walk the snapshots the remote has, uploading again any tree or content it lost (after `verify --remote` named a missing pack or index)
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Args, Debug)]

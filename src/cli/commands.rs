@@ -81,7 +81,7 @@ pub(super) fn backup(cli: &Cli, a: &BackupArgs) -> Result<Outcome> {
         let repo = LocalRepo::open(&root)?;
         let _lock = RepoLock::acquire(&repo, LockMode::Shared, cli.wait)?;
         let remote = super::offsite::open_remote(cli)?;
-        let pushed = super::offsite::push_to(cli, &repo, &remote, true)?;
+        let pushed = super::offsite::push_to(cli, &repo, &remote, true, false)?;
         if pushed != Outcome::Ok {
             return Ok(pushed);
         }
@@ -361,7 +361,7 @@ pub(super) fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
                     .map_err(anyhow::Error::from)
                     .and_then(|repo| {
                         let _lock = RepoLock::acquire(&repo, LockMode::Shared, false)?;
-                        super::offsite::push_to(cli, &repo, remote, false)
+                        super::offsite::push_to(cli, &repo, remote, false, false)
                     });
                 if let Err(e) = pushed {
                     tracing::error!(

@@ -38,7 +38,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Mirror(a) => commands::mirror(&cli, a),
         Command::Remote(args::RemoteCommand::Init(a)) => offsite::remote_init(&cli, a),
         Command::Remote(args::RemoteCommand::Key(k)) => offsite::key(&cli, k),
-        Command::Push => offsite::push(&cli),
+        Command::Push(a) => offsite::push(&cli, a.repair),
         Command::Pull(a) => offsite::pull(&cli, a),
         Command::Completions { shell } => completions(*shell),
         Command::Man => man(),

@@ -113,8 +113,12 @@ pub(super) fn open_remote(cli: &Cli) -> Result<RemoteRepo> {
     let url = remote_url(cli)?;
     let b = backend::open(&url, false)
         .map_err(|e| crate::remote::repo::backend_error(&url, "open", e))?;
-    let pw = password(cli, &url, false)?;
-    Ok(RemoteRepo::open(b, &pw)?)
+    Ok(RemoteRepo::open_asking(b, &mut || {
+        password(cli, &url, false).map_err(|e| match e.downcast::<Error>() {
+            Ok(e) => e,
+            Err(e) => Error::Usage(format!("{e:#}")),
+        })
+    })?)
 }
 
 pub(super) fn remote_init(cli: &Cli, a: &RemoteInitArgs) -> Result<Outcome> {
@@ -205,13 +209,13 @@ pub(super) fn key(cli: &Cli, k: &KeyCommand) -> Result<Outcome> {
 }
 
 /// Push the repository `cli` names to its remote, under a shared lock.
-pub(super) fn push(cli: &Cli) -> Result<Outcome> {
+pub(super) fn push(cli: &Cli, repair: bool) -> Result<Outcome> {
     let _ = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None);
     let root = settings::repo_root(cli)?;
     let repo = LocalRepo::open(&root)?;
     let _lock = RepoLock::acquire(&repo, LockMode::Shared, cli.wait)?;
     let remote = open_remote(cli)?;
-    push_to(cli, &repo, &remote, true)
+    push_to(cli, &repo, &remote, true, repair)
 }
 
 /// Push `repo` to `remote` and report it (also the end of `backup --push`);
@@ -222,9 +226,10 @@ pub(super) fn push_to(
     repo: &LocalRepo,
     remote: &RemoteRepo,
     print: bool,
+    repair: bool,
 ) -> Result<Outcome> {
     let bar = TermProgress::new(cli);
-    let report = crate::remote::push::run(repo, remote, &bar);
+    let report = crate::remote::push::run(repo, remote, &bar, repair);
     drop(bar);
     let report = report?;
     tracing::info!(target: "trove::summary", "{}", output::push_line(&report));

@@ -70,7 +70,7 @@ pub fn run(
             problems.push(problem(
                 ProblemKind::Index,
                 f.path.clone(),
-                format!("{e} (the next `trove push` indexes its packs again from their headers)"),
+                format!("{e} (`trove push --repair` indexes its packs again from their headers)"),
             ));
         }
     }
@@ -87,7 +87,7 @@ pub fn run(
                 ProblemKind::Pack,
                 path,
                 format!(
-                    "missing pack: an index lists it but the remote {} does not hold it; the content in it is lost from the remote (push again from a repository that still has it: `trove push` uploads what no index lists)",
+                    "missing pack: an index lists it but the remote {} does not hold it; the content in it is lost from the remote (`trove push --repair` from a repository that still holds it uploads it again)",
                     remote.url()
                 ),
             )),
@@ -224,7 +224,7 @@ fn check_pack(
         Ok(_) => bad(
             ProblemKind::Pack,
             path.clone(),
-            "its header lists other blobs than the index does (`trove push` writes a new index from the headers of packs no index lists)".into(),
+            "its header lists other blobs than the index does (`trove push --repair` indexes packs from their own headers)".into(),
         ),
         Err(e) => bad(ProblemKind::Pack, path.clone(), format!("corrupt pack header: {e}")),
     }

@@ -71,11 +71,15 @@ const UPLOADERS: usize = 2;
 /// Small objects read and sealed in parallel, this many bytes at a time.
 const BATCH_BYTES: u64 = 8 << 20;
 
-/// Push every local snapshot the remote lacks.
+/// Push every local snapshot the remote lacks. With `repair`, every local
+/// snapshot is walked, so content and trees the remote lost (a deleted or
+/// damaged pack, a damaged index) are uploaded again; commits already
+/// there are kept.
 pub fn run(
     local: &dyn RepoRead,
     remote: &RemoteRepo,
     progress: &dyn Progress,
+    repair: bool,
 ) -> Result<PushReport> {
     let mut report = PushReport {
         remote: remote.url().to_string(),
@@ -101,7 +105,12 @@ pub fn run(
         .filter(|s| !names.contains(&remote.commit_name(&s.id)))
         .collect();
     report.already = scan.snapshots.len() - todo.len();
-    if todo.is_empty() {
+    let walk: Vec<&Snapshot> = if repair {
+        scan.snapshots.iter().collect()
+    } else {
+        todo.clone()
+    };
+    if walk.is_empty() {
         report.requests = remote.backend().stats();
         return Ok(report);
     }
@@ -157,6 +166,7 @@ pub fn run(
             data: PackWriter::with_capacity(PackKind::Data, pack_capacity(remote)),
             trees: PackWriter::with_capacity(PackKind::Tree, pack_capacity(remote)),
             capacity: pack_capacity(remote),
+            repair,
             content: Vec::new(),
             batch: Vec::new(),
             batch_bytes: 0,
@@ -169,7 +179,7 @@ pub fn run(
         let result = (|| -> Result<()> {
             // 1. The trees (uploaded as they are met) and the content the
             //    remote lacks, in walk order.
-            for s in &todo {
+            for s in &walk {
                 w.snapshot(s)?;
                 let mut m = std::mem::take(&mut w.missing);
                 m.sort_unstable();
@@ -261,6 +271,8 @@ struct Pending {
     path: Vec<u8>,
     /// Its keyed blob id.
     blob: [u8; 32],
+    /// A chunked object whose list the remote has (repair: chunks only).
+    list_known: bool,
 }
 
 struct Walker<'a> {
@@ -275,6 +287,8 @@ struct Walker<'a> {
     trees: PackWriter,
     /// What a pack's buffer is made to hold (see `pack_capacity`).
     capacity: usize,
+    /// Walking snapshots the remote has, to upload what it lost.
+    repair: bool,
     /// Objects to upload, in walk order (pass 2).
     content: Vec<Pending>,
     batch: Vec<Pending>,
@@ -351,7 +365,13 @@ impl Walker<'_> {
         s: &Snapshot,
     ) -> Result<()> {
         let blob = self.remote.object_blob(&o);
-        if self.known(&blob) {
+        if self.queued.contains(&blob) {
+            return Ok(());
+        }
+        // Repairing: a chunked object whose list is there may have lost
+        // chunks with a pack; cut it again, uploading only those.
+        let relist = self.index.contains(&blob);
+        if relist && !(self.repair && self.remote.chunks_missing(&blob)?) {
             return Ok(());
         }
         if !self.local.has(StoreKind::Object, &o.0) {
@@ -370,6 +390,7 @@ impl Walker<'_> {
             size,
             path: path.to_vec(),
             blob,
+            list_known: relist,
         });
         Ok(())
     }
@@ -385,7 +406,7 @@ impl Walker<'_> {
             }
             Ok(())
         } else {
-            self.large(p.id, p.blob)
+            self.large(p.id, p.blob, p.list_known)
         }
     }
 
@@ -431,7 +452,7 @@ impl Walker<'_> {
 
     /// A large object: cut into chunks, each a data blob unless the
     /// remote has it, then its chunk list (a tree-pack blob).
-    fn large(&mut self, o: ObjectId, blob: [u8; 32]) -> Result<()> {
+    fn large(&mut self, o: ObjectId, blob: [u8; 32], list_known: bool) -> Result<()> {
         let loc = self.local.locate(StoreKind::Object, &o.0);
         let mut c = self.local.open_object(&o)?;
         let params = self.remote.config().chunker;
@@ -472,6 +493,9 @@ impl Walker<'_> {
             );
             self.queued.remove(&blob);
             self.missing.push(o.0 .0);
+            return Ok(());
+        }
+        if list_known {
             return Ok(());
         }
         let sealed = pack::seal_blob(

@@ -274,6 +274,18 @@ impl RemoteRepo {
 
     /// Open a remote repository with a password.
     pub fn open(backend: Box<dyn Backend>, password: &[u8]) -> Result<RemoteRepo> {
+        RemoteRepo::open_asking(backend, &mut || {
+            Ok(zeroize::Zeroizing::new(password.to_vec()))
+        })
+    }
+
+    /// Open a remote repository, asking for the password only once the
+    /// store is reached and holds a remote of a version this trove reads
+    /// (nobody types a password for a typo in the URL).
+    pub fn open_asking(
+        backend: Box<dyn Backend>,
+        ask: &mut dyn FnMut() -> Result<zeroize::Zeroizing<Vec<u8>>>,
+    ) -> Result<RemoteRepo> {
         let url = backend.url().to_string();
         let data = match backend.get(CONFIG) {
             Ok(d) => d,
@@ -297,6 +309,8 @@ impl RemoteRepo {
                 supported: format::VERSION,
             });
         }
+        let password = ask()?;
+        let password: &[u8] = &password;
         let keys = backend
             .list(KEYS)
             .map_err(|e| backend_error(&url, "list keys/", e))?;
@@ -762,6 +776,19 @@ impl RemoteRepo {
         stop
     }
 
+    /// Whether a chunk list blob names a chunk no index lists (its content
+    /// cannot be read whole); an unreadable list counts as incomplete.
+    pub fn chunks_missing(&self, list_blob: &[u8; 32]) -> Result<bool> {
+        let idx = self.index()?;
+        match self.read_blob(list_blob) {
+            Ok(Some((BlobKind::List, plain))) => Ok(pack::decode_list(&plain)
+                .map_or(true, |l| l.chunks.iter().any(|c| !idx.contains(c)))),
+            Ok(_) => Ok(true),
+            Err(Error::RemoteDamaged { .. }) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Open an object's content: a whole blob in memory, or a stream over
     /// its chunks (never the whole of a large file at once).
     pub fn open_content(&self, id: &ObjectId) -> Result<Option<Content>> {
@@ -789,6 +816,23 @@ impl RemoteRepo {
                 let list = pack::decode_list(&plain).map_err(|e| {
                     self.damaged(&format!("chunk list of object {}", id.short()), e)
                 })?;
+                // A chunk no index lists makes the object unreadable: say
+                // so when it is opened (verify names it missing), not
+                // halfway through writing it.
+                let idx = self.index()?;
+                if let Some(c) = list.chunks.iter().find(|c| !idx.contains(c)) {
+                    return Err(Error::io(
+                        "read",
+                        self.locate(StoreKind::Object, &id.0),
+                        io::Error::new(
+                            io::ErrorKind::NotFound,
+                            format!(
+                                "its chunk {} is in no indexed pack",
+                                &Digest(*c).to_hex()[..16]
+                            ),
+                        ),
+                    ));
+                }
                 Ok(Some(Content::Stream {
                     len: list.size,
                     reader: Box::new(ChunkReader {
