@@ -114,6 +114,20 @@ pub struct VerifyProblem {
     pub paths_total: u64,
 }
 
+impl VerifyProblem {
+    /// A problem that names no snapshot or path (yet).
+    pub fn new(kind: ProblemKind, subject: String, message: String) -> VerifyProblem {
+        VerifyProblem {
+            kind,
+            subject,
+            message,
+            snapshots: Vec::new(),
+            paths: Vec::new(),
+            paths_total: 0,
+        }
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }

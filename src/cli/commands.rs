@@ -400,7 +400,7 @@ pub(super) fn dupes(cli: &Cli, a: &DupesArgs) -> Result<Outcome> {
 
 /// Print a command's report on standard output: as JSON with `--json`,
 /// else in its human form (`human`).
-fn emit<R: serde::Serialize>(
+pub(super) fn emit<R: serde::Serialize>(
     cli: &Cli,
     report: &R,
     human: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>,

@@ -330,16 +330,15 @@ pub(super) fn stats(cli: &Cli) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
+/// `commands::emit`, silent in its human form under `-q`.
 fn emit<R: serde::Serialize>(
     cli: &Cli,
     report: &R,
     human: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
 ) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    if cli.json {
-        output::json(&mut out, report)?;
-    } else if !cli.quiet {
-        human(&mut out)?;
-    }
-    Ok(())
+    super::commands::emit(
+        cli,
+        report,
+        |out| if cli.quiet { Ok(()) } else { human(out) },
+    )
 }

@@ -50,14 +50,7 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<RemoteVerifyReport> {
     let mut problems: Vec<VerifyProblem> = Vec::new();
-    let problem = |kind: ProblemKind, subject: String, message: String| VerifyProblem {
-        kind,
-        subject,
-        message,
-        snapshots: Vec::new(),
-        paths: Vec::new(),
-        paths_total: 0,
-    };
+    let problem = VerifyProblem::new;
     let mut report = RemoteVerifyReport {
         remote: remote.url().to_string(),
         ..RemoteVerifyReport::default()
@@ -178,14 +171,7 @@ fn check_pack(
         .map_err(|e| super::repo::backend_error(remote.url(), format!("read {path}"), e))?;
     let mut out = Vec::new();
     let mut bad = |kind: ProblemKind, subject: String, message: String| {
-        out.push(VerifyProblem {
-            kind,
-            subject,
-            message,
-            snapshots: Vec::new(),
-            paths: Vec::new(),
-            paths_total: 0,
-        })
+        out.push(VerifyProblem::new(kind, subject, message))
     };
     if *blake3::hash(&bytes).as_bytes() != p.name {
         bad(
@@ -247,13 +233,8 @@ fn check_pack(
         let plain = match pack::open_blob(key, e, stored) {
             Ok(b) => b,
             Err(err) => {
-                let kind = if e.kind == BlobKind::Tree {
-                    ProblemKind::CorruptTree
-                } else {
-                    ProblemKind::CorruptObject
-                };
                 bad(
-                    kind,
+                    corrupt(e.kind),
                     subject,
                     format!("corrupt blob in {path} at offset {}: {err}", e.offset),
                 );
@@ -271,13 +252,8 @@ fn check_pack(
             (BlobKind::Tree, None) => false,
         };
         if !ok {
-            let kind = if e.kind == BlobKind::Tree {
-                ProblemKind::CorruptTree
-            } else {
-                ProblemKind::CorruptObject
-            };
             bad(
-                kind,
+                corrupt(e.kind),
                 subject,
                 format!(
                     "blob in {path} at offset {} does not match its id",
@@ -287,4 +263,13 @@ fn check_pack(
         }
     }
     Ok((checked, out))
+}
+
+/// The problem a damaged blob of `kind` is.
+fn corrupt(kind: BlobKind) -> ProblemKind {
+    if kind == BlobKind::Tree {
+        ProblemKind::CorruptTree
+    } else {
+        ProblemKind::CorruptObject
+    }
 }

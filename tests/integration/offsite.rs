@@ -58,6 +58,14 @@ fn file_url(p: &Path) -> String {
     format!("file://{}", p.display())
 }
 
+/// `trove push` of the env's repository, which must succeed.
+fn push(env: &TestEnv, url: &str) -> Res<()> {
+    ok(
+        &trove(env, &["push", "--repo", &repo(env), "--remote", url], &[])?,
+        "push",
+    )
+}
+
 fn repo(env: &TestEnv) -> String {
     env.backup.display().to_string()
 }
@@ -90,18 +98,7 @@ fn push_then_restore_on_a_machine_without_the_repository() -> TestResult {
     // The disaster: the local disk is gone.
     std::fs::remove_dir_all(&env.backup)?;
     let target = env.root().join("restored");
-    let o = trove(
-        &env,
-        &[
-            "restore",
-            "--remote",
-            &url,
-            "--target",
-            target.to_str().ok_or("utf8")?,
-        ],
-        &[],
-    )?;
-    ok(&o, "restore --remote")?;
+    restore_remote(&env, &url, &target, &[])?;
     assert_eq!(tree_of(&target)?, tree_of(&env.source)?);
     // One path only.
     let one = env.root().join("one");
@@ -134,14 +131,7 @@ fn pull_rebuilds_the_same_repository() -> TestResult {
     env.write("docs/d0/f0.txt", b"changed")?;
     std::fs::remove_file(env.src("same2"))?;
     env.backup_ok(&[])?;
-    ok(
-        &trove(
-            &env,
-            &["push", "--repo", &repo(&env), "--remote", &url],
-            &[],
-        )?,
-        "push 2",
-    )?;
+    push(&env, &url)?;
     let pulled = env.root().join("pulled");
     let p = pulled.to_str().ok_or("utf8")?;
     ok(&trove(&env, &["pull", "--remote", &url, p], &[])?, "pull")?;
@@ -312,22 +302,23 @@ fn verify_read_data_finds_a_flipped_byte_and_a_truncated_pack() -> TestResult {
         .collect();
     assert!(problems.iter().all(|l| l.starts_with("index: ")), "{text}");
     let target = env.root().join("restored");
-    ok(
-        &trove(
-            &env,
-            &[
-                "restore",
-                "--remote",
-                &url,
-                "--target",
-                target.to_str().ok_or("utf8")?,
-            ],
-            &[],
-        )?,
-        "restore after repair",
-    )?;
+    restore_remote(&env, &url, &target, &[])?;
     assert_eq!(tree_of(&target)?, tree_of(&env.source)?);
     Ok(())
+}
+
+/// `trove restore --remote URL --target TARGET`, which must succeed.
+pub fn restore_remote(
+    env: &TestEnv,
+    url: &str,
+    target: &Path,
+    extra: &[(String, String)],
+) -> Res<()> {
+    let t = target.to_str().ok_or("utf8")?;
+    ok(
+        &trove(env, &["restore", "--remote", url, "--target", t], extra)?,
+        "restore --remote",
+    )
 }
 
 fn make_writable(p: &Path) -> Res<()> {
@@ -547,20 +538,7 @@ fn a_killed_push_is_resumed_and_leaves_a_readable_remote() -> TestResult {
     let j = json(&o)?;
     assert!(j["packs_adopted"].as_u64().unwrap_or(0) > 0, "{j}");
     let target = env.root().join("restored");
-    ok(
-        &trove(
-            &env,
-            &[
-                "restore",
-                "--remote",
-                &url,
-                "--target",
-                target.to_str().ok_or("utf8")?,
-            ],
-            &[],
-        )?,
-        "restore",
-    )?;
+    restore_remote(&env, &url, &target, &[])?;
     assert_eq!(tree_of(&target)?, tree_of(&env.source)?);
     ok(
         &trove(&env, &["verify", "--remote", &url, "--read-data"], &[])?,
@@ -675,20 +653,7 @@ fn content_retention_removed_is_named_and_not_damage() -> TestResult {
     )?;
     // The latest restores whole.
     let target = env.root().join("restored");
-    ok(
-        &trove(
-            &env,
-            &[
-                "restore",
-                "--remote",
-                &url,
-                "--target",
-                target.to_str().ok_or("utf8")?,
-            ],
-            &[],
-        )?,
-        "restore latest",
-    )?;
+    restore_remote(&env, &url, &target, &[])?;
     assert_eq!(std::fs::read(target.join("notes.txt"))?, b"version three");
     Ok(())
 }
@@ -737,14 +702,7 @@ fn faithful(history: &[(Vec<(u8, usize)>, Vec<u8>)], seed: u64) -> Res<()> {
         }
         env.backup(&[])?;
     }
-    ok(
-        &trove(
-            &env,
-            &["push", "--repo", &repo(&env), "--remote", &url],
-            &[],
-        )?,
-        "push",
-    )?;
+    push(&env, &url)?;
     let pulled = env.root().join("pulled");
     let p = pulled.to_str().ok_or("utf8")?;
     ok(&trove(&env, &["pull", "--remote", &url, p], &[])?, "pull")?;

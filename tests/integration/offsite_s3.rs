@@ -6,7 +6,7 @@
 //! their exit codes.
 
 use crate::common::{listing, Lcg, Res, TestEnv, TestResult};
-use crate::offsite::{fill_source, json, ok, trove};
+use crate::offsite::{fill_source, json, ok, restore_remote, trove};
 use crate::s3server::S3Server;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -54,18 +54,7 @@ fn push_restore_and_pull_through_s3() -> TestResult {
     assert_eq!(r["put"].as_u64(), Some(0), "{r}");
     // The disaster: restore with no repository anywhere.
     let target = env.root().join("restored");
-    let o = trove(
-        &env,
-        &[
-            "restore",
-            "--remote",
-            &url,
-            "--target",
-            target.to_str().ok_or("utf8")?,
-        ],
-        &aws,
-    )?;
-    ok(&o, "restore --remote")?;
+    restore_remote(&env, &url, &target, &aws)?;
     assert!(!target.join(".trove").exists());
     assert_eq!(tree_of(&target)?, tree_of(&env.source)?);
     // Pull: the same snapshots and listings.
@@ -155,20 +144,7 @@ fn a_server_killed_mid_push_loses_nothing() -> TestResult {
         "push again",
     )?;
     let target = env.root().join("restored");
-    ok(
-        &trove(
-            &env,
-            &[
-                "restore",
-                "--remote",
-                &url,
-                "--target",
-                target.to_str().ok_or("utf8")?,
-            ],
-            &aws,
-        )?,
-        "restore",
-    )?;
+    restore_remote(&env, &url, &target, &aws)?;
     assert_eq!(tree_of(&target)?, tree_of(&env.source)?);
     ok(
         &trove(&env, &["verify", "--remote", &url, "--read-data"], &aws)?,
