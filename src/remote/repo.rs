@@ -118,11 +118,11 @@ struct Segment {
     data: Arc<Vec<u8>>,
 }
 
-const SEGMENT_CACHE: usize = 64 << 20;
+const SEGMENT_CACHE: usize = 32 << 20;
 /// Wanted blobs closer than this are fetched in one ranged read.
 const MERGE_GAP: u64 = 1 << 20;
 /// The largest ranged read.
-const MAX_SPAN: u64 = 16 << 20;
+const MAX_SPAN: u64 = 8 << 20;
 
 /// What a reader has announced it will read: per pack, the offsets and
 /// lengths of the wanted blobs, sorted.
