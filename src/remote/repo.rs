@@ -112,6 +112,18 @@ struct Segments {
     bytes: usize,
 }
 
+/// Whole tree packs, kept once read: a listing or a restore reads
+/// thousands of small trees, one GET each otherwise.
+#[derive(Default)]
+struct TreePacks {
+    list: Vec<([u8; 32], Arc<Vec<u8>>)>,
+    bytes: usize,
+}
+
+/// The most bytes of tree packs kept; a tree pack larger than this is
+/// read blob by blob.
+const TREE_CACHE: usize = 32 << 20;
+
 struct Segment {
     pack: [u8; 32],
     start: u64,
@@ -140,6 +152,7 @@ struct Inner {
     index: Mutex<Option<Arc<Index>>>,
     commits: Mutex<Option<Arc<Commits>>>,
     segments: Mutex<Segments>,
+    tree_packs: Mutex<TreePacks>,
     plan: Mutex<Plan>,
 }
 
@@ -267,6 +280,7 @@ impl RemoteRepo {
                 index: Mutex::new(None),
                 commits: Mutex::new(None),
                 segments: Mutex::new(Segments::default()),
+                tree_packs: Mutex::new(TreePacks::default()),
                 plan: Mutex::new(Plan::default()),
             }),
         }
@@ -710,6 +724,19 @@ impl RemoteRepo {
     fn fetch(&self, p: &PackInfo, e: &BlobEntry) -> Result<Vec<u8>> {
         let start = e.offset;
         let end = e.offset + u64::from(e.stored_len);
+        if p.kind == PackKind::Tree && p.len <= TREE_CACHE as u64 {
+            let whole = self.tree_pack(p)?;
+            return match whole.get(start as usize..end as usize) {
+                Some(b) => Ok(b.to_vec()),
+                None => Err(self.damaged(
+                    &pack_path(p.kind, &p.name),
+                    FormatError::Truncated(format!(
+                        "{} bytes, shorter than the blob at offset {start} the index lists",
+                        whole.len()
+                    )),
+                )),
+            };
+        }
         {
             let segs = lock(&self.inner.segments);
             for s in segs.list.iter().rev() {
@@ -751,6 +778,30 @@ impl RemoteRepo {
             }
         }
         Ok(out)
+    }
+
+    /// A whole tree pack, from the cache or read once.
+    fn tree_pack(&self, p: &PackInfo) -> Result<Arc<Vec<u8>>> {
+        {
+            let c = lock(&self.inner.tree_packs);
+            if let Some((_, d)) = c.list.iter().find(|(n, _)| *n == p.name) {
+                return Ok(d.clone());
+            }
+        }
+        let path = pack_path(p.kind, &p.name);
+        let data = Arc::new(
+            self.backend()
+                .get(&path)
+                .map_err(|err| self.err(format!("read {path}"), err))?,
+        );
+        let mut c = lock(&self.inner.tree_packs);
+        c.bytes += data.len();
+        c.list.push((p.name, data.clone()));
+        while c.bytes > TREE_CACHE && c.list.len() > 1 {
+            let (_, gone) = c.list.remove(0);
+            c.bytes -= gone.len();
+        }
+        Ok(data)
     }
 
     /// Where a ranged read starting at the blob `[start, end)` should stop:
