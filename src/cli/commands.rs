@@ -175,7 +175,7 @@ fn snapshots_of(cli: &Cli, repo: &dyn RepoRead) -> Result<Outcome> {
         tracing::error!("{}", d.error);
     }
     let rows = output::snapshot_rows(&scan);
-    emit(cli, &rows, |out| {
+    output::emit(cli, &rows, |out| {
         output::snapshots(out, &rows, scan.snapshots.len(), scan.damaged.len())
     })?;
     Ok(outcome(!scan.damaged.is_empty()))
@@ -191,7 +191,7 @@ fn ls_of(cli: &Cli, a: &LsArgs, repo: &dyn RepoRead) -> Result<Outcome> {
         .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
     let shown = crate::inspect::ls(&entries, a.path.as_deref(), &snap.id)?;
     let rows = output::ls_rows(&shown);
-    emit(cli, &rows, |out| output::ls(out, &rows))?;
+    output::emit(cli, &rows, |out| output::ls(out, &rows))?;
     Ok(Outcome::Ok)
 }
 
@@ -208,7 +208,7 @@ fn restore_from(cli: &Cli, a: &RestoreArgs, repo: &dyn RepoRead) -> Result<Outco
     let report = crate::restore::run(repo, &snap, entries, &opts, &bar);
     drop(bar);
     let report = report?;
-    emit(cli, &report, |out| output::restore(out, &report, cli.quiet))?;
+    output::emit(cli, &report, |out| output::restore(out, &report, cli.quiet))?;
     Ok(outcome(report.failed()))
 }
 
@@ -228,7 +228,7 @@ pub(super) fn verify(cli: &Cli, a: &VerifyArgs) -> Result<Outcome> {
     let report = crate::verify::run(&repo, &opts, &bar);
     drop(bar);
     let report = report?;
-    emit(cli, &report, |out| {
+    output::emit(cli, &report, |out| {
         output::verify(out, &report, a.quick, cli.quiet)
     })?;
     Ok(outcome(!report.problems.is_empty()))
@@ -241,7 +241,7 @@ pub(super) fn materialize(cli: &Cli, a: &MaterializeArgs) -> Result<Outcome> {
     let _lock = RepoLock::acquire(&repo, LockMode::Exclusive, cli.wait)?;
     let report =
         crate::browsable::apply::rebuild_latest(&repo, a.target.as_deref(), a.prune_extra)?;
-    emit(cli, &report, |out| {
+    output::emit(cli, &report, |out| {
         output::materialize(out, &report, cli.quiet)
     })?;
     Ok(outcome(!report.failures.is_empty()))
@@ -255,14 +255,14 @@ fn diff_of(cli: &Cli, a: &DiffArgs, repo: &dyn RepoRead) -> Result<Outcome> {
     let from = snapshot::resolve(repo, &a.from)?;
     let to = snapshot::resolve(repo, &a.to)?;
     let d = crate::inspect::diff(repo, &from, &to)?;
-    emit(cli, &d, |out| output::diff(out, &d))?;
+    output::emit(cli, &d, |out| output::diff(out, &d))?;
     Ok(Outcome::Ok)
 }
 
 pub(super) fn history(cli: &Cli, a: &HistoryArgs) -> Result<Outcome> {
     let (repo, _lock) = open_for_reading(cli)?;
     let rows = crate::inspect::history(&repo, &a.path)?;
-    emit(cli, &rows, |out| output::history(out, &rows))?;
+    output::emit(cli, &rows, |out| output::history(out, &rows))?;
     Ok(Outcome::Ok)
 }
 
@@ -296,7 +296,7 @@ pub(super) fn prune(cli: &Cli, a: &PruneArgs) -> Result<Outcome> {
     if !a.dry_run {
         tracing::info!(target: "trove::summary", "{line}");
     }
-    emit(cli, &report, |out| {
+    output::emit(cli, &report, |out| {
         output::prune(out, &report, &line, &repo.root, cli.verbose, cli.quiet)
     })?;
     Ok(outcome(!report.browsable_incomplete.is_empty()))
@@ -311,7 +311,7 @@ pub(super) fn stats(cli: &Cli) -> Result<Outcome> {
     // What prune would reclaim with the current settings: no flags.
     let opts = settings::prune_options(&ret, Policy::default(), true, crate::model::now_ns());
     let st = crate::prune::stats(&repo, &opts)?;
-    emit(cli, &st, |out| output::stats(out, &st))?;
+    output::emit(cli, &st, |out| output::stats(out, &st))?;
     Ok(Outcome::Ok)
 }
 
@@ -383,7 +383,7 @@ pub(super) fn mirror(cli: &Cli, a: &MirrorArgs) -> Result<Outcome> {
     let r = crate::mirror::run(&opts, &bar);
     drop(bar);
     let r = r?;
-    emit(cli, &r, |out| output::mirror(out, &r, cli.quiet))?;
+    output::emit(cli, &r, |out| output::mirror(out, &r, cli.quiet))?;
     Ok(outcome(!r.problems.is_empty()))
 }
 
@@ -394,22 +394,6 @@ pub(super) fn dupes(cli: &Cli, a: &DupesArgs) -> Result<Outcome> {
     let r = crate::dupes::run(&opts, &bar);
     drop(bar);
     let r = r?;
-    emit(cli, &r, |out| output::dupes(out, &r, cli.quiet))?;
+    output::emit(cli, &r, |out| output::dupes(out, &r, cli.quiet))?;
     Ok(outcome(!r.problems.is_empty()))
-}
-
-/// Print a command's report on standard output: as JSON with `--json`,
-/// else in its human form (`human`).
-pub(super) fn emit<R: serde::Serialize>(
-    cli: &Cli,
-    report: &R,
-    human: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
-) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    if cli.json {
-        output::json(&mut out, report)?;
-    } else {
-        human(&mut out)?;
-    }
-    Ok(())
 }

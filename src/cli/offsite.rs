@@ -336,7 +336,7 @@ fn emit<R: serde::Serialize>(
     report: &R,
     human: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
 ) -> Result<()> {
-    super::commands::emit(
+    output::emit(
         cli,
         report,
         |out| if cli.quiet { Ok(()) } else { human(out) },

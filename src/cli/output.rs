@@ -752,6 +752,22 @@ pub(super) fn dupes(
     )
 }
 
+/// Print a command's report on standard output: as JSON with `--json`,
+/// else in its human form (`human`).
+pub(super) fn emit<R: serde::Serialize>(
+    cli: &super::args::Cli,
+    report: &R,
+    human: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        json(&mut out, report)?;
+    } else {
+        human(&mut out)?;
+    }
+    Ok(())
+}
+
 // ----- off-site -----
 
 pub(super) fn keys(out: &mut impl Write, keys: &[crate::remote::repo::KeyInfo]) -> io::Result<()> {
