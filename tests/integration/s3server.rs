@@ -163,6 +163,9 @@ impl S3Server {
         cmd.args(&self.args)
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            // Its logs and scratch folders (Go's temporary directory) go
+            // with its data, not into /tmp for ever.
+            .env("TMPDIR", self.dir.path())
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -243,6 +246,7 @@ impl S3Server {
             std::fs::write(&script, format!("s3.bucket.create -name {name}\n"))?;
             let mut shell = Command::new(&self.weed);
             shell
+                .env("TMPDIR", self.dir.path())
                 .arg("shell")
                 .arg(format!("-master={}", self.master))
                 .arg(format!("-filer={}", self.filer))
