@@ -285,8 +285,18 @@ pub fn run(
     // 2. Files, in parallel: small files are bound by metadata operations,
     //    which two threads overlap.
     progress.phase("restore", report.files, report.bytes);
-    // A remote plans its ranged reads from the order files are read in.
-    let wanted: Vec<ObjectId> = entries
+    // Files in the order their content is stored (a remote's packs front
+    // to back; the listing's order for a local store), and a remote told
+    // so, to plan its ranged reads.
+    let mut files: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| matches!(e.item, Item::Leaf(Leaf::File { .. })))
+        .collect();
+    files.sort_by_cached_key(|e| match &e.item {
+        Item::Leaf(Leaf::File { id, size, .. }) if *size > 0 => repo.read_order(id),
+        _ => 0,
+    });
+    let wanted: Vec<ObjectId> = files
         .iter()
         .filter_map(|e| match &e.item {
             Item::Leaf(Leaf::File { id, size, .. }) if *size > 0 => Some(*id),
@@ -295,7 +305,7 @@ pub fn run(
         .collect();
     repo.will_read(&wanted);
     drop(wanted);
-    entries.par_iter().for_each(|e| {
+    files.par_iter().for_each(|e| {
         if let Item::Leaf(Leaf::File { id, size, meta, .. }) = &e.item {
             if cx.below_failed(&e.path) {
                 return;

@@ -138,9 +138,10 @@ pub(super) fn remote_init(cli: &Cli, a: &RemoteInitArgs) -> Result<Outcome> {
         (None, Some(r)) if LocalRepo::exists(r) => LocalRepo::open(r)?.algo(),
         _ => HashAlgo::Blake3,
     };
+    // The password first: nothing is created for a command that cannot finish.
+    let pw = password(cli, &url, true)?;
     let b = backend::open(&url, true)
         .map_err(|e| crate::remote::repo::backend_error(&url, "open", e))?;
-    let pw = password(cli, &url, true)?;
     let r = RemoteRepo::init(b, &pw, algo, pack_size, KdfParams::DEFAULT)?;
     let summary = serde_json::json!({
         "remote": r.url(),

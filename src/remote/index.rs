@@ -103,6 +103,11 @@ impl Index {
         let (n, e) = self.blobs.get(id)?;
         Some((&self.packs[*n as usize], e))
     }
+    /// Where a blob is, as a sort key: its pack's ordinal, then its offset
+    /// (reading blobs in this order reads each pack front to back).
+    pub fn position(&self, id: &[u8; 32]) -> Option<(u32, u64)> {
+        self.blobs.get(id).map(|(n, e)| (*n, e.offset))
+    }
     pub fn contains(&self, id: &[u8; 32]) -> bool {
         self.blobs.contains_key(id)
     }

@@ -178,7 +178,9 @@ impl Copier<'_> {
     /// Copy the objects noted so far, in the order the remote plans its
     /// reads by.
     fn objects(&mut self) -> Result<()> {
-        let wanted = std::mem::take(&mut self.wanted);
+        let mut wanted = std::mem::take(&mut self.wanted);
+        // Front to back through each pack.
+        wanted.sort_by_cached_key(|(o, _)| self.remote.read_order(o));
         let total: u64 = wanted.iter().map(|w| w.1).sum();
         self.progress.phase("pull", wanted.len() as u64, total);
         let ids: Vec<ObjectId> = wanted.iter().map(|w| w.0).collect();

@@ -1165,7 +1165,24 @@ impl RepoRead for RemoteRepo {
     fn local_dir(&self) -> Option<&Path> {
         None
     }
+    fn read_order(&self, id: &ObjectId) -> u64 {
+        let Ok(idx) = self.index() else {
+            return u64::MAX;
+        };
+        let blob = self.object_blob(id);
+        match (idx.get(&blob), idx.position(&blob)) {
+            // Whole objects by pack and offset (offsets fit in 40 bits:
+            // packs are at most 512 MiB); chunked ones after them.
+            (Some((_, e)), Some((pack, offset))) if e.kind == BlobKind::Data => {
+                (u64::from(pack) << 40) | offset
+            }
+            _ => u64::MAX,
+        }
+    }
     fn will_read(&self, objects: &[ObjectId]) {
+        // Content is read next, the trees were read before: their packs
+        // need not stay in memory beside it.
+        *lock(&self.inner.tree_packs) = TreePacks::default();
         let Ok(idx) = self.index() else {
             return;
         };

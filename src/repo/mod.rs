@@ -126,6 +126,12 @@ pub trait RepoRead: Sync {
     /// A hint that these objects are about to be read, in this order (a
     /// restore says so first): a remote plans its ranged reads from it.
     fn will_read(&self, _objects: &[ObjectId]) {}
+    /// A sort key for reading objects cheaply: objects read in the order
+    /// of their keys are read front to back where they are stored (a
+    /// remote's packs). Everything is equal (0) where order does not matter.
+    fn read_order(&self, _id: &ObjectId) -> u64 {
+        0
+    }
     /// Whether `id` is missing by design: a replica that records which
     /// content its source no longer held when it was copied says so here,
     /// so its absence is not reported as damage.
