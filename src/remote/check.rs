@@ -205,7 +205,12 @@ fn check_pack(
             if {
                 let here: HashMap<[u8; 32], &super::pack::BlobEntry> =
                     entries.iter().map(|e| (e.id, e)).collect();
-                listed.iter().all(|e| here.get(&e.id) == Some(&e))
+                listed.iter().all(|e| {
+                    here.get(&e.id).is_some_and(|h| {
+                        (h.kind, h.offset, h.stored_len, h.raw_len, h.compressed)
+                            == (e.kind, e.offset, e.stored_len, e.raw_len, e.compressed)
+                    })
+                })
             } => {}
         Ok(_) => bad(
             ProblemKind::Pack,

@@ -25,9 +25,12 @@ pub enum PackKind {
     Tree,
 }
 
-/// A large object's content: its chunk ids in order and its length.
+/// A large object's content: its content id, its length and its chunk ids
+/// in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkList {
+    /// The object's content id (so an index can be rebuilt from the blob).
+    pub object: [u8; 32],
     pub size: u64,
     pub chunks: Vec<[u8; 32]>,
 }
@@ -70,12 +73,26 @@ const HEADER_AAD: &[u8] = b"trove-pack-header";
 /// sealing keeps up with reading on one core.
 const ZSTD_LEVEL: i32 = 3;
 
-/// A pack's header as stored (sealed).
+/// A pack's header as stored (sealed). It lists what a reader needs to
+/// cut the pack into blobs and open them; offsets follow from the lengths
+/// (blobs tile the pack), and the plain digest a blob stands for is not
+/// repeated here — the index holds it, and it is recovered from the blob
+/// itself when an index is rebuilt (`recover_orig`), which keeps 32 bytes
+/// per blob out of every pack.
 #[derive(Serialize, Deserialize)]
 struct PackHeader {
     version: u32,
     kind: PackKind,
-    entries: Vec<BlobEntry>,
+    entries: Vec<HeaderEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HeaderEntry {
+    kind: BlobKind,
+    id: [u8; 32],
+    stored_len: u32,
+    raw_len: u32,
+    compressed: bool,
 }
 
 impl PackKind {
@@ -224,7 +241,16 @@ impl PackWriter {
         let header = PackHeader {
             version: HEADER_VERSION,
             kind,
-            entries,
+            entries: entries
+                .iter()
+                .map(|e| HeaderEntry {
+                    kind: e.kind,
+                    id: e.id,
+                    stored_len: e.stored_len,
+                    raw_len: e.raw_len,
+                    compressed: e.compressed,
+                })
+                .collect(),
         };
         let plain = postcard::to_stdvec(&header)
             .map_err(|e| FormatError::Decode(format!("pack header: {e}")))?;
@@ -238,7 +264,7 @@ impl PackWriter {
             name,
             kind,
             bytes,
-            entries: header.entries,
+            entries,
         })
     }
 }
@@ -265,7 +291,8 @@ pub fn header_span(pack_len: u64, trailer: &[u8]) -> FormatResult<(u64, u64)> {
 }
 
 /// Decode a pack's sealed header (exactly the span `header_span` gave),
-/// checking that the entries tile the pack's blob area.
+/// checking that the entries tile the pack's blob area. The entries come
+/// back with their offsets and without `orig` (see [`PackHeader`]).
 pub fn decode_header(
     key: &MasterKey,
     sealed: &[u8],
@@ -281,13 +308,17 @@ pub fn decode_header(
         });
     }
     let mut at = 0u64;
+    let mut out = Vec::with_capacity(header.entries.len());
     for e in &header.entries {
-        if e.offset != at {
-            return Err(FormatError::Decode(format!(
-                "pack header lists a blob at {} where the previous one ended at {at}",
-                e.offset
-            )));
-        }
+        out.push(BlobEntry {
+            kind: e.kind,
+            id: e.id,
+            orig: None,
+            offset: at,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+            compressed: e.compressed,
+        });
         if !header.kind.holds(e.kind) {
             return Err(FormatError::Decode(format!(
                 "a {:?} blob in a {:?} pack",
@@ -301,7 +332,7 @@ pub fn decode_header(
             "pack header's blobs end at {at}, the header starts at {header_offset}"
         )));
     }
-    Ok((header.kind, header.entries))
+    Ok((header.kind, out))
 }
 
 /// Encode / decode a chunk list (postcard).
@@ -340,13 +371,22 @@ mod tests {
         assert_eq!(p.name, *blake3::hash(&p.bytes).as_bytes());
         let (kind, entries) = read_back(&k, &p.bytes).expect("in a test");
         assert_eq!(kind, PackKind::Data);
-        assert_eq!(entries, p.entries);
+        assert_eq!(entries, without_orig(&p.entries));
         assert!(entries[0].compressed, "a compressible blob is compressed");
         assert!(!entries[1].compressed, "an incompressible one is not");
         for (e, t) in entries.iter().zip(&texts) {
             let stored = &p.bytes[e.offset as usize..(e.offset + u64::from(e.stored_len)) as usize];
             assert_eq!(&open_blob(&k, e, stored).expect("in a test"), t);
         }
+    }
+
+    fn without_orig(v: &[BlobEntry]) -> Vec<BlobEntry> {
+        v.iter()
+            .map(|e| BlobEntry {
+                orig: None,
+                ..e.clone()
+            })
+            .collect()
     }
 
     #[test]
@@ -400,8 +440,8 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
         #[test]
-        fn lists_round_trip(size in any::<u64>(), chunks in proptest::collection::vec(any::<[u8; 32]>(), 0..50)) {
-            let l = ChunkList { size, chunks };
+        fn lists_round_trip(object in any::<[u8; 32]>(), size in any::<u64>(), chunks in proptest::collection::vec(any::<[u8; 32]>(), 0..50)) {
+            let l = ChunkList { object, size, chunks };
             prop_assert_eq!(decode_list(&encode_list(&l)).expect("in a test"), l);
         }
 

@@ -243,7 +243,7 @@ fn adopt_orphans(remote: &RemoteRepo) -> Result<IndexFile> {
         if index.has_pack(&name) {
             continue;
         }
-        match remote.read_pack_header(&listed.path, listed.size) {
+        match remote.read_pack_entries(&listed.path, listed.size) {
             Ok((k, blobs)) if k == kind => out.packs.push(IndexPack {
                 name,
                 kind,
@@ -458,6 +458,7 @@ impl Walker<'_> {
         let params = self.remote.config().chunker;
         let mut hasher = Hasher::new(self.local.algo());
         let mut list = ChunkList {
+            object: o.0 .0,
             size: 0,
             chunks: Vec::new(),
         };

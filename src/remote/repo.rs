@@ -557,25 +557,82 @@ impl RemoteRepo {
         Ok(out)
     }
 
-    /// Read a pack's own header (two ranged reads): how an index is
-    /// rebuilt, and how a push adopts packs a killed push uploaded.
-    pub fn read_pack_header(&self, path: &str, len: u64) -> Result<(PackKind, Vec<BlobEntry>)> {
-        if len < pack::TRAILER_LEN {
+    /// A whole pack read and checked, with the index entries of its blobs:
+    /// what a pack's header lists, and the plain digest each blob stands
+    /// for recovered from the blob itself (and checked against its keyed
+    /// id). How a push indexes packs no index lists.
+    pub fn read_pack_entries(&self, path: &str, len: u64) -> Result<(PackKind, Vec<BlobEntry>)> {
+        let bytes = self
+            .backend()
+            .get(path)
+            .map_err(|e| self.err(format!("read {path}"), e))?;
+        let n = bytes.len() as u64;
+        if n != len || n < pack::TRAILER_LEN {
             return Err(self.damaged(
                 path,
-                FormatError::Truncated("shorter than its trailer".into()),
+                FormatError::Truncated(format!("{n} bytes where the listing says {len}")),
             ));
         }
-        let trailer = self
-            .backend()
-            .get_range(path, len - pack::TRAILER_LEN, pack::TRAILER_LEN)
-            .map_err(|e| self.err(format!("read {path}"), e))?;
-        let (off, hlen) = pack::header_span(len, &trailer).map_err(|e| self.damaged(path, e))?;
-        let sealed = self
-            .backend()
-            .get_range(path, off, hlen)
-            .map_err(|e| self.err(format!("read {path}"), e))?;
-        pack::decode_header(self.key(), &sealed, off).map_err(|e| self.damaged(path, e))
+        let name = listed_name(path, if path.starts_with(DATA) { DATA } else { TREES });
+        if name.is_some_and(|name| *blake3::hash(&bytes).as_bytes() != name) {
+            return Err(self.damaged(
+                path,
+                FormatError::Decode("its bytes do not hash to its name".into()),
+            ));
+        }
+        let (off, hlen) = pack::header_span(n, &bytes[(n - pack::TRAILER_LEN) as usize..])
+            .map_err(|e| self.damaged(path, e))?;
+        let sealed = &bytes[off as usize..(off + hlen) as usize];
+        let (kind, mut entries) =
+            pack::decode_header(self.key(), sealed, off).map_err(|e| self.damaged(path, e))?;
+        for e in &mut entries {
+            let stored = &bytes[e.offset as usize..(e.offset + u64::from(e.stored_len)) as usize];
+            let plain =
+                pack::open_blob(self.key(), e, stored).map_err(|err| self.damaged(path, err))?;
+            e.orig = self
+                .recover_orig(e, &plain)
+                .map_err(|why| self.damaged(path, FormatError::Decode(why)))?;
+        }
+        Ok((kind, entries))
+    }
+
+    /// The plain digest a blob stands for, from its plaintext, checked
+    /// against its keyed id (`None` for a chunk).
+    fn recover_orig(
+        &self,
+        e: &BlobEntry,
+        plain: &[u8],
+    ) -> std::result::Result<Option<[u8; 32]>, String> {
+        let algo = self.inner.algo;
+        let key = self.key();
+        let orig = match e.kind {
+            BlobKind::Data => {
+                let h = hash_bytes(algo, plain).0;
+                if key.id(Domain::Object, &h) == e.id {
+                    return Ok(Some(h));
+                }
+                if key.id(Domain::Chunk, plain) == e.id {
+                    return Ok(None);
+                }
+                return Err("a data blob that matches no id".into());
+            }
+            BlobKind::List => pack::decode_list(plain).map_err(|e| e.to_string())?.object,
+            BlobKind::Tree => {
+                let payload = crate::repo::tree::unframe_tree(plain, Path::new("tree blob"))
+                    .map_err(|e| e.to_string())?;
+                hash_bytes(algo, &payload).0
+            }
+        };
+        let domain = if e.kind == BlobKind::Tree {
+            Domain::Tree
+        } else {
+            Domain::Object
+        };
+        if key.id(domain, &orig) == e.id {
+            Ok(Some(orig))
+        } else {
+            Err("a blob that does not match its id".into())
+        }
     }
 
     // ----- writes -----
@@ -1261,7 +1318,7 @@ mod tests {
     fn blobs_are_found_through_the_index_and_damage_is_named() {
         let (r, m) = fresh();
         let mut w = PackWriter::new(PackKind::Data);
-        let id = [7u8; 32];
+        let id = r.key().id(Domain::Chunk, b"hello");
         w.push(seal_blob(r.key(), BlobKind::Data, id, None, b"hello", true).expect("seal"));
         let p = w.finish(r.key()).expect("finish");
         r.put_pack(&p).expect("put");
@@ -1284,9 +1341,9 @@ mod tests {
             r.read_blob(&id).expect("read"),
             Some((BlobKind::Data, b"hello".to_vec()))
         );
-        // A pack's own header rebuilds its index entry.
+        // A pack rebuilds its index entry: its header and its blobs.
         let (kind, entries) = r
-            .read_pack_header(&pack_path(p.kind, &p.name), p.bytes.len() as u64)
+            .read_pack_entries(&pack_path(p.kind, &p.name), p.bytes.len() as u64)
             .expect("header");
         assert_eq!((kind, entries), (p.kind, p.entries.clone()));
         // A flipped byte in the blob: damage, named with the pack.
