@@ -15,7 +15,8 @@
 #   results/     raw.tsv (timings), metrics.tsv (bytes, requests, sizes),
 #                every command's output, and offsite.md (the report)
 #
-# Environment: FILES (100000), BYTES (450000000), SEED (1), LARGE_MIB
+# Environment: FILES (100000), BYTES (450000000), SEED (1), STRACE (1: rerun
+# restore and pull under strace, untimed, to count requests), LARGE_MIB
 # (1024), REPS (1: how many times the long steps run — first push,
 # mutation, large-file rewrite, restore, pull; each repetition of the first
 # push goes to a fresh prefix of both buckets), NC_REPS (3: the no-change
@@ -50,6 +51,8 @@ BYTES=${BYTES:-450000000}
 SEED=${SEED:-1}
 REPS=${REPS:-1}
 NC_REPS=${NC_REPS:-3}
+STRACE=${STRACE:-1}
+command -v strace >/dev/null || STRACE=0
 LARGE_MIB=${LARGE_MIB:-1024}
 if [ -n "${TROVE_BIN:-}" ]; then
     TROVE=$TROVE_BIN
@@ -190,16 +193,24 @@ weed_cpu_delta() {
     WEED_CPU_LAST=$t
 }
 
+# Bytes received on the loopback interface so far (the S3 traffic, and
+# weed's own traffic between its S3 gateway, filer and volume server).
+lo_bytes() {
+    awk -F'[: ]+' '$2 == "lo" { print $3 }' /proc/net/dev
+}
+
 # measure NAME CMD...: time one command (GNU time, after an untimed sync);
 # stdout to $OUT/NAME.out, stderr to $OUT/NAME.err; a failure stops the
 # script. Appends to raw.tsv: name, wall s (%e), wall ms (clock), peak RSS
-# kB, own CPU s, S3 server CPU s meanwhile, CPU s of everything else.
+# kB, own CPU s, S3 server CPU s meanwhile, CPU s of everything else,
+# loopback bytes meanwhile.
 measure() {
     local name=$1
     shift
     sync
     weed_cpu_delta >/dev/null
-    local t0 t1 b0 b1
+    local t0 t1 b0 b1 l0 l1
+    l0=$(lo_bytes)
     b0=$(busy_ticks)
     t0=$(date +%s%N)
     if ! /usr/bin/time -f '%e %M %U %S' -o "$OUT/$name.time" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err"; then
@@ -209,13 +220,14 @@ measure() {
     fi
     t1=$(date +%s%N)
     b1=$(busy_ticks)
+    l1=$(lo_bytes)
     local ms=$(((t1 - t0) / 1000000)) e rss own srv other
     read -r e rss own < <(tail -1 "$OUT/$name.time" | awk '{print $1, $2, $3 + $4}')
     srv=$(weed_cpu_delta)
     other=$(awk -v b="$((b1 - b0))" -v o="$own" -v s="$srv" 'BEGIN { x = b / 100 - o - s; printf "%.2f", (x < 0 ? 0 : x) }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$e" "$ms" "$rss" "$own" "$srv" "$other" >>"$OUT/raw.tsv"
-    awk -v n="$name" -v e="$e" -v kb="$rss" -v cpu="$own" -v s="$srv" -v ot="$other" \
-        'BEGIN { printf "  %-22s %8.2f s  %7.1f MiB  (own CPU %.2f s, S3 server %.2f s, other %.2f s)\n", n, e, kb / 1024, cpu, s, ot }'
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$e" "$ms" "$rss" "$own" "$srv" "$other" "$((l1 - l0))" >>"$OUT/raw.tsv"
+    awk -v n="$name" -v e="$e" -v kb="$rss" -v cpu="$own" -v s="$srv" -v ot="$other" -v lo="$((l1 - l0))" \
+        'BEGIN { printf "  %-22s %8.2f s  %7.1f MiB  (own CPU %.2f s, S3 server %.2f s, other %.2f s; loopback %.1f MB)\n", n, e, kb / 1024, cpu, s, ot, lo / 1e6 }'
 }
 # metric NAME KEY VALUE
 metric() {
@@ -418,6 +430,75 @@ for r in $(seq "$REPS"); do
     [ "${KEEP:-0}" = 1 ] && [ "$r" = "$REPS" ] || rm -rf "$T" "$T2"
 done
 
+# ---------------------------------------------------------------- 7b. profile
+# Untimed reruns under strace (STRACE=0 skips them): a syscall profile of
+# trove restore (strace -c -f), and for trove restore, restic restore and
+# trove pull the HTTP requests each sent (request lines written to TCP
+# sockets, by method) and the bytes each read from TCP sockets.
+if [ "$STRACE" = 1 ]; then
+    echo "== 7b. restore and pull again under strace (untimed): syscalls, HTTP requests, bytes received"
+    T=$DATA/restored-trove
+    rm -rf "$T"
+    sync
+    strace -f -c -o "$OUT/restore.strace-c" "$TROVE" restore --remote "$TURL" --target "$T" -q >/dev/null 2>&1
+    rm -rf "$T"
+    cat >"$OUT/count_http.py" <<'PYEOF'
+import re, sys
+# strace -f -yy -s 24 lines: count request lines written to TCP sockets and
+# sum the bytes read from them; "<unfinished ...>" halves are joined by pid.
+name = sys.argv[1]
+methods = {}
+got = calls = 0
+pending = {}
+call = re.compile(r'^(\d+)\s+(read|recvfrom|recvmsg|write|writev|sendto|sendmsg)\((\d+)<(TCP|TCPv6):')
+resumed = re.compile(r'^(\d+)\s+<\.\.\. (\w+) resumed>')
+ret = re.compile(r'\)\s+=\s+(\d+)')
+for line in sys.stdin:
+    m = call.match(line)
+    if m:
+        pid, fn = m.group(1), m.group(2)
+        if "<unfinished ...>" in line:
+            pending[pid] = (fn, line)
+            continue
+        text = line
+    else:
+        m = resumed.match(line)
+        if not m or m.group(1) not in pending:
+            continue
+        fn, first = pending.pop(m.group(1))
+        text = first + line
+    if fn in ("read", "recvfrom", "recvmsg"):
+        r = ret.search(line)
+        if r:
+            got += int(r.group(1))
+            calls += 1
+    else:
+        for meth in ("GET", "PUT", "HEAD", "POST", "DELETE"):
+            if '"' + meth + ' /' in text:
+                methods[meth] = methods.get(meth, 0) + 1
+print(name, sum(methods.values()), " ".join(f"{k}={v}" for k, v in sorted(methods.items())), got, calls, sep="\t")
+PYEOF
+    http_profile() {
+        local name=$1
+        shift
+        sync
+        strace -f -qq -yy -s 24 -e trace=read,recvfrom,recvmsg,write,writev,sendto,sendmsg \
+            -o "|python3 $OUT/count_http.py $name >>$OUT/http.tsv" "$@" >/dev/null 2>&1
+    }
+    http_profile trove_restore "$TROVE" restore --remote "$TURL" --target "$T" -q
+    rm -rf "$T"
+    http_profile restic_restore "${RESTIC[@]}" restore latest --target "$T"
+    rm -rf "$T"
+    http_profile trove_pull "$TROVE" pull --remote "$TURL" "$DATA/pulled-strace" -q
+    rm -rf "$DATA/pulled-strace"
+    # The counters finish after strace does.
+    for _ in $(seq 300); do
+        [ "$(wc -l <"$OUT/http.tsv" 2>/dev/null || echo 0)" -ge 3 ] && break
+        sleep 0.2
+    done
+    sed 's/^/  /' "$OUT/http.tsv"
+fi
+
 # ---------------------------------------------------------------- 8. pull
 echo "== 8. pull (trove only) (x$REPS)"
 for r in $(seq "$REPS"); do
@@ -435,8 +516,8 @@ import collections, json, statistics, sys
 out = sys.argv[1]
 runs = collections.OrderedDict()
 for line in open(f"{out}/raw.tsv"):
-    name, e, ms, rss, own, srv, other = line.rstrip("\n").split("\t")
-    runs[name] = dict(s=float(e), ms=int(ms), rss=int(rss) / 1024, cpu=float(own), srv=float(srv), other=float(other))
+    name, e, ms, rss, own, srv, other, lo = line.rstrip("\n").split("\t")
+    runs[name] = dict(s=float(e), ms=int(ms), rss=int(rss) / 1024, cpu=float(own), srv=float(srv), other=float(other), lo=int(lo))
 met = collections.defaultdict(dict)
 for line in open(f"{out}/metrics.tsv"):
     name, k, v = line.rstrip("\n").split("\t")
@@ -456,10 +537,10 @@ print("\n".join("- " + l.strip() for l in open(f"{out}/facts.txt")))
 print()
 print("### Every timed command")
 print()
-print("| command | wall (s) | peak RSS (MiB) | own CPU (s) | S3 server CPU (s) | other CPU (s) |")
-print("|---|---|---|---|---|---|")
+print("| command | wall (s) | peak RSS (MiB) | own CPU (s) | S3 server CPU (s) | other CPU (s) | loopback traffic (MB) |")
+print("|---|---|---|---|---|---|---|")
 for n, r in runs.items():
-    print(f"| {n} | {r['s']:.2f} | {r['rss']:.1f} | {r['cpu']:.2f} | {r['srv']:.2f} | {r['other']:.2f} |")
+    print(f"| {n} | {r['s']:.2f} | {r['rss']:.1f} | {r['cpu']:.2f} | {r['srv']:.2f} | {r['other']:.2f} | {r['lo'] / 1e6:.1f} |")
 print()
 
 print("### Goals")
@@ -487,7 +568,8 @@ for n in steps("push_mut"):
     rm = met[f"restic_mut.{rep}"]
     radd = int(rm.get("data_added", 0))
     rg = int(rm.get("bucket_growth", 0))
-    print(f"| 1% mutation {rep}: uploaded vs changed ({ch:,} B changed) | {up:,} B = {up / ch:.2f}× (bucket +{int(met[n]['bucket_growth']):,}) | data_added {radd:,} B = {radd / ch:.2f}×; bucket +{rg:,} B = {rg / ch:.2f}× | backup {runs['backup_mut.' + rep]['s']:.2f} s + push {runs[n]['s']:.2f} s vs restic {runs['restic_mut.' + rep]['s']:.2f} s | ≤ 2×: {ok(up <= 2 * ch)} |")
+    rd = int(met[n]["bytes_read"])
+    print(f"| 1% mutation {rep}: uploaded vs changed ({ch:,} B changed) | {up:,} B = {up / ch:.2f}× (bucket +{int(met[n]['bucket_growth']):,}; content of the new objects {rd:,} B, so {up / rd:.2f}× of that) | data_added {radd:,} B = {radd / ch:.2f}×; bucket +{rg:,} B = {rg / ch:.2f}× | backup {runs['backup_mut.' + rep]['s']:.2f} s + push {runs[n]['s']:.2f} s vs restic {runs['restic_mut.' + rep]['s']:.2f} s | ≤ 2×: {ok(up <= 2 * ch)} |")
 # 6. large
 up = int(met["push_large"]["bytes_uploaded"])
 print(f"| large file first push (wall s, bytes up) | {runs['push_large']['s']:.2f} s, {up:,} B | {runs['restic_large']['s']:.2f} s, data_added {int(met['restic_large'].get('data_added', 0)):,} B | {runs['push_large']['s'] / runs['restic_large']['s']:.2f}× | |")
@@ -525,6 +607,16 @@ for n in runs:
         m = met[n]
         print(f"| {n} | {m.get('files_new', '')} | {m.get('files_changed', '')} | {m.get('files_unmodified', '')} | {int(m['data_added']):,} | {int(m.get('total_bytes_processed', 0)):,} | {float(m.get('total_duration', 0)):.2f} |")
 print()
+import os
+if os.path.exists(f"{out}/http.tsv"):
+    print("### HTTP requests and bytes received, counted under strace (untimed reruns)")
+    print()
+    print("| command | HTTP requests | by method | bytes read from TCP sockets | read calls |")
+    print("|---|---|---|---|---|")
+    for line in open(f"{out}/http.tsv"):
+        n, tot, by, got, calls = line.rstrip("\n").split("\t")
+        print(f"| {n} | {int(tot):,} | {by} | {int(got):,} | {int(calls):,} |")
+    print()
 try:
     st = json.load(open(f"{out}/stats_remote.json"))
     print("trove stats --remote --json (remote part): `" + json.dumps(st.get("remote")) + "`")
