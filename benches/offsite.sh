@@ -194,7 +194,9 @@ weed_cpu_delta() {
 }
 
 # Bytes received on the loopback interface so far (the S3 traffic, and
-# weed's own traffic between its S3 gateway, filer and volume server).
+# weed's own traffic between its S3 gateway, filer and volume server, which
+# roughly doubles it). Machine-wide: anything else on loopback (another
+# S3 test run, say) is counted too; the strace counts of step 7b are exact.
 lo_bytes() {
     awk -F'[: ]+' '$2 == "lo" { print $3 }' /proc/net/dev
 }
