@@ -77,6 +77,11 @@ pub trait Backend: Send + Sync {
     /// Store `data` under `path`, replacing nothing a reader could see
     /// half-written (a folder writes a temporary file, syncs it and renames it).
     fn put(&self, path: &str, data: &[u8]) -> BackendResult<()>;
+    /// `put` of bytes the caller gives up: a store that sends them from
+    /// memory takes them without a copy (a pack is 16 MiB or more).
+    fn put_owned(&self, path: &str, data: Vec<u8>) -> BackendResult<()> {
+        self.put(path, &data)
+    }
     fn get(&self, path: &str) -> BackendResult<Vec<u8>>;
     /// `len` bytes from `offset` (fewer only at the end of the object).
     fn get_range(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>>;
@@ -783,6 +788,15 @@ impl Backend for S3Backend {
             .write(path, data.to_vec())
             .map_err(|e| classify(&e, path))?;
         Counters::add(&self.counters.bytes_up, data.len() as u64);
+        Ok(())
+    }
+
+    fn put_owned(&self, path: &str, data: Vec<u8>) -> BackendResult<()> {
+        check_path(path)?;
+        Counters::add(&self.counters.put, 1);
+        let len = data.len() as u64;
+        self.op.write(path, data).map_err(|e| classify(&e, path))?;
+        Counters::add(&self.counters.bytes_up, len);
         Ok(())
     }
 

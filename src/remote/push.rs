@@ -138,16 +138,11 @@ pub fn run(
                 if failure.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
                     continue;
                 }
-                match remote.put_pack(&p) {
-                    Ok(()) => uploaded
+                match remote.put_pack(p) {
+                    Ok(listed) => uploaded
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push(IndexPack {
-                            name: p.name,
-                            kind: p.kind,
-                            len: p.bytes.len() as u64,
-                            blobs: p.entries,
-                        }),
+                        .push(listed),
                     Err(e) => {
                         failure
                             .lock()

@@ -130,11 +130,11 @@ struct Segment {
     data: Arc<Vec<u8>>,
 }
 
-const SEGMENT_CACHE: usize = 32 << 20;
+const SEGMENT_CACHE: usize = 16 << 20;
 /// Wanted blobs closer than this are fetched in one ranged read.
 const MERGE_GAP: u64 = 1 << 20;
 /// The largest ranged read.
-const MAX_SPAN: u64 = 8 << 20;
+const MAX_SPAN: u64 = 4 << 20;
 
 /// What a reader has announced it will read: per pack, the offsets and
 /// lengths of the wanted blobs, sorted.
@@ -637,11 +637,20 @@ impl RemoteRepo {
 
     // ----- writes -----
 
-    pub fn put_pack(&self, p: &FinishedPack) -> Result<()> {
+    /// Upload a pack (its bytes are given up, not copied); returns what an
+    /// index file lists of it.
+    pub fn put_pack(&self, p: FinishedPack) -> Result<index::IndexPack> {
         let path = pack_path(p.kind, &p.name);
+        let len = p.bytes.len() as u64;
         self.backend()
-            .put(&path, &p.bytes)
-            .map_err(|e| self.err(format!("upload {path}"), e))
+            .put_owned(&path, p.bytes)
+            .map_err(|e| self.err(format!("upload {path}"), e))?;
+        Ok(index::IndexPack {
+            name: p.name,
+            kind: p.kind,
+            len,
+            blobs: p.entries,
+        })
     }
 
     /// Write an index file; returns its name.
@@ -1321,19 +1330,16 @@ mod tests {
         let id = r.key().id(Domain::Chunk, b"hello");
         w.push(seal_blob(r.key(), BlobKind::Data, id, None, b"hello", true).expect("seal"));
         let p = w.finish(r.key()).expect("finish");
-        r.put_pack(&p).expect("put");
+        let (name, kind, len, entries) = (p.name, p.kind, p.bytes.len() as u64, p.entries.clone());
+        let listed = r.put_pack(p).expect("put");
+        assert_eq!((listed.name, listed.kind, listed.len), (name, kind, len));
         assert_eq!(
             r.read_blob(&id).expect("read"),
             None,
             "no index lists it yet"
         );
         r.put_index(&IndexFile {
-            packs: vec![index::IndexPack {
-                name: p.name,
-                kind: p.kind,
-                len: p.bytes.len() as u64,
-                blobs: p.entries.clone(),
-            }],
+            packs: vec![listed],
         })
         .expect("index");
         r.forget_index();
@@ -1342,12 +1348,12 @@ mod tests {
             Some((BlobKind::Data, b"hello".to_vec()))
         );
         // A pack rebuilds its index entry: its header and its blobs.
-        let (kind, entries) = r
-            .read_pack_entries(&pack_path(p.kind, &p.name), p.bytes.len() as u64)
+        let rebuilt = r
+            .read_pack_entries(&pack_path(kind, &name), len)
             .expect("header");
-        assert_eq!((kind, entries), (p.kind, p.entries.clone()));
+        assert_eq!(rebuilt, (kind, entries));
         // A flipped byte in the blob: damage, named with the pack.
-        let path = pack_path(p.kind, &p.name);
+        let path = pack_path(kind, &name);
         m.objects().get_mut(&path).expect("pack")[30] ^= 1;
         let fresh = reopen(&m, b"pw").expect("open");
         match fresh.read_blob(&id) {
