@@ -123,7 +123,9 @@ pub fn run(
     }
     let index = remote.index()?;
 
-    let (tx, rx) = mpsc::sync_channel::<FinishedPack>(1);
+    // A rendezvous: a finished pack waits in the walker until an uploader
+    // takes it, so at most UPLOADERS + the two being filled are in memory.
+    let (tx, rx) = mpsc::sync_channel::<FinishedPack>(0);
     let rx = Mutex::new(rx);
     let uploaded: Mutex<Vec<IndexPack>> = Mutex::new(Vec::new());
     let failure: Mutex<Option<Error>> = Mutex::new(None);
