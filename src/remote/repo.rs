@@ -130,6 +130,10 @@ struct Segment {
     data: Arc<Vec<u8>>,
 }
 
+/// Allocations from this size up get their own mapping (see
+/// `sys::map_large_allocations`).
+const LARGE_ALLOCATION: usize = 1 << 20;
+
 const SEGMENT_CACHE: usize = 16 << 20;
 /// Wanted blobs closer than this are fetched in one ranged read.
 const MERGE_GAP: u64 = 1 << 20;
@@ -225,6 +229,7 @@ impl RemoteRepo {
         pack_size: u64,
         kdf: KdfParams,
     ) -> Result<RemoteRepo> {
+        crate::sys::map_large_allocations(LARGE_ALLOCATION);
         let url = backend.url().to_string();
         backend
             .check_reachable()
@@ -300,6 +305,9 @@ impl RemoteRepo {
         backend: Box<dyn Backend>,
         ask: &mut dyn FnMut() -> Result<zeroize::Zeroizing<Vec<u8>>>,
     ) -> Result<RemoteRepo> {
+        // Packs, spans and the key derivation's 64 MiB are large, short-lived
+        // buffers: each its own mapping, returned when freed.
+        crate::sys::map_large_allocations(LARGE_ALLOCATION);
         let url = backend.url().to_string();
         let data = match backend.get(CONFIG) {
             Ok(d) => d,
