@@ -674,6 +674,7 @@ fn classify(e: &opendal::Error, path: &str) -> BackendError {
             "signaturedoesnotmatch",
             "accessdenied",
             "no valid credential",
+            "signing credential",
             "status: 403",
         ]) =>
         {

@@ -326,3 +326,30 @@ fn s3_silent_server_times_out_as_unreachable() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn s3_without_credentials_is_denied() -> TestResult {
+    let ambient = [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ]
+    .iter()
+    .any(|k| std::env::var_os(k).is_some())
+        || std::env::var_os("HOME").is_some_and(|h| std::path::Path::new(&h).join(".aws").exists());
+    if ambient {
+        eprintln!("skipped: this environment has AWS credentials of its own");
+        return Ok(());
+    }
+    let (port, seen) = fake_s3(vec![http_response("200 OK", "")])?;
+    let mut s = fake_settings(port, 1);
+    s.access_key_id = None;
+    s.secret_access_key = None;
+    let b = backend::open_with("s3://bkt/p", false, &s)?;
+    match b.check_reachable() {
+        Err(BackendError::Denied { detail }) => assert!(!detail.is_empty()),
+        other => panic!("expected Denied, got {other:?}"),
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "nothing was sent unsigned");
+    Ok(())
+}
