@@ -353,3 +353,37 @@ fn s3_without_credentials_is_denied() -> TestResult {
     assert_eq!(seen.load(Ordering::SeqCst), 0, "nothing was sent unsigned");
     Ok(())
 }
+
+#[test]
+fn s3_backend_is_shared_by_threads() -> TestResult {
+    let Some(server) = S3Server::start() else {
+        return Ok(());
+    };
+    server.create_bucket("trove-threads")?;
+    let b = open_s3(&server, "trove-threads", "")?;
+    std::thread::scope(|s| -> TestResult {
+        let workers: Vec<_> = (0..12)
+            .map(|t| {
+                let b = &b;
+                s.spawn(move || -> Result<(), BackendError> {
+                    for i in 0..5 {
+                        let path = format!("data/{t:02x}/{i:04}");
+                        b.put(&path, path.as_bytes())?;
+                        assert_eq!(b.get(&path)?, path.as_bytes());
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| "a worker panicked")??;
+        }
+        Ok(())
+    })?;
+    let listed = b.list("data/")?;
+    assert_eq!(listed.len(), 60);
+    assert!(listed.windows(2).all(|w| w[0].path < w[1].path), "sorted");
+    let st = b.stats();
+    assert_eq!((st.put, st.get), (60, 60));
+    Ok(())
+}
