@@ -29,6 +29,28 @@ pub fn check_header<'a>(
     Ok(&data[5..])
 }
 
+/// Like [`check_header`], for a format whose readers accept versions
+/// `min..=max`: the version found and the bytes after the header.
+pub fn check_header_in<'a>(
+    data: &'a [u8],
+    magic: &[u8; 4],
+    (min, max): (u8, u8),
+    what: &'static str,
+    path: &Path,
+) -> Result<(u8, &'a [u8])> {
+    if data.len() < 5 || &data[..4] != magic {
+        return Err(Error::corrupt(what, path, "bad magic"));
+    }
+    if data[4] > max || data[4] < min {
+        return Err(Error::Version {
+            path: path.to_path_buf(),
+            found: data[4] as u32,
+            supported: max as u32,
+        });
+    }
+    Ok((data[4], &data[5..]))
+}
+
 thread_local! {
     // zstd contexts are costly to set up (a third of the time of a small
     // tree); each thread keeps one of each.

@@ -107,6 +107,9 @@ pub struct FileConfig {
     pub exclude_larger_than: Option<SizeSetting>,
     pub follow_symlinks: Option<bool>,
     pub one_file_system: Option<bool>,
+    /// Record extended attributes (ACLs, capabilities, SELinux labels);
+    /// default true.
+    pub xattrs: Option<bool>,
     pub on_error: Option<OnError>,
     pub watch: Option<WatchConfig>,
     pub remote: Option<RemoteSection>,
@@ -465,6 +468,8 @@ pub struct BackupSettings {
     pub policy: crate::retention::Policy,
     /// Filters beyond the exclude globs.
     pub filters: crate::scan::Filters,
+    /// Record extended attributes.
+    pub xattrs: bool,
 }
 
 pub const DEFAULT_MAX_VERSIONS: u64 = 10;
@@ -483,6 +488,8 @@ pub struct BackupOverrides {
     pub exclude_if_present: Vec<String>,
     pub exclude_caches: bool,
     pub exclude_larger_than: Option<u64>,
+    /// `--no-xattrs`.
+    pub no_xattrs: bool,
 }
 
 impl BackupSettings {
@@ -554,6 +561,7 @@ impl BackupSettings {
             deleted_max_age_days: r.deleted_max_age_days,
             policy: r.policy(),
             filters,
+            xattrs: !cli.no_xattrs && f.xattrs.unwrap_or(true),
         })
     }
 }

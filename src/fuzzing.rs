@@ -36,16 +36,24 @@ where
 
 /// Source tree objects, framed (as stored) and as bare payloads.
 pub fn tree_source(data: &[u8]) {
-    if let Ok(payload) = tree::unframe_tree(data, Path::new(PATH)) {
-        tree_round_trip::<Leaf, Meta>(&payload);
+    if let Ok(u) = tree::unframe_tree(data, Path::new(PATH)) {
+        if u.version == tree::TREE_VERSION {
+            tree_round_trip::<Leaf, Meta>(&u.payload);
+        } else {
+            let _ = tree::decode_tree_in::<Leaf, Meta>(u.version, &u.payload, Path::new(PATH));
+        }
     }
     tree_round_trip::<Leaf, Meta>(data);
 }
 
 /// Archive tree objects, framed and bare.
 pub fn tree_archive(data: &[u8]) {
-    if let Ok(payload) = tree::unframe_tree(data, Path::new(PATH)) {
-        tree_round_trip::<History, ()>(&payload);
+    if let Ok(u) = tree::unframe_tree(data, Path::new(PATH)) {
+        if u.version == tree::TREE_VERSION {
+            tree_round_trip::<History, ()>(&u.payload);
+        } else {
+            let _ = tree::decode_tree_in::<History, ()>(u.version, &u.payload, Path::new(PATH));
+        }
     }
     tree_round_trip::<History, ()>(data);
 }

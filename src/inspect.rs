@@ -89,6 +89,7 @@ fn leaf_kind(l: &Leaf) -> &'static str {
     match l {
         Leaf::File { .. } => "file",
         Leaf::Symlink { .. } => "symlink",
+        Leaf::Special { kind, .. } => kind.name(),
     }
 }
 
@@ -354,7 +355,7 @@ fn lookup(repo: &dyn RepoRead, root: &TreeId, path: &[u8]) -> Result<State> {
         if i + 1 == comps.len() {
             return Ok(match (&n.leaf, &n.dir) {
                 (Some(l), _) => State::Leaf(l.clone()),
-                (None, Some((_, m))) => State::Dir(*m),
+                (None, Some((_, m))) => State::Dir(m.clone()),
                 (None, None) => State::Absent,
             });
         }
@@ -493,6 +494,7 @@ pub fn history(repo: &dyn RepoRead, path: &str) -> Result<Vec<HistoryRow>> {
                     row.kind = "symlink";
                     row.target = Some(show(target));
                 }
+                State::Leaf(l @ Leaf::Special { .. }) => row.kind = leaf_kind(l),
             }
             rows.push(row);
         }

@@ -29,6 +29,7 @@ pub mod codec;
 pub mod config;
 pub mod dupes;
 pub mod error;
+pub mod fsmeta;
 pub mod fsutil;
 pub mod fuzzing;
 pub mod gc;

@@ -152,6 +152,7 @@ fn kind_of(e: &Entry) -> u8 {
         Item::Dir(_) => 0,
         Item::Leaf(Leaf::File { .. }) => 1,
         Item::Leaf(Leaf::Symlink { .. }) => 2,
+        Item::Leaf(Leaf::Special { .. }) => 3,
     }
 }
 
@@ -256,6 +257,8 @@ impl Applier<'_> {
                 self.progress.advance(1, *size);
                 r
             }
+            // The mirror's scan skips special files (with a message).
+            Item::Leaf(Leaf::Special { .. }) => Ok(()),
         }
     }
 

@@ -8,8 +8,41 @@ use serde::{Deserialize, Serialize};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
+thread_local! {
+    static LEGACY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// While the guard lives, this thread decodes version 1 of the tree and
+/// snapshot formats: the fields version 2 added (marked `since_v2`) are
+/// not in the bytes and read as their defaults. Version 2 only appended
+/// fields and variants, so one set of types reads both.
+pub struct LegacyGuard(bool);
+
+pub fn decoding_version(version: u8) -> LegacyGuard {
+    LegacyGuard(LEGACY.with(|l| l.replace(version < 2)))
+}
+
+impl Drop for LegacyGuard {
+    fn drop(&mut self) {
+        LEGACY.with(|l| l.set(self.0));
+    }
+}
+
+/// A field version 2 added: read only from version 2 bytes.
+pub fn since_v2<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    if LEGACY.with(|l| l.get()) {
+        Ok(T::default())
+    } else {
+        T::deserialize(d)
+    }
+}
+
 /// Metadata kept for every entry.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     /// Permission bits (`st_mode & 0o7777`).
     pub mode: u32,
@@ -17,6 +50,101 @@ pub struct Meta {
     pub gid: u32,
     /// Modification time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
+    /// Extended attributes (POSIX ACLs and capabilities are among them).
+    /// Absent from version 1 of the formats (read as none).
+    #[serde(deserialize_with = "since_v2")]
+    pub xattrs: Xattrs,
+}
+
+/// One extended attribute: its full name (`user.note`,
+/// `system.posix_acl_access`, `security.capability`) and its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    pub name: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// The extended attributes of an entry, sorted by name bytes. Most entries
+/// have none, so "none" costs one byte in a tree and no allocation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattrs(Option<Box<[Xattr]>>);
+
+impl Xattrs {
+    /// From any list: sorted by name, later duplicates dropped.
+    pub fn new(mut list: Vec<Xattr>) -> Xattrs {
+        if list.is_empty() {
+            return Xattrs(None);
+        }
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list.dedup_by(|a, b| a.name == b.name);
+        Xattrs(Some(list.into_boxed_slice()))
+    }
+
+    pub fn as_slice(&self) -> &[Xattr] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+}
+
+impl Meta {
+    /// The fields version 1 of the formats recorded.
+    pub fn basic(mode: u32, uid: u32, gid: u32, mtime_ns: i64) -> Meta {
+        Meta {
+            mode,
+            uid,
+            gid,
+            mtime_ns,
+            xattrs: Xattrs::default(),
+        }
+    }
+}
+
+/// What a file entry records beyond its content and metadata.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileExt {
+    /// The (device, inode) the file had when other paths of the same run
+    /// shared it (a hard-link group in the source; restic's key). `None`
+    /// for a file with one link.
+    pub link: Option<(u64, u64)>,
+    /// The source file had holes (fewer blocks than its size needs): a
+    /// restore writes its zero runs as holes again.
+    pub sparse: bool,
+    /// The content came from `backup --stdin` (or `--stdin-from-command`),
+    /// not from a source folder: ordinary runs keep it as it is.
+    pub stdin: bool,
+}
+
+/// The kind of a special file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpecialKind {
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl SpecialKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            SpecialKind::Fifo => "a FIFO",
+            SpecialKind::Socket => "a socket",
+            SpecialKind::CharDevice => "a character device",
+            SpecialKind::BlockDevice => "a block device",
+        }
+    }
+
+    /// The short name `ls --json` and `diff` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpecialKind::Fifo => "fifo",
+            SpecialKind::Socket => "socket",
+            SpecialKind::CharDevice => "chardev",
+            SpecialKind::BlockDevice => "blockdev",
+        }
+    }
 }
 
 /// A non-directory entry of the source tree.
@@ -29,11 +157,32 @@ pub enum Leaf {
         /// tree (decided by the planner when the content arrived).
         dup: bool,
         meta: Meta,
+        /// Absent from version 1 of the tree format (read as default).
+        #[serde(deserialize_with = "since_v2")]
+        ext: FileExt,
     },
     Symlink {
         target: Vec<u8>,
         meta: Meta,
     },
+    /// A FIFO, socket or device: recorded, restored (sockets not; devices
+    /// as root), never shown in the browsable tree.
+    Special {
+        kind: SpecialKind,
+        /// The device number (`st_rdev`; 0 for FIFOs and sockets).
+        rdev: u64,
+        meta: Meta,
+    },
+}
+
+impl Leaf {
+    pub fn meta(&self) -> &Meta {
+        match self {
+            Leaf::File { meta, .. } | Leaf::Symlink { meta, .. } | Leaf::Special { meta, .. } => {
+                meta
+            }
+        }
+    }
 }
 
 /// One entry of a flat source listing.

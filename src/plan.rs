@@ -93,6 +93,12 @@ pub struct PlanCounts {
     pub unchanged: u64,
     pub deleted: u64,
     pub retention_removed: u64,
+    /// FIFOs, sockets and devices.
+    pub specials: u64,
+    /// The owners the new snapshot's entries have (their names go into
+    /// the snapshot record).
+    pub uids: std::collections::BTreeSet<u32>,
+    pub gids: std::collections::BTreeSet<u32>,
 }
 
 impl PlanCounts {
@@ -114,7 +120,7 @@ pub struct Plan {
     pub counts: PlanCounts,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct FileRef {
     id: ObjectId,
     size: u64,
@@ -129,11 +135,12 @@ fn file_ref(i: &Item) -> Option<FileRef> {
             id,
             dup,
             meta,
+            ..
         }) => Some(FileRef {
             id: *id,
             size: *size,
             dup: *dup,
-            meta: *meta,
+            meta: meta.clone(),
         }),
         _ => None,
     }
@@ -344,7 +351,7 @@ impl<'o> PathPlanner<'o> {
         let archived = |f: &FileRef| Archived {
             id: f.id,
             size: f.size,
-            meta: f.meta,
+            meta: f.meta.clone(),
             time_ns: opts.now_ns,
         };
         match classify(prev, cur.as_deref()) {
@@ -355,7 +362,7 @@ impl<'o> PathPlanner<'o> {
                 self.counts.unchanged += 1;
             }
             Change::Modified => {
-                let o = old.expect("a modified path had a file");
+                let o = old.clone().expect("a modified path had a file");
                 let hh = h.get_or_insert_with(History::default);
                 let n = hh.next_version.max(1);
                 hh.versions.push((n, archived(&o)));
@@ -413,8 +420,15 @@ impl<'o> PathPlanner<'o> {
                     self.counts.bytes += size;
                 }
                 Item::Leaf(Leaf::Symlink { .. }) => self.counts.symlinks += 1,
+                Item::Leaf(Leaf::Special { .. }) => self.counts.specials += 1,
                 Item::Dir(_) => self.counts.dirs += 1,
             }
+            let m = match c {
+                Item::Leaf(l) => l.meta(),
+                Item::Dir(m) => m,
+            };
+            self.counts.uids.insert(m.uid);
+            self.counts.gids.insert(m.gid);
         }
         // Retention over every history, so lowering the limit applies to
         // every path, not only to the ones touched in this run.

@@ -158,8 +158,10 @@ fn file_retention(
             symlinks: s.symlinks,
             bytes: s.bytes,
             unchanged: s.files,
+            specials: s.specials,
             ..Summary::default()
         },
+        owners: latest.record.owners.clone(),
     };
     let id = snapshot::write(&batch, &record)?;
     crate::audit::log_plan(&plan, &esc, &layout, false);

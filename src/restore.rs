@@ -41,6 +41,11 @@ pub struct RestoreOptions {
     pub paths: Vec<String>,
     pub overwrite: bool,
     pub dry_run: bool,
+    /// Keep the recorded uid/gid instead of mapping the recorded owner
+    /// names to this machine's ids (`--numeric-owner`; root only).
+    pub numeric_owner: bool,
+    /// Set the recorded extended attributes (`--no-xattrs` turns it off).
+    pub xattrs: bool,
 }
 
 /// A path that could not be restored.
@@ -58,6 +63,10 @@ pub struct RestoreReport {
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    /// FIFOs, sockets and devices in the selection.
+    pub specials: u64,
+    /// Paths restored as hard links to another restored path.
+    pub hardlinks: u64,
     pub bytes: u64,
     /// Files and bytes actually written (all of them unless some are
     /// missing or failed).
@@ -179,6 +188,12 @@ struct Ctx<'a> {
     target: &'a Path,
     overwrite: bool,
     as_root: bool,
+    owners: &'a crate::repo::snapshot::Owners,
+    numeric_owner: bool,
+    xattrs: bool,
+    /// Per namespace: attributes that could not be set, and the first
+    /// failure (path and error), for one warning each at the end.
+    xattr_failures: Mutex<std::collections::BTreeMap<Vec<u8>, (u64, String)>>,
     problems: Mutex<Vec<RestoreProblem>>,
     missing: Mutex<Vec<String>>,
     /// Directories that could not be created: nothing below them is tried.
@@ -204,6 +219,72 @@ impl Ctx<'_> {
 
     fn fs_path(&self, rel: &[u8]) -> PathBuf {
         pathbytes::to_fs(self.target, rel)
+    }
+
+    fn xattr_failed(&self, name: &[u8], what: String) {
+        let mut m = self
+            .xattr_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let e = m
+            .entry(crate::fsmeta::namespace(name).to_vec())
+            .or_insert((0, what));
+        e.0 += 1;
+    }
+
+    /// The owner an entry gets: the recorded names mapped to this
+    /// machine's ids (or the recorded ids with `--numeric-owner`).
+    fn owner(&self, meta: &Meta) -> (u32, u32) {
+        crate::fsmeta::map_owner(self.owners, meta.uid, meta.gid, self.numeric_owner)
+    }
+
+    /// Set the recorded extended attributes on `path` (the entry itself).
+    /// As root every namespace; otherwise `user.*` only, the rest counted
+    /// as not set.
+    fn set_xattrs(&self, path: &Path, rel: &[u8], meta: &Meta) {
+        if !self.xattrs || meta.xattrs.is_empty() {
+            return;
+        }
+        let (ok, skipped): (Vec<_>, Vec<_>) = meta
+            .xattrs
+            .as_slice()
+            .iter()
+            .cloned()
+            .partition(|x| self.as_root || x.name.starts_with(b"user."));
+        for x in skipped {
+            self.xattr_failed(
+                &x.name,
+                format!("{}: setting it needs root", show(rel)),
+            );
+        }
+        crate::fsmeta::write_xattrs(path, &crate::model::Xattrs::new(ok), &mut |name, e| {
+            self.xattr_failed(name, format!("{}: {e}", show(rel)));
+        });
+    }
+
+    /// Owner, mode, extended attributes, then mtime, of a restored file or
+    /// directory open as `f`. The order matters: chown clears file
+    /// capabilities and set-id bits, and an ACL carries the mode's bits.
+    fn apply_meta(&self, f: &File, path: &Path, rel: &[u8], meta: &Meta) -> Result<()> {
+        if self.as_root {
+            let (u, g) = self.owner(meta);
+            std::os::unix::fs::fchown(f, Some(u), Some(g)).ctx("chown", path)?;
+        }
+        f.set_permissions(fs::Permissions::from_mode(meta.mode & 0o7777))
+            .ctx("chmod", path)?;
+        self.set_xattrs(path, rel, meta);
+        f.set_times(fs::FileTimes::new().set_modified(crate::fsutil::system_time(meta.mtime_ns)))
+            .ctx("set mtime of", path)
+    }
+
+    /// `apply_meta` on a path, never through a symlink standing there.
+    fn apply_meta_at(&self, path: &Path, rel: &[u8], meta: &Meta) -> Result<()> {
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .ctx("open", path)?;
+        self.apply_meta(&f, path, rel, meta)
     }
 }
 
@@ -232,6 +313,7 @@ pub fn run(
                 report.bytes += size;
             }
             Item::Leaf(Leaf::Symlink { .. }) => report.symlinks += 1,
+            Item::Leaf(Leaf::Special { .. }) => report.specials += 1,
         }
     }
     let pinned = keeps_content(repo, snap);
@@ -264,6 +346,10 @@ pub fn run(
         // Ownership is only restored by root, as tar and restic do; anyone
         // else gets files they own.
         as_root: crate::sys::is_root(),
+        owners: &snap.record.owners,
+        numeric_owner: opts.numeric_owner,
+        xattrs: opts.xattrs,
+        xattr_failures: Mutex::new(Default::default()),
         problems: Mutex::new(Vec::new()),
         missing: Mutex::new(Vec::new()),
         failed_dirs: Mutex::new(Vec::new()),
@@ -288,10 +374,7 @@ pub fn run(
     // Files in the order their content is stored (a remote's packs front
     // to back; the listing's order for a local store), and a remote told
     // so, to plan its ranged reads.
-    let mut files: Vec<&Entry> = entries
-        .iter()
-        .filter(|e| matches!(e.item, Item::Leaf(Leaf::File { .. })))
-        .collect();
+    let (mut files, followers) = link_groups(&entries);
     files.sort_by_cached_key(|e| match &e.item {
         Item::Leaf(Leaf::File { id, size, .. }) if *size > 0 => repo.read_order(id),
         _ => 0,
@@ -306,11 +389,18 @@ pub fn run(
     repo.will_read(&wanted);
     drop(wanted);
     files.par_iter().for_each(|e| {
-        if let Item::Leaf(Leaf::File { id, size, meta, .. }) = &e.item {
+        if let Item::Leaf(Leaf::File {
+            id,
+            size,
+            meta,
+            ext,
+            ..
+        }) = &e.item
+        {
             if cx.below_failed(&e.path) {
                 return;
             }
-            match restore_file(&cx, &e.path, id, *size, meta) {
+            match restore_file(&cx, &e.path, id, *size, meta, ext.sparse) {
                 Ok(()) => {
                     let mut d = cx.done.lock().unwrap_or_else(|p| p.into_inner());
                     d.0 += 1;
@@ -330,6 +420,26 @@ pub fn run(
         }
     });
     progress.finish();
+    // 2b. The other paths of each hard-link group, linked to the one
+    //     restored (restic's behaviour); a group whose first path failed
+    //     leaves the rest to fail the same way.
+    for (e, leader) in followers {
+        if cx.below_failed(&e.path) {
+            continue;
+        }
+        let (from, to) = (cx.fs_path(&leader.path), cx.fs_path(&e.path));
+        if fs::symlink_metadata(&from).is_err() {
+            continue;
+        }
+        match link_into_place(&cx, &from, &to) {
+            Ok(()) => {
+                let mut d = cx.done.lock().unwrap_or_else(|p| p.into_inner());
+                d.0 += 1;
+                report.hardlinks += 1;
+            }
+            Err(err) => cx.problem(&e.path, err.to_string()),
+        }
+    }
     // 3. Symlinks, after every file: nothing is written through them.
     for e in &entries {
         if let Item::Leaf(Leaf::Symlink { target, meta }) = &e.item {
@@ -341,6 +451,24 @@ pub fn run(
             }
         }
     }
+    // 3b. FIFOs and devices (sockets are recorded, not recreated: only the
+    //     program that listens on one can make it).
+    let mut sockets = 0u64;
+    for e in &entries {
+        if let Item::Leaf(Leaf::Special { kind, rdev, meta }) = &e.item {
+            if cx.below_failed(&e.path) {
+                continue;
+            }
+            match restore_special(&cx, &e.path, *kind, *rdev, meta) {
+                Ok(true) => {}
+                Ok(false) => sockets += 1,
+                Err(err) => cx.problem(&e.path, err.to_string()),
+            }
+        }
+    }
+    if sockets > 0 {
+        tracing::info!("{sockets} sockets are recorded in the snapshot and not recreated (a socket is made by the program that listens on it)");
+    }
     // 4. Directory metadata, children first, since creating entries in a
     //    directory changes its mtime and a read-only mode would block them.
     for e in entries.iter().rev() {
@@ -348,19 +476,28 @@ pub fn run(
             if cx.below_failed(&e.path) || cx.failed_dirs_contains(&e.path) {
                 continue;
             }
-            if let Err(err) =
-                crate::fsutil::set_meta_nofollow(&cx.fs_path(&e.path), meta, cx.as_root)
-            {
+            if let Err(err) = cx.apply_meta_at(&cx.fs_path(&e.path), &e.path, meta) {
                 cx.problem(&e.path, err.to_string());
             }
         }
     }
     if whole && created_target && snap.record.sources.len() == 1 {
         // One source: the target stands for the source directory itself.
-        let meta = snap.record.sources[0].meta;
-        if let Err(err) = crate::fsutil::set_meta_nofollow(&opts.target, &meta, cx.as_root) {
+        let meta = &snap.record.sources[0].meta;
+        if let Err(err) = cx.apply_meta_at(&opts.target, b"", meta) {
             cx.problem(b"", err.to_string());
         }
+    }
+    for (ns, (n, first)) in cx
+        .xattr_failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+    {
+        tracing::warn!(
+            "{n} extended attributes in namespace `{}` were not restored (first: {first})",
+            show(ns)
+        );
     }
     let mut problems = cx.problems.into_inner().unwrap_or_else(|p| p.into_inner());
     problems.sort_by(|a, b| a.path.cmp(&b.path));
@@ -480,6 +617,7 @@ fn restore_file(
     id: &ObjectId,
     size: u64,
     meta: &Meta,
+    sparse: bool,
 ) -> std::result::Result<(), FileError> {
     let p = cx.fs_path(rel);
     let src = if size > 0 {
@@ -498,7 +636,7 @@ fn restore_file(
     let written = tmp.as_deref().unwrap_or(&p);
     let result = (|| -> Result<()> {
         if let Some((mut f, obj)) = src {
-            let digest = copy_hashing(cx, &mut f, &obj, &mut dest, written)?;
+            let digest = copy_hashing(cx, &mut f, &obj, &mut dest, written, sparse)?;
             if digest != id.0 {
                 return Err(Error::corrupt(
                     "object",
@@ -510,7 +648,7 @@ fn restore_file(
                 ));
             }
         }
-        crate::fsutil::apply_meta(&dest, written, meta, cx.as_root)
+        cx.apply_meta(&dest, written, rel, meta)
     })();
     drop(dest);
     match result {
@@ -545,6 +683,7 @@ fn copy_hashing(
     src_path: &Path,
     dest: &mut File,
     dest_path: &Path,
+    sparse: bool,
 ) -> Result<crate::id::Digest> {
     let cloned = src.as_file().is_some_and(|f| crate::sys::reflink(f, dest));
     COPY_BUF.with(|b| {
@@ -553,6 +692,7 @@ fn copy_hashing(
             buf.resize(BUF, 0);
         }
         let mut h = Hasher::new(cx.repo.algo());
+        let mut holes = (sparse && !cloned).then(crate::fsmeta::SparseWriter::new);
         loop {
             let n = match src.read(&mut buf[..]) {
                 Ok(0) => break,
@@ -561,9 +701,14 @@ fn copy_hashing(
                 Err(e) => return Err(Error::io("read", src_path, e)),
             };
             h.update(&buf[..n]);
-            if !cloned {
+            if let Some(w) = holes.as_mut() {
+                w.write(dest, &buf[..n]).ctx("write", dest_path)?;
+            } else if !cloned {
                 dest.write_all(&buf[..n]).ctx("write", dest_path)?;
             }
+        }
+        if let Some(w) = holes {
+            w.finish(dest).ctx("write", dest_path)?;
         }
         Ok(h.finish())
     })
@@ -595,9 +740,116 @@ fn restore_symlink(cx: &Ctx<'_>, rel: &[u8], target: &[u8], meta: &Meta) -> Resu
         Err(e) => return Err(Error::io("create symlink", &p, e)),
     }
     if cx.as_root {
-        std::os::unix::fs::lchown(&p, Some(meta.uid), Some(meta.gid)).ctx("chown", &p)?;
+        let (u, g) = cx.owner(meta);
+        std::os::unix::fs::lchown(&p, Some(u), Some(g)).ctx("chown", &p)?;
     }
+    cx.set_xattrs(&p, rel, meta);
     crate::fsutil::set_symlink_mtime(&p, meta.mtime_ns)
+}
+
+/// The files a restore writes, in listing order, and the paths restored as
+/// hard links: each with the first path of its group (same recorded link
+/// key and the same content; a path whose content differs from its
+/// group's, read while the file changed, is restored on its own).
+#[allow(clippy::type_complexity)]
+fn link_groups(entries: &[Entry]) -> (Vec<&Entry>, Vec<(&Entry, &Entry)>) {
+    let mut first: std::collections::HashMap<(u64, u64), &Entry> = Default::default();
+    let mut files = Vec::new();
+    let mut followers = Vec::new();
+    for e in entries {
+        let Item::Leaf(Leaf::File { id, ext, .. }) = &e.item else {
+            continue;
+        };
+        if let Some(key) = ext.link {
+            match first.get(&key) {
+                Some(l) if matches!(&l.item, Item::Leaf(Leaf::File { id: lid, .. }) if lid == id) => {
+                    followers.push((e, *l));
+                    continue;
+                }
+                Some(_) => {}
+                None => {
+                    first.insert(key, e);
+                }
+            }
+        }
+        files.push(e);
+    }
+    (files, followers)
+}
+
+/// Make `to` a hard link to `from` (both inside the target); with
+/// `--overwrite`, over what is there (never a directory).
+fn link_into_place(cx: &Ctx<'_>, from: &Path, to: &Path) -> Result<()> {
+    match fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && cx.overwrite => {
+            if fs::symlink_metadata(to).map(|m| m.is_dir()).unwrap_or(false) {
+                return Err(Error::Usage(format!(
+                    "{} is a directory in the target; the snapshot has a file there (move the directory away)",
+                    to.display()
+                )));
+            }
+            let dir = to.parent().unwrap_or(Path::new("."));
+            let tmp = dir.join(format!(".{}", crate::fsutil::tmp_name("trove-restore")));
+            fs::hard_link(from, &tmp).ctx("create hard link", &tmp)?;
+            if let Err(e) = fs::rename(&tmp, to) {
+                let _ = fs::remove_file(&tmp);
+                return Err(Error::io("rename into place", to, e));
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::io("create hard link", to, e)),
+    }
+}
+
+/// Recreate a FIFO or (as root) a device; `Ok(false)` for a socket, which
+/// is not recreated. Metadata is set by path (opening a FIFO would block,
+/// opening a device could act on it).
+fn restore_special(
+    cx: &Ctx<'_>,
+    rel: &[u8],
+    kind: crate::model::SpecialKind,
+    rdev: u64,
+    meta: &Meta,
+) -> Result<bool> {
+    use crate::model::SpecialKind;
+    if kind == SpecialKind::Socket {
+        return Ok(false);
+    }
+    let p = cx.fs_path(rel);
+    if kind != SpecialKind::Fifo && !cx.as_root {
+        return Err(Error::Usage(format!(
+            "{} is {} and only root can create one: run the restore as root",
+            p.display(),
+            kind.describe()
+        )));
+    }
+    if let Ok(m) = fs::symlink_metadata(&p) {
+        if !cx.overwrite {
+            return Err(Error::Usage(format!(
+                "{} appeared in the target while restoring; not replaced",
+                p.display()
+            )));
+        }
+        if m.is_dir() {
+            return Err(Error::Usage(format!(
+                "{} is a directory in the target; the snapshot has {} there (move the directory away)",
+                p.display(),
+                kind.describe()
+            )));
+        }
+        fs::remove_file(&p).ctx("remove (to make a special file)", &p)?;
+    }
+    crate::fsmeta::make_special(&p, kind, 0o600, rdev).ctx("create", &p)?;
+    if cx.as_root {
+        let (u, g) = cx.owner(meta);
+        std::os::unix::fs::lchown(&p, Some(u), Some(g)).ctx("chown", &p)?;
+    }
+    // chmod(2) follows symlinks, but `p` was just made and is no symlink.
+    fs::set_permissions(&p, fs::Permissions::from_mode(meta.mode & 0o7777)).ctx("chmod", &p)?;
+    cx.set_xattrs(&p, rel, meta);
+    crate::fsutil::set_symlink_mtime(&p, meta.mtime_ns)?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -614,6 +866,8 @@ mod tests {
             paths: Vec::new(),
             overwrite: false,
             dry_run: false,
+            numeric_owner: false,
+            xattrs: true,
         }
     }
 

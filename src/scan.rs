@@ -95,6 +95,50 @@ pub struct ScanOptions {
     /// Filters beyond globs (`--exclude-if-present`, `--exclude-caches`,
     /// `--exclude-larger-than`, `.troveignore`).
     pub filters: Filters,
+    /// Record extended attributes (of folders, symlinks and special files
+    /// here; of files where they are read: see `xattrs_of`).
+    pub xattrs: bool,
+    /// Record FIFOs, sockets and devices (a backup); a mirror skips them
+    /// with a message instead.
+    pub specials: bool,
+}
+
+/// The extended attributes of `p` for a snapshot: none when the options
+/// say so; on a failure, none and a warning naming the path (the entry
+/// itself is still backed up).
+pub fn xattrs_of(opts_xattrs: bool, p: &Path) -> crate::model::Xattrs {
+    if !opts_xattrs {
+        return crate::model::Xattrs::default();
+    }
+    match crate::fsmeta::read_xattrs(p) {
+        Ok(r) => {
+            if r.dropped > 0 {
+                tracing::warn!(
+                    "{}: {} extended attributes not recorded (over {} bytes of attributes on one entry)",
+                    pathbytes::display_path(p),
+                    r.dropped,
+                    crate::fsmeta::XATTR_BUDGET
+                );
+            }
+            r.xattrs
+        }
+        Err(e) => {
+            tracing::warn!(
+                "{}: extended attributes not recorded: {e}",
+                pathbytes::display_path(p)
+            );
+            crate::model::Xattrs::default()
+        }
+    }
+}
+
+/// A file's metadata as the scan records it: hard-link key and holes.
+fn file_ext(m: &fs::Metadata) -> crate::model::FileExt {
+    crate::model::FileExt {
+        link: (m.nlink() > 1).then(|| (m.dev(), m.ino())),
+        sparse: crate::fsmeta::is_sparse(m),
+        stdin: false,
+    }
 }
 
 /// The file in any source directory whose gitignore-syntax patterns
@@ -216,12 +260,12 @@ impl ScanOutput {
 }
 
 pub fn meta_of(m: &fs::Metadata) -> Meta {
-    Meta {
-        mode: m.mode() & 0o7777,
-        uid: m.uid(),
-        gid: m.gid(),
-        mtime_ns: crate::model::stat_ns(m.mtime(), m.mtime_nsec()),
-    }
+    Meta::basic(
+        m.mode() & 0o7777,
+        m.uid(),
+        m.gid(),
+        crate::model::stat_ns(m.mtime(), m.mtime_nsec()),
+    )
 }
 
 struct Ctx<'a> {
@@ -368,10 +412,12 @@ fn visit(
             ));
             return;
         }
+        let mut meta = meta_of(&m);
+        meta.xattrs = xattrs_of(ctx.opts.xattrs, &fs_path());
         out.push(
             Entry {
                 path: path.clone(),
-                item: Item::Dir(meta_of(&m)),
+                item: Item::Dir(meta),
             },
             None,
         );
@@ -398,6 +444,7 @@ fn visit(
                     id: UNHASHED,
                     dup: false,
                     meta: meta_of(&m),
+                    ext: file_ext(&m),
                 }),
             },
             Some(StatExtra::of(&StatKey::of(&m))),
@@ -409,7 +456,11 @@ fn visit(
                     path,
                     item: Item::Leaf(Leaf::Symlink {
                         target: pathbytes::os_bytes(t.as_os_str()).to_vec(),
-                        meta: meta_of(&lm),
+                        meta: {
+                            let mut meta = meta_of(&lm);
+                            meta.xattrs = xattrs_of(ctx.opts.xattrs, &fs_path());
+                            meta
+                        },
                     }),
                 },
                 None,
@@ -418,6 +469,24 @@ fn visit(
                 .issues
                 .push(io_issue(path, fs_path(), &e, "read symlink")),
         }
+    } else if let Some(kind) = crate::fsmeta::special_kind(&ft2).filter(|_| ctx.opts.specials) {
+        let mut meta = meta_of(&m);
+        meta.xattrs = xattrs_of(ctx.opts.xattrs, &fs_path());
+        out.push(
+            Entry {
+                path,
+                item: Item::Leaf(Leaf::Special {
+                    kind,
+                    rdev: match kind {
+                        crate::model::SpecialKind::CharDevice
+                        | crate::model::SpecialKind::BlockDevice => m.rdev(),
+                        _ => 0,
+                    },
+                    meta,
+                }),
+            },
+            None,
+        );
     } else {
         let what = if ft2.is_fifo() {
             "a FIFO"
@@ -701,6 +770,8 @@ impl<'a> DirScanner<'a> {
         }
         let mut ancestors = parent.ancestors.clone();
         ancestors.push(key);
+        let mut meta = meta_of(&m);
+        meta.xattrs = xattrs_of(opts.xattrs, &next);
         Some((
             DirTask {
                 fs: next,
@@ -709,7 +780,7 @@ impl<'a> DirScanner<'a> {
                 ancestors,
                 ignores: ignores.0.clone(),
             },
-            meta_of(&m),
+            meta,
         ))
     }
 

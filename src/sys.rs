@@ -147,3 +147,94 @@ pub fn reflink(src: &File, dest: &File) -> bool {
 pub fn reflink(_src: &File, _dest: &File) -> bool {
     false
 }
+
+/// One `getpw*_r`/`getgr*_r` lookup: call `f` with a buffer, growing it
+/// while the C library says it is too small (ERANGE).
+fn with_name_buffer(mut f: impl FnMut(&mut [libc::c_char]) -> libc::c_int) -> Option<()> {
+    let mut len = 1024usize;
+    loop {
+        let mut buf = vec![0 as libc::c_char; len];
+        match f(&mut buf) {
+            0 => return Some(()),
+            libc::ERANGE if len < (1 << 20) => len *= 4,
+            _ => return None,
+        }
+    }
+}
+
+/// The name of user `uid` on this machine (NSS: files, LDAP, …).
+pub fn user_name(uid: u32) -> Option<Vec<u8>> {
+    let mut name = None;
+    with_name_buffer(|buf| {
+        // SAFETY: `pw` and `out` are valid for writing, `buf` is a live
+        // buffer of the length passed; getpwuid_r writes only into them
+        // and `pw_name` points into `buf`, read before `buf` is dropped.
+        unsafe {
+            let mut pw: libc::passwd = std::mem::zeroed();
+            let mut out: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out);
+            if rc == 0 && !out.is_null() && !pw.pw_name.is_null() {
+                name = Some(std::ffi::CStr::from_ptr(pw.pw_name).to_bytes().to_vec());
+            }
+            rc
+        }
+    })?;
+    name
+}
+
+/// The name of group `gid` on this machine.
+pub fn group_name(gid: u32) -> Option<Vec<u8>> {
+    let mut name = None;
+    with_name_buffer(|buf| {
+        // SAFETY: as in `user_name`, for getgrgid_r.
+        unsafe {
+            let mut gr: libc::group = std::mem::zeroed();
+            let mut out: *mut libc::group = std::ptr::null_mut();
+            let rc = libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut out);
+            if rc == 0 && !out.is_null() && !gr.gr_name.is_null() {
+                name = Some(std::ffi::CStr::from_ptr(gr.gr_name).to_bytes().to_vec());
+            }
+            rc
+        }
+    })?;
+    name
+}
+
+/// The id of the user called `name` on this machine.
+pub fn uid_of(name: &[u8]) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    let mut id = None;
+    with_name_buffer(|buf| {
+        // SAFETY: `c` is a NUL-terminated string alive for the call; the
+        // rest as in `user_name`, for getpwnam_r.
+        unsafe {
+            let mut pw: libc::passwd = std::mem::zeroed();
+            let mut out: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out);
+            if rc == 0 && !out.is_null() {
+                id = Some(pw.pw_uid);
+            }
+            rc
+        }
+    })?;
+    id
+}
+
+/// The id of the group called `name` on this machine.
+pub fn gid_of(name: &[u8]) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    let mut id = None;
+    with_name_buffer(|buf| {
+        // SAFETY: as in `uid_of`, for getgrnam_r.
+        unsafe {
+            let mut gr: libc::group = std::mem::zeroed();
+            let mut out: *mut libc::group = std::ptr::null_mut();
+            let rc = libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out);
+            if rc == 0 && !out.is_null() {
+                id = Some(gr.gr_gid);
+            }
+            rc
+        }
+    })?;
+    id
+}

@@ -178,6 +178,8 @@ fn scan_options(s: &BackupSettings, root: &Path) -> Result<ScanOptions> {
         excludes: scan::Excludes::new(&s.exclude)?,
         skip_dirs,
         filters: s.filters.clone(),
+        xattrs: s.xattrs,
+        specials: true,
     })
 }
 
@@ -429,7 +431,9 @@ fn snapshot_record(
             new_objects: report.new_objects,
             new_bytes: report.new_bytes,
             errors: report.problems.len() as u64,
+            specials: c.specials,
         },
+        owners: crate::fsmeta::owner_names(&c.uids, &c.gids),
     }
 }
 

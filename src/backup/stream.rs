@@ -246,10 +246,10 @@ impl Pass2<'_> {
         if prev != cur {
             if let Some((o, n)) = self.diff.as_mut() {
                 if let Some(p) = &prev {
-                    o.push(render::render_item(self.old_esc, &path, p));
+                    o.extend(render::render_item(self.old_esc, &path, p));
                 }
                 if let Some(c) = &cur {
-                    n.push(render::render_item(self.new_esc, &path, c));
+                    n.extend(render::render_item(self.new_esc, &path, c));
                 }
             }
         }
@@ -468,7 +468,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
             batch: batch.as_ref(),
             layout: c.layout,
             opts: &scan_opts,
-            source_metas: source_records.iter().map(|r| r.meta).collect(),
+            source_metas: source_records.iter().map(|r| r.meta.clone()).collect(),
             follow: s.follow_symlinks,
             run_start: c.run_start,
             on_error: s.on_error,
@@ -682,6 +682,13 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
         });
     }
     super::warn_link_copies(report);
+    if counts.specials > 0 {
+        tracing::info!(
+            "{} special files (FIFOs, sockets, devices) are recorded in snapshot {}; the browsable tree shows none of them (`trove restore` recreates them)",
+            counts.specials,
+            snap_id.short()
+        );
+    }
     cache_w.finish(Some(snap_id))?;
     crate::log::mem_phase("cache saved");
     if !c.collect {

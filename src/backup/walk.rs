@@ -351,6 +351,8 @@ struct Walker<'a> {
     batch: Option<&'a Batch<'a>>,
     layout: &'a Layout,
     follow: bool,
+    /// Record extended attributes of files (read beside their content).
+    xattrs: bool,
     run_start: i64,
     on_error: OnError,
     progress: &'a dyn Progress,
@@ -387,7 +389,7 @@ fn keeps_previous(k: IssueKind) -> bool {
 fn node_item(n: &Node<Leaf, Meta>) -> Option<Item> {
     match (&n.leaf, &n.dir) {
         (Some(l), _) => Some(Item::Leaf(l.clone())),
-        (None, Some((_, m))) => Some(Item::Dir(*m)),
+        (None, Some((_, m))) => Some(Item::Dir(m.clone())),
         (None, None) => None,
     }
 }
@@ -604,11 +606,14 @@ impl<'a> Walker<'a> {
                         s.descend(t, ig, &name).map(|(task, meta)| (i, task, meta))
                     });
                     let meta = match (&down, &prev_item) {
-                        (Some((_, _, m)), _) if scope.refresh.contains(&child_path) => Some(*m),
-                        (_, Some(Item::Dir(m))) => Some(*m),
-                        (Some((_, _, m)), _) => Some(*m),
+                        (Some((_, _, m)), _) if scope.refresh.contains(&child_path) => {
+                            Some(m.clone())
+                        }
+                        (_, Some(Item::Dir(m))) => Some(m.clone()),
+                        (Some((_, _, m)), _) => Some(m.clone()),
                         _ => None,
                     };
+                    let current = meta.is_some();
                     steps.push_back(MergedEntry {
                         path: child_path,
                         cur: meta.map(|m| (Item::Dir(m), None)),
@@ -622,7 +627,7 @@ impl<'a> Walker<'a> {
                             prev_id: prev_sub,
                             carry_all: None,
                             partial: Some(down.map(|(i, t, _)| (i, t))),
-                            current: meta.is_some(),
+                            current,
                         }),
                     });
                 }
@@ -732,7 +737,15 @@ impl<'a> Walker<'a> {
                 _ => None,
             };
             match vouched {
-                Some(pid) => *id = pid,
+                Some(pid) => {
+                    *id = pid;
+                    // The cache vouches for the inode (its ctime is the
+                    // same, and setting an attribute changes it): its
+                    // attributes are the recorded ones, not read again.
+                    if let Some(Item::Leaf(Leaf::File { meta: pmeta, .. })) = &prev {
+                        meta.xattrs = pmeta.xattrs.clone();
+                    }
+                }
                 None => {
                     read = true;
                     self.window_bytes += *size;
@@ -790,20 +803,23 @@ impl<'a> Walker<'a> {
                 _ => None,
             })
             .collect();
-        let (algo, batch, layout, follow, progress) = (
+        let (algo, batch, layout, follow, progress, xattrs) = (
             self.algo,
             self.batch,
             self.layout,
             self.follow,
             self.progress,
+            self.xattrs,
         );
         let stats = &self.stats;
         let results: Vec<_> = todo
             .par_iter()
             .map(|(_, p)| {
-                let r = objects::ingest(algo, batch, &layout.fs_path(p), follow);
+                let fs_path = layout.fs_path(p);
+                let r = objects::ingest(algo, batch, &fs_path, follow)
+                    .map(|ing| (crate::scan::xattrs_of(xattrs, &fs_path), ing));
                 stats.files_read.fetch_add(1, AtOrd::Relaxed);
-                if let Ok(ing) = &r {
+                if let Ok((_, ing)) = &r {
                     if ing.stored {
                         stats.new_objects.fetch_add(1, AtOrd::Relaxed);
                         stats.new_bytes.fetch_add(ing.size, AtOrd::Relaxed);
@@ -819,11 +835,12 @@ impl<'a> Walker<'a> {
                 continue;
             };
             match r {
-                Ok(ing) => {
+                Ok((xa, ing)) => {
                     if let Some((Item::Leaf(Leaf::File { size, id, meta, .. }), x)) = cur {
                         *id = ing.id;
                         *size = ing.size;
                         meta.mtime_ns = ing.stat.mtime_ns;
+                        meta.xattrs = xa;
                         *x = Some(StatExtra::of(&ing.stat));
                     }
                 }
@@ -1023,7 +1040,7 @@ fn scope_sources(
                     if let (Some(Item::Dir(m)), Some((Item::Dir(c), _))) =
                         (&step.prev, &mut step.cur)
                     {
-                        *c = *m;
+                        *c = m.clone();
                     }
                 }
                 let task = tasks
@@ -1115,6 +1132,7 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             batch: input.batch,
             layout,
             follow: input.follow,
+            xattrs: input.opts.xattrs,
             run_start: input.run_start,
             on_error: input.on_error,
             progress: input.progress,
@@ -1174,7 +1192,7 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
                     (
                         crate::model::Entry {
                             path: n.clone(),
-                            item: Item::Dir(*m),
+                            item: Item::Dir(m.clone()),
                         },
                         None,
                     )

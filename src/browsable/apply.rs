@@ -955,7 +955,9 @@ impl Run<'_> {
                     };
                     let dup = matches!(item, Item::Leaf(Leaf::File { dup: true, .. }));
                     if dup == *dups {
-                        return Ok(Some(render::render_item(&esc, &p, &item)));
+                        if let Some(b) = render::render_item(&esc, &p, &item) {
+                            return Ok(Some(b));
+                        }
                     }
                 }
                 Ok(None)

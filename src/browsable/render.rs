@@ -125,13 +125,16 @@ pub fn deleted_path(path: &[u8]) -> Vec<u8> {
 }
 
 /// The browsable entry showing one source entry.
-pub fn render_entry(esc: &Escapes, e: &Entry) -> BrowsableEntry {
+pub fn render_entry(esc: &Escapes, e: &Entry) -> Option<BrowsableEntry> {
     render_item(esc, &e.path, &e.item)
 }
 
-/// The browsable entry showing the item at source path `p`.
-pub fn render_item(esc: &Escapes, p: &[u8], item: &Item) -> BrowsableEntry {
+/// The browsable entry showing the item at source path `p`; none for a
+/// special file (FIFO, socket, device): the browsable tree holds regular
+/// files and symlinks only, and a FIFO there would block whoever reads it.
+pub fn render_item(esc: &Escapes, p: &[u8], item: &Item) -> Option<BrowsableEntry> {
     let (path, kind) = match item {
+        Item::Leaf(Leaf::Special { .. }) => return None,
         Item::Dir(_) => (esc.top_path(p), BrowsableKind::Dir),
         Item::Leaf(Leaf::File { size, id, dup, .. }) => (
             current_path(esc, p, *dup),
@@ -147,7 +150,7 @@ pub fn render_item(esc: &Escapes, p: &[u8], item: &Item) -> BrowsableEntry {
             },
         ),
     };
-    BrowsableEntry { path, kind }
+    Some(BrowsableEntry { path, kind })
 }
 
 /// The browsable entries showing one path's history.
@@ -198,9 +201,14 @@ pub fn render(entries: &[Entry], archive: &[(Vec<u8>, History)]) -> Vec<Browsabl
         entries
             .iter()
             .filter(|e| !dup(e))
-            .map(|e| render_entry(&esc, e)),
+            .filter_map(|e| render_entry(&esc, e)),
     );
-    out.extend(entries.iter().filter(dup).map(|e| render_entry(&esc, e)));
+    out.extend(
+        entries
+            .iter()
+            .filter(dup)
+            .filter_map(|e| render_entry(&esc, e)),
+    );
     for (p, h) in archive {
         render_versions(p, h, &mut out);
     }
@@ -243,8 +251,8 @@ pub fn render_diff(
         |e| &e.path,
         |a, b| {
             if a != b {
-                o.extend(a.map(|e| render_entry(&old_esc, e)));
-                n.extend(b.map(|e| render_entry(&new_esc, e)));
+                o.extend(a.and_then(|e| render_entry(&old_esc, e)));
+                n.extend(b.and_then(|e| render_entry(&new_esc, e)));
             }
         },
     );

@@ -317,6 +317,12 @@ pub struct RestoreArgs {
     /// List what would be written and change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// As root: give entries the recorded uid/gid, not this machine's ids for the recorded owner names
+    #[arg(long)]
+    pub numeric_owner: bool,
+    /// Do not set the recorded extended attributes
+    #[arg(long)]
+    pub no_xattrs: bool,
 }
 
 #[derive(Args, Debug)]
@@ -418,6 +424,9 @@ pub struct SourceArgs {
     /// Back up what symlinks point to instead of the links
     #[arg(long)]
     pub follow_symlinks: bool,
+    /// Do not record extended attributes (ACLs, capabilities, SELinux labels)
+    #[arg(long)]
+    pub no_xattrs: bool,
     /// What a file that cannot be backed up does to a run
     #[arg(long, value_name = "POLICY", value_enum)]
     pub on_error: Option<OnErrorArg>,

@@ -236,6 +236,54 @@ pub(super) struct LsRow {
     hash: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     target: Option<String>,
+    uid: u32,
+    gid: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    xattrs: Vec<XattrRow>,
+    /// Paths of one hard-link group share this key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    sparse: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stdin: bool,
+    /// Device number of a character or block device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rdev: Option<u64>,
+}
+
+/// One extended attribute in `ls --json`: the value as text when it is
+/// printable UTF-8, otherwise as hex.
+#[derive(Serialize)]
+pub(super) struct XattrRow {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_hex: Option<String>,
+}
+
+fn xattr_rows(m: &crate::model::Meta) -> Vec<XattrRow> {
+    m.xattrs
+        .as_slice()
+        .iter()
+        .map(|x| {
+            // Text when it reads as text (an ACL or a capability is
+            // binary even where its bytes happen to be valid UTF-8).
+            let text = std::str::from_utf8(&x.value)
+                .ok()
+                .filter(|s| !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t'))
+                .map(str::to_string);
+            XattrRow {
+                name: display(&x.name),
+                value_hex: match text {
+                    Some(_) => None,
+                    None => Some(x.value.iter().map(|b| format!("{b:02x}")).collect()),
+                },
+                value: text,
+            }
+        })
+        .collect()
 }
 
 /// `drwxr-xr-x` from a kind letter and permission bits.
@@ -256,13 +304,42 @@ pub(super) fn ls_rows(entries: &[&Entry]) -> Vec<LsRow> {
     entries
         .iter()
         .map(|e| {
+            let mut ext = crate::model::FileExt::default();
+            let mut rdev = None;
             let (kind, ch, size, meta, hash, target) = match &e.item {
-                Item::Dir(m) => ("dir", 'd', 0, *m, None, None),
-                Item::Leaf(Leaf::File { size, id, meta, .. }) => {
-                    ("file", '-', *size, *meta, Some(id.to_hex()), None)
+                Item::Dir(m) => ("dir", 'd', 0, m, None, None),
+                Item::Leaf(Leaf::File {
+                    size,
+                    id,
+                    meta,
+                    ext: x,
+                    ..
+                }) => {
+                    ext = *x;
+                    ("file", '-', *size, meta, Some(id.to_hex()), None)
                 }
                 Item::Leaf(Leaf::Symlink { target, meta }) => {
-                    ("symlink", 'l', 0, *meta, None, Some(display(target)))
+                    ("symlink", 'l', 0, meta, None, Some(display(target)))
+                }
+                Item::Leaf(Leaf::Special {
+                    kind,
+                    rdev: r,
+                    meta,
+                }) => {
+                    let ch = match kind {
+                        crate::model::SpecialKind::Fifo => 'p',
+                        crate::model::SpecialKind::Socket => 's',
+                        crate::model::SpecialKind::CharDevice => 'c',
+                        crate::model::SpecialKind::BlockDevice => 'b',
+                    };
+                    if matches!(
+                        kind,
+                        crate::model::SpecialKind::CharDevice
+                            | crate::model::SpecialKind::BlockDevice
+                    ) {
+                        rdev = Some(*r);
+                    }
+                    (kind.name(), ch, 0, meta, None, None)
                 }
             };
             LsRow {
@@ -273,6 +350,13 @@ pub(super) fn ls_rows(entries: &[&Entry]) -> Vec<LsRow> {
                 mtime: snapshot::format_time(meta.mtime_ns),
                 hash,
                 target,
+                uid: meta.uid,
+                gid: meta.gid,
+                xattrs: xattr_rows(meta),
+                link: ext.link.map(|(d, i)| format!("{d}:{i}")),
+                sparse: ext.sparse,
+                stdin: ext.stdin,
+                rdev,
             }
         })
         .collect()

@@ -66,6 +66,7 @@ pub(super) fn source_settings(
     let mut ov = BackupOverrides {
         follow_symlinks: src.follow_symlinks,
         one_file_system: src.one_file_system,
+        no_xattrs: src.no_xattrs,
         on_error: src.on_error.map(Into::into),
         hash: src.hash.map(Into::into),
         ..BackupOverrides::default()
@@ -127,6 +128,8 @@ pub(super) fn restore_options(a: &RestoreArgs) -> crate::restore::RestoreOptions
         paths: a.paths.clone(),
         overwrite: a.overwrite,
         dry_run: a.dry_run,
+        numeric_owner: a.numeric_owner,
+        xattrs: !a.no_xattrs,
     }
 }
 
@@ -182,6 +185,8 @@ fn scan_options(f: &FilterArgs, one_file_system: bool) -> Result<crate::scan::Sc
             caches: f.exclude_caches,
             larger_than: f.exclude_larger_than,
         },
+        xattrs: false,
+        specials: false,
     })
 }
 
@@ -367,6 +372,7 @@ mod tests {
                 filter: FilterArgs::default(),
                 one_file_system: false,
                 follow_symlinks: false,
+                no_xattrs: false,
                 on_error: None,
                 hash: None,
             },

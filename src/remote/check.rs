@@ -252,7 +252,7 @@ fn check_pack(
             (BlobKind::List, _) => pack::decode_list(&plain).is_ok(),
             (BlobKind::Tree, Some(o)) => {
                 crate::repo::tree::unframe_tree(&plain, std::path::Path::new(&path))
-                    .is_ok_and(|payload| hash_bytes(algo, &payload).0 == o)
+                    .is_ok_and(|t| hash_bytes(algo, &t.payload).0 == o)
             }
             (BlobKind::Tree, None) => false,
         };

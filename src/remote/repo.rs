@@ -626,9 +626,9 @@ impl RemoteRepo {
             }
             BlobKind::List => pack::decode_list(plain).map_err(|e| e.to_string())?.object,
             BlobKind::Tree => {
-                let payload = crate::repo::tree::unframe_tree(plain, Path::new("tree blob"))
+                let t = crate::repo::tree::unframe_tree(plain, Path::new("tree blob"))
                     .map_err(|e| e.to_string())?;
-                hash_bytes(algo, &payload).0
+                hash_bytes(algo, &t.payload).0
             }
         };
         let domain = if e.kind == BlobKind::Tree {

@@ -211,12 +211,7 @@ pub mod fixture {
     use std::collections::HashSet;
 
     pub fn meta() -> Meta {
-        Meta {
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime_ns: 1_700_000_000_000_000_000,
-        }
+        Meta::basic(0o644, 0, 0, 1_700_000_000_000_000_000)
     }
 
     /// Commit a snapshot whose source holds `files` (path, content; the
@@ -253,6 +248,7 @@ pub mod fixture {
                     id,
                     dup: false,
                     meta: meta(),
+                    ext: Default::default(),
                 }),
             });
         }
@@ -296,6 +292,7 @@ pub mod fixture {
                 bytes,
                 ..Summary::default()
             },
+            owners: Default::default(),
         };
         let id = snapshot::write(repo, &record)?;
         Ok(Snapshot { id, record })

@@ -23,7 +23,10 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 pub const SNAPSHOT_MAGIC: &[u8; 4] = b"trvS";
-pub const SNAPSHOT_VERSION: u8 = 1;
+pub const SNAPSHOT_VERSION: u8 = 2;
+/// The oldest record version still read (version 1 lacks the owner
+/// names and the count of special files).
+pub const SNAPSHOT_MIN_VERSION: u8 = 1;
 
 /// One source directory of a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +58,31 @@ pub struct Summary {
     pub new_bytes: u64,
     /// Paths that could not be backed up in this run.
     pub errors: u64,
+    /// FIFOs, sockets and devices recorded (version 2).
+    #[serde(deserialize_with = "crate::model::since_v2")]
+    pub specials: u64,
+}
+
+/// The names of the owners a snapshot's entries have, by id, as the
+/// backup machine resolved them (tar's and restic's `user`/`group`): a
+/// restore as root on another machine maps them back to its own ids.
+/// Ids with no name there are absent. Sorted by id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owners {
+    pub users: Vec<(u32, Vec<u8>)>,
+    pub groups: Vec<(u32, Vec<u8>)>,
+}
+
+impl Owners {
+    pub fn user(&self, uid: u32) -> Option<&[u8]> {
+        let k = self.users.binary_search_by_key(&uid, |u| u.0).ok()?;
+        Some(&self.users[k].1)
+    }
+
+    pub fn group(&self, gid: u32) -> Option<&[u8]> {
+        let k = self.groups.binary_search_by_key(&gid, |g| g.0).ok()?;
+        Some(&self.groups[k].1)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,13 +97,21 @@ pub struct SnapshotRecord {
     /// Versions and deleted contents (see `store::tree::History`).
     pub archive: TreeId,
     pub summary: Summary,
+    /// Owner names (version 2).
+    #[serde(deserialize_with = "crate::model::since_v2")]
+    pub owners: Owners,
 }
 
 impl SnapshotRecord {
     /// How far its source tree may expand: the entries it counts.
     pub fn source_limit(&self) -> tree::Limit {
         let s = &self.summary;
-        tree::Limit::counted(s.files.saturating_add(s.dirs).saturating_add(s.symlinks))
+        tree::Limit::counted(
+            s.files
+                .saturating_add(s.dirs)
+                .saturating_add(s.symlinks)
+                .saturating_add(s.specials),
+        )
     }
 }
 
@@ -91,13 +127,14 @@ pub fn encode(rec: &SnapshotRecord) -> Result<Vec<u8>> {
 }
 
 pub fn decode(data: &[u8], path: &Path) -> Result<SnapshotRecord> {
-    let payload = crate::codec::check_header(
+    let (version, payload) = crate::codec::check_header_in(
         data,
         SNAPSHOT_MAGIC,
-        SNAPSHOT_VERSION,
+        (SNAPSHOT_MIN_VERSION, SNAPSHOT_VERSION),
         "snapshot record",
         path,
     )?;
+    let _format = crate::model::decoding_version(version);
     let (rec, rest): (SnapshotRecord, &[u8]) = postcard::take_from_bytes(payload)
         .map_err(|e| Error::corrupt("snapshot record", path, format!("decode: {e}")))?;
     if !rest.is_empty() {
@@ -294,9 +331,13 @@ pub fn scan(repo: &dyn RepoRead) -> Result<Scan> {
 /// The sequence number and time a damaged record's readable prefix
 /// claims, when its header is intact.
 fn claimed(data: &[u8]) -> (Option<u64>, Option<i64>) {
-    if data.len() < 5 || &data[..4] != SNAPSHOT_MAGIC || data[4] != SNAPSHOT_VERSION {
+    if data.len() < 5
+        || &data[..4] != SNAPSHOT_MAGIC
+        || !(SNAPSHOT_MIN_VERSION..=SNAPSHOT_VERSION).contains(&data[4])
+    {
         return (None, None);
     }
+    let _format = crate::model::decoding_version(data[4]);
     let payload = &data[5..];
     if let Ok((rec, _)) = postcard::take_from_bytes::<SnapshotRecord>(payload) {
         return (Some(rec.seq), Some(rec.time_ns));

@@ -30,7 +30,10 @@ use std::collections::HashSet;
 use std::path::Path;
 
 pub const TREE_MAGIC: &[u8; 4] = b"trvT";
-pub const TREE_VERSION: u8 = 1;
+/// Version 2 added extended attributes, hard-link keys, sparse and stdin
+/// flags, and special files; version 1 trees are still read.
+pub const TREE_VERSION: u8 = 2;
+pub const TREE_MIN_VERSION: u8 = 1;
 /// Deeper trees than this are refused when reading (a hostile repository
 /// must not overflow the stack).
 pub const MAX_DEPTH: usize = 2048;
@@ -180,12 +183,36 @@ pub fn frame_tree(payload: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// A tree object's payload (what its id hashes) and the format version
+/// it is in (which [`decode_tree_in`] needs).
+pub struct Unframed {
+    pub version: u8,
+    pub payload: Vec<u8>,
+}
+
 /// Undo `frame_tree`. Never panics on hostile input; the size of the
 /// decompressed payload is capped so a tiny zstd bomb cannot exhaust memory.
-pub fn unframe_tree(data: &[u8], path: &Path) -> Result<Vec<u8>> {
-    let payload = crate::codec::check_header(data, TREE_MAGIC, TREE_VERSION, "tree object", path)?;
-    zstd_decompress(payload, 256 << 20)
-        .map_err(|e| Error::corrupt("tree object", path, format!("zstd: {e}")))
+pub fn unframe_tree(data: &[u8], path: &Path) -> Result<Unframed> {
+    let (version, payload) = crate::codec::check_header_in(
+        data,
+        TREE_MAGIC,
+        (TREE_MIN_VERSION, TREE_VERSION),
+        "tree object",
+        path,
+    )?;
+    let payload = zstd_decompress(payload, 256 << 20)
+        .map_err(|e| Error::corrupt("tree object", path, format!("zstd: {e}")))?;
+    Ok(Unframed { version, payload })
+}
+
+/// Decode a payload of format `version` (see [`unframe_tree`]).
+pub fn decode_tree_in<L: TreeLeaf, D: DeserializeOwned>(
+    version: u8,
+    payload: &[u8],
+    path: &Path,
+) -> Result<TreeObject<L, D>> {
+    let _format = crate::model::decoding_version(version);
+    decode_tree(payload, path)
 }
 
 /// A leaf type of a tree object: whether a node may hold it and a
@@ -289,7 +316,7 @@ impl TreeItem for Entry {
     fn to_flat(&self) -> Flat<Leaf, Meta> {
         match &self.item {
             Item::Leaf(l) => Flat::Leaf(l.clone()),
-            Item::Dir(m) => Flat::Dir(*m),
+            Item::Dir(m) => Flat::Dir(m.clone()),
         }
     }
 }
@@ -669,7 +696,7 @@ pub fn load_tree_stored<L: TreeLeaf, D: DeserializeOwned>(
         }
         Err(e) => return Err(Error::io("read", &path, e)),
     };
-    let payload = unframe_tree(&data, &path)?;
+    let Unframed { version, payload } = unframe_tree(&data, &path)?;
     if hash_bytes(repo.algo(), &payload) != id.0 {
         return Err(Error::corrupt(
             "tree object",
@@ -677,7 +704,7 @@ pub fn load_tree_stored<L: TreeLeaf, D: DeserializeOwned>(
             "content does not match its id",
         ));
     }
-    let t = decode_tree(&payload, &path)?;
+    let t = decode_tree_in(version, &payload, &path)?;
     Ok((data, t))
 }
 
@@ -813,8 +840,9 @@ mod tests {
             prefix: Vec<u8>,
             out: &mut Vec<(Vec<u8>, Flat<L, D>)>,
         ) {
-            let payload = unframe_tree(&store[id], Path::new("mem")).expect("framed by us");
-            let t: TreeObject<L, D> = decode_tree(&payload, Path::new("mem")).expect("valid");
+            let u = unframe_tree(&store[id], Path::new("mem")).expect("framed by us");
+            let t: TreeObject<L, D> =
+                decode_tree_in(u.version, &u.payload, Path::new("mem")).expect("valid");
             for n in t.entries {
                 let p = pathbytes::join(&prefix, &n.name);
                 if let Some(l) = n.leaf {
