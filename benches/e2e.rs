@@ -114,6 +114,8 @@ fn bench_e2e(c: &mut Criterion) {
                     paths: Vec::new(),
                     overwrite: false,
                     dry_run: false,
+                    numeric_owner: false,
+                    xattrs: true,
                 };
                 trove::restore::run(&repo, &snap, entries, &o, &NoProgress).expect("restore")
             },

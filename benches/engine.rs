@@ -63,6 +63,7 @@ fn meta(rng: &mut Rng) -> Meta {
         uid: 1000,
         gid: 1000,
         mtime_ns: 1_704_067_200_000_000_000 + rng.below(1 << 40) as i64,
+        xattrs: Default::default(),
     }
 }
 
@@ -72,6 +73,7 @@ fn file(rng: &mut Rng) -> Leaf {
         id: ObjectId(rng.digest()),
         dup: false,
         meta: meta(rng),
+        ext: Default::default(),
     }
 }
 
@@ -177,7 +179,7 @@ fn bench_tree(c: &mut Criterion) {
             let p = encode_tree(black_box(&t)).expect("encode");
             let f = frame_tree(&p).expect("frame");
             let u = unframe_tree(&f, path).expect("unframe");
-            black_box(decode_tree::<Leaf, Meta>(&u, path).expect("decode"))
+            black_box(decode_tree::<Leaf, Meta>(&u.payload, path).expect("decode"))
         })
     });
     g.finish();

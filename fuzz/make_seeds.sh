@@ -22,6 +22,14 @@ printf 'odd\n' >"$S/$(printf 'name\xffwith\tbytes')"
 ln -s one.txt "$S/link"
 ln -s /nonexistent "$S/dangling"
 printf 'reserved\n' >"$S/versions/r"
+# Format 2's fields: extended attributes, a hard-link group, holes, a FIFO.
+ln "$S/one_copy.txt" "$S/sub/hardlink"
+truncate -s 1M "$S/sparse"
+mkfifo "$S/fifo"
+if command -v setfattr >/dev/null; then
+    setfattr -n user.note -v hello "$S/one_copy.txt"
+    setfattr -n user.dir -v x "$S/sub"
+fi
 "$T" backup "$S" "$W/b" -q
 printf 'changed\n' >"$S/one.txt"
 rm "$S/zero"

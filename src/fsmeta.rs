@@ -128,9 +128,12 @@ pub fn write_xattrs(path: &Path, xattrs: &Xattrs, failed: &mut dyn FnMut(&[u8], 
             failed(&x.name, io::Error::from(io::ErrorKind::InvalidInput));
             continue;
         };
-        if let Err(e) =
-            rustix::fs::lsetxattr(path, c.as_c_str(), &x.value, rustix::fs::XattrFlags::empty())
-        {
+        if let Err(e) = rustix::fs::lsetxattr(
+            path,
+            c.as_c_str(),
+            &x.value,
+            rustix::fs::XattrFlags::empty(),
+        ) {
             failed(&x.name, e.into());
         }
     }
@@ -158,10 +161,7 @@ pub fn map_owner(owners: &Owners, uid: u32, gid: u32, numeric: bool) -> (u32, u3
     if numeric {
         return (uid, gid);
     }
-    let u = owners
-        .user(uid)
-        .and_then(crate::sys::uid_of)
-        .unwrap_or(uid);
+    let u = owners.user(uid).and_then(crate::sys::uid_of).unwrap_or(uid);
     let g = owners
         .group(gid)
         .and_then(crate::sys::gid_of)
@@ -188,17 +188,16 @@ pub fn special_kind(ft: &fs::FileType) -> Option<SpecialKind> {
 /// asks for a socket, which only a listening program can make).
 pub fn make_special(path: &Path, kind: SpecialKind, mode: u32, rdev: u64) -> io::Result<()> {
     use rustix::fs::FileType;
-    let ft = match kind {
-        SpecialKind::Fifo => FileType::Fifo,
-        SpecialKind::CharDevice => FileType::CharacterDevice,
-        SpecialKind::BlockDevice => FileType::BlockDevice,
-        SpecialKind::Socket => {
-            return Err(io::Error::new(
+    let ft =
+        match kind {
+            SpecialKind::Fifo => FileType::Fifo,
+            SpecialKind::CharDevice => FileType::CharacterDevice,
+            SpecialKind::BlockDevice => FileType::BlockDevice,
+            SpecialKind::Socket => return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "a socket is recorded but not recreated (only the program that listens on it can)",
-            ))
-        }
-    };
+            )),
+        };
     rustix::fs::mknodat(
         rustix::fs::CWD,
         path,

@@ -213,7 +213,7 @@ impl Differ<'_> {
         match (&a.leaf, &a.dir, &b.leaf, &b.dir) {
             (Some(la), None, Some(lb), None) => self.leaves(la, lb, &p),
             (None, Some((ta, ma)), None, Some((tb, mb))) => {
-                if (ma.mode, ma.uid, ma.gid) != (mb.mode, mb.uid, mb.gid) {
+                if (ma.mode, ma.uid, ma.gid, &ma.xattrs) != (mb.mode, mb.uid, mb.gid, &mb.xattrs) {
                     self.push(ChangeKind::Metadata, &p, "dir");
                 }
                 self.trees(ta, tb, &p, depth + 1)?;
@@ -241,21 +241,22 @@ impl Differ<'_> {
     }
 
     fn leaves(&mut self, a: &Leaf, b: &Leaf, p: &[u8]) {
-        let meta_differs = |x: &Meta, y: &Meta| {
-            (x.mode, x.uid, x.gid, x.mtime_ns) != (y.mode, y.uid, y.gid, y.mtime_ns)
-        };
+        // Extended attributes (ACLs, capabilities) are metadata too.
+        let meta_differs = |x: &Meta, y: &Meta| x != y;
         match (a, b) {
             (
                 Leaf::File {
                     id: ia,
                     size: sa,
                     meta: ma,
+                    ext: ea,
                     ..
                 },
                 Leaf::File {
                     id: ib,
                     size: sb,
                     meta: mb,
+                    ext: eb,
                     ..
                 },
             ) => {
@@ -263,7 +264,7 @@ impl Differ<'_> {
                     self.sum.removed_bytes += sa;
                     self.sum.added_bytes += sb;
                     self.push(ChangeKind::Modified, p, "file");
-                } else if meta_differs(ma, mb) {
+                } else if meta_differs(ma, mb) || ea != eb {
                     self.push(ChangeKind::Metadata, p, "file");
                 }
             }
@@ -281,6 +282,24 @@ impl Differ<'_> {
                     self.push(ChangeKind::Modified, p, "symlink");
                 } else if meta_differs(ma, mb) {
                     self.push(ChangeKind::Metadata, p, "symlink");
+                }
+            }
+            (
+                Leaf::Special {
+                    kind: ka,
+                    rdev: ra,
+                    meta: ma,
+                },
+                Leaf::Special {
+                    kind: kb,
+                    rdev: rb,
+                    meta: mb,
+                },
+            ) if ka == kb => {
+                if ra != rb {
+                    self.push(ChangeKind::Modified, p, ka.name());
+                } else if meta_differs(ma, mb) {
+                    self.push(ChangeKind::Metadata, p, ka.name());
                 }
             }
             (_, b) => {

@@ -67,7 +67,10 @@ pub struct Xattr {
 /// The extended attributes of an entry, sorted by name bytes. Most entries
 /// have none, so "none" costs one byte in a tree and no allocation.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Xattrs(Option<Box<[Xattr]>>);
+// One pointer wide (not a Vec's three words): every entry of a listing of
+// millions carries one, and almost all are empty.
+#[allow(clippy::box_collection)]
+pub struct Xattrs(Option<Box<Vec<Xattr>>>);
 
 impl Xattrs {
     /// From any list: sorted by name, later duplicates dropped.
@@ -77,15 +80,28 @@ impl Xattrs {
         }
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list.dedup_by(|a, b| a.name == b.name);
-        Xattrs(Some(list.into_boxed_slice()))
+        Xattrs(Some(Box::new(list)))
     }
 
     pub fn as_slice(&self) -> &[Xattr] {
-        self.0.as_deref().unwrap_or(&[])
+        self.0.as_deref().map_or(&[], Vec::as_slice)
     }
 
     pub fn is_empty(&self) -> bool {
         self.as_slice().is_empty()
+    }
+}
+
+impl FileExt {
+    /// The link key of a file with more than one link.
+    pub fn link_key(dev: u64, ino: u64) -> Option<std::num::NonZeroU64> {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&dev.to_le_bytes());
+        b[8..].copy_from_slice(&ino.to_le_bytes());
+        let h = blake3::hash(&b);
+        let mut k = [0u8; 8];
+        k.copy_from_slice(&h.as_bytes()[..8]);
+        std::num::NonZeroU64::new(u64::from_le_bytes(k)).or(std::num::NonZeroU64::new(1))
     }
 }
 
@@ -105,10 +121,12 @@ impl Meta {
 /// What a file entry records beyond its content and metadata.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileExt {
-    /// The (device, inode) the file had when other paths of the same run
-    /// shared it (a hard-link group in the source; restic's key). `None`
-    /// for a file with one link.
-    pub link: Option<(u64, u64)>,
+    /// The key of the file's hard-link group in the source: paths of one
+    /// run sharing an inode share it (a digest of device and inode; restic
+    /// records the pair). `None` for a file with one link. A restore links
+    /// only paths whose content is the same too, so even two groups that
+    /// shared a key could not be mixed up.
+    pub link: Option<std::num::NonZeroU64>,
     /// The source file had holes (fewer blocks than its size needs): a
     /// restore writes its zero runs as holes again.
     pub sparse: bool,

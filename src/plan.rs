@@ -633,6 +633,7 @@ mod tests {
                 id: id(content),
                 dup: false,
                 meta: Meta::default(),
+                ext: Default::default(),
             }),
         }
     }

@@ -252,10 +252,7 @@ impl Ctx<'_> {
             .cloned()
             .partition(|x| self.as_root || x.name.starts_with(b"user."));
         for x in skipped {
-            self.xattr_failed(
-                &x.name,
-                format!("{}: setting it needs root", show(rel)),
-            );
+            self.xattr_failed(&x.name, format!("{}: setting it needs root", show(rel)));
         }
         crate::fsmeta::write_xattrs(path, &crate::model::Xattrs::new(ok), &mut |name, e| {
             self.xattr_failed(name, format!("{}: {e}", show(rel)));
@@ -753,7 +750,7 @@ fn restore_symlink(cx: &Ctx<'_>, rel: &[u8], target: &[u8], meta: &Meta) -> Resu
 /// group's, read while the file changed, is restored on its own).
 #[allow(clippy::type_complexity)]
 fn link_groups(entries: &[Entry]) -> (Vec<&Entry>, Vec<(&Entry, &Entry)>) {
-    let mut first: std::collections::HashMap<(u64, u64), &Entry> = Default::default();
+    let mut first: std::collections::HashMap<std::num::NonZeroU64, &Entry> = Default::default();
     let mut files = Vec::new();
     let mut followers = Vec::new();
     for e in entries {
@@ -762,7 +759,8 @@ fn link_groups(entries: &[Entry]) -> (Vec<&Entry>, Vec<(&Entry, &Entry)>) {
         };
         if let Some(key) = ext.link {
             match first.get(&key) {
-                Some(l) if matches!(&l.item, Item::Leaf(Leaf::File { id: lid, .. }) if lid == id) => {
+                Some(l) if matches!(&l.item, Item::Leaf(Leaf::File { id: lid, .. }) if lid == id) =>
+                {
                     followers.push((e, *l));
                     continue;
                 }
@@ -783,7 +781,10 @@ fn link_into_place(cx: &Ctx<'_>, from: &Path, to: &Path) -> Result<()> {
     match fs::hard_link(from, to) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && cx.overwrite => {
-            if fs::symlink_metadata(to).map(|m| m.is_dir()).unwrap_or(false) {
+            if fs::symlink_metadata(to)
+                .map(|m| m.is_dir())
+                .unwrap_or(false)
+            {
                 return Err(Error::Usage(format!(
                     "{} is a directory in the target; the snapshot has a file there (move the directory away)",
                     to.display()

@@ -135,7 +135,11 @@ pub fn xattrs_of(opts_xattrs: bool, p: &Path) -> crate::model::Xattrs {
 /// A file's metadata as the scan records it: hard-link key and holes.
 fn file_ext(m: &fs::Metadata) -> crate::model::FileExt {
     crate::model::FileExt {
-        link: (m.nlink() > 1).then(|| (m.dev(), m.ino())),
+        link: if m.nlink() > 1 {
+            crate::model::FileExt::link_key(m.dev(), m.ino())
+        } else {
+            None
+        },
         sparse: crate::fsmeta::is_sparse(m),
         stdin: false,
     }

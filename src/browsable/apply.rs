@@ -1224,6 +1224,7 @@ mod tests {
                 id: ObjectId(Digest([n; 32])),
                 dup,
                 meta: Meta::default(),
+                ext: Default::default(),
             }),
         }
     }
@@ -1264,6 +1265,7 @@ mod tests {
             root,
             archive: arch,
             summary: Summary::default(),
+            owners: Default::default(),
         };
         let Some(mut r) = LazyRender::new(&repo, &rec)? else {
             return Ok(None);

@@ -397,6 +397,7 @@ mod tests {
                 id: ObjectId(Digest([1; 32])),
                 dup,
                 meta: Meta::default(),
+                ext: Default::default(),
             }),
         }
     }
@@ -635,6 +636,7 @@ mod tests {
                             id: ObjectId(Digest([c; 32])),
                             dup,
                             meta: Meta::default(),
+                            ext: Default::default(),
                         }),
                     });
                 }

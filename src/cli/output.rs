@@ -242,7 +242,7 @@ pub(super) struct LsRow {
     xattrs: Vec<XattrRow>,
     /// Paths of one hard-link group share this key.
     #[serde(skip_serializing_if = "Option::is_none")]
-    link: Option<String>,
+    link: Option<u64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     sparse: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -353,7 +353,7 @@ pub(super) fn ls_rows(entries: &[&Entry]) -> Vec<LsRow> {
                 uid: meta.uid,
                 gid: meta.gid,
                 xattrs: xattr_rows(meta),
-                link: ext.link.map(|(d, i)| format!("{d}:{i}")),
+                link: ext.link.map(|k| k.get()),
                 sparse: ext.sparse,
                 stdin: ext.stdin,
                 rdev,

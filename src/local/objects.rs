@@ -548,6 +548,11 @@ fn ingest_once(
         )));
     }
     let before = StatKey::of(&meta);
+    // A sparse source is stored sparse: its zero blocks become holes in the
+    // object too (the object's bytes are the same, so the browsable tree's
+    // hardlinks still show the file; a 100 MiB file of holes costs no data
+    // blocks in the store).
+    let mut holes = fsutil_sparse(&meta);
     let buf_len = if before.size as usize >= LARGE_BUF {
         LARGE_BUF
     } else {
@@ -604,7 +609,11 @@ fn ingest_once(
         }
         hasher.update(&buf[..n]);
         if let (Some(t), Some(p)) = (tmp.as_mut(), tmp_path.as_ref()) {
-            if let Err(e) = t.write_all(&buf[..n]) {
+            let w = match holes.as_mut() {
+                Some(h) => h.write(t, &buf[..n]),
+                None => t.write_all(&buf[..n]),
+            };
+            if let Err(e) = w {
                 cleanup(&tmp_path);
                 return Err(ReadFailure::Repo(Error::io("write", p, e)));
             }
@@ -622,6 +631,12 @@ fn ingest_once(
             return Err(source_err(e));
         }
     };
+    if let (Some(h), Some(t), Some(p)) = (holes.take(), tmp.as_mut(), tmp_path.as_ref()) {
+        if let Err(e) = h.finish(t) {
+            cleanup(&tmp_path);
+            return Err(ReadFailure::Repo(Error::io("write", p, e)));
+        }
+    }
     let after_fd = file.metadata().map(|m| StatKey::of(&m)).ok();
     if after != before || after_fd != Some(before) || total != before.size {
         cleanup(&tmp_path);
@@ -647,6 +662,11 @@ fn ingest_once(
         stat: before,
         stored,
     }))
+}
+
+/// A writer that leaves zero blocks as holes, for a source with holes.
+fn fsutil_sparse(m: &fs::Metadata) -> Option<crate::fsmeta::SparseWriter> {
+    crate::fsmeta::is_sparse(m).then(crate::fsmeta::SparseWriter::new)
 }
 
 /// Open a stored object for reading without ever blocking or following a

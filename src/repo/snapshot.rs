@@ -519,6 +519,7 @@ mod tests {
                 files: 3,
                 ..Summary::default()
             },
+            owners: Default::default(),
         }
     }
 

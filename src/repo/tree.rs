@@ -817,6 +817,7 @@ mod tests {
             uid: 1,
             gid: 2,
             mtime_ns: 3,
+            xattrs: Default::default(),
         }
     }
 
@@ -953,6 +954,7 @@ mod tests {
                     id: oid,
                     dup: false,
                     meta: meta(0o644),
+                    ext: Default::default(),
                 }),
             ),
             (b"a/sub".to_vec(), Flat::Dir(meta(0o700))),
@@ -1072,8 +1074,10 @@ mod tests {
                         mode,
                         uid: 0,
                         gid: 0,
-                        mtime_ns: t
+                        mtime_ns: t,
+                        xattrs: Default::default(),
                     },
+                    ext: Default::default(),
                 }),
             (prop::collection::vec(any::<u8>(), 0..20), any::<u32>()).prop_map(|(target, mode)| {
                 Leaf::Symlink {
@@ -1083,6 +1087,7 @@ mod tests {
                         uid: 5,
                         gid: 6,
                         mtime_ns: -1,
+                        xattrs: Default::default(),
                     },
                 }
             }),

@@ -78,11 +78,15 @@ fn seeds_from_real_repositories_still_decode() -> TestResult {
         assert!(trove::local::cache::decode(&d).is_some(), "{}", p.display());
     }
     for (p, d) in each("tree_source")? {
-        let payload = trove::repo::tree::unframe_tree(&d, &p)?;
-        // Each stored tree is a source or an archive tree.
-        let src =
-            trove::repo::tree::decode_tree::<trove::model::Leaf, trove::model::Meta>(&payload, &p);
-        let arc = trove::repo::tree::decode_tree::<trove::model::History, ()>(&payload, &p);
+        let u = trove::repo::tree::unframe_tree(&d, &p)?;
+        // Each stored tree is a source or an archive tree, of any version
+        // still read.
+        let src = trove::repo::tree::decode_tree_in::<trove::model::Leaf, trove::model::Meta>(
+            u.version, &u.payload, &p,
+        );
+        let arc = trove::repo::tree::decode_tree_in::<trove::model::History, ()>(
+            u.version, &u.payload, &p,
+        );
         assert!(src.is_ok() || arc.is_ok(), "{}", p.display());
     }
     Ok(())

@@ -22,6 +22,7 @@ mod fuzz_corpus;
 mod inspect;
 mod lock;
 mod materialize;
+mod metadata;
 mod mirror;
 mod odd_entries;
 mod offsite;

@@ -1159,6 +1159,7 @@ fn meta(mode: u32) -> Meta {
         uid: 0,
         gid: 0,
         mtime_ns: 1_600_000_000 * NS,
+        xattrs: Default::default(),
     }
 }
 
@@ -1169,6 +1170,7 @@ impl Hostile {
             id: self.payload,
             dup: false,
             meta: meta(0o644),
+            ext: Default::default(),
         }
     }
 
@@ -1222,6 +1224,7 @@ impl Hostile {
                 bytes: PAYLOAD.len() as u64,
                 ..Summary::default()
             },
+            owners: Default::default(),
         };
         Ok(snapshot::write(
             &trove::local::objects::Batch::new(&self.repo),

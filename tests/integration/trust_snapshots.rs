@@ -431,8 +431,9 @@ fn hostile_tree(repo: &Path, levels: usize) -> Res<TreeId> {
                     dup: false,
                     meta: Meta {
                         mode: 0o644,
-                        ..meta
+                        ..meta.clone()
                     },
+                    ext: Default::default(),
                 }),
                 dir: None,
             }],
@@ -447,7 +448,7 @@ fn hostile_tree(repo: &Path, levels: usize) -> Res<TreeId> {
                     .map(|n| Node {
                         name: n.to_vec(),
                         leaf: None,
-                        dir: Some((id, meta)),
+                        dir: Some((id, meta.clone())),
                     })
                     .collect(),
             },
