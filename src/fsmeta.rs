@@ -109,14 +109,16 @@ pub fn namespace(name: &[u8]) -> &[u8] {
     &name[..end]
 }
 
-/// Set `xattrs` on `path` itself (not through a symlink). Attributes the
-/// target already has and the snapshot does not are removed, so an
-/// overwriting restore gives back exactly what was recorded. Every
-/// attribute that could not be set is passed to `failed`.
+/// Set `xattrs` on `path` itself (not through a symlink). `user.*`
+/// attributes and ACLs the target already has and the snapshot does not
+/// are removed, so an overwriting restore gives back what was recorded;
+/// the system's own labels (`security.*`) are left alone. Every attribute
+/// that could not be set is passed to `failed`.
 pub fn write_xattrs(path: &Path, xattrs: &Xattrs, failed: &mut dyn FnMut(&[u8], io::Error)) {
     if let Ok(existing) = read_xattrs(path) {
         for x in existing.xattrs.as_slice() {
-            if !xattrs.as_slice().iter().any(|w| w.name == x.name) {
+            let ours = x.name.starts_with(b"user.") || x.name.starts_with(b"system.posix_acl_");
+            if ours && !xattrs.as_slice().iter().any(|w| w.name == x.name) {
                 if let Ok(c) = std::ffi::CString::new(x.name.clone()) {
                     let _ = rustix::fs::lremovexattr(path, c.as_c_str());
                 }
