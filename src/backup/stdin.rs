@@ -324,6 +324,7 @@ pub fn run(opts: &StdinOptions, progress: &dyn Progress) -> Result<BackupReport>
 
     let what = describe(&opts.source);
     tracing::info!("reading {what} into {}", pathbytes::display(&opts.name));
+    crate::log::mem_phase("listing placed");
     progress.phase("reading", 0, 0);
     let batch = Batch::new(&repo);
     let read = ingest(&batch, &opts.source, progress);
@@ -346,6 +347,7 @@ pub fn run(opts: &StdinOptions, progress: &dyn Progress) -> Result<BackupReport>
             ..FileExt::default()
         },
     });
+    crate::log::mem_phase("stream stored");
     report.files_read = 1;
     if stored {
         report.new_objects = 1;
@@ -393,6 +395,7 @@ pub fn run(opts: &StdinOptions, progress: &dyn Progress) -> Result<BackupReport>
             r
         },
     )?;
+    crate::log::mem_phase("recorded");
     report.changed = true;
     report.snapshot = Some(done.id.short());
     report.link_fallback_copies += done.tree.copies;

@@ -377,3 +377,39 @@ fn a_20_mib_stream_is_stored_and_restored_equal() -> TestResult {
     );
     assert_verify_clean(&env)
 }
+
+#[test]
+fn a_64_mib_stream_is_never_held_in_memory() -> TestResult {
+    let env = TestEnv::new()?;
+    env.write("a.txt", "a")?;
+    env.backup_ok(&[])?;
+    // TROVE_MEMPROBE makes the run print its peak resident memory (VmHWM)
+    // after each phase; holding the stream would put it above 64 MiB.
+    let out = env
+        .cmd()?
+        .env("TROVE_MEMPROBE", "1")
+        .args([
+            "backup",
+            "--stdin-from-command",
+            "--stdin-filename",
+            "big.bin",
+        ])
+        .arg(&env.backup)
+        .args(["--", "head", "-c", "67108864", "/dev/urandom"])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let peak = err
+        .lines()
+        .filter(|l| {
+            l.starts_with("trove mem: stream stored") || l.starts_with("trove mem: recorded")
+        })
+        .filter_map(|l| l.split("peak").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .max()
+        .ok_or(format!("no memory probe lines: {err}"))?;
+    assert!(peak < 56, "peak {peak} MiB for a 64 MiB stream:\n{err}");
+    let e = ls_entry(&env, "big.bin")?.ok_or("big.bin not listed")?;
+    assert_eq!(e["size"], 64 << 20);
+    assert_verify_clean(&env)
+}
