@@ -210,6 +210,12 @@ fn filter_overrides(f: &FilterArgs, ov: &mut BackupOverrides) -> Result<()> {
 /// `--repo` or a config file's `backup_root`); the config's retention,
 /// keep policy and log settings apply, its sources do not.
 pub(super) fn stdin_options(cli: &Cli, a: &BackupArgs) -> Result<Option<backup::StdinOptions>> {
+    if !a.command.is_empty() && !a.stdin_from_command {
+        return Err(Error::Usage(
+            "a command after `--` is run only with --stdin-from-command".into(),
+        )
+        .into());
+    }
     let source = if a.stdin {
         backup::StdinSource::Stdin
     } else if a.stdin_from_command {
@@ -218,12 +224,6 @@ pub(super) fn stdin_options(cli: &Cli, a: &BackupArgs) -> Result<Option<backup::
         if a.stdin_filename.is_some() {
             return Err(Error::Usage(
                 "--stdin-filename names the file of --stdin or --stdin-from-command: give one of them".into(),
-            )
-            .into());
-        }
-        if !a.command.is_empty() {
-            return Err(Error::Usage(
-                "a command after `--` is run only with --stdin-from-command".into(),
             )
             .into());
         }

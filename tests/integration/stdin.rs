@@ -324,6 +324,16 @@ fn names_outside_the_snapshot_and_misused_flags_are_usage_errors() -> TestResult
         .arg(&env.backup)
         .output()?;
     assert_eq!(out.status.code(), Some(2));
+    let mut c = env.cmd()?;
+    let out = c
+        .args(["backup", "--stdin"])
+        .arg(&env.backup)
+        .args(["--", "echo", "hi"])
+        .write_stdin(b"data".to_vec())
+        .output()?;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--stdin-from-command"), "{err}");
     // A name the latest snapshot has as a folder.
     env.write("dir/f", "f")?;
     env.backup_ok(&[])?;
