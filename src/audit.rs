@@ -22,6 +22,9 @@ pub(crate) struct Layout {
     /// Folder of each source in the snapshot (empty with one source).
     pub(crate) names: Vec<Vec<u8>>,
     root_base: String,
+    /// The snapshot path a `backup --stdin` run stores, and how log lines
+    /// name where its content came from (it has no source file).
+    stdin: Option<(Vec<u8>, String)>,
 }
 
 impl Layout {
@@ -32,6 +35,7 @@ impl Layout {
             sources,
             names,
             root_base: show(&base_name(root)),
+            stdin: None,
         }
     }
 
@@ -45,7 +49,15 @@ impl Layout {
                 .collect(),
             names: rec.sources.iter().map(|s| s.name.clone()).collect(),
             root_base: show(&base_name(root)),
+            stdin: None,
         }
+    }
+
+    /// The same layout, with snapshot path `path` named `label` in log
+    /// lines (a `backup --stdin` run: `stdin`, or the command).
+    pub(crate) fn with_stdin(mut self, path: &[u8], label: String) -> Layout {
+        self.stdin = Some((path.to_vec(), label));
+        self
     }
 
     pub(crate) fn single(&self) -> bool {
@@ -74,6 +86,11 @@ impl Layout {
     /// starts with the source's folder name and is unique even when two
     /// sources share a basename.
     pub(crate) fn source_for_log(&self, path: &[u8]) -> String {
+        if let Some((p, label)) = &self.stdin {
+            if p.as_slice() == path {
+                return label.clone();
+            }
+        }
         if self.single() {
             return show(&pathbytes::join(&base_name(&self.sources[0]), path));
         }

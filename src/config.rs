@@ -490,6 +490,9 @@ pub struct BackupOverrides {
     pub exclude_larger_than: Option<u64>,
     /// `--no-xattrs`.
     pub no_xattrs: bool,
+    /// The run scans no source (`backup --stdin`): none is needed, and the
+    /// config's are not used.
+    pub no_scan: bool,
 }
 
 impl BackupSettings {
@@ -499,7 +502,9 @@ impl BackupSettings {
             Some(c) => format!(" (config {})", c.path.display()),
             None => " (no config file: pass SOURCE… DEST, or --config FILE)".to_string(),
         };
-        let sources = if !cli.sources.is_empty() {
+        let sources = if cli.no_scan {
+            Vec::new()
+        } else if !cli.sources.is_empty() {
             for s in &cli.sources {
                 if !s.is_dir() {
                     return Err(Error::Usage(format!(

@@ -118,6 +118,15 @@ pub enum Error {
     #[error("stopped by --on-error fail: {0}")]
     Aborted(String),
 
+    /// The command of `backup --stdin-from-command` failed: what it wrote
+    /// may be incomplete, so no snapshot was recorded.
+    #[error("command {command} {status}: no snapshot written (its output may be incomplete and is not kept). Fix the command (its own messages are above) and run the backup again")]
+    ProducerFailed { command: String, status: String },
+
+    /// `backup --stdin` read zero bytes.
+    #[error("nothing arrived on {what} (zero bytes): no snapshot written. An empty stream is refused because a failed producer often writes nothing; to keep an empty file, create it in a source folder and run `trove backup`")]
+    EmptyInput { what: String },
+
     /// A remote store refused or failed a request (after retries).
     #[error("remote {url}: cannot {action}: {detail}; {}", failure.advice())]
     Remote {
@@ -257,7 +266,9 @@ impl Error {
             | Error::Version { .. }
             | Error::QuarantineFull { .. }
             | Error::Watcher(_)
-            | Error::Aborted(_) => ErrorKind::Runtime,
+            | Error::Aborted(_)
+            | Error::ProducerFailed { .. }
+            | Error::EmptyInput { .. } => ErrorKind::Runtime,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -12,13 +12,14 @@
 use crate::audit::Layout;
 use crate::browsable::apply::Materializer;
 use crate::browsable::render::Escapes;
-use crate::browsable::update::TreeDiff;
+use crate::browsable::update::{TreeDiff, TreeUpdate};
 use crate::error::Result;
 use crate::gc::{self, GcReport};
 use crate::id::{SnapshotId, TreeId};
 use crate::local::lock::LockMode;
 use crate::local::objects::Batch;
 use crate::local::{cache, LocalRepo};
+use crate::model::{Entry, History};
 use crate::plan::{self, PlanOptions};
 use crate::repo::snapshot::{self, Snapshot, SnapshotRecord, Summary};
 use crate::repo::tree;
@@ -141,52 +142,109 @@ fn file_retention(
         });
     }
     let batch = Batch::new(repo);
-    let root = tree::write_tree(repo.algo(), &plan.entries, &batch, &known)?;
-    let arch = tree::write_tree(repo.algo(), &plan.archive, &batch, &known)?;
-    batch.commit()?;
     let s = &latest.record.summary;
-    let record = SnapshotRecord {
-        seq: latest.record.seq + 1,
-        time_ns: o.now_ns.max(latest.record.time_ns + 1),
-        parent: Some(latest.id),
-        sources: latest.record.sources.clone(),
-        root,
-        archive: arch,
-        summary: Summary {
-            files: s.files,
-            dirs: s.dirs,
-            symlinks: s.symlinks,
-            bytes: s.bytes,
-            unchanged: s.files,
-            specials: s.specials,
-            ..Summary::default()
+    let done = record_listing(
+        repo,
+        &batch,
+        Some(latest),
+        ListingRun {
+            old: (&entries, &archive),
+            known: &known,
+            plan: &plan,
+            layout: &layout,
         },
-        owners: latest.record.owners.clone(),
-    };
-    let id = snapshot::write(&batch, &record)?;
-    crate::audit::log_plan(&plan, &esc, &layout, false);
+        |root, archive| SnapshotRecord {
+            seq: latest.record.seq + 1,
+            time_ns: o.now_ns.max(latest.record.time_ns + 1),
+            parent: Some(latest.id),
+            sources: latest.record.sources.clone(),
+            root,
+            archive,
+            summary: Summary {
+                files: s.files,
+                dirs: s.dirs,
+                symlinks: s.symlinks,
+                bytes: s.bytes,
+                unchanged: s.files,
+                specials: s.specials,
+                ..Summary::default()
+            },
+            owners: latest.record.owners.clone(),
+        },
+    )?;
+    let id = done.id;
     tracing::info!(
         "RETENTION snapshot {}: {} of snapshot {} with {removed} archived entries removed",
         id.short(),
         "the files",
         latest.id.short()
     );
-    // The browsable tree follows; the stat cache moves to the new id (the
-    // files are the same, so the next backup still reads nothing).
-    let m = Materializer::new(repo, &repo.root);
-    TreeDiff::between((&entries, &archive), (&plan.entries, &plan.archive))
-        .apply(&m, &plan.entries)?;
-    let up = crate::browsable::update::finish_tree_update(repo, &m, &id)?;
-    let files = entries.iter().filter(|e| e.file_id().is_some()).count();
-    let records = cache::load(repo, Some(&latest.id), files);
-    if !records.is_empty() {
-        cache::save(repo, Some(id), records)?;
-    }
+    let up = done.tree;
     Ok(Trim {
         removed,
         snapshot: Some(id),
         tree_failures: up.failures,
     })
+}
+
+/// A new snapshot made from whole listings rather than a walk of the
+/// sources: the previous snapshot's listing, the planner's answer for the
+/// new one, and how log lines name paths.
+pub(crate) struct ListingRun<'a> {
+    pub old: (&'a [Entry], &'a [(Vec<u8>, History)]),
+    /// Tree ids the previous snapshot has (stored already).
+    pub known: &'a HashSet<TreeId>,
+    pub plan: &'a plan::Plan,
+    pub layout: &'a Layout,
+}
+
+/// What [`record_listing`] recorded.
+pub(crate) struct Recorded {
+    pub id: SnapshotId,
+    pub record: SnapshotRecord,
+    /// The browsable tree's update (entries it could not place).
+    pub tree: TreeUpdate,
+}
+
+/// Record a planned listing as the next snapshot, in the order of every
+/// run (docs/DESIGN.md "Writing a backup"): trees, the batch's commit
+/// (with whatever content it queued), the record `make` builds from the
+/// two root ids (the commit point), the audit lines, the browsable tree
+/// (a failure there leaves it incomplete and says so; the snapshot
+/// stands), then the stat cache moved to the new snapshot so the next
+/// backup still trusts the files that did not change. Used by per-file
+/// retention and by `backup --stdin`.
+pub(crate) fn record_listing(
+    repo: &LocalRepo,
+    batch: &Batch<'_>,
+    latest: Option<&Snapshot>,
+    run: ListingRun<'_>,
+    make: impl FnOnce(TreeId, TreeId) -> SnapshotRecord,
+) -> Result<Recorded> {
+    let ListingRun {
+        old,
+        known,
+        plan,
+        layout,
+    } = run;
+    let root = tree::write_tree(repo.algo(), &plan.entries, batch, known)?;
+    let arch = tree::write_tree(repo.algo(), &plan.archive, batch, known)?;
+    batch.commit()?;
+    let record = make(root, arch);
+    let id = snapshot::write(batch, &record)?;
+    crate::audit::log_plan(plan, &Escapes::for_entries(old.0), layout, false);
+    let m = Materializer::new(repo, &repo.root);
+    if let Err(e) = TreeDiff::between(old, (&plan.entries, &plan.archive)).apply(&m, &plan.entries)
+    {
+        m.record_error(b"", e);
+    }
+    let tree = crate::browsable::update::finish_tree_update(repo, &m, &id)?;
+    let files = old.0.iter().filter(|e| e.file_id().is_some()).count();
+    let records = cache::load(repo, latest.map(|l| &l.id), files);
+    if !records.is_empty() {
+        cache::save(repo, Some(id), cache::carry(old.0, records, &plan.entries))?;
+    }
+    Ok(Recorded { id, record, tree })
 }
 
 /// Open the repository for a prune: a dry run only reads, so it opens as

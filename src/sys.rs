@@ -133,6 +133,13 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The effective user and group ids of this process (the owner a file it
+/// creates gets).
+pub fn effective_ids() -> (u32, u32) {
+    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+    unsafe { (libc::geteuid(), libc::getegid()) }
+}
+
 /// Make `dest` share `src`'s extents (`FICLONE`), on filesystems that can;
 /// false where it cannot (then the caller copies).
 #[cfg(target_os = "linux")]

@@ -31,8 +31,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 
 mod spill;
+mod stdin;
 mod stream;
 mod walk;
+
+pub use stdin::{check_name as check_stdin_name, StdinOptions, StdinSource};
 
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
@@ -316,27 +319,13 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         .transpose()?
         .unwrap_or_default();
     let latest = latest_to_build_on(&scan, opts.allow_damaged_latest)?;
-    if !scan.damaged.is_empty() {
-        tracing::warn!(
-            "{} damaged snapshot record{} (see `trove verify`): no content is collected in this run",
-            scan.damaged.len(),
-            if scan.damaged.len() == 1 { "" } else { "s" }
-        );
-    }
+    warn_damaged(&scan);
     let mut report = BackupReport {
         dry_run: opts.dry_run,
         ..BackupReport::default()
     };
     if let (Some(r), Some(snap)) = (writer, &latest) {
-        let up = catch_up_browsable(r, snap)?;
-        report.link_fallback_copies += up.copies;
-        report.failed |= !up.failures.is_empty();
-        for (p, msg) in up.failures {
-            report.browsable_incomplete.push(Problem {
-                path: pathbytes::display_path(&pathbytes::to_fs(&r.root, &p)),
-                message: msg,
-            });
-        }
+        catch_up(r, snap, &mut report)?;
     }
 
     let layout = Layout::new(&root, sources.clone(), source_names(&sources));
@@ -357,6 +346,38 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         &mut report,
     )?;
     Ok(report)
+}
+
+/// Say once that a damaged record stops this run's collection.
+fn warn_damaged(scan: &snapshot::Scan) {
+    if !scan.damaged.is_empty() {
+        tracing::warn!(
+            "{} damaged snapshot record{} (see `trove verify`): no content is collected in this run",
+            scan.damaged.len(),
+            if scan.damaged.len() == 1 { "" } else { "s" }
+        );
+    }
+}
+
+/// Bring a browsable tree a crash left behind up to the latest snapshot
+/// before a run changes it, noting what could not be placed.
+fn catch_up(r: &LocalRepo, snap: &Snapshot, report: &mut BackupReport) -> Result<()> {
+    let up = catch_up_browsable(r, snap)?;
+    report.link_fallback_copies += up.copies;
+    report.failed |= !up.failures.is_empty();
+    for (p, msg) in up.failures {
+        report.browsable_incomplete.push(Problem {
+            path: pathbytes::display_path(&pathbytes::to_fs(&r.root, &p)),
+            message: msg,
+        });
+    }
+    Ok(())
+}
+
+/// One `backup --stdin` (or `--stdin-from-command`) run: see
+/// [`stdin`]. The caller has started the audit log.
+pub fn run_stdin(opts: &StdinOptions, progress: &dyn Progress) -> Result<BackupReport> {
+    stdin::run(opts, progress)
 }
 
 /// The snapshot a run builds on: the latest, or — only when told so — the
@@ -397,6 +418,44 @@ fn policy_gc_if_due(
         report.snapshots_forgotten = g.forgotten.len() as u64;
         report.objects_removed = g.objects_removed;
         report.bytes_freed = g.bytes_freed();
+    }
+    Ok(())
+}
+
+/// Garbage collection at the end of a run that recorded snapshot
+/// `latest`: the keep policy when one is set, else the contents retention
+/// dropped (`dropped`) that nothing references any more. Nothing is
+/// collected while a record is damaged (`collect` false; said once by the
+/// run).
+fn collect_after_run(
+    repo: &LocalRepo,
+    s: &BackupSettings,
+    run_start: i64,
+    collect: bool,
+    dropped: &[crate::id::ObjectId],
+    latest: &Snapshot,
+    report: &mut BackupReport,
+) -> Result<()> {
+    if !collect {
+        return Ok(());
+    }
+    if s.policy.is_set() {
+        let g = crate::gc::full_gc(&repo.writer(), &s.policy, run_start)?;
+        report.snapshots_forgotten = g.forgotten.len() as u64;
+        report.objects_removed = g.objects_removed;
+        report.bytes_freed = g.bytes_freed();
+    } else if !dropped.is_empty() {
+        // The snapshot is committed: a collection that cannot run safely
+        // is a problem to report (exit 1), not a failed backup.
+        match crate::gc::collect_dropped(&repo.writer(), dropped, latest) {
+            Ok((n, bytes)) => (report.objects_removed, report.bytes_freed) = (n, bytes),
+            Err(e) => {
+                // Not a path that could not be backed up: the warning
+                // names the file and what to do; the exit code says 1.
+                tracing::warn!("{e}");
+                report.failed = true;
+            }
+        }
     }
     Ok(())
 }

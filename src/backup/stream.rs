@@ -691,31 +691,11 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     }
     cache_w.finish(Some(snap_id))?;
     crate::log::mem_phase("cache saved");
-    if !c.collect {
-        // Said once by `backup::run`.
-    } else if s.policy.is_set() {
-        let g = crate::gc::full_gc(&repo.writer(), &s.policy, c.run_start)?;
-        report.snapshots_forgotten = g.forgotten.len() as u64;
-        report.objects_removed = g.objects_removed;
-        report.bytes_freed = g.bytes_freed();
-    } else if !dropped.is_empty() {
-        // The snapshot is committed: a collection that cannot run safely
-        // is a problem to report (exit 1), not a failed backup.
-        let latest = Snapshot {
-            id: snap_id,
-            record,
-        };
-        match crate::gc::collect_dropped(&repo.writer(), &dropped, &latest) {
-            Ok((n, bytes)) => (report.objects_removed, report.bytes_freed) = (n, bytes),
-            Err(e) => {
-                // Not a path that could not be backed up: the warning
-                // names the file and what to do; the exit code says 1.
-                tracing::warn!("{e}");
-                report.failed = true;
-            }
-        }
-    }
-    Ok(())
+    let latest = Snapshot {
+        id: snap_id,
+        record,
+    };
+    super::collect_after_run(repo, s, c.run_start, c.collect, &dropped, &latest, report)
 }
 
 /// Whether the browsable tree must be brought back to the snapshot after

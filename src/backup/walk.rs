@@ -217,6 +217,9 @@ enum Carry {
     /// A watch run did not look at it (no event named it): kept as it was,
     /// with its stat cache record.
     Scope,
+    /// It came from `backup --stdin` (a file, or a folder holding one):
+    /// no source has it, so it is kept as it was and never read.
+    Stdin,
 }
 
 /// A subdirectory the walk will descend into once it reaches its path:
@@ -386,6 +389,42 @@ fn keeps_previous(k: IssueKind) -> bool {
     )
 }
 
+/// A file stored by `backup --stdin`: ordinary runs keep it.
+fn is_stdin(item: &Item) -> bool {
+    matches!(item, Item::Leaf(Leaf::File { ext, .. }) if ext.stdin)
+}
+
+/// Whether a previous folder holds a `backup --stdin` file anywhere below
+/// it (asked only of folders that left the source). Each tree is decoded
+/// once; a tree that cannot be read answers no here, and the walk, which
+/// reads the same trees next, reports it.
+fn holds_stdin(repo: Option<&LocalRepo>, id: TreeId) -> bool {
+    let Some(repo) = repo else {
+        return false;
+    };
+    let mut seen: HashSet<TreeId> = HashSet::new();
+    let mut todo = vec![id];
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let Ok(t) = tree::load_tree::<Leaf, Meta>(repo, &id) else {
+            continue;
+        };
+        for n in &t.entries {
+            if let Some(Leaf::File { ext, .. }) = &n.leaf {
+                if ext.stdin {
+                    return true;
+                }
+            }
+            if let Some((sub, _)) = &n.dir {
+                todo.push(*sub);
+            }
+        }
+    }
+    false
+}
+
 fn node_item(n: &Node<Leaf, Meta>) -> Option<Item> {
     match (&n.leaf, &n.dir) {
         (Some(l), _) => Some(Item::Leaf(l.clone())),
@@ -435,9 +474,13 @@ impl<'a> Walker<'a> {
             carry_here,
             &carry_paths,
             current,
+            current,
         ))
     }
 
+    /// Merge a folder's current entries with its previous ones. `current`:
+    /// the folder gets enter/leave marks; `keep_stdin`: the folder is in
+    /// the new listing, so what `backup --stdin` stored in it stays.
     #[allow(clippy::too_many_arguments)]
     fn merge(
         &mut self,
@@ -448,6 +491,7 @@ impl<'a> Walker<'a> {
         carry_here: Option<Carry>,
         carry_paths: &[Vec<u8>],
         current: bool,
+        keep_stdin: bool,
     ) -> DirBeingWalked {
         let off = if path.is_empty() { 0 } else { path.len() + 1 };
         let mut steps = VecDeque::with_capacity(cur.len().max(prev_nodes.len()));
@@ -470,8 +514,23 @@ impl<'a> Walker<'a> {
             };
             let prev_item = n.as_ref().and_then(node_item);
             let prev_sub = n.as_ref().and_then(|n| n.dir.as_ref().map(|d| d.0));
+            // What `backup --stdin` stored stays while no source entry
+            // takes its path, inside folders the new listing has (a source
+            // entry in the way of a folder wins, as a source entry does).
+            let stdin_born = keep_stdin
+                && c.is_none()
+                && match &prev_item {
+                    Some(Item::Dir(_)) => {
+                        carry_here.is_none()
+                            && prev_sub.is_some_and(|id| holds_stdin(self.env.repo, id))
+                    }
+                    Some(item) => is_stdin(item),
+                    None => false,
+                };
             let carry = if c.is_some() {
                 None
+            } else if stdin_born {
+                Some(Carry::Stdin)
             } else if carry_paths.contains(&child_path) {
                 Some(Carry::Problem)
             } else {
@@ -505,7 +564,9 @@ impl<'a> Walker<'a> {
                         prev: Some(id),
                     }),
                     prev_id: Some(id),
-                    carry_all: carry,
+                    // Below a folder kept for a stdin file, each entry is
+                    // decided on its own.
+                    carry_all: carry.filter(|c| *c != Carry::Stdin),
                     partial: None,
                     current: carry.is_some(),
                 })
@@ -597,8 +658,16 @@ impl<'a> Walker<'a> {
                         subdirs = l.subdirs.into_iter().collect();
                     }
                     let prev_node: Vec<Node<Leaf, Meta>> = n.into_iter().collect();
-                    let mut f =
-                        self.merge(path, cur, subdirs, prev_node, None, &carry_paths, false);
+                    let mut f = self.merge(
+                        path,
+                        cur,
+                        subdirs,
+                        prev_node,
+                        None,
+                        &carry_paths,
+                        false,
+                        true,
+                    );
                     steps.append(&mut f.steps);
                 }
                 Relation::Ancestor => {
@@ -691,9 +760,10 @@ impl<'a> Walker<'a> {
         } = step;
         // One cache record per previous file, in path order.
         let record = match &prev {
-            Some(Item::Leaf(Leaf::File { .. })) => {
+            Some(item @ Item::Leaf(Leaf::File { .. })) => {
                 let r = self.cache.next_record();
-                self.cache_complete &= r.is_some();
+                // A stdin file has no record: it is never read.
+                self.cache_complete &= r.is_some() || is_stdin(item);
                 r
             }
             _ => None,
@@ -710,6 +780,8 @@ impl<'a> Walker<'a> {
         // (racily clean last time) is read again, as every run does.
         let mut unvouched = false;
         if let (None, Some(how), Some(p)) = (&cur, carry, &prev) {
+            // A stdin file kept by a watch run has no source to read.
+            let how = if is_stdin(p) { Carry::Stdin } else { how };
             unvouched = how == Carry::Scope && record.is_none();
             cur = Some(match how {
                 Carry::Problem => {
@@ -720,6 +792,7 @@ impl<'a> Walker<'a> {
                     (p.clone(), None)
                 }
                 Carry::Scope => (p.clone(), record),
+                Carry::Stdin => (p.clone(), None),
             });
         }
         let mut read = false;
@@ -1207,7 +1280,7 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
                 .iter()
                 .map(|t| (t.path().to_vec(), t.clone()))
                 .collect();
-            let mut f = w.merge(b"", cur, tasks.into(), prev_nodes, None, &[], true);
+            let mut f = w.merge(b"", cur, tasks.into(), prev_nodes, None, &[], true, true);
             if let Some(scope) = &w.scope {
                 scope_sources(scope, &mut f, &by_name, |p| w.source_of(p));
             }

@@ -84,7 +84,7 @@ pub enum Command {
     Init(InitArgs),
     /// Run one incremental backup
     #[command(
-        after_help = "Examples:\n  trove backup                      # sources and backup_root from ./config.json\n  trove backup ~/docs ~/pics /mnt/b # SOURCE… DEST\n  trove backup --dry-run -v         # print the plan, change nothing"
+        after_help = "Examples:\n  trove backup                      # sources and backup_root from ./config.json\n  trove backup ~/docs ~/pics /mnt/b # SOURCE… DEST\n  trove backup --dry-run -v         # print the plan, change nothing\n  trove backup --stdin-from-command --stdin-filename db.sql --repo /mnt/b -- pg_dump mydb\n  pg_dump mydb | trove backup --stdin --stdin-filename db.sql --repo /mnt/b\n\n--stdin and --stdin-from-command store one stream as one file of a new snapshot (the latest one with that file added or replaced; sources are not scanned). Prefer --stdin-from-command: a pipe hides the producer's exit status, so with --stdin use `set -o pipefail` and check the pipeline's status (README, \"Backing up a stream\")."
     )]
     Backup(BackupArgs),
     /// List snapshots
@@ -408,6 +408,21 @@ pub struct BackupArgs {
     /// (otherwise refused: the damaged record may hold the latest state)
     #[arg(long)]
     pub allow_damaged_latest: bool,
+    /// Store what arrives on standard input as one file of a new snapshot
+    /// (the sources are not scanned)
+    #[arg(long, conflicts_with_all = ["stdin_from_command", "dry_run", "rehash", "always_snapshot"])]
+    pub stdin: bool,
+    /// Run the command given after `--` and store its standard output like
+    /// --stdin; a non-zero exit or a signal records no snapshot
+    #[arg(long, requires = "command", conflicts_with_all = ["dry_run", "rehash", "always_snapshot"])]
+    pub stdin_from_command: bool,
+    /// Snapshot path of the --stdin file: a relative path such as
+    /// dumps/db.sql [default: stdin]
+    #[arg(long, value_name = "NAME")]
+    pub stdin_filename: Option<std::ffi::OsString>,
+    /// The command --stdin-from-command runs (after `--`)
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// What to back up and how: shared by `backup` and `watch`.

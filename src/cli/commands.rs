@@ -56,8 +56,13 @@ pub(super) fn init(cli: &Cli, a: &InitArgs) -> Result<Outcome> {
 }
 
 pub(super) fn backup(cli: &Cli, a: &BackupArgs) -> Result<Outcome> {
-    // Positionals are SOURCE… DEST, or all sources when --repo is given.
-    let (settings, _) = settings::source_settings(cli, &a.src)?;
+    // Positionals are SOURCE… DEST, or all sources when --repo is given
+    // (DEST alone for a stream: --stdin, --stdin-from-command).
+    let stdin = settings::stdin_options(cli, a)?;
+    let settings = match &stdin {
+        Some(o) => o.settings.clone(),
+        None => settings::source_settings(cli, &a.src)?.0,
+    };
     let console = console(cli);
     if a.dry_run {
         // Nothing is written, not even a log; a dry run exists to show the
@@ -68,13 +73,13 @@ pub(super) fn backup(cli: &Cli, a: &BackupArgs) -> Result<Outcome> {
             console.max(LevelFilter::INFO)
         };
         let _g = crate::log::init(level, None)?;
-        return finish_backup(cli, a, settings, None);
+        return finish_backup(cli, a, settings, stdin, None);
     }
     let push = a.push || super::offsite::push_after_backup(cli)?;
     let root = settings.backup_root.clone();
     let guard = run_log(&settings, console)?;
     let log_path = guard.file.clone();
-    let outcome = finish_backup(cli, a, settings, log_path)?;
+    let outcome = finish_backup(cli, a, settings, stdin, log_path)?;
     if push {
         // The snapshot is safe locally whatever the push does; a failed
         // push is reported (and its exit code returned) after it.
@@ -110,11 +115,15 @@ fn finish_backup(
     cli: &Cli,
     a: &BackupArgs,
     settings: BackupSettings,
+    stdin: Option<backup::StdinOptions>,
     log: Option<std::path::PathBuf>,
 ) -> Result<Outcome> {
-    let opts = settings::backup_options(settings, a, cli.wait);
+    let root = settings.backup_root.clone();
     let bar = TermProgress::new(cli);
-    let report = backup::run(&opts, &bar);
+    let report = match stdin {
+        Some(o) => backup::run_stdin(&o, &bar),
+        None => backup::run(&settings::backup_options(settings, a, cli.wait), &bar),
+    };
     drop(bar);
     let report = match report {
         Ok(r) => r,
@@ -133,13 +142,7 @@ fn finish_backup(
     if cli.json {
         output::json(&mut out, &report)?;
     } else if !cli.quiet {
-        output::backup_summary(
-            &mut out,
-            &report,
-            &line,
-            log.as_deref(),
-            &opts.settings.backup_root,
-        );
+        output::backup_summary(&mut out, &report, &line, log.as_deref(), &root);
     }
     Ok(outcome(report.failed))
 }

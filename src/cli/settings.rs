@@ -13,6 +13,7 @@ use crate::config::{
     self, BackupOverrides, BackupSettings, LoadedConfig, RetentionConfig, WatchConfig,
 };
 use crate::error::Error;
+use crate::pathbytes;
 use crate::prune::PruneOptions;
 use crate::retention::Policy;
 use crate::watch::WatchOptions;
@@ -202,6 +203,74 @@ fn filter_overrides(f: &FilterArgs, ov: &mut BackupOverrides) -> Result<()> {
     ov.exclude_caches = f.exclude_caches;
     ov.exclude_larger_than = f.exclude_larger_than;
     Ok(())
+}
+
+/// The options of a `backup --stdin` or `--stdin-from-command` run, or
+/// None for an ordinary backup. Its only positional is DEST (none with
+/// `--repo` or a config file's `backup_root`); the config's retention,
+/// keep policy and log settings apply, its sources do not.
+pub(super) fn stdin_options(cli: &Cli, a: &BackupArgs) -> Result<Option<backup::StdinOptions>> {
+    if !a.command.is_empty() && !a.stdin_from_command {
+        return Err(Error::Usage(
+            "a command after `--` is run only with --stdin-from-command".into(),
+        )
+        .into());
+    }
+    let source = if a.stdin {
+        backup::StdinSource::Stdin
+    } else if a.stdin_from_command {
+        backup::StdinSource::Command(a.command.clone())
+    } else {
+        if a.stdin_filename.is_some() {
+            return Err(Error::Usage(
+                "--stdin-filename names the file of --stdin or --stdin-from-command: give one of them".into(),
+            )
+            .into());
+        }
+        return Ok(None);
+    };
+    let name = a
+        .stdin_filename
+        .as_ref()
+        .map_or_else(|| b"stdin".to_vec(), |n| pathbytes::os_bytes(n).to_vec());
+    backup::check_stdin_name(&name)?;
+    let root = match (a.src.paths.as_slice(), cli.repo.as_deref()) {
+        ([], r) => r.map(Path::to_path_buf),
+        ([dest], None) => Some(dest.clone()),
+        _ => {
+            return Err(Error::Usage(
+                "a stream is stored without scanning any source: give only DEST (or --repo DIR), e.g. `trove backup --stdin --stdin-filename db.sql /mnt/backup`".into(),
+            )
+            .into())
+        }
+    };
+    let cfg = config_file(cli, a.src.paths.is_empty())?;
+    if root.is_none() && cfg.is_none() {
+        return Err(Error::Usage(
+            "no repository given: pass DEST or --repo DIR, or run where a config.json names backup_root".into(),
+        )
+        .into());
+    }
+    if a.stdin && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(Error::Usage(
+            "--stdin reads standard input, which is a terminal here: pipe the data in (`pg_dump mydb | trove backup --stdin …`), or use --stdin-from-command".into(),
+        )
+        .into());
+    }
+    let ov = BackupOverrides {
+        backup_root: root,
+        hash: a.src.hash.map(Into::into),
+        no_scan: true,
+        ..BackupOverrides::default()
+    };
+    let settings = BackupSettings::resolve(ov, cfg.as_ref())?;
+    Ok(Some(backup::StdinOptions {
+        settings,
+        name,
+        source,
+        allow_damaged_latest: a.allow_damaged_latest,
+        wait: cli.wait,
+    }))
 }
 
 /// One backup run's options.

@@ -24,7 +24,8 @@ use crate::codec::{finish_zstd_writer, zstd_writer, ZstdWriter};
 use crate::error::{IoContext, Result};
 use crate::id::{Digest, SnapshotId};
 use crate::local::LocalRepo;
-use crate::model::StatKey;
+use crate::model::{Entry, StatKey};
+use crate::pathbytes::cmp_paths;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
@@ -279,6 +280,36 @@ pub fn load(
     }
 }
 
+/// The records of `old`'s files (`records`, one per file in path order)
+/// moved to the files of `new`, a listing made from `old` without a walk
+/// (a retention trim, a `backup --stdin` run): a file whose entry is
+/// unchanged keeps its record, any other file gets an absent one (read
+/// next time). Both listings are in path order.
+pub fn carry(
+    old: &[Entry],
+    records: Vec<Option<StatExtra>>,
+    new: &[Entry],
+) -> Vec<Option<StatExtra>> {
+    let mut old_files = old
+        .iter()
+        .filter(|e| e.file_id().is_some())
+        .zip(records)
+        .peekable();
+    new.iter()
+        .filter(|e| e.file_id().is_some())
+        .map(|e| {
+            while old_files
+                .next_if(|(o, _)| cmp_paths(&o.path, &e.path).is_lt())
+                .is_some()
+            {}
+            match old_files.next_if(|(o, _)| o.path == e.path) {
+                Some((o, r)) if o.item == e.item => r,
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// Decode a whole cache file (`None` if any of it is not valid).
 pub fn decode(data: &[u8]) -> Option<CacheFile> {
     let snapshot = parse_header(data)?;
@@ -354,6 +385,48 @@ mod tests {
         assert_eq!(r.next_record(), None);
         let other = SnapshotId(Digest([9; 32]));
         assert!(Reader::from_read(std::io::Cursor::new(enc), Some(&other)).is_none());
+    }
+
+    #[test]
+    fn carry_keeps_the_records_of_unchanged_files_only() {
+        use crate::id::ObjectId;
+        use crate::model::{FileExt, Item, Leaf, Meta};
+        let file = |p: &str, b: u8| Entry {
+            path: p.as_bytes().to_vec(),
+            item: Item::Leaf(Leaf::File {
+                size: 1,
+                id: ObjectId(Digest([b; 32])),
+                dup: false,
+                meta: Meta::default(),
+                ext: FileExt::default(),
+            }),
+        };
+        let dir = |p: &str| Entry {
+            path: p.as_bytes().to_vec(),
+            item: Item::Dir(Meta::default()),
+        };
+        let rec = |n: u64| {
+            Some(StatExtra {
+                ctime_ns: 1,
+                ino: n,
+                dev: 1,
+            })
+        };
+        let old = vec![file("a", 1), file("c", 3), dir("d"), file("d/e", 4)];
+        // b added, c replaced, a folder with a new file added, d/e kept.
+        let new = vec![
+            file("a", 1),
+            file("b", 2),
+            file("c", 9),
+            dir("d"),
+            dir("d/n"),
+            file("d/n/x", 5),
+            file("d/e", 4),
+        ];
+        let mut sorted = new.clone();
+        sorted.sort_by(|x, y| cmp_paths(&x.path, &y.path));
+        let got = carry(&old, vec![rec(1), rec(3), rec(4)], &sorted);
+        assert_eq!(got, vec![rec(1), None, None, rec(4), None]);
     }
 
     #[test]

@@ -247,6 +247,33 @@ impl<'r> Batch<'r> {
         {
             return Ok(false);
         }
+        let copy = self.copy_to_tmp(src, what)?;
+        if copy.digest != d {
+            let _ = fs::remove_file(self.tmp_path(copy.n));
+            return Err(Error::corrupt(
+                "object",
+                what,
+                "its bytes do not hash to its id: not stored",
+            ));
+        }
+        self.offer(StoreKind::Object, d, copy.n, copy.len)
+    }
+
+    /// Queue an object streamed from `src` (`what` names it in messages)
+    /// whose digest is not known before it is read: it is hashed while it
+    /// is copied to `tmp/`, never held in memory, and queued under the
+    /// digest its bytes have. Returns that digest, the length read, and
+    /// whether this call queued a new object (false when the content is
+    /// stored or queued already).
+    pub fn put_stream(&self, src: &mut dyn Read, what: &Path) -> Result<(ObjectId, u64, bool)> {
+        let copy = self.copy_to_tmp(src, what)?;
+        let stored = self.offer(StoreKind::Object, copy.digest, copy.n, copy.len)?;
+        Ok((ObjectId(copy.digest), copy.len, stored))
+    }
+
+    /// Copy `src` to a new numbered temp file while hashing it (removed
+    /// again when the read or the write fails).
+    fn copy_to_tmp(&self, src: &mut dyn Read, what: &Path) -> Result<TmpCopy> {
         let (n, tmp, mut out) = self.new_tmp()?;
         let mut h = Hasher::new(self.repo.algo());
         let mut buf = vec![0u8; LARGE_BUF];
@@ -267,15 +294,11 @@ impl<'r> Batch<'r> {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        if h.finish() != d {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::corrupt(
-                "object",
-                what,
-                "its bytes do not hash to its id: not stored",
-            ));
-        }
-        self.offer(StoreKind::Object, d, n, len)
+        Ok(TmpCopy {
+            n,
+            digest: h.finish(),
+            len,
+        })
     }
 
     /// Make every queued file durable and move it into place.
@@ -455,6 +478,13 @@ pub fn restore_object_from_file(
 /// its name (false for missing, a FIFO, a symlink, wrong bytes).
 pub fn object_is_sound(repo: &LocalRepo, id: &ObjectId) -> bool {
     hash_object(repo.algo(), &repo.object_path(id)).is_ok_and(|d| d == id.0)
+}
+
+/// A temp file [`Batch::copy_to_tmp`] wrote: its number, digest and length.
+struct TmpCopy {
+    n: u64,
+    digest: Digest,
+    len: u64,
 }
 
 fn create_tmp(path: &Path) -> Result<File> {

@@ -32,6 +32,7 @@ mod remote_backend;
 mod restore;
 mod retention;
 mod s3server;
+mod stdin;
 mod streaming;
 mod trust;
 mod trust_paths;

@@ -1113,3 +1113,45 @@ fn a_watcher_that_cannot_start_is_a_runtime_failure_not_a_usage_error() -> TestR
         "no file-descriptor limit made the watcher itself fail to start".into(),
     ))
 }
+
+/// A file `backup --stdin` stored belongs to no source: watch runs, which
+/// look again only at the paths events name and keep the rest, keep it as
+/// it is (never read, never reported gone), also when the source gains
+/// the folder it lives in.
+#[test]
+fn a_file_stored_by_backup_stdin_stays_through_watch_runs() -> TestResult {
+    let env = TestEnv::new()?;
+    env.write("a.txt", "a")?;
+    env.write("sub/b.txt", "b")?;
+    env.backup_ok(&[])?;
+    let out = env
+        .cmd()?
+        .args(["backup", "--stdin", "--stdin-filename", "dumps/db.sql"])
+        .arg(&env.backup)
+        .write_stdin(b"dump".to_vec())
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut w = Watch::start(&env, &[], &[])?;
+    let init = w.initial()?;
+    assert_eq!(init["deleted"], 0, "{init}");
+    env.write("sub/new.txt", "new")?;
+    let runs = w.wait_for("sub/new.txt backed up", |l| total(l, "backed_up") >= 1)?;
+    assert_eq!(total(&runs, "deleted"), 0, "{runs:?}");
+    env.write("dumps/other.sql", "other")?;
+    let runs = w.wait_for("dumps/other.sql backed up", |l| total(l, "backed_up") >= 1)?;
+    assert_eq!(total(&runs, "deleted"), 0, "{runs:?}");
+    let snap = snapshot_entries(&env, "latest")?;
+    assert!(
+        snap.contains_key("dumps/db.sql") && snap.contains_key("dumps/other.sql"),
+        "{snap:?}"
+    );
+    assert_dst(&env, "dumps/db.sql", b"dump")?;
+    assert!(w.stop("TERM")?.success(), "{}", w.context());
+    let (code, text) = verify(&env)?;
+    assert_eq!(code, Some(0), "{text}");
+    Ok(())
+}
