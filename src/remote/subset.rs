@@ -136,7 +136,7 @@ pub fn select(packs: &[PackInfo], subset: &Subset, seed: u64) -> Vec<PackInfo> {
                 .collect()
         }
     };
-    chosen.sort_by(|a, b| a.name.cmp(&b.name));
+    chosen.sort_by_key(|p| p.name);
     chosen
 }
 
@@ -146,7 +146,7 @@ fn ranked(packs: &[PackInfo], seed: u64) -> Vec<PackInfo> {
         .iter()
         .map(|p| (crate::verify::sample_rank(seed, &p.name), p.clone()))
         .collect();
-    r.sort_by(|a, b| (a.0, a.1.name).cmp(&(b.0, b.1.name)));
+    r.sort_by_key(|(rank, p)| (*rank, p.name));
     r.into_iter().map(|(_, p)| p).collect()
 }
 
@@ -302,7 +302,7 @@ mod tests {
             // but the last were still under the limit.
             let order = ranked(&all, 3);
             let mut first: Vec<PackInfo> = order[..s.len()].to_vec();
-            first.sort_by(|a, b| a.name.cmp(&b.name));
+            first.sort_by_key(|p| p.name);
             assert_eq!(s, first);
             let before: u64 = order[..s.len() - 1].iter().map(|p| p.len).sum();
             assert!(before < limit, "{limit}: {sum} is more than one pack over");
