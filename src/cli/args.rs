@@ -102,7 +102,7 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Check snapshots, trees, objects and the browsable tree
     #[command(
-        after_help = "Examples:\n  trove verify               # re-hash every object\n  trove verify --quick       # existence and sizes only\n  trove verify --sample 5    # re-hash a random 5% of the objects\n\nExit 1 when any problem is found; each is named with the object or path and the snapshots affected."
+        after_help = "Examples:\n  trove verify               # re-hash every object\n  trove verify --quick       # existence and sizes only\n  trove verify --sample 5    # re-hash a random 5% of the objects\n  trove verify --remote s3://bucket/trove --read-data-subset 3/30   # night 3 of 30: every pack once a month\n\nExit 1 when any problem is found; each is named with the object or path and the snapshots affected."
     )]
     Verify(VerifyArgs),
     /// Rebuild the browsable tree from the snapshots and objects
