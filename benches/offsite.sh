@@ -41,6 +41,9 @@
 #  7. restore from the remote into an empty folder: trove restore --remote
 #     vs restic restore latest; both trees compared with the source (diff -r)
 #  8. pull (trove only): trove pull --remote URL DEST
+#  9. nightly rolling verification (trove only): trove verify --remote URL
+#     --read-data-subset 1/30 --json; its requests by kind, packs and bytes
+#     read (one of 30 nights: the 30 slices read every pack once)
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -510,6 +513,22 @@ for r in $(seq "$REPS"); do
     measure "pull.$r" "$TROVE" pull --remote "$TURL" "$PD" -q
     [ "${KEEP:-0}" = 1 ] || rm -rf "$PD"
 done
+
+# ---------------------------------------------------------------- 9. nightly verify
+echo "== 9. nightly --read-data-subset 1/30: requests and bytes (trove only)"
+measure "verify_subset" "$TROVE" verify --remote "$TURL" --read-data-subset 1/30 --json
+python3 - verify_subset "$OUT/verify_subset.out" >>"$OUT/metrics.tsv" <<'PYEOF'
+import json, sys
+name, path = sys.argv[1], sys.argv[2]
+d = json.load(open(path))
+for k in ("packs", "pack_bytes", "packs_read", "bytes_read", "blobs_checked"):
+    print(f"{name}\t{k}\t{d.get(k, 0)}")
+req = d.get("requests", {})
+for k, v in req.items():
+    print(f"{name}\treq_{k}\t{v}")
+print(f"{name}\treq_total\t{sum(req.get(k, 0) for k in ('put', 'get', 'list', 'delete', 'head'))}")
+PYEOF
+grep -P '^verify_subset\t' "$OUT/metrics.tsv" | cut -f2,3 | tr '\t' ' ' | paste -sd ' ' | sed 's/^/  /'
 [ "${KEEP:-0}" = 1 ] || rm -rf "$DEST" "$LDEST" "$LSRC"
 
 # ---------------------------------------------------------------- report
@@ -586,6 +605,9 @@ cmp_t = "; ".join(met[n]["compare"] for n in steps("restore"))
 cmp_r = "; ".join(met[n]["compare"] for n in steps("restic_restore"))
 print(f"| restore from remote wall (s) | {t:.2f} ({each('restore')}), tree {cmp_t} | {r:.2f} ({each('restic_restore')}), tree {cmp_r} | {t / r:.2f}× | trove ≤ restic: {ok(t <= r)} |")
 print(f"| pull wall (s) | {med('pull'):.2f} ({each('pull')}) | — | | |")
+if "verify_subset" in met:
+    v = met["verify_subset"]
+    print(f"| nightly `verify --read-data-subset 1/30`: packs and bytes read, requests | {runs['verify_subset']['s']:.2f} s, {v['packs_read']} of {v['packs']} packs, {mib(v['bytes_read'])} of {mib(v['pack_bytes'])} MiB; {v['req_total']} requests (GET {v.get('req_get', 0)}, LIST {v.get('req_list', 0)}, HEAD {v.get('req_head', 0)}), {mib(v.get('req_bytes_down', 0))} MiB down | — | | |")
 trove_rss = max(r["rss"] for n, r in runs.items() if not n.startswith("restic"))
 worst = max((r["rss"], n) for n, r in runs.items() if not n.startswith("restic"))
 print(f"| peak RSS of every trove command | max {trove_rss:.1f} MiB ({worst[1]}) | max {max(r['rss'] for n, r in runs.items() if n.startswith('restic')):.1f} MiB | | ≤ 128 MiB: {ok(trove_rss <= 128)} |")

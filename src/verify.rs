@@ -290,13 +290,19 @@ struct BadObject {
 
 /// Deterministic pseudo-random choice of an object for the sample.
 pub(crate) fn sampled(seed: u64, id: &ObjectId, percent: f64) -> bool {
+    let x = sample_rank(seed, &id.0 .0) as f64 / u64::MAX as f64;
+    x * 100.0 < percent
+}
+
+/// The seeded pseudo-random rank of a name: `--sample` takes the names
+/// ranked below its share, `--read-data-subset P%|SIZE` the lowest ranks.
+pub(crate) fn sample_rank(seed: u64, name: &[u8; 32]) -> u64 {
     let mut h = blake3::Hasher::new();
     h.update(&seed.to_le_bytes());
-    h.update(&id.0 .0);
+    h.update(name);
     let mut b = [0u8; 8];
     b.copy_from_slice(&h.finalize().as_bytes()[..8]);
-    let x = u64::from_le_bytes(b) as f64 / u64::MAX as f64;
-    x * 100.0 < percent
+    u64::from_le_bytes(b)
 }
 
 pub(crate) fn random_seed() -> u64 {

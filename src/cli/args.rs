@@ -102,7 +102,7 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Check snapshots, trees, objects and the browsable tree
     #[command(
-        after_help = "Examples:\n  trove verify               # re-hash every object\n  trove verify --quick       # existence and sizes only\n  trove verify --sample 5    # re-hash a random 5% of the objects\n\nExit 1 when any problem is found; each is named with the object or path and the snapshots affected."
+        after_help = "Examples:\n  trove verify               # re-hash every object\n  trove verify --quick       # existence and sizes only\n  trove verify --sample 5    # re-hash a random 5% of the objects\n  trove verify --remote s3://bucket/trove --read-data-subset 3/30   # night 3 of 30: every pack once a month\n\nExit 1 when any problem is found; each is named with the object or path and the snapshots affected."
     )]
     Verify(VerifyArgs),
     /// Rebuild the browsable tree from the snapshots and objects
@@ -326,19 +326,36 @@ pub struct RestoreArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("sampling").args(["sample", "read_data_subset"])))]
 pub struct VerifyArgs {
     /// Check existence and sizes only; do not re-hash objects
     #[arg(long, conflicts_with = "sample")]
     pub quick: bool,
     /// With --remote: download every pack and check every blob
-    #[arg(long, conflicts_with_all = ["sample", "quick"])]
+    #[arg(long, conflicts_with_all = ["sample", "quick", "read_data_subset"])]
     pub read_data: bool,
     /// Re-hash a random PERCENT of the objects (0 < PERCENT <= 100)
     #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
     pub sample: Option<f64>,
-    /// Seed for --sample, to repeat a sample exactly
-    #[arg(long, requires = "sample")]
+    /// With --remote: download part of the packs and check every blob in
+    /// them. N/T: the N-th of T fixed slices (1/30 … 30/30 on 30 nights
+    /// read every pack once); P%: a random share; SIZE (500M, 2G): random
+    /// packs up to that total
+    #[arg(
+        long,
+        value_name = "SPEC",
+        value_parser = parse_subset,
+        conflicts_with = "quick"
+    )]
+    pub read_data_subset: Option<crate::remote::subset::Subset>,
+    /// Seed for --sample or --read-data-subset P%|SIZE, to repeat a choice
+    /// exactly
+    #[arg(long, requires = "sampling")]
     pub seed: Option<u64>,
+}
+
+fn parse_subset(s: &str) -> std::result::Result<crate::remote::subset::Subset, String> {
+    crate::remote::subset::Subset::parse(s)
 }
 
 fn parse_percent(s: &str) -> std::result::Result<f64, String> {

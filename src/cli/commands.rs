@@ -225,6 +225,12 @@ pub(super) fn verify(cli: &Cli, a: &VerifyArgs) -> Result<Outcome> {
         )
         .into());
     }
+    if let Some(s) = &a.read_data_subset {
+        return Err(crate::error::Error::Usage(format!(
+            "--read-data-subset {s} checks part of a remote's packs: use it with --remote URL (a local verify reads every object unless --quick or --sample PERCENT)"
+        ))
+        .into());
+    }
     let (repo, _lock) = open_for_reading(cli)?;
     let opts = settings::verify_options(a);
     let bar = TermProgress::new(cli);

@@ -297,10 +297,19 @@ pub(super) fn pull(cli: &Cli, a: &PullArgs) -> Result<Outcome> {
 /// `verify --remote`.
 pub(super) fn verify(cli: &Cli, a: &super::args::VerifyArgs) -> Result<Outcome> {
     let _ = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None);
+    if let (Some(s), Some(_)) = (&a.read_data_subset, a.seed) {
+        if !s.is_random() {
+            return Err(Error::Usage(format!(
+                "--seed chooses the packs of --sample or --read-data-subset P%|SIZE; the slice {s} is fixed by the pack names and takes no seed"
+            ))
+            .into());
+        }
+    }
     let remote = open_remote(cli)?;
     let opts = crate::remote::check::CheckOptions {
         read_data: a.read_data,
         sample_percent: a.sample,
+        subset: a.read_data_subset,
         seed: a.seed,
     };
     let bar = TermProgress::new(cli);

@@ -975,12 +975,33 @@ pub(super) fn verify_remote(
         human_bytes(r.pack_bytes),
         r.index_files
     )?;
-    if r.packs_read > 0 {
-        writeln!(
+    let seed = r
+        .seed
+        .map(|s| format!(" (seed {s}; --seed {s} repeats it)"))
+        .unwrap_or_default();
+    match r.subset.as_deref() {
+        Some(spec) => {
+            let what = match spec.split_once('/') {
+                Some((n, t)) => format!("slice {n} of {t}"),
+                None if spec.ends_with('%') => format!("a random {spec} of the packs"),
+                None => format!("random packs up to {spec}"),
+            };
+            writeln!(
+                out,
+                "read {what}{seed}: {} pack(s), {}, checked {} blobs",
+                r.packs_read,
+                human_bytes(r.bytes_read),
+                r.blobs_checked
+            )?;
+        }
+        None if r.packs_read > 0 || r.seed.is_some() => writeln!(
             out,
-            "read {} pack(s), checked {} blobs",
-            r.packs_read, r.blobs_checked
-        )?;
+            "read {} pack(s), {}{seed}, checked {} blobs",
+            r.packs_read,
+            human_bytes(r.bytes_read),
+            r.blobs_checked
+        )?,
+        None => {}
     }
     if r.store.unpinned_missing > 0 {
         writeln!(

@@ -3,11 +3,14 @@
 //! content listed), its data when asked (packs downloaded, their names and
 //! every blob's authentication and content id checked: a whole object
 //! against its content id, a chunk against its keyed id, a tree against
-//! its tree id).
+//! its tree id). The data read is every pack (`--read-data`), a sample
+//! (`--sample`), or a subset (`--read-data-subset`: a name-based slice, a
+//! share or a size, chosen in [`super::subset`]).
 
 use super::backend::RequestStats;
 use super::pack::{self, BlobKind};
 use super::repo::{pack_path, RemoteRepo};
+use super::subset::{self, Subset};
 use crate::error::Result;
 use crate::hash::hash_bytes;
 use crate::id::ObjectId;
@@ -23,6 +26,10 @@ pub struct CheckOptions {
     pub read_data: bool,
     /// Download this share of the packs (chosen by `seed`).
     pub sample_percent: Option<f64>,
+    /// Download the packs this subset selects.
+    pub subset: Option<Subset>,
+    /// The seed of `sample_percent` or of a random `subset` (a share or a
+    /// size); a fresh one when `None`.
     pub seed: Option<u64>,
 }
 
@@ -37,7 +44,15 @@ pub struct RemoteVerifyReport {
     pub pack_bytes: u64,
     /// Packs no index lists (a killed push's; the next push adopts them).
     pub unindexed_packs: u64,
+    /// The `--read-data-subset` spec (`2/30`, `5%`, `2G`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
     pub packs_read: u64,
+    /// The bytes of the packs read (each downloaded whole).
+    pub bytes_read: u64,
+    /// The names (hex) of the packs read, sorted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub packs_read_names: Vec<String>,
     pub blobs_checked: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
@@ -104,23 +119,27 @@ pub fn run(
     report.store = sc.report;
     problems.append(&mut report.store.problems);
     // 4. Data: whole packs downloaded and every blob checked.
-    if opts.read_data || opts.sample_percent.is_some() {
-        let seed = opts
-            .sample_percent
-            .map(|_| opts.seed.unwrap_or_else(verify::random_seed));
+    if opts.read_data || opts.sample_percent.is_some() || opts.subset.is_some() {
+        let random = opts.sample_percent.is_some() || opts.subset.is_some_and(|s| s.is_random());
+        let seed = random.then(|| opts.seed.unwrap_or_else(verify::random_seed));
         report.seed = seed;
-        let chosen: Vec<_> = index
+        report.subset = opts.subset.map(|s| s.to_string());
+        // The packs that can be read: those missing or of the wrong size
+        // are named above already.
+        let readable: Vec<_> = index
             .packs()
             .iter()
             .filter(|p| stored.get(&p.name) == Some(&p.len))
-            .filter(|p| match (seed, opts.sample_percent) {
-                (Some(s), Some(pct)) => {
-                    verify::sampled(s, &ObjectId(crate::id::Digest(p.name)), pct)
-                }
-                _ => true,
-            })
             .cloned()
             .collect();
+        let chosen: Vec<_> = match (opts.subset, opts.sample_percent, seed) {
+            (Some(sub), _, s) => subset::select(&readable, &sub, s.unwrap_or(0)),
+            (None, Some(pct), Some(s)) => readable
+                .into_iter()
+                .filter(|p| verify::sampled(s, &ObjectId(crate::id::Digest(p.name)), pct))
+                .collect(),
+            _ => readable,
+        };
         let total: u64 = chosen.iter().map(|p| p.len).sum();
         progress.phase("packs", chosen.len() as u64, total);
         // Each pack's blobs, in offset order (one pass over the index).
@@ -147,6 +166,13 @@ pub fn run(
         }
         progress.finish();
         report.packs_read = chosen.len() as u64;
+        report.bytes_read = total;
+        let mut names: Vec<String> = chosen
+            .iter()
+            .map(|p| crate::id::Digest(p.name).to_hex())
+            .collect();
+        names.sort();
+        report.packs_read_names = names;
         report.blobs_checked = blobs.into_inner();
         let mut bad = found.into_inner().unwrap_or_else(|e| e.into_inner());
         bad.sort_by(|a, b| a.subject.cmp(&b.subject));

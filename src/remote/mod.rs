@@ -6,7 +6,8 @@
 //! (master key, key files, sealing, keyed ids), [`chunk`] (content-defined
 //! chunking), [`pack`], [`index`] and [`format`] (config, snapshot commits)
 //! are the pure format, tested on bytes; the repository, push, pull and
-//! check above them put the two together.
+//! check above them put the two together ([`subset`]: which packs a
+//! rolling `verify --read-data-subset` reads, pure).
 
 pub mod backend;
 pub mod check;
@@ -18,6 +19,7 @@ pub mod pack;
 pub mod pull;
 pub mod push;
 pub mod repo;
+pub mod subset;
 
 /// Why bytes read from a remote could not be decoded. The layer above
 /// names the remote object it came from.

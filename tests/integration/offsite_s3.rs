@@ -3,7 +3,8 @@
 //! no repository, push → pull equal to the original, the server killed
 //! mid-push (nothing lost, the next push completes), and a missing
 //! bucket, refused credentials and an unreachable endpoint named with
-//! their exit codes.
+//! their exit codes, and a rolling `verify --read-data-subset` whose two
+//! halves read every pack once.
 
 use crate::common::{listing, Lcg, Res, TestEnv, TestResult};
 use crate::offsite::{fill_source, json, ok, restore_remote, trove};
@@ -216,5 +217,81 @@ fn bucket_credentials_and_endpoint_problems_are_named() -> TestResult {
     );
     assert!(t.elapsed() < Duration::from_secs(60));
     assert!(String::from_utf8_lossy(&o.stderr).contains(&url));
+    Ok(())
+}
+
+#[test]
+fn read_data_subset_halves_read_every_pack_once_through_s3() -> TestResult {
+    let Some(server) = S3Server::start() else {
+        return Ok(());
+    };
+    server.create_bucket("subset")?;
+    let env = TestEnv::new()?;
+    let mut rng = Lcg(1617);
+    for i in 0..14 {
+        env.write(&format!("d/f{i}.bin"), rng.bytes(500 * 1024))?;
+    }
+    env.backup_ok(&[])?;
+    let aws = server.env();
+    let url = server.url("subset", "nightly");
+    let repo = env.backup.to_str().ok_or("utf8")?.to_string();
+    ok(
+        &trove(&env, &["remote", "init", &url, "--pack-size", "1M"], &aws)?,
+        "init",
+    )?;
+    ok(
+        &trove(&env, &["push", "--repo", &repo, "--remote", &url], &aws)?,
+        "push",
+    )?;
+    // The truth: every object under data/ and tree/ in the bucket.
+    let b = trove::remote::backend::open_with(&url, false, &server.settings())?;
+    let mut packs: Vec<String> = Vec::new();
+    for dir in ["data/", "tree/"] {
+        for l in b.list(dir)? {
+            let name = l.path.rsplit('/').next().ok_or("pack name")?;
+            packs.push(name.to_string());
+        }
+    }
+    packs.sort();
+    assert!(packs.len() >= 4, "only {} packs", packs.len());
+    let mut seen: Vec<String> = Vec::new();
+    for spec in ["1/2", "2/2"] {
+        let o = trove(
+            &env,
+            &[
+                "verify",
+                "--json",
+                "--remote",
+                &url,
+                "--read-data-subset",
+                spec,
+            ],
+            &aws,
+        )?;
+        ok(&o, spec)?;
+        let j = json(&o)?;
+        let names: Vec<String> = j["packs_read_names"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(j["packs_read"].as_u64(), Some(names.len() as u64), "{j}");
+        // One GET per pack read, beside the index and tree reads; no
+        // write of any kind.
+        let r = &j["requests"];
+        assert!(r["get"].as_u64().unwrap_or(0) >= names.len() as u64, "{r}");
+        assert_eq!(r["put"].as_u64(), Some(0), "{r}");
+        assert_eq!(r["delete"].as_u64(), Some(0), "{r}");
+        assert!(r["bytes_down"].as_u64() >= j["bytes_read"].as_u64(), "{j}");
+        seen.extend(names);
+    }
+    seen.sort();
+    assert_eq!(
+        seen, packs,
+        "1/2 and 2/2 together read every pack exactly once"
+    );
     Ok(())
 }
