@@ -76,7 +76,14 @@ pub struct RemoteSection {
     pub url: Option<String>,
     /// Push after every backup (and every watch run).
     pub push_after_backup: Option<bool>,
+    /// A watch session pushes at most once per this many seconds.
+    pub push_interval: Option<u64>,
+    /// The S3 storage class data packs are written in (`STANDARD_IA` …).
+    pub data_storage_class: Option<String>,
 }
+
+/// `remote.push_interval` when the config leaves it out: five minutes.
+pub const DEFAULT_PUSH_INTERVAL: u64 = 300;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -216,6 +223,13 @@ pub const BOUNDS: &[Bound] = &[
         unit: " s = 365 days",
         hint: "the default is 3600",
     },
+    Bound {
+        key: "remote.push_interval",
+        min: 1,
+        max: 86_400,
+        unit: " s = a day",
+        hint: "the default is 300",
+    },
 ];
 
 impl Bound {
@@ -255,6 +269,7 @@ impl FileConfig {
     fn numbers(&self) -> Vec<(&'static str, Option<u64>)> {
         let r = self.retention.clone().unwrap_or_default();
         let w = self.watch.clone().unwrap_or_default();
+        let remote = self.remote.clone().unwrap_or_default();
         let n = |v: Option<u32>| v.map(u64::from);
         vec![
             ("retention.max_versions_per_file", r.max_versions_per_file),
@@ -268,6 +283,7 @@ impl FileConfig {
             ("retention.keep_within_days", n(r.keep_within_days)),
             ("watch.debounce_ms", w.debounce_ms),
             ("watch.full_scan_interval", w.full_scan_interval),
+            ("remote.push_interval", remote.push_interval),
         ]
     }
 }
@@ -429,6 +445,10 @@ impl LoadedConfig {
                 b.check(&format!("key `{key}`"), v)
                     .map_err(|e| self.err(e))?;
             }
+        }
+        if let Some(class) = f.remote.as_ref().and_then(|r| r.data_storage_class.as_ref()) {
+            crate::remote::backend::check_storage_class(class)
+                .map_err(|e| self.err(format!("key `remote.data_storage_class`: {e}")))?;
         }
         if let Some(ex) = &f.exclude {
             crate::scan::Excludes::new(ex).map_err(|e| self.err(format!("key `exclude`: {e}")))?;

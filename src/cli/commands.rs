@@ -84,9 +84,9 @@ pub(super) fn backup(cli: &Cli, a: &BackupArgs) -> Result<Outcome> {
         // The snapshot is safe locally whatever the push does; a failed
         // push is reported (and its exit code returned) after it.
         let repo = LocalRepo::open(&root)?;
-        let _lock = RepoLock::acquire(&repo, LockMode::Shared, cli.wait)?;
         let remote = super::offsite::open_remote(cli)?;
-        let pushed = super::offsite::push_to(cli, &repo, &remote, true, false)?;
+        let lock = RepoLock::acquire(&repo, LockMode::Shared, cli.wait)?;
+        let pushed = super::offsite::push_to(cli, &repo, &remote, lock, true, false)?;
         if pushed != Outcome::Ok {
             return Ok(pushed);
         }
@@ -178,7 +178,7 @@ fn snapshots_of(cli: &Cli, repo: &dyn RepoRead) -> Result<Outcome> {
         tracing::error!("{}", d.error);
     }
     let rows = output::snapshot_rows(&scan);
-    output::emit(cli, &rows, |out| {
+    super::offsite::emit_remote(cli, repo, &rows, |out| {
         output::snapshots(out, &rows, scan.snapshots.len(), scan.damaged.len())
     })?;
     Ok(outcome(!scan.damaged.is_empty()))
@@ -194,7 +194,7 @@ fn ls_of(cli: &Cli, a: &LsArgs, repo: &dyn RepoRead) -> Result<Outcome> {
         .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
     let shown = crate::inspect::ls(&entries, a.path.as_deref(), &snap.id)?;
     let rows = output::ls_rows(&shown);
-    output::emit(cli, &rows, |out| output::ls(out, &rows))?;
+    super::offsite::emit_remote(cli, repo, &rows, |out| output::ls(out, &rows))?;
     Ok(Outcome::Ok)
 }
 
@@ -211,7 +211,9 @@ fn restore_from(cli: &Cli, a: &RestoreArgs, repo: &dyn RepoRead) -> Result<Outco
     let report = crate::restore::run(repo, &snap, entries, &opts, &bar);
     drop(bar);
     let report = report?;
-    output::emit(cli, &report, |out| output::restore(out, &report, cli.quiet))?;
+    super::offsite::emit_remote(cli, repo, &report, |out| {
+        output::restore(out, &report, cli.quiet)
+    })?;
     Ok(outcome(report.failed()))
 }
 
@@ -258,7 +260,7 @@ fn diff_of(cli: &Cli, a: &DiffArgs, repo: &dyn RepoRead) -> Result<Outcome> {
     let from = snapshot::resolve(repo, &a.from)?;
     let to = snapshot::resolve(repo, &a.to)?;
     let d = crate::inspect::diff(repo, &from, &to)?;
-    output::emit(cli, &d, |out| output::diff(out, &d))?;
+    super::offsite::emit_remote(cli, repo, &d, |out| output::diff(out, &d))?;
     Ok(Outcome::Ok)
 }
 
@@ -318,9 +320,6 @@ pub(super) fn stats(cli: &Cli) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-/// The least time between two pushes of a watch session.
-const WATCH_PUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-
 pub(super) fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
     let (settings, cfg) = settings::source_settings(cli, &a.src)?;
     let opts = settings::watch_options(a, settings, cfg.as_ref())?;
@@ -343,38 +342,36 @@ pub(super) fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
     } else {
         None
     };
+    let interval = super::offsite::push_interval(cli)?;
     let root = opts.backup.settings.backup_root.clone();
-    let mut last_push: Option<std::time::Instant> = None;
+    let pusher = remote
+        .as_ref()
+        .map(|r| super::pusher::Pusher::new(cli, r, root.clone(), interval));
     let mut failed = false;
-    crate::watch::run(&opts, &mut |w| {
-        if let Some(r) = &w.report {
-            failed |= r.failed;
+    // Pushes run on their own thread (cli/pusher.rs): the loop below
+    // never waits for one.
+    let watched = std::thread::scope(|scope| {
+        if let Some(p) = &pusher {
+            scope.spawn(|| p.serve());
         }
-        if cli.json || !cli.quiet {
-            // A closed stdout must not stop the session: the log has it all.
-            let _ = output::watch_run(&mut std::io::stdout().lock(), w, cli.json);
-        }
-        if let (Some(remote), Some(_)) = (&remote, &w.report) {
-            // At most one push a minute; a run in between is carried by
-            // the next push. A failed push (network) is logged and retried
-            // after the next run, never stopping the session.
-            if last_push.is_none_or(|t| t.elapsed() >= WATCH_PUSH_INTERVAL) {
-                last_push = Some(std::time::Instant::now());
-                let pushed = LocalRepo::open(&root)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|repo| {
-                        let _lock = RepoLock::acquire(&repo, LockMode::Shared, false)?;
-                        super::offsite::push_to(cli, &repo, remote, false, false)
-                    });
-                if let Err(e) = pushed {
-                    tracing::error!(
-                        "push to {} failed: {e:#}; the next run pushes again",
-                        remote.url()
-                    );
-                }
+        let watched = crate::watch::run(&opts, &mut |w| {
+            if let Some(r) = &w.report {
+                failed |= r.failed;
             }
+            if cli.json || !cli.quiet {
+                // A closed stdout must not stop the session: the log has it all.
+                let _ = output::watch_run(&mut std::io::stdout().lock(), w, cli.json);
+            }
+            if let (Some(p), Some(_)) = (&pusher, &w.report) {
+                p.run_done();
+            }
+        });
+        if let Some(p) = &pusher {
+            p.stop();
         }
-    })?;
+        watched
+    });
+    watched?;
     drop(guard);
     Ok(outcome(failed))
 }

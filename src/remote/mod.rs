@@ -14,10 +14,12 @@ pub mod chunk;
 pub mod crypto;
 pub mod format;
 pub mod index;
+pub mod limit;
 pub mod pack;
 pub mod pull;
 pub mod push;
 pub mod repo;
+pub mod schedule;
 
 /// Why bytes read from a remote could not be decoded. The layer above
 /// names the remote object it came from.

@@ -650,9 +650,13 @@ impl RemoteRepo {
     pub fn put_pack(&self, p: FinishedPack) -> Result<index::IndexPack> {
         let path = pack_path(p.kind, &p.name);
         let len = p.bytes.len() as u64;
-        self.backend()
-            .put_owned(&path, p.bytes)
-            .map_err(|e| self.err(format!("upload {path}"), e))?;
+        // Data packs may go to a cheaper storage class; tree packs stay
+        // standard (every restore and push reads them).
+        let put = match p.kind {
+            PackKind::Data => self.backend().put_data_pack(&path, p.bytes),
+            PackKind::Tree => self.backend().put_owned(&path, p.bytes),
+        };
+        put.map_err(|e| self.err(format!("upload {path}"), e))?;
         Ok(index::IndexPack {
             name: p.name,
             kind: p.kind,
@@ -1079,6 +1083,9 @@ fn io_err(e: Error) -> io::Error {
 impl RepoRead for RemoteRepo {
     fn algo(&self) -> HashAlgo {
         self.inner.algo
+    }
+    fn remote_requests(&self) -> Option<(&str, super::backend::RequestStats)> {
+        Some((self.url(), self.backend().stats()))
     }
     fn locate(&self, kind: StoreKind, d: &Digest) -> PathBuf {
         let what = match kind {
