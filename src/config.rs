@@ -446,7 +446,11 @@ impl LoadedConfig {
                     .map_err(|e| self.err(e))?;
             }
         }
-        if let Some(class) = f.remote.as_ref().and_then(|r| r.data_storage_class.as_ref()) {
+        if let Some(class) = f
+            .remote
+            .as_ref()
+            .and_then(|r| r.data_storage_class.as_ref())
+        {
             crate::remote::backend::check_storage_class(class)
                 .map_err(|e| self.err(format!("key `remote.data_storage_class`: {e}")))?;
         }

@@ -297,9 +297,7 @@ pub(super) fn push_to(
         crate::remote::push::run_releasing(repo, remote, &bar, repair, &mut || drop(lock.take()))
     } else {
         let quiet = crate::progress::NoProgress;
-        crate::remote::push::run_releasing(repo, remote, &quiet, repair, &mut || {
-            drop(lock.take())
-        })
+        crate::remote::push::run_releasing(repo, remote, &quiet, repair, &mut || drop(lock.take()))
     };
     drop(lock);
     let report = report?;
@@ -455,8 +453,7 @@ pub(super) fn emit_remote<R: serde::Serialize>(
     let mut v = serde_json::to_value(report)?;
     match &mut v {
         serde_json::Value::Object(m) => {
-            m.entry("requests")
-                .or_insert(serde_json::to_value(stats)?);
+            m.entry("requests").or_insert(serde_json::to_value(stats)?);
             output::json(&mut std::io::stdout().lock(), &v)
         }
         _ => {
@@ -468,7 +465,6 @@ pub(super) fn emit_remote<R: serde::Serialize>(
         }
     }
 }
-
 
 /// `commands::emit`, silent in its human form under `-q`.
 fn emit<R: serde::Serialize>(

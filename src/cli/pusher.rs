@@ -173,10 +173,7 @@ impl<'a> Pusher<'a> {
                 Ok(crate::remote::push::backlog(&repo, self.remote, &names)?)
             });
         match counted {
-            Ok(b) if stale => format!(
-                "backlog: {} (as of the remote's last answer)",
-                b.describe()
-            ),
+            Ok(b) if stale => format!("backlog: {} (as of the remote's last answer)", b.describe()),
             Ok(b) => format!("backlog: {}", b.describe()),
             Err(e) => format!("backlog unknown ({e:#})"),
         }

@@ -232,10 +232,7 @@ mod tests {
             *self.now.lock().unwrap_or_else(|p| p.into_inner())
         }
         fn sleep(&self, d: Duration) {
-            self.slept
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(d);
+            self.slept.lock().unwrap_or_else(|p| p.into_inner()).push(d);
             if !self.frozen {
                 self.advance(d);
             }
@@ -321,8 +318,7 @@ mod tests {
     }
 
     #[test]
-    fn downloads_are_charged_by_the_bytes_that_came_and_uploads_are_free() -> Result<(), String>
-    {
+    fn downloads_are_charged_by_the_bytes_that_came_and_uploads_are_free() -> Result<(), String> {
         let clock = Arc::new(FakeClock::default());
         let mem = MemBackend::new();
         mem.objects().insert("data/x".into(), vec![1u8; 3 * 1024]);
@@ -331,13 +327,16 @@ mod tests {
             download_kib: Some(1),
         };
         let b = LimitedBackend::new(Box::new(mem.clone()), limits, clock.clone());
-        b.put("keys/k", &[0u8; 100_000]).map_err(|e| e.to_string())?;
+        b.put("keys/k", &[0u8; 100_000])
+            .map_err(|e| e.to_string())?;
         assert!(clock.slept().is_empty(), "no upload limit");
         let got = b.get_range("data/x", 0, 2048).map_err(|e| e.to_string())?;
         assert_eq!(got.len(), 2048);
         assert!(close(clock.now(), secs(1.0)));
         // A range past the end moves (and costs) nothing.
-        let none = b.get_range("data/x", 10_000, 10).map_err(|e| e.to_string())?;
+        let none = b
+            .get_range("data/x", 10_000, 10)
+            .map_err(|e| e.to_string())?;
         assert!(none.is_empty());
         assert_eq!(clock.slept().len(), 1);
         Ok(())
