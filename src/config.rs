@@ -82,6 +82,38 @@ pub struct RemoteSection {
     pub data_storage_class: Option<String>,
 }
 
+/// The storage classes `remote.data_storage_class` accepts: S3's list
+/// (PutObject's `x-amz-storage-class`) without the archive classes, whose
+/// objects cannot be read without a restore request first.
+pub const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "REDUCED_REDUNDANCY",
+    "EXPRESS_ONEZONE",
+    "OUTPOSTS",
+    "SNOW",
+];
+
+/// Check a storage class name (as S3 spells it, upper case) and say what
+/// is accepted when it is not.
+pub fn check_storage_class(class: &str) -> Result<(), String> {
+    if STORAGE_CLASSES.contains(&class) {
+        return Ok(());
+    }
+    if matches!(class, "GLACIER" | "DEEP_ARCHIVE") {
+        return Err(format!(
+            "{class} objects cannot be read until a restore request thaws them, so a restore or verify --read-data would fail; use GLACIER_IR (instant retrieval) instead"
+        ));
+    }
+    Err(format!(
+        "unknown storage class {class:?} (accepted: {})",
+        STORAGE_CLASSES.join(", ")
+    ))
+}
+
 /// `remote.push_interval` when the config leaves it out: five minutes.
 pub const DEFAULT_PUSH_INTERVAL: u64 = 300;
 
@@ -451,7 +483,7 @@ impl LoadedConfig {
             .as_ref()
             .and_then(|r| r.data_storage_class.as_ref())
         {
-            crate::remote::backend::check_storage_class(class)
+            check_storage_class(class)
                 .map_err(|e| self.err(format!("key `remote.data_storage_class`: {e}")))?;
         }
         if let Some(ex) = &f.exclude {

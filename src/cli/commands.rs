@@ -16,6 +16,7 @@ use crate::config::BackupSettings;
 use crate::id::HashAlgo;
 use crate::local::lock::{LockMode, RepoLock};
 use crate::local::LocalRepo;
+use crate::remote::repo::RemoteRepo;
 use crate::repo::snapshot;
 use crate::repo::RepoRead;
 use crate::retention::Policy;
@@ -157,52 +158,66 @@ fn open_for_reading(cli: &Cli) -> Result<(LocalRepo, RepoLock)> {
 }
 
 /// Run `f` on the repository a reading command names: the remote with
-/// `--remote`, else the local repository under a shared lock.
-fn reading<T>(cli: &Cli, f: impl FnOnce(&dyn RepoRead) -> Result<T>) -> Result<T> {
+/// `--remote` (given to `f` as such too, for the requests its `--json`
+/// reports), else the local repository under a shared lock.
+fn reading<T>(
+    cli: &Cli,
+    f: impl FnOnce(&dyn RepoRead, Option<&RemoteRepo>) -> Result<T>,
+) -> Result<T> {
     if cli.remote.is_some() {
         let _ = crate::log::init(console(cli), None);
         let remote = super::offsite::open_remote(cli)?;
-        return f(&remote);
+        return f(&remote, Some(&remote));
     }
     let (repo, _lock) = open_for_reading(cli)?;
-    f(&repo)
+    f(&repo, None)
 }
 
 pub(super) fn snapshots(cli: &Cli) -> Result<Outcome> {
-    reading(cli, |repo| snapshots_of(cli, repo))
+    reading(cli, |repo, remote| snapshots_of(cli, repo, remote))
 }
 
-fn snapshots_of(cli: &Cli, repo: &dyn RepoRead) -> Result<Outcome> {
+fn snapshots_of(cli: &Cli, repo: &dyn RepoRead, remote: Option<&RemoteRepo>) -> Result<Outcome> {
     let scan = snapshot::scan(repo)?;
     for d in &scan.damaged {
         tracing::error!("{}", d.error);
     }
     let rows = output::snapshot_rows(&scan);
-    super::offsite::emit_remote(cli, repo, &rows, |out| {
+    super::offsite::emit_remote(cli, remote, &rows, |out| {
         output::snapshots(out, &rows, scan.snapshots.len(), scan.damaged.len())
     })?;
     Ok(outcome(!scan.damaged.is_empty()))
 }
 
 pub(super) fn ls(cli: &Cli, a: &LsArgs) -> Result<Outcome> {
-    reading(cli, |repo| ls_of(cli, a, repo))
+    reading(cli, |repo, remote| ls_of(cli, a, repo, remote))
 }
 
-fn ls_of(cli: &Cli, a: &LsArgs, repo: &dyn RepoRead) -> Result<Outcome> {
+fn ls_of(
+    cli: &Cli,
+    a: &LsArgs,
+    repo: &dyn RepoRead,
+    remote: Option<&RemoteRepo>,
+) -> Result<Outcome> {
     let snap = snapshot::resolve(repo, a.snapshot.as_deref().unwrap_or("latest"))?;
     let (entries, _) = crate::repo::snapshot::load_snapshot(repo, &snap.record)
         .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
     let shown = crate::inspect::ls(&entries, a.path.as_deref(), &snap.id)?;
     let rows = output::ls_rows(&shown);
-    super::offsite::emit_remote(cli, repo, &rows, |out| output::ls(out, &rows))?;
+    super::offsite::emit_remote(cli, remote, &rows, |out| output::ls(out, &rows))?;
     Ok(Outcome::Ok)
 }
 
 pub(super) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<Outcome> {
-    reading(cli, |repo| restore_from(cli, a, repo))
+    reading(cli, |repo, remote| restore_from(cli, a, repo, remote))
 }
 
-fn restore_from(cli: &Cli, a: &RestoreArgs, repo: &dyn RepoRead) -> Result<Outcome> {
+fn restore_from(
+    cli: &Cli,
+    a: &RestoreArgs,
+    repo: &dyn RepoRead,
+    remote: Option<&RemoteRepo>,
+) -> Result<Outcome> {
     let snap = snapshot::resolve(repo, &a.snapshot)?;
     let (entries, _) = crate::repo::snapshot::load_snapshot(repo, &snap.record)
         .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
@@ -211,7 +226,7 @@ fn restore_from(cli: &Cli, a: &RestoreArgs, repo: &dyn RepoRead) -> Result<Outco
     let report = crate::restore::run(repo, &snap, entries, &opts, &bar);
     drop(bar);
     let report = report?;
-    super::offsite::emit_remote(cli, repo, &report, |out| {
+    super::offsite::emit_remote(cli, remote, &report, |out| {
         output::restore(out, &report, cli.quiet)
     })?;
     Ok(outcome(report.failed()))
@@ -253,14 +268,19 @@ pub(super) fn materialize(cli: &Cli, a: &MaterializeArgs) -> Result<Outcome> {
 }
 
 pub(super) fn diff(cli: &Cli, a: &DiffArgs) -> Result<Outcome> {
-    reading(cli, |repo| diff_of(cli, a, repo))
+    reading(cli, |repo, remote| diff_of(cli, a, repo, remote))
 }
 
-fn diff_of(cli: &Cli, a: &DiffArgs, repo: &dyn RepoRead) -> Result<Outcome> {
+fn diff_of(
+    cli: &Cli,
+    a: &DiffArgs,
+    repo: &dyn RepoRead,
+    remote: Option<&RemoteRepo>,
+) -> Result<Outcome> {
     let from = snapshot::resolve(repo, &a.from)?;
     let to = snapshot::resolve(repo, &a.to)?;
     let d = crate::inspect::diff(repo, &from, &to)?;
-    super::offsite::emit_remote(cli, repo, &d, |out| output::diff(out, &d))?;
+    super::offsite::emit_remote(cli, remote, &d, |out| output::diff(out, &d))?;
     Ok(Outcome::Ok)
 }
 

@@ -95,7 +95,7 @@ fn open_backend(
     class: Option<&str>,
 ) -> Result<Box<dyn backend::Backend>> {
     let (s3, limits) = backend_settings(cli, class)?;
-    Ok(backend::open_limited(url, create, &s3, limits)
+    Ok(crate::remote::limit::open(url, create, &s3, limits)
         .map_err(|e| crate::remote::repo::backend_error(url, "open", e))?)
 }
 
@@ -240,7 +240,7 @@ pub(super) fn key(cli: &Cli, k: &KeyCommand) -> Result<Outcome> {
         }
         KeyCommand::List => {
             let keys = r.list_keys()?;
-            emit_remote(cli, &r, &keys, |out| {
+            emit_remote(cli, Some(&r), &keys, |out| {
                 if cli.quiet {
                     Ok(())
                 } else {
@@ -404,8 +404,10 @@ pub(super) fn stats(cli: &Cli) -> Result<Outcome> {
     // Last, so that its requests count every one this command made.
     let rs = remote.stats()?;
     let mut both = serde_json::json!({ "repository": st, "remote": rs });
-    if let Some(b) = &backlog {
-        both["backlog"] = serde_json::to_value(b)?;
+    if let (Some(b), Some(m)) = (&backlog, both.as_object_mut()) {
+        if let serde_json::Value::Object(fields) = serde_json::to_value(b)? {
+            m.extend(fields);
+        }
     }
     both["requests"] = serde_json::to_value(remote.backend().stats())?;
     emit(cli, &both, |out| {
@@ -440,13 +442,14 @@ fn local_for_backlog(cli: &Cli) -> Result<Option<LocalRepo>> {
 /// requests go to standard error as one JSON object.
 pub(super) fn emit_remote<R: serde::Serialize>(
     cli: &Cli,
-    remote: &dyn crate::repo::RepoRead,
+    remote: Option<&RemoteRepo>,
     report: &R,
     human: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
 ) -> Result<()> {
-    let Some((url, stats)) = remote.remote_requests() else {
+    let Some(remote) = remote else {
         return output::emit(cli, report, human);
     };
+    let (url, stats) = (remote.url(), remote.backend().stats());
     if !cli.json {
         return output::emit(cli, report, human);
     }

@@ -111,19 +111,6 @@ pub trait Backend: Send + Sync {
     }
 }
 
-/// [`open_with`], with the bandwidth limits applied to every body byte.
-pub fn open_limited(
-    url: &str,
-    create: bool,
-    s3: &S3Settings,
-    limits: super::limit::Limits,
-) -> BackendResult<Box<dyn Backend>> {
-    Ok(super::limit::LimitedBackend::wrap(
-        open_with(url, create, s3)?,
-        limits,
-    ))
-}
-
 /// Open the store a URL names: `s3://BUCKET[/PREFIX]` (credentials,
 /// region and endpoint from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_REGION`, `AWS_ENDPOINT_URL` and the AWS profile files) or
@@ -138,6 +125,9 @@ pub fn open(url: &str, create: bool) -> BackendResult<Box<dyn Backend>> {
 pub struct MemBackend {
     objects: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>>,
     stats: std::sync::Arc<std::sync::Mutex<RequestStats>>,
+    /// The paths written by `put_data_pack` (a real store would give them
+    /// the data storage class).
+    data_packs: Arc<Mutex<Vec<String>>>,
 }
 
 impl MemBackend {
@@ -153,6 +143,11 @@ impl MemBackend {
 
     fn count(&self, f: impl FnOnce(&mut RequestStats)) {
         f(&mut lock(&self.stats));
+    }
+
+    /// The paths put as data packs, in order.
+    pub fn data_pack_puts(&self) -> Vec<String> {
+        lock(&self.data_packs).clone()
     }
 }
 
@@ -174,6 +169,12 @@ impl Backend for MemBackend {
             s.bytes_up += data.len() as u64;
         });
         self.objects().insert(path.to_string(), data.to_vec());
+        Ok(())
+    }
+
+    fn put_data_pack(&self, path: &str, data: Vec<u8>) -> BackendResult<()> {
+        self.put_owned(path, data)?;
+        lock(&self.data_packs).push(path.to_string());
         Ok(())
     }
 
@@ -338,37 +339,7 @@ pub struct S3Settings {
     pub data_storage_class: Option<String>,
 }
 
-/// The storage classes `remote.data_storage_class` accepts: S3's list
-/// (PutObject's `x-amz-storage-class`) without the archive classes, whose
-/// objects cannot be read without a restore request first.
-pub const STORAGE_CLASSES: &[&str] = &[
-    "STANDARD",
-    "STANDARD_IA",
-    "ONEZONE_IA",
-    "INTELLIGENT_TIERING",
-    "GLACIER_IR",
-    "REDUCED_REDUNDANCY",
-    "EXPRESS_ONEZONE",
-    "OUTPOSTS",
-    "SNOW",
-];
-
-/// Check a storage class name (as S3 spells it, upper case) and say what
-/// is accepted when it is not.
-pub fn check_storage_class(class: &str) -> Result<(), String> {
-    if STORAGE_CLASSES.contains(&class) {
-        return Ok(());
-    }
-    if matches!(class, "GLACIER" | "DEEP_ARCHIVE") {
-        return Err(format!(
-            "{class} objects cannot be read until a restore request thaws them, so a restore or verify --read-data would fail; use GLACIER_IR (instant retrieval) instead"
-        ));
-    }
-    Err(format!(
-        "unknown storage class {class:?} (accepted: {})",
-        STORAGE_CLASSES.join(", ")
-    ))
-}
+pub use crate::config::{check_storage_class, STORAGE_CLASSES};
 
 impl Default for S3Settings {
     fn default() -> S3Settings {

@@ -113,6 +113,19 @@ impl Limits {
     }
 }
 
+/// [`super::backend::open_with`], with the limits applied to every body byte.
+pub fn open(
+    url: &str,
+    create: bool,
+    s3: &super::backend::S3Settings,
+    limits: Limits,
+) -> BackendResult<Box<dyn Backend>> {
+    Ok(LimitedBackend::wrap(
+        super::backend::open_with(url, create, s3)?,
+        limits,
+    ))
+}
+
 /// A backend whose body bytes pass through the two buckets.
 pub struct LimitedBackend {
     inner: Box<dyn Backend>,

@@ -1084,9 +1084,6 @@ impl RepoRead for RemoteRepo {
     fn algo(&self) -> HashAlgo {
         self.inner.algo
     }
-    fn remote_requests(&self) -> Option<(&str, super::backend::RequestStats)> {
-        Some((self.url(), self.backend().stats()))
-    }
     fn locate(&self, kind: StoreKind, d: &Digest) -> PathBuf {
         let what = match kind {
             StoreKind::Object => "object",
@@ -1336,6 +1333,28 @@ mod tests {
             reopen(&m, b"pw"),
             Err(Error::WrongPassword { .. })
         ));
+    }
+
+    #[test]
+    fn only_data_packs_are_written_as_data_packs() {
+        // Data packs may go to a cold storage class; tree packs, indexes,
+        // commits, keys and the config must not.
+        let (r, m) = fresh();
+        let mut names = Vec::new();
+        for (kind, what) in [(PackKind::Data, b"content"), (PackKind::Tree, b"treeish")] {
+            let mut w = PackWriter::new(kind);
+            let id = r.key().id(Domain::Chunk, what);
+            w.push(seal_blob(r.key(), BlobKind::Data, id, None, what, true).expect("seal"));
+            let p = w.finish(r.key()).expect("finish");
+            names.push(pack_path(kind, &p.name));
+            let listed = r.put_pack(p).expect("put");
+            r.put_index(&IndexFile {
+                packs: vec![listed],
+            })
+            .expect("index");
+        }
+        assert_eq!(m.data_pack_puts(), [names[0].clone()]);
+        assert!(m.objects().contains_key(&names[1]));
     }
 
     #[test]

@@ -138,11 +138,6 @@ pub trait RepoRead: Sync {
     fn absent_by_design(&self, _id: &ObjectId) -> bool {
         false
     }
-    /// A remote's URL and the requests it made so far (what a command's
-    /// `--json` reports to price a run); `None` for a local repository.
-    fn remote_requests(&self) -> Option<(&str, crate::remote::backend::RequestStats)> {
-        None
-    }
 }
 
 /// What produces the bytes of a put, called only when they are needed.
