@@ -90,7 +90,7 @@ impl<'a> Pusher<'a> {
                             tracing::info!(
                                 "watch stopped before the next push to {}: {}; `trove push` (or the next session) sends them",
                                 self.remote.url(),
-                                self.backlog()
+                                self.backlog(false)
                             );
                         }
                         return;
@@ -126,7 +126,7 @@ impl<'a> Pusher<'a> {
                     tracing::error!(
                         "push to {} failed: {e:#}; {}; the next attempt is in {} s",
                         self.remote.url(),
-                        self.backlog(),
+                        self.backlog(true),
                         self.interval.as_secs()
                     );
                 }
@@ -149,21 +149,27 @@ impl<'a> Pusher<'a> {
     }
 
     /// "backlog: N snapshot(s) not on the remote, the oldest …", from the
-    /// remote's listing now, else from its last known one.
-    fn backlog(&self) -> String {
-        let (names, stale) = match self.remote.commit_names() {
-            Ok(n) => {
+    /// remote's listing now (`ask`), else from its last known one (a
+    /// session that stops does not wait for an unreachable remote).
+    fn backlog(&self, ask: bool) -> String {
+        let listed = if ask {
+            self.remote.commit_names().ok()
+        } else {
+            None
+        };
+        let (names, stale) = match listed {
+            Some(n) => {
                 *self.on_remote.lock().unwrap_or_else(|p| p.into_inner()) = Some(n.clone());
                 (n, false)
             }
-            Err(_) => match self
+            None => match self
                 .on_remote
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone()
             {
                 Some(n) => (n, true),
-                None => return "backlog unknown (the remote cannot be listed)".to_string(),
+                None => return "backlog unknown (the remote was never listed)".to_string(),
             },
         };
         let counted = LocalRepo::open(&self.root)
@@ -173,7 +179,10 @@ impl<'a> Pusher<'a> {
                 Ok(crate::remote::push::backlog(&repo, self.remote, &names)?)
             });
         match counted {
-            Ok(b) if stale => format!("backlog: {} (as of the remote's last answer)", b.describe()),
+            Ok(b) if stale => format!(
+                "backlog: {} (as of the remote's last listing)",
+                b.describe()
+            ),
             Ok(b) => format!("backlog: {}", b.describe()),
             Err(e) => format!("backlog unknown ({e:#})"),
         }
