@@ -76,7 +76,46 @@ pub struct RemoteSection {
     pub url: Option<String>,
     /// Push after every backup (and every watch run).
     pub push_after_backup: Option<bool>,
+    /// A watch session pushes at most once per this many seconds.
+    pub push_interval: Option<u64>,
+    /// The S3 storage class data packs are written in (`STANDARD_IA` …).
+    pub data_storage_class: Option<String>,
 }
+
+/// The storage classes `remote.data_storage_class` accepts: S3's list
+/// (PutObject's `x-amz-storage-class`) without the archive classes, whose
+/// objects cannot be read without a restore request first.
+pub const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "REDUCED_REDUNDANCY",
+    "EXPRESS_ONEZONE",
+    "OUTPOSTS",
+    "SNOW",
+];
+
+/// Check a storage class name (as S3 spells it, upper case) and say what
+/// is accepted when it is not.
+pub fn check_storage_class(class: &str) -> Result<(), String> {
+    if STORAGE_CLASSES.contains(&class) {
+        return Ok(());
+    }
+    if matches!(class, "GLACIER" | "DEEP_ARCHIVE") {
+        return Err(format!(
+            "{class} objects cannot be read until a restore request thaws them, so a restore or verify --read-data would fail; use GLACIER_IR (instant retrieval) instead"
+        ));
+    }
+    Err(format!(
+        "unknown storage class {class:?} (accepted: {})",
+        STORAGE_CLASSES.join(", ")
+    ))
+}
+
+/// `remote.push_interval` when the config leaves it out: five minutes.
+pub const DEFAULT_PUSH_INTERVAL: u64 = 300;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -216,6 +255,13 @@ pub const BOUNDS: &[Bound] = &[
         unit: " s = 365 days",
         hint: "the default is 3600",
     },
+    Bound {
+        key: "remote.push_interval",
+        min: 1,
+        max: 86_400,
+        unit: " s = a day",
+        hint: "the default is 300",
+    },
 ];
 
 impl Bound {
@@ -255,6 +301,7 @@ impl FileConfig {
     fn numbers(&self) -> Vec<(&'static str, Option<u64>)> {
         let r = self.retention.clone().unwrap_or_default();
         let w = self.watch.clone().unwrap_or_default();
+        let remote = self.remote.clone().unwrap_or_default();
         let n = |v: Option<u32>| v.map(u64::from);
         vec![
             ("retention.max_versions_per_file", r.max_versions_per_file),
@@ -268,6 +315,7 @@ impl FileConfig {
             ("retention.keep_within_days", n(r.keep_within_days)),
             ("watch.debounce_ms", w.debounce_ms),
             ("watch.full_scan_interval", w.full_scan_interval),
+            ("remote.push_interval", remote.push_interval),
         ]
     }
 }
@@ -429,6 +477,14 @@ impl LoadedConfig {
                 b.check(&format!("key `{key}`"), v)
                     .map_err(|e| self.err(e))?;
             }
+        }
+        if let Some(class) = f
+            .remote
+            .as_ref()
+            .and_then(|r| r.data_storage_class.as_ref())
+        {
+            check_storage_class(class)
+                .map_err(|e| self.err(format!("key `remote.data_storage_class`: {e}")))?;
         }
         if let Some(ex) = &f.exclude {
             crate::scan::Excludes::new(ex).map_err(|e| self.err(format!("key `exclude`: {e}")))?;

@@ -73,6 +73,12 @@ pub struct Cli {
     /// Read the remote's password from FILE (else TROVE_PASSWORD_FILE, TROVE_PASSWORD, or a prompt)
     #[arg(long, global = true, env = "TROVE_PASSWORD_FILE", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// Limit uploads to the remote to KIB KiB/s in all (every concurrent transfer together)
+    #[arg(long, global = true, value_name = "KIB", value_parser = clap::value_parser!(u64).range(1..=u64::from(u32::MAX)))]
+    pub limit_upload: Option<u64>,
+    /// Limit downloads from the remote to KIB KiB/s in all
+    #[arg(long, global = true, value_name = "KIB", value_parser = clap::value_parser!(u64).range(1..=u64::from(u32::MAX)))]
+    pub limit_download: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -213,6 +219,9 @@ pub struct PushArgs {
     /// Also walk the snapshots the remote has, uploading again any tree or content it lost (after `verify --remote` named a missing pack or index)
     #[arg(long)]
     pub repair: bool,
+    /// Upload data packs in this S3 storage class (STANDARD_IA, ONEZONE_IA, GLACIER_IR, INTELLIGENT_TIERING …; overrides remote.data_storage_class); indexes, trees and snapshot commits stay STANDARD
+    #[arg(long, value_name = "CLASS")]
+    pub data_storage_class: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -16,6 +16,7 @@ use crate::config::BackupSettings;
 use crate::id::HashAlgo;
 use crate::local::lock::{LockMode, RepoLock};
 use crate::local::LocalRepo;
+use crate::remote::repo::RemoteRepo;
 use crate::repo::snapshot;
 use crate::repo::RepoRead;
 use crate::retention::Policy;
@@ -84,9 +85,9 @@ pub(super) fn backup(cli: &Cli, a: &BackupArgs) -> Result<Outcome> {
         // The snapshot is safe locally whatever the push does; a failed
         // push is reported (and its exit code returned) after it.
         let repo = LocalRepo::open(&root)?;
-        let _lock = RepoLock::acquire(&repo, LockMode::Shared, cli.wait)?;
         let remote = super::offsite::open_remote(cli)?;
-        let pushed = super::offsite::push_to(cli, &repo, &remote, true, false)?;
+        let lock = RepoLock::acquire(&repo, LockMode::Shared, cli.wait)?;
+        let pushed = super::offsite::push_to(cli, &repo, &remote, lock, true, false)?;
         if pushed != Outcome::Ok {
             return Ok(pushed);
         }
@@ -157,52 +158,66 @@ fn open_for_reading(cli: &Cli) -> Result<(LocalRepo, RepoLock)> {
 }
 
 /// Run `f` on the repository a reading command names: the remote with
-/// `--remote`, else the local repository under a shared lock.
-fn reading<T>(cli: &Cli, f: impl FnOnce(&dyn RepoRead) -> Result<T>) -> Result<T> {
+/// `--remote` (given to `f` as such too, for the requests its `--json`
+/// reports), else the local repository under a shared lock.
+fn reading<T>(
+    cli: &Cli,
+    f: impl FnOnce(&dyn RepoRead, Option<&RemoteRepo>) -> Result<T>,
+) -> Result<T> {
     if cli.remote.is_some() {
         let _ = crate::log::init(console(cli), None);
         let remote = super::offsite::open_remote(cli)?;
-        return f(&remote);
+        return f(&remote, Some(&remote));
     }
     let (repo, _lock) = open_for_reading(cli)?;
-    f(&repo)
+    f(&repo, None)
 }
 
 pub(super) fn snapshots(cli: &Cli) -> Result<Outcome> {
-    reading(cli, |repo| snapshots_of(cli, repo))
+    reading(cli, |repo, remote| snapshots_of(cli, repo, remote))
 }
 
-fn snapshots_of(cli: &Cli, repo: &dyn RepoRead) -> Result<Outcome> {
+fn snapshots_of(cli: &Cli, repo: &dyn RepoRead, remote: Option<&RemoteRepo>) -> Result<Outcome> {
     let scan = snapshot::scan(repo)?;
     for d in &scan.damaged {
         tracing::error!("{}", d.error);
     }
     let rows = output::snapshot_rows(&scan);
-    output::emit(cli, &rows, |out| {
+    super::offsite::emit_remote(cli, remote, &rows, |out| {
         output::snapshots(out, &rows, scan.snapshots.len(), scan.damaged.len())
     })?;
     Ok(outcome(!scan.damaged.is_empty()))
 }
 
 pub(super) fn ls(cli: &Cli, a: &LsArgs) -> Result<Outcome> {
-    reading(cli, |repo| ls_of(cli, a, repo))
+    reading(cli, |repo, remote| ls_of(cli, a, repo, remote))
 }
 
-fn ls_of(cli: &Cli, a: &LsArgs, repo: &dyn RepoRead) -> Result<Outcome> {
+fn ls_of(
+    cli: &Cli,
+    a: &LsArgs,
+    repo: &dyn RepoRead,
+    remote: Option<&RemoteRepo>,
+) -> Result<Outcome> {
     let snap = snapshot::resolve(repo, a.snapshot.as_deref().unwrap_or("latest"))?;
     let (entries, _) = crate::repo::snapshot::load_snapshot(repo, &snap.record)
         .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
     let shown = crate::inspect::ls(&entries, a.path.as_deref(), &snap.id)?;
     let rows = output::ls_rows(&shown);
-    output::emit(cli, &rows, |out| output::ls(out, &rows))?;
+    super::offsite::emit_remote(cli, remote, &rows, |out| output::ls(out, &rows))?;
     Ok(Outcome::Ok)
 }
 
 pub(super) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<Outcome> {
-    reading(cli, |repo| restore_from(cli, a, repo))
+    reading(cli, |repo, remote| restore_from(cli, a, repo, remote))
 }
 
-fn restore_from(cli: &Cli, a: &RestoreArgs, repo: &dyn RepoRead) -> Result<Outcome> {
+fn restore_from(
+    cli: &Cli,
+    a: &RestoreArgs,
+    repo: &dyn RepoRead,
+    remote: Option<&RemoteRepo>,
+) -> Result<Outcome> {
     let snap = snapshot::resolve(repo, &a.snapshot)?;
     let (entries, _) = crate::repo::snapshot::load_snapshot(repo, &snap.record)
         .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
@@ -211,7 +226,9 @@ fn restore_from(cli: &Cli, a: &RestoreArgs, repo: &dyn RepoRead) -> Result<Outco
     let report = crate::restore::run(repo, &snap, entries, &opts, &bar);
     drop(bar);
     let report = report?;
-    output::emit(cli, &report, |out| output::restore(out, &report, cli.quiet))?;
+    super::offsite::emit_remote(cli, remote, &report, |out| {
+        output::restore(out, &report, cli.quiet)
+    })?;
     Ok(outcome(report.failed()))
 }
 
@@ -257,14 +274,19 @@ pub(super) fn materialize(cli: &Cli, a: &MaterializeArgs) -> Result<Outcome> {
 }
 
 pub(super) fn diff(cli: &Cli, a: &DiffArgs) -> Result<Outcome> {
-    reading(cli, |repo| diff_of(cli, a, repo))
+    reading(cli, |repo, remote| diff_of(cli, a, repo, remote))
 }
 
-fn diff_of(cli: &Cli, a: &DiffArgs, repo: &dyn RepoRead) -> Result<Outcome> {
+fn diff_of(
+    cli: &Cli,
+    a: &DiffArgs,
+    repo: &dyn RepoRead,
+    remote: Option<&RemoteRepo>,
+) -> Result<Outcome> {
     let from = snapshot::resolve(repo, &a.from)?;
     let to = snapshot::resolve(repo, &a.to)?;
     let d = crate::inspect::diff(repo, &from, &to)?;
-    output::emit(cli, &d, |out| output::diff(out, &d))?;
+    super::offsite::emit_remote(cli, remote, &d, |out| output::diff(out, &d))?;
     Ok(Outcome::Ok)
 }
 
@@ -324,9 +346,6 @@ pub(super) fn stats(cli: &Cli) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-/// The least time between two pushes of a watch session.
-const WATCH_PUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-
 pub(super) fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
     let (settings, cfg) = settings::source_settings(cli, &a.src)?;
     let opts = settings::watch_options(a, settings, cfg.as_ref())?;
@@ -349,38 +368,36 @@ pub(super) fn watch(cli: &Cli, a: &WatchArgs) -> Result<Outcome> {
     } else {
         None
     };
+    let interval = super::offsite::push_interval(cli)?;
     let root = opts.backup.settings.backup_root.clone();
-    let mut last_push: Option<std::time::Instant> = None;
+    let pusher = remote
+        .as_ref()
+        .map(|r| super::pusher::Pusher::new(cli, r, root.clone(), interval));
     let mut failed = false;
-    crate::watch::run(&opts, &mut |w| {
-        if let Some(r) = &w.report {
-            failed |= r.failed;
+    // Pushes run on their own thread (cli/pusher.rs): the loop below
+    // never waits for one.
+    let watched = std::thread::scope(|scope| {
+        if let Some(p) = &pusher {
+            scope.spawn(|| p.serve());
         }
-        if cli.json || !cli.quiet {
-            // A closed stdout must not stop the session: the log has it all.
-            let _ = output::watch_run(&mut std::io::stdout().lock(), w, cli.json);
-        }
-        if let (Some(remote), Some(_)) = (&remote, &w.report) {
-            // At most one push a minute; a run in between is carried by
-            // the next push. A failed push (network) is logged and retried
-            // after the next run, never stopping the session.
-            if last_push.is_none_or(|t| t.elapsed() >= WATCH_PUSH_INTERVAL) {
-                last_push = Some(std::time::Instant::now());
-                let pushed = LocalRepo::open(&root)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|repo| {
-                        let _lock = RepoLock::acquire(&repo, LockMode::Shared, false)?;
-                        super::offsite::push_to(cli, &repo, remote, false, false)
-                    });
-                if let Err(e) = pushed {
-                    tracing::error!(
-                        "push to {} failed: {e:#}; the next run pushes again",
-                        remote.url()
-                    );
-                }
+        let watched = crate::watch::run(&opts, &mut |w| {
+            if let Some(r) = &w.report {
+                failed |= r.failed;
             }
+            if cli.json || !cli.quiet {
+                // A closed stdout must not stop the session: the log has it all.
+                let _ = output::watch_run(&mut std::io::stdout().lock(), w, cli.json);
+            }
+            if let (Some(p), Some(_)) = (&pusher, &w.report) {
+                p.run_done();
+            }
+        });
+        if let Some(p) = &pusher {
+            p.stop();
         }
-    })?;
+        watched
+    });
+    watched?;
     drop(guard);
     Ok(outcome(failed))
 }

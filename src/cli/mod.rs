@@ -11,6 +11,7 @@ pub mod exit;
 mod offsite;
 mod output;
 mod progress;
+mod pusher;
 mod settings;
 
 pub use args::{Cli, Command};
@@ -38,7 +39,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Mirror(a) => commands::mirror(&cli, a),
         Command::Remote(args::RemoteCommand::Init(a)) => offsite::remote_init(&cli, a),
         Command::Remote(args::RemoteCommand::Key(k)) => offsite::key(&cli, k),
-        Command::Push(a) => offsite::push(&cli, a.repair),
+        Command::Push(a) => offsite::push(&cli, a),
         Command::Pull(a) => offsite::pull(&cli, a),
         Command::Completions { shell } => completions(*shell),
         Command::Man => man(),

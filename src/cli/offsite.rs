@@ -42,12 +42,61 @@ pub(super) fn remote_url(cli: &Cli) -> Result<String> {
     })
 }
 
-/// Whether the config asks for a push after every backup.
-pub(super) fn push_after_backup(cli: &Cli) -> Result<bool> {
+/// The config's `remote` section (empty without a config file).
+fn remote_section(cli: &Cli) -> Result<crate::config::RemoteSection> {
     Ok(settings::config_file(cli, true)?
         .and_then(|c| c.file.remote)
-        .and_then(|r| r.push_after_backup)
-        .unwrap_or(false))
+        .unwrap_or_default())
+}
+
+/// Whether the config asks for a push after every backup.
+pub(super) fn push_after_backup(cli: &Cli) -> Result<bool> {
+    Ok(remote_section(cli)?.push_after_backup.unwrap_or(false))
+}
+
+/// The least time between two pushes of a watch session
+/// (`remote.push_interval`, checked against its bound when the config
+/// was read).
+pub(super) fn push_interval(cli: &Cli) -> Result<std::time::Duration> {
+    let secs = remote_section(cli)?
+        .push_interval
+        .unwrap_or(crate::config::DEFAULT_PUSH_INTERVAL);
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// How a command reaches its remote: the `AWS_*` settings with the data
+/// storage class (`class`, else the config's `remote.data_storage_class`),
+/// and the bandwidth limits.
+fn backend_settings(
+    cli: &Cli,
+    class: Option<&str>,
+) -> Result<(backend::S3Settings, crate::remote::limit::Limits)> {
+    let mut s3 = backend::S3Settings::from_env();
+    s3.data_storage_class = match class {
+        Some(c) => {
+            backend::check_storage_class(c)
+                .map_err(|e| Error::Usage(format!("--data-storage-class: {e}")))?;
+            Some(c.to_string())
+        }
+        None => remote_section(cli)?.data_storage_class,
+    };
+    let limits = crate::remote::limit::Limits {
+        upload_kib: cli.limit_upload,
+        download_kib: cli.limit_download,
+    };
+    Ok((s3, limits))
+}
+
+/// Open the store at `url` as this command is told to (settings above).
+fn open_backend(
+    cli: &Cli,
+    url: &str,
+    create: bool,
+    class: Option<&str>,
+) -> Result<Box<dyn backend::Backend>> {
+    let (s3, limits) = backend_settings(cli, class)?;
+    Ok(crate::remote::limit::open(url, create, &s3, limits)
+        .map_err(|e| crate::remote::repo::backend_error(url, "open", e))?)
 }
 
 /// The remote's password: `--password-file`/`TROVE_PASSWORD_FILE`, else
@@ -110,9 +159,13 @@ fn prompt(question: &str, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
 
 /// Open the remote a command names, with its password.
 pub(super) fn open_remote(cli: &Cli) -> Result<RemoteRepo> {
+    open_remote_with(cli, None)
+}
+
+/// [`open_remote`], writing data packs in `class` (`push --data-storage-class`).
+pub(super) fn open_remote_with(cli: &Cli, class: Option<&str>) -> Result<RemoteRepo> {
     let url = remote_url(cli)?;
-    let b = backend::open(&url, false)
-        .map_err(|e| crate::remote::repo::backend_error(&url, "open", e))?;
+    let b = open_backend(cli, &url, false, class)?;
     Ok(RemoteRepo::open_asking(b, &mut || {
         password(cli, &url, false).map_err(|e| match e.downcast::<Error>() {
             Ok(e) => e,
@@ -140,14 +193,14 @@ pub(super) fn remote_init(cli: &Cli, a: &RemoteInitArgs) -> Result<Outcome> {
     };
     // The password first: nothing is created for a command that cannot finish.
     let pw = password(cli, &url, true)?;
-    let b = backend::open(&url, true)
-        .map_err(|e| crate::remote::repo::backend_error(&url, "open", e))?;
+    let b = open_backend(cli, &url, true, None)?;
     let r = RemoteRepo::init(b, &pw, algo, pack_size, KdfParams::DEFAULT)?;
     let summary = serde_json::json!({
         "remote": r.url(),
         "hash": algo.name(),
         "pack_size": pack_size,
         "key": r.key_id(),
+        "requests": r.backend().stats(),
     });
     emit(cli, &summary, |out| {
         use std::io::Write;
@@ -178,7 +231,7 @@ pub(super) fn key(cli: &Cli, k: &KeyCommand) -> Result<Outcome> {
             let id = r.add_key(&new, KdfParams::DEFAULT)?;
             emit(
                 cli,
-                &serde_json::json!({"remote": r.url(), "added": id}),
+                &serde_json::json!({"remote": r.url(), "added": id, "requests": r.backend().stats()}),
                 |out| {
                     use std::io::Write;
                     writeln!(out, "added key {} to {}", &id[..16.min(id.len())], r.url())
@@ -187,13 +240,19 @@ pub(super) fn key(cli: &Cli, k: &KeyCommand) -> Result<Outcome> {
         }
         KeyCommand::List => {
             let keys = r.list_keys()?;
-            emit(cli, &keys, |out| output::keys(out, &keys))?;
+            emit_remote(cli, Some(&r), &keys, |out| {
+                if cli.quiet {
+                    Ok(())
+                } else {
+                    output::keys(out, &keys)
+                }
+            })?;
         }
         KeyCommand::Remove { id } => {
             let gone = r.remove_key(id)?;
             emit(
                 cli,
-                &serde_json::json!({"remote": r.url(), "removed": gone}),
+                &serde_json::json!({"remote": r.url(), "removed": gone, "requests": r.backend().stats()}),
                 |out| {
                     use std::io::Write;
                     writeln!(
@@ -209,29 +268,38 @@ pub(super) fn key(cli: &Cli, k: &KeyCommand) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-/// Push the repository `cli` names to its remote, under a shared lock.
-pub(super) fn push(cli: &Cli, repair: bool) -> Result<Outcome> {
+/// Push the repository `cli` names to its remote.
+pub(super) fn push(cli: &Cli, a: &super::args::PushArgs) -> Result<Outcome> {
     let _ = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None);
     let root = settings::repo_root(cli)?;
     let repo = LocalRepo::open(&root)?;
-    let _lock = RepoLock::acquire(&repo, LockMode::Shared, cli.wait)?;
-    let remote = open_remote(cli)?;
-    push_to(cli, &repo, &remote, true, repair)
+    let remote = open_remote_with(cli, a.data_storage_class.as_deref())?;
+    let lock = RepoLock::acquire(&repo, LockMode::Shared, cli.wait)?;
+    push_to(cli, &repo, &remote, lock, true, a.repair)
 }
 
-/// Push `repo` to `remote` and report it (also the end of `backup --push`);
-/// `print`: on standard output too (a watch session logs it only, its
-/// output being one line per run).
+/// Push `repo` to `remote` and report it (also the end of `backup --push`
+/// and a watch session's pushes). `lock` (shared) is held only while the
+/// local snapshots are listed (see `push::run_releasing`). `print`: on
+/// standard output, with a progress bar (a watch session logs it only,
+/// its output being one line per run).
 pub(super) fn push_to(
     cli: &Cli,
     repo: &LocalRepo,
     remote: &RemoteRepo,
+    lock: RepoLock,
     print: bool,
     repair: bool,
 ) -> Result<Outcome> {
-    let bar = TermProgress::new(cli);
-    let report = crate::remote::push::run(repo, remote, &bar, repair);
-    drop(bar);
+    let mut lock = Some(lock);
+    let report = if print {
+        let bar = TermProgress::new(cli);
+        crate::remote::push::run_releasing(repo, remote, &bar, repair, &mut || drop(lock.take()))
+    } else {
+        let quiet = crate::progress::NoProgress;
+        crate::remote::push::run_releasing(repo, remote, &quiet, repair, &mut || drop(lock.take()))
+    };
+    drop(lock);
     let report = report?;
     tracing::info!(target: "trove::summary", "{}", output::push_line(&report));
     for m in &report.missing {
@@ -283,6 +351,7 @@ pub(super) fn pull(cli: &Cli, a: &PullArgs) -> Result<Outcome> {
         "pull": report,
         "repository": repo.root,
         "browsable_failures": failures,
+        "requests": remote.backend().stats(),
     });
     emit(cli, &summary, |out| {
         output::pull(out, &report, &repo.root, cli.quiet)
@@ -326,18 +395,87 @@ pub(super) fn verify(cli: &Cli, a: &super::args::VerifyArgs) -> Result<Outcome> 
     })
 }
 
-/// `stats --remote`: the figures of `stats`, and the remote's own.
+/// `stats --remote`: the figures of `stats`, and the remote's own; with
+/// `--repo` (or a config's backup_root), the backlog: local snapshots
+/// not on the remote yet.
 pub(super) fn stats(cli: &Cli) -> Result<Outcome> {
     let _ = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None);
     let remote = open_remote(cli)?;
     let st = crate::gc::stats(&remote)?;
+    let backlog = match local_for_backlog(cli)? {
+        Some(repo) => {
+            let _lock = RepoLock::acquire(&repo, LockMode::Shared, cli.wait)?;
+            let names = remote.commit_names()?;
+            Some(crate::remote::push::backlog(&repo, &remote, &names)?)
+        }
+        None => None,
+    };
+    // Last, so that its requests count every one this command made.
     let rs = remote.stats()?;
-    let both = serde_json::json!({ "repository": st, "remote": rs });
+    let mut both = serde_json::json!({ "repository": st, "remote": rs });
+    if let (Some(b), Some(m)) = (&backlog, both.as_object_mut()) {
+        if let serde_json::Value::Object(fields) = serde_json::to_value(b)? {
+            m.extend(fields);
+        }
+    }
+    both["requests"] = serde_json::to_value(remote.backend().stats())?;
     emit(cli, &both, |out| {
         output::stats(out, &st)?;
-        output::remote_stats(out, &rs)
+        output::remote_stats(out, &rs)?;
+        if let Some(b) = &backlog {
+            use std::io::Write;
+            writeln!(out, "backlog: {}", b.describe())?;
+        }
+        Ok(())
     })?;
     Ok(Outcome::Ok)
+}
+
+/// The local repository whose backlog `stats --remote` reports: `--repo`
+/// (or TROVE_REPO), else the config's backup_root when it holds one.
+fn local_for_backlog(cli: &Cli) -> Result<Option<LocalRepo>> {
+    if cli.repo.is_some() {
+        let root = settings::repo_root(cli)?;
+        return Ok(Some(LocalRepo::open(&root)?));
+    }
+    match settings::config_file(cli, true)?.and_then(|c| c.file.backup_root) {
+        Some(root) if LocalRepo::exists(&root) => Ok(Some(LocalRepo::open(&root)?)),
+        _ => Ok(None),
+    }
+}
+
+/// [`emit`] for a command that talked to `remote`: its `--json` says
+/// the requests made and bytes moved (`requests`, as push reports them),
+/// so a run can be priced. An object gains the field; a list (whose
+/// shape equals the local command's) is printed unchanged and the
+/// requests go to standard error as one JSON object.
+pub(super) fn emit_remote<R: serde::Serialize>(
+    cli: &Cli,
+    remote: Option<&RemoteRepo>,
+    report: &R,
+    human: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
+) -> Result<()> {
+    let Some(remote) = remote else {
+        return output::emit(cli, report, human);
+    };
+    let (url, stats) = (remote.url(), remote.backend().stats());
+    if !cli.json {
+        return output::emit(cli, report, human);
+    }
+    let mut v = serde_json::to_value(report)?;
+    match &mut v {
+        serde_json::Value::Object(m) => {
+            m.entry("requests").or_insert(serde_json::to_value(stats)?);
+            output::json(&mut std::io::stdout().lock(), &v)
+        }
+        _ => {
+            output::json(&mut std::io::stdout().lock(), &v)?;
+            let line = serde_json::json!({ "remote": url, "requests": stats });
+            use std::io::Write;
+            writeln!(std::io::stderr().lock(), "{line}")?;
+            Ok(())
+        }
+    }
 }
 
 /// `commands::emit`, silent in its human form under `-q`.

@@ -82,6 +82,13 @@ pub trait Backend: Send + Sync {
     fn put_owned(&self, path: &str, data: Vec<u8>) -> BackendResult<()> {
         self.put(path, &data)
     }
+    /// `put_owned` of a data pack: the one kind of object an S3 store
+    /// writes in the remote's data storage class
+    /// ([`S3Settings::data_storage_class`]); every other object stays in
+    /// the standard class, as restore needs it at once.
+    fn put_data_pack(&self, path: &str, data: Vec<u8>) -> BackendResult<()> {
+        self.put_owned(path, data)
+    }
     fn get(&self, path: &str) -> BackendResult<Vec<u8>>;
     /// `len` bytes from `offset` (fewer only at the end of the object).
     fn get_range(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>>;
@@ -118,6 +125,9 @@ pub fn open(url: &str, create: bool) -> BackendResult<Box<dyn Backend>> {
 pub struct MemBackend {
     objects: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>>,
     stats: std::sync::Arc<std::sync::Mutex<RequestStats>>,
+    /// The paths written by `put_data_pack` (a real store would give them
+    /// the data storage class).
+    data_packs: Arc<Mutex<Vec<String>>>,
 }
 
 impl MemBackend {
@@ -133,6 +143,11 @@ impl MemBackend {
 
     fn count(&self, f: impl FnOnce(&mut RequestStats)) {
         f(&mut lock(&self.stats));
+    }
+
+    /// The paths put as data packs, in order.
+    pub fn data_pack_puts(&self) -> Vec<String> {
+        lock(&self.data_packs).clone()
     }
 }
 
@@ -154,6 +169,12 @@ impl Backend for MemBackend {
             s.bytes_up += data.len() as u64;
         });
         self.objects().insert(path.to_string(), data.to_vec());
+        Ok(())
+    }
+
+    fn put_data_pack(&self, path: &str, data: Vec<u8>) -> BackendResult<()> {
+        self.put_owned(path, data)?;
+        lock(&self.data_packs).push(path.to_string());
         Ok(())
     }
 
@@ -313,7 +334,12 @@ pub struct S3Settings {
     pub io_timeout: Duration,
     /// Requests in flight at once.
     pub concurrency: usize,
+    /// The `x-amz-storage-class` data packs are written with (one of
+    /// [`STORAGE_CLASSES`]); `None`: the bucket's default.
+    pub data_storage_class: Option<String>,
 }
+
+pub use crate::config::{check_storage_class, STORAGE_CLASSES};
 
 impl Default for S3Settings {
     fn default() -> S3Settings {
@@ -330,6 +356,7 @@ impl Default for S3Settings {
             timeout: Duration::from_secs(60),
             io_timeout: Duration::from_secs(60),
             concurrency: 8,
+            data_storage_class: None,
         }
     }
 }
@@ -405,7 +432,14 @@ impl RemoteUrl {
 pub fn open_with(url: &str, create: bool, s3: &S3Settings) -> BackendResult<Box<dyn Backend>> {
     match RemoteUrl::parse(url)? {
         RemoteUrl::S3 { bucket, prefix } => Ok(Box::new(S3Backend::open(&bucket, &prefix, s3)?)),
-        RemoteUrl::File { root } => Ok(Box::new(FsBackend::open(&root, create)?)),
+        RemoteUrl::File { root } => {
+            if let Some(class) = &s3.data_storage_class {
+                tracing::debug!(
+                    "{url}: a folder has no storage classes; data storage class {class} ignored"
+                );
+            }
+            Ok(Box::new(FsBackend::open(&root, create)?))
+        }
     }
 }
 
@@ -636,6 +670,9 @@ impl Backend for FsBackend {
 pub struct S3Backend {
     url: String,
     op: opendal::blocking::Operator,
+    /// The operator data packs are written with when they have their own
+    /// storage class (opendal 0.59 sets the class per operator only).
+    data_op: Option<opendal::blocking::Operator>,
     counters: Arc<Counters>,
     // Dropped after `op` (fields drop in order): the operator's tasks run on it.
     _runtime: tokio::runtime::Runtime,
@@ -701,7 +738,6 @@ fn classify(e: &opendal::Error, path: &str) -> BackendError {
 
 impl S3Backend {
     pub fn open(bucket: &str, prefix: &str, s: &S3Settings) -> BackendResult<S3Backend> {
-        use opendal::layers::{ConcurrentLimitLayer, RetryEvent, RetryLayer, TimeoutLayer};
         let url = if prefix.is_empty() {
             format!("s3://{bucket}")
         } else {
@@ -727,10 +763,51 @@ impl S3Backend {
             .map_err(|e| BackendError::Other {
                 detail: format!("cannot start the S3 client's runtime: {e}"),
             })?;
+        let counters = Arc::new(Counters::default());
+        let op = Self::operator(bucket, prefix, &region, s, None, &counters, &runtime)?;
+        let data_op = match &s.data_storage_class {
+            Some(class) => {
+                check_storage_class(class)
+                    .map_err(|e| config(format!("{url}: data storage class: {e}")))?;
+                Some(Self::operator(
+                    bucket,
+                    prefix,
+                    &region,
+                    s,
+                    Some(class),
+                    &counters,
+                    &runtime,
+                )?)
+            }
+            None => None,
+        };
+        Ok(S3Backend {
+            url,
+            op,
+            data_op,
+            counters,
+            _runtime: runtime,
+        })
+    }
+
+    /// One blocking operator on `runtime`, writing in `class` when given.
+    fn operator(
+        bucket: &str,
+        prefix: &str,
+        region: &str,
+        s: &S3Settings,
+        class: Option<&str>,
+        counters: &Arc<Counters>,
+        runtime: &tokio::runtime::Runtime,
+    ) -> BackendResult<opendal::blocking::Operator> {
+        use opendal::layers::{ConcurrentLimitLayer, RetryEvent, RetryLayer, TimeoutLayer};
         let mut b = opendal::services::S3::default()
             .bucket(bucket)
             .root(&format!("/{prefix}"))
-            .region(&region);
+            .region(region);
+        if let Some(class) = class {
+            b = b.default_storage_class(class);
+        }
         if let Some(ep) = &s.endpoint {
             // An S3-compatible server: never the EC2 metadata service.
             b = b.endpoint(ep).disable_ec2_metadata();
@@ -744,8 +821,7 @@ impl S3Backend {
         if let Some(p) = &s.profile {
             b = b.profile(p);
         }
-        let counters = Arc::new(Counters::default());
-        let on_retry = Arc::clone(&counters);
+        let on_retry = Arc::clone(counters);
         let retry = RetryLayer::new()
             .with_max_times(s.retries)
             .with_min_delay(s.min_backoff)
@@ -764,16 +840,8 @@ impl S3Backend {
             )
             .layer(retry)
             .layer(ConcurrentLimitLayer::new(s.concurrency.max(1)));
-        let op = {
-            let _entered = runtime.enter();
-            opendal::blocking::Operator::new(op).map_err(|e| classify(&e, ""))?
-        };
-        Ok(S3Backend {
-            url,
-            op,
-            counters,
-            _runtime: runtime,
-        })
+        let _entered = runtime.enter();
+        opendal::blocking::Operator::new(op).map_err(|e| classify(&e, ""))
     }
 }
 
@@ -797,6 +865,18 @@ impl Backend for S3Backend {
         Counters::add(&self.counters.put, 1);
         let len = data.len() as u64;
         self.op.write(path, data).map_err(|e| classify(&e, path))?;
+        Counters::add(&self.counters.bytes_up, len);
+        Ok(())
+    }
+
+    fn put_data_pack(&self, path: &str, data: Vec<u8>) -> BackendResult<()> {
+        let Some(op) = &self.data_op else {
+            return self.put_owned(path, data);
+        };
+        check_path(path)?;
+        Counters::add(&self.counters.put, 1);
+        let len = data.len() as u64;
+        op.write(path, data).map_err(|e| classify(&e, path))?;
         Counters::add(&self.counters.bytes_up, len);
         Ok(())
     }

@@ -15,10 +15,12 @@ pub mod chunk;
 pub mod crypto;
 pub mod format;
 pub mod index;
+pub mod limit;
 pub mod pack;
 pub mod pull;
 pub mod push;
 pub mod repo;
+pub mod schedule;
 pub mod subset;
 
 /// Why bytes read from a remote could not be decoded. The layer above

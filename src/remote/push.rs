@@ -71,6 +71,51 @@ const UPLOADERS: usize = 2;
 /// Small objects read and sealed in parallel, this many bytes at a time.
 const BATCH_BYTES: u64 = 8 << 20;
 
+/// Local snapshots the remote does not have yet.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Backlog {
+    pub backlog_snapshots: u64,
+    /// The oldest of them (short id), and its time.
+    pub oldest_unpushed: Option<String>,
+    pub oldest_unpushed_time: Option<String>,
+}
+
+impl Backlog {
+    /// "3 snapshots not on the remote, the oldest 1a2b3c4d of 2026-…".
+    pub fn describe(&self) -> String {
+        match (&self.oldest_unpushed, &self.oldest_unpushed_time) {
+            (Some(id), Some(t)) => format!(
+                "{} snapshot(s) not on the remote, the oldest {id} of {t}",
+                self.backlog_snapshots
+            ),
+            _ => "every local snapshot is on the remote".to_string(),
+        }
+    }
+}
+
+/// The backlog of `local` against the remote whose commit names are
+/// `on_remote` (from [`RemoteRepo::commit_names`]).
+pub fn backlog(
+    local: &dyn RepoRead,
+    remote: &RemoteRepo,
+    on_remote: &HashSet<[u8; 32]>,
+) -> Result<Backlog> {
+    let scan = snapshot::scan(local)?;
+    let mut todo: Vec<&Snapshot> = scan
+        .snapshots
+        .iter()
+        .filter(|s| !on_remote.contains(&remote.commit_name(&s.id)))
+        .collect();
+    todo.sort_by_key(|s| (s.record.time_ns, s.record.seq));
+    Ok(Backlog {
+        backlog_snapshots: todo.len() as u64,
+        oldest_unpushed: todo.first().map(|s| s.id.short()),
+        oldest_unpushed_time: todo
+            .first()
+            .map(|s| snapshot::format_time(s.record.time_ns)),
+    })
+}
+
 /// Push every local snapshot the remote lacks. With `repair`, every local
 /// snapshot is walked, so content and trees the remote lost (a deleted or
 /// damaged pack, a damaged index) are uploaded again; commits already
@@ -80,6 +125,25 @@ pub fn run(
     remote: &RemoteRepo,
     progress: &dyn Progress,
     repair: bool,
+) -> Result<PushReport> {
+    run_releasing(local, remote, progress, repair, &mut || {})
+}
+
+/// [`run`], calling `scanned` once the local snapshots have been listed:
+/// the caller drops the repository's shared lock there, so a push of
+/// minutes never holds up a backup's exclusive lock. That is safe because
+/// a push reads only the snapshots committed when it listed them, every
+/// object it reads is hashed against its name before it is sealed, and
+/// an object a concurrent retention removed meanwhile is recorded as
+/// missing, as if retention had run before the push; a tree or record a
+/// concurrent prune removed fails the push before any commit names it
+/// (docs/DESIGN.md, "Pushing without holding the lock").
+pub fn run_releasing(
+    local: &dyn RepoRead,
+    remote: &RemoteRepo,
+    progress: &dyn Progress,
+    repair: bool,
+    scanned: &mut dyn FnMut(),
 ) -> Result<PushReport> {
     let mut report = PushReport {
         remote: remote.url().to_string(),
@@ -93,7 +157,9 @@ pub fn run(
             local.algo().name()
         )));
     }
-    let scan = snapshot::scan(local)?;
+    let scan = snapshot::scan(local);
+    scanned();
+    let scan = scan?;
     for d in &scan.damaged {
         tracing::warn!("not pushed: {}", d.error);
         report.skipped.push(d.id.short());
@@ -261,6 +327,16 @@ fn adopt_orphans(remote: &RemoteRepo) -> Result<IndexFile> {
     Ok(out)
 }
 
+/// An object retention removed locally while the push (which holds no
+/// lock once it has listed the snapshots) was on its way to it.
+fn vanished(loc: &std::path::Path, path: &[u8]) {
+    tracing::warn!(
+        "object {} (for {}) was removed locally during the push (retention): recorded as missing on the remote",
+        loc.display(),
+        crate::pathbytes::display(path)
+    );
+}
+
 /// A small object waiting to be read and sealed with others in parallel.
 struct Pending {
     id: ObjectId,
@@ -417,7 +493,14 @@ impl Walker<'_> {
             .par_iter()
             .map(|p| {
                 let loc = local.locate(StoreKind::Object, &p.id.0);
-                let mut c = local.open_object(&p.id)?;
+                let mut c = match local.open_object(&p.id) {
+                    Ok(c) => c,
+                    Err(_) if !local.has(StoreKind::Object, &p.id.0) => {
+                        vanished(&loc, &p.path);
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e),
+                };
                 let mut buf = Vec::with_capacity(p.size as usize);
                 c.read_to_end(&mut buf).map_err(|e| Error::io("read", &loc, e))?;
                 if hash_bytes(local.algo(), &buf) != p.id.0 {
@@ -451,7 +534,16 @@ impl Walker<'_> {
     /// remote has it, then its chunk list (a tree-pack blob).
     fn large(&mut self, o: ObjectId, blob: [u8; 32], list_known: bool) -> Result<()> {
         let loc = self.local.locate(StoreKind::Object, &o.0);
-        let mut c = self.local.open_object(&o)?;
+        let mut c = match self.local.open_object(&o) {
+            Ok(c) => c,
+            Err(_) if !self.local.has(StoreKind::Object, &o.0) => {
+                vanished(&loc, &[]);
+                self.queued.remove(&blob);
+                self.missing.push(o.0 .0);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let params = self.remote.config().chunker;
         let mut hasher = Hasher::new(self.local.algo());
         let mut list = ChunkList {

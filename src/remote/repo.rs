@@ -650,9 +650,13 @@ impl RemoteRepo {
     pub fn put_pack(&self, p: FinishedPack) -> Result<index::IndexPack> {
         let path = pack_path(p.kind, &p.name);
         let len = p.bytes.len() as u64;
-        self.backend()
-            .put_owned(&path, p.bytes)
-            .map_err(|e| self.err(format!("upload {path}"), e))?;
+        // Data packs may go to a cheaper storage class; tree packs stay
+        // standard (every restore and push reads them).
+        let put = match p.kind {
+            PackKind::Data => self.backend().put_data_pack(&path, p.bytes),
+            PackKind::Tree => self.backend().put_owned(&path, p.bytes),
+        };
+        put.map_err(|e| self.err(format!("upload {path}"), e))?;
         Ok(index::IndexPack {
             name: p.name,
             kind: p.kind,
@@ -1329,6 +1333,28 @@ mod tests {
             reopen(&m, b"pw"),
             Err(Error::WrongPassword { .. })
         ));
+    }
+
+    #[test]
+    fn only_data_packs_are_written_as_data_packs() {
+        // Data packs may go to a cold storage class; tree packs, indexes,
+        // commits, keys and the config must not.
+        let (r, m) = fresh();
+        let mut names = Vec::new();
+        for (kind, what) in [(PackKind::Data, b"content"), (PackKind::Tree, b"treeish")] {
+            let mut w = PackWriter::new(kind);
+            let id = r.key().id(Domain::Chunk, what);
+            w.push(seal_blob(r.key(), BlobKind::Data, id, None, what, true).expect("seal"));
+            let p = w.finish(r.key()).expect("finish");
+            names.push(pack_path(kind, &p.name));
+            let listed = r.put_pack(p).expect("put");
+            r.put_index(&IndexFile {
+                packs: vec![listed],
+            })
+            .expect("index");
+        }
+        assert_eq!(m.data_pack_puts(), [names[0].clone()]);
+        assert!(m.objects().contains_key(&names[1]));
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod metadata;
 mod mirror;
 mod odd_entries;
 mod offsite;
+mod offsite_cost;
 mod offsite_s3;
 mod offsite_subset;
 mod recovery;

@@ -295,3 +295,101 @@ fn read_data_subset_halves_read_every_pack_once_through_s3() -> TestResult {
     );
     Ok(())
 }
+
+/// The storage class the server stored for an object (`None`: none was
+/// given, i.e. STANDARD), from the filer's `Extended` attributes, whose
+/// values JSON carries as base64.
+fn stored_class(server: &S3Server, bucket: &str, path: &str) -> Res<Option<String>> {
+    let entry = server.filer_entry(bucket, path)?;
+    let Some(ext) = entry["Extended"].as_object() else {
+        return Ok(None);
+    };
+    for (k, v) in ext {
+        if k.eq_ignore_ascii_case("x-amz-storage-class") {
+            let raw = v.as_str().ok_or("class value")?;
+            let class = base64_decode(raw)
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|c| c.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_'))
+                .unwrap_or_else(|| raw.to_string());
+            return Ok(Some(class));
+        }
+    }
+    Ok(None)
+}
+
+/// Standard base64 (with padding), as Go's JSON writes a byte slice.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = ABC.iter().position(|&a| a == c)? as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[test]
+fn data_packs_are_written_in_the_data_storage_class_and_nothing_else_is() -> TestResult {
+    let Some(server) = S3Server::start() else {
+        return Ok(());
+    };
+    server.create_bucket("cold")?;
+    let env = TestEnv::new()?;
+    fill_source(&env, 31)?;
+    env.backup_ok(&[])?;
+    let aws = server.env();
+    let url = server.url("cold", "t");
+    let repo = env.backup.to_str().ok_or("utf8")?.to_string();
+    ok(
+        &trove(&env, &["remote", "init", &url], &aws)?,
+        "remote init",
+    )?;
+    ok(
+        &trove(
+            &env,
+            &[
+                "push",
+                "--repo",
+                &repo,
+                "--remote",
+                &url,
+                "--data-storage-class",
+                "STANDARD_IA",
+            ],
+            &aws,
+        )?,
+        "push",
+    )?;
+    let b = trove::remote::backend::open_with(&url, false, &server.settings())?;
+    let all = b.list("")?;
+    let (mut data, mut other) = (0, 0);
+    for o in &all {
+        let class = stored_class(&server, "cold", &format!("t/{}", o.path))?;
+        if o.path.starts_with("data/") {
+            data += 1;
+            assert_eq!(class.as_deref(), Some("STANDARD_IA"), "{}", o.path);
+        } else {
+            other += 1;
+            assert!(
+                class.is_none() || class.as_deref() == Some("STANDARD"),
+                "{}: {class:?}",
+                o.path
+            );
+        }
+    }
+    assert!(data > 0 && other >= 4, "{all:?}");
+    eprintln!("storage classes checked on {data} data pack(s) and {other} other object(s)");
+    // The remote reads back whole: restore needs nothing thawed.
+    let target = env.root().join("restored");
+    restore_remote(&env, &url, &target, &aws)?;
+    assert_eq!(tree_of(&target)?, tree_of(&env.source)?);
+    Ok(())
+}

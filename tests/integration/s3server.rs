@@ -238,6 +238,33 @@ impl S3Server {
         s
     }
 
+    /// What the filer keeps of one object (`GET /buckets/B/PATH?metadata=true`,
+    /// unsigned: the filer's HTTP port is not behind S3's auth): its
+    /// `Extended` attributes hold what S3 headers were stored, such as
+    /// the storage class.
+    pub fn filer_entry(&self, bucket: &str, path: &str) -> Res<serde_json::Value> {
+        let port = self
+            .filer
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.split('.').next())
+            .ok_or("filer address")?;
+        let mut s = TcpStream::connect(("127.0.0.1", port.parse::<u16>()?))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let req = format!(
+            "GET /buckets/{bucket}/{path}?metadata=true HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n\r\n"
+        );
+        s.write_all(req.as_bytes())?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp)?;
+        let text = String::from_utf8_lossy(&resp);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .ok_or_else(|| format!("no body from the filer: {text}"))?;
+        serde_json::from_str(body).map_err(|e| format!("filer said {text}: {e}").into())
+    }
+
     /// Create a bucket (`weed shell`), then wait until S3 knows it.
     pub fn create_bucket(&self, name: &str) -> Res<()> {
         let mut out = String::new();
