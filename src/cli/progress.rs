@@ -51,6 +51,9 @@ impl Progress for TermProgress {
         }
         b.set_message(name.to_string());
         b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        // Draw the phase at once: a run shorter than the first tick would
+        // otherwise show nothing, and a user should see what it is doing.
+        b.tick();
     }
     fn advance(&self, items: u64, bytes: u64) {
         if let Some(b) = &self.bar {
