@@ -404,10 +404,18 @@ pub(super) fn restore(
     } else {
         String::new()
     };
+    // FIFOs, sockets and devices, and hard links, only where there are any.
+    let mut more = String::new();
+    if report.specials > 0 {
+        more.push_str(&format!(", {} special files", report.specials));
+    }
+    if report.hardlinks > 0 {
+        more.push_str(&format!(" ({} of the files as hard links)", report.hardlinks));
+    }
     if report.dry_run {
         writeln!(
             out,
-            "would restore {} files ({}), {} directories, {} symlinks from snapshot {} to {}{tail}",
+            "would restore {} files ({}), {} directories, {} symlinks{more} from snapshot {} to {}{tail}",
             report.files - report.missing.len() as u64,
             human_bytes(report.bytes),
             report.dirs,
@@ -418,7 +426,7 @@ pub(super) fn restore(
     } else {
         writeln!(
             out,
-            "restored {} of {} files ({}), {} directories, {} symlinks from snapshot {} to {}{tail}",
+            "restored {} of {} files ({}), {} directories, {} symlinks{more} from snapshot {} to {}{tail}",
             report.files_restored,
             report.files,
             human_bytes(report.bytes_restored),
