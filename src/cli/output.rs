@@ -410,7 +410,10 @@ pub(super) fn restore(
         more.push_str(&format!(", {} special files", report.specials));
     }
     if report.hardlinks > 0 {
-        more.push_str(&format!(" ({} of the files as hard links)", report.hardlinks));
+        more.push_str(&format!(
+            " ({} of the files as hard links)",
+            report.hardlinks
+        ));
     }
     if report.dry_run {
         writeln!(
