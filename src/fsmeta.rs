@@ -32,6 +32,30 @@ pub struct ReadXattrs {
     pub dropped: usize,
 }
 
+/// What a sized read (`llistxattr`, `lgetxattr`) returns, with a buffer
+/// big enough: a small one first, so the common case is one system call;
+/// on ERANGE the size `query` gives (the value may grow in between, so
+/// this repeats).
+fn read_sized(
+    query: impl Fn() -> rustix::io::Result<usize>,
+    read: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+) -> rustix::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        match read(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) => {
+                let need = query()?;
+                buf = vec![0u8; need.max(buf.len() * 2)];
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The extended attributes of `path` itself (never of what a symlink
 /// there points to), in name order.
 pub fn read_xattrs(path: &Path) -> io::Result<ReadXattrs> {
@@ -39,24 +63,13 @@ pub fn read_xattrs(path: &Path) -> io::Result<ReadXattrs> {
         xattrs: Xattrs::default(),
         dropped: 0,
     };
-    let names = loop {
-        let len = match rustix::fs::llistxattr_query(path) {
-            Ok(0) => return Ok(none()),
-            Ok(n) => n,
-            Err(e) if unsupported(&e) => return Ok(none()),
-            Err(e) => return Err(e.into()),
-        };
-        let mut buf = vec![0u8; len];
-        match rustix::fs::llistxattr(path, &mut buf[..]) {
-            Ok(n) => {
-                buf.truncate(n);
-                break buf;
-            }
-            // It grew between the two calls: ask again.
-            Err(rustix::io::Errno::RANGE) => continue,
-            Err(e) if unsupported(&e) => return Ok(none()),
-            Err(e) => return Err(e.into()),
-        }
+    let names = match read_sized(
+        || rustix::fs::llistxattr_query(path),
+        |buf| rustix::fs::llistxattr(path, buf),
+    ) {
+        Ok(n) => n,
+        Err(e) if unsupported(&e) => return Ok(none()),
+        Err(e) => return Err(e.into()),
     };
     let mut names: Vec<&[u8]> = names.split(|&c| c == 0).filter(|n| !n.is_empty()).collect();
     names.sort();
@@ -67,23 +80,14 @@ pub fn read_xattrs(path: &Path) -> io::Result<ReadXattrs> {
         let Ok(cname) = std::ffi::CString::new(name) else {
             continue;
         };
-        let value = loop {
-            let len = match rustix::fs::lgetxattr_query(path, cname.as_c_str()) {
-                Ok(n) => n,
-                // Removed since it was listed.
-                Err(rustix::io::Errno::NODATA) => break None,
-                Err(e) => return Err(e.into()),
-            };
-            let mut buf = vec![0u8; len];
-            match rustix::fs::lgetxattr(path, cname.as_c_str(), &mut buf[..]) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    break Some(buf);
-                }
-                Err(rustix::io::Errno::RANGE) => continue,
-                Err(rustix::io::Errno::NODATA) => break None,
-                Err(e) => return Err(e.into()),
-            }
+        let value = match read_sized(
+            || rustix::fs::lgetxattr_query(path, cname.as_c_str()),
+            |buf| rustix::fs::lgetxattr(path, cname.as_c_str(), buf),
+        ) {
+            Ok(v) => Some(v),
+            // Removed since it was listed.
+            Err(rustix::io::Errno::NODATA) => None,
+            Err(e) => return Err(e.into()),
         };
         let Some(value) = value else { continue };
         used += name.len() + value.len();

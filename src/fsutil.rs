@@ -207,28 +207,42 @@ pub fn system_time(ns: i64) -> std::time::SystemTime {
     }
 }
 
-/// Give an open file or directory recorded metadata: owner (when `owner`;
-/// chown needs privilege), then mode (chown clears set-id bits, so it comes
-/// after), then mtime.
-pub fn apply_meta(f: &File, path: &Path, meta: &Meta, owner: bool) -> Result<()> {
+/// Give an open file or directory recorded metadata: the owner `owner`
+/// (when given; chown needs privilege), then the mode (chown clears set-id
+/// bits and file capabilities, so it comes after), then `attrs` (extended
+/// attributes: an ACL carries the mode's bits, so after chmod), then the
+/// mtime (last: nothing after it changes it).
+pub fn apply_meta(
+    f: &File,
+    path: &Path,
+    meta: &Meta,
+    owner: Option<(u32, u32)>,
+    attrs: &dyn Fn(&Path),
+) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    if owner {
-        std::os::unix::fs::fchown(f, Some(meta.uid), Some(meta.gid)).ctx("chown", path)?;
+    if let Some((u, g)) = owner {
+        std::os::unix::fs::fchown(f, Some(u), Some(g)).ctx("chown", path)?;
     }
     f.set_permissions(fs::Permissions::from_mode(meta.mode & 0o7777))
         .ctx("chmod", path)?;
+    attrs(path);
     f.set_times(fs::FileTimes::new().set_modified(system_time(meta.mtime_ns)))
         .ctx("set mtime of", path)
 }
 
 /// `apply_meta` on a path, never through a symlink standing there.
-pub fn set_meta_nofollow(path: &Path, meta: &Meta, owner: bool) -> Result<()> {
+pub fn set_meta_nofollow(
+    path: &Path,
+    meta: &Meta,
+    owner: Option<(u32, u32)>,
+    attrs: &dyn Fn(&Path),
+) -> Result<()> {
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .ctx("open", path)?;
-    apply_meta(&f, path, meta, owner)
+    apply_meta(&f, path, meta, owner, attrs)
 }
 
 /// Hand memory a phase freed back to the system. Freed space scattered

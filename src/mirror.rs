@@ -222,7 +222,7 @@ impl Applier<'_> {
 
     /// Mode and mtime (never the owner: a mirror is made by its user).
     fn set_meta(&self, p: &Path, meta: &Meta) -> Result<()> {
-        crate::fsutil::set_meta_nofollow(p, meta, false)
+        crate::fsutil::set_meta_nofollow(p, meta, None, &|_| {})
     }
 
     /// Put SRC's entry `e` at its place in DEST (nothing there now).

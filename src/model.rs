@@ -250,6 +250,14 @@ pub struct History {
 }
 
 impl History {
+    /// The contents it keeps: its versions, then its deleted content.
+    pub fn object_ids(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        self.versions
+            .iter()
+            .map(|(_, a)| a.id)
+            .chain(self.deleted.iter().map(|a| a.id))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.versions.is_empty() && self.deleted.is_none()
     }

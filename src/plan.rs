@@ -156,8 +156,7 @@ impl Plan {
             .filter_map(|e| e.file_id().map(|(id, _)| id))
             .collect();
         for (_, h) in &self.archive {
-            live.extend(h.versions.iter().map(|(_, a)| a.id));
-            live.extend(h.deleted.iter().map(|a| a.id));
+            live.extend(h.object_ids());
         }
         live
     }

@@ -259,29 +259,41 @@ impl Ctx<'_> {
         });
     }
 
-    /// Owner, mode, extended attributes, then mtime, of a restored file or
-    /// directory open as `f`. The order matters: chown clears file
-    /// capabilities and set-id bits, and an ACL carries the mode's bits.
+    /// The owner a restored entry gets: none unless running as root.
+    fn chown_to(&self, meta: &Meta) -> Option<(u32, u32)> {
+        self.as_root.then(|| self.owner(meta))
+    }
+
+    /// The recorded metadata of a restored file or directory open as `f`
+    /// (`fsutil::apply_meta`: owner, mode, extended attributes, mtime).
     fn apply_meta(&self, f: &File, path: &Path, rel: &[u8], meta: &Meta) -> Result<()> {
-        if self.as_root {
-            let (u, g) = self.owner(meta);
-            std::os::unix::fs::fchown(f, Some(u), Some(g)).ctx("chown", path)?;
+        crate::fsutil::apply_meta(f, path, meta, self.chown_to(meta), &|p| {
+            self.set_xattrs(p, rel, meta)
+        })
+    }
+
+    /// The recorded metadata of an entry that is not opened (a symlink, a
+    /// FIFO, a device: opening a FIFO would block, a device could act),
+    /// in `apply_meta`'s order; `chmod` for all but symlinks, which have
+    /// no mode of their own.
+    fn apply_meta_by_path(&self, p: &Path, rel: &[u8], meta: &Meta, chmod: bool) -> Result<()> {
+        if let Some((u, g)) = self.chown_to(meta) {
+            std::os::unix::fs::lchown(p, Some(u), Some(g)).ctx("chown", p)?;
         }
-        f.set_permissions(fs::Permissions::from_mode(meta.mode & 0o7777))
-            .ctx("chmod", path)?;
-        self.set_xattrs(path, rel, meta);
-        f.set_times(fs::FileTimes::new().set_modified(crate::fsutil::system_time(meta.mtime_ns)))
-            .ctx("set mtime of", path)
+        if chmod {
+            // chmod(2) follows symlinks, but `p` was just made and is none.
+            fs::set_permissions(p, fs::Permissions::from_mode(meta.mode & 0o7777))
+                .ctx("chmod", p)?;
+        }
+        self.set_xattrs(p, rel, meta);
+        crate::fsutil::set_symlink_mtime(p, meta.mtime_ns)
     }
 
     /// `apply_meta` on a path, never through a symlink standing there.
     fn apply_meta_at(&self, path: &Path, rel: &[u8], meta: &Meta) -> Result<()> {
-        let f = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .ctx("open", path)?;
-        self.apply_meta(&f, path, rel, meta)
+        crate::fsutil::set_meta_nofollow(path, meta, self.chown_to(meta), &|p| {
+            self.set_xattrs(p, rel, meta)
+        })
     }
 }
 
@@ -428,7 +440,9 @@ pub fn run(
         if fs::symlink_metadata(&from).is_err() {
             continue;
         }
-        match link_into_place(&cx, &from, &to) {
+        match create_in_place(&cx, &to, "a file", "create hard link", |at| {
+            fs::hard_link(&from, at)
+        }) {
             Ok(()) => {
                 let mut d = cx.done.lock().unwrap_or_else(|p| p.into_inner());
                 d.0 += 1;
@@ -714,34 +728,10 @@ fn copy_hashing(
 fn restore_symlink(cx: &Ctx<'_>, rel: &[u8], target: &[u8], meta: &Meta) -> Result<()> {
     let p = cx.fs_path(rel);
     let t = pathbytes::from_bytes(target.to_vec());
-    match std::os::unix::fs::symlink(&t, &p) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && cx.overwrite => {
-            if fs::symlink_metadata(&p)
-                .map(|m| m.is_dir())
-                .unwrap_or(false)
-            {
-                return Err(Error::Usage(format!(
-                    "{} is a directory in the target; the snapshot has a symlink there (move the directory away)",
-                    p.display()
-                )));
-            }
-            let dir = p.parent().unwrap_or(Path::new("."));
-            let tmp = dir.join(format!(".{}", crate::fsutil::tmp_name("trove-restore")));
-            std::os::unix::fs::symlink(&t, &tmp).ctx("create symlink", &tmp)?;
-            if let Err(e) = fs::rename(&tmp, &p) {
-                let _ = fs::remove_file(&tmp);
-                return Err(Error::io("rename into place", &p, e));
-            }
-        }
-        Err(e) => return Err(Error::io("create symlink", &p, e)),
-    }
-    if cx.as_root {
-        let (u, g) = cx.owner(meta);
-        std::os::unix::fs::lchown(&p, Some(u), Some(g)).ctx("chown", &p)?;
-    }
-    cx.set_xattrs(&p, rel, meta);
-    crate::fsutil::set_symlink_mtime(&p, meta.mtime_ns)
+    create_in_place(cx, &p, "a symlink", "create symlink", |at| {
+        std::os::unix::fs::symlink(&t, at)
+    })?;
+    cx.apply_meta_by_path(&p, rel, meta, false)
 }
 
 /// The files a restore writes, in listing order, and the paths restored as
@@ -775,31 +765,36 @@ fn link_groups(entries: &[Entry]) -> (Vec<&Entry>, Vec<(&Entry, &Entry)>) {
     (files, followers)
 }
 
-/// Make `to` a hard link to `from` (both inside the target); with
-/// `--overwrite`, over what is there (never a directory).
-fn link_into_place(cx: &Ctx<'_>, from: &Path, to: &Path) -> Result<()> {
-    match fs::hard_link(from, to) {
+/// Make a new entry at `p` with `make` (a symlink, a hard link, a FIFO or
+/// device). With `--overwrite`, what is there (never a directory) is
+/// replaced: `make` at a temporary name beside it, then a rename, so no
+/// moment leaves the path empty and nothing is written through it.
+fn create_in_place(
+    cx: &Ctx<'_>,
+    p: &Path,
+    what: &str,
+    action: &'static str,
+    make: impl Fn(&Path) -> io::Result<()>,
+) -> Result<()> {
+    match make(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && cx.overwrite => {
-            if fs::symlink_metadata(to)
-                .map(|m| m.is_dir())
-                .unwrap_or(false)
-            {
+            if fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false) {
                 return Err(Error::Usage(format!(
-                    "{} is a directory in the target; the snapshot has a file there (move the directory away)",
-                    to.display()
+                    "{} is a directory in the target; the snapshot has {what} there (move the directory away)",
+                    p.display()
                 )));
             }
-            let dir = to.parent().unwrap_or(Path::new("."));
+            let dir = p.parent().unwrap_or(Path::new("."));
             let tmp = dir.join(format!(".{}", crate::fsutil::tmp_name("trove-restore")));
-            fs::hard_link(from, &tmp).ctx("create hard link", &tmp)?;
-            if let Err(e) = fs::rename(&tmp, to) {
+            make(&tmp).ctx(action, &tmp)?;
+            if let Err(e) = fs::rename(&tmp, p) {
                 let _ = fs::remove_file(&tmp);
-                return Err(Error::io("rename into place", to, e));
+                return Err(Error::io("rename into place", p, e));
             }
             Ok(())
         }
-        Err(e) => Err(Error::io("create hard link", to, e)),
+        Err(e) => Err(Error::io(action, p, e)),
     }
 }
 
@@ -825,31 +820,10 @@ fn restore_special(
             kind.describe()
         )));
     }
-    if let Ok(m) = fs::symlink_metadata(&p) {
-        if !cx.overwrite {
-            return Err(Error::Usage(format!(
-                "{} appeared in the target while restoring; not replaced",
-                p.display()
-            )));
-        }
-        if m.is_dir() {
-            return Err(Error::Usage(format!(
-                "{} is a directory in the target; the snapshot has {} there (move the directory away)",
-                p.display(),
-                kind.describe()
-            )));
-        }
-        fs::remove_file(&p).ctx("remove (to make a special file)", &p)?;
-    }
-    crate::fsmeta::make_special(&p, kind, 0o600, rdev).ctx("create", &p)?;
-    if cx.as_root {
-        let (u, g) = cx.owner(meta);
-        std::os::unix::fs::lchown(&p, Some(u), Some(g)).ctx("chown", &p)?;
-    }
-    // chmod(2) follows symlinks, but `p` was just made and is no symlink.
-    fs::set_permissions(&p, fs::Permissions::from_mode(meta.mode & 0o7777)).ctx("chmod", &p)?;
-    cx.set_xattrs(&p, rel, meta);
-    crate::fsutil::set_symlink_mtime(&p, meta.mtime_ns)?;
+    create_in_place(cx, &p, kind.describe(), "create", |at| {
+        crate::fsmeta::make_special(at, kind, 0o600, rdev)
+    })?;
+    cx.apply_meta_by_path(&p, rel, meta, true)?;
     Ok(true)
 }
 

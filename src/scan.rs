@@ -132,6 +132,16 @@ pub fn xattrs_of(opts_xattrs: bool, p: &Path) -> crate::model::Xattrs {
     }
 }
 
+/// The metadata of the entry at `p` (stat'ed as `m`) with its extended
+/// attributes: what the scan records for folders, symlinks and special
+/// files (a file's are read beside its content, see `xattrs_of`).
+fn meta_with_xattrs(m: &fs::Metadata, xattrs: bool, p: &Path) -> Meta {
+    Meta {
+        xattrs: xattrs_of(xattrs, p),
+        ..meta_of(m)
+    }
+}
+
 /// A file's metadata as the scan records it: hard-link key and holes.
 fn file_ext(m: &fs::Metadata) -> crate::model::FileExt {
     crate::model::FileExt {
@@ -416,12 +426,10 @@ fn visit(
             ));
             return;
         }
-        let mut meta = meta_of(&m);
-        meta.xattrs = xattrs_of(ctx.opts.xattrs, &fs_path());
         out.push(
             Entry {
                 path: path.clone(),
-                item: Item::Dir(meta),
+                item: Item::Dir(meta_with_xattrs(&m, ctx.opts.xattrs, &fs_path())),
             },
             None,
         );
@@ -460,11 +468,7 @@ fn visit(
                     path,
                     item: Item::Leaf(Leaf::Symlink {
                         target: pathbytes::os_bytes(t.as_os_str()).to_vec(),
-                        meta: {
-                            let mut meta = meta_of(&lm);
-                            meta.xattrs = xattrs_of(ctx.opts.xattrs, &fs_path());
-                            meta
-                        },
+                        meta: meta_with_xattrs(&lm, ctx.opts.xattrs, &fs_path()),
                     }),
                 },
                 None,
@@ -474,8 +478,7 @@ fn visit(
                 .push(io_issue(path, fs_path(), &e, "read symlink")),
         }
     } else if let Some(kind) = crate::fsmeta::special_kind(&ft2).filter(|_| ctx.opts.specials) {
-        let mut meta = meta_of(&m);
-        meta.xattrs = xattrs_of(ctx.opts.xattrs, &fs_path());
+        let meta = meta_with_xattrs(&m, ctx.opts.xattrs, &fs_path());
         out.push(
             Entry {
                 path,
@@ -774,8 +777,7 @@ impl<'a> DirScanner<'a> {
         }
         let mut ancestors = parent.ancestors.clone();
         ancestors.push(key);
-        let mut meta = meta_of(&m);
-        meta.xattrs = xattrs_of(opts.xattrs, &next);
+        let meta = meta_with_xattrs(&m, opts.xattrs, &next);
         Some((
             DirTask {
                 fs: next,

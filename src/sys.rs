@@ -155,93 +155,87 @@ pub fn reflink(_src: &File, _dest: &File) -> bool {
     false
 }
 
-/// One `getpw*_r`/`getgr*_r` lookup: call `f` with a buffer, growing it
-/// while the C library says it is too small (ERANGE).
-fn with_name_buffer(mut f: impl FnMut(&mut [libc::c_char]) -> libc::c_int) -> Option<()> {
+/// The C library's user and group records: structs of integers and
+/// pointers, for which all-zero bytes are a valid value.
+trait NssEntry {}
+impl NssEntry for libc::passwd {}
+impl NssEntry for libc::group {}
+
+/// One `getpw*_r`/`getgr*_r` lookup: `call` fills an entry whose strings
+/// point into the buffer it is given (grown while the C library says
+/// ERANGE); `read` takes what is wanted while the buffer lives.
+fn nss_lookup<T: NssEntry, R>(
+    call: impl Fn(&mut T, &mut [libc::c_char], &mut *mut T) -> libc::c_int,
+    read: impl Fn(&T) -> Option<R>,
+) -> Option<R> {
     let mut len = 1024usize;
     loop {
         let mut buf = vec![0 as libc::c_char; len];
-        match f(&mut buf) {
-            0 => return Some(()),
+        // SAFETY: `T: NssEntry` is a C struct of integers and pointers,
+        // valid when all zero.
+        let mut entry: T = unsafe { std::mem::zeroed() };
+        let mut out: *mut T = std::ptr::null_mut();
+        match call(&mut entry, &mut buf, &mut out) {
+            0 if !out.is_null() => return read(&entry),
             libc::ERANGE if len < (1 << 20) => len *= 4,
             _ => return None,
         }
     }
 }
 
+/// The bytes of a C string an NSS entry points to (into the lookup's
+/// buffer, alive while `read` runs).
+fn c_bytes(p: *const libc::c_char) -> Option<Vec<u8>> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null string field of an entry the C library filled
+    // is NUL-terminated and lies in `nss_lookup`'s live buffer.
+    Some(unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes().to_vec())
+}
+
 /// The name of user `uid` on this machine (NSS: files, LDAP, …).
 pub fn user_name(uid: u32) -> Option<Vec<u8>> {
-    let mut name = None;
-    with_name_buffer(|buf| {
-        // SAFETY: `pw` and `out` are valid for writing, `buf` is a live
-        // buffer of the length passed; getpwuid_r writes only into them
-        // and `pw_name` points into `buf`, read before `buf` is dropped.
-        unsafe {
-            let mut pw: libc::passwd = std::mem::zeroed();
-            let mut out: *mut libc::passwd = std::ptr::null_mut();
-            let rc = libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out);
-            if rc == 0 && !out.is_null() && !pw.pw_name.is_null() {
-                name = Some(std::ffi::CStr::from_ptr(pw.pw_name).to_bytes().to_vec());
-            }
-            rc
-        }
-    })?;
-    name
+    nss_lookup(
+        // SAFETY: every pointer is to live memory of the length passed.
+        |pw: &mut libc::passwd, buf, out| unsafe {
+            libc::getpwuid_r(uid, pw, buf.as_mut_ptr(), buf.len(), out)
+        },
+        |pw| c_bytes(pw.pw_name),
+    )
 }
 
 /// The name of group `gid` on this machine.
 pub fn group_name(gid: u32) -> Option<Vec<u8>> {
-    let mut name = None;
-    with_name_buffer(|buf| {
-        // SAFETY: as in `user_name`, for getgrgid_r.
-        unsafe {
-            let mut gr: libc::group = std::mem::zeroed();
-            let mut out: *mut libc::group = std::ptr::null_mut();
-            let rc = libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut out);
-            if rc == 0 && !out.is_null() && !gr.gr_name.is_null() {
-                name = Some(std::ffi::CStr::from_ptr(gr.gr_name).to_bytes().to_vec());
-            }
-            rc
-        }
-    })?;
-    name
+    nss_lookup(
+        // SAFETY: as in `user_name`.
+        |gr: &mut libc::group, buf, out| unsafe {
+            libc::getgrgid_r(gid, gr, buf.as_mut_ptr(), buf.len(), out)
+        },
+        |gr| c_bytes(gr.gr_name),
+    )
 }
 
 /// The id of the user called `name` on this machine.
 pub fn uid_of(name: &[u8]) -> Option<u32> {
     let c = CString::new(name).ok()?;
-    let mut id = None;
-    with_name_buffer(|buf| {
-        // SAFETY: `c` is a NUL-terminated string alive for the call; the
-        // rest as in `user_name`, for getpwnam_r.
-        unsafe {
-            let mut pw: libc::passwd = std::mem::zeroed();
-            let mut out: *mut libc::passwd = std::ptr::null_mut();
-            let rc = libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out);
-            if rc == 0 && !out.is_null() {
-                id = Some(pw.pw_uid);
-            }
-            rc
-        }
-    })?;
-    id
+    nss_lookup(
+        // SAFETY: as in `user_name`; `c` is NUL-terminated and alive.
+        |pw: &mut libc::passwd, buf, out| unsafe {
+            libc::getpwnam_r(c.as_ptr(), pw, buf.as_mut_ptr(), buf.len(), out)
+        },
+        |pw| Some(pw.pw_uid),
+    )
 }
 
 /// The id of the group called `name` on this machine.
 pub fn gid_of(name: &[u8]) -> Option<u32> {
     let c = CString::new(name).ok()?;
-    let mut id = None;
-    with_name_buffer(|buf| {
-        // SAFETY: as in `uid_of`, for getgrnam_r.
-        unsafe {
-            let mut gr: libc::group = std::mem::zeroed();
-            let mut out: *mut libc::group = std::ptr::null_mut();
-            let rc = libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out);
-            if rc == 0 && !out.is_null() {
-                id = Some(gr.gr_gid);
-            }
-            rc
-        }
-    })?;
-    id
+    nss_lookup(
+        // SAFETY: as in `uid_of`.
+        |gr: &mut libc::group, buf, out| unsafe {
+            libc::getgrnam_r(c.as_ptr(), gr, buf.as_mut_ptr(), buf.len(), out)
+        },
+        |gr| Some(gr.gr_gid),
+    )
 }

@@ -284,18 +284,14 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     let (root, sources) = preflight(s)?;
 
     // Open or create the repository, then take the lock.
-    let repo = if LocalRepo::exists(&root) {
-        let r = if opts.dry_run {
-            LocalRepo::open(&root)?
-        } else {
-            LocalRepo::open_writable(&root)?
-        };
+    let repo = if !opts.dry_run {
+        Some(open_or_init(&root, s.hash)?)
+    } else if LocalRepo::exists(&root) {
+        let r = LocalRepo::open(&root)?;
         r.check_algo(s.hash)?;
         Some(r)
-    } else if opts.dry_run {
-        None
     } else {
-        Some(LocalRepo::init(&root, s.hash.unwrap_or(HashAlgo::Blake3))?)
+        None
     };
     let algo = repo
         .as_ref()
@@ -346,6 +342,19 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         &mut report,
     )?;
     Ok(report)
+}
+
+/// The repository at `root` opened for writing, or created there (with
+/// `hash`, BLAKE3 by default) when there is none; an existing one must
+/// use `hash` when it is given.
+fn open_or_init(root: &Path, hash: Option<HashAlgo>) -> Result<LocalRepo> {
+    if LocalRepo::exists(root) {
+        let r = LocalRepo::open_writable(root)?;
+        r.check_algo(hash)?;
+        Ok(r)
+    } else {
+        LocalRepo::init(root, hash.unwrap_or(HashAlgo::Blake3))
+    }
 }
 
 /// Say once that a damaged record stops this run's collection.

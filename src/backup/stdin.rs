@@ -17,7 +17,7 @@ use super::{BackupReport, Problem};
 use crate::audit::Layout;
 use crate::config::BackupSettings;
 use crate::error::{Error, Result};
-use crate::id::{HashAlgo, ObjectId, TreeId};
+use crate::id::{ObjectId, TreeId};
 use crate::local::lock::{LockMode, RepoLock};
 use crate::local::objects::Batch;
 use crate::local::LocalRepo;
@@ -260,14 +260,7 @@ fn ingest(
 /// Contents the plan's retention removed from the archive.
 fn dropped_by_retention(old: &[(Vec<u8>, History)], new: &[(Vec<u8>, History)]) -> Vec<ObjectId> {
     let ids = |a: &[(Vec<u8>, History)]| -> HashSet<ObjectId> {
-        a.iter()
-            .flat_map(|(_, h)| {
-                h.versions
-                    .iter()
-                    .map(|(_, v)| v.id)
-                    .chain(h.deleted.iter().map(|d| d.id))
-            })
-            .collect()
+        a.iter().flat_map(|(_, h)| h.object_ids()).collect()
     };
     let kept = ids(new);
     let mut out: Vec<ObjectId> = ids(old).into_iter().filter(|i| !kept.contains(i)).collect();
@@ -289,13 +282,7 @@ pub fn run(opts: &StdinOptions, progress: &dyn Progress) -> Result<BackupReport>
     let run_start = now_ns();
     let root = super::normalize(&s.backup_root);
     LocalRepo::check_can_init(&root)?;
-    let repo = if LocalRepo::exists(&root) {
-        let r = LocalRepo::open_writable(&root)?;
-        r.check_algo(s.hash)?;
-        r
-    } else {
-        LocalRepo::init(&root, s.hash.unwrap_or(HashAlgo::Blake3))?
-    };
+    let repo = super::open_or_init(&root, s.hash)?;
     let _lock = RepoLock::acquire(&repo, LockMode::Exclusive, opts.wait)?;
     repo.clean_tmp()?;
     let scan = snapshot::scan(&repo)?;

@@ -83,14 +83,7 @@ fn flat(item: Item) -> Flat<Leaf, Meta> {
 }
 
 fn history_ids(h: Option<&History>) -> Vec<ObjectId> {
-    h.map(|h| {
-        h.versions
-            .iter()
-            .map(|(_, a)| a.id)
-            .chain(h.deleted.iter().map(|a| a.id))
-            .collect()
-    })
-    .unwrap_or_default()
+    h.map(|h| h.object_ids().collect()).unwrap_or_default()
 }
 
 fn nests(last: &mut Option<Vec<u8>>, p: &[u8]) -> bool {

@@ -189,6 +189,18 @@ fn snapshots_of(cli: &Cli, repo: &dyn RepoRead, remote: Option<&RemoteRepo>) -> 
     Ok(outcome(!scan.damaged.is_empty()))
 }
 
+/// The snapshot `spec` names (id prefix, `latest`, a time) and its source
+/// listing.
+fn resolved_listing(
+    repo: &dyn RepoRead,
+    spec: &str,
+) -> Result<(snapshot::Snapshot, Vec<crate::model::Entry>)> {
+    let snap = snapshot::resolve(repo, spec)?;
+    let (entries, _) = crate::repo::snapshot::load_snapshot(repo, &snap.record)
+        .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
+    Ok((snap, entries))
+}
+
 pub(super) fn ls(cli: &Cli, a: &LsArgs) -> Result<Outcome> {
     reading(cli, |repo, remote| ls_of(cli, a, repo, remote))
 }
@@ -199,9 +211,7 @@ fn ls_of(
     repo: &dyn RepoRead,
     remote: Option<&RemoteRepo>,
 ) -> Result<Outcome> {
-    let snap = snapshot::resolve(repo, a.snapshot.as_deref().unwrap_or("latest"))?;
-    let (entries, _) = crate::repo::snapshot::load_snapshot(repo, &snap.record)
-        .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
+    let (snap, entries) = resolved_listing(repo, a.snapshot.as_deref().unwrap_or("latest"))?;
     let shown = crate::inspect::ls(&entries, a.path.as_deref(), &snap.id)?;
     let rows = output::ls_rows(&shown);
     super::offsite::emit_remote(cli, remote, &rows, |out| output::ls(out, &rows))?;
@@ -218,9 +228,7 @@ fn restore_from(
     repo: &dyn RepoRead,
     remote: Option<&RemoteRepo>,
 ) -> Result<Outcome> {
-    let snap = snapshot::resolve(repo, &a.snapshot)?;
-    let (entries, _) = crate::repo::snapshot::load_snapshot(repo, &snap.record)
-        .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
+    let (snap, entries) = resolved_listing(repo, &a.snapshot)?;
     let opts = settings::restore_options(a);
     let bar = TermProgress::new(cli);
     let report = crate::restore::run(repo, &snap, entries, &opts, &bar);

@@ -292,13 +292,15 @@ pub(super) fn push_to(
     repair: bool,
 ) -> Result<Outcome> {
     let mut lock = Some(lock);
-    let report = if print {
-        let bar = TermProgress::new(cli);
-        crate::remote::push::run_releasing(repo, remote, &bar, repair, &mut || drop(lock.take()))
-    } else {
-        let quiet = crate::progress::NoProgress;
-        crate::remote::push::run_releasing(repo, remote, &quiet, repair, &mut || drop(lock.take()))
+    let bar = print.then(|| TermProgress::new(cli));
+    let progress: &dyn crate::progress::Progress = match &bar {
+        Some(b) => b,
+        None => &crate::progress::NoProgress,
     };
+    let report = crate::remote::push::run_releasing(repo, remote, progress, repair, &mut || {
+        drop(lock.take())
+    });
+    drop(bar);
     drop(lock);
     let report = report?;
     tracing::info!(target: "trove::summary", "{}", output::push_line(&report));

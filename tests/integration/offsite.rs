@@ -54,7 +54,7 @@ pub fn json(o: &Output) -> Res<serde_json::Value> {
     Ok(serde_json::from_slice(&o.stdout)?)
 }
 
-fn file_url(p: &Path) -> String {
+pub fn file_url(p: &Path) -> String {
     format!("file://{}", p.display())
 }
 
@@ -66,13 +66,18 @@ fn push(env: &TestEnv, url: &str) -> Res<()> {
     )
 }
 
-fn repo(env: &TestEnv) -> String {
+pub fn repo(env: &TestEnv) -> String {
     env.backup.display().to_string()
 }
 
 /// A backup and a remote initialised and pushed to.
 fn pushed(env: &TestEnv) -> Res<String> {
-    fill_source(env, 7)?;
+    pushed_seeded(env, 7)
+}
+
+/// [`pushed`] of a source filled from `seed`; the remote's URL.
+pub fn pushed_seeded(env: &TestEnv, seed: u64) -> Res<String> {
+    fill_source(env, seed)?;
     env.backup_ok(&[])?;
     let url = file_url(&env.root().join("offsite"));
     ok(&trove(env, &["remote", "init", &url], &[])?, "remote init")?;

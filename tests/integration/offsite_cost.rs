@@ -6,30 +6,14 @@
 //! storage class on a real S3 server is in `offsite_s3.rs`.
 
 use crate::common::{Res, TestEnv, TestResult};
-use crate::offsite::{fill_source, json, ok, trove, PASSWORD};
+use crate::offsite::{file_url, fill_source, json, ok, repo, trove, PASSWORD};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
-fn file_url(p: &Path) -> String {
-    format!("file://{}", p.display())
-}
-
-fn repo(env: &TestEnv) -> String {
-    env.backup.display().to_string()
-}
-
 /// A backup and a remote initialised and pushed to; the remote's URL.
 fn pushed(env: &TestEnv) -> Res<String> {
-    fill_source(env, 11)?;
-    env.backup_ok(&[])?;
-    let url = file_url(&env.root().join("offsite"));
-    ok(&trove(env, &["remote", "init", &url], &[])?, "remote init")?;
-    ok(
-        &trove(env, &["push", "--repo", &repo(env), "--remote", &url], &[])?,
-        "push",
-    )?;
-    Ok(url)
+    crate::offsite::pushed_seeded(env, 11)
 }
 
 fn exit_2_naming(o: &Output, what: &str, words: &[&str]) -> Res<()> {

@@ -270,15 +270,7 @@ fn read_data_subset_halves_read_every_pack_once_through_s3() -> TestResult {
         )?;
         ok(&o, spec)?;
         let j = json(&o)?;
-        let names: Vec<String> = j["packs_read_names"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert_eq!(j["packs_read"].as_u64(), Some(names.len() as u64), "{j}");
+        let names = crate::offsite_subset::read_names(&j)?;
         // One GET per pack read, beside the index and tree reads; no
         // write of any kind.
         let r = &j["requests"];

@@ -22,7 +22,7 @@ fn many_packs() -> Res<(TestEnv, String, PathBuf)> {
     }
     env.backup_ok(&[])?;
     let dir = env.root().join("offsite");
-    let url = format!("file://{}", dir.display());
+    let url = crate::offsite::file_url(&dir);
     ok(
         &trove(&env, &["remote", "init", &url, "--pack-size", "1M"], &[])?,
         "remote init",
@@ -69,7 +69,7 @@ fn verify(env: &TestEnv, url: &str, args: &[&str]) -> Res<(Option<i32>, serde_js
 
 /// The `packs_read_names` of a verify document, checked against its
 /// `packs_read` and sorted as documented.
-fn read_names(j: &serde_json::Value) -> Res<Vec<String>> {
+pub fn read_names(j: &serde_json::Value) -> Res<Vec<String>> {
     let names: Vec<String> = j["packs_read_names"]
         .as_array()
         .map(|a| {
@@ -287,7 +287,7 @@ fn read_data_subset_shares_and_sizes_read_what_they_say() -> TestResult {
 #[test]
 fn read_data_subset_bad_specs_and_conflicts_exit_2() -> TestResult {
     let env = TestEnv::new()?;
-    let url = format!("file://{}", env.root().join("nothing-here").display());
+    let url = crate::offsite::file_url(&env.root().join("nothing-here"));
     for spec in ["0/3", "4/3", "3", "0%", "1X"] {
         let o = trove(
             &env,
