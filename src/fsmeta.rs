@@ -271,6 +271,12 @@ impl SparseWriter {
         Ok(())
     }
 
+    /// `n` bytes of zeros known to be a hole: skipped without a look.
+    pub fn skip(&mut self, n: u64) {
+        self.pending += n;
+        self.offset += n;
+    }
+
     /// Extend the file over a trailing hole.
     pub fn finish(self, f: &mut File) -> io::Result<()> {
         if self.pending > 0 {

@@ -622,6 +622,30 @@ fn ingest_once(
         &mut small_guard
     };
     loop {
+        // A sparse source's holes are found, not read (SEEK_DATA): they
+        // are hashed as the zeros they read as, and left as holes in the
+        // stored copy.
+        if let (Some(h), true) = (holes.as_mut(), tmp.is_some()) {
+            match next_data(&mut file, total, before.size) {
+                Ok(data) if data > total => {
+                    let hole = data - total;
+                    buf.fill(0);
+                    let mut left = hole;
+                    while left > 0 {
+                        let n = left.min(buf.len() as u64) as usize;
+                        hasher.update(&buf[..n]);
+                        left -= n as u64;
+                    }
+                    h.skip(hole);
+                    total = data;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    cleanup(&tmp_path);
+                    return Err(source_err(e));
+                }
+            }
+        }
         let n = match fsutil::read_full(&mut file, buf) {
             Ok(n) => n,
             Err(e) => {
@@ -692,6 +716,22 @@ fn ingest_once(
         stat: before,
         stored,
     }))
+}
+
+/// Where the next data of `file` at or after `pos` starts (`size` when only
+/// a hole is left), with the file's offset moved there. A filesystem
+/// without SEEK_DATA says all of it is data.
+fn next_data(file: &mut File, pos: u64, size: u64) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let data = match rustix::fs::seek(&*file, rustix::fs::SeekFrom::Data(pos)) {
+        Ok(d) => d.min(size),
+        // No data after `pos`: a hole to the end.
+        Err(rustix::io::Errno::NXIO) => size,
+        Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => pos,
+        Err(e) => return Err(e.into()),
+    };
+    file.seek(SeekFrom::Start(data))?;
+    Ok(data)
 }
 
 /// A writer that leaves zero blocks as holes, for a source with holes.
