@@ -80,6 +80,40 @@ pub struct RemoteSection {
     pub push_interval: Option<u64>,
     /// The S3 storage class data packs are written in (`STANDARD_IA` …).
     pub data_storage_class: Option<String>,
+    /// The remote's own snapshot retention (`prune --remote`).
+    pub retention: Option<RemoteRetention>,
+    /// Unused bytes `prune --remote` tolerates, in percent of the used ones.
+    pub max_unused: Option<f64>,
+    /// Minutes a pack out of the index waits before a prune deletes it.
+    pub prune_grace_minutes: Option<u64>,
+}
+
+/// `remote.retention`: the keep rules of `prune --remote`, independent of
+/// the local ones.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteRetention {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    pub keep_within_days: Option<u32>,
+}
+
+impl RemoteRetention {
+    pub fn policy(&self) -> crate::retention::Policy {
+        crate::retention::Policy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+            keep_within_days: self.keep_within_days,
+        }
+    }
 }
 
 /// The storage classes `remote.data_storage_class` accepts: S3's list
@@ -256,6 +290,62 @@ pub const BOUNDS: &[Bound] = &[
         hint: "the default is 3600",
     },
     Bound {
+        key: "remote.retention.keep_last",
+        min: 1,
+        max: MAX_COUNT,
+        unit: "",
+        hint: KEEP_HINT,
+    },
+    Bound {
+        key: "remote.retention.keep_hourly",
+        min: 1,
+        max: MAX_COUNT,
+        unit: "",
+        hint: KEEP_HINT,
+    },
+    Bound {
+        key: "remote.retention.keep_daily",
+        min: 1,
+        max: MAX_COUNT,
+        unit: "",
+        hint: KEEP_HINT,
+    },
+    Bound {
+        key: "remote.retention.keep_weekly",
+        min: 1,
+        max: MAX_COUNT,
+        unit: "",
+        hint: KEEP_HINT,
+    },
+    Bound {
+        key: "remote.retention.keep_monthly",
+        min: 1,
+        max: MAX_COUNT,
+        unit: "",
+        hint: KEEP_HINT,
+    },
+    Bound {
+        key: "remote.retention.keep_yearly",
+        min: 1,
+        max: MAX_COUNT,
+        unit: "",
+        hint: KEEP_HINT,
+    },
+    Bound {
+        key: "remote.retention.keep_within_days",
+        min: 1,
+        max: MAX_DAYS,
+        unit: " days = 100 years",
+        hint: KEEP_HINT,
+    },
+    Bound {
+        key: "remote.prune_grace_minutes",
+        min: 0,
+        max: 43_200,
+        unit: " minutes = 30 days",
+        hint: "the default is 60",
+    },
+    Bound {
         key: "remote.push_interval",
         min: 1,
         max: 86_400,
@@ -302,6 +392,7 @@ impl FileConfig {
         let r = self.retention.clone().unwrap_or_default();
         let w = self.watch.clone().unwrap_or_default();
         let remote = self.remote.clone().unwrap_or_default();
+        let rr = remote.retention.clone().unwrap_or_default();
         let n = |v: Option<u32>| v.map(u64::from);
         vec![
             ("retention.max_versions_per_file", r.max_versions_per_file),
@@ -316,6 +407,14 @@ impl FileConfig {
             ("watch.debounce_ms", w.debounce_ms),
             ("watch.full_scan_interval", w.full_scan_interval),
             ("remote.push_interval", remote.push_interval),
+            ("remote.retention.keep_last", n(rr.keep_last)),
+            ("remote.retention.keep_hourly", n(rr.keep_hourly)),
+            ("remote.retention.keep_daily", n(rr.keep_daily)),
+            ("remote.retention.keep_weekly", n(rr.keep_weekly)),
+            ("remote.retention.keep_monthly", n(rr.keep_monthly)),
+            ("remote.retention.keep_yearly", n(rr.keep_yearly)),
+            ("remote.retention.keep_within_days", n(rr.keep_within_days)),
+            ("remote.prune_grace_minutes", remote.prune_grace_minutes),
         ]
     }
 }
@@ -485,6 +584,13 @@ impl LoadedConfig {
         {
             check_storage_class(class)
                 .map_err(|e| self.err(format!("key `remote.data_storage_class`: {e}")))?;
+        }
+        if let Some(m) = f.remote.as_ref().and_then(|r| r.max_unused) {
+            if !(0.0..=100.0).contains(&m) {
+                return Err(self.err(format!(
+                    "key `remote.max_unused`: {m} is out of range (allowed: 0 to 100 percent); the default is 5"
+                )));
+            }
         }
         if let Some(ex) = &f.exclude {
             crate::scan::Excludes::new(ex).map_err(|e| self.err(format!("key `exclude`: {e}")))?;

@@ -149,6 +149,13 @@ pub enum Error {
         detail: String,
     },
 
+    #[error("remote {url} is locked by another prune ({holder}): wait for it to finish; a lock not renewed for {stale_minutes} minutes is ignored, and `trove prune --remote {url} --unlock` removes it at once when you know that prune is dead")]
+    RemoteLocked {
+        url: String,
+        holder: String,
+        stale_minutes: u64,
+    },
+
     #[error("remote {url} has format version {found} (this trove reads up to {supported}): upgrade trove")]
     RemoteVersion {
         url: String,
@@ -252,7 +259,7 @@ impl Error {
             },
             Error::RemoteDamaged { .. } => ErrorKind::Damaged,
             Error::RemoteVersion { .. } => ErrorKind::Runtime,
-            Error::Locked { .. } => ErrorKind::Locked,
+            Error::Locked { .. } | Error::RemoteLocked { .. } => ErrorKind::Locked,
             Error::MissingConfig { .. }
             | Error::Corrupt { .. }
             | Error::Expansion { .. }

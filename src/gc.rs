@@ -194,6 +194,26 @@ impl Mark<'_> {
     }
 }
 
+/// Every tree and object the snapshots `snaps` reference: their roots,
+/// archives and everything below (what a remote prune keeps). Any tree it
+/// cannot read stops it, as in a collection.
+pub fn referenced(
+    repo: &dyn RepoRead,
+    snaps: &[&Snapshot],
+) -> Result<(HashSet<TreeId>, HashSet<ObjectId>)> {
+    let none = HashSet::new();
+    let mut mark = Mark {
+        repo,
+        trees: HashMap::new(),
+        objects: HashSet::new(),
+        stored: &none,
+    };
+    for s in snaps {
+        mark.snapshot(s, true)?;
+    }
+    Ok((mark.trees.into_keys().collect(), mark.objects))
+}
+
 /// A collection stops at the first thing it cannot read: deleting while
 /// part of the graph is unknown could delete live content. A damaged
 /// repository is a problem found (exit 1), not a usage error.

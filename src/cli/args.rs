@@ -126,7 +126,7 @@ pub enum Command {
     History(HistoryArgs),
     /// Apply retention and remove content nothing references any more
     #[command(
-        after_help = "Examples:\n  trove prune --dry-run                     # what would go, and the bytes freed\n  trove prune --keep-daily 7 --keep-weekly 4 --keep-monthly 12\n\nWithout any keep rule every snapshot record stays, and only the latest snapshot pins its content (max_versions_per_file bounds the history per file)."
+        after_help = "Examples:\n  trove prune --dry-run                     # what would go, and the bytes freed\n  trove prune --keep-daily 7 --keep-weekly 4 --keep-monthly 12\n  trove prune --remote s3://bucket/trove --keep-daily 365 --dry-run   # the remote's own history\n\nWith --remote, the remote's snapshots are forgotten by its own policy (flags, else remote.retention), packs no kept snapshot needs leave the index, and a later prune deletes them after the grace period.\n\nWithout any keep rule every snapshot record stays, and only the latest snapshot pins its content (max_versions_per_file bounds the history per file)."
     )]
     Prune(PruneArgs),
     /// Back up continuously: an initial run, then one run per burst of changes
@@ -302,6 +302,26 @@ pub struct PruneArgs {
     /// Keep every snapshot taken in the last N days
     #[arg(long, value_name = "DAYS")]
     pub keep_within_days: Option<u32>,
+    /// With --remote: repack packs until the unused bytes left are at most PERCENT of the used ones [default: 5, or remote.max_unused]
+    #[arg(long, value_name = "PERCENT", value_parser = parse_max_unused)]
+    pub max_unused: Option<f64>,
+    /// With --remote: delete packs taken out of the index by an earlier prune only after MINUTES (a push or restore running meanwhile may still read them) [default: 60, or remote.prune_grace_minutes]
+    #[arg(long, value_name = "MINUTES")]
+    pub grace: Option<u64>,
+    /// With --remote: remove every lock first, even one a prune renewed recently (only when you know that prune is dead)
+    #[arg(long)]
+    pub unlock: bool,
+}
+
+/// A percentage from 0 (repack every pack with unused bytes): `5`, `5%`, `0.5`.
+fn parse_max_unused(s: &str) -> std::result::Result<f64, String> {
+    let n = s.trim().trim_end_matches('%');
+    match n.parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?}: give a percentage from 0 to 100 (e.g. 5 or 5%)"
+        )),
+    }
 }
 
 #[derive(Args, Debug)]

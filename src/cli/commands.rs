@@ -306,6 +306,15 @@ pub(super) fn history(cli: &Cli, a: &HistoryArgs) -> Result<Outcome> {
 }
 
 pub(super) fn prune(cli: &Cli, a: &PruneArgs) -> Result<Outcome> {
+    if cli.remote.is_some() {
+        return super::offsite::prune(cli, a);
+    }
+    if a.max_unused.is_some() || a.grace.is_some() || a.unlock {
+        return Err(crate::error::Error::Usage(
+            "--max-unused, --grace and --unlock apply to a remote's prune: add --remote URL (the local prune deletes what it collects at once, under the repository's lock)".into(),
+        )
+        .into());
+    }
     let root = settings::repo_root(cli)?;
     let (ret, log_dir) = settings::retention_settings(cli)?;
     let flags = settings::keep_flags(a)?;

@@ -397,6 +397,55 @@ pub(super) fn verify(cli: &Cli, a: &super::args::VerifyArgs) -> Result<Outcome> 
     })
 }
 
+/// `prune --remote`: the remote's retention (flags over the config's
+/// `remote.retention`) and garbage collection.
+pub(super) fn prune(cli: &Cli, a: &super::args::PruneArgs) -> Result<Outcome> {
+    let _ = crate::log::init(
+        if a.dry_run {
+            crate::log::console_level(cli.verbose, cli.quiet)
+                .max(tracing::level_filters::LevelFilter::INFO)
+        } else {
+            crate::log::console_level(cli.verbose, cli.quiet)
+        },
+        None,
+    );
+    let section = remote_section(cli)?;
+    let flags = settings::keep_flags(a)?;
+    let policy = section
+        .retention
+        .as_ref()
+        .map(|r| r.policy())
+        .unwrap_or_default()
+        .overridden_by(flags);
+    crate::config::check_flag("--grace", "remote.prune_grace_minutes", a.grace)?;
+    let grace = a
+        .grace
+        .or(section.prune_grace_minutes)
+        .map_or(crate::remote::prune::DEFAULT_GRACE, |m| {
+            std::time::Duration::from_secs(m * 60)
+        });
+    let remote = open_remote(cli)?;
+    let opts = crate::remote::prune::PruneOptions {
+        policy,
+        max_unused_percent: a
+            .max_unused
+            .or(section.max_unused)
+            .unwrap_or(crate::remote::prune::DEFAULT_MAX_UNUSED),
+        grace,
+        dry_run: a.dry_run,
+        unlock: a.unlock,
+        now_ns: crate::model::now_ns(),
+    };
+    let bar = TermProgress::new(cli);
+    let report = crate::remote::prune::run(&remote, &opts, &bar);
+    drop(bar);
+    let report = report?;
+    emit(cli, &report, |out| {
+        output::prune_remote(out, &report, cli.verbose)
+    })?;
+    Ok(Outcome::Ok)
+}
+
 /// `stats --remote`: the figures of `stats`, and the remote's own; with
 /// `--repo` (or a config's backup_root), the backlog: local snapshots
 /// not on the remote yet.

@@ -1028,10 +1028,100 @@ pub(super) fn verify_remote(
             r.unindexed_packs
         )?;
     }
+    if r.pending_packs > 0 {
+        writeln!(
+            out,
+            "{} pack(s) a prune took out of the index wait for deletion by a later prune",
+            r.pending_packs
+        )?;
+    }
     if r.store.problems.is_empty() {
         writeln!(out, "no problems found")?;
     } else {
         writeln!(out, "{} problem(s) found", r.store.problems.len())?;
+    }
+    Ok(())
+}
+
+pub(super) fn prune_remote(
+    out: &mut impl Write,
+    r: &crate::remote::prune::RemotePruneReport,
+    verbose: u8,
+) -> io::Result<()> {
+    let h = human_bytes;
+    let would = if r.dry_run { "would " } else { "" };
+    if r.dry_run || verbose > 0 {
+        for f in &r.forgotten {
+            writeln!(out, "{would}forget snapshot {} ({})", f.id, f.time)?;
+        }
+        for x in r.removals.iter().filter(|x| x.action != "forget") {
+            writeln!(out, "{would}{} {} ({})", x.action, x.path, h(x.bytes))?;
+        }
+    }
+    if r.policy_set && verbose > 0 {
+        for k in &r.kept {
+            writeln!(out, "keep {} ({}): {}", k.id, k.time, k.reasons.join(", "))?;
+        }
+    }
+    for l in &r.locked {
+        writeln!(
+            out,
+            "kept {}: its object lock holds it until {}",
+            l.path, l.until
+        )?;
+    }
+    writeln!(
+        out,
+        "{}: {} snapshot(s) kept, {} forgotten; {} pack(s) ({}) of which {} used",
+        r.remote,
+        r.kept.len(),
+        r.forgotten.len(),
+        r.packs,
+        h(r.pack_bytes),
+        h(r.used_bytes)
+    )?;
+    writeln!(
+        out,
+        "{}{} pack(s) no kept snapshot needs, {} repacked ({} blob(s) copied into {} new pack(s), {}); unused left {} (limit {}% of used)",
+        if r.dry_run { "would drop " } else { "dropped " },
+        r.packs_dropped,
+        r.packs_repacked,
+        r.blobs_repacked,
+        r.packs_written,
+        h(r.bytes_written),
+        h(r.unused_bytes_after),
+        r.max_unused_percent
+    )?;
+    writeln!(
+        out,
+        "{}{} now",
+        if r.dry_run { "would free " } else { "freed " },
+        h(r.bytes_freed)
+    )?;
+    if r.pending_packs > 0 {
+        writeln!(
+            out,
+            "{} pack(s) ({}) {} out of the index: a prune --remote {} minute(s) from now or later deletes them",
+            r.pending_packs,
+            h(r.pending_bytes),
+            if r.dry_run { "would be taken" } else { "taken" },
+            r.grace_minutes
+        )?;
+    }
+    if r.pending_waiting > 0 {
+        writeln!(
+            out,
+            "{} pack(s) ({}) of earlier prunes wait for the grace period",
+            r.pending_waiting,
+            h(r.pending_waiting_bytes)
+        )?;
+    }
+    if r.packs_restored > 0 {
+        writeln!(
+            out,
+            "{} pack(s) an earlier prune took out are needed by a snapshot pushed meanwhile: indexed again",
+            r.packs_restored
+        )?;
     }
     Ok(())
 }
@@ -1061,6 +1151,14 @@ pub(super) fn remote_stats(
             out,
             "  unindexed packs: {} (the next push indexes them)",
             s.unindexed_packs
+        )?;
+    }
+    if s.pending_packs > 0 {
+        writeln!(
+            out,
+            "  pending packs:  {} ({}; deleted by a prune --remote after the grace period)",
+            s.pending_packs,
+            human_bytes(s.pending_bytes)
         )?;
     }
     Ok(())

@@ -42,8 +42,12 @@ pub struct RemoteVerifyReport {
     pub index_files: u64,
     pub packs: u64,
     pub pack_bytes: u64,
-    /// Packs no index lists (a killed push's; the next push adopts them).
+    /// Packs no index or pending file lists (a killed push's; the next
+    /// push adopts them).
     pub unindexed_packs: u64,
+    /// Packs a prune took out of the index, waiting for a later prune to
+    /// delete them (not damage).
+    pub pending_packs: u64,
     /// The `--read-data-subset` spec (`2/30`, `5%`, `2G`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
@@ -107,7 +111,15 @@ pub fn run(
             Some(&size) => report.pack_bytes += size,
         }
     }
-    report.unindexed_packs = listed.iter().filter(|(_, n, _)| !index.has_pack(n)).count() as u64;
+    let pending = remote.pending_packs()?;
+    report.unindexed_packs = listed
+        .iter()
+        .filter(|(_, n, _)| !index.has_pack(n) && !pending.contains(n))
+        .count() as u64;
+    report.pending_packs = listed
+        .iter()
+        .filter(|(_, n, _)| !index.has_pack(n) && pending.contains(n))
+        .count() as u64;
     // 3. Snapshots, trees and the content they reference: the local
     //    verify's walk, over the remote (sizes from the index, no data read).
     let store_opts = VerifyOptions {

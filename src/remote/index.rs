@@ -25,34 +25,86 @@ pub struct IndexFile {
     pub packs: Vec<IndexPack>,
 }
 
+/// The packs a prune took out of the index, waiting to be deleted by a
+/// later prune (`pending/<hex>`): what each held, so a pack a concurrent
+/// push turned out to need can be indexed again instead of deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingFile {
+    /// When the packs left the index (the prune's clock, ns since the epoch).
+    pub time_ns: i64,
+    pub packs: Vec<IndexPack>,
+}
+
 /// The index file format this trove writes and reads.
 pub const INDEX_VERSION: u8 = 1;
 const MAGIC: &[u8; 4] = b"trvI";
 const AAD: &[u8] = b"trove-index";
+/// The pending file format (same framing as an index file).
+pub const PENDING_VERSION: u8 = 1;
+const PENDING_MAGIC: &[u8; 4] = b"trvG";
+const PENDING_AAD: &[u8] = b"trove-pending";
 
 /// Encode an index file: `"trvI"`, version 1, then the sealed, zstd
 /// compressed postcard bytes. Its name is the BLAKE3 hash of the result.
 pub fn encode(key: &MasterKey, file: &IndexFile) -> FormatResult<Vec<u8>> {
-    let plain =
-        postcard::to_stdvec(file).map_err(|e| FormatError::Decode(format!("index: {e}")))?;
-    let packed =
-        zstd::bulk::compress(&plain, 3).map_err(|e| FormatError::Decode(format!("zstd: {e}")))?;
-    let mut out = Vec::with_capacity(packed.len() + 45);
-    out.extend_from_slice(MAGIC);
-    out.push(INDEX_VERSION);
-    out.extend_from_slice(&key.seal(AAD, &packed));
-    Ok(out)
+    seal_framed(key, MAGIC, INDEX_VERSION, AAD, file)
 }
 
 /// Decode an index file (`Magic`, `Version`, `Auth`, `Truncated`, `Decode`).
 pub fn decode(key: &MasterKey, data: &[u8]) -> FormatResult<IndexFile> {
-    let sealed = super::format::unframe(data, MAGIC, "trove index file", INDEX_VERSION)?;
-    let packed = key.open(AAD, sealed)?;
+    open_framed(key, MAGIC, "trove index file", INDEX_VERSION, AAD, data)
+}
+
+/// Encode a pending file: `"trvG"`, version 1, then as an index file.
+pub fn encode_pending(key: &MasterKey, file: &PendingFile) -> FormatResult<Vec<u8>> {
+    seal_framed(key, PENDING_MAGIC, PENDING_VERSION, PENDING_AAD, file)
+}
+
+/// Decode a pending file.
+pub fn decode_pending(key: &MasterKey, data: &[u8]) -> FormatResult<PendingFile> {
+    open_framed(
+        key,
+        PENDING_MAGIC,
+        "trove pending file",
+        PENDING_VERSION,
+        PENDING_AAD,
+        data,
+    )
+}
+
+fn seal_framed<T: Serialize>(
+    key: &MasterKey,
+    magic: &[u8; 4],
+    version: u8,
+    aad: &[u8],
+    value: &T,
+) -> FormatResult<Vec<u8>> {
+    let plain =
+        postcard::to_stdvec(value).map_err(|e| FormatError::Decode(format!("index: {e}")))?;
+    let packed =
+        zstd::bulk::compress(&plain, 3).map_err(|e| FormatError::Decode(format!("zstd: {e}")))?;
+    let mut out = Vec::with_capacity(packed.len() + 45);
+    out.extend_from_slice(magic);
+    out.push(version);
+    out.extend_from_slice(&key.seal(aad, &packed));
+    Ok(out)
+}
+
+fn open_framed<T: serde::de::DeserializeOwned>(
+    key: &MasterKey,
+    magic: &[u8; 4],
+    what: &'static str,
+    version: u8,
+    aad: &[u8],
+    data: &[u8],
+) -> FormatResult<T> {
+    let sealed = super::format::unframe(data, magic, what, version)?;
+    let packed = key.open(aad, sealed)?;
     // An index lists about 130 bytes per blob; 1 GiB bounds a repository
     // of several million blobs while refusing a decompression bomb.
     let plain = zstd::bulk::decompress(&packed, 1 << 30)
         .map_err(|e| FormatError::Decode(format!("zstd: {e}")))?;
-    postcard::from_bytes(&plain).map_err(|e| FormatError::Decode(format!("index: {e}")))
+    postcard::from_bytes(&plain).map_err(|e| FormatError::Decode(format!("{what}: {e}")))
 }
 
 /// A pack the merged index knows.

@@ -180,13 +180,105 @@ pub fn run_releasing(
         report.requests = remote.backend().stats();
         return Ok(report);
     }
-    let adopted = adopt_orphans(remote)?;
-    report.packs_adopted = adopted.packs.len() as u64;
-    if !adopted.packs.is_empty() {
-        remote.put_index(&adopted)?;
-        report.index_files += 1;
+    // Rounds: upload what the remote lacks, then check that no prune
+    // took an index file away meanwhile (the blobs this push found there
+    // and did not upload may then be on their way out); if one did, the
+    // next round uploads them again. The commits follow a passed check,
+    // re-checked when writing them takes long.
+    let mut left: Vec<&Snapshot> = todo.clone();
+    let mut rounds = 0;
+    'rounds: loop {
+        rounds += 1;
+        let before = index_file_names(remote)?;
+        let adopted = adopt_orphans(remote)?;
+        report.packs_adopted += adopted.packs.len() as u64;
+        if !adopted.packs.is_empty() {
+            remote.put_index(&adopted)?;
+            report.index_files += 1;
+        }
         remote.forget_index();
+        let walk_now: Vec<&Snapshot> = if repair { walk.clone() } else { left.clone() };
+        let (mut missing_by_snap, unpushable) =
+            upload_round(local, remote, &walk_now, repair, progress, &mut report)?;
+        if !index_kept(remote, &before)? {
+            if rounds >= MAX_ROUNDS {
+                return Err(Error::Remote {
+                    url: remote.url().to_string(),
+                    action: "push".into(),
+                    failure: crate::error::RemoteFailure::Other,
+                    detail: format!(
+                        "a prune kept replacing the index during this push ({rounds} tries; the snapshots not listed as pushed were not committed): push again once the prune has finished"
+                    ),
+                });
+            }
+            tracing::warn!(
+                "remote {}: a prune replaced index files during the push: checking again what the remote lacks",
+                remote.url()
+            );
+            continue;
+        }
+        let mut checked = std::time::Instant::now();
+        while let Some(s) = left.first().copied() {
+            if checked.elapsed() > RECHECK {
+                if !index_kept(remote, &before)? {
+                    continue 'rounds;
+                }
+                checked = std::time::Instant::now();
+            }
+            let path = local.locate_snapshot(&s.id);
+            let record = local
+                .read_snapshot(&s.id)
+                .map_err(|e| Error::io("read snapshot", &path, e))?;
+            let mut missing = missing_by_snap.remove(&s.id).unwrap_or_default();
+            missing.extend_from_slice(&unpushable);
+            missing.sort_unstable();
+            missing.dedup();
+            remote.put_commit(&s.id, &Commit { record, missing })?;
+            report.pushed.push(s.id.short());
+            left.remove(0);
+        }
+        break;
     }
+    remote.forget_index();
+    let st = remote.backend().stats();
+    report.bytes_uploaded = st.bytes_up;
+    report.requests = st;
+    Ok(report)
+}
+
+/// Most rounds of a push (see `run_releasing`) before it gives up.
+const MAX_ROUNDS: u32 = 5;
+/// How long a push writes commits before it checks the index again.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The index files the remote holds now, by path.
+fn index_file_names(remote: &RemoteRepo) -> Result<HashSet<String>> {
+    Ok(remote.index_files()?.into_iter().map(|l| l.path).collect())
+}
+
+/// Whether every index file of `before` is still there: then no prune has
+/// taken a pack out of the index since (it does so only by replacing the
+/// index files that list it).
+fn index_kept(remote: &RemoteRepo, before: &HashSet<String>) -> Result<bool> {
+    let now = index_file_names(remote)?;
+    Ok(before.is_subset(&now))
+}
+
+/// The absent content of each snapshot, and the content found unreadable
+/// while it was read (absent from every commit of the push).
+type Absent = (BTreeMap<SnapshotId, Vec<[u8; 32]>>, Vec<[u8; 32]>);
+
+/// One round of a push: walk `walk` against the remote's index as loaded
+/// now, upload the trees and content it lacks, and write one index file
+/// naming the packs uploaded.
+fn upload_round(
+    local: &dyn RepoRead,
+    remote: &RemoteRepo,
+    walk: &[&Snapshot],
+    repair: bool,
+    progress: &dyn Progress,
+    report: &mut PushReport,
+) -> Result<Absent> {
     let index = remote.index()?;
 
     // A rendezvous: a finished pack waits in the walker until an uploader
@@ -235,14 +327,14 @@ pub fn run_releasing(
             batch_bytes: 0,
             tx: &tx,
             failure: &failure,
-            report: &mut report,
+            report,
             missing: Vec::new(),
             progress,
         };
         let result = (|| -> Result<()> {
             // 1. The trees (uploaded as they are met) and the content the
             //    remote lacks, in walk order.
-            for s in &walk {
+            for s in walk {
                 w.snapshot(s)?;
                 let mut m = std::mem::take(&mut w.missing);
                 m.sort_unstable();
@@ -273,37 +365,23 @@ pub fn run_releasing(
     walked?;
     let mut packs = uploaded.into_inner().unwrap_or_else(|p| p.into_inner());
     packs.sort_by_key(|p| p.name);
-    report.packs_written = packs.len() as u64;
+    report.packs_written += packs.len() as u64;
     if !packs.is_empty() {
         remote.put_index(&IndexFile { packs })?;
         report.index_files += 1;
     }
-    for s in &todo {
-        let path = local.locate_snapshot(&s.id);
-        let record = local
-            .read_snapshot(&s.id)
-            .map_err(|e| Error::io("read snapshot", &path, e))?;
-        let mut missing = missing_by_snap.remove(&s.id).unwrap_or_default();
-        missing.extend_from_slice(&unpushable);
-        missing.sort_unstable();
-        missing.dedup();
-        remote.put_commit(&s.id, &Commit { record, missing })?;
-        report.pushed.push(s.id.short());
-    }
-    remote.forget_index();
-    let st = remote.backend().stats();
-    report.bytes_uploaded = st.bytes_up;
-    report.requests = st;
-    Ok(report)
+    Ok((missing_by_snap, unpushable))
 }
 
-/// Index the packs no index names (uploaded by a push that was killed
-/// before its index): their headers say what they hold.
+/// Index the packs no index or pending file names (uploaded by a push
+/// that was killed before its index): their headers say what they hold.
 fn adopt_orphans(remote: &RemoteRepo) -> Result<IndexFile> {
     let index = remote.index()?;
+    // Packs a prune took out of the index on purpose stay out.
+    let pending = remote.pending_packs()?;
     let mut out = IndexFile::default();
     for (kind, name, listed) in remote.list_packs()? {
-        if index.has_pack(&name) {
+        if index.has_pack(&name) || pending.contains(&name) {
             continue;
         }
         match remote.read_pack_entries(&listed.path, listed.size) {
@@ -648,7 +726,7 @@ impl Walker<'_> {
 
 /// A pack's buffer: the target, one more blob (a chunk of at most the
 /// chunker's maximum, or a small object) and room for the header.
-fn pack_capacity(remote: &RemoteRepo) -> usize {
+pub(crate) fn pack_capacity(remote: &RemoteRepo) -> usize {
     let c = remote.config();
     let blob = u64::from(c.chunker.max).max(c.chunker.whole_below) + 64;
     (c.pack_size + blob + (1 << 20)) as usize

@@ -29,6 +29,10 @@ pub const INDEX: &str = "index/";
 pub const SNAPSHOTS: &str = "snapshots/";
 pub const DATA: &str = "data/";
 pub const TREES: &str = "tree/";
+/// Packs a prune took out of the index, waiting for a later prune.
+pub const PENDING: &str = "pending/";
+/// The exclusive lock of a running prune.
+pub const LOCKS: &str = "locks/";
 
 /// Default target size of a pack.
 pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;
@@ -45,16 +49,16 @@ pub fn pack_path(kind: PackKind, name: &[u8; 32]) -> String {
     format!("{dir}{}/{hex}", &hex[..2])
 }
 
-fn index_path(name: &[u8; 32]) -> String {
+pub fn index_path(name: &[u8; 32]) -> String {
     format!("{INDEX}{}", Digest(*name).to_hex())
 }
 
-fn commit_path(name: &[u8; 32]) -> String {
+pub fn commit_path(name: &[u8; 32]) -> String {
     format!("{SNAPSHOTS}{}", Digest(*name).to_hex())
 }
 
 /// The name under `dir` of a listed path, as 32 bytes (None: not ours).
-fn listed_name(path: &str, dir: &str) -> Option<[u8; 32]> {
+pub fn listed_name(path: &str, dir: &str) -> Option<[u8; 32]> {
     let rest = path.strip_prefix(dir)?;
     let hex = rest.rsplit('/').next()?;
     Digest::from_hex(hex).map(|d| d.0)
@@ -89,8 +93,13 @@ pub struct RemoteStats {
     pub data_bytes: u64,
     pub tree_packs: u64,
     pub tree_bytes: u64,
-    /// Packs no index lists (a killed push's; the next push adopts them).
+    /// Packs no index or pending file lists (a killed push's; the next
+    /// push adopts them).
     pub unindexed_packs: u64,
+    /// Packs a prune took out of the index, and their bytes: a prune
+    /// after the grace period deletes them.
+    pub pending_packs: u64,
+    pub pending_bytes: u64,
     pub index_files: u64,
     pub blobs: u64,
     pub requests: super::backend::RequestStats,
@@ -204,7 +213,7 @@ pub fn format_error(url: &str, what: &str, e: FormatError) -> Error {
     }
 }
 
-fn user_and_host() -> (String, String) {
+pub(crate) fn user_and_host() -> (String, String) {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_default();
@@ -389,9 +398,15 @@ impl RemoteRepo {
             blobs: idx.blob_count() as u64,
             ..RemoteStats::default()
         };
+        let pending = self.pending_packs()?;
         for (kind, name, l) in self.list_packs()? {
             if !idx.has_pack(&name) {
-                st.unindexed_packs += 1;
+                if pending.contains(&name) {
+                    st.pending_packs += 1;
+                    st.pending_bytes += l.size;
+                } else {
+                    st.unindexed_packs += 1;
+                }
             }
             match kind {
                 PackKind::Data => {
@@ -546,6 +561,65 @@ impl RemoteRepo {
     /// Forget the loaded index (after a push added to it).
     pub fn forget_index(&self) {
         *lock(&self.inner.index) = None;
+    }
+
+    /// Read through `index` from now on (a prune reads the trees of packs
+    /// waiting for deletion too, in case a concurrent push needed them).
+    pub fn use_index(&self, index: Arc<Index>) {
+        *lock(&self.inner.index) = Some(index);
+    }
+
+    /// The pending files (packs a prune took out of the index), with what
+    /// they list. A damaged one is named and left out: the packs it lists
+    /// are then unindexed packs, which the next prune marks again.
+    pub fn pending_files(&self) -> Result<Vec<(Listed, index::PendingFile)>> {
+        let listed = self
+            .backend()
+            .list(PENDING)
+            .map_err(|e| self.err(format!("list {PENDING}"), e))?;
+        let mut out = Vec::with_capacity(listed.len());
+        for l in listed {
+            let bytes = self
+                .backend()
+                .get(&l.path)
+                .map_err(|e| self.err(format!("read {}", l.path), e))?;
+            match index::decode_pending(self.key(), &bytes) {
+                Ok(f) => out.push((l, f)),
+                Err(e) => tracing::warn!("{}", self.damaged(&l.path, e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The names of the packs every pending file lists (a push does not
+    /// adopt them: a prune found nothing needs them).
+    pub fn pending_packs(&self) -> Result<HashSet<[u8; 32]>> {
+        Ok(self
+            .pending_files()?
+            .into_iter()
+            .flat_map(|(_, f)| f.packs.into_iter().map(|p| p.name))
+            .collect())
+    }
+
+    /// Write a pending file; returns its path.
+    pub fn put_pending(&self, file: &index::PendingFile) -> Result<String> {
+        let bytes = index::encode_pending(self.key(), file)
+            .map_err(|e| self.damaged("new pending file", e))?;
+        let path = format!(
+            "{PENDING}{}",
+            Digest(*blake3::hash(&bytes).as_bytes()).to_hex()
+        );
+        self.backend()
+            .put(&path, &bytes)
+            .map_err(|e| self.err(format!("upload {path}"), e))?;
+        Ok(path)
+    }
+
+    /// Delete one object (absent is not an error).
+    pub fn delete(&self, path: &str) -> Result<()> {
+        self.backend()
+            .delete(path)
+            .map_err(|e| self.err(format!("delete {path}"), e))
     }
 
     /// Every pack stored, by kind, as listed (`data/` and `tree/`).
