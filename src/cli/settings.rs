@@ -648,6 +648,9 @@ mod tests {
             keep_monthly: None,
             keep_yearly: None,
             keep_within_days: None,
+            max_unused: None,
+            grace: None,
+            unlock: false,
         };
         let e = keep_flags(&a).expect_err("0 is out of range");
         assert!(e.to_string().contains("--keep-last"), "{e}");
