@@ -29,6 +29,7 @@ mod offsite;
 mod offsite_cost;
 mod offsite_s3;
 mod offsite_subset;
+mod offsite_writeonly;
 mod recovery;
 mod remote_backend;
 mod restore;
