@@ -1,6 +1,6 @@
 //! Ransomware resistance: `trove push` with credentials that may read,
-//! list and write but not delete (a SeaweedFS identity whose attached IAM
-//! policy is the one README.md documents for AWS). The remote is created
+//! list and write but not delete: README.md's SeaweedFS identity, whose
+//! attached IAM policy is the one README.md documents for AWS. The remote is created
 //! and pushed to (a first push, then an incremental one) with those
 //! credentials and no push asks for a DELETE; a delete with them is
 //! refused by the server and the object stays; a restore with them
@@ -14,39 +14,71 @@ use std::collections::BTreeMap;
 use std::process::Output;
 use trove::remote::backend::{self, Backend, BackendError};
 
-const BUCKET: &str = "vault";
+/// The bucket README.md's policy names.
+const BUCKET: &str = "backups";
 const PUSH_KEY: &str = "trove-push-only";
 const PUSH_SECRET: &str = "trove-push-only-secret";
 
-/// What `trove push` needs and no more (README.md, "Write-only
-/// credentials"): list the bucket, read and write objects; no
-/// s3:DeleteObject.
-fn push_policy(bucket: &str) -> serde_json::Value {
-    serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": ["s3:ListBucket"],
-                "Resource": [format!("arn:aws:s3:::{bucket}")]
-            },
-            {
-                "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:PutObject"],
-                "Resource": [format!("arn:aws:s3:::{bucket}/*")]
-            }
-        ]
-    })
+/// The two JSON blocks of README.md's "Write-only credentials" section:
+/// the AWS IAM policy and the SeaweedFS identities file.
+fn documented() -> Res<(serde_json::Value, serde_json::Value)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))?;
+    let section = readme
+        .split("#### Write-only credentials")
+        .nth(1)
+        .ok_or("README.md has no \"Write-only credentials\" section")?;
+    let section = section.split("\n#").next().unwrap_or(section);
+    let blocks: Vec<serde_json::Value> = section
+        .split("```json\n")
+        .skip(1)
+        .map(|b| serde_json::from_str(b.split("```").next().unwrap_or(b)))
+        .collect::<Result<_, _>>()?;
+    match <[serde_json::Value; 2]>::try_from(blocks) {
+        Ok([aws, seaweed]) => Ok((aws, seaweed)),
+        Err(b) => Err(format!(
+            "README.md: {} JSON blocks in \"Write-only credentials\", expected 2",
+            b.len()
+        )
+        .into()),
+    }
 }
 
-/// A server whose second identity holds only [`push_policy`].
-fn server() -> Option<S3Server> {
-    let pusher = serde_json::json!({
-        "name": "pusher",
-        "credentials": [{"accessKey": PUSH_KEY, "secretKey": PUSH_SECRET}],
-        "policyNames": ["trove-push"],
-    });
-    S3Server::start_with_identities(&[pusher], &[("trove-push", push_policy(BUCKET))])
+/// A server whose second identity is README.md's push identity (with
+/// this test's keys) holding README.md's policy, which must be the AWS
+/// policy it shows.
+fn server() -> Res<Option<S3Server>> {
+    let (aws, seaweed) = documented()?;
+    let mut pusher = seaweed["identities"]
+        .as_array()
+        .and_then(|ids| ids.iter().find(|i| i["name"] == "trove-push"))
+        .cloned()
+        .ok_or("README.md: no trove-push identity")?;
+    pusher["credentials"] = serde_json::json!([{"accessKey": PUSH_KEY, "secretKey": PUSH_SECRET}]);
+    let mut policies = Vec::new();
+    for p in seaweed["policies"]
+        .as_array()
+        .ok_or("README.md: no policies")?
+    {
+        let name = p["name"]
+            .as_str()
+            .ok_or("README.md: a policy without a name")?;
+        let doc: serde_json::Value = serde_json::from_str(
+            p["content"]
+                .as_str()
+                .ok_or("README.md: no policy content")?,
+        )?;
+        assert_eq!(
+            doc, aws,
+            "README.md: the SeaweedFS policy {name} is not the AWS one"
+        );
+        policies.push((name, doc));
+    }
+    assert_eq!(pusher["policyNames"], serde_json::json!(["trove-push"]));
+    assert!(
+        pusher.get("actions").is_none(),
+        "SeaweedFS's Write action allows deletes"
+    );
+    Ok(S3Server::start_with_identities(&[pusher], &policies))
 }
 
 /// `push --json` with the write-only credentials: must succeed, push one
@@ -88,7 +120,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn a_write_only_identity_pushes_but_cannot_delete() -> TestResult {
-    let Some(server) = server() else {
+    let Some(server) = server()? else {
         return Ok(());
     };
     server.create_bucket(BUCKET)?;
@@ -168,7 +200,7 @@ fn a_write_only_identity_pushes_but_cannot_delete() -> TestResult {
 
 #[test]
 fn removing_a_key_needs_credentials_that_may_delete() -> TestResult {
-    let Some(server) = server() else {
+    let Some(server) = server()? else {
         return Ok(());
     };
     server.create_bucket(BUCKET)?;
