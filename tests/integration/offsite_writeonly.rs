@@ -1,11 +1,11 @@
 //! Ransomware resistance: `trove push` with credentials that may read,
 //! list and write but not delete: README.md's SeaweedFS identity, whose
-//! attached IAM policy is the one README.md documents for AWS. The remote is created
-//! and pushed to (a first push, then an incremental one) with those
-//! credentials and no push asks for a DELETE; a delete with them is
-//! refused by the server and the object stays; a restore with them
-//! works; and `remote key remove`, which does delete, is refused with
-//! them and works with the owner's.
+//! attached IAM policy is the one README.md documents for AWS. The
+//! remote is created and pushed to (a first push, then an incremental
+//! one) with those credentials, with no DELETE and no object written
+//! over; a delete with them is refused by the server and the object
+//! stays; a restore with them works; and `remote key remove`, which does
+//! delete, is refused with them and works with the owner's.
 
 use crate::common::{listing, Res, TestEnv, TestResult};
 use crate::offsite::{fill_source, json, ok, restore_remote, trove};
