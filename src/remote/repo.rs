@@ -508,9 +508,19 @@ impl RemoteRepo {
             )));
         }
         let path = format!("{KEYS}{}", k.id);
-        self.backend()
-            .delete(&path)
-            .map_err(|e| self.err(format!("delete {path}"), e))?;
+        self.backend().delete(&path).map_err(|e| {
+            // Likely the write-only credentials a push is given: say
+            // which permission this needs.
+            let e = match e {
+                BackendError::Denied { detail } => BackendError::Denied {
+                    detail: format!(
+                        "{detail} (removing a key deletes its file: use credentials allowed s3:DeleteObject, not write-only push credentials)"
+                    ),
+                },
+                e => e,
+            };
+            self.err(format!("delete {path}"), e)
+        })?;
         Ok(k.id.clone())
     }
 

