@@ -7,7 +7,9 @@
 //! chunking), [`pack`], [`index`] and [`format`] (config, snapshot commits)
 //! are the pure format, tested on bytes; the repository, push, pull and
 //! check above them put the two together ([`subset`]: which packs a
-//! rolling `verify --read-data-subset` reads, pure).
+//! rolling `verify --read-data-subset` reads, pure; [`objlock`]: S3
+//! Object Lock retention and the signed requests it needs; [`locks`]:
+//! `remote extend-locks` and the lock check of `verify --remote`).
 
 pub mod backend;
 pub mod check;
@@ -16,6 +18,8 @@ pub mod crypto;
 pub mod format;
 pub mod index;
 pub mod limit;
+pub mod locks;
+pub mod objlock;
 pub mod pack;
 pub mod pull;
 pub mod push;
