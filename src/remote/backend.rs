@@ -19,7 +19,9 @@ pub use super::objlock::{LockMode, Retention};
 /// The error of an object-lock request to a store that has none.
 fn no_object_lock(url: &str) -> BackendError {
     BackendError::Config {
-        detail: format!("{url} has no S3 Object Lock (only an S3 bucket created with object lock has)"),
+        detail: format!(
+            "{url} has no S3 Object Lock (only an S3 bucket created with object lock has)"
+        ),
     }
 }
 
@@ -339,7 +341,9 @@ impl Backend for MemBackend {
         if !self.objects().contains_key(path) {
             return Ok(None);
         }
-        Ok(lock(&self.locks).as_ref().and_then(|l| l.get(path).copied()))
+        Ok(lock(&self.locks)
+            .as_ref()
+            .and_then(|l| l.get(path).copied()))
     }
 
     fn set_retention(&self, path: &str, r: Retention) -> BackendResult<()> {

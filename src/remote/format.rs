@@ -3,8 +3,8 @@
 //! postcard`.
 
 use super::chunk::ChunkParams;
-use super::objlock::ObjectLock;
 use super::crypto::MasterKey;
+use super::objlock::ObjectLock;
 use super::{FormatError, FormatResult};
 use serde::{Deserialize, Serialize};
 
@@ -128,7 +128,11 @@ pub fn encode_config(key: &MasterKey, c: &RemoteConfig) -> FormatResult<Vec<u8>>
         })
     }
     .map_err(|e| FormatError::Decode(format!("config: {e}")))?;
-    Ok(frame(CONFIG_MAGIC, version as u8, key.seal(CONFIG_AAD, &plain)))
+    Ok(frame(
+        CONFIG_MAGIC,
+        version as u8,
+        key.seal(CONFIG_AAD, &plain),
+    ))
 }
 /// Peek the version byte without the key (a newer remote is named as such
 /// before any password is tried).

@@ -10,7 +10,7 @@
 //! index lists. A pack no index lists (one `prune --remote` dropped, or a
 //! killed push's that the next push adopts) is not renewed.
 
-use super::backend::{Retention, RequestStats};
+use super::backend::{RequestStats, Retention};
 use super::objlock::{LockMode, ObjectLock, MAX_DAYS};
 use super::repo::{pack_path, RemoteRepo, CONFIG, INDEX, KEYS, SNAPSHOTS};
 use crate::error::{Error, Result};
@@ -124,7 +124,10 @@ pub fn extend(
             Ok(())
         })
     };
-    match rayon::ThreadPoolBuilder::new().num_threads(PARALLEL).build() {
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(PARALLEL)
+        .build()
+    {
         Ok(pool) => pool.install(work)?,
         Err(_) => work()?,
     }
@@ -193,7 +196,10 @@ pub fn check(remote: &RemoteRepo, progress: &dyn Progress) -> Result<Option<Lock
             })
             .collect::<Result<Vec<_>>>()
     };
-    let found = match rayon::ThreadPoolBuilder::new().num_threads(PARALLEL).build() {
+    let found = match rayon::ThreadPoolBuilder::new()
+        .num_threads(PARALLEL)
+        .build()
+    {
         Ok(pool) => pool.install(work)?,
         Err(_) => work()?,
     };
@@ -212,7 +218,7 @@ mod tests {
     use super::*;
     use crate::id::HashAlgo;
     use crate::progress::NoProgress;
-    use crate::remote::backend::MemBackend;
+    use crate::remote::backend::{Backend, MemBackend};
     use crate::remote::crypto::{Domain, KdfParams};
     use crate::remote::index::IndexFile;
     use crate::remote::pack::{seal_blob, BlobKind, PackKind, PackWriter};
@@ -260,8 +266,8 @@ mod tests {
             "every object carries a retention"
         );
         let until = r.locked_until(&pack).expect("head").expect("locked");
-        let days = (until - jiff::Timestamp::now()).get_days();
-        assert!((2..=3).contains(&days), "{until}");
+        let secs = until.as_second() - jiff::Timestamp::now().as_second();
+        assert!((2 * 86_400..=3 * 86_400 + 1).contains(&secs), "{until}");
         assert_eq!(r.locked_until("data/00/absent").expect("head"), None);
         // The delete is refused while the lock holds.
         assert!(r.backend().delete(&pack).is_err());
@@ -326,13 +332,29 @@ mod tests {
         let c = check(&r, &NoProgress).expect("check").expect("locked");
         assert_eq!(c.short.len(), 1, "{:?}", c.short);
         assert_eq!(c.short[0].path, pack);
+        // Every needed lock short: every one is renewed.
+        for p in needed_objects(&r).expect("needed") {
+            m.force_retention(&p, soon);
+        }
         let rep = extend(&r, None, &NoProgress).expect("extend");
-        assert_eq!(rep.extended, rep.objects, "all end before now + 10 days");
+        assert_eq!(rep.extended, rep.objects);
+        assert_eq!(
+            rep.objects,
+            m.objects().len() as u64 - 1,
+            "all but the dropped pack"
+        );
         assert!(rep.vanished.is_empty());
         let after = m.retentions();
         assert!(after[&pack].until > soon.until + jiff::SignedDuration::from_hours(24 * 8));
-        assert_eq!(after["data/ff/dropped"], soon, "a dropped pack is left alone");
-        assert!(check(&r, &NoProgress).expect("check").expect("locked").short.is_empty());
+        assert_eq!(
+            after["data/ff/dropped"], soon,
+            "a dropped pack is left alone"
+        );
+        assert!(check(&r, &NoProgress)
+            .expect("check")
+            .expect("locked")
+            .short
+            .is_empty());
         // A shorter --days renews nothing.
         let rep = extend(&r, Some(1), &NoProgress).expect("extend");
         assert_eq!((rep.extended, rep.already), (0, rep.objects));

@@ -17,8 +17,10 @@ use std::time::Duration;
 /// COMPLIANCE period would make the objects undeletable for ever.
 pub const MAX_DAYS: u32 = 36_500;
 
-/// How S3 holds a locked object.
+/// How S3 holds a locked object. (Postcard stores the variant's index,
+/// so the serde name is only the JSON's.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LockMode {
     /// Nobody, not even the account's root user, can delete the object or
     /// shorten its retention before the date: what protects a replica
@@ -92,6 +94,8 @@ impl ObjectLock {
     /// period never sees a warning, a forgotten one is noticed with half
     /// the period still to act in).
     pub fn warn_before(&self, now: Timestamp) -> Timestamp {
+        // Whole seconds, as S3 keeps its dates (and as messages show them).
+        let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
         now.checked_add(SignedDuration::from_secs(i64::from(self.days) * 86_400 / 2))
             .unwrap_or(Timestamp::MAX)
     }
@@ -238,17 +242,15 @@ impl LockClient {
         let mut chain = reqsign_core::ProvideCredentialChain::new().push(defaults.build());
         if let (Some(ak), Some(sk)) = (&s.access_key_id, &s.secret_access_key) {
             let fixed = match &s.session_token {
-                Some(t) => reqsign_aws_v4::StaticCredentialProvider::new(ak, sk)
-                    .with_session_token(t),
+                Some(t) => {
+                    reqsign_aws_v4::StaticCredentialProvider::new(ak, sk).with_session_token(t)
+                }
                 None => reqsign_aws_v4::StaticCredentialProvider::new(ak, sk),
             };
             chain = chain.push_front(fixed);
         }
-        let signer = reqsign_core::Signer::new(
-            ctx,
-            chain,
-            reqsign_aws_v4::RequestSigner::new("s3", region),
-        );
+        let signer =
+            reqsign_core::Signer::new(ctx, chain, reqsign_aws_v4::RequestSigner::new("s3", region));
         Ok(LockClient {
             client,
             signer,
@@ -353,10 +355,7 @@ impl LockClient {
             };
             if attempt >= self.settings.retries {
                 return Err(BackendError::Unreachable {
-                    detail: format!(
-                        "{method} {url}: {failed} (after {} attempts)",
-                        attempt + 1
-                    ),
+                    detail: format!("{method} {url}: {failed} (after {} attempts)", attempt + 1),
                 });
             }
             attempt += 1;
@@ -553,7 +552,7 @@ mod tests {
         assert_eq!(r.mode, LockMode::Governance);
         assert_eq!(
             l.warn_before(now).to_string(),
-            "2026-12-06T10:00:00.25Z",
+            "2026-12-06T10:00:00Z",
             "half the period"
         );
     }
@@ -570,7 +569,10 @@ mod tests {
             xml_field(&xml, "RetainUntilDate"),
             Some("2026-12-06T16:19:19Z")
         );
-        assert_eq!(xml_field("<Error><Code>SlowDown</Code></Error>", "Code"), Some("SlowDown"));
+        assert_eq!(
+            xml_field("<Error><Code>SlowDown</Code></Error>", "Code"),
+            Some("SlowDown")
+        );
         assert_eq!(xml_field("<a/>", "Code"), None);
         assert_eq!(LockMode::from_s3("governance"), Some(LockMode::Governance));
         assert_eq!(LockMode::from_s3("x"), None);

@@ -9,10 +9,10 @@
 //! `data/<ab>/<hex>`, `tree/<ab>/<hex>`, `index/<hex>`, `snapshots/<hex>`.
 
 use super::backend::{Backend, BackendError, Listed, Retention};
-use super::objlock::ObjectLock;
 use super::crypto::{Domain, KdfParams, KeyFile, MasterKey};
 use super::format::{self, Commit, RemoteConfig};
 use super::index::{self, Index, IndexFile, PackInfo};
+use super::objlock::ObjectLock;
 use super::pack::{self, BlobEntry, BlobKind, FinishedPack, PackKind};
 use super::FormatError;
 use crate::error::{Error, RemoteFailure, Result};
@@ -1056,13 +1056,14 @@ fn put_object(
 fn check_lock_support(backend: &dyn Backend, lock: ObjectLock) -> Result<()> {
     let url = backend.url().to_string();
     let bucket = match super::backend::RemoteUrl::parse(&url) {
-        Ok(super::backend::RemoteUrl::S3 { bucket, .. }) => bucket,
-        _ => {
+        Ok(super::backend::RemoteUrl::File { .. }) => {
             return Err(Error::Usage(format!(
                 "remote {url}: --object-lock {} needs an S3 bucket with object lock; a folder (file://) cannot lock its files. Create the remote without --object-lock, or on such a bucket",
                 lock.days
             )))
         }
+        Ok(super::backend::RemoteUrl::S3 { bucket, .. }) => bucket,
+        Err(_) => url.clone(),
     };
     let enabled = backend
         .object_lock_enabled()
