@@ -16,6 +16,8 @@ use std::time::Duration;
 
 pub use super::objlock::{LockMode, Retention};
 
+mod s3lock;
+
 /// The error of an object-lock request to a store that has none.
 fn no_object_lock(url: &str) -> BackendError {
     BackendError::Config {
@@ -805,7 +807,7 @@ pub struct S3Backend {
     data_class: Option<String>,
     /// The signed requests of S3 Object Lock (opendal 0.59 sends no lock
     /// headers); made only on a remote with a lock period.
-    lock: super::objlock::LockClient,
+    lock: s3lock::LockClient,
     counters: Arc<Counters>,
     // Dropped after `op` (fields drop in order): the operator's tasks run on it.
     runtime: tokio::runtime::Runtime,
@@ -914,7 +916,7 @@ impl S3Backend {
             }
             None => None,
         };
-        let lock = super::objlock::LockClient::new(bucket, prefix, &region, s)?;
+        let lock = s3lock::LockClient::new(bucket, prefix, &region, s)?;
         Ok(S3Backend {
             url,
             op,

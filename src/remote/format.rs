@@ -118,7 +118,7 @@ pub fn encode_config(key: &MasterKey, c: &RemoteConfig) -> FormatResult<Vec<u8>>
             version: 1,
             id: c.id,
             hash: c.hash.clone(),
-            chunker: c.chunker.clone(),
+            chunker: c.chunker,
             pack_size: c.pack_size,
         })
     } else {

@@ -8,8 +8,9 @@
 //! are the pure format, tested on bytes; the repository, push, pull and
 //! check above them put the two together ([`subset`]: which packs a
 //! rolling `verify --read-data-subset` reads, pure; [`objlock`]: S3
-//! Object Lock retention and the signed requests it needs; [`locks`]:
-//! `remote extend-locks` and the lock check of `verify --remote`).
+//! Object Lock periods and retention, pure, the requests being the
+//! backend's; [`locks`]: `remote extend-locks` and the lock check of
+//! `verify --remote`).
 
 pub mod backend;
 pub mod check;
