@@ -1093,6 +1093,9 @@ pub(super) fn remote_stats(
     )?;
     writeln!(out, "  blobs:          {}", s.blobs)?;
     writeln!(out, "  index files:    {}", s.index_files)?;
+    if let Some(l) = s.object_lock {
+        writeln!(out, "  object lock:    {} days, {}", l.days, l.mode)?;
+    }
     if s.unindexed_packs > 0 {
         writeln!(
             out,

@@ -94,6 +94,9 @@ pub struct RemoteStats {
     pub unindexed_packs: u64,
     pub index_files: u64,
     pub blobs: u64,
+    /// The S3 Object Lock period every object is written with, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLock>,
     pub requests: super::backend::RequestStats,
 }
 
@@ -406,6 +409,7 @@ impl RemoteRepo {
             pack_size: self.config().pack_size,
             index_files: self.index_files()?.len() as u64,
             blobs: idx.blob_count() as u64,
+            object_lock: self.object_lock(),
             ..RemoteStats::default()
         };
         for (kind, name, l) in self.list_packs()? {
@@ -518,9 +522,21 @@ impl RemoteRepo {
             )));
         }
         let path = format!("{KEYS}{}", k.id);
+        // On a locked remote S3 hides the key file behind a delete marker
+        // but keeps its locked version: the password no longer opens the
+        // remote through trove, yet the wrapped key stays in the bucket
+        // until the date. Said, since a leaked password is why keys go.
+        let locked = self.locked_until(&path)?;
         self.backend()
             .delete(&path)
             .map_err(|e| self.err(format!("delete {path}"), e))?;
+        if let Some(until) = locked {
+            tracing::warn!(
+                "remote {}: key {} is no longer listed, but S3 Object Lock keeps its locked version in the bucket until {until}; whoever has that password and read access to the bucket's versions can still unwrap the master key until then",
+                self.url(),
+                k.id
+            );
+        }
         Ok(k.id.clone())
     }
 
