@@ -229,12 +229,16 @@ pub(super) fn remote_init(cli: &Cli, a: &RemoteInitArgs) -> Result<Outcome> {
             crate::backup::human_bytes(pack_size)
         )?;
         if let Some(l) = lock {
+            let every = if l.days >= 2 {
+                format!("{} day(s)", l.days / 2)
+            } else {
+                "12 hours".to_string()
+            };
             writeln!(
                 out,
-                "every object it stores is locked ({}) for {} days from its upload; run `trove remote extend-locks` at least every {} days to keep what snapshots need locked",
+                "every object it stores is locked ({}) for {} day(s) from its upload; run `trove remote extend-locks` at least every {every} to keep what snapshots need locked",
                 l.mode,
                 l.days,
-                (l.days / 2).max(1)
             )?;
         }
         Ok(())
