@@ -326,9 +326,10 @@ mod tests {
             mode: LockMode::Governance,
             until: jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24),
         };
-        m.objects().insert("data/ff/dropped".into(), b"x".to_vec());
+        let dropped = format!("data/ff/{}", "ff".repeat(32));
+        m.objects().insert(dropped.clone(), b"x".to_vec());
         m.force_retention(&pack, soon);
-        m.force_retention("data/ff/dropped", soon);
+        m.force_retention(&dropped, soon);
         let c = check(&r, &NoProgress).expect("check").expect("locked");
         assert_eq!(c.short.len(), 1, "{:?}", c.short);
         assert_eq!(c.short[0].path, pack);
@@ -347,7 +348,7 @@ mod tests {
         let after = m.retentions();
         assert!(after[&pack].until > soon.until + jiff::SignedDuration::from_hours(24 * 8));
         assert_eq!(
-            after["data/ff/dropped"], soon,
+            after[&dropped], soon,
             "a dropped pack is left alone"
         );
         assert!(check(&r, &NoProgress)
