@@ -347,10 +347,7 @@ mod tests {
         assert!(rep.vanished.is_empty());
         let after = m.retentions();
         assert!(after[&pack].until > soon.until + jiff::SignedDuration::from_hours(24 * 8));
-        assert_eq!(
-            after[&dropped], soon,
-            "a dropped pack is left alone"
-        );
+        assert_eq!(after[&dropped], soon, "a dropped pack is left alone");
         assert!(check(&r, &NoProgress)
             .expect("check")
             .expect("locked")
