@@ -23,6 +23,24 @@ impl From<HashArg> for crate::id::HashAlgo {
     }
 }
 
+/// `--object-lock-mode`: how S3 holds a locked object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LockModeArg {
+    /// Nobody can delete or shorten a lock before its date (ransomware-proof)
+    Compliance,
+    /// Principals with s3:BypassGovernanceRetention can delete or shorten
+    Governance,
+}
+
+impl From<LockModeArg> for crate::remote::objlock::LockMode {
+    fn from(m: LockModeArg) -> Self {
+        match m {
+            LockModeArg::Compliance => crate::remote::objlock::LockMode::Compliance,
+            LockModeArg::Governance => crate::remote::objlock::LockMode::Governance,
+        }
+    }
+}
+
 /// `--on-error`: what a file that cannot be backed up does to a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OnErrorArg {
@@ -158,7 +176,7 @@ pub enum Command {
     /// Create or manage an off-site remote (S3 or a folder)
     #[command(
         subcommand,
-        after_help = "Examples:\n  trove remote init s3://bucket/trove          # credentials from AWS_* variables\n  trove remote init file:///mnt/usb/trove\n  trove remote key add --remote s3://bucket/trove\n  trove remote key list --remote s3://bucket/trove"
+        after_help = "Examples:\n  trove remote init s3://bucket/trove          # credentials from AWS_* variables\n  trove remote init file:///mnt/usb/trove\n  trove remote init --object-lock 30 s3://locked-bucket/trove\n  trove remote key add --remote s3://bucket/trove\n  trove remote key list --remote s3://bucket/trove\n  trove remote extend-locks --remote s3://locked-bucket/trove   # weekly, from cron"
     )]
     Remote(RemoteCommand),
     /// Upload every snapshot the remote lacks (encrypted, resumable)
@@ -183,6 +201,18 @@ pub enum RemoteCommand {
     /// Manage the remote's passwords (key files)
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Renew the S3 Object Lock of every object the remote still needs (a remote made with --object-lock)
+    #[command(
+        after_help = "Example: trove remote extend-locks --remote s3://locked-bucket/trove --json\n\nEach object whose lock ends before now + DAYS is locked until then (one HEAD per object, one PUT per renewal); a lock is never shortened. Run it at least every DAYS/2 days: `verify --remote` warns about locks ending within half the period."
+    )]
+    ExtendLocks(ExtendLocksArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExtendLocksArgs {
+    /// Lock until now + DAYS [default: the remote's lock period]
+    #[arg(long, value_name = "DAYS")]
+    pub days: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -195,6 +225,17 @@ pub struct RemoteInitArgs {
     /// Content hash of the repositories it replicates [default: the --repo repository's, else blake3]
     #[arg(long, value_enum)]
     pub hash: Option<HashArg>,
+    /// Lock every object written for DAYS with S3 Object Lock (the bucket must have been created with object lock; see `remote extend-locks`)
+    #[arg(long, value_name = "DAYS")]
+    pub object_lock: Option<u32>,
+    /// How the locks hold (with --object-lock)
+    #[arg(
+        long,
+        value_enum,
+        default_value = "compliance",
+        requires = "object_lock"
+    )]
+    pub object_lock_mode: LockModeArg,
 }
 
 #[derive(Subcommand, Debug)]

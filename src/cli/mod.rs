@@ -39,6 +39,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Mirror(a) => commands::mirror(&cli, a),
         Command::Remote(args::RemoteCommand::Init(a)) => offsite::remote_init(&cli, a),
         Command::Remote(args::RemoteCommand::Key(k)) => offsite::key(&cli, k),
+        Command::Remote(args::RemoteCommand::ExtendLocks(a)) => offsite::extend_locks(&cli, a),
         Command::Push(a) => offsite::push(&cli, a),
         Command::Pull(a) => offsite::pull(&cli, a),
         Command::Completions { shell } => completions(*shell),

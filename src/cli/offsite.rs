@@ -1,4 +1,5 @@
-//! The off-site commands (`remote init`, `remote key …`, `push`, `pull`)
+//! The off-site commands (`remote init`, `remote key …`,
+//! `remote extend-locks`, `push`, `pull`)
 //! and what every `--remote` command shares: which remote (flag >
 //! `TROVE_REMOTE` > the config's `remote.url`), its password (file flag >
 //! `TROVE_PASSWORD_FILE` > `TROVE_PASSWORD` > a prompt on a terminal), and
@@ -15,6 +16,7 @@ use crate::local::lock::{LockMode, RepoLock};
 use crate::local::LocalRepo;
 use crate::remote::backend;
 use crate::remote::crypto::KdfParams;
+use crate::remote::objlock::ObjectLock;
 use crate::remote::repo::{RemoteRepo, DEFAULT_PACK_SIZE, PACK_SIZE_RANGE};
 use anyhow::{Context, Result};
 use std::io::IsTerminal;
@@ -191,15 +193,30 @@ pub(super) fn remote_init(cli: &Cli, a: &RemoteInitArgs) -> Result<Outcome> {
         (None, Some(r)) if LocalRepo::exists(r) => LocalRepo::open(r)?.algo(),
         _ => HashAlgo::Blake3,
     };
+    let lock = match a.object_lock {
+        Some(days) => Some(
+            ObjectLock::new(days, a.object_lock_mode.into())
+                .map_err(|e| Error::Usage(format!("--object-lock: {e}")))?,
+        ),
+        None => None,
+    };
+    if lock.is_some() && url.starts_with("file://") {
+        // Before the password prompt: a folder can never be locked.
+        return Err(Error::Usage(format!(
+            "--object-lock needs an S3 bucket with object lock; the folder remote {url} cannot lock its files"
+        ))
+        .into());
+    }
     // The password first: nothing is created for a command that cannot finish.
     let pw = password(cli, &url, true)?;
     let b = open_backend(cli, &url, true, None)?;
-    let r = RemoteRepo::init(b, &pw, algo, pack_size, KdfParams::DEFAULT)?;
+    let r = RemoteRepo::init_locked(b, &pw, algo, pack_size, KdfParams::DEFAULT, lock)?;
     let summary = serde_json::json!({
         "remote": r.url(),
         "hash": algo.name(),
         "pack_size": pack_size,
         "key": r.key_id(),
+        "object_lock": lock.map(|l| serde_json::json!({"days": l.days, "mode": l.mode})),
         "requests": r.backend().stats(),
     });
     emit(cli, &summary, |out| {
@@ -210,7 +227,21 @@ pub(super) fn remote_init(cli: &Cli, a: &RemoteInitArgs) -> Result<Outcome> {
             r.url(),
             algo.name(),
             crate::backup::human_bytes(pack_size)
-        )
+        )?;
+        if let Some(l) = lock {
+            let every = if l.days >= 2 {
+                format!("{} day(s)", l.days / 2)
+            } else {
+                "12 hours".to_string()
+            };
+            writeln!(
+                out,
+                "every object it stores is locked ({}) for {} day(s) from its upload; run `trove remote extend-locks` at least every {every} to keep what snapshots need locked",
+                l.mode,
+                l.days,
+            )?;
+        }
+        Ok(())
     })?;
     Ok(Outcome::Ok)
 }
@@ -265,6 +296,36 @@ pub(super) fn key(cli: &Cli, k: &KeyCommand) -> Result<Outcome> {
             )?;
         }
     }
+    Ok(Outcome::Ok)
+}
+
+/// `remote extend-locks`: renew the lock of every object still needed.
+pub(super) fn extend_locks(cli: &Cli, a: &super::args::ExtendLocksArgs) -> Result<Outcome> {
+    let _ = crate::log::init(crate::log::console_level(cli.verbose, cli.quiet), None);
+    let r = open_remote(cli)?;
+    let bar = TermProgress::new(cli);
+    let report = crate::remote::locks::extend(&r, a.days, &bar);
+    drop(bar);
+    let report = report?;
+    for v in &report.vanished {
+        tracing::warn!(
+            "{}: {v} disappeared while its lock was renewed (a prune running at the same time?)",
+            report.remote
+        );
+    }
+    emit(cli, &report, |out| {
+        use std::io::Write;
+        writeln!(
+            out,
+            "{}: {} object(s) needed, {} lock(s) extended to {} ({}), {} already locked as long",
+            report.remote,
+            report.objects,
+            report.extended,
+            report.until,
+            report.mode,
+            report.already
+        )
+    })?;
     Ok(Outcome::Ok)
 }
 

@@ -956,6 +956,9 @@ pub(super) fn pull(
     Ok(())
 }
 
+/// Short locks `verify --remote` names one by one (the rest are counted).
+const SHORT_LOCKS_SHOWN: usize = 20;
+
 pub(super) fn verify_remote(
     out: &mut impl Write,
     r: &crate::remote::check::RemoteVerifyReport,
@@ -971,8 +974,42 @@ pub(super) fn verify_remote(
             writeln!(out, "  {path}")?;
         }
     }
+    if let Some(l) = r.object_lock.as_ref().filter(|l| !l.short.is_empty()) {
+        // A warning even under -q: left alone, these objects become
+        // deletable while snapshots still need them.
+        writeln!(
+            out,
+            "warning: {} of {} needed object(s) on {} are locked for less than half the {}-day lock period (until before {}); run `trove remote extend-locks --remote {}`:",
+            l.short.len(),
+            l.checked,
+            r.remote,
+            l.days,
+            l.warn_before,
+            r.remote
+        )?;
+        for s in l.short.iter().take(SHORT_LOCKS_SHOWN) {
+            match &s.until {
+                Some(u) => writeln!(out, "  {} locked until {u}", s.path)?,
+                None => writeln!(out, "  {} not locked", s.path)?,
+            }
+        }
+        if l.short.len() > SHORT_LOCKS_SHOWN {
+            writeln!(
+                out,
+                "  … and {} more (--json lists them all)",
+                l.short.len() - SHORT_LOCKS_SHOWN
+            )?;
+        }
+    }
     if quiet {
         return Ok(());
+    }
+    if let Some(l) = r.object_lock.as_ref().filter(|l| l.short.is_empty()) {
+        writeln!(
+            out,
+            "object lock ({}, {} days): all {} needed object(s) locked until after {}",
+            l.mode, l.days, l.checked, l.warn_before
+        )?;
     }
     writeln!(
         out,
@@ -1146,6 +1183,9 @@ pub(super) fn remote_stats(
     )?;
     writeln!(out, "  blobs:          {}", s.blobs)?;
     writeln!(out, "  index files:    {}", s.index_files)?;
+    if let Some(l) = s.object_lock {
+        writeln!(out, "  object lock:    {} days, {}", l.days, l.mode)?;
+    }
     if s.unindexed_packs > 0 {
         writeln!(
             out,

@@ -14,6 +14,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+pub use super::objlock::{LockMode, Retention};
+
+mod s3lock;
+
+/// The error of an object-lock request to a store that has none.
+fn no_object_lock(url: &str) -> BackendError {
+    BackendError::Config {
+        detail: format!(
+            "{url} has no S3 Object Lock (only an S3 bucket created with object lock has)"
+        ),
+    }
+}
+
 /// What went wrong talking to the store, classified for the message and
 /// the exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +116,35 @@ pub trait Backend: Send + Sync {
     /// every open check this first, to name a missing bucket as such).
     fn check_reachable(&self) -> BackendResult<()>;
     fn stats(&self) -> RequestStats;
+    /// Whether the store has S3 Object Lock enabled (the bucket's
+    /// GetObjectLockConfiguration). A folder or memory store has none.
+    fn object_lock_enabled(&self) -> BackendResult<bool> {
+        Ok(false)
+    }
+    /// `put_owned` (`put_data_pack` when `data_pack`) with S3 Object Lock
+    /// retention set by the same request, so the object is never stored
+    /// unlocked. Refused by a store without object lock.
+    fn put_retained(
+        &self,
+        path: &str,
+        data: Vec<u8>,
+        data_pack: bool,
+        r: Retention,
+    ) -> BackendResult<()> {
+        let _ = (path, data, data_pack, r);
+        Err(no_object_lock(self.url()))
+    }
+    /// The object's retention (a HEAD); `None`: none, or no such object.
+    fn retention(&self, path: &str) -> BackendResult<Option<Retention>> {
+        let _ = path;
+        Ok(None)
+    }
+    /// Set the retention of the object's current version (S3
+    /// PutObjectRetention; a COMPLIANCE date can only move later).
+    fn set_retention(&self, path: &str, r: Retention) -> BackendResult<()> {
+        let _ = (path, r);
+        Err(no_object_lock(self.url()))
+    }
     /// Requests the store repeated after a temporary failure (timeouts,
     /// 5xx, SlowDown); not part of [`RequestStats`], whose counts are of
     /// the logical requests.
@@ -128,11 +170,36 @@ pub struct MemBackend {
     /// The paths written by `put_data_pack` (a real store would give them
     /// the data storage class).
     data_packs: Arc<Mutex<Vec<String>>>,
+    /// Object lock, as a bucket created with it: the retention of each
+    /// object (`None`: the store has no object lock).
+    locks: Arc<Mutex<Option<BTreeMap<String, Retention>>>>,
 }
 
 impl MemBackend {
     pub fn new() -> MemBackend {
         MemBackend::default()
+    }
+
+    /// A store with object lock enabled. Stricter than S3 on one point: a
+    /// delete of a locked object is refused (S3 on a versioned bucket
+    /// hides it behind a delete marker and keeps the locked version).
+    pub fn with_object_lock() -> MemBackend {
+        let m = MemBackend::default();
+        *lock(&m.locks) = Some(BTreeMap::new());
+        m
+    }
+
+    /// The retention of every locked object, for tests.
+    pub fn retentions(&self) -> BTreeMap<String, Retention> {
+        lock(&self.locks).clone().unwrap_or_default()
+    }
+
+    /// Set a retention behind the rules and the counters, as the passing
+    /// of time would make a lock short (tests).
+    pub fn force_retention(&self, path: &str, r: Retention) {
+        if let Some(l) = lock(&self.locks).as_mut() {
+            l.insert(path.to_string(), r);
+        }
     }
 
     /// The stored objects, for tests that damage, drop or inspect them
@@ -225,6 +292,13 @@ impl Backend for MemBackend {
 
     fn delete(&self, path: &str) -> BackendResult<()> {
         self.count(|s| s.delete += 1);
+        if let Some(r) = lock(&self.locks).as_ref().and_then(|l| l.get(path)) {
+            if r.until > jiff::Timestamp::now() {
+                return Err(BackendError::Denied {
+                    detail: format!("{path} is locked until {}", r.until),
+                });
+            }
+        }
         self.objects().remove(path);
         Ok(())
     }
@@ -236,6 +310,62 @@ impl Backend for MemBackend {
 
     fn stats(&self) -> RequestStats {
         *lock(&self.stats)
+    }
+
+    fn object_lock_enabled(&self) -> BackendResult<bool> {
+        self.count(|s| s.get += 1);
+        Ok(lock(&self.locks).is_some())
+    }
+
+    fn put_retained(
+        &self,
+        path: &str,
+        data: Vec<u8>,
+        data_pack: bool,
+        r: Retention,
+    ) -> BackendResult<()> {
+        if lock(&self.locks).is_none() {
+            return Err(no_object_lock(self.url()));
+        }
+        if data_pack {
+            self.put_data_pack(path, data)?;
+        } else {
+            self.put_owned(path, data)?;
+        }
+        if let Some(l) = lock(&self.locks).as_mut() {
+            l.insert(path.to_string(), r);
+        }
+        Ok(())
+    }
+
+    fn retention(&self, path: &str) -> BackendResult<Option<Retention>> {
+        self.count(|s| s.head += 1);
+        if !self.objects().contains_key(path) {
+            return Ok(None);
+        }
+        Ok(lock(&self.locks)
+            .as_ref()
+            .and_then(|l| l.get(path).copied()))
+    }
+
+    fn set_retention(&self, path: &str, r: Retention) -> BackendResult<()> {
+        self.count(|s| s.put += 1);
+        if !self.objects().contains_key(path) {
+            return Err(not_found(path));
+        }
+        let mut locks = lock(&self.locks);
+        let Some(l) = locks.as_mut() else {
+            return Err(no_object_lock("mem://"));
+        };
+        if let Some(old) = l.get(path) {
+            if old.mode == LockMode::Compliance && r.until < old.until {
+                return Err(BackendError::Denied {
+                    detail: format!("{path}: a COMPLIANCE retention cannot be shortened"),
+                });
+            }
+        }
+        l.insert(path.to_string(), r);
+        Ok(())
     }
 }
 
@@ -673,9 +803,14 @@ pub struct S3Backend {
     /// The operator data packs are written with when they have their own
     /// storage class (opendal 0.59 sets the class per operator only).
     data_op: Option<opendal::blocking::Operator>,
+    /// The data storage class, for the object-lock puts made without opendal.
+    data_class: Option<String>,
+    /// The signed requests of S3 Object Lock (opendal 0.59 sends no lock
+    /// headers); made only on a remote with a lock period.
+    lock: s3lock::LockClient,
     counters: Arc<Counters>,
     // Dropped after `op` (fields drop in order): the operator's tasks run on it.
-    _runtime: tokio::runtime::Runtime,
+    runtime: tokio::runtime::Runtime,
 }
 
 /// The error's text with every source's, so that a refused connection
@@ -781,13 +916,23 @@ impl S3Backend {
             }
             None => None,
         };
+        let lock = s3lock::LockClient::new(bucket, prefix, &region, s)?;
         Ok(S3Backend {
             url,
             op,
             data_op,
+            data_class: s.data_storage_class.clone(),
+            lock,
             counters,
-            _runtime: runtime,
+            runtime,
         })
+    }
+
+    /// What an object-lock request calls at each repeat: the count the
+    /// opendal requests' repeats go to.
+    fn on_retry(&self) -> impl Fn() + Sync {
+        let counters = Arc::clone(&self.counters);
+        move || Counters::add(&counters.retries, 1)
     }
 
     /// One blocking operator on `runtime`, writing in `class` when given.
@@ -999,6 +1144,50 @@ impl Backend for S3Backend {
 
     fn retries(&self) -> u64 {
         self.counters.retries.load(Ordering::Relaxed)
+    }
+
+    fn object_lock_enabled(&self) -> BackendResult<bool> {
+        Counters::add(&self.counters.get, 1);
+        let retried = self.on_retry();
+        self.runtime.block_on(self.lock.lock_enabled(&retried))
+    }
+
+    fn put_retained(
+        &self,
+        path: &str,
+        data: Vec<u8>,
+        data_pack: bool,
+        ret: Retention,
+    ) -> BackendResult<()> {
+        check_path(path)?;
+        Counters::add(&self.counters.put, 1);
+        let len = data.len() as u64;
+        let class = if data_pack {
+            self.data_class.as_deref()
+        } else {
+            None
+        };
+        let body = bytes::Bytes::from(data);
+        let retried = self.on_retry();
+        self.runtime
+            .block_on(self.lock.put_locked(path, body, class, ret, &retried))?;
+        Counters::add(&self.counters.bytes_up, len);
+        Ok(())
+    }
+
+    fn retention(&self, path: &str) -> BackendResult<Option<Retention>> {
+        check_path(path)?;
+        Counters::add(&self.counters.head, 1);
+        let retried = self.on_retry();
+        self.runtime.block_on(self.lock.retention(path, &retried))
+    }
+
+    fn set_retention(&self, path: &str, ret: Retention) -> BackendResult<()> {
+        check_path(path)?;
+        Counters::add(&self.counters.put, 1);
+        let retried = self.on_retry();
+        self.runtime
+            .block_on(self.lock.set_retention(path, ret, &retried))
     }
 }
 

@@ -13,7 +13,7 @@
 //!
 //! The clock is a parameter, so the arithmetic is tested without sleeping.
 
-use super::backend::{Backend, BackendResult, Listed, RequestStats};
+use super::backend::{Backend, BackendResult, Listed, RequestStats, Retention};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -213,6 +213,25 @@ impl Backend for LimitedBackend {
     }
     fn retries(&self) -> u64 {
         self.inner.retries()
+    }
+    fn object_lock_enabled(&self) -> BackendResult<bool> {
+        self.inner.object_lock_enabled()
+    }
+    fn put_retained(
+        &self,
+        path: &str,
+        data: Vec<u8>,
+        data_pack: bool,
+        r: Retention,
+    ) -> BackendResult<()> {
+        self.upload(data.len());
+        self.inner.put_retained(path, data, data_pack, r)
+    }
+    fn retention(&self, path: &str) -> BackendResult<Option<Retention>> {
+        self.inner.retention(path)
+    }
+    fn set_retention(&self, path: &str, r: Retention) -> BackendResult<()> {
+        self.inner.set_retention(path, r)
     }
 }
 

@@ -64,6 +64,9 @@ fn write_lock(remote: &RemoteRepo, now_ns: i64) -> Result<String> {
     let plain =
         postcard::to_stdvec(&info).map_err(|e| Error::Internal(format!("encoding a lock: {e}")))?;
     let path = format!("{LOCKS}{}", Digest(random::<32>()?).to_hex());
+    // Plainly, never with Object Lock retention: a lock must go when its
+    // prune ends (a locked one would only hide behind a delete marker,
+    // and its stored version would cost until the date).
     remote
         .backend()
         .put(&path, &remote.key().seal(AAD, &plain))
@@ -157,12 +160,8 @@ impl RemoteLock {
         let r = remote.clone();
         let keeper = std::thread::spawn(move || {
             let mut held = path;
-            loop {
-                match rx.recv_timeout(RENEW) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    // Released (or the holder is gone).
-                    _ => break,
-                }
+            // Until released (or the holder is gone).
+            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(RENEW) {
                 match write_lock(&r, crate::model::now_ns()) {
                     Ok(next) => {
                         if let Err(e) = r.delete(&held) {

@@ -7,7 +7,10 @@
 //! chunking), [`pack`], [`index`] and [`format`] (config, snapshot commits)
 //! are the pure format, tested on bytes; the repository, push, pull and
 //! check above them put the two together ([`subset`]: which packs a
-//! rolling `verify --read-data-subset` reads, pure).
+//! rolling `verify --read-data-subset` reads, pure; [`objlock`]: S3
+//! Object Lock periods and retention, pure, the requests being the
+//! backend's; [`locks`]: `remote extend-locks` and the lock check of
+//! `verify --remote`).
 
 pub mod backend;
 pub mod check;
@@ -17,6 +20,8 @@ pub mod format;
 pub mod index;
 pub mod limit;
 pub mod lock;
+pub mod locks;
+pub mod objlock;
 pub mod pack;
 pub mod prune;
 pub mod pull;

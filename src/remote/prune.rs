@@ -23,6 +23,7 @@
 //!    against still exists, and uploads again what it relied on otherwise
 //!    (`push::run`), so a commit never names a blob only a pending pack holds
 //!    for longer than that check takes.
+//!
 //! A prune killed at any point leaves a remote every reader can use; the
 //! next one finishes the work (unindexed packs it finds are read and
 //! classified like the others).

@@ -8,10 +8,11 @@
 //! Paths on the remote (docs/FORMAT.md): `config`, `keys/<hex>`,
 //! `data/<ab>/<hex>`, `tree/<ab>/<hex>`, `index/<hex>`, `snapshots/<hex>`.
 
-use super::backend::{Backend, BackendError, Listed};
+use super::backend::{Backend, BackendError, Listed, Retention};
 use super::crypto::{Domain, KdfParams, KeyFile, MasterKey};
 use super::format::{self, Commit, RemoteConfig};
 use super::index::{self, Index, IndexFile, PackInfo};
+use super::objlock::ObjectLock;
 use super::pack::{self, BlobEntry, BlobKind, FinishedPack, PackKind};
 use super::FormatError;
 use crate::error::{Error, RemoteFailure, Result};
@@ -102,6 +103,9 @@ pub struct RemoteStats {
     pub pending_bytes: u64,
     pub index_files: u64,
     pub blobs: u64,
+    /// The S3 Object Lock period every object is written with, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLock>,
     pub requests: super::backend::RequestStats,
 }
 
@@ -238,11 +242,28 @@ impl RemoteRepo {
         pack_size: u64,
         kdf: KdfParams,
     ) -> Result<RemoteRepo> {
+        RemoteRepo::init_locked(backend, password, algo, pack_size, kdf, None)
+    }
+
+    /// [`RemoteRepo::init`], with an S3 Object Lock period when `lock` is
+    /// given: refused unless the bucket has object lock enabled; the key
+    /// file and config are the first objects written locked.
+    pub fn init_locked(
+        backend: Box<dyn Backend>,
+        password: &[u8],
+        algo: HashAlgo,
+        pack_size: u64,
+        kdf: KdfParams,
+        lock: Option<ObjectLock>,
+    ) -> Result<RemoteRepo> {
         crate::sys::map_large_allocations(LARGE_ALLOCATION);
         let url = backend.url().to_string();
         backend
             .check_reachable()
             .map_err(|e| backend_error(&url, "reach the remote", e))?;
+        if let Some(l) = lock {
+            check_lock_support(backend.as_ref(), l)?;
+        }
         let existing = backend
             .size(CONFIG)
             .map_err(|e| backend_error(&url, "check for a config", e))?;
@@ -261,18 +282,19 @@ impl RemoteRepo {
         }
         let key = MasterKey::generate().map_err(|e| format_error(&url, "new key", e))?;
         let seed = u64::from_le_bytes(random::<8>()?);
-        let config = RemoteConfig {
-            version: format::VERSION,
+        let mut config = RemoteConfig {
+            version: 1,
             id: random::<16>()?,
             hash: algo.name().to_string(),
             chunker: super::chunk::ChunkParams::with_seed(seed),
             pack_size,
+            object_lock: lock,
         };
-        let key_id = write_key(backend.as_ref(), &key, password, kdf)?;
+        config.version = config.needed_version();
+        let key_id = write_key(backend.as_ref(), &key, password, kdf, lock)?;
         let data =
             format::encode_config(&key, &config).map_err(|e| format_error(&url, "config", e))?;
-        backend
-            .put(CONFIG, &data)
+        put_object(backend.as_ref(), lock, CONFIG, data, false)
             .map_err(|e| backend_error(&url, "write config", e))?;
         Ok(RemoteRepo::from_parts(backend, key, key_id, config, algo))
     }
@@ -333,11 +355,11 @@ impl RemoteRepo {
             FormatError::Magic(_) => Error::NotARemote { url: url.clone() },
             e => format_error(&url, "config", e),
         })?;
-        if version > format::VERSION {
+        if version > format::CONFIG_VERSION {
             return Err(Error::RemoteVersion {
                 url,
                 found: version,
-                supported: format::VERSION,
+                supported: format::CONFIG_VERSION,
             });
         }
         let password = ask()?;
@@ -396,6 +418,7 @@ impl RemoteRepo {
             pack_size: self.config().pack_size,
             index_files: self.index_files()?.len() as u64,
             blobs: idx.blob_count() as u64,
+            object_lock: self.object_lock(),
             ..RemoteStats::default()
         };
         let pending = self.pending_packs()?;
@@ -448,7 +471,13 @@ impl RemoteRepo {
 
     /// Add a key file for another password; returns its id.
     pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
-        write_key(self.backend(), self.key(), password, kdf)
+        write_key(
+            self.backend(),
+            self.key(),
+            password,
+            kdf,
+            self.config().object_lock,
+        )
     }
 
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
@@ -508,6 +537,11 @@ impl RemoteRepo {
             )));
         }
         let path = format!("{KEYS}{}", k.id);
+        // On a locked remote S3 hides the key file behind a delete marker
+        // but keeps its locked version: the password no longer opens the
+        // remote through trove, yet the wrapped key stays in the bucket
+        // until the date. Said, since a leaked password is why keys go.
+        let locked = self.locked_until(&path)?;
         self.backend().delete(&path).map_err(|e| {
             // Likely the write-only credentials a push is given: say
             // which permission this needs.
@@ -521,6 +555,13 @@ impl RemoteRepo {
             };
             self.err(format!("delete {path}"), e)
         })?;
+        if let Some(until) = locked {
+            tracing::warn!(
+                "remote {}: key {} is no longer listed, but S3 Object Lock keeps its locked version in the bucket until {until}; whoever has that password and read access to the bucket's versions can still unwrap the master key until then",
+                self.url(),
+                k.id
+            );
+        }
         Ok(k.id.clone())
     }
 
@@ -619,9 +660,7 @@ impl RemoteRepo {
             "{PENDING}{}",
             Digest(*blake3::hash(&bytes).as_bytes()).to_hex()
         );
-        self.backend()
-            .put(&path, &bytes)
-            .map_err(|e| self.err(format!("upload {path}"), e))?;
+        self.put(&path, bytes, false)?;
         Ok(path)
     }
 
@@ -727,16 +766,41 @@ impl RemoteRepo {
         }
     }
 
+    /// The remote's S3 Object Lock period (`None`: written without locks).
+    pub fn object_lock(&self) -> Option<ObjectLock> {
+        self.config().object_lock
+    }
+
     /// Until when S3 Object Lock keeps `path` from being deleted, when it
     /// does: what `prune --remote` asks before it deletes anything, so it
     /// can refuse with the date instead of leaving a delete marker over a
     /// version the server keeps. A remote created without object lock
-    /// answers `None` without a request.
+    /// answers `None` without a request; on one with a lock period, one
+    /// HEAD. A lock whose date has passed, or an absent object, is `None`.
     pub fn locked_until(&self, path: &str) -> Result<Option<jiff::Timestamp>> {
-        // No remote format written so far records an object lock period,
-        // so nothing written by a push is locked.
-        let _ = path;
-        Ok(None)
+        Ok(self
+            .retention(path)?
+            .map(|r| r.until)
+            .filter(|until| *until > jiff::Timestamp::now()))
+    }
+
+    /// The retention `path` carries, expired or not (`None`: none, or no
+    /// such object); no request on a remote without a lock period.
+    pub fn retention(&self, path: &str) -> Result<Option<Retention>> {
+        if self.object_lock().is_none() {
+            return Ok(None);
+        }
+        self.backend()
+            .retention(path)
+            .map_err(|e| self.err(format!("read the retention of {path}"), e))
+    }
+
+    /// Write an object: with retention for the lock period on a locked
+    /// remote (in the same request), plainly otherwise. Every write of a
+    /// remote goes through here.
+    fn put(&self, path: &str, data: Vec<u8>, data_pack: bool) -> Result<()> {
+        put_object(self.backend(), self.object_lock(), path, data, data_pack)
+            .map_err(|e| self.err(format!("upload {path}"), e))
     }
 
     // ----- writes -----
@@ -748,11 +812,7 @@ impl RemoteRepo {
         let len = p.bytes.len() as u64;
         // Data packs may go to a cheaper storage class; tree packs stay
         // standard (every restore and push reads them).
-        let put = match p.kind {
-            PackKind::Data => self.backend().put_data_pack(&path, p.bytes),
-            PackKind::Tree => self.backend().put_owned(&path, p.bytes),
-        };
-        put.map_err(|e| self.err(format!("upload {path}"), e))?;
+        self.put(&path, p.bytes, p.kind == PackKind::Data)?;
         Ok(index::IndexPack {
             name: p.name,
             kind: p.kind,
@@ -766,9 +826,7 @@ impl RemoteRepo {
         let bytes = index::encode(self.key(), file).map_err(|e| self.damaged("new index", e))?;
         let name = *blake3::hash(&bytes).as_bytes();
         let path = index_path(&name);
-        self.backend()
-            .put(&path, &bytes)
-            .map_err(|e| self.err(format!("upload {path}"), e))?;
+        self.put(&path, bytes, false)?;
         Ok(name)
     }
 
@@ -783,9 +841,7 @@ impl RemoteRepo {
         let bytes = format::encode_commit(self.key(), &name, c)
             .map_err(|e| self.damaged("new commit", e))?;
         let path = commit_path(&name);
-        self.backend()
-            .put(&path, &bytes)
-            .map_err(|e| self.err(format!("upload {path}"), e))?;
+        self.put(&path, bytes, false)?;
         *lock(&self.inner.commits) = None;
         Ok(())
     }
@@ -1076,12 +1132,55 @@ impl RemoteRepo {
     }
 }
 
+/// Write an object, locked for the period when there is one.
+fn put_object(
+    backend: &dyn Backend,
+    lock: Option<ObjectLock>,
+    path: &str,
+    data: Vec<u8>,
+    data_pack: bool,
+) -> std::result::Result<(), BackendError> {
+    match lock {
+        Some(l) => backend.put_retained(path, data, data_pack, l.retention_now()),
+        None if data_pack => backend.put_data_pack(path, data),
+        None => backend.put_owned(path, data),
+    }
+}
+
+/// Refuse a lock period on a store that cannot keep it: a folder, or a
+/// bucket created without object lock (which S3 cannot turn on later for
+/// an existing bucket through this program).
+fn check_lock_support(backend: &dyn Backend, lock: ObjectLock) -> Result<()> {
+    let url = backend.url().to_string();
+    let bucket = match super::backend::RemoteUrl::parse(&url) {
+        Ok(super::backend::RemoteUrl::File { .. }) => {
+            return Err(Error::Usage(format!(
+                "remote {url}: --object-lock {} needs an S3 bucket with object lock; a folder (file://) cannot lock its files. Create the remote without --object-lock, or on such a bucket",
+                lock.days
+            )))
+        }
+        Ok(super::backend::RemoteUrl::S3 { bucket, .. }) => bucket,
+        Err(_) => url.clone(),
+    };
+    let enabled = backend
+        .object_lock_enabled()
+        .map_err(|e| backend_error(&url, "read the bucket's object lock configuration", e))?;
+    if !enabled {
+        return Err(Error::Usage(format!(
+            "remote {url}: bucket {bucket} does not have S3 Object Lock enabled, so --object-lock {days} cannot lock what trove writes. Object lock can only be chosen when a bucket is created: create one with it (`aws s3api create-bucket --bucket NEW-BUCKET --object-lock-enabled-for-bucket`, plus `--create-bucket-configuration LocationConstraint=REGION` outside us-east-1) and run `trove remote init --object-lock {days}` there",
+            days = lock.days
+        )));
+    }
+    Ok(())
+}
+
 /// Write a key file for `password`; returns its id.
 fn write_key(
     backend: &dyn Backend,
     key: &MasterKey,
     password: &[u8],
     kdf: KdfParams,
+    lock: Option<ObjectLock>,
 ) -> Result<String> {
     let url = backend.url().to_string();
     let (user, host) = user_and_host();
@@ -1090,8 +1189,7 @@ fn write_key(
     let json = file.to_json();
     let id = Digest(*blake3::hash(&json).as_bytes()).to_hex();
     let path = format!("{KEYS}{id}");
-    backend
-        .put(&path, &json)
+    put_object(backend, lock, &path, json, false)
         .map_err(|e| backend_error(&url, format!("write {path}"), e))?;
     Ok(id)
 }

@@ -27,6 +27,7 @@ mod mirror;
 mod odd_entries;
 mod offsite;
 mod offsite_cost;
+mod offsite_lock;
 mod offsite_prune;
 mod offsite_s3;
 mod offsite_subset;

@@ -42,8 +42,11 @@ fn walkdir(dir: &Path) -> Res<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Files below `root`, by relative path, with their bytes.
-fn files(root: &Path) -> Res<BTreeMap<String, Vec<u8>>> {
+/// Files by relative path, with their bytes.
+type Tree = BTreeMap<String, Vec<u8>>;
+
+/// Files below `root`.
+fn files(root: &Path) -> Res<Tree> {
     let mut out = BTreeMap::new();
     for p in walkdir(root)? {
         let rel = p.strip_prefix(root)?.to_string_lossy().into_owned();
@@ -56,7 +59,7 @@ fn files(root: &Path) -> Res<BTreeMap<String, Vec<u8>>> {
 /// history lives) and a `file://` remote; `rounds` backups, each pushed,
 /// each changing one large and one small file. Returns the remote's URL,
 /// its folder and the source as it was at each round.
-fn history(env: &TestEnv, rounds: usize) -> Res<(String, PathBuf, Vec<BTreeMap<String, Vec<u8>>>)> {
+fn history(env: &TestEnv, rounds: usize) -> Res<(String, PathBuf, Vec<Tree>)> {
     std::fs::write(
         env.root().join("config.json"),
         r#"{"retention": {"max_versions_per_file": 1}}"#,

@@ -295,6 +295,11 @@ impl S3Server {
     /// `Extended` attributes hold what S3 headers were stored, such as
     /// the storage class.
     pub fn filer_entry(&self, bucket: &str, path: &str) -> Res<serde_json::Value> {
+        self.filer_get(&format!("/buckets/{bucket}/{path}?metadata=true"))
+    }
+
+    /// A JSON answer of the filer's HTTP API (unsigned) for `target`.
+    fn filer_get(&self, target: &str) -> Res<serde_json::Value> {
         let port = self
             .filer
             .rsplit(':')
@@ -304,7 +309,7 @@ impl S3Server {
         let mut s = TcpStream::connect(("127.0.0.1", port.parse::<u16>()?))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         let req = format!(
-            "GET /buckets/{bucket}/{path}?metadata=true HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n\r\n"
+            "GET {target} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n\r\n"
         );
         s.write_all(req.as_bytes())?;
         let mut resp = Vec::new();
@@ -319,10 +324,38 @@ impl S3Server {
 
     /// Create a bucket (`weed shell`), then wait until S3 knows it.
     pub fn create_bucket(&self, name: &str) -> Res<()> {
+        self.create_bucket_with(name, "")
+    }
+
+    /// Create a bucket with S3 Object Lock enabled (and so versioning),
+    /// as `aws s3api create-bucket --object-lock-enabled-for-bucket` does.
+    pub fn create_locked_bucket(&self, name: &str) -> Res<()> {
+        self.create_bucket_with(name, " -withLock")
+    }
+
+    /// The version ids the filer holds of one object of a versioned
+    /// bucket (its `PATH.versions/` folder): what S3 keeps behind a
+    /// delete marker, which no plain GET or listing shows.
+    pub fn versions(&self, bucket: &str, path: &str) -> Res<Vec<String>> {
+        let listing = self.filer_get(&format!("/buckets/{bucket}/{path}.versions/?limit=1000"))?;
+        let mut out: Vec<String> = listing["Entries"]
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| e["FullPath"].as_str())
+            .filter_map(|p| p.rsplit('/').next())
+            .map(str::to_string)
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn create_bucket_with(&self, name: &str, flags: &str) -> Res<()> {
         let mut out = String::new();
         for _ in 0..20 {
             let script = self.dir.path().join("create-bucket");
-            std::fs::write(&script, format!("s3.bucket.create -name {name}\n"))?;
+            std::fs::write(&script, format!("s3.bucket.create -name {name}{flags}\n"))?;
             let mut shell = Command::new(&self.weed);
             shell
                 .env("TMPDIR", self.dir.path())
