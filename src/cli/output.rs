@@ -1107,6 +1107,14 @@ pub(super) fn prune_remote(
             l.path, l.until
         )?;
     }
+    if r.unindexed_packs > 0 {
+        writeln!(
+            out,
+            "left {} pack(s) ({}) no index lists (a push still uploading, or a killed one's): the next push indexes them",
+            r.unindexed_packs,
+            h(r.unindexed_bytes)
+        )?;
+    }
     writeln!(
         out,
         "{}: {} snapshot(s) kept, {} forgotten; {} pack(s) ({}) of which {} used",

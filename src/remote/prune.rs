@@ -24,9 +24,16 @@
 //!    (`push::run`), so a commit never names a blob only a pending pack holds
 //!    for longer than that check takes.
 //!
+//! A prune never touches a pack that neither an index nor a pending file
+//! lists: it may be a push's that is still uploading (its index comes at
+//! the end of its round, which can take hours), and deleting it would
+//! lose what that push's commit will name. Such packs are counted and left
+//! to the next push, which indexes them (a killed push's, or the new packs
+//! of a prune killed before its index was written); a later prune then
+//! treats them like any other.
+//!
 //! A prune killed at any point leaves a remote every reader can use; the
-//! next one finishes the work (unindexed packs it finds are read and
-//! classified like the others).
+//! next one finishes the work.
 
 use super::backend::{Listed, RequestStats};
 use super::index::{Index, IndexFile, IndexPack, PendingFile};
@@ -91,7 +98,7 @@ pub struct RemotePruneReport {
     pub policy_set: bool,
     pub kept: Vec<SnapshotFate>,
     pub forgotten: Vec<SnapshotFate>,
-    /// Packs indexed (or found unindexed) before, and their bytes.
+    /// Packs indexed before, and their bytes.
     pub packs: u64,
     pub pack_bytes: u64,
     /// Bytes of blobs the kept snapshots reach.
@@ -112,6 +119,10 @@ pub struct RemotePruneReport {
     /// prune after the grace period deletes them.
     pub pending_packs: u64,
     pub pending_bytes: u64,
+    /// Packs no index or pending file lists (a push still uploading, or a
+    /// killed one's): left alone for the next push to index.
+    pub unindexed_packs: u64,
+    pub unindexed_bytes: u64,
     /// Packs of earlier prunes deleted now, and the bytes freed.
     pub packs_deleted: u64,
     pub bytes_freed: u64,
@@ -140,8 +151,6 @@ impl RemotePruneReport {
 enum Origin {
     /// An index file (its position in `files`).
     Indexed(usize),
-    /// No index lists it: read from its own header.
-    Unindexed,
     /// A pending file lists it.
     Pending,
 }
@@ -218,33 +227,12 @@ pub fn run(
         .iter()
         .flat_map(|(_, f)| f.packs.iter().map(|p| p.name))
         .collect();
-    // Packs no index or pending file lists: a killed push's or prune's.
-    let mut unindexed: Vec<(&[u8; 32], &Listed)> = stored
-        .iter()
-        .filter(|(n, _)| !states.contains_key(*n) && !pending_names.contains(*n))
-        .collect();
-    unindexed.sort_by_key(|(n, _)| **n);
-    for (name, l) in unindexed {
-        match remote.read_pack_entries(&l.path, l.size) {
-            Ok((kind, blobs)) => {
-                states.insert(
-                    *name,
-                    PackState {
-                        pack: IndexPack {
-                            name: *name,
-                            kind,
-                            len: l.size,
-                            blobs,
-                        },
-                        origin: Origin::Unindexed,
-                        live: Vec::new(),
-                        live_bytes: 0,
-                    },
-                );
-            }
-            // Left alone: a damaged pack is evidence, and holds nothing
-            // any index offers.
-            Err(e) => tracing::warn!("{e}; prune leaves it in place"),
+    // Packs no index or pending file lists: counted, never touched (see
+    // the module doc).
+    for (n, l) in &stored {
+        if !states.contains_key(n) && !pending_names.contains(n) {
+            report.unindexed_packs += 1;
+            report.unindexed_bytes += l.size;
         }
     }
     for (_, f) in &pending {
@@ -354,7 +342,6 @@ pub fn run(
     }
     let movable = |st: &PackState| match st.origin {
         Origin::Indexed(i) => !pinned_files.contains(&i),
-        Origin::Unindexed => true,
         Origin::Pending => false,
     };
     let active = |st: &PackState| st.origin != Origin::Pending;
@@ -478,9 +465,8 @@ pub fn run(
     let new_packs = copy_live(remote, &states, &repack, progress)?;
     report.packs_written = new_packs.len() as u64;
     report.bytes_written = new_packs.iter().map(|p| p.len).sum();
-    // 7. New index files for every file that lists a pack leaving the
-    //    index, with the unindexed packs that stay, the packs restored and
-    //    the new ones; then the replaced files are deleted.
+    // 7. New index files: the packs that stay of every file that lists a
+    //    pack leaving the index, the packs restored and the new ones.
     let leaving: HashSet<[u8; 32]> = drop.iter().chain(&repack).copied().collect();
     let affected: BTreeSet<usize> = files
         .iter()
@@ -498,15 +484,8 @@ pub fn run(
             }
         }
     }
-    for st in states.values() {
-        let stays = match st.origin {
-            Origin::Unindexed => !leaving.contains(&st.pack.name),
-            Origin::Pending => restore.contains(&st.pack.name),
-            Origin::Indexed(_) => false,
-        };
-        if stays {
-            listed_again.insert(st.pack.name, st.pack.clone());
-        }
+    for n in &restore {
+        listed_again.insert(*n, states[n].pack.clone());
     }
     // A pack an unaffected file still lists needs no second listing.
     let kept_files: HashSet<[u8; 32]> = files
@@ -522,11 +501,9 @@ pub fn run(
         remote.put_index(&file)?;
         report.index_files_written += 1;
     }
-    for i in &affected {
-        remote.delete(&files[*i].0.path)?;
-        report.index_files_deleted += 1;
-    }
-    // 8. What left the index waits in a pending file.
+    // 8. What leaves the index waits in a pending file, written before the
+    //    replaced index files go: killed in between, those packs are both
+    //    indexed and pending (the index wins), never listed by neither.
     if !leaving.is_empty() {
         let mut packs: Vec<IndexPack> = leaving.iter().map(|n| states[n].pack.clone()).collect();
         packs.sort_by_key(|p| p.name);
@@ -534,6 +511,10 @@ pub fn run(
             time_ns: crate::model::now_ns(),
             packs,
         })?;
+    }
+    for i in &affected {
+        remote.delete(&files[*i].0.path)?;
+        report.index_files_deleted += 1;
     }
     // 9. Earlier pending packs: delete the expired ones (unless locked),
     //    then rewrite or delete the pending files that listed them.

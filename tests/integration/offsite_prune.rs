@@ -421,3 +421,71 @@ fn a_commit_a_late_push_wrote_brings_its_packs_back_instead_of_losing_them() -> 
     }
     Ok(())
 }
+
+/// The names in `dir` (one level).
+fn names(dir: &Path) -> Res<BTreeSet<PathBuf>> {
+    Ok(walkdir(dir)?.into_iter().collect())
+}
+
+#[test]
+fn the_packs_of_a_push_still_uploading_survive_two_prunes() -> TestResult {
+    let env = TestEnv::new()?;
+    let (url, dir, _) = history(&env, 2)?;
+    // A push whose packs are stored but whose index and commit are not
+    // written yet: run it, then take those two away until the end.
+    let index_before = names(&dir.join("index"))?;
+    let commits_before = names(&dir.join("snapshots"))?;
+    env.write("late.bin", Lcg(7).bytes(300_000))?;
+    env.backup_ok(&["--config", "config.json"])?;
+    ok(
+        &trove(
+            &env,
+            &["push", "--repo", &repo(&env), "--remote", &url],
+            &[],
+        )?,
+        "push",
+    )?;
+    let held = env.root().join("held");
+    std::fs::create_dir(&held)?;
+    let mut moved = Vec::new();
+    for p in names(&dir.join("index"))?
+        .difference(&index_before)
+        .chain(names(&dir.join("snapshots"))?.difference(&commits_before))
+    {
+        let to = held.join(moved.len().to_string());
+        std::fs::rename(p, &to)?;
+        moved.push((p.clone(), to));
+    }
+    assert_eq!(moved.len(), 2, "one index file and one commit: {moved:?}");
+    let mut reports = Vec::new();
+    for _ in 0..2 {
+        let o = trove(
+            &env,
+            &[
+                "prune",
+                "--json",
+                "--remote",
+                &url,
+                "--keep-last",
+                "1",
+                "--grace",
+                "0",
+            ],
+            &[],
+        )?;
+        ok(&o, "prune during the push")?;
+        reports.push(json(&o)?);
+    }
+    // The push finishes: its index file and commit arrive.
+    for (p, to) in &moved {
+        std::fs::rename(to, p)?;
+    }
+    verify_clean(&env, &url, &[])?;
+    let target = env.root().join("latest");
+    restore_remote(&env, &url, &target, &[])?;
+    assert_eq!(files(&target)?, files(&env.source)?);
+    for r in &reports {
+        assert!(r["unindexed_packs"].as_u64() > Some(0), "{r}");
+    }
+    Ok(())
+}
