@@ -771,11 +771,14 @@ mod tests {
     #[test]
     fn numeric_keys_are_bounded_and_errors_name_the_key_and_range() {
         for b in BOUNDS {
-            let (section, name) = b.key.split_once('.').unwrap_or(("", b.key));
+            // `a.b.c` = v as `{"a": {"b": {"c": v}}}`.
             let with = |v: &str| {
-                msg(load(&format!(
-                    r#"{{"sources": ["./src"], "{section}": {{"{name}": {v}}}}}"#
-                )))
+                let mut nested = v.to_string();
+                for part in b.key.rsplit('.') {
+                    nested = format!(r#"{{"{part}": {nested}}}"#);
+                }
+                let body = nested.trim_start_matches('{');
+                msg(load(&format!(r#"{{"sources": ["./src"], {body}"#)))
             };
             assert_eq!(with(&b.min.to_string()), "ok", "{} = min", b.key);
             assert_eq!(with(&b.max.to_string()), "ok", "{} = max", b.key);
