@@ -489,3 +489,172 @@ fn the_packs_of_a_push_still_uploading_survive_two_prunes() -> TestResult {
     }
     Ok(())
 }
+
+/// Copy a folder tree (files and folders only).
+fn copy_tree(from: &Path, to: &Path) -> Res<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &target)?;
+        } else {
+            std::fs::copy(e.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether strace can kill a process at a chosen system call here.
+fn strace_usable() -> bool {
+    let ok = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=getpid:error=EIO",
+            "true",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!(
+            "SKIP: strace with syscall injection is not usable here (install strace; ptrace must be permitted)"
+        );
+    }
+    ok
+}
+
+/// The system calls by which a prune changes a `file://` remote: a new
+/// object is a temporary file renamed into place, a removal an unlink.
+/// strace counts each system call apart, so each family is swept alone.
+const CHANGES: [&str; 2] = ["rename,renameat,renameat2", "unlink,unlinkat"];
+
+#[test]
+fn a_prune_killed_at_any_change_loses_nothing_and_the_next_one_finishes() -> TestResult {
+    if !strace_usable() {
+        return Ok(());
+    }
+    let env = TestEnv::new()?;
+    let (url, dir, states) = history(&env, 4)?;
+    // A first prune leaves pending packs, so the swept one both deletes
+    // (grace 0) and takes new packs out of the index.
+    ok(
+        &trove(&env, &["prune", "--remote", &url, "--keep-last", "3"], &[])?,
+        "first prune",
+    )?;
+    let kept: Vec<(String, String)> = remote_snapshots(&env, &url)?.split_off(1);
+    assert_eq!(kept.len(), 2);
+    let want = &states[2..];
+    let stride: usize = std::env::var("TROVE_PRUNE_SWEEP_STRIDE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let bin = env.cmd()?.get_program().to_owned();
+    let mut points = 0;
+    let mut last = None;
+    for (f, family) in CHANGES.iter().enumerate() {
+        let mut n = 1;
+        loop {
+            let copy = env.root().join(format!("kill{f}-{n}"));
+            copy_tree(&dir, &copy)?;
+            let curl = file_url(&copy);
+            let o = Command::new("strace")
+                .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+                .arg(format!("inject={family}:signal=KILL:when={n}"))
+                .arg(&bin)
+                .args([
+                    "prune",
+                    "--remote",
+                    &curl,
+                    "--keep-last",
+                    "2",
+                    "--grace",
+                    "0",
+                ])
+                .current_dir(env.root())
+                .env("TROVE_PASSWORD", crate::offsite::PASSWORD)
+                .env_remove("TROVE_REMOTE")
+                .output()?;
+            if o.status.success() {
+                last = Some(copy);
+                break; // past the last change: the prune ran to its end
+            }
+            points += 1;
+            let at = format!("killed at {family} call {n}");
+            // (A temporary file killed before its rename is no lock.)
+            let held = walkdir(&copy.join("locks"))?.iter().any(|p| {
+                p.file_name()
+                    .is_some_and(|f| !f.to_string_lossy().starts_with('.'))
+            });
+            if held {
+                // Its lock stays: the next prune names it and the way out.
+                let o = trove(&env, &["prune", "--remote", &curl, "--keep-last", "2"], &[])?;
+                assert_eq!(o.status.code(), Some(3), "{at}");
+                let err = String::from_utf8_lossy(&o.stderr);
+                assert!(err.contains("--unlock"), "{at}: {err}");
+            }
+            // Every reader accepts the remote, and what the policy keeps is whole.
+            verify_clean(&env, &curl, &[])?;
+            let listed: Vec<String> = remote_snapshots(&env, &curl)?
+                .into_iter()
+                .map(|s| s.0)
+                .collect();
+            for (i, (id, _)) in kept.iter().enumerate() {
+                assert!(listed.contains(id), "{at}: {id} listed");
+                let t = copy.with_extension(format!("r{i}"));
+                ok(&restore_snapshot(&env, &curl, id, &t)?, &at)?;
+                assert_eq!(files(&t)?, want[i], "{at}: snapshot {id}");
+            }
+            // The next prune (with --unlock) finishes the work, and a second
+            // one deletes what it took out of the index.
+            for args in [
+                &[
+                    "prune",
+                    "--json",
+                    "--remote",
+                    &curl,
+                    "--keep-last",
+                    "2",
+                    "--grace",
+                    "0",
+                    "--unlock",
+                ][..],
+                &["prune", "--json", "--remote", &curl, "--grace", "0"][..],
+            ] {
+                ok(&trove(&env, args, &[])?, &format!("{at}: next prune"))?;
+            }
+            let v = verify_clean(&env, &curl, &[])?;
+            assert_eq!(v["pending_packs"].as_u64(), Some(0), "{at}: {v}");
+            assert_eq!(remote_snapshots(&env, &curl)?.len(), 2, "{at}");
+            std::fs::remove_dir_all(&copy)?;
+            n += stride;
+            assert!(
+                n < 500,
+                "a prune of a small remote makes fewer than 500 changes"
+            );
+        }
+    }
+    eprintln!("prune killed at {points} changes, each checked");
+    assert!(points >= 6, "the sweep killed the prune {points} times");
+    // The remote the prune finished on takes a push, and restores it.
+    env.write("after.txt", b"after")?;
+    env.backup_ok(&["--config", "config.json"])?;
+    let last = last.ok_or("a prune ran to its end")?;
+    let lurl = file_url(&last);
+    ok(
+        &trove(
+            &env,
+            &["push", "--repo", &repo(&env), "--remote", &lurl],
+            &[],
+        )?,
+        "push after the sweep",
+    )?;
+    let target = env.root().join("latest");
+    restore_remote(&env, &lurl, &target, &[])?;
+    assert_eq!(files(&target)?, files(&env.source)?);
+    Ok(())
+}
