@@ -658,3 +658,65 @@ fn a_prune_killed_at_any_change_loses_nothing_and_the_next_one_finishes() -> Tes
     assert_eq!(files(&target)?, files(&env.source)?);
     Ok(())
 }
+
+#[test]
+fn a_killed_prunes_lock_is_named_then_stale_after_30_minutes() -> TestResult {
+    if !strace_usable() {
+        return Ok(());
+    }
+    if Command::new("faketime").arg("--version").output().is_err() {
+        eprintln!("SKIP: faketime is not installed (apt-get install faketime)");
+        return Ok(());
+    }
+    let env = TestEnv::new()?;
+    let (url, dir, _) = history(&env, 3)?;
+    let bin = env.cmd()?.get_program().to_owned();
+    // Killed at its first unlink (a forgotten commit): its lock stays.
+    let o = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+        .arg("inject=unlink,unlinkat:signal=KILL:when=1")
+        .arg(&bin)
+        .args(["prune", "--remote", &url, "--keep-last", "1"])
+        .current_dir(env.root())
+        .env("TROVE_PASSWORD", crate::offsite::PASSWORD)
+        .output()?;
+    assert!(!o.status.success(), "the prune was killed");
+    assert_eq!(walkdir(&dir.join("locks"))?.len(), 1);
+    let o = trove(&env, &["prune", "--remote", &url, "--keep-last", "1"], &[])?;
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
+    assert!(
+        err.contains("--unlock") && err.contains(host.trim()),
+        "names the holder and the way out: {err}"
+    );
+    // A push does not wait for it.
+    env.write("new.txt", b"new")?;
+    env.backup_ok(&["--config", "config.json"])?;
+    ok(
+        &trove(
+            &env,
+            &["push", "--repo", &repo(&env), "--remote", &url],
+            &[],
+        )?,
+        "push beside a prune lock",
+    )?;
+    // 31 minutes later the lock is stale: removed with a warning.
+    let o = Command::new("faketime")
+        .args(["-f", "+31m"])
+        .arg(&bin)
+        .args(["prune", "--remote", &url, "--keep-last", "1"])
+        .current_dir(env.root())
+        .env("TROVE_PASSWORD", crate::offsite::PASSWORD)
+        .output()?;
+    ok(&o, "prune after the lock went stale")?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("stale"), "{err}");
+    assert!(walkdir(&dir.join("locks"))?.is_empty());
+    assert_eq!(remote_snapshots(&env, &url)?.len(), 1);
+    verify_clean(&env, &url, &[])?;
+    let target = env.root().join("latest");
+    restore_remote(&env, &url, &target, &[])?;
+    assert_eq!(files(&target)?, files(&env.source)?);
+    Ok(())
+}
