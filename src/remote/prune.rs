@@ -176,7 +176,7 @@ pub fn run(
     o: &PruneOptions,
     progress: &dyn Progress,
 ) -> Result<RemotePruneReport> {
-    let _lock = if o.dry_run {
+    let lock = if o.dry_run {
         if let Some(h) = lock::holder(remote)? {
             tracing::warn!(
                 "remote {} is locked by a prune ({h}): this dry run may describe a remote that is changing",
@@ -558,6 +558,8 @@ pub fn run(
         remote.delete(&l.path)?;
     }
     report.locked.sort_by(|a, b| a.path.cmp(&b.path));
+    // Released first, so that `requests` counts the lock's DELETE too.
+    std::mem::drop(lock);
     report.requests = remote.backend().stats();
     Ok(report)
 }

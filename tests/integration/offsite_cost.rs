@@ -456,3 +456,26 @@ fn watch_logs_a_failed_push_with_the_backlog_and_retries() -> TestResult {
     assert_eq!(code, Some(0), "a failed push never stops the session");
     Ok(())
 }
+
+#[test]
+fn prune_remote_json_counts_the_lock_it_writes_and_releases() -> TestResult {
+    let env = TestEnv::new()?;
+    fill_source(&env, 3)?;
+    env.backup_ok(&[])?;
+    let url = file_url(&env.root().join("offsite"));
+    ok(&trove(&env, &["remote", "init", &url], &[])?, "init")?;
+    let push = trove(
+        &env,
+        &["push", "--repo", &repo(&env), "--remote", &url],
+        &[],
+    )?;
+    ok(&push, "push")?;
+    // No keep rule and nothing unused: the prune's only writes are its
+    // lock, taken and released, and both are counted.
+    let o = trove(&env, &["prune", "--json", "--remote", &url], &[])?;
+    ok(&o, "prune --remote")?;
+    let rq = requests(&json(&o)?, "prune --remote")?;
+    assert_eq!(rq["put"].as_u64(), Some(1), "{rq}");
+    assert_eq!(rq["delete"].as_u64(), Some(1), "{rq}");
+    Ok(())
+}
