@@ -322,7 +322,7 @@ fn prune_args(url: &str) -> Vec<&str> {
     vec!["prune", "--remote", url, "--keep-last", "2", "--grace", "0"]
 }
 
-/// What a user was promised after the kill at `at`, on that copy.
+/// What a user was promised after a killed prune, on that copy (`env`).
 fn check_after_kill(start: &Start, env: &TestEnv) -> Res<()> {
     let url = url_of(env);
     let listed = remote_snapshots(env, &url, &[])?;
