@@ -236,7 +236,10 @@ pub fn run(
         }
     }
     for (_, f) in &pending {
-        for p in &f.packs {
+        // A pending pack no longer stored was deleted by a prune killed
+        // before it rewrote this file: its listing is void (it holds
+        // nothing to read or to index again), and step 9 drops it.
+        for p in f.packs.iter().filter(|p| stored.contains_key(&p.name)) {
             states.entry(p.name).or_insert_with(|| PackState {
                 pack: p.clone(),
                 origin: Origin::Pending,

@@ -86,7 +86,7 @@ const WRITERS: &[Writer] = &[
 ];
 
 /// Whether strace can tamper with system calls here; prints why not.
-fn strace_usable() -> bool {
+pub(crate) fn strace_usable() -> bool {
     let ok = Command::new("strace")
         .args([
             "-f",

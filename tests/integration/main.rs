@@ -29,6 +29,7 @@ mod offsite;
 mod offsite_cost;
 mod offsite_lock;
 mod offsite_prune;
+mod offsite_prune_faults;
 mod offsite_s3;
 mod offsite_subset;
 mod offsite_writeonly;

@@ -4,9 +4,8 @@
 //! the index first and go at a later prune after the grace period, a year
 //! of dailies (a fake clock: `faketime`) keeps what restic's policy keeps,
 //! a commit a late push wrote brings its packs back instead of losing
-//! them, a killed prune's lock is named and removed (stale, or
-//! `--unlock`), a prune killed at every delete and rename loses nothing,
-//! and the same on a real S3 server.
+//! them. Killed prunes, their locks, S3 and object-locked remotes are in
+//! `offsite_prune_faults.rs`.
 
 use crate::common::{Lcg, Res, TestEnv, TestResult};
 use crate::offsite::{file_url, json, ok, repo, restore_remote, trove};
@@ -15,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Bytes of every pack stored in a `file://` remote.
-fn pack_bytes(remote: &Path) -> Res<u64> {
+pub(crate) fn pack_bytes(remote: &Path) -> Res<u64> {
     let mut total = 0;
     for dir in ["data", "tree"] {
         for e in walkdir(&remote.join(dir))? {
@@ -25,7 +24,7 @@ fn pack_bytes(remote: &Path) -> Res<u64> {
     Ok(total)
 }
 
-fn walkdir(dir: &Path) -> Res<Vec<PathBuf>> {
+pub(crate) fn walkdir(dir: &Path) -> Res<Vec<PathBuf>> {
     let mut out = Vec::new();
     if !dir.exists() {
         return Ok(out);
@@ -43,10 +42,10 @@ fn walkdir(dir: &Path) -> Res<Vec<PathBuf>> {
 }
 
 /// Files by relative path, with their bytes.
-type Tree = BTreeMap<String, Vec<u8>>;
+pub(crate) type Tree = BTreeMap<String, Vec<u8>>;
 
 /// Files below `root`.
-fn files(root: &Path) -> Res<Tree> {
+pub(crate) fn files(root: &Path) -> Res<Tree> {
     let mut out = BTreeMap::new();
     for p in walkdir(root)? {
         let rel = p.strip_prefix(root)?.to_string_lossy().into_owned();
@@ -59,13 +58,26 @@ fn files(root: &Path) -> Res<Tree> {
 /// history lives) and a `file://` remote; `rounds` backups, each pushed,
 /// each changing one large and one small file. Returns the remote's URL,
 /// its folder and the source as it was at each round.
-fn history(env: &TestEnv, rounds: usize) -> Res<(String, PathBuf, Vec<Tree>)> {
+pub(crate) fn history(env: &TestEnv, rounds: usize) -> Res<(String, PathBuf, Vec<Tree>)> {
+    let dir = env.root().join("offsite");
+    let url = file_url(&dir);
+    let states = history_at(env, &url, &[], rounds)?;
+    Ok((url, dir, states))
+}
+
+/// [`history`] pushed to any remote `url` (made here), with `extra`
+/// variables (an S3 server's) for every command: the source as it was at
+/// each round.
+pub(crate) fn history_at(
+    env: &TestEnv,
+    url: &str,
+    extra: &[(String, String)],
+    rounds: usize,
+) -> Res<Vec<Tree>> {
     std::fs::write(
         env.root().join("config.json"),
         r#"{"retention": {"max_versions_per_file": 1}}"#,
     )?;
-    let dir = env.root().join("offsite");
-    let url = file_url(&dir);
     let mut rng = Lcg(99);
     let mut states = Vec::new();
     for i in 0..rounds {
@@ -75,20 +87,24 @@ fn history(env: &TestEnv, rounds: usize) -> Res<(String, PathBuf, Vec<Tree>)> {
         // With paths given, ./config.json is read only when named.
         env.backup_ok(&["--config", "config.json"])?;
         if i == 0 {
-            ok(&trove(env, &["remote", "init", &url], &[])?, "remote init")?;
+            ok(&trove(env, &["remote", "init", url], extra)?, "remote init")?;
         }
         ok(
-            &trove(env, &["push", "--repo", &repo(env), "--remote", &url], &[])?,
+            &trove(env, &["push", "--repo", &repo(env), "--remote", url], extra)?,
             "push",
         )?;
         states.push(files(&env.source)?);
     }
-    Ok((url, dir, states))
+    Ok(states)
 }
 
 /// The remote's snapshots, oldest first: (id, time).
-fn remote_snapshots(env: &TestEnv, url: &str) -> Res<Vec<(String, String)>> {
-    let o = trove(env, &["snapshots", "--json", "--remote", url], &[])?;
+pub(crate) fn remote_snapshots(
+    env: &TestEnv,
+    url: &str,
+    extra: &[(String, String)],
+) -> Res<Vec<(String, String)>> {
+    let o = trove(env, &["snapshots", "--json", "--remote", url], extra)?;
     ok(&o, "snapshots --remote")?;
     let v = json(&o)?;
     let list = v.as_array().ok_or("snapshots --json is a list")?;
@@ -103,7 +119,11 @@ fn remote_snapshots(env: &TestEnv, url: &str) -> Res<Vec<(String, String)>> {
         .collect())
 }
 
-fn verify_clean(env: &TestEnv, url: &str, extra: &[(String, String)]) -> Res<serde_json::Value> {
+pub(crate) fn verify_clean(
+    env: &TestEnv,
+    url: &str,
+    extra: &[(String, String)],
+) -> Res<serde_json::Value> {
     let o = trove(
         env,
         &["verify", "--json", "--remote", url, "--read-data"],
@@ -115,16 +135,22 @@ fn verify_clean(env: &TestEnv, url: &str, extra: &[(String, String)]) -> Res<ser
     Ok(v)
 }
 
-fn restore_snapshot(env: &TestEnv, url: &str, id: &str, target: &Path) -> Res<Output> {
+pub(crate) fn restore_snapshot(
+    env: &TestEnv,
+    url: &str,
+    id: &str,
+    target: &Path,
+    extra: &[(String, String)],
+) -> Res<Output> {
     let t = target.to_str().ok_or("utf8")?;
     trove(
         env,
         &["restore", "--remote", url, "--snapshot", id, "--target", t],
-        &[],
+        extra,
     )
 }
 
-fn removals(v: &serde_json::Value) -> Vec<(String, String, u64)> {
+pub(crate) fn removals(v: &serde_json::Value) -> Vec<(String, String, u64)> {
     v["removals"]
         .as_array()
         .map(|a| {
@@ -145,7 +171,7 @@ fn removals(v: &serde_json::Value) -> Vec<(String, String, u64)> {
 fn prune_remote_forgets_by_its_own_policy_and_a_later_prune_frees_the_bytes() -> TestResult {
     let env = TestEnv::new()?;
     let (url, dir, states) = history(&env, 5)?;
-    assert_eq!(remote_snapshots(&env, &url)?.len(), 5);
+    assert_eq!(remote_snapshots(&env, &url, &[])?.len(), 5);
     let before = pack_bytes(&dir)?;
 
     let dry = trove(
@@ -164,7 +190,7 @@ fn prune_remote_forgets_by_its_own_policy_and_a_later_prune_frees_the_bytes() ->
     ok(&dry, "prune --remote --dry-run")?;
     let dry = json(&dry)?;
     assert_eq!(pack_bytes(&dir)?, before, "a dry run changes nothing");
-    assert_eq!(remote_snapshots(&env, &url)?.len(), 5);
+    assert_eq!(remote_snapshots(&env, &url, &[])?.len(), 5);
 
     let run = trove(
         &env,
@@ -184,7 +210,7 @@ fn prune_remote_forgets_by_its_own_policy_and_a_later_prune_frees_the_bytes() ->
         pack_bytes(&dir)?,
         before + run["bytes_written"].as_u64().ok_or("bytes")?
     );
-    let snaps = remote_snapshots(&env, &url)?;
+    let snaps = remote_snapshots(&env, &url, &[])?;
     assert_eq!(snaps.len(), 2);
     let v = verify_clean(&env, &url, &[])?;
     assert_eq!(v["pending_packs"], run["pending_packs"], "{v}");
@@ -216,7 +242,10 @@ fn prune_remote_forgets_by_its_own_policy_and_a_later_prune_frees_the_bytes() ->
     // The two kept snapshots restore exactly as their sources were.
     for (i, (id, _)) in snaps.iter().enumerate() {
         let target = env.root().join(format!("kept{i}"));
-        ok(&restore_snapshot(&env, &url, id, &target)?, "restore kept")?;
+        ok(
+            &restore_snapshot(&env, &url, id, &target, &[])?,
+            "restore kept",
+        )?;
         assert_eq!(files(&target)?, states[3 + i], "snapshot {id}");
     }
     // A push after the prune: the remote takes it as before.
@@ -381,7 +410,7 @@ fn a_year_of_dailies_keeps_exactly_what_restics_policy_keeps() -> TestResult {
 fn a_commit_a_late_push_wrote_brings_its_packs_back_instead_of_losing_them() -> TestResult {
     let env = TestEnv::new()?;
     let (url, dir, states) = history(&env, 3)?;
-    let snaps = remote_snapshots(&env, &url)?;
+    let snaps = remote_snapshots(&env, &url, &[])?;
     let commits: BTreeMap<PathBuf, Vec<u8>> = walkdir(&dir.join("snapshots"))?
         .into_iter()
         .map(|p| std::fs::read(&p).map(|b| (p, b)))
@@ -416,7 +445,7 @@ fn a_commit_a_late_push_wrote_brings_its_packs_back_instead_of_losing_them() -> 
     verify_clean(&env, &url, &[])?;
     for (i, (id, _)) in snaps.iter().enumerate() {
         let target = env.root().join(format!("s{i}"));
-        ok(&restore_snapshot(&env, &url, id, &target)?, "restore")?;
+        ok(&restore_snapshot(&env, &url, id, &target, &[])?, "restore")?;
         assert_eq!(files(&target)?, states[i], "snapshot {id}");
     }
     Ok(())
