@@ -574,7 +574,7 @@ fn a_prune_killed_at_any_change_loses_nothing_and_the_next_one_finishes() -> Tes
         &trove(&env, &["prune", "--remote", &url, "--keep-last", "3"], &[])?,
         "first prune",
     )?;
-    let kept: Vec<(String, String)> = remote_snapshots(&env, &url)?.split_off(1);
+    let kept: Vec<(String, String)> = remote_snapshots(&env, &url, &[])?.split_off(1);
     assert_eq!(kept.len(), 2);
     let want = &states[2..];
     let stride: usize = std::env::var("TROVE_PRUNE_SWEEP_STRIDE")
@@ -628,14 +628,14 @@ fn a_prune_killed_at_any_change_loses_nothing_and_the_next_one_finishes() -> Tes
             }
             // Every reader accepts the remote, and what the policy keeps is whole.
             verify_clean(&env, &curl, &[])?;
-            let listed: Vec<String> = remote_snapshots(&env, &curl)?
+            let listed: Vec<String> = remote_snapshots(&env, &curl, &[])?
                 .into_iter()
                 .map(|s| s.0)
                 .collect();
             for (i, (id, _)) in kept.iter().enumerate() {
                 assert!(listed.contains(id), "{at}: {id} listed");
                 let t = copy.with_extension(format!("r{i}"));
-                ok(&restore_snapshot(&env, &curl, id, &t)?, &at)?;
+                ok(&restore_snapshot(&env, &curl, id, &t, &[])?, &at)?;
                 assert_eq!(files(&t)?, want[i], "{at}: snapshot {id}");
             }
             // The next prune (with --unlock) finishes the work, and a second
@@ -658,7 +658,7 @@ fn a_prune_killed_at_any_change_loses_nothing_and_the_next_one_finishes() -> Tes
             }
             let v = verify_clean(&env, &curl, &[])?;
             assert_eq!(v["pending_packs"].as_u64(), Some(0), "{at}: {v}");
-            assert_eq!(remote_snapshots(&env, &curl)?.len(), 2, "{at}");
+            assert_eq!(remote_snapshots(&env, &curl, &[])?.len(), 2, "{at}");
             std::fs::remove_dir_all(&copy)?;
             n += stride;
             assert!(
@@ -742,7 +742,7 @@ fn a_killed_prunes_lock_is_named_then_stale_after_30_minutes() -> TestResult {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("stale"), "{err}");
     assert!(walkdir(&dir.join("locks"))?.is_empty());
-    assert_eq!(remote_snapshots(&env, &url)?.len(), 1);
+    assert_eq!(remote_snapshots(&env, &url, &[])?.len(), 1);
     verify_clean(&env, &url, &[])?;
     let target = env.root().join("latest");
     restore_remote(&env, &url, &target, &[])?;
