@@ -97,6 +97,12 @@ pub struct Cli {
     /// Limit downloads from the remote to KIB KiB/s in all
     #[arg(long, global = true, value_name = "KIB", value_parser = clap::value_parser!(u64).range(1..=u64::from(u32::MAX)))]
     pub limit_download: Option<u64>,
+    /// Keep no local cache of the remote's index files, snapshot commits and tree packs: read them from the remote every time
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+    /// Where remotes are cached [default: $XDG_CACHE_HOME/trove, else ~/.cache/trove]. Also TROVE_CACHE_DIR
+    #[arg(long, global = true, env = "TROVE_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -168,12 +168,16 @@ pub(super) fn open_remote(cli: &Cli) -> Result<RemoteRepo> {
 pub(super) fn open_remote_with(cli: &Cli, class: Option<&str>) -> Result<RemoteRepo> {
     let url = remote_url(cli)?;
     let b = open_backend(cli, &url, false, class)?;
-    Ok(RemoteRepo::open_asking(b, &mut || {
+    let remote = RemoteRepo::open_asking(b, &mut || {
         password(cli, &url, false).map_err(|e| match e.downcast::<Error>() {
             Ok(e) => e,
             Err(e) => Error::Usage(format!("{e:#}")),
         })
-    })?)
+    })?;
+    if let Some(root) = settings::cache_root(cli) {
+        remote.use_cache(&root);
+    }
+    Ok(remote)
 }
 
 pub(super) fn remote_init(cli: &Cli, a: &RemoteInitArgs) -> Result<Outcome> {
@@ -373,7 +377,8 @@ pub(super) fn push_to(
         );
     }
     if print {
-        emit(cli, &report, |out| output::push(out, &report, cli.quiet))?;
+        let v = with_cache(remote, &report)?;
+        emit(cli, &v, |out| output::push(out, &report, cli.quiet))?;
     }
     Ok(if report.skipped.is_empty() {
         Outcome::Ok
@@ -416,6 +421,7 @@ pub(super) fn pull(cli: &Cli, a: &PullArgs) -> Result<Outcome> {
         "browsable_failures": failures,
         "requests": remote.backend().stats(),
     });
+    let summary = with_cache(&remote, &summary)?;
     emit(cli, &summary, |out| {
         output::pull(out, &report, &repo.root, cli.quiet)
     })?;
@@ -501,7 +507,8 @@ pub(super) fn prune(cli: &Cli, a: &super::args::PruneArgs) -> Result<Outcome> {
     let report = crate::remote::prune::run(&remote, &opts, &bar);
     drop(bar);
     let report = report?;
-    emit(cli, &report, |out| {
+    let v = with_cache(&remote, &report)?;
+    emit(cli, &v, |out| {
         output::prune_remote(out, &report, cli.verbose)
     })?;
     Ok(Outcome::Ok)
@@ -531,6 +538,7 @@ pub(super) fn stats(cli: &Cli) -> Result<Outcome> {
         }
     }
     both["requests"] = serde_json::to_value(remote.backend().stats())?;
+    let both = with_cache(&remote, &both)?;
     emit(cli, &both, |out| {
         output::stats(out, &st)?;
         output::remote_stats(out, &rs)?;
@@ -578,16 +586,29 @@ pub(super) fn emit_remote<R: serde::Serialize>(
     match &mut v {
         serde_json::Value::Object(m) => {
             m.entry("requests").or_insert(serde_json::to_value(stats)?);
+            let v = with_cache(remote, &v)?;
             output::json(&mut std::io::stdout().lock(), &v)
         }
         _ => {
             output::json(&mut std::io::stdout().lock(), &v)?;
             let line = serde_json::json!({ "remote": url, "requests": stats });
+            let line = with_cache(remote, &line)?;
             use std::io::Write;
             writeln!(std::io::stderr().lock(), "{line}")?;
             Ok(())
         }
     }
+}
+
+/// `report` as JSON with, beside its `requests`, what the local cache
+/// did (`cache`: reads it answered and their bytes, entries stored and
+/// evicted; these are not requests), when the remote is cached.
+fn with_cache<R: serde::Serialize>(remote: &RemoteRepo, report: &R) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(report)?;
+    if let (serde_json::Value::Object(m), Some(c)) = (&mut v, remote.cache_stats()) {
+        m.entry("cache").or_insert(serde_json::to_value(c)?);
+    }
+    Ok(v)
 }
 
 /// `commands::emit`, silent in its human form under `-q`.

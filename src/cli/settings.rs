@@ -53,6 +53,38 @@ pub(super) fn repo_root(cli: &Cli) -> Result<PathBuf> {
     })
 }
 
+/// The folder remotes are cached in (`None`: no cache): nothing with
+/// `--no-cache`, else `--cache-dir`/`TROVE_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/trove`, else `$HOME/.cache/trove` (where restic and
+/// kopia users look for theirs).
+pub(super) fn cache_root(cli: &Cli) -> Option<PathBuf> {
+    if cli.no_cache {
+        return None;
+    }
+    pick_cache_root(
+        cli.cache_dir.as_deref(),
+        std::env::var_os("XDG_CACHE_HOME").as_deref(),
+        std::env::var_os("HOME").as_deref(),
+    )
+}
+
+/// [`cache_root`] from its three sources. Empty values count as unset;
+/// a relative `XDG_CACHE_HOME` is ignored, as the XDG specification asks.
+fn pick_cache_root(
+    flag: Option<&Path>,
+    xdg: Option<&std::ffi::OsStr>,
+    home: Option<&std::ffi::OsStr>,
+) -> Option<PathBuf> {
+    if let Some(d) = flag.filter(|d| !d.as_os_str().is_empty()) {
+        return Some(d.to_path_buf());
+    }
+    if let Some(x) = xdg.map(Path::new).filter(|x| x.is_absolute()) {
+        return Some(x.join("trove"));
+    }
+    home.filter(|h| !h.is_empty())
+        .map(|h| Path::new(h).join(".cache").join("trove"))
+}
+
 /// `--repo`/`TROVE_REPO` over the config's `backup_root`.
 fn pick_repo(flag: Option<&Path>, config: Option<PathBuf>) -> Option<PathBuf> {
     flag.map(Path::to_path_buf).or(config)
@@ -448,6 +480,38 @@ mod tests {
             debounce,
             poll,
             full_scan_interval: full,
+        }
+    }
+
+    #[test]
+    fn the_cache_folder_is_the_flag_else_xdg_else_home() {
+        use std::ffi::OsStr;
+        let p = |s: &str| Some(PathBuf::from(s));
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<PathBuf>,
+        );
+        let cases: [Case; 7] = [
+            (Some("/c"), Some("/x"), Some("/h"), p("/c")),
+            (Some("rel"), None, None, p("rel")),
+            (None, Some("/x"), Some("/h"), p("/x/trove")),
+            (Some(""), Some("/x"), Some("/h"), p("/x/trove")),
+            (None, Some("relative"), Some("/h"), p("/h/.cache/trove")),
+            (None, Some(""), Some("/h"), p("/h/.cache/trove")),
+            (None, None, Some(""), None),
+        ];
+        for (flag, xdg, home, want) in cases {
+            assert_eq!(
+                pick_cache_root(
+                    flag.map(Path::new),
+                    xdg.map(OsStr::new),
+                    home.map(OsStr::new)
+                ),
+                want,
+                "{flag:?} {xdg:?} {home:?}"
+            );
         }
     }
 

@@ -8,6 +8,10 @@
 //! share or a size, chosen in [`super::subset`]). On a remote with an
 //! object lock period, the retention of every needed object is read and
 //! the locks ending within half the period are reported ([`super::locks`]).
+//!
+//! Everything is read from the remote, never from the local cache (as
+//! `restic check` does by default): an object the remote lost or damaged
+//! must be found even where the cache holds a good copy.
 
 use super::backend::RequestStats;
 use super::pack::{self, BlobKind};
@@ -75,6 +79,7 @@ pub fn run(
     opts: &CheckOptions,
     progress: &dyn Progress,
 ) -> Result<RemoteVerifyReport> {
+    remote.bypass_cache();
     let mut problems: Vec<VerifyProblem> = Vec::new();
     let problem = VerifyProblem::new;
     let mut report = RemoteVerifyReport {

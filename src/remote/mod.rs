@@ -10,9 +10,11 @@
 //! rolling `verify --read-data-subset` reads, pure; [`objlock`]: S3
 //! Object Lock periods and retention, pure, the requests being the
 //! backend's; [`locks`]: `remote extend-locks` and the lock check of
-//! `verify --remote`).
+//! `verify --remote`). [`cache`] keeps a remote's index files, commits
+//! and tree packs on the local disk; only the repository uses it.
 
 pub mod backend;
+pub mod cache;
 pub mod check;
 pub mod chunk;
 pub mod crypto;

@@ -5,10 +5,18 @@
 //! Also the few writes a push makes (packs, index files, commits, keys);
 //! it never deletes anything but a key the user removes.
 //!
+//! With [`RemoteRepo::use_cache`], index files, commits and tree packs
+//! are read through a local cache of their sealed bytes ([`super::cache`];
+//! docs/DESIGN.md, "The local cache of a remote"): every entry is checked
+//! as the remote's bytes would be, the remote's listings and the loaded
+//! index say which entries may go, and what this process uploads or
+//! deletes is written through. No other module touches the cache.
+//!
 //! Paths on the remote (docs/FORMAT.md): `config`, `keys/<hex>`,
 //! `data/<ab>/<hex>`, `tree/<ab>/<hex>`, `index/<hex>`, `snapshots/<hex>`.
 
 use super::backend::{Backend, BackendError, Listed, Retention};
+use super::cache::{CacheStats, Kind, MetaCache};
 use super::crypto::{Domain, KdfParams, KeyFile, MasterKey};
 use super::format::{self, Commit, RemoteConfig};
 use super::index::{self, Index, IndexFile, PackInfo};
@@ -171,6 +179,8 @@ struct Inner {
     segments: Mutex<Segments>,
     tree_packs: Mutex<TreePacks>,
     plan: Mutex<Plan>,
+    /// The local cache of index files, commits and tree packs, if used.
+    cache: Mutex<Option<Arc<MetaCache>>>,
 }
 
 /// An open remote repository. Cheap to clone (shared).
@@ -318,6 +328,7 @@ impl RemoteRepo {
                 segments: Mutex::new(Segments::default()),
                 tree_packs: Mutex::new(TreePacks::default()),
                 plan: Mutex::new(Plan::default()),
+                cache: Mutex::new(None),
             }),
         }
     }
@@ -467,6 +478,77 @@ impl RemoteRepo {
         format_error(self.url(), what, e)
     }
 
+    // ----- the local cache -----
+
+    /// Read index files, commits and tree packs through a local cache
+    /// below `root`, in the folder of this remote's config id (created at
+    /// the first entry stored; a failure to use it is one warning, and
+    /// the command goes on without it).
+    pub fn use_cache(&self, root: &Path) {
+        let c = MetaCache::new(root, &self.config().id);
+        *lock(&self.inner.cache) = Some(Arc::new(c));
+    }
+
+    /// Read and write the remote only, from now on: `verify --remote`
+    /// checks what the remote holds, not a copy of it.
+    pub fn bypass_cache(&self) {
+        *lock(&self.inner.cache) = None;
+    }
+
+    /// What the cache did so far (`None`: no cache is used).
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache().map(|c| c.stats())
+    }
+
+    fn cache(&self) -> Option<Arc<MetaCache>> {
+        lock(&self.inner.cache).clone()
+    }
+
+    /// The bytes of the immutable object `path` (the cache's `kind` and
+    /// `name`): the cache's entry when it has `len` bytes (if known) and
+    /// `valid` accepts it, else a GET, whose bytes are stored when `valid`
+    /// accepts them. An entry that fails is removed and read again.
+    fn read_through(
+        &self,
+        (kind, name): (Kind, [u8; 32]),
+        path: &str,
+        len: Option<u64>,
+        valid: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<Vec<u8>> {
+        let cache = self.cache();
+        if let Some(c) = &cache {
+            if let Some(b) = c.get(kind, &name) {
+                if len.is_none_or(|l| l == b.len() as u64) && valid(&b) {
+                    c.hit(b.len());
+                    return Ok(b);
+                }
+                c.discard_damaged(kind, &name);
+            }
+        }
+        let b = self
+            .backend()
+            .get(path)
+            .map_err(|e| self.err(format!("read {path}"), e))?;
+        if let Some(c) = &cache {
+            if valid(&b) {
+                c.put(kind, &name, &b);
+            }
+        }
+        Ok(b)
+    }
+
+    /// Remove the cache entries of `kind` the whole listing `listed` of
+    /// `dir` lacks: deleted from the remote (by a prune, here or elsewhere).
+    fn retain_listed(&self, kind: Kind, dir: &str, listed: &[Listed]) {
+        if let Some(c) = self.cache() {
+            let keep: HashSet<[u8; 32]> = listed
+                .iter()
+                .filter_map(|l| listed_name(&l.path, dir))
+                .collect();
+            c.retain(kind, &keep);
+        }
+    }
+
     // ----- keys -----
 
     /// Add a key file for another password; returns its id.
@@ -588,24 +670,45 @@ impl RemoteRepo {
                 Err(e) => return Err(e),
             }
         }
+        if let Some(c) = self.cache() {
+            // A tree pack no index lists any more was dropped by a prune.
+            let trees: HashSet<[u8; 32]> = idx
+                .packs()
+                .iter()
+                .filter(|p| p.kind == PackKind::Tree)
+                .map(|p| p.name)
+                .collect();
+            c.retain(Kind::Tree, &trees);
+        }
         let idx = Arc::new(idx);
         *slot = Some(idx.clone());
         Ok(idx)
     }
 
-    /// The index files stored, as listed.
+    /// The index files stored, as listed (the cache keeps no others).
     pub fn index_files(&self) -> Result<Vec<Listed>> {
-        self.backend()
+        let listed = self
+            .backend()
             .list(INDEX)
-            .map_err(|e| self.err("list index/", e))
+            .map_err(|e| self.err("list index/", e))?;
+        self.retain_listed(Kind::Index, INDEX, &listed);
+        Ok(listed)
     }
 
-    /// Read and decode one index file.
+    /// Read and decode one index file (through the cache: its name is the
+    /// hash of its bytes).
     pub fn read_index_file(&self, f: &Listed) -> Result<IndexFile> {
-        let bytes = self
-            .backend()
-            .get(&f.path)
-            .map_err(|e| self.err(format!("read {}", f.path), e))?;
+        let bytes = match listed_name(&f.path, INDEX) {
+            Some(name) => {
+                self.read_through((Kind::Index, name), &f.path, Some(f.size), &|b: &[u8]| {
+                    *blake3::hash(b).as_bytes() == name
+                })?
+            }
+            None => self
+                .backend()
+                .get(&f.path)
+                .map_err(|e| self.err(format!("read {}", f.path), e))?,
+        };
         index::decode(self.key(), &bytes).map_err(|e| self.damaged(&f.path, e))
     }
 
@@ -660,15 +763,19 @@ impl RemoteRepo {
             "{PENDING}{}",
             Digest(*blake3::hash(&bytes).as_bytes()).to_hex()
         );
-        self.put(&path, bytes, false)?;
+        self.put(&path, bytes, false, None)?;
         Ok(path)
     }
 
-    /// Delete one object (absent is not an error).
+    /// Delete one object (absent is not an error), and its cache entry.
     pub fn delete(&self, path: &str) -> Result<()> {
         self.backend()
             .delete(path)
-            .map_err(|e| self.err(format!("delete {path}"), e))
+            .map_err(|e| self.err(format!("delete {path}"), e))?;
+        if let (Some(c), Some((kind, name))) = (self.cache(), cache_key(path)) {
+            c.remove(kind, &name);
+        }
+        Ok(())
     }
 
     /// Every pack stored, by kind, as listed (`data/` and `tree/`).
@@ -797,10 +904,27 @@ impl RemoteRepo {
 
     /// Write an object: with retention for the lock period on a locked
     /// remote (in the same request), plainly otherwise. Every write of a
-    /// remote goes through here.
-    fn put(&self, path: &str, data: Vec<u8>, data_pack: bool) -> Result<()> {
+    /// remote goes through here. With `cached`, the bytes become that
+    /// cache entry once the remote holds them (staged before the upload,
+    /// which takes them).
+    fn put(
+        &self,
+        path: &str,
+        data: Vec<u8>,
+        data_pack: bool,
+        cached: Option<(Kind, [u8; 32])>,
+    ) -> Result<()> {
+        let cache = cached.and(self.cache());
+        let staged = match (&cache, cached) {
+            (Some(c), Some((kind, name))) => c.stage(kind, &name, &data),
+            _ => None,
+        };
         put_object(self.backend(), self.object_lock(), path, data, data_pack)
-            .map_err(|e| self.err(format!("upload {path}"), e))
+            .map_err(|e| self.err(format!("upload {path}"), e))?;
+        if let Some(s) = staged {
+            s.keep();
+        }
+        Ok(())
     }
 
     // ----- writes -----
@@ -811,8 +935,9 @@ impl RemoteRepo {
         let path = pack_path(p.kind, &p.name);
         let len = p.bytes.len() as u64;
         // Data packs may go to a cheaper storage class; tree packs stay
-        // standard (every restore and push reads them).
-        self.put(&path, p.bytes, p.kind == PackKind::Data)?;
+        // standard (every restore and push reads them) and are cached.
+        let cached = (p.kind == PackKind::Tree).then_some((Kind::Tree, p.name));
+        self.put(&path, p.bytes, p.kind == PackKind::Data, cached)?;
         Ok(index::IndexPack {
             name: p.name,
             kind: p.kind,
@@ -826,7 +951,7 @@ impl RemoteRepo {
         let bytes = index::encode(self.key(), file).map_err(|e| self.damaged("new index", e))?;
         let name = *blake3::hash(&bytes).as_bytes();
         let path = index_path(&name);
-        self.put(&path, bytes, false)?;
+        self.put(&path, bytes, false, Some((Kind::Index, name)))?;
         Ok(name)
     }
 
@@ -841,17 +966,27 @@ impl RemoteRepo {
         let bytes = format::encode_commit(self.key(), &name, c)
             .map_err(|e| self.damaged("new commit", e))?;
         let path = commit_path(&name);
-        self.put(&path, bytes, false)?;
+        // Written through: a commit forgotten by a prune and pushed again
+        // has new bytes under its old name.
+        self.put(&path, bytes, false, Some((Kind::Commit, name)))?;
         *lock(&self.inner.commits) = None;
         Ok(())
+    }
+
+    /// The snapshot commits stored, as listed (the cache keeps no others).
+    fn list_commits(&self) -> Result<Vec<Listed>> {
+        let listed = self
+            .backend()
+            .list(SNAPSHOTS)
+            .map_err(|e| self.err("list snapshots/", e))?;
+        self.retain_listed(Kind::Commit, SNAPSHOTS, &listed);
+        Ok(listed)
     }
 
     /// The names of the snapshot commits stored (one listing, nothing read).
     pub fn commit_names(&self) -> Result<HashSet<[u8; 32]>> {
         Ok(self
-            .backend()
-            .list(SNAPSHOTS)
-            .map_err(|e| self.err("list snapshots/", e))?
+            .list_commits()?
             .iter()
             .filter_map(|l| listed_name(&l.path, SNAPSHOTS))
             .collect())
@@ -866,18 +1001,16 @@ impl RemoteRepo {
             good: BTreeMap::new(),
             damaged: BTreeMap::new(),
         };
-        let listed = self
-            .backend()
-            .list(SNAPSHOTS)
-            .map_err(|e| self.err("list snapshots/", e))?;
-        for l in listed {
+        for l in self.list_commits()? {
             let Some(name) = listed_name(&l.path, SNAPSHOTS) else {
                 continue;
             };
-            let bytes = self
-                .backend()
-                .get(&l.path)
-                .map_err(|e| self.err(format!("read {}", l.path), e))?;
+            let bytes = self.read_through(
+                (Kind::Commit, name),
+                &l.path,
+                Some(l.size),
+                &|b: &[u8]| self.decode_commit(&name, b).is_ok(),
+            )?;
             match self.decode_commit(&name, &bytes) {
                 Ok((id, commit)) => {
                     c.good.insert(id, commit);
@@ -1019,11 +1152,13 @@ impl RemoteRepo {
             }
         }
         let path = pack_path(p.kind, &p.name);
-        let data = Arc::new(
-            self.backend()
-                .get(&path)
-                .map_err(|err| self.err(format!("read {path}"), err))?,
-        );
+        // Its name is the hash of its bytes: what the cache must hold.
+        let data = Arc::new(self.read_through(
+            (Kind::Tree, p.name),
+            &path,
+            Some(p.len),
+            &|b: &[u8]| *blake3::hash(b).as_bytes() == p.name,
+        )?);
         let mut c = lock(&self.inner.tree_packs);
         c.bytes += data.len();
         c.list.push((p.name, data.clone()));
@@ -1130,6 +1265,17 @@ impl RemoteRepo {
             )),
         }
     }
+}
+
+/// The cache entry of a remote path, for the kinds the cache keeps.
+fn cache_key(path: &str) -> Option<(Kind, [u8; 32])> {
+    [
+        (INDEX, Kind::Index),
+        (SNAPSHOTS, Kind::Commit),
+        (TREES, Kind::Tree),
+    ]
+    .into_iter()
+    .find_map(|(dir, kind)| listed_name(path, dir).map(|n| (kind, n)))
 }
 
 /// Write an object, locked for the period when there is one.
