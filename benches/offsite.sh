@@ -16,8 +16,11 @@
 #   weed/        the S3 server's data (removed at the end unless KEEP=1)
 #   results/     raw.tsv (timings), metrics.tsv (bytes, requests, sizes),
 #                every command's output, and offsite.md (the report)
+#   trove-cache/ trove's cache of the remotes (TROVE_CACHE_DIR), as
+#                restic-cache/ is restic's
 #   prune-src/, prune-dest/, prune-cache*/  step 10's source tree, trove
-#                repository and restic caches (removed at the end unless KEEP=1)
+#                repository, restic's and trove's caches (prune-cache-trove*)
+#                (removed at the end unless KEEP=1)
 #
 # Environment: FILES (100000), BYTES (450000000), SEED (1), STRACE (1: rerun
 # restore and pull under strace, untimed, to count requests), LARGE_MIB
@@ -58,13 +61,16 @@
 #     trove backup + trove push; restic backup) to prefixes `prune` of both
 #     buckets (untimed; each round's times recorded); then both prefixes are
 #     copied server-side to `prune-rN` (one per repetition) and, with
-#     STRACE=1, `prune-s`, with a copy of restic's cache for each, so every
-#     repetition prunes the same 30 snapshots. Timed: `trove prune --remote
+#     STRACE=1, `prune-s`, with a copy of restic's cache and of trove's
+#     (written through by the pushes) for each, so every repetition prunes
+#     the same 30 snapshots with the same warm caches. Timed: `trove prune --remote
 #     --keep-last 10 --json` (forget, repack, index; dropped packs go to a
 #     pending file), then `trove prune --remote --keep-last 10 --grace 0
 #     --json` (deletes the pending packs: trove's prune is two-phase), and
 #     `restic forget --keep-last 10 --prune` (restic's default --max-unused
 #     5%, like trove's); odd repetitions run trove first, even ones restic.
+#     Both tools also prune one more copy (`prune-n`) without their cache
+#     (`--no-cache`), once.
 #     Requests: trove's --json `requests`; restic's (and trove's, as a
 #     cross-check) counted under strace like step 7b, untimed, on `prune-s`,
 #     each request's method and path listed in results/NAME.requests.
@@ -130,7 +136,7 @@ if want main && { [ -e "$DATA/.src-mutated" ] || [ ! -d "$SRC" ]; }; then
     # Let inode change times age past trove's 2 s racily-clean window.
     sleep 2.5
 fi
-rm -rf "$OUT" "$DEST" "$LSRC" "$LDEST" "$WEED_DIR" "$DATA"/restored-* "$DATA"/pulled-* "$DATA/restic-cache" \
+rm -rf "$OUT" "$DEST" "$LSRC" "$LDEST" "$WEED_DIR" "$DATA"/restored-* "$DATA"/pulled-* "$DATA/restic-cache" "$DATA/trove-cache" \
     "$DATA/prune-src" "$DATA/prune-dest" "$DATA"/prune-cache*
 mkdir -p "$OUT" "$WEED_DIR"
 cd "$DATA"
@@ -143,6 +149,8 @@ export AWS_DEFAULT_REGION=us-east-1
 export TROVE_PASSWORD=offsite-bench-password
 export RESTIC_PASSWORD=offsite-bench-password
 RESTIC_CACHE=$DATA/restic-cache
+# trove's cache of the remotes' metadata, as restic's: here, not in ~/.cache.
+export TROVE_CACHE_DIR=$DATA/trove-cache
 
 read -r -a P < <(python3 -c '
 import socket
@@ -428,6 +436,8 @@ cat "$OUT/facts.txt"
 # prefixes, copy them, and time the prunes (see the header, step 10).
 prune_step() {
     local PSRC=$DATA/prune-src PDEST=$DATA/prune-dest PCACHE=$DATA/prune-cache
+    local TCACHE=$DATA/prune-cache-trove
+    export TROVE_CACHE_DIR=$TCACHE
     local PT PR i r t0 t1 t2 t3
     PT=$(trove_url prune)
     PR=$(restic_url prune)
@@ -464,9 +474,10 @@ prune_step() {
     size_metric "$PT/" prune_built_trove >/dev/null
     size_metric "s3://restic/prune/" prune_built_restic >/dev/null
     # Identical copies, one per repetition (and one for the strace profile),
-    # each with its own copy of restic's cache as the build left it.
-    # restic also prunes a copy without its cache (n; ns under strace), as
-    # trove always does: trove keeps no local state for a remote.
+    # each with its own copy of restic's and of trove's cache as the build
+    # left them (copies of a remote share its config id, so each needs a
+    # cache of its own). Both tools also prune a copy without their cache
+    # (n; restic's ns under strace).
     local copies rcopies
     copies=$(seq "$REPS" | sed 's/^/r/')
     [ "$STRACE" = 1 ] && copies="$copies s"
@@ -475,13 +486,16 @@ prune_step() {
     for c in $copies; do
         aws s3 cp --recursive --quiet "$PT/" "$(trove_url "prune-$c")/"
         cp -a "$PCACHE" "$PCACHE-$c"
+        cp -a "$TCACHE" "$TCACHE-$c"
     done
+    aws s3 cp --recursive --quiet "$PT/" "$(trove_url prune-n)/"
     for c in $rcopies; do
         aws s3 cp --recursive --quiet "s3://restic/prune/" "s3://restic/prune-$c/"
     done
     local TP RP RCMD TCMD1 TCMD2
     for r in $(seq "$REPS"); do
         TP=$(trove_url "prune-r$r")
+        export TROVE_CACHE_DIR=$TCACHE-r$r
         RP="s3://restic/prune-r$r"
         RCMD=(restic -r "$(restic_url "prune-r$r")" --cache-dir "$PCACHE-r$r" forget --keep-last "$PRUNE_KEEP" --prune)
         size_metric "$TP/" "prune_trove.$r.before" >/dev/null
@@ -503,9 +517,13 @@ prune_step() {
             >"$OUT/restic_prune_snapshots.$r.json" 2>/dev/null || true
     done
     measure "restic_prune_nocache" restic -r "$(restic_url prune-n)" --no-cache forget --keep-last "$PRUNE_KEEP" --prune
+    TP=$(trove_url prune-n)
+    measure "prune1_nocache" "$TROVE" prune --remote "$TP" --keep-last "$PRUNE_KEEP" --json --no-cache
+    measure "prune2_nocache" "$TROVE" prune --remote "$TP" --keep-last "$PRUNE_KEEP" --grace 0 --json --no-cache
     if [ "$STRACE" = 1 ]; then
         echo "  the same prunes under strace (untimed, on copies prune-s): HTTP requests, bytes"
         TP=$(trove_url prune-s)
+        export TROVE_CACHE_DIR=$TCACHE-s
         local HTTP_LOG=1
         http_profile_to "$OUT/prune_http.tsv" trove_prune1 \
             "$TROVE" prune --remote "$TP" --keep-last "$PRUNE_KEEP" --json
@@ -522,6 +540,7 @@ prune_step() {
         sed 's/^/  /' "$OUT/prune_http.tsv"
     fi
     [ "${KEEP:-0}" = 1 ] || rm -rf "$PSRC" "$PDEST" "$PCACHE"*
+    export TROVE_CACHE_DIR=$DATA/trove-cache
 }
 
 # prune_report: step 10's part of offsite.md (markdown on stdout).
@@ -613,7 +632,16 @@ if os.path.exists(f"{out}/prune_http.tsv"):
 if "restic_prune_nocache" in runs:
     n = runs["restic_prune_nocache"]
     rs = ", ".join(f"{(runs['prune1.' + str(r)]['s'] + runs['prune2.' + str(r)]['s']) / n['s']:.2f}×" for r in reps)
-    print(f"restic without its cache (`--no-cache`, as trove always runs: it keeps no local state for a remote), once: {n['s']:.2f} s (own CPU {n['cpu']:.2f} s, {n['rss']:.0f} MiB); trove's sum / that: {rs}.")
+    print(f"restic without its cache (`--no-cache`), once: {n['s']:.2f} s (own CPU {n['cpu']:.2f} s, {n['rss']:.0f} MiB); trove's sum (with its cache) / that: {rs}.")
+    print()
+if "prune1_nocache" in runs and "prune2_nocache" in runs:
+    n1, n2 = runs["prune1_nocache"], runs["prune2_nocache"]
+    q1, q2 = treq("prune1_nocache"), treq("prune2_nocache")
+    by = "/".join(str(q1.get(k, 0) + q2.get(k, 0)) for k in KINDS)
+    tot = sum(q1.get(k, 0) + q2.get(k, 0) for k in KINDS)
+    down = q1.get("bytes_down", 0) + q2.get("bytes_down", 0)
+    rn = f"; / restic --no-cache: {(n1['s'] + n2['s']) / runs['restic_prune_nocache']['s']:.2f}×" if "restic_prune_nocache" in runs else ""
+    print(f"trove without its cache (`--no-cache`, both phases), once: {n1['s']:.2f} + {n2['s']:.2f} s; {tot} requests (PUT/GET/LIST/DELETE/HEAD {by}), {mb(down)} MB down{rn}.")
     print()
 print("| goal | figure | |")
 print("|---|---|---|")

@@ -319,6 +319,23 @@ fn the_remote_reaches_a_local_repository_only_through_the_boundary() {
 }
 
 #[test]
+fn only_the_remote_repository_touches_the_cache_of_a_remote() {
+    // Every read through the cache is checked as a GET's bytes would be,
+    // and every eviction follows a listing or the index: both live in
+    // `remote::repo`, so nothing else may reach the cache's files.
+    let g = Graph::build();
+    assert!(g
+        .edges
+        .get("remote::repo")
+        .is_some_and(|ds| ds.contains("remote::cache")));
+    for (m, ds) in &g.edges {
+        if ds.contains("remote::cache") {
+            assert_eq!(m, "remote::repo", "{m} uses remote::cache");
+        }
+    }
+}
+
+#[test]
 fn only_local_knows_the_repository_layout() {
     for (m, text) in modules() {
         if top(&m) == "local" {

@@ -164,9 +164,16 @@ impl TestEnv {
         Ok(())
     }
 
+    /// The cache of remotes its commands use (`TROVE_CACHE_DIR`), so no
+    /// test writes below `$HOME` or shares a cache with another.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root().join("cache")
+    }
+
     pub fn cmd(&self) -> Res<Command> {
         let mut c = trove_cmd()?;
-        c.current_dir(self.root());
+        c.current_dir(self.root())
+            .env("TROVE_CACHE_DIR", self.cache_dir());
         Ok(c)
     }
 

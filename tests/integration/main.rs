@@ -26,6 +26,7 @@ mod metadata;
 mod mirror;
 mod odd_entries;
 mod offsite;
+mod offsite_cache;
 mod offsite_cost;
 mod offsite_lock;
 mod offsite_prune;

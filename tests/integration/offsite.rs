@@ -522,7 +522,8 @@ fn a_killed_push_is_resumed_and_leaves_a_readable_remote() -> TestResult {
                 "inject=rename,renameat,renameat2:signal=KILL:when={kill_at}"
             ))
             .arg(crate::common::trove_bin())
-            .args(["push", "--repo", &repo, "--remote", &url])
+            // The kill points are the remote's renames, not the cache's.
+            .args(["push", "--no-cache", "--repo", &repo, "--remote", &url])
             .env("TROVE_PASSWORD", PASSWORD)
             .current_dir(env.root())
             .output()?;
@@ -601,6 +602,7 @@ fn watch_pushes_its_runs_when_the_config_says_so() -> TestResult {
     let mut child = std::process::Command::new(crate::common::trove_bin())
         .current_dir(env.root())
         .env("TROVE_PASSWORD", PASSWORD)
+        .env("TROVE_CACHE_DIR", env.cache_dir())
         .args(["watch", "-q", "--config", cfg.to_str().ok_or("utf8")?])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

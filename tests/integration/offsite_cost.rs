@@ -335,6 +335,7 @@ fn start_watch(env: &TestEnv, url: &str, interval: u64, logs: &Path) -> Res<Chil
     Ok(std::process::Command::new(crate::common::trove_bin())
         .current_dir(env.root())
         .env("TROVE_PASSWORD", PASSWORD)
+        .env("TROVE_CACHE_DIR", env.cache_dir())
         .env_remove("TROVE_REMOTE")
         .args(["watch", "-q", "--config", cfg.to_str().ok_or("utf8")?])
         .stdout(std::process::Stdio::null())

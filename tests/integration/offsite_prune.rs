@@ -279,6 +279,7 @@ fn at(time: &str, env: &TestEnv, args: &[&str]) -> Res<Option<Output>> {
         .current_dir(env.root())
         .env("TZ", "UTC")
         .env("TROVE_PASSWORD", crate::offsite::PASSWORD)
+        .env("TROVE_CACHE_DIR", env.cache_dir())
         .env_remove("TROVE_REMOTE")
         .env_remove("TROVE_REPO")
         .output()?;

@@ -52,6 +52,7 @@ fn traced(
     let mut c = Command::new("strace");
     c.current_dir(dir)
         .env("TROVE_PASSWORD", PASSWORD)
+        .env("TROVE_CACHE_DIR", dir.join("cache"))
         .env_remove("TROVE_REMOTE")
         .env_remove("TROVE_REPO")
         .args(["-f", "-qq", "-e"])
@@ -68,7 +69,12 @@ fn traced(
         c.args(["sh", "-c", "echo $$ > \"$1\"; shift; exec \"$@\"", "sh"])
             .arg(p);
     }
-    c.arg(trove_bin()).args(args).stdin(Stdio::null());
+    // The kill points are the remote's changes: the traced run keeps the
+    // cache out of them (the commands after it read a cache it left stale).
+    c.arg(trove_bin())
+        .args(args)
+        .arg("--no-cache")
+        .stdin(Stdio::null());
     crate::common::run_bounded(c, LIMIT)
 }
 
@@ -85,6 +91,7 @@ fn later(offset: &str, env: &TestEnv, args: &[&str]) -> Res<Option<Output>> {
         .args(args)
         .current_dir(env.root())
         .env("TROVE_PASSWORD", PASSWORD)
+        .env("TROVE_CACHE_DIR", env.cache_dir())
         .env_remove("TROVE_REMOTE")
         .env_remove("TROVE_REPO")
         .output()?;

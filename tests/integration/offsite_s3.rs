@@ -101,6 +101,7 @@ fn a_server_killed_mid_push_loses_nothing() -> TestResult {
     let mut push = std::process::Command::new(crate::common::trove_bin());
     push.current_dir(env.root())
         .env("TROVE_PASSWORD", crate::offsite::PASSWORD)
+        .env("TROVE_CACHE_DIR", env.cache_dir())
         .envs(aws.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .args(["push", "--repo", &repo, "--remote", &url])
         .stdout(Stdio::piped())
