@@ -537,9 +537,13 @@ impl RemoteRepo {
         Ok(b)
     }
 
-    /// Remove the cache entries of `kind` the whole listing `listed` of
-    /// `dir` lacks: deleted from the remote (by a prune, here or elsewhere).
-    fn retain_listed(&self, kind: Kind, dir: &str, listed: &[Listed]) {
+    /// The whole listing of `dir`; the cache entries of `kind` it lacks
+    /// go (deleted from the remote, by a prune here or elsewhere).
+    fn list_whole(&self, dir: &str, kind: Kind) -> Result<Vec<Listed>> {
+        let listed = self
+            .backend()
+            .list(dir)
+            .map_err(|e| self.err(format!("list {dir}"), e))?;
         if let Some(c) = self.cache() {
             let keep: HashSet<[u8; 32]> = listed
                 .iter()
@@ -547,6 +551,7 @@ impl RemoteRepo {
                 .collect();
             c.retain(kind, &keep);
         }
+        Ok(listed)
     }
 
     // ----- keys -----
@@ -687,12 +692,7 @@ impl RemoteRepo {
 
     /// The index files stored, as listed (the cache keeps no others).
     pub fn index_files(&self) -> Result<Vec<Listed>> {
-        let listed = self
-            .backend()
-            .list(INDEX)
-            .map_err(|e| self.err("list index/", e))?;
-        self.retain_listed(Kind::Index, INDEX, &listed);
-        Ok(listed)
+        self.list_whole(INDEX, Kind::Index)
     }
 
     /// Read and decode one index file (through the cache: its name is the
@@ -975,12 +975,7 @@ impl RemoteRepo {
 
     /// The snapshot commits stored, as listed (the cache keeps no others).
     fn list_commits(&self) -> Result<Vec<Listed>> {
-        let listed = self
-            .backend()
-            .list(SNAPSHOTS)
-            .map_err(|e| self.err("list snapshots/", e))?;
-        self.retain_listed(Kind::Commit, SNAPSHOTS, &listed);
-        Ok(listed)
+        self.list_whole(SNAPSHOTS, Kind::Commit)
     }
 
     /// The names of the snapshot commits stored (one listing, nothing read).
@@ -1757,6 +1752,61 @@ mod tests {
             .truncate(last - 3);
         let again = reopen(&m, b"pw").expect("open");
         assert_eq!(again.index().expect("index").blob_count(), 0);
+    }
+
+    #[test]
+    fn a_cached_reader_gets_only_what_changed_and_follows_a_rewritten_commit() {
+        let (r, m) = fresh();
+        let t = tempfile::tempdir().expect("tempdir");
+        let cached = |pw: &[u8]| -> RemoteRepo {
+            let c = reopen(&m, pw).expect("open");
+            c.use_cache(t.path());
+            c
+        };
+        let record = b"trvS\x01a snapshot record".to_vec();
+        let id = SnapshotId(hash_bytes(HashAlgo::Blake3, &record[5..]));
+        r.use_cache(t.path());
+        r.put_commit(
+            &id,
+            &Commit {
+                record: record.clone(),
+                missing: Vec::new(),
+            },
+        )
+        .expect("commit");
+        r.put_index(&IndexFile::default()).expect("index");
+        // Written through: another command reads both without a GET.
+        let second = cached(b"pw");
+        let before = m.stats().get;
+        assert_eq!(second.index().expect("index").blob_count(), 0);
+        let c = second.commit(&id).expect("read").expect("commit");
+        assert!(c.missing.is_empty());
+        assert_eq!(m.stats().get, before);
+        assert_eq!(second.cache_stats().map(|s| s.hits), Some(2));
+        // Forgotten by a prune and pushed again from elsewhere, with
+        // another missing list: the next reader sees the new commit.
+        let elsewhere = reopen(&m, b"pw").expect("open");
+        let path = commit_path(&elsewhere.commit_name(&id));
+        elsewhere.delete(&path).expect("delete");
+        elsewhere
+            .put_commit(
+                &id,
+                &Commit {
+                    record,
+                    missing: vec![[9; 32]],
+                },
+            )
+            .expect("commit again");
+        let third = cached(b"pw");
+        let c = third.commit(&id).expect("read").expect("commit");
+        assert_eq!(c.missing, vec![[9; 32]]);
+        // And a delete through a cached repository leaves no entry.
+        third.delete(&path).expect("delete");
+        let fourth = cached(b"pw");
+        assert!(fourth.commit(&id).expect("read").is_none());
+        let dir = third.cache_stats().expect("cached").dir;
+        assert!(!dir.join(&path).exists(), "{path} left the cache");
+        assert!(dir.join(INDEX).is_dir());
     }
 
     #[test]

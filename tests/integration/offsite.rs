@@ -54,6 +54,18 @@ pub fn json(o: &Output) -> Res<serde_json::Value> {
     Ok(serde_json::from_slice(&o.stdout)?)
 }
 
+/// The JSON object a command whose `--json` is a list prints last on
+/// standard error (its requests).
+pub fn stderr_json(o: &Output) -> Res<serde_json::Value> {
+    let err = String::from_utf8_lossy(&o.stderr);
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| format!("no requests on stderr: {err}"))?;
+    Ok(serde_json::from_str(line)?)
+}
+
 pub fn file_url(p: &Path) -> String {
     format!("file://{}", p.display())
 }

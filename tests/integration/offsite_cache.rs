@@ -4,16 +4,20 @@
 //! `ls`, `push`, both phases of `prune`), a damaged entry is removed and
 //! read again, what a prune deletes leaves the cache too, `verify
 //! --remote` reads the remote even where the cache holds a good copy, and
-//! a cache folder that cannot be used is a warning, never an error.
+//! a cache folder that cannot be used is a warning, never an error. The
+//! prune's GETs are also compared on a real S3 server (SeaweedFS).
 
 use crate::common::{run_bounded, trove_bin, Res, TestEnv, TestResult};
-use crate::offsite::{json, ok, repo, trove, PASSWORD};
-use crate::offsite_prune::{files, history, restore_snapshot, walkdir};
+use crate::offsite::{json, ok, repo, stderr_json, trove, PASSWORD};
+use crate::offsite_prune::{files, history, history_at, restore_snapshot, walkdir};
+use crate::s3server::S3Server;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
+use trove::remote::backend;
+use trove::remote::repo::{CONFIG, DATA, INDEX, KEYS, SNAPSHOTS, TREES};
 
 /// The variable that points a command at the cache folder `p`.
 fn cache_at(p: &Path) -> Vec<(String, String)> {
@@ -27,14 +31,50 @@ fn reported(o: &Output) -> Res<serde_json::Value> {
     if v.is_object() {
         return Ok(v);
     }
-    let err = String::from_utf8_lossy(&o.stderr);
-    let line = err
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .ok_or_else(|| format!("no requests on stderr: {err}"))?;
-    Ok(serde_json::from_str(line)?)
+    stderr_json(o)
 }
+
+/// Each command of `runs` (its arguments up to `--remote`) with the
+/// env's warm cache on `url`, and with `--no-cache` on `copy`, an equal
+/// remote (`extra`: an S3 server's variables): the same outcome, fewer
+/// GETs with the cache.
+fn warm_beats_uncached(
+    env: &TestEnv,
+    (url, copy): (&str, &str),
+    extra: &[(String, String)],
+    runs: &[&[&str]],
+) -> Res<()> {
+    for args in runs {
+        let run = |tail: &[&str]| -> Res<Output> {
+            let o = trove(env, &[args, tail].concat(), extra)?;
+            ok(&o, &format!("{args:?} {tail:?}"))?;
+            Ok(o)
+        };
+        let warm = run(&[url])?;
+        let none = run(&[copy, "--no-cache"])?;
+        assert_eq!(outcome(&warm)?, outcome(&none)?, "{args:?}");
+        assert!(
+            gets(&warm)? < gets(&none)?,
+            "{args:?}: warm {} GETs, without cache {}",
+            gets(&warm)?,
+            gets(&none)?
+        );
+        assert!(hits(&warm)? > 0, "{args:?}");
+    }
+    Ok(())
+}
+
+/// Both phases of a prune that forgets all but the last snapshot.
+const PRUNE1: &[&str] = &["prune", "--json", "--keep-last", "1", "--remote"];
+const PRUNE2: &[&str] = &[
+    "prune",
+    "--json",
+    "--keep-last",
+    "1",
+    "--grace",
+    "0",
+    "--remote",
+];
 
 fn gets(o: &Output) -> Res<u64> {
     reported(o)?["requests"]["get"]
@@ -149,46 +189,33 @@ fn a_warm_cache_saves_gets_and_changes_no_output() -> TestResult {
     let copy = env.root().join("offsite-copy");
     copy_dir(&dir, &copy)?;
     let copy_url = crate::offsite::file_url(&copy);
-    let push = |url: &str, extra: &[&str]| -> Res<Output> {
-        let mut a = vec!["push", "--json", "--repo"];
-        let r = repo(&env);
-        a.push(&r);
-        a.extend(["--remote", url]);
-        a.extend(extra);
-        let o = trove(&env, &a, &[])?;
-        ok(&o, &format!("push {extra:?}"))?;
-        Ok(o)
-    };
-    let warm = push(&url, &[])?;
-    let none = push(&copy_url, &["--no-cache"])?;
-    assert_eq!(json(&warm)?["pushed"], json(&none)?["pushed"]);
-    assert!(
-        gets(&warm)? < gets(&none)?,
-        "push: warm {} GETs, without cache {}",
-        gets(&warm)?,
-        gets(&none)?
-    );
+    let r = repo(&env);
+    let push = ["push", "--json", "--repo", &r, "--remote"];
+    // Then both phases of a prune, on the equal copies.
+    warm_beats_uncached(&env, (&url, &copy_url), &[], &[&push, PRUNE1, PRUNE2])
+}
 
-    // Both phases of a prune, with the cache and without, on equal copies.
-    for (phase, extra) in [("first", vec![]), ("second", vec!["--grace", "0"])] {
-        let prune = |url: &str, cache: &[&str]| -> Res<Output> {
-            let mut a = vec!["prune", "--json", "--remote", url, "--keep-last", "1"];
-            a.extend(&extra);
-            a.extend(cache);
-            let o = trove(&env, &a, &[])?;
-            ok(&o, &format!("{phase} prune {cache:?}"))?;
-            Ok(o)
-        };
-        let warm = prune(&url, &[])?;
-        let none = prune(&copy_url, &["--no-cache"])?;
-        assert_eq!(outcome(&warm)?, outcome(&none)?, "{phase} prune");
-        assert!(
-            gets(&warm)? < gets(&none)?,
-            "{phase} prune: warm {} GETs, without cache {}",
-            gets(&warm)?,
-            gets(&none)?
-        );
+#[test]
+fn on_s3_a_warm_prune_makes_fewer_gets_and_the_same_changes() -> TestResult {
+    let Some(server) = S3Server::start() else {
+        return Ok(());
+    };
+    server.create_bucket("cached")?;
+    let env = TestEnv::new()?;
+    let aws = server.env();
+    let (url, copy) = (server.url("cached", "a"), server.url("cached", "b"));
+    history_at(&env, &url, &aws, 3)?;
+    // A copy of every object, as `aws s3 cp --recursive` would make it.
+    let from = backend::open_with(&url, false, &server.settings())?;
+    let to = backend::open_with(&copy, true, &server.settings())?;
+    to.put(CONFIG, &from.get(CONFIG)?)?;
+    for dir in [KEYS, DATA, TREES, INDEX, SNAPSHOTS] {
+        for l in from.list(dir)? {
+            to.put(&l.path, &from.get(&l.path)?)?;
+        }
     }
+    let snapshots: &[&str] = &["snapshots", "--json", "--remote"];
+    warm_beats_uncached(&env, (&url, &copy), &aws, &[snapshots, PRUNE1, PRUNE2])?;
     Ok(())
 }
 

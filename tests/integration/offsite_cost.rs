@@ -173,13 +173,7 @@ fn every_remote_command_reports_requests_and_bytes_in_json() -> TestResult {
         let o = trove(&env, &a, &[])?;
         ok(&o, &format!("{args:?}"))?;
         assert!(json(&o)?.is_array(), "{args:?}");
-        let err = String::from_utf8_lossy(&o.stderr);
-        let line = err
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .ok_or_else(|| format!("{args:?}: no requests on stderr: {err}"))?;
-        let v: serde_json::Value = serde_json::from_str(line)?;
+        let v = crate::offsite::stderr_json(&o)?;
         assert_eq!(v["remote"].as_str(), Some(url.as_str()));
         assert!(requests(&v, &format!("{args:?}"))?["get"].as_u64() > Some(0));
     }
