@@ -633,10 +633,7 @@ fn copy_live(
     for n in repack {
         let st = &states[n];
         let path = pack_path(st.pack.kind, n);
-        let bytes = remote
-            .backend()
-            .get(&path)
-            .map_err(|e| super::repo::backend_error(remote.url(), format!("read {path}"), e))?;
+        let bytes = remote.read_pack(st.pack.kind, n, st.pack.len)?;
         if *blake3::hash(&bytes).as_bytes() != *n {
             return Err(Error::RemoteDamaged {
                 url: remote.url().to_string(),

@@ -1138,6 +1138,24 @@ impl RemoteRepo {
         Ok(out)
     }
 
+    /// A whole pack of `len` bytes (as indexed): a tree pack through the
+    /// local cache, which keeps it only when it hashes to its name; a data
+    /// pack from the remote. The caller checks what it relies on.
+    pub fn read_pack(&self, kind: PackKind, name: &[u8; 32], len: u64) -> Result<Vec<u8>> {
+        let path = pack_path(kind, name);
+        match kind {
+            PackKind::Tree => {
+                self.read_through((Kind::Tree, *name), &path, Some(len), &|b: &[u8]| {
+                    blake3::hash(b).as_bytes() == name
+                })
+            }
+            PackKind::Data => self
+                .backend()
+                .get(&path)
+                .map_err(|e| self.err(format!("read {path}"), e)),
+        }
+    }
+
     /// A whole tree pack, from the cache or read once.
     fn tree_pack(&self, p: &PackInfo) -> Result<Arc<Vec<u8>>> {
         {
@@ -1146,14 +1164,7 @@ impl RemoteRepo {
                 return Ok(d.clone());
             }
         }
-        let path = pack_path(p.kind, &p.name);
-        // Its name is the hash of its bytes: what the cache must hold.
-        let data = Arc::new(self.read_through(
-            (Kind::Tree, p.name),
-            &path,
-            Some(p.len),
-            &|b: &[u8]| *blake3::hash(b).as_bytes() == p.name,
-        )?);
+        let data = Arc::new(self.read_pack(p.kind, &p.name, p.len)?);
         let mut c = lock(&self.inner.tree_packs);
         c.bytes += data.len();
         c.list.push((p.name, data.clone()));
