@@ -658,10 +658,12 @@ impl RemoteRepo {
     pub fn put_pending(&self, file: &index::PendingFile) -> Result<String> {
         let bytes = index::encode_pending(self.key(), file)
             .map_err(|e| self.damaged("new pending file", e))?;
-        let path = format!(
-            "{PENDING}{}",
-            Digest(*blake3::hash(&bytes).as_bytes()).to_hex()
-        );
+        self.put_hashed(PENDING, bytes)
+    }
+
+    /// Store `bytes` in `dir` under their BLAKE3 hash; returns the path.
+    fn put_hashed(&self, dir: &str, bytes: Vec<u8>) -> Result<String> {
+        let path = format!("{dir}{}", Digest(*blake3::hash(&bytes).as_bytes()).to_hex());
         self.put(&path, bytes, false)?;
         Ok(path)
     }
@@ -707,12 +709,7 @@ impl RemoteRepo {
     pub fn put_forgotten(&self, file: &index::ForgottenFile) -> Result<String> {
         let bytes = index::encode_forgotten(self.key(), file)
             .map_err(|e| self.damaged("new forgotten file", e))?;
-        let path = format!(
-            "{FORGOTTEN}{}",
-            Digest(*blake3::hash(&bytes).as_bytes()).to_hex()
-        );
-        self.put(&path, bytes, false)?;
-        Ok(path)
+        self.put_hashed(FORGOTTEN, bytes)
     }
 
     /// Delete one object (absent is not an error).
