@@ -883,8 +883,13 @@ pub(super) fn keys(out: &mut impl Write, keys: &[crate::remote::repo::KeyInfo]) 
 
 /// The one-line summary of a push (console and log).
 pub(super) fn push_line(r: &crate::remote::push::PushReport) -> String {
+    // Named only when there are some, so the common line stays as it was.
+    let forgotten = match r.forgotten {
+        0 => String::new(),
+        n => format!(", {n} forgotten by a prune of the remote, not pushed again"),
+    };
     format!(
-        "pushed {} snapshot(s) to {} ({} already there): {} blobs, {} read, {} uploaded in {} pack(s), {} requests",
+        "pushed {} snapshot(s) to {} ({} already there{forgotten}): {} blobs, {} read, {} uploaded in {} pack(s), {} requests",
         r.pushed.len(),
         r.remote,
         r.already,

@@ -35,6 +35,19 @@ pub struct PendingFile {
     pub packs: Vec<IndexPack>,
 }
 
+/// The snapshots prunes forgot (`forgotten/<hex>`), by commit name, so a
+/// push from a repository that still has them does not upload them again
+/// and undo the remote's retention. Each prune writes one file holding
+/// everything the files before it held whose commits are gone, plus what
+/// it forgets, then deletes those files.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgottenFile {
+    /// When the prune wrote it (its clock, ns since the epoch).
+    pub time_ns: i64,
+    /// Commit names (`snapshots/<hex>`), sorted, each once.
+    pub commits: Vec<[u8; 32]>,
+}
+
 /// The index file format this trove writes and reads.
 pub const INDEX_VERSION: u8 = 1;
 const MAGIC: &[u8; 4] = b"trvI";
@@ -43,6 +56,10 @@ const AAD: &[u8] = b"trove-index";
 pub const PENDING_VERSION: u8 = 1;
 const PENDING_MAGIC: &[u8; 4] = b"trvG";
 const PENDING_AAD: &[u8] = b"trove-pending";
+/// The forgotten file format (same framing).
+pub const FORGOTTEN_VERSION: u8 = 1;
+const FORGOTTEN_MAGIC: &[u8; 4] = b"trvF";
+const FORGOTTEN_AAD: &[u8] = b"trove-forgotten";
 
 /// Encode an index file: `"trvI"`, version 1, then the sealed, zstd
 /// compressed postcard bytes. Its name is the BLAKE3 hash of the result.
@@ -105,6 +122,23 @@ fn open_framed<T: serde::de::DeserializeOwned>(
     let plain = zstd::bulk::decompress(&packed, 1 << 30)
         .map_err(|e| FormatError::Decode(format!("zstd: {e}")))?;
     postcard::from_bytes(&plain).map_err(|e| FormatError::Decode(format!("{what}: {e}")))
+}
+
+/// Encode a forgotten file: `"trvF"`, version 1, then as an index file.
+pub fn encode_forgotten(key: &MasterKey, file: &ForgottenFile) -> FormatResult<Vec<u8>> {
+    seal_framed(key, FORGOTTEN_MAGIC, FORGOTTEN_VERSION, FORGOTTEN_AAD, file)
+}
+
+/// Decode a forgotten file.
+pub fn decode_forgotten(key: &MasterKey, data: &[u8]) -> FormatResult<ForgottenFile> {
+    open_framed(
+        key,
+        FORGOTTEN_MAGIC,
+        "trove forgotten file",
+        FORGOTTEN_VERSION,
+        FORGOTTEN_AAD,
+        data,
+    )
 }
 
 /// A pack the merged index knows.
@@ -219,6 +253,25 @@ mod tests {
                 },
             ],
         }
+    }
+
+    #[test]
+    fn a_forgotten_file_round_trips_and_is_no_other_kind_of_file() {
+        let k = MasterKey::generate().expect("in a test");
+        let f = ForgottenFile {
+            time_ns: 7,
+            commits: vec![[1; 32], [9; 32]],
+        };
+        let bytes = encode_forgotten(&k, &f).expect("in a test");
+        assert_eq!(decode_forgotten(&k, &bytes).expect("in a test"), f);
+        assert!(decode_pending(&k, &bytes).is_err());
+        let pending = encode_pending(&k, &PendingFile::default()).expect("in a test");
+        assert!(decode_forgotten(&k, &pending).is_err());
+        let other = MasterKey::generate().expect("in a test");
+        assert!(matches!(
+            decode_forgotten(&other, &bytes),
+            Err(FormatError::Auth)
+        ));
     }
 
     #[test]

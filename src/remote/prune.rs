@@ -36,7 +36,7 @@
 //! next one finishes the work.
 
 use super::backend::{Listed, RequestStats};
-use super::index::{Index, IndexFile, IndexPack, PendingFile};
+use super::index::{ForgottenFile, Index, IndexFile, IndexPack, PendingFile};
 use super::lock::{self, RemoteLock};
 use super::pack::{BlobEntry, BlobKind, PackKind, PackWriter, SealedBlob};
 use super::repo::{commit_path, pack_path, RemoteRepo};
@@ -460,9 +460,35 @@ pub fn run(
     }
 
     // 5. Forget: the commits go first, so nothing below is reachable from
-    //    a commit a reader could still list once its packs have gone.
+    //    a commit a reader could still list once its packs have gone. The
+    //    record of what was forgotten goes before them: a push that lists
+    //    the commits after they went reads a record that names them.
+    let old_records = remote.forgotten_files()?;
+    let record = forgotten_record(remote, &old_records, &scan.snapshots, &forgotten);
+    let written = match &record {
+        Some(commits) if !commits.is_empty() => Some(remote.put_forgotten(&ForgottenFile {
+            time_ns: crate::model::now_ns(),
+            commits: commits.clone(),
+        })?),
+        Some(_) => Some(String::new()),
+        None => None,
+    };
     for s in &forgotten {
         remote.delete(&commit_path(&remote.commit_name(&s.id)))?;
+    }
+    if let Some(new) = &written {
+        // The new record holds what the old ones did (less the names a
+        // commit holds again); one a lock keeps stays, harmlessly.
+        for (l, _) in old_records.iter().filter(|(l, _)| l.path != *new) {
+            if let Some(until) = remote.locked_until(&l.path)? {
+                report.locked.push(LockedObject {
+                    path: l.path.clone(),
+                    until: until.to_string(),
+                });
+                continue;
+            }
+            remote.delete(&l.path)?;
+        }
     }
     // 6. Repack: live blobs into new packs, sealed bytes as they are.
     let new_packs = copy_live(remote, &states, &repack, progress)?;
@@ -565,6 +591,35 @@ pub fn run(
     std::mem::drop(lock);
     report.requests = remote.backend().stats();
     Ok(report)
+}
+
+/// The commit names the remote's forgotten record should list after this
+/// prune: those the records list whose commit is not stored (a snapshot
+/// forgotten and not pushed again since), and those forgotten now; sorted.
+/// `None` when the one record there already says exactly that.
+fn forgotten_record(
+    remote: &RemoteRepo,
+    old: &[(Listed, ForgottenFile)],
+    stored: &[Snapshot],
+    forgotten: &[&Snapshot],
+) -> Option<Vec<[u8; 32]>> {
+    let stored: HashSet<[u8; 32]> = stored.iter().map(|s| remote.commit_name(&s.id)).collect();
+    let gone: HashSet<[u8; 32]> = forgotten
+        .iter()
+        .map(|s| remote.commit_name(&s.id))
+        .collect();
+    let mut names: BTreeSet<[u8; 32]> = old
+        .iter()
+        .flat_map(|(_, f)| f.commits.iter().copied())
+        .filter(|n| !stored.contains(n) || gone.contains(n))
+        .collect();
+    names.extend(gone);
+    let names: Vec<[u8; 32]> = names.into_iter().collect();
+    match old {
+        [] if names.is_empty() => None,
+        [(_, only)] if only.commits == names => None,
+        _ => Some(names),
+    }
 }
 
 /// The blob ids the snapshots reach: their trees, the objects they

@@ -48,6 +48,8 @@ pub struct PushReport {
     pub pushed: Vec<String>,
     /// Snapshots the remote already had.
     pub already: usize,
+    /// Local snapshots a prune of the remote forgot: not uploaded again.
+    pub forgotten: usize,
     /// Local snapshot records that could not be read, so were not pushed.
     pub skipped: Vec<String>,
     /// Blobs uploaded (data chunks and whole objects, chunk lists, trees).
@@ -106,6 +108,11 @@ pub fn backlog(
         .iter()
         .filter(|s| !on_remote.contains(&remote.commit_name(&s.id)))
         .collect();
+    if !todo.is_empty() {
+        // What a remote prune forgot is not pushed again (see `run_releasing`).
+        let forgotten = remote.forgotten_commits()?;
+        todo.retain(|s| !forgotten.contains(&remote.commit_name(&s.id)));
+    }
     todo.sort_by_key(|s| (s.record.time_ns, s.record.seq));
     Ok(Backlog {
         backlog_snapshots: todo.len() as u64,
@@ -165,14 +172,27 @@ pub fn run_releasing(
         report.skipped.push(d.id.short());
     }
     let names = remote.commit_names()?;
-    let todo: Vec<&Snapshot> = scan
+    let mut todo: Vec<&Snapshot> = scan
         .snapshots
         .iter()
         .filter(|s| !names.contains(&remote.commit_name(&s.id)))
         .collect();
     report.already = scan.snapshots.len() - todo.len();
+    // What a prune of the remote forgot stays forgotten: uploading it
+    // again would undo the remote's own retention (read only when there
+    // is something to push, so a no-change push costs nothing more).
+    let forgotten = if todo.is_empty() && !repair {
+        HashSet::new()
+    } else {
+        remote.forgotten_commits()?
+    };
+    todo.retain(|s| !forgotten.contains(&remote.commit_name(&s.id)));
+    report.forgotten = scan.snapshots.len() - report.already - todo.len();
     let walk: Vec<&Snapshot> = if repair {
-        scan.snapshots.iter().collect()
+        scan.snapshots
+            .iter()
+            .filter(|s| !forgotten.contains(&remote.commit_name(&s.id)))
+            .collect()
     } else {
         todo.clone()
     };

@@ -40,6 +40,8 @@ pub const DATA: &str = "data/";
 pub const TREES: &str = "tree/";
 /// Packs a prune took out of the index, waiting for a later prune.
 pub const PENDING: &str = "pending/";
+/// The snapshots prunes forgot, so a push does not bring them back.
+pub const FORGOTTEN: &str = "forgotten/";
 /// The exclusive lock of a running prune.
 pub const LOCKS: &str = "locks/";
 
@@ -759,12 +761,58 @@ impl RemoteRepo {
     pub fn put_pending(&self, file: &index::PendingFile) -> Result<String> {
         let bytes = index::encode_pending(self.key(), file)
             .map_err(|e| self.damaged("new pending file", e))?;
-        let path = format!(
-            "{PENDING}{}",
-            Digest(*blake3::hash(&bytes).as_bytes()).to_hex()
-        );
+        self.put_hashed(PENDING, bytes)
+    }
+
+    /// Store `bytes` in `dir` under their BLAKE3 hash; returns the path.
+    fn put_hashed(&self, dir: &str, bytes: Vec<u8>) -> Result<String> {
+        let path = format!("{dir}{}", Digest(*blake3::hash(&bytes).as_bytes()).to_hex());
         self.put(&path, bytes, false, None)?;
         Ok(path)
+    }
+
+    /// The forgotten files (snapshots prunes forgot), with what they list.
+    /// A damaged one is named and left out: a push may then upload again
+    /// a snapshot it lists, which the next prune forgets again.
+    pub fn forgotten_files(&self) -> Result<Vec<(Listed, index::ForgottenFile)>> {
+        let listed = self
+            .backend()
+            .list(FORGOTTEN)
+            .map_err(|e| self.err(format!("list {FORGOTTEN}"), e))?;
+        let mut out = Vec::with_capacity(listed.len());
+        for l in listed {
+            let bytes = match self.backend().get(&l.path) {
+                Ok(b) => b,
+                // A prune merged it into a newer file (written before this
+                // one was deleted, so listed too) after the listing.
+                Err(BackendError::NotFound { .. }) => continue,
+                Err(e) => return Err(self.err(format!("read {}", l.path), e)),
+            };
+            match index::decode_forgotten(self.key(), &bytes) {
+                Ok(f) => out.push((l, f)),
+                Err(e) => tracing::warn!(
+                    "{}; a push may upload again a snapshot a prune forgot, and the next prune forgets it again",
+                    self.damaged(&l.path, e)
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The commit names every forgotten file lists.
+    pub fn forgotten_commits(&self) -> Result<HashSet<[u8; 32]>> {
+        Ok(self
+            .forgotten_files()?
+            .into_iter()
+            .flat_map(|(_, f)| f.commits)
+            .collect())
+    }
+
+    /// Write a forgotten file; returns its path.
+    pub fn put_forgotten(&self, file: &index::ForgottenFile) -> Result<String> {
+        let bytes = index::encode_forgotten(self.key(), file)
+            .map_err(|e| self.damaged("new forgotten file", e))?;
+        self.put_hashed(FORGOTTEN, bytes)
     }
 
     /// Delete one object (absent is not an error), and its cache entry.

@@ -519,3 +519,99 @@ fn the_packs_of_a_push_still_uploading_survive_two_prunes() -> TestResult {
     }
     Ok(())
 }
+
+/// The files below a folder of a `file://` remote (none when it is absent).
+fn listing(dir: &Path) -> Res<Vec<PathBuf>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    walkdir(dir)
+}
+
+#[test]
+fn what_a_remote_prune_forgot_stays_forgotten_when_the_repository_still_has_it() -> TestResult {
+    // The local repository keeps all five snapshots; the remote keeps two.
+    let env = TestEnv::new()?;
+    let (url, dir, _) = history(&env, 5)?;
+    let push = |env: &TestEnv| -> Res<serde_json::Value> {
+        let o = trove(
+            env,
+            &["push", "--json", "--repo", &repo(env), "--remote", &url],
+            &[],
+        )?;
+        ok(&o, "push")?;
+        json(&o)
+    };
+    let prune = |env: &TestEnv, keep: &str| -> Res<()> {
+        let o = trove(
+            env,
+            &["prune", "--json", "--remote", &url, "--keep-last", keep],
+            &[],
+        )?;
+        ok(&o, "prune --remote")
+    };
+    prune(&env, "2")?;
+    let kept = remote_snapshots(&env, &url, &[])?;
+    assert_eq!(kept.len(), 2);
+
+    // A push finds nothing to upload: the three forgotten are not sent
+    // back, and the backlog does not count them.
+    let p = push(&env)?;
+    assert_eq!(p["pushed"].as_array().map(Vec::len), Some(0), "{p}");
+    assert_eq!(p["already"].as_u64(), Some(2), "{p}");
+    assert_eq!(p["forgotten"].as_u64(), Some(3), "{p}");
+    assert_eq!(remote_snapshots(&env, &url, &[])?, kept);
+    let o = trove(
+        &env,
+        &["stats", "--json", "--repo", &repo(&env), "--remote", &url],
+        &[],
+    )?;
+    ok(&o, "stats --remote")?;
+    let st = json(&o)?;
+    assert_eq!(st["backlog_snapshots"].as_u64(), Some(0), "{st}");
+    // Text output names them.
+    let o = trove(
+        &env,
+        &["push", "--repo", &repo(&env), "--remote", &url],
+        &[],
+    )?;
+    ok(&o, "push (text)")?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("3 forgotten by a prune of the remote, not pushed again"),
+        "{text}"
+    );
+
+    // A new backup is pushed as always.
+    env.write("after.txt", b"after the prune")?;
+    env.backup_ok(&[])?;
+    let p = push(&env)?;
+    assert_eq!(p["pushed"].as_array().map(Vec::len), Some(1), "{p}");
+    assert_eq!(remote_snapshots(&env, &url, &[])?.len(), 3);
+
+    // A second prune merges the record: one file, listing all four.
+    prune(&env, "2")?;
+    assert_eq!(listing(&dir.join("forgotten"))?.len(), 1);
+    let p = push(&env)?;
+    assert_eq!(p["pushed"].as_array().map(Vec::len), Some(0), "{p}");
+    assert_eq!(p["forgotten"].as_u64(), Some(4), "{p}");
+
+    // The record is what holds them back: without it a push sends all
+    // four again, and the next prune forgets them again and writes a
+    // record that no longer names commits stored again.
+    std::fs::remove_dir_all(dir.join("forgotten"))?;
+    let p = push(&env)?;
+    assert_eq!(p["pushed"].as_array().map(Vec::len), Some(4), "{p}");
+    assert_eq!(remote_snapshots(&env, &url, &[])?.len(), 6);
+    prune(&env, "3")?;
+    assert_eq!(remote_snapshots(&env, &url, &[])?.len(), 3);
+    let p = push(&env)?;
+    assert_eq!(p["pushed"].as_array().map(Vec::len), Some(0), "{p}");
+    assert_eq!(p["forgotten"].as_u64(), Some(3), "{p}");
+    verify_clean(&env, &url, &[])?;
+    // Nothing to forget and the record as it should be: left alone.
+    let before = listing(&dir.join("forgotten"))?;
+    prune(&env, "3")?;
+    assert_eq!(listing(&dir.join("forgotten"))?, before);
+    Ok(())
+}
