@@ -581,7 +581,7 @@ print()
 print(f"Source: {int(src['files']):,} files, {mb(src['bytes'])} MB (gen_tree.py; each round `--mutate --percent {churn}`: {churn}% of the files modified, {churn}% added, {churn}% deleted, {churn}% renamed). "
       f"Built untimed: {len(rounds)} rounds, trove backup + push {sum(int(r['trove_backup_ms']) + int(r['trove_push_ms']) for r in rounds) / 1000:.1f} s in all, restic backup {sum(int(r['restic_backup_ms']) for r in rounds) / 1000:.1f} s in all. "
       f"Remote after the build: trove {mb(met['prune_built_trove']['bytes'])} MB in {met['prune_built_trove']['objects']} objects, restic {mb(met['prune_built_restic']['bytes'])} MB in {met['prune_built_restic']['objects']} objects. "
-      f"Each repetition prunes its own server-side copy of these prefixes (with its own copy of restic's cache).")
+      f"Each repetition prunes its own server-side copy of these prefixes (with its own copy of restic's cache and of trove's).")
 print()
 print("| rep | trove prune (s) | trove prune --grace 0 (s) | trove sum (s) | restic forget --prune (s) | trove/restic time | trove requests (PUT/GET/LIST/DELETE/HEAD) | trove MB up/down | trove remote MB before → after 1st → after 2nd (objects) | restic remote MB before → after (objects) |")
 print("|---|---|---|---|---|---|---|---|---|---|")
