@@ -467,7 +467,7 @@ fn every_file_gets_its_own_mapped_owner_when_names_are_resolved_once() -> TestRe
         let owner = |i: usize| (i % 2, (i / 2) % 2);
         for i in 0..40 {
             let f = format!("d{}/f{i:02}.txt", i % 3);
-            env.write(&f, &format!("file {i}"))?;
+            env.write(&f, format!("file {i}"))?;
             let (u, g) = owner(i);
             std::os::unix::fs::lchown(env.src(&f), Some(old[u]), Some(gids[g]))?;
         }
