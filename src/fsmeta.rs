@@ -159,20 +159,66 @@ pub fn owner_names(uids: &BTreeSet<u32>, gids: &BTreeSet<u32>) -> Owners {
     }
 }
 
-/// The uid and gid a restore gives an entry recorded with `uid`/`gid`:
+/// The uid and gid a restore gives entries, resolved once per restore:
 /// with `numeric`, the recorded ids; otherwise the ids this machine has
 /// for the recorded names (tar's rule), the recorded id where a name is
-/// unknown here or was not recorded.
-pub fn map_owner(owners: &Owners, uid: u32, gid: u32, numeric: bool) -> (u32, u32) {
-    if numeric {
-        return (uid, gid);
+/// unknown here or was not recorded. Each recorded name is looked up
+/// once, when the map is made: a lookup reads `/etc/passwd` or
+/// `/etc/group` (six system calls and a parse, or a round trip to a
+/// directory service), which per restored file cost more than the file.
+#[derive(Clone, Debug, Default)]
+pub struct OwnerMap {
+    numeric: bool,
+    /// Recorded id → this machine's id, sorted by recorded id; only ids
+    /// whose name resolved here.
+    users: Vec<(u32, u32)>,
+    groups: Vec<(u32, u32)>,
+}
+
+impl OwnerMap {
+    /// The map for a snapshot's owner names, resolved through this
+    /// machine's user and group databases.
+    pub fn new(owners: &Owners, numeric: bool) -> OwnerMap {
+        OwnerMap::resolve(owners, numeric, crate::sys::uid_of, crate::sys::gid_of)
     }
-    let u = owners.user(uid).and_then(crate::sys::uid_of).unwrap_or(uid);
-    let g = owners
-        .group(gid)
-        .and_then(crate::sys::gid_of)
-        .unwrap_or(gid);
-    (u, g)
+
+    /// `new` with the name lookups given (tests).
+    pub fn resolve(
+        owners: &Owners,
+        numeric: bool,
+        uid_of: impl Fn(&[u8]) -> Option<u32>,
+        gid_of: impl Fn(&[u8]) -> Option<u32>,
+    ) -> OwnerMap {
+        if numeric {
+            return OwnerMap {
+                numeric,
+                ..OwnerMap::default()
+            };
+        }
+        let table = |names: &[(u32, Vec<u8>)], of: &dyn Fn(&[u8]) -> Option<u32>| {
+            let mut t: Vec<(u32, u32)> = names
+                .iter()
+                .filter_map(|(id, name)| of(name).map(|here| (*id, here)))
+                .collect();
+            t.sort_unstable();
+            t
+        };
+        OwnerMap {
+            numeric,
+            users: table(&owners.users, &uid_of),
+            groups: table(&owners.groups, &gid_of),
+        }
+    }
+
+    /// The owner an entry recorded with `uid`/`gid` gets.
+    pub fn map(&self, uid: u32, gid: u32) -> (u32, u32) {
+        if self.numeric {
+            return (uid, gid);
+        }
+        let find =
+            |t: &[(u32, u32)], id: u32| t.binary_search_by_key(&id, |e| e.0).map_or(id, |k| t[k].1);
+        (find(&self.users, uid), find(&self.groups, gid))
+    }
 }
 
 /// The special kind of a file type, if it is one.
@@ -289,6 +335,42 @@ impl SparseWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Names map to this machine's ids, each looked up once however many
+    /// entries ask; an unknown or unrecorded name keeps the recorded id;
+    /// `--numeric-owner` keeps every recorded id and looks nothing up.
+    #[test]
+    fn owner_map_resolves_each_name_once() {
+        let owners = Owners {
+            users: vec![(1000, b"alice".to_vec()), (1001, b"gone".to_vec())],
+            groups: vec![(100, b"staff".to_vec())],
+        };
+        let lookups = std::cell::Cell::new(0);
+        let here = |name: &[u8]| {
+            lookups.set(lookups.get() + 1);
+            match name {
+                b"alice" => Some(2000),
+                b"staff" => Some(50),
+                _ => None,
+            }
+        };
+        let m = OwnerMap::resolve(&owners, false, here, here);
+        assert_eq!(lookups.get(), 3, "one lookup per recorded name");
+        for ((uid, gid), want) in [
+            ((1000, 100), (2000, 50)),
+            ((1001, 100), (1001, 50)),
+            ((7, 8), (7, 8)),
+            ((1000, 9), (2000, 9)),
+        ] {
+            for _ in 0..3 {
+                assert_eq!(m.map(uid, gid), want, "{uid}:{gid}");
+            }
+        }
+        assert_eq!(lookups.get(), 3, "mapping looks nothing up");
+        let numeric = OwnerMap::resolve(&owners, true, here, here);
+        assert_eq!(numeric.map(1000, 100), (1000, 100));
+        assert_eq!(lookups.get(), 3);
+    }
 
     #[test]
     fn sparse_writer_gives_back_the_bytes() -> io::Result<()> {

@@ -188,8 +188,9 @@ struct Ctx<'a> {
     target: &'a Path,
     overwrite: bool,
     as_root: bool,
-    owners: &'a crate::repo::snapshot::Owners,
-    numeric_owner: bool,
+    /// Recorded owners → this machine's ids, resolved once (as root only:
+    /// nobody else sets owners).
+    owners: crate::fsmeta::OwnerMap,
     xattrs: bool,
     /// Per namespace: attributes that could not be set, and the first
     /// failure (path and error), for one warning each at the end.
@@ -235,7 +236,7 @@ impl Ctx<'_> {
     /// The owner an entry gets: the recorded names mapped to this
     /// machine's ids (or the recorded ids with `--numeric-owner`).
     fn owner(&self, meta: &Meta) -> (u32, u32) {
-        crate::fsmeta::map_owner(self.owners, meta.uid, meta.gid, self.numeric_owner)
+        self.owners.map(meta.uid, meta.gid)
     }
 
     /// Set the recorded extended attributes on `path` (the entry itself).
@@ -348,15 +349,19 @@ pub fn run(
     if created_target {
         fs::create_dir_all(&opts.target).ctx("create restore target", &opts.target)?;
     }
+    // Ownership is only restored by root, as tar and restic do; anyone
+    // else gets files they own.
+    let as_root = crate::sys::is_root();
     let cx = Ctx {
         repo,
         target: &opts.target,
         overwrite: opts.overwrite,
-        // Ownership is only restored by root, as tar and restic do; anyone
-        // else gets files they own.
-        as_root: crate::sys::is_root(),
-        owners: &snap.record.owners,
-        numeric_owner: opts.numeric_owner,
+        as_root,
+        owners: if as_root {
+            crate::fsmeta::OwnerMap::new(&snap.record.owners, opts.numeric_owner)
+        } else {
+            crate::fsmeta::OwnerMap::default()
+        },
         xattrs: opts.xattrs,
         xattr_failures: Mutex::new(Default::default()),
         problems: Mutex::new(Vec::new()),

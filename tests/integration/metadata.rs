@@ -424,6 +424,84 @@ fn owner_names_are_mapped_on_restore_unless_numeric_owner() -> TestResult {
     result
 }
 
+/// A restore resolves each recorded owner name once and maps every file
+/// by its own recorded ids: files of two users, interleaved, each get
+/// their user's id on this machine; a group id with no name here stays as
+/// recorded, per file.
+#[test]
+fn every_file_gets_its_own_mapped_owner_when_names_are_resolved_once() -> TestResult {
+    let have = |cmd: &str| {
+        std::process::Command::new(cmd)
+            .arg("--help")
+            .output()
+            .is_ok()
+    };
+    if !have("useradd") || !have("usermod") || !have("userdel") {
+        eprintln!("SKIP: no useradd/usermod/userdel here");
+        return Ok(());
+    }
+    let run = |args: &[&str]| -> Res<bool> {
+        Ok(std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()?
+            .status
+            .success())
+    };
+    let pid = std::process::id() % 100_000;
+    let names = [format!("trva{pid}"), format!("trvb{pid}")];
+    let old = [44_000 + pid % 1000, 45_000 + pid % 1000];
+    let new = [46_000 + pid % 1000, 47_000 + pid % 1000];
+    // Group ids no group on this machine has.
+    let gids = [48_000 + pid % 1000, 49_000 + pid % 1000];
+    for (n, id) in names.iter().zip(old) {
+        if !run(&["useradd", "-M", "-N", "-u", &id.to_string(), n])? {
+            for n in &names {
+                let _ = run(&["userdel", n]);
+            }
+            eprintln!("SKIP: useradd refused (read-only /etc?)");
+            return Ok(());
+        }
+    }
+    let result = (|| -> TestResult {
+        let env = TestEnv::new()?;
+        let owner = |i: usize| (i % 2, (i / 2) % 2);
+        for i in 0..40 {
+            let f = format!("d{}/f{i:02}.txt", i % 3);
+            env.write(&f, format!("file {i}"))?;
+            let (u, g) = owner(i);
+            std::os::unix::fs::lchown(env.src(&f), Some(old[u]), Some(gids[g]))?;
+        }
+        env.backup_ok(&[])?;
+        for (n, id) in names.iter().zip(new) {
+            assert!(run(&["usermod", "-u", &id.to_string(), n])?);
+        }
+        let mapped = env.root().join("mapped");
+        assert_ok(&restore(&env, &mapped, &[])?, "restore");
+        let numeric = env.root().join("numeric");
+        assert_ok(
+            &restore(&env, &numeric, &["--numeric-owner"])?,
+            "restore --numeric-owner",
+        );
+        for i in 0..40 {
+            let f = format!("d{}/f{i:02}.txt", i % 3);
+            let (u, g) = owner(i);
+            let m = std::fs::metadata(mapped.join(&f))?;
+            assert_eq!((m.uid(), m.gid()), (new[u], gids[g]), "{f}");
+            assert_eq!(
+                std::fs::read(mapped.join(&f))?,
+                format!("file {i}").as_bytes()
+            );
+            let m = std::fs::metadata(numeric.join(&f))?;
+            assert_eq!((m.uid(), m.gid()), (old[u], gids[g]), "{f} --numeric-owner");
+        }
+        Ok(())
+    })();
+    for n in &names {
+        let _ = run(&["userdel", n]);
+    }
+    result
+}
+
 /// A version-1 repository (trees and records without the new fields, as
 /// trove wrote them before this change) is still read, restored and
 /// verified, and a backup on top of it writes version 2 beside it.
