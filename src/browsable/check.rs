@@ -16,8 +16,11 @@ use crate::repo::snapshot::Snapshot;
 use rayon::prelude::*;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// What is wrong at one path of the browsable tree.
 pub type Finding = (Vec<u8>, String);
@@ -31,6 +34,10 @@ pub type DevIno = (u64, u64);
 pub struct Inodes<'a> {
     pub objs: &'a [(ObjectId, u64)],
     pub at: &'a [Option<DevIno>],
+    /// Beside `objs` (or empty): `at` came from the store's listing and
+    /// the object's size is not proven yet. A browsable file that is the
+    /// same inode with the recorded size proves it (and clears the flag).
+    pub unproven: &'a [AtomicBool],
 }
 
 impl Inodes<'_> {
@@ -41,6 +48,31 @@ impl Inodes<'_> {
     pub fn get(&self, id: &ObjectId) -> Option<DevIno> {
         self.index(id)
             .and_then(|i| self.at.get(i).copied().flatten())
+    }
+
+    /// Whether the file at `here` (a browsable file with the recorded
+    /// size) is object `id`'s inode. A listing's inode number is checked
+    /// against a stat of the object before a mismatch counts: on some
+    /// filesystems (overlayfs) `d_ino` is not `st_ino`.
+    fn holds(&self, repo: &LocalRepo, id: &ObjectId, here: DevIno) -> bool {
+        let Some(i) = self.index(id) else {
+            return false;
+        };
+        let listed = self.unproven.get(i);
+        let same = match self.at.get(i).copied().flatten() {
+            Some(at) if at == here => true,
+            Some(_) if listed.is_some() => objects::open_object(&repo.object_path(id))
+                .ok()
+                .and_then(|f| f.metadata().ok())
+                .is_some_and(|m| (m.dev(), m.ino()) == here),
+            _ => false,
+        };
+        if same {
+            if let Some(u) = listed {
+                u.store(false, Relaxed);
+            }
+        }
+        same
     }
 
     pub fn referenced(&self, id: &ObjectId) -> bool {
@@ -226,12 +258,7 @@ pub fn check_browsable_lazily(
     p.produce(&mut checking)?;
     while !checking.is_empty() {
         let (found, produced) = rayon::join(
-            || {
-                checking
-                    .par_iter()
-                    .filter_map(|e| check_entry(repo, e, inodes).map(|m| (e.path.clone(), m)))
-                    .collect::<Vec<_>>()
-            },
+            || check_run(repo, &checking, inodes),
             || p.produce(&mut next),
         );
         produced?;
@@ -337,6 +364,103 @@ fn link_possible(obj: &Path, dev: u64) -> bool {
     crate::sys::link_max(&f).is_none_or(|max| (m.nlink() as i64) < max)
 }
 
+/// What a stat (never following a final symlink) of a browsable path says,
+/// as the check needs it: from `std` by path, or from `fstatat` beside
+/// the other names of its folder.
+struct Seen {
+    dir: bool,
+    symlink: bool,
+    file: bool,
+    len: u64,
+    dev: u64,
+    ino: u64,
+}
+
+impl Seen {
+    fn of(m: &fs::Metadata) -> Seen {
+        Seen {
+            dir: m.is_dir(),
+            symlink: m.file_type().is_symlink(),
+            file: m.is_file(),
+            len: m.len(),
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
+
+    fn of_stat(st: &rustix::fs::Stat) -> Seen {
+        use rustix::fs::FileType;
+        let t = FileType::from_raw_mode(st.st_mode);
+        Seen {
+            dir: t == FileType::Directory,
+            symlink: t == FileType::Symlink,
+            file: t == FileType::RegularFile,
+            len: u64::try_from(st.st_size).unwrap_or(0),
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        if self.dir {
+            "a directory"
+        } else if self.symlink {
+            "a symlink"
+        } else if self.file {
+            "a file"
+        } else {
+            "a special file"
+        }
+    }
+}
+
+/// Check a run of entries in path order. The entries of one folder are
+/// stat'ed relative to that folder, opened once (a lookup of one name
+/// each, where a stat by path walks every component from the root); a
+/// folder that cannot be opened leaves its entries to `check_entry`, whose
+/// message names what is wrong.
+fn check_run(repo: &LocalRepo, run: &[BrowsableEntry], inodes: &Inodes<'_>) -> Vec<Finding> {
+    let mut groups: Vec<&[BrowsableEntry]> = Vec::new();
+    let mut rest = run;
+    while let Some(first) = rest.first() {
+        let parent = pathbytes::parent(&first.path);
+        let n = rest
+            .iter()
+            .take_while(|e| pathbytes::parent(&e.path) == parent)
+            .count();
+        let (group, tail) = rest.split_at(n.max(1));
+        groups.push(group);
+        rest = tail;
+    }
+    groups
+        .par_iter()
+        .flat_map_iter(|group| {
+            let parent = pathbytes::parent(&group[0].path);
+            let dir = rustix::fs::open(
+                pathbytes::to_fs(&repo.root, parent),
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .ok();
+            group.iter().filter_map(move |e| {
+                let found = match &dir {
+                    Some(fd) => {
+                        let name = std::ffi::OsStr::from_bytes(pathbytes::file_name(&e.path));
+                        match rustix::fs::statat(fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+                            Ok(st) => check_seen(repo, e, &Seen::of_stat(&st), inodes),
+                            Err(_) => check_entry(repo, e, inodes),
+                        }
+                    }
+                    None => check_entry(repo, e, inodes),
+                };
+                found.map(|m| (e.path.clone(), m))
+            })
+        })
+        .collect()
+}
+
 fn check_entry(repo: &LocalRepo, e: &BrowsableEntry, inodes: &Inodes<'_>) -> Option<String> {
     let p = pathbytes::to_fs(&repo.root, &e.path);
     let m = match fs::symlink_metadata(&p) {
@@ -346,27 +470,28 @@ fn check_entry(repo: &LocalRepo, e: &BrowsableEntry, inodes: &Inodes<'_>) -> Opt
         }
         Err(err) => return Some(format!("cannot stat: {err}")),
     };
-    let kind_of = |m: &fs::Metadata| {
-        if m.is_dir() {
-            "a directory"
-        } else if m.file_type().is_symlink() {
-            "a symlink"
-        } else if m.is_file() {
-            "a file"
-        } else {
-            "a special file"
-        }
-    };
+    check_seen(repo, e, &Seen::of(&m), inodes)
+}
+
+/// The check of one entry, given what its stat said.
+fn check_seen(
+    repo: &LocalRepo,
+    e: &BrowsableEntry,
+    m: &Seen,
+    inodes: &Inodes<'_>,
+) -> Option<String> {
+    let p = pathbytes::to_fs(&repo.root, &e.path);
+    let kind_of = |m: &Seen| m.kind();
     match &e.kind {
-        BrowsableKind::Dir => (!m.is_dir()).then(|| {
+        BrowsableKind::Dir => (!m.dir).then(|| {
             format!(
                 "should be a directory but is {}: `trove materialize` repairs it",
-                kind_of(&m)
+                kind_of(m)
             )
         }),
         BrowsableKind::Symlink { target } => {
-            if !m.file_type().is_symlink() {
-                return Some(format!("should be a symlink but is {}", kind_of(&m)));
+            if !m.symlink {
+                return Some(format!("should be a symlink but is {}", kind_of(m)));
             }
             match fs::read_link(&p) {
                 Ok(t) if pathbytes::os_bytes(t.as_os_str()) == target.as_slice() => None,
@@ -379,25 +504,22 @@ fn check_entry(repo: &LocalRepo, e: &BrowsableEntry, inodes: &Inodes<'_>) -> Opt
             }
         }
         BrowsableKind::File { id, size } => {
-            if !m.is_file() {
-                return Some(format!("should be a file but is {}", kind_of(&m)));
+            if !m.file {
+                return Some(format!("should be a file but is {}", kind_of(m)));
             }
-            if m.len() != *size {
+            if m.len != *size {
                 return Some(format!(
                     "wrong content: {} bytes, the snapshot has {size} (modified in place?): `trove materialize` replaces it",
-                    m.len()
+                    m.len
                 ));
             }
-            if *size == 0 {
-                return None;
-            }
-            if inodes.get(id) == Some((m.dev(), m.ino())) {
+            if inodes.holds(repo, id, (m.dev, m.ino)) || *size == 0 {
                 return None;
             }
             let obj = repo.object_path(id);
             match objects::hash_object(repo.algo(), &p) {
                 Ok(d) if d == id.0 => {
-                    link_possible(&obj, m.dev()).then(|| {
+                    link_possible(&obj, m.dev).then(|| {
                         "a copy, not a hardlink of its object (content is right): `trove materialize` relinks it".to_string()
                     })
                 }

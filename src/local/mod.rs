@@ -394,6 +394,12 @@ impl crate::repo::RepoRead for LocalRepo {
     fn list(&self, kind: StoreKind, f: &mut dyn FnMut(Digest)) -> Result<()> {
         objects::for_each_stored(self, kind, f)
     }
+    fn list_objects_located(
+        &self,
+        f: &mut dyn FnMut(ObjectId, crate::repo::Located),
+    ) -> Option<Result<()>> {
+        Some(objects::for_each_object_located(self, f))
+    }
     fn open_object(&self, id: &ObjectId) -> Result<crate::repo::Content> {
         objects::open_object(&self.object_path(id)).map(crate::repo::Content::File)
     }

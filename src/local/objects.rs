@@ -787,6 +787,45 @@ pub fn for_each_stored(repo: &LocalRepo, kind: StoreKind, f: &mut dyn FnMut(Dige
     Ok(())
 }
 
+/// Every object in the store with where it is (`RepoRead::list_objects_located`):
+/// the inode number and type come from each fan-out folder's listing
+/// (`d_ino`, `d_type`; std stats an entry only where the filesystem gives
+/// no type), the device from one stat of the folder.
+pub fn for_each_object_located(
+    repo: &LocalRepo,
+    f: &mut dyn FnMut(ObjectId, crate::repo::Located),
+) -> Result<()> {
+    use std::os::unix::fs::{DirEntryExt, MetadataExt};
+    let top = repo.objects_dir();
+    for fan in fs::read_dir(&top).ctx("list", &top)? {
+        let fan = fan.ctx("list", &top)?;
+        let fan_name = fan.file_name();
+        let Some(fan_name) = fan_name.to_str() else {
+            continue;
+        };
+        if !fan.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let dir = fan.path();
+        let dev = fs::symlink_metadata(&dir).ctx("stat", &dir)?.dev();
+        for ent in fs::read_dir(&dir).ctx("list", &dir)? {
+            let ent = ent.ctx("list", &dir)?;
+            let name = ent.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(d) = Digest::from_hex(name).filter(|_| name.starts_with(fan_name)) {
+                let regular = ent.file_type().map(|t| t.is_file()).unwrap_or(false);
+                let at = crate::repo::Located {
+                    dev,
+                    ino: ent.ino(),
+                    regular,
+                };
+                f(ObjectId(d), at);
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,6 +138,23 @@ pub trait RepoRead: Sync {
     fn absent_by_design(&self, _id: &ObjectId) -> bool {
         false
     }
+    /// Call `f` with every stored object and where it is, taken from the
+    /// store's directory listings rather than a stat or an open per object
+    /// (a million objects are a few hundred `getdents` calls). `None`
+    /// where this repository cannot say (then `list` and `open_object`).
+    fn list_objects_located(&self, _f: &mut dyn FnMut(ObjectId, Located)) -> Option<Result<()>> {
+        None
+    }
+}
+
+/// Where a stored object is, as its folder's listing tells: the device of
+/// the folder, the inode number of the entry, and whether the entry is a
+/// regular file. Its size is not known without a stat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Located {
+    pub dev: u64,
+    pub ino: u64,
+    pub regular: bool,
 }
 
 /// What produces the bytes of a put, called only when they are needed.

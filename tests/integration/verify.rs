@@ -634,6 +634,103 @@ fn quick_skips_rehashing_but_sees_missing_and_resized_objects() -> TestResult {
     Ok(())
 }
 
+/// `--quick` places objects from the store's folder listings and proves
+/// their sizes through the browsable files that are the same inodes. Damage
+/// only a stat of the object shows must still be found, and reported as a
+/// full verify reports it (apart from hashing): an object replaced by a
+/// shorter file (its browsable hardlinks keep the old inode and size), an
+/// object replaced by a symlink, a version's content truncated (with its
+/// `versions/` hardlink), and an unreferenced object counted.
+#[test]
+fn quick_finds_what_only_a_stat_of_the_object_shows() -> TestResult {
+    let f = Fixture::new()?;
+    let replaced = f.env.object_hash_of("keep/b.txt")?;
+    let obj = damage::object_path(&f.env.backup, &replaced)?;
+    damage::make_writable(&obj)?;
+    damage::replace_with_content(&obj, b"short")?;
+    let linked = f.env.object_hash_of("sub/two.txt")?;
+    let obj = damage::object_path(&f.env.backup, &linked)?;
+    let elsewhere = f.env.backup.join("elsewhere");
+    std::fs::copy(&obj, &elsewhere)?;
+    std::fs::remove_file(&obj)?;
+    std::os::unix::fs::symlink(&elsewhere, &obj)?;
+    // The second content of one.txt is only a version now.
+    let old = damage::object_hashes(&f.env.backup)?;
+    let second = old
+        .iter()
+        .find(|h| {
+            damage::object_path(&f.env.backup, h)
+                .ok()
+                .and_then(|p| std::fs::read(p).ok())
+                .is_some_and(|b| b == b"one, second version, longer\n")
+        })
+        .cloned()
+        .ok_or("the second version's object")?;
+    damage::truncate_object(&f.env.backup, &second)?;
+    // Unreferenced: a stored object no snapshot names (a crash leftover).
+    let stray = blake3::hash(b"stray content").to_hex().to_string();
+    let stray_path = f
+        .env
+        .backup
+        .join(".trove/objects")
+        .join(&stray[..2])
+        .join(&stray);
+    std::fs::create_dir_all(stray_path.parent().ok_or("fan-out folder")?)?;
+    std::fs::write(&stray_path, b"stray content")?;
+
+    let kinds = |v: &Verified| -> Vec<(String, String)> {
+        let mut k: Vec<(String, String)> = v
+            .problems
+            .iter()
+            .map(|p| (p.kind.clone(), p.subject.clone()))
+            .collect();
+        k.sort();
+        k
+    };
+    let full = verify(&f.env, &[])?;
+    full.run.expect_code(1);
+    let quick = verify(&f.env, &["--quick"])?;
+    quick.run.expect_code(1);
+    assert_eq!(
+        kinds(&quick),
+        kinds(&full),
+        "quick:\n{}\nfull:\n{}",
+        quick.run.stdout,
+        full.run.stdout
+    );
+    for (kind, subject) in [
+        ("object size", &replaced),
+        ("corrupt object", &linked),
+        ("object size", &second),
+    ] {
+        assert!(
+            quick
+                .problems
+                .iter()
+                .any(|p| p.kind == kind && &p.subject == subject),
+            "{kind} {subject}:\n{}",
+            quick.run.stdout
+        );
+    }
+    let json = |extra: &[&str]| -> Res<serde_json::Value> {
+        let mut args = vec!["verify", "--json"];
+        args.extend_from_slice(extra);
+        let r = f.env.repo_run(&args)?;
+        Ok(serde_json::from_str(&r.stdout)?)
+    };
+    let (jf, jq) = (json(&[])?, json(&["--quick"])?);
+    for key in [
+        "objects",
+        "object_bytes",
+        "unreferenced_objects",
+        "unreferenced_bytes",
+    ] {
+        assert_eq!(jq[key], jf[key], "{key}: quick {jq}\nfull {jf}");
+    }
+    assert_eq!(jq["unreferenced_objects"].as_u64(), Some(1), "{jq}");
+    Ok(())
+}
+
 #[test]
 fn sample_with_a_seed_is_repeatable() -> TestResult {
     let env = TestEnv::new()?;
