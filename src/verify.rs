@@ -1042,6 +1042,36 @@ mod tests {
     use crate::progress::NoProgress;
     use crate::repo::memory::{fixture, MemoryRepo};
 
+    proptest::proptest! {
+        /// The optional set holds exactly the ids the required set lacks,
+        /// each once, however the inserts and compactions interleave.
+        #[test]
+        fn optional_set_is_the_difference(
+            required in proptest::collection::vec(0u8..40, 0..60),
+            optional in proptest::collection::vec(0u8..40, 0..200),
+        ) {
+            let id = |b: u8| ObjectId(crate::id::Digest([b; 32]));
+            let mut req = RefSet::default();
+            for b in &required {
+                req.insert(id(*b), u64::from(*b));
+            }
+            req.compact();
+            let mut opt = RefSet { v: Vec::new(), compact_at: 7 };
+            for b in &optional {
+                opt.insert_excluding(id(*b), u64::from(*b), &req);
+            }
+            opt.compact_excluding(&req);
+            let want: std::collections::BTreeSet<u8> = optional
+                .iter()
+                .filter(|b| !required.contains(b))
+                .copied()
+                .collect();
+            let got: Vec<ObjectId> = opt.v.iter().map(|(i, _)| *i).collect();
+            let want: Vec<ObjectId> = want.into_iter().map(id).collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
     fn kinds(c: &StoreCheck) -> Vec<(&'static str, Vec<String>)> {
         c.report
             .problems
