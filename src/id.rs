@@ -146,9 +146,83 @@ id_type!(
     SnapshotId
 );
 
+/// Search a slice sorted by id (ids unique) for `id`, answering as
+/// `binary_search_by_key` does. Ids are hashes, spread evenly, so the
+/// search first interpolates on the ids' first eight bytes (a few probes
+/// into a million entries, where a binary search misses the cache at most
+/// of its twenty steps: that was most of a quick verify's CPU time), then
+/// finishes with a binary search of what is left. Each comparison looks
+/// at the first eight bytes as one integer and the rest only where those
+/// are equal.
+pub fn search_by_id<T>(
+    v: &[T],
+    id: &ObjectId,
+    key: impl Fn(&T) -> &ObjectId,
+) -> Result<usize, usize> {
+    let head = |d: &ObjectId| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d.0 .0[..8]);
+        u64::from_be_bytes(b)
+    };
+    let want = head(id);
+    let cmp = |x: &T| {
+        let k = key(x);
+        head(k).cmp(&want).then_with(|| k.cmp(id))
+    };
+    // Everything before `lo` is below `id`, everything from `hi` above.
+    let (mut lo, mut hi) = (0usize, v.len());
+    for _ in 0..4 {
+        if hi - lo < 64 {
+            break;
+        }
+        let (a, b) = (head(key(&v[lo])), head(key(&v[hi - 1])));
+        if want <= a || want >= b {
+            break;
+        }
+        let span = (hi - 1 - lo) as u128;
+        let g = lo + ((u128::from(want - a) * span) / u128::from(b - a)) as usize;
+        match cmp(&v[g]) {
+            std::cmp::Ordering::Less => lo = g + 1,
+            std::cmp::Ordering::Greater => hi = g,
+            std::cmp::Ordering::Equal => return Ok(g),
+        }
+    }
+    match v[lo..hi].binary_search_by(cmp) {
+        Ok(i) => Ok(lo + i),
+        Err(i) => Err(lo + i),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn search_by_id_answers_as_binary_search() {
+        let id = |i: u32| ObjectId(Digest(*blake3::hash(&i.to_le_bytes()).as_bytes()));
+        for n in [0u32, 1, 5, 63, 64, 65, 1000, 5000] {
+            let mut ids: Vec<ObjectId> = (0..n).map(id).collect();
+            // Ties in the first eight bytes, apart after them.
+            if n > 10 {
+                let mut d = ids[3].0 .0;
+                d[31] ^= 1;
+                ids.push(ObjectId(Digest(d)));
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            let probes = (0..n + 50)
+                .map(id)
+                .chain([ObjectId(Digest([0; 32])), ObjectId(Digest([0xff; 32]))])
+                .chain(ids.iter().copied());
+            for probe in probes {
+                assert_eq!(
+                    search_by_id(&ids, &probe, |x| x),
+                    ids.binary_search(&probe),
+                    "{n} {probe:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn hex_round_trip() {

@@ -774,17 +774,19 @@ fn gather_store(
     // not an open and a stat each). Its size is proven by the browsable
     // file that is the same inode with the recorded size; the objects no
     // browsable file proves are stat'ed in `finish_objects`.
-    let mut listed_at: Vec<Option<DevIno>> = Vec::new();
+    let mut at: Vec<Option<DevIno>> = vec![None; objs.len()];
+    let mut unproven: Vec<AtomicBool> = Vec::new();
     let mut unreferenced = None;
     if opts.quick && defer_sizes {
-        let mut placed: Vec<Option<DevIno>> = vec![None; objs.len()];
         let (mut n, mut bytes) = (0u64, 0u64);
-        let listing = repo.list_objects_located(&mut |id, loc| match objs
-            .binary_search_by_key(&id, |(x, _)| *x)
-        {
+        let listing = repo.list_objects_located(&mut |id, loc| match crate::id::search_by_id(
+            &objs,
+            &id,
+            |(x, _)| x,
+        ) {
             Ok(i) => {
                 if loc.regular {
-                    placed[i] = Some((loc.dev, loc.ino));
+                    at[i] = Some((loc.dev, loc.ino));
                 }
             }
             Err(_) => {
@@ -794,22 +796,19 @@ fn gather_store(
         });
         if let Some(r) = listing {
             r?;
-            listed_at = placed;
             unreferenced = Some((n, bytes));
+            unproven = at.iter().map(|a| AtomicBool::new(a.is_some())).collect();
         }
     }
-    let unproven: Vec<AtomicBool> = listed_at
-        .iter()
-        .map(|at| AtomicBool::new(at.is_some()))
-        .collect();
-    // In the order of `objs` (sorted by id): the inode of each one.
-    let at: Vec<Option<DevIno>> = objs
-        .par_iter()
+    // In the order of `objs` (sorted by id): the inode of each one, where
+    // the listing did not already say.
+    at.par_iter_mut()
+        .zip(objs.par_iter())
         .enumerate()
-        .map(|(i, (id, size))| {
-            if let Some(here) = listed_at.get(i).copied().flatten() {
+        .for_each(|(i, (slot, (id, size)))| {
+            if unproven.get(i).is_some_and(|u| u.load(Relaxed)) {
                 progress.advance(1, 0);
-                return Some(here);
+                return;
             }
             let h = hash_it(id);
             let (here, r) = check_object(repo, id, *size, h);
@@ -827,10 +826,8 @@ fn gather_store(
                     .unwrap_or_else(|p| p.into_inner())
                     .push((*id, b));
             }
-            here
-        })
-        .collect();
-    drop(listed_at);
+            *slot = here;
+        });
     progress.finish();
     crate::log::mem_phase("objects checked");
     let (n_hashed, b_hashed) = hashed.into_inner().unwrap_or_else(|p| p.into_inner());

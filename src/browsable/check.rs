@@ -42,7 +42,7 @@ pub struct Inodes<'a> {
 
 impl Inodes<'_> {
     pub fn index(&self, id: &ObjectId) -> Option<usize> {
-        self.objs.binary_search_by_key(id, |(x, _)| *x).ok()
+        crate::id::search_by_id(self.objs, id, |(x, _)| x).ok()
     }
 
     pub fn get(&self, id: &ObjectId) -> Option<DevIno> {
