@@ -17,7 +17,7 @@
 //! source.
 
 use crate::browsable::apply;
-use crate::browsable::check::{self, DevIno, Inodes};
+use crate::browsable::check::{self, DevIno, Inodes, Places};
 use crate::browsable::render;
 use crate::error::{Error, Result};
 use crate::id::{ObjectId, SnapshotId, TreeId};
@@ -601,7 +601,7 @@ pub struct StoreCheck {
     /// Every referenced object (sorted by id) with its recorded size, and
     /// beside it where it is in the store.
     objs: Vec<(ObjectId, u64)>,
-    at: Vec<Option<DevIno>>,
+    at: Places,
     /// Objects found bad so far (missing ones of unpinned snapshots
     /// included: `finish_objects` tells them apart).
     bad: Vec<(ObjectId, BadObject)>,
@@ -774,11 +774,16 @@ fn gather_store(
     // not an open and a stat each). Its size is proven by the browsable
     // file that is the same inode with the recorded size; the objects no
     // browsable file proves are stat'ed in `finish_objects`.
-    let mut at: Vec<Option<DevIno>> = vec![None; objs.len()];
+    let store_dev = repo
+        .local_dir()
+        .and_then(|_| std::fs::metadata(repo.locate_store(StoreKind::Object)).ok())
+        .map_or(0, |m| std::os::unix::fs::MetadataExt::dev(&m));
+    let mut at = Places::new(store_dev, objs.len());
     let mut unproven: Vec<AtomicBool> = Vec::new();
     let mut unreferenced = None;
     if opts.quick && defer_sizes {
         let (mut n, mut bytes) = (0u64, 0u64);
+        let mut listed = vec![false; objs.len()];
         let listing = repo.list_objects_located(&mut |id, loc| match crate::id::search_by_id(
             &objs,
             &id,
@@ -786,7 +791,8 @@ fn gather_store(
         ) {
             Ok(i) => {
                 if loc.regular {
-                    at[i] = Some((loc.dev, loc.ino));
+                    at.set(i, Some((loc.dev, loc.ino)));
+                    listed[i] = true;
                 }
             }
             Err(_) => {
@@ -797,37 +803,35 @@ fn gather_store(
         if let Some(r) = listing {
             r?;
             unreferenced = Some((n, bytes));
-            unproven = at.iter().map(|a| AtomicBool::new(a.is_some())).collect();
+            unproven = listed.into_iter().map(AtomicBool::new).collect();
         }
     }
-    // In the order of `objs` (sorted by id): the inode of each one, where
-    // the listing did not already say.
-    at.par_iter_mut()
-        .zip(objs.par_iter())
-        .enumerate()
-        .for_each(|(i, (slot, (id, size)))| {
-            if unproven.get(i).is_some_and(|u| u.load(Relaxed)) {
-                progress.advance(1, 0);
-                return;
-            }
-            let h = hash_it(id);
-            let (here, r) = check_object(repo, id, *size, h);
-            if h && here.is_some() {
-                let mut g = hashed.lock().unwrap_or_else(|p| p.into_inner());
-                g.0 += 1;
-                g.1 += size;
-                progress.advance(1, *size);
-            } else {
-                progress.advance(1, 0);
-            }
-            if let Some(b) = r {
-                bad_found
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((*id, b));
-            }
-            *slot = here;
-        });
+    // In the order of `objs` (sorted by id): where each one is, where the
+    // listing did not already say.
+    at.fill(|i| {
+        if unproven.get(i).is_some_and(|u| u.load(Relaxed)) {
+            progress.advance(1, 0);
+            return None;
+        }
+        let (id, size) = &objs[i];
+        let h = hash_it(id);
+        let (here, r) = check_object(repo, id, *size, h);
+        if h && here.is_some() {
+            let mut g = hashed.lock().unwrap_or_else(|p| p.into_inner());
+            g.0 += 1;
+            g.1 += size;
+            progress.advance(1, *size);
+        } else {
+            progress.advance(1, 0);
+        }
+        if let Some(b) = r {
+            bad_found
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((*id, b));
+        }
+        Some(here)
+    });
     progress.finish();
     crate::log::mem_phase("objects checked");
     let (n_hashed, b_hashed) = hashed.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -874,7 +878,7 @@ fn finish_objects(repo: &dyn RepoRead, sc: &mut StoreCheck) -> Result<()> {
         })
         .collect();
     for (i, here, bad) in checked {
-        sc.at[i] = here;
+        sc.at.set(i, here);
         if let Some(b) = bad {
             sc.bad.push((sc.objs[i].0, b));
         }

@@ -28,12 +28,100 @@ pub type Finding = (Vec<u8>, String);
 /// (device, inode) of a stored object.
 pub type DevIno = (u64, u64);
 
-/// Where each referenced object is in the store (device, inode), or None
-/// where it is missing: a list beside the id-sorted `objs`, found by binary
-/// search (a hash map of a million objects took about 100 MiB).
+/// An inode number that stands for "not in the store". (A real inode
+/// numbered `u64::MAX` would read as missing; no filesystem hands it out.)
+const MISSING: u64 = u64::MAX;
+
+/// Where each referenced object is in the store, beside the id-sorted
+/// list of objects: an inode number each, all on the store's device but
+/// for the few recorded apart. Eight bytes an object, where a
+/// `(device, inode)` option took 24 (about 45 MiB at three million).
+pub struct Places {
+    dev: u64,
+    ino: Vec<u64>,
+    /// Objects on another device than the store's: (index, device), sorted.
+    elsewhere: Vec<(usize, u64)>,
+}
+
+impl Places {
+    /// `n` objects, none found yet, in a store on device `dev`.
+    pub fn new(dev: u64, n: usize) -> Places {
+        Places {
+            dev,
+            ino: vec![MISSING; n],
+            elsewhere: Vec::new(),
+        }
+    }
+
+    pub fn get(&self, i: usize) -> Option<DevIno> {
+        let ino = *self.ino.get(i)?;
+        if ino == MISSING {
+            return None;
+        }
+        let dev = match self.elsewhere.binary_search_by_key(&i, |e| e.0) {
+            Ok(k) => self.elsewhere[k].1,
+            Err(_) => self.dev,
+        };
+        Some((dev, ino))
+    }
+
+    pub fn set(&mut self, i: usize, at: Option<DevIno>) {
+        let Some(slot) = self.ino.get_mut(i) else {
+            return;
+        };
+        let found = self.elsewhere.binary_search_by_key(&i, |e| e.0);
+        match at {
+            None => {
+                *slot = MISSING;
+                if let Ok(k) = found {
+                    self.elsewhere.remove(k);
+                }
+            }
+            Some((dev, ino)) => {
+                *slot = ino;
+                match found {
+                    Ok(k) if dev == self.dev => {
+                        self.elsewhere.remove(k);
+                    }
+                    Ok(k) => self.elsewhere[k].1 = dev,
+                    Err(k) if dev != self.dev => self.elsewhere.insert(k, (i, dev)),
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Set, on every core, the place of each object `f` answers for
+    /// (`Some(place)`); the others keep theirs.
+    pub fn fill(&mut self, f: impl Fn(usize) -> Option<Option<DevIno>> + Sync) {
+        let dev = self.dev;
+        let apart: std::sync::Mutex<Vec<(usize, u64)>> = std::sync::Mutex::new(Vec::new());
+        self.ino.par_iter_mut().enumerate().for_each(|(i, slot)| {
+            if let Some(at) = f(i) {
+                *slot = match at {
+                    None => MISSING,
+                    Some((d, ino)) => {
+                        if d != dev {
+                            apart.lock().unwrap_or_else(|p| p.into_inner()).push((i, d));
+                        }
+                        ino
+                    }
+                };
+            }
+        });
+        for (i, d) in apart.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            let slot = self.ino[i];
+            self.set(i, Some((d, slot)));
+        }
+    }
+}
+
+/// Where each referenced object is in the store, or None where it is
+/// missing: [`Places`] beside the id-sorted `objs`, found by search (a
+/// hash map of a million objects took about 100 MiB).
 pub struct Inodes<'a> {
     pub objs: &'a [(ObjectId, u64)],
-    pub at: &'a [Option<DevIno>],
+    pub at: &'a Places,
     /// Beside `objs` (or empty): `at` came from the store's listing and
     /// the object's size is not proven yet. A browsable file that is the
     /// same inode with the recorded size proves it (and clears the flag).
@@ -46,8 +134,7 @@ impl Inodes<'_> {
     }
 
     pub fn get(&self, id: &ObjectId) -> Option<DevIno> {
-        self.index(id)
-            .and_then(|i| self.at.get(i).copied().flatten())
+        self.index(id).and_then(|i| self.at.get(i))
     }
 
     /// Whether the file at `here` (a browsable file with the recorded
@@ -59,7 +146,7 @@ impl Inodes<'_> {
             return false;
         };
         let listed = self.unproven.get(i);
-        let same = match self.at.get(i).copied().flatten() {
+        let same = match self.at.get(i) {
             Some(at) if at == here => true,
             Some(_) if listed.is_some() => objects::open_object(&repo.object_path(id))
                 .ok()
@@ -83,8 +170,8 @@ impl Inodes<'_> {
     pub fn present_bytes(&self) -> u64 {
         self.objs
             .iter()
-            .zip(self.at)
-            .filter(|(_, here)| here.is_some())
+            .zip(&self.at.ino)
+            .filter(|(_, ino)| **ino != MISSING)
             .map(|((_, size), _)| size)
             .sum()
     }
@@ -530,5 +617,44 @@ fn check_seen(
                 Err(err) => Some(format!("cannot read: {err}")),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Places answer what was set, on the store's device or apart, however
+    /// they were set (one at a time or on every core), and go back to
+    /// missing.
+    #[test]
+    fn places_keep_inodes_and_the_few_devices_apart() {
+        let mut p = Places::new(7, 6);
+        assert_eq!(p.get(0), None);
+        assert_eq!(p.get(6), None);
+        p.set(0, Some((7, 100)));
+        p.set(3, Some((9, 300)));
+        p.fill(|i| match i {
+            1 => Some(Some((7, 101))),
+            4 => Some(Some((8, 400))),
+            5 => Some(None),
+            _ => None,
+        });
+        let want = [
+            Some((7, 100)),
+            Some((7, 101)),
+            None,
+            Some((9, 300)),
+            Some((8, 400)),
+            None,
+        ];
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(p.get(i), *w, "{i}");
+        }
+        p.set(3, Some((7, 301)));
+        p.set(4, None);
+        assert_eq!(p.get(3), Some((7, 301)));
+        assert_eq!(p.get(4), None);
+        assert!(p.elsewhere.is_empty(), "{:?}", p.elsewhere);
     }
 }
