@@ -8,8 +8,13 @@
 set -euo pipefail
 FUZZ=$(cd "$(dirname "$0")" && pwd -P)
 REPO=$(dirname "$FUZZ")
-(cd "$REPO" && cargo build --release --quiet)
-T=$REPO/target/release/trove
+# TROVE_BIN: a trove binary to use instead of building the release one.
+if [ -n "${TROVE_BIN:-}" ]; then
+    T=$TROVE_BIN
+else
+    (cd "$REPO" && cargo build --release --quiet)
+    T=${CARGO_TARGET_DIR:-$REPO/target}/release/trove
+fi
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 S=$W/src
@@ -41,10 +46,26 @@ put() { # put TARGET FILE
     mkdir -p "$FUZZ/seeds/$1"
     cp "$2" "$FUZZ/seeds/$1/$(sha1sum "$2" | cut -c1-16)"
 }
-for f in "$W"/b/.trove/trees/*/*; do
+# Trees are stored in packs (format 2): each pack is a tree_pack seed, and
+# each tree in it (cut out by the pack's own index) a tree seed.
+python3 - "$W/b/.trove/packs" "$W/trees" <<'PY'
+import os, struct, sys
+src, out = sys.argv[1], sys.argv[2]
+os.makedirs(out, exist_ok=True)
+for name in sorted(os.listdir(src)):
+    data = open(os.path.join(src, name), 'rb').read()
+    count = struct.unpack('<I', data[-40:-36])[0]
+    index = data[len(data) - 40 - 44 * count:len(data) - 40]
+    for i in range(count):
+        rec = index[44 * i:44 * i + 44]
+        off, ln = struct.unpack('<QI', rec[32:44])
+        open(os.path.join(out, rec[:32].hex()), 'wb').write(data[off + 36:off + 36 + ln])
+PY
+for f in "$W"/trees/*; do
     put tree_source "$f"
     put tree_archive "$f"
 done
+for f in "$W"/b/.trove/packs/*.pack; do put tree_pack "$f"; done
 for f in "$W"/b/.trove/snapshots/*; do put snapshot_record "$f"; done
 put repo_config "$W/b/.trove/config"
 put stat_cache "$W/b/.trove/cache/stat-v2"

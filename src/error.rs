@@ -57,7 +57,7 @@ pub enum Error {
         path: PathBuf,
     },
 
-    #[error("unsupported format version {found} in {path} (this trove reads version {supported}): upgrade trove")]
+    #[error("unsupported format version {found} in {path} (this trove reads versions up to {supported}): upgrade trove")]
     Version {
         path: PathBuf,
         found: u32,

@@ -438,14 +438,8 @@ pub fn execute(repo: &dyn RepoWrite, plan: &GcPlan) -> Result<()> {
     if let Some(e) = failures.into_iter().next() {
         return Err(e);
     }
-    let failures: Vec<Error> = plan
-        .dead_trees
-        .par_iter()
-        .filter_map(|t| repo.remove(StoreKind::Tree, &t.0).err())
-        .collect();
-    if let Some(e) = failures.into_iter().next() {
-        return Err(e);
-    }
+    let dead_trees: Vec<crate::id::Digest> = plan.dead_trees.iter().map(|t| t.0).collect();
+    repo.remove_all(StoreKind::Tree, &dead_trees)?;
     for p in &plan.tmp {
         repo.remove_leftover(p)?;
     }

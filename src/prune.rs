@@ -311,7 +311,7 @@ pub fn run(repo: &LocalRepo, o: &PruneOptions) -> Result<PruneReport> {
     let tz = jiff::tz::TimeZone::system();
     let first = gc::plan(repo, &o.policy, o.now_ns, &tz, preview.as_ref())?;
     if !o.dry_run {
-        repo.clean_tmp()?;
+        repo.begin_write()?;
     }
     let mut trim = Trim::default();
     if let Some(latest) = &latest {

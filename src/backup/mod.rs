@@ -307,7 +307,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         .transpose()?;
     let writer = repo.as_ref().filter(|_| !opts.dry_run);
     if let Some(r) = writer {
-        r.clean_tmp()?;
+        r.begin_write()?;
     }
     let scan = repo
         .as_ref()

@@ -284,7 +284,7 @@ pub fn run(opts: &StdinOptions, progress: &dyn Progress) -> Result<BackupReport>
     LocalRepo::check_can_init(&root)?;
     let repo = super::open_or_init(&root, s.hash)?;
     let _lock = RepoLock::acquire(&repo, LockMode::Exclusive, opts.wait)?;
-    repo.clean_tmp()?;
+    repo.begin_write()?;
     let scan = snapshot::scan(&repo)?;
     let latest = super::latest_to_build_on(&scan, opts.allow_damaged_latest)?;
     super::warn_damaged(&scan);

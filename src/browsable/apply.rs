@@ -1118,14 +1118,15 @@ impl MaterializeReport {
 
 /// `trove materialize`: the latest snapshot's tree rebuilt at `target`.
 /// A writer like backup and prune, it first empties what an interrupted
-/// write left in tmp/ (the fault sweep found materialize leaving one). The
-/// caller holds the exclusive lock.
+/// write left in tmp/ (the fault sweep found materialize leaving one), and
+/// upgrades an older repository format like every writer. The caller
+/// holds the exclusive lock.
 pub fn rebuild_latest(
     repo: &LocalRepo,
     target: Option<&Path>,
     prune_extra: bool,
 ) -> Result<MaterializeReport> {
-    repo.clean_tmp()?;
+    repo.begin_write()?;
     let snap = crate::repo::snapshot::resolve(repo, "latest")?;
     rebuild(repo, &snap, target, prune_extra)
 }

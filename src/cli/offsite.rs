@@ -400,7 +400,7 @@ pub(super) fn pull(cli: &Cli, a: &PullArgs) -> Result<Outcome> {
         LocalRepo::init(&a.dest, algo)?
     };
     let _lock = RepoLock::acquire(&repo, LockMode::Exclusive, cli.wait)?;
-    repo.clean_tmp()?;
+    repo.begin_write()?;
     let bar = TermProgress::new(cli);
     let report = {
         let w = repo.writer();

@@ -59,6 +59,9 @@ impl RepoLock {
             lock_one(f, mode, wait, &path)?;
         }
         lock_one(&dir, mode, wait, &path)?;
+        // What this process may have read of the tree packs before it held
+        // the lock is re-checked against the packs on disk now.
+        repo.refresh_trees();
         Ok(RepoLock {
             _file: file,
             _dir: dir,

@@ -3,7 +3,8 @@
 //! lives where: the only code that builds a `.trove` path), creation and
 //! opening, the repository config, the marker and the pinned list's file;
 //! its submodules own the loose object store and ingest ([`objects`]), the
-//! stat cache ([`cache`]) and the engine lock ([`lock`]).
+//! tree store ([`trees`], with the pack codec in [`pack`]), the stat cache
+//! ([`cache`]) and the engine lock ([`lock`]).
 //!
 //! [`LocalRepo`] implements [`crate::repo::RepoRead`]; a write session
 //! ([`objects::Batch`], from [`LocalRepo::writer`]) implements
@@ -15,6 +16,8 @@
 pub mod cache;
 pub mod lock;
 pub mod objects;
+pub mod pack;
+pub mod trees;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
@@ -24,16 +27,33 @@ use crate::repo::StoreKind;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// The folders of `.trove` that hold part of every snapshot, and what.
-const LAYOUT_HOLDING_DATA: [(&str, &str); 3] = [
-    ("objects", "the file contents"),
-    ("trees", "the snapshots' folder listings"),
-    ("snapshots", "the snapshot records"),
-];
+/// The folders of `.trove` that hold part of every snapshot, and what,
+/// in a repository of `format`: the trees are in `trees/` (format 1) or
+/// `packs/` (format 2).
+fn layout_holding_data(format: u32) -> [(&'static str, &'static str); 3] {
+    let trees = if format == trees::FORMAT_LOOSE {
+        "trees"
+    } else {
+        "packs"
+    };
+    [
+        ("objects", "the file contents"),
+        (trees, "the snapshots' folder listings"),
+        ("snapshots", "the snapshot records"),
+    ]
+}
 
-/// The repository format this build writes and reads.
-pub const REPO_FORMAT: u32 = 1;
+/// The folders a writer needs, in a repository of `format`.
+fn layout_of_writer(format: u32) -> [&'static str; 6] {
+    let [_, (trees, _), _] = layout_holding_data(format);
+    ["objects", trees, "snapshots", "cache", "tmp", "logs"]
+}
+
+/// The repository format this build writes (and the newest it reads;
+/// format 1, loose trees, is read too and upgraded by the first writer).
+pub const REPO_FORMAT: u32 = trees::FORMAT_PACKED;
 
 /// `.trove/config`: small, JSON, human-readable on purpose.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +69,7 @@ impl RepoConfig {
     pub fn parse(data: &[u8], path: &Path) -> Result<RepoConfig> {
         let config: RepoConfig = serde_json::from_slice(data)
             .map_err(|e| Error::corrupt("repository config", path, e.to_string()))?;
-        if config.format != REPO_FORMAT {
+        if !(trees::FORMAT_LOOSE..=REPO_FORMAT).contains(&config.format) {
             return Err(Error::Version {
                 path: path.to_path_buf(),
                 found: config.format,
@@ -80,7 +100,11 @@ pub struct LocalRepo {
     pub root: PathBuf,
     /// `root/.trove`.
     pub dir: PathBuf,
+    /// The config as it was when the repository was opened (its format
+    /// may since have been upgraded: [`LocalRepo::format`]).
     pub config: RepoConfig,
+    /// The tree store's format and pack index, shared by every clone.
+    trees: Arc<trees::TreeStore>,
 }
 
 impl LocalRepo {
@@ -104,7 +128,7 @@ impl LocalRepo {
         fsutil::create_private_dir(root)?;
         let dir = Self::dir_of(root);
         fsutil::create_private_dir(&dir)?;
-        for sub in ["objects", "trees", "snapshots", "cache", "tmp", "logs"] {
+        for sub in layout_of_writer(REPO_FORMAT) {
             fsutil::create_private_dir(&dir.join(sub))?;
         }
         // A repository id only has to be unique, not secret: hash the
@@ -128,6 +152,7 @@ impl LocalRepo {
         Ok(LocalRepo {
             root: root.to_path_buf(),
             dir,
+            trees: Arc::new(trees::TreeStore::new(config.format)),
             config,
         })
     }
@@ -163,7 +188,7 @@ impl LocalRepo {
     /// damage, reported as such; the others may be absent.
     pub fn open(root: &Path) -> Result<LocalRepo> {
         let repo = Self::read_config(root)?;
-        for (sub, what) in LAYOUT_HOLDING_DATA {
+        for (sub, what) in layout_holding_data(repo.format()) {
             let p = repo.dir.join(sub);
             if !p.is_dir() {
                 return Err(Error::MissingFolder { path: p, what });
@@ -177,10 +202,11 @@ impl LocalRepo {
     /// held data is said so in the log).
     pub fn open_writable(root: &Path) -> Result<LocalRepo> {
         let repo = Self::read_config(root)?;
-        for sub in ["objects", "trees", "snapshots", "cache", "tmp", "logs"] {
+        let holding = layout_holding_data(repo.format());
+        for sub in layout_of_writer(repo.format()) {
             let p = repo.dir.join(sub);
             if !p.is_dir() {
-                if let Some((_, what)) = LAYOUT_HOLDING_DATA.iter().find(|(s, _)| *s == sub) {
+                if let Some((_, what)) = holding.iter().find(|(s, _)| *s == sub) {
                     tracing::warn!(
                         "repository folder {} was missing (it holds {what}): created empty; run `trove verify` to see what is lost",
                         p.display()
@@ -222,6 +248,7 @@ impl LocalRepo {
         Ok(LocalRepo {
             root: root.to_path_buf(),
             dir,
+            trees: Arc::new(trees::TreeStore::new(config.format)),
             config,
         })
     }
@@ -245,6 +272,7 @@ impl LocalRepo {
     pub fn objects_dir(&self) -> PathBuf {
         self.dir.join("objects")
     }
+    /// `trees/`: one file per tree (format 1 only; see [`trees`]).
     pub fn trees_dir(&self) -> PathBuf {
         self.dir.join("trees")
     }
@@ -301,14 +329,29 @@ impl LocalRepo {
     pub fn object_path(&self, id: &ObjectId) -> PathBuf {
         self.objects_dir().join(id.fanout())
     }
+    /// Where a tree is stored, for messages: its own file in a format 1
+    /// repository; in a format 2 one the pack holding it followed by the
+    /// tree's id (`packs/<pack>.pack/<id>`, a pseudo-path), or `packs/`
+    /// when no pack does.
     pub fn tree_path(&self, id: &TreeId) -> PathBuf {
-        self.trees_dir().join(id.fanout())
+        self.tree_locate(&id.0)
     }
+    /// Where `d` is (or would be) stored: for objects, their file.
     pub fn digest_path(&self, kind: StoreKind, d: &Digest) -> PathBuf {
         match kind {
             StoreKind::Object => self.objects_dir().join(d.fanout()),
-            StoreKind::Tree => self.trees_dir().join(d.fanout()),
+            StoreKind::Tree => self.tree_locate(d),
         }
+    }
+
+    /// Prepare a write session (the caller holds the exclusive lock):
+    /// remove leftovers of interrupted writes, then bring a repository of
+    /// an older format up to this one ([`trees::upgrade`]; a no-op once
+    /// it is done).
+    pub fn begin_write(&self) -> Result<()> {
+        self.clean_tmp()?;
+        trees::upgrade(self)?;
+        Ok(())
     }
 
     /// Remove leftovers of interrupted writes. Only a writer holding the
@@ -365,7 +408,8 @@ impl crate::repo::RepoRead for LocalRepo {
     fn locate_store(&self, kind: StoreKind) -> PathBuf {
         match kind {
             StoreKind::Object => self.objects_dir(),
-            StoreKind::Tree => self.trees_dir(),
+            StoreKind::Tree if self.format() == trees::FORMAT_LOOSE => self.trees_dir(),
+            StoreKind::Tree => self.packs_dir(),
         }
     }
     fn locate_snapshot(&self, id: &SnapshotId) -> PathBuf {
@@ -381,18 +425,28 @@ impl crate::repo::RepoRead for LocalRepo {
         self.marker_path()
     }
     fn read(&self, kind: StoreKind, d: &Digest) -> std::io::Result<Vec<u8>> {
-        // open + read_to_end, not fs::read: no statx to size the buffer
-        // (trees are small, and a walk reads tens of thousands of them).
-        fsutil::read_repo_file(&self.digest_path(kind, d))
+        match kind {
+            StoreKind::Object => fsutil::read_repo_file(&self.object_path(&ObjectId(*d))),
+            StoreKind::Tree => self.tree_read(d),
+        }
     }
     fn has(&self, kind: StoreKind, d: &Digest) -> bool {
-        self.digest_path(kind, d).exists()
+        match kind {
+            StoreKind::Object => self.object_path(&ObjectId(*d)).exists(),
+            StoreKind::Tree => self.tree_has(d),
+        }
     }
     fn size(&self, kind: StoreKind, d: &Digest) -> std::io::Result<u64> {
-        fs::metadata(self.digest_path(kind, d)).map(|m| m.len())
+        match kind {
+            StoreKind::Object => fs::metadata(self.object_path(&ObjectId(*d))).map(|m| m.len()),
+            StoreKind::Tree => self.tree_size(d),
+        }
     }
     fn list(&self, kind: StoreKind, f: &mut dyn FnMut(Digest)) -> Result<()> {
-        objects::for_each_stored(self, kind, f)
+        match kind {
+            StoreKind::Object => objects::for_each_stored(self, kind, f),
+            StoreKind::Tree => self.tree_list(f),
+        }
     }
     fn list_objects_located(
         &self,
@@ -480,11 +534,29 @@ impl crate::repo::RepoWrite for objects::Batch<'_> {
         fsutil::fsync_dir(&self.repo().snapshots_dir())
     }
     fn remove(&self, kind: StoreKind, d: &Digest) -> Result<bool> {
-        let what = match kind {
-            StoreKind::Object => "remove object",
-            StoreKind::Tree => "remove tree",
-        };
-        remove_if_present(&self.repo().digest_path(kind, d), what)
+        match kind {
+            StoreKind::Object => {
+                remove_if_present(&self.repo().object_path(&ObjectId(*d)), "remove object")
+            }
+            StoreKind::Tree => {
+                let had = self.repo().tree_has(d);
+                trees::collect(self.repo(), &[*d])?;
+                Ok(had && !self.repo().tree_has(d))
+            }
+        }
+    }
+    /// Trees go a pack at a time ([`trees::collect`]): one call for all
+    /// of a collection's dead trees decides each pack once.
+    fn remove_all(&self, kind: StoreKind, ds: &[Digest]) -> Result<()> {
+        match kind {
+            StoreKind::Object => {
+                for d in ds {
+                    self.remove(kind, d)?;
+                }
+                Ok(())
+            }
+            StoreKind::Tree => trees::collect(self.repo(), ds).map(|_| ()),
+        }
     }
     fn write_pins(&self, data: Option<&[u8]>) -> Result<()> {
         let repo = self.repo();

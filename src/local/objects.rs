@@ -11,12 +11,14 @@
 //!
 //! A [`Batch`] is also the local repository's write session
 //! (`crate::repo::RepoWrite`): records, removals and the pinned list go
-//! through it too.
+//! through it too, and so do tree objects, which it streams into one pack
+//! (`super::trees`) that its commit makes durable with the objects.
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::hash::{Hasher, LARGE_BUF, SMALL_BUF};
 use crate::id::{Digest, HashAlgo, ObjectId};
+use crate::local::trees::{self, PackBuilder, SealedPack};
 use crate::local::LocalRepo;
 use crate::model::StatKey;
 use crate::repo::StoreKind;
@@ -53,6 +55,17 @@ pub struct Batch<'r> {
     sound: std::sync::Mutex<HashSet<Digest>>,
     /// Objects the last commit re-stored over a damaged copy.
     repaired: AtomicU64,
+    /// The trees queued since the last commit, in a pack being written.
+    trees: std::sync::Mutex<TreeSpool>,
+}
+
+/// The trees of a write session: the pack being written, those already
+/// full, and which ids they hold (so a tree is queued once).
+#[derive(Default)]
+struct TreeSpool {
+    building: Option<PackBuilder>,
+    sealed: Vec<SealedPack>,
+    queued: HashSet<Digest>,
 }
 
 /// Below these sizes a batch is made durable with one fsync per file (in
@@ -62,19 +75,15 @@ const SMALL_BATCH_FILES: u64 = 2000;
 const SMALL_BATCH_BYTES: u64 = 64 << 20;
 const TMP_PREFIX: &str = "b";
 const QUEUED_OBJECT: &str = "obj-";
-const QUEUED_TREE: &str = "tree-";
 
 /// The store and digest a queued temp file name stands for (None for any
 /// other file in `tmp/`: partial large-file copies, other writers' temp
-/// files).
+/// files, a pack being written). Only objects are queued one file each:
+/// trees go into the session's pack.
 fn parse_queued(name: &std::ffi::OsStr) -> Option<(StoreKind, Digest)> {
     let name = name.to_str()?;
-    let (kind, hex) = if let Some(h) = name.strip_prefix(QUEUED_OBJECT) {
-        (StoreKind::Object, h)
-    } else {
-        (StoreKind::Tree, name.strip_prefix(QUEUED_TREE)?)
-    };
-    Some((kind, Digest::from_hex(hex)?))
+    let hex = name.strip_prefix(QUEUED_OBJECT)?;
+    Some((StoreKind::Object, Digest::from_hex(hex)?))
 }
 
 impl<'r> Batch<'r> {
@@ -86,6 +95,7 @@ impl<'r> Batch<'r> {
             repair: false,
             sound: std::sync::Mutex::new(HashSet::new()),
             repaired: AtomicU64::new(0),
+            trees: std::sync::Mutex::new(TreeSpool::default()),
         }
     }
 
@@ -113,8 +123,11 @@ impl<'r> Batch<'r> {
     /// Whether content `d` of `len` bytes needs no writing: stored (and,
     /// in repair mode, stored intact).
     fn is_stored(&self, kind: StoreKind, d: &Digest, len: u64) -> bool {
-        let p = self.repo.digest_path(kind, d);
-        if !self.repair || kind != StoreKind::Object {
+        if kind == StoreKind::Tree {
+            return self.repo.tree_has(d);
+        }
+        let p = self.repo.object_path(&ObjectId(*d));
+        if !self.repair {
             return p.exists();
         }
         if self.sound.lock().is_ok_and(|s| s.contains(d)) {
@@ -143,12 +156,11 @@ impl<'r> Batch<'r> {
         self.repo.tmp_dir().join(fsutil::tmp_name_of(TMP_PREFIX, n))
     }
 
-    fn queued_path(&self, kind: StoreKind, d: &Digest) -> PathBuf {
-        let prefix = match kind {
-            StoreKind::Object => QUEUED_OBJECT,
-            StoreKind::Tree => QUEUED_TREE,
-        };
-        self.repo.tmp_dir().join(format!("{prefix}{}", d.to_hex()))
+    /// The queued name of object `d` in `tmp/`.
+    fn queued_path(&self, d: &Digest) -> PathBuf {
+        self.repo
+            .tmp_dir()
+            .join(format!("{QUEUED_OBJECT}{}", d.to_hex()))
     }
 
     /// A new temp file for the batch: its number and open handle.
@@ -178,7 +190,10 @@ impl<'r> Batch<'r> {
     /// Write `data` under the queued name of `d` unless that name is
     /// taken (false then); the caller checked the store.
     fn claim_and_write(&self, kind: StoreKind, d: Digest, data: &[u8]) -> Result<bool> {
-        let q = self.queued_path(kind, &d);
+        if kind == StoreKind::Tree {
+            return self.queue_tree(d, data);
+        }
+        let q = self.queued_path(&d);
         let mut f = match OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -207,7 +222,7 @@ impl<'r> Batch<'r> {
             fs::remove_file(&tmp).ctx("remove temporary file", &tmp)?;
             return Ok(false);
         }
-        let q = self.queued_path(kind, &d);
+        let q = self.queued_path(&d);
         // Where the filesystem lacks RENAME_NOREPLACE, two threads can both
         // find the name free and both rename: harmless (the bytes are equal,
         // being of one digest), and the count of new objects is one high.
@@ -230,11 +245,61 @@ impl<'r> Batch<'r> {
         d: Digest,
         make: impl FnOnce() -> Result<Vec<u8>>,
     ) -> Result<bool> {
-        if self.repo.digest_path(kind, &d).exists() || self.queued_path(kind, &d).exists() {
+        let known = match kind {
+            StoreKind::Object => {
+                self.repo.object_path(&ObjectId(d)).exists() || self.queued_path(&d).exists()
+            }
+            StoreKind::Tree => self.tree_queued(&d) || self.repo.tree_has(&d),
+        };
+        if known {
             return Ok(false);
         }
         let data = make()?;
         self.claim_and_write(kind, d, &data)
+    }
+
+    fn spool(&self) -> Result<std::sync::MutexGuard<'_, TreeSpool>> {
+        self.trees
+            .lock()
+            .map_err(|_| Error::Internal("a tree writer panicked".into()))
+    }
+
+    fn tree_queued(&self, d: &Digest) -> bool {
+        self.trees.lock().is_ok_and(|s| s.queued.contains(d))
+    }
+
+    /// Append tree `d` to the session's pack unless it is queued already
+    /// (false then). A pack that reaches its target size is sealed and the
+    /// next tree starts another; all of them are installed at commit.
+    fn queue_tree(&self, d: Digest, data: &[u8]) -> Result<bool> {
+        let mut spool = self.spool()?;
+        if spool.queued.contains(&d) {
+            return Ok(false);
+        }
+        let mut b = match spool.building.take() {
+            Some(b) => b,
+            None => PackBuilder::create(self.repo)?,
+        };
+        b.add(&d, data)?;
+        spool.queued.insert(d);
+        if b.len() >= trees::PACK_TARGET {
+            let sealed = b.seal()?;
+            spool.sealed.push(sealed);
+        } else {
+            spool.building = Some(b);
+        }
+        Ok(true)
+    }
+
+    /// The session's packs, sealed and taken for a commit.
+    fn seal_trees(&self) -> Result<Vec<SealedPack>> {
+        let mut spool = self.spool()?;
+        if let Some(b) = spool.building.take() {
+            let sealed = b.seal()?;
+            spool.sealed.push(sealed);
+        }
+        spool.queued.clear();
+        Ok(std::mem::take(&mut spool.sealed))
     }
 
     /// Queue an object streamed from `src`, hashed while it is copied to
@@ -242,9 +307,7 @@ impl<'r> Batch<'r> {
     /// `what`), never stored. False when `id` is stored or queued already.
     pub fn put_object_from(&self, id: &ObjectId, src: &mut dyn Read, what: &Path) -> Result<bool> {
         let d = id.0;
-        if self.is_stored(StoreKind::Object, &d, 0)
-            || self.queued_path(StoreKind::Object, &d).exists()
-        {
+        if self.is_stored(StoreKind::Object, &d, 0) || self.queued_path(&d).exists() {
             return Ok(false);
         }
         let copy = self.copy_to_tmp(src, what)?;
@@ -301,11 +364,13 @@ impl<'r> Batch<'r> {
         })
     }
 
-    /// Make every queued file durable and move it into place.
+    /// Make every queued file and tree pack durable and move it into
+    /// place.
     pub fn commit(&self) -> Result<()> {
+        let packs = self.seal_trees()?;
         let files = self.files.swap(0, Ordering::Relaxed);
         let bytes = self.bytes.swap(0, Ordering::Relaxed);
-        if files == 0 {
+        if files == 0 && packs.is_empty() {
             return Ok(());
         }
         let tmp_dir = self.repo.tmp_dir();
@@ -332,6 +397,7 @@ impl<'r> Batch<'r> {
             list.par_iter().try_for_each(|(tmp, _, _)| {
                 File::open(tmp).and_then(|f| f.sync_all()).ctx("fsync", tmp)
             })?;
+            packs.par_iter().try_for_each(SealedPack::sync)?;
             Box::new(list.into_iter().map(Ok))
         } else {
             fsutil::sync_filesystem(&tmp_dir)?;
@@ -362,16 +428,22 @@ impl<'r> Batch<'r> {
             }
             fs::rename(&tmp, &dest).ctx("move into store", &dest)?;
         }
+        let had_packs = !packs.is_empty();
+        let installed = trees::install(self.repo, packs)?;
         // 2. The renames themselves are durable before the caller writes a
         //    snapshot record that refers to these names.
         if small {
             dirs.par_iter().try_for_each(|d| fsutil::fsync_dir(d))?;
-            for top in [self.repo.objects_dir(), self.repo.trees_dir()] {
-                fsutil::fsync_dir(&top)?;
+            if files > 0 {
+                fsutil::fsync_dir(&self.repo.objects_dir())?;
+            }
+            if had_packs {
+                fsutil::fsync_dir(&self.repo.packs_dir())?;
             }
         } else {
             fsutil::sync_filesystem(&self.repo.dir)?;
         }
+        trees::added(self.repo, &installed);
         Ok(())
     }
 }
@@ -887,7 +959,7 @@ mod tests {
         batch.commit()?;
         assert_eq!(fs::read(repo.object_path(&id)).ctx("read", "obj")?, content);
         assert_eq!(
-            fs::read(repo.digest_path(StoreKind::Tree, &tree)).ctx("read", "tree")?,
+            crate::repo::RepoRead::read(&repo, StoreKind::Tree, &tree).ctx("read", "tree")?,
             b"tree"
         );
         assert!(
@@ -922,12 +994,18 @@ mod tests {
             parse_queued(&name(format!("obj-{}", d.to_hex()))),
             Some((StoreKind::Object, d))
         );
-        assert_eq!(
-            parse_queued(&name(format!("tree-{}", d.to_hex()))),
-            Some((StoreKind::Tree, d))
-        );
-        for other in ["b-12-3", "obj-", "obj-zz", "w-1-1", "tree-ab"] {
-            assert_eq!(parse_queued(&name(other.to_string())), None, "{other}");
+        // Trees are not queued one file each (they go into the session's
+        // pack): a `tree-` name, as format 1 writers left them, is not one.
+        for other in [
+            "b-12-3".to_string(),
+            "obj-".to_string(),
+            "obj-zz".to_string(),
+            "w-1-1".to_string(),
+            "tree-ab".to_string(),
+            format!("tree-{}", d.to_hex()),
+            "pack-1-2".to_string(),
+        ] {
+            assert_eq!(parse_queued(&name(other.clone())), None, "{other}");
         }
     }
 }

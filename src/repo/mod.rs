@@ -207,6 +207,17 @@ pub trait RepoWrite: Sync {
     fn sync_snapshots(&self) -> Result<()>;
     /// Remove stored content (false when it was not there).
     fn remove(&self, kind: StoreKind, d: &Digest) -> Result<bool>;
+    /// Remove many stored items of `kind` at once (those not there are
+    /// skipped). A store that keeps many items in one file (the local
+    /// repository's tree packs) decides per file here, and may keep an
+    /// unreferenced item in a file that is mostly live; one by one is the
+    /// default.
+    fn remove_all(&self, kind: StoreKind, ds: &[Digest]) -> Result<()> {
+        for d in ds {
+            self.remove(kind, d)?;
+        }
+        Ok(())
+    }
     /// Replace the pinned list (`None`: there is none).
     fn write_pins(&self, data: Option<&[u8]>) -> Result<()>;
     /// Remove one leftover.

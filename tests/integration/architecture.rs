@@ -354,6 +354,7 @@ fn only_local_knows_the_repository_layout() {
         for name in [
             "objects",
             "trees",
+            "packs",
             "snapshots",
             "pinned",
             "quarantine",

@@ -4,13 +4,20 @@
 //!
 //! Every function takes the backup root (the directory holding `.trove`)
 //! and a hash or id as trove names it on disk (64 hex digits). Objects,
-//! trees and snapshot records are read-only files: they are made writable
-//! before being modified in place.
+//! tree packs and snapshot records are read-only files: they are made
+//! writable before being modified in place.
+//!
+//! Trees live in packs (`.trove/packs/<hex>.pack`, format 2): damaging
+//! one tree rewrites its pack with that tree's entry cut or left out (a
+//! well-formed pack, so only that tree is affected, as a damaged tree
+//! file was). A format 1 repository's own tree files are damaged as
+//! files.
 
 use crate::common::Res;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use trove::local::pack;
 
 fn store_path(repo: &Path, store: &str, hash: &str) -> Res<PathBuf> {
     let fan = hash.get(..2).ok_or_else(|| format!("bad hash {hash:?}"))?;
@@ -22,9 +29,121 @@ pub fn object_path(repo: &Path, hash: &str) -> Res<PathBuf> {
     store_path(repo, "objects", hash)
 }
 
-/// `.trove/trees/ab/abcd…`
-pub fn tree_path(repo: &Path, hash: &str) -> Res<PathBuf> {
+/// The 32 bytes a 64-digit hex hash names.
+pub fn id_of(hash: &str) -> Res<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hash.len() != 64 {
+        return Err(format!("bad hash {hash:?}").into());
+    }
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hash[2 * i..2 * i + 2], 16)?;
+    }
+    Ok(out)
+}
+
+/// A format 1 repository's own file of a tree: `.trove/trees/ab/abcd…`.
+fn loose_tree_path(repo: &Path, hash: &str) -> Res<PathBuf> {
     store_path(repo, "trees", hash)
+}
+
+/// A tree pack: its path, bytes and entries.
+pub type Pack = (PathBuf, Vec<u8>, Vec<pack::PackEntry>);
+
+/// Every tree pack of the repository, by name (each must be sound).
+pub fn tree_packs(repo: &Path) -> Res<Vec<Pack>> {
+    let dir = repo.join(".trove").join("packs");
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for ent in rd {
+        let p = ent?.path();
+        if !p.to_string_lossy().ends_with(".pack") {
+            continue;
+        }
+        let bytes = std::fs::read(&p)?;
+        let entries = pack::parse(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+        out.push((p, bytes, entries));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// The file holding tree `hash`: the pack it is in, or (format 1) its own
+/// file `.trove/trees/ab/abcd…`.
+pub fn tree_path(repo: &Path, hash: &str) -> Res<PathBuf> {
+    let loose = loose_tree_path(repo, hash)?;
+    if loose.exists() {
+        return Ok(loose);
+    }
+    let id = id_of(hash)?;
+    for (p, _, entries) in tree_packs(repo)? {
+        if entries.iter().any(|e| e.id == id) {
+            return Ok(p);
+        }
+    }
+    Err(format!("no tree pack holds tree {hash}").into())
+}
+
+/// Write the pack holding tree `hash` again with `f` applied to that
+/// tree's stored bytes (`None`: the tree is left out). The pack keeps its
+/// name and its other trees.
+fn rewrite_tree(repo: &Path, hash: &str, f: impl FnOnce(&[u8]) -> Option<Vec<u8>>) -> Res<()> {
+    let id = id_of(hash)?;
+    let (path, bytes, entries) = tree_packs(repo)?
+        .into_iter()
+        .find(|(_, _, e)| e.iter().any(|e| e.id == id))
+        .ok_or_else(|| format!("no tree pack holds tree {hash}"))?;
+    let mut f = Some(f);
+    let mut trees: Vec<([u8; 32], Vec<u8>)> = Vec::new();
+    for e in &entries {
+        let data = &bytes[(e.offset + pack::ENTRY_HEAD) as usize..e.end() as usize];
+        if e.id == id {
+            if let Some(new) = f.take().and_then(|f| f(data)) {
+                trees.push((e.id, new));
+            }
+        } else {
+            trees.push((e.id, data.to_vec()));
+        }
+    }
+    let refs: Vec<([u8; 32], &[u8])> = trees.iter().map(|(i, d)| (*i, d.as_slice())).collect();
+    let new = pack::encode(&refs)?;
+    make_writable(&path)?;
+    std::fs::write(&path, new)?;
+    Ok(())
+}
+
+/// Add a pack holding `trees` (id, stored bytes), as a writer would;
+/// returns its path.
+pub fn add_tree_pack(repo: &Path, trees: &[([u8; 32], Vec<u8>)]) -> Res<PathBuf> {
+    let refs: Vec<([u8; 32], &[u8])> = trees.iter().map(|(i, d)| (*i, d.as_slice())).collect();
+    let bytes = pack::encode(&refs)?;
+    let name: String = blake3::hash(&bytes)
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = repo.join(".trove").join("packs");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.pack"));
+    std::fs::write(&path, bytes)?;
+    Ok(path)
+}
+
+/// Turn a freshly initialised (empty) repository into a format 1 one, as
+/// trove made them before tree packs: `"format": 1`, `trees/`, no `packs/`.
+pub fn make_format_1(repo: &Path) -> Res<()> {
+    let trove = repo.join(".trove");
+    let cfg = trove.join("config");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg)?)?;
+    v["format"] = serde_json::json!(1);
+    make_writable(&cfg)?;
+    std::fs::write(&cfg, serde_json::to_vec_pretty(&v)?)?;
+    let _ = std::fs::remove_dir(trove.join("packs"));
+    std::fs::create_dir_all(trove.join("trees"))?;
+    Ok(())
 }
 
 /// `.trove/snapshots/<full id>`
@@ -86,17 +205,24 @@ pub fn delete_object(repo: &Path, hash: &str) -> Res<()> {
     Ok(())
 }
 
-/// Cut a tree object to half its size.
+/// Cut a tree object to half its size (in its pack).
 pub fn truncate_tree(repo: &Path, hash: &str) -> Res<()> {
-    let p = tree_path(repo, hash)?;
-    let len = std::fs::metadata(&p)?.len();
-    truncate_file(&p, len / 2)
+    let loose = loose_tree_path(repo, hash)?;
+    if loose.exists() {
+        let len = std::fs::metadata(&loose)?.len();
+        return truncate_file(&loose, len / 2);
+    }
+    rewrite_tree(repo, hash, |d| Some(d[..d.len() / 2].to_vec()))
 }
 
-/// Remove a tree object.
+/// Remove a tree object (from its pack).
 pub fn delete_tree(repo: &Path, hash: &str) -> Res<()> {
-    std::fs::remove_file(tree_path(repo, hash)?)?;
-    Ok(())
+    let loose = loose_tree_path(repo, hash)?;
+    if loose.exists() {
+        std::fs::remove_file(loose)?;
+        return Ok(());
+    }
+    rewrite_tree(repo, hash, |_| None)
 }
 
 /// Flip a bit in the last byte of a snapshot record.
@@ -127,9 +253,20 @@ fn stored(repo: &Path, store: &str) -> Res<BTreeSet<String>> {
     Ok(out)
 }
 
-/// Hashes of every stored tree object.
+/// Hashes of every stored tree object (in packs, and in a format 1
+/// repository's `trees/`).
 pub fn tree_hashes(repo: &Path) -> Res<BTreeSet<String>> {
-    stored(repo, "trees")
+    let mut out = if repo.join(".trove").join("trees").is_dir() {
+        stored(repo, "trees")?
+    } else {
+        BTreeSet::new()
+    };
+    for (_, _, entries) in tree_packs(repo)? {
+        for e in entries {
+            out.insert(e.id.iter().map(|b| format!("{b:02x}")).collect());
+        }
+    }
+    Ok(out)
 }
 
 /// Hashes of every stored object.

@@ -183,10 +183,10 @@ fn target_of(kind: Kind, d: &Path) -> Res<PathBuf> {
                 .find(|p| std::fs::read(p).is_ok_and(|b| b == want))
                 .ok_or("no object holds sub/b.txt")?
         }
-        // The newest tree file: the latest snapshot's root.
+        // The newest tree pack: it holds the latest snapshot's root.
         Kind::Tree => {
             let mut trees = Vec::new();
-            for p in files_below(&trove_dir.join("trees"))? {
+            for p in files_below(&trove_dir.join("packs"))? {
                 let m = std::fs::metadata(&p)?;
                 trees.push((m.modified()?, p));
             }

@@ -1,9 +1,7 @@
 //! SPEC §4: the same source history gives the same snapshots (apart from
 //! times) and the same browsable tree, whichever backup root it goes to.
 
-use crate::common::{
-    listing, log_without_timestamps, show, trove_cmd, Res, Run, TestEnv, TestResult,
-};
+use crate::common::{listing, log_without_timestamps, trove_cmd, Res, Run, TestEnv, TestResult};
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -27,12 +25,9 @@ fn fill_source(env: &TestEnv) -> Res<()> {
     Ok(())
 }
 
-/// Files (relative paths) under `.trove/trees`.
+/// The ids of the stored tree objects (in the tree packs).
 fn tree_objects(backup: &Path) -> Res<BTreeSet<String>> {
-    Ok(listing(&backup.join(".trove").join("trees"), false)?
-        .into_keys()
-        .map(|k| show(&k))
-        .collect())
+    crate::damage::tree_hashes(backup)
 }
 
 fn ls_json(backup: &Path) -> Res<String> {

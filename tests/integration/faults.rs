@@ -1,5 +1,7 @@
 //! Fault machinery (issue 13): every writer — a first backup, an
-//! incremental backup, `prune`, `materialize` and a `watch` run — is killed
+//! incremental backup, `prune`, `materialize`, a `watch` run, the first
+//! backup on a format 1 repository (which upgrades it to tree packs) and a
+//! `prune` that deletes and rewrites tree packs — is killed
 //! at its Nth call of each mutating system call in turn, or has that call
 //! fail with ENOSPC, EIO or EDQUOT, through strace's syscall tampering
 //! (`-e inject=SYSCALL:signal=KILL:when=N`). After each fault the
@@ -75,6 +77,11 @@ enum Writer {
     Prune,
     Materialize,
     Watch,
+    /// A backup on the format 1 fixture: upgrades it to tree packs.
+    Upgrade,
+    /// A prune that forgets all but the latest snapshot: deletes the
+    /// packs only forgotten snapshots used and rewrites mostly dead ones.
+    Repack,
 }
 
 const WRITERS: &[Writer] = &[
@@ -83,6 +90,22 @@ const WRITERS: &[Writer] = &[
     Writer::Prune,
     Writer::Materialize,
     Writer::Watch,
+    Writer::Upgrade,
+    Writer::Repack,
+];
+
+/// The system calls that make a tree pack durable, put it in place or
+/// remove one (and the loose trees an upgrade removes).
+const PACK_STEPS: &[&str] = &[
+    "fsync",
+    "fdatasync",
+    "syncfs",
+    "rename",
+    "renameat",
+    "renameat2",
+    "unlink",
+    "unlinkat",
+    "rmdir",
 ];
 
 /// Whether strace can tamper with system calls here; prints why not.
@@ -201,8 +224,10 @@ fn config(dir: &Path) -> PathBuf {
 /// The writer's own command line, run from the scenario's copy `dir`.
 fn writer_args(w: Writer) -> Vec<&'static str> {
     match w {
-        Writer::FirstBackup | Writer::Backup => vec!["--config", "config.json", "backup"],
-        Writer::Prune => vec!["--config", "config.json", "prune"],
+        Writer::FirstBackup | Writer::Backup | Writer::Upgrade => {
+            vec!["--config", "config.json", "backup"]
+        }
+        Writer::Prune | Writer::Repack => vec!["--config", "config.json", "prune"],
         Writer::Materialize => vec!["--config", "config.json", "materialize"],
         Writer::Watch => vec![
             "--config",
@@ -262,8 +287,22 @@ fn scenario(w: Writer) -> Res<Scenario> {
     let template = tempfile::tempdir()?;
     let dir = template.path();
     let src = dir.join("source");
+    if w == Writer::Upgrade {
+        crate::packs::unpack_v1_fixture(dir)?;
+        let mut earlier = Vec::new();
+        for id in snapshot_ids(dir)? {
+            let t = restored(dir, &id)?;
+            earlier.push((id, t));
+        }
+        return Ok(Scenario {
+            writer: w,
+            expected_latest: listing(&src, false)?,
+            template,
+            earlier,
+        });
+    }
     std::fs::create_dir(&src)?;
-    let retention = if w == Writer::Prune {
+    let retention = if matches!(w, Writer::Prune | Writer::Repack) {
         // Per-file retention has work to do; every snapshot is kept whole.
         r#", "retention": { "max_versions_per_file": 1, "keep_last": 10 }"#
     } else {
@@ -286,10 +325,22 @@ fn scenario(w: Writer) -> Res<Scenario> {
         Ok(())
     };
     match w {
-        Writer::FirstBackup => {}
+        Writer::FirstBackup | Writer::Upgrade => {}
         Writer::Backup | Writer::Watch => {
             backup(dir)?;
             mutate_source(&src, 2)?;
+        }
+        Writer::Repack => {
+            backup(dir)?;
+            for g in 2..5 {
+                mutate_source(&src, g)?;
+                backup(dir)?;
+            }
+            std::fs::write(
+                config(dir),
+                r#"{ "sources": ["./source"], "backup_root": "./backup",
+                     "retention": { "max_versions_per_file": 1, "keep_last": 1 } }"#,
+            )?;
         }
         Writer::Prune => {
             backup(dir)?;
@@ -321,6 +372,10 @@ fn scenario(w: Writer) -> Res<Scenario> {
             let t = restored(dir, &id)?;
             earlier.push((id, t));
         }
+    }
+    if w == Writer::Repack {
+        // Only the latest survives keep_last 1.
+        earlier.drain(..earlier.len().saturating_sub(1));
     }
     Ok(Scenario {
         writer: w,
@@ -649,8 +704,17 @@ fn every_point(counts: &BTreeMap<String, u32>, calls: &[&str]) -> Vec<(String, u
 }
 
 fn kill_sweep(s: &Scenario, pick: Pick, tally: &mut Tally) -> Res<()> {
+    kill_sweep_of(s, pick, None, tally)
+}
+
+/// [`kill_sweep`] at the calls `only` names (all mutating calls: `None`).
+fn kill_sweep_of(s: &Scenario, pick: Pick, only: Option<&[&str]>, tally: &mut Tally) -> Res<()> {
     let counts = call_counts(s)?;
-    let calls: Vec<&str> = counts.keys().map(String::as_str).collect();
+    let calls: Vec<&str> = counts
+        .keys()
+        .map(String::as_str)
+        .filter(|c| only.is_none_or(|o| o.contains(c)))
+        .collect();
     for (call, n) in select(every_point(&counts, &calls), pick) {
         let d = fresh_copy(s)?;
         let inject = format!("{call}:signal=KILL:when={n}");
@@ -793,6 +857,32 @@ fn sweep(kill: Option<Pick>, errors: Option<Pick>) -> TestResult {
 #[test]
 fn killed_at_sampled_system_calls_every_writer_leaves_a_whole_repository() -> TestResult {
     sweep(Some(Pick::Spread(12)), None)
+}
+
+/// Every step that makes a tree pack durable, puts it in place or
+/// removes one — of the upgrade of a format 1 repository and of a prune
+/// that deletes and rewrites packs — killed in turn: the repository is
+/// whole after each, and the next run finishes the work.
+#[test]
+fn killed_at_every_step_of_writing_or_removing_tree_packs_leaves_a_whole_repository() -> TestResult
+{
+    if !strace_usable() {
+        return Ok(());
+    }
+    let mut tally = Tally::default();
+    for w in [Writer::Upgrade, Writer::Repack] {
+        let s = scenario(w)?;
+        kill_sweep_of(&s, Pick::Stride(1), Some(PACK_STEPS), &mut tally)?;
+    }
+    tally.report("tree pack kill sweep");
+    assert!(tally.killed > 0, "no kill point was reached");
+    assert!(
+        tally.failures.is_empty(),
+        "{} kill points broke a promise:\n{}",
+        tally.failures.len(),
+        tally.failures.join("\n")
+    );
+    Ok(())
 }
 
 /// A sample of injected ENOSPC/EIO/EDQUOT errors of every writer.

@@ -77,6 +77,10 @@ fn seeds_from_real_repositories_still_decode() -> TestResult {
     for (p, d) in each("stat_cache")? {
         assert!(trove::local::cache::decode(&d).is_some(), "{}", p.display());
     }
+    for (p, d) in each("tree_pack")? {
+        let entries = trove::local::pack::parse(&d).map_err(|e| format!("{}: {e}", p.display()))?;
+        assert!(!entries.is_empty(), "{}: a pack of no trees", p.display());
+    }
     for (p, d) in each("tree_source")? {
         let u = trove::repo::tree::unframe_tree(&d, &p)?;
         // Each stored tree is a source or an archive tree, of any version

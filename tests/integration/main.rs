@@ -34,6 +34,7 @@ mod offsite_prune_faults;
 mod offsite_s3;
 mod offsite_subset;
 mod offsite_writeonly;
+mod packs;
 mod recovery;
 mod remote_backend;
 mod restore;

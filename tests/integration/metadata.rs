@@ -559,6 +559,8 @@ fn a_version_1_repository_is_still_read_and_extended() -> TestResult {
     // A repository made by `init`, then filled by hand the version-1 way.
     let init = env.cmd()?.args(["init"]).arg(&env.backup).output()?;
     assert_ok(&init, "init");
+    // Repository format 1 too (one file per tree): the layout of that era.
+    crate::damage::make_format_1(&env.backup)?;
     let trove_dir = env.backup.join(".trove");
     let put = |kind: &str, hex: &str, bytes: &[u8]| -> TestResult {
         let p = trove_dir.join(kind).join(&hex[..2]).join(hex);
@@ -641,6 +643,10 @@ fn a_version_1_repository_is_still_read_and_extended() -> TestResult {
     assert_eq!(env.snapshot_count()?, 2);
     let out = env.repo_cmd(&["verify"])?;
     assert_ok(&out, "verify after the upgrade");
+    // The run upgraded the repository to format 2: its trees are in packs.
+    assert!(!trove_dir.join("trees").exists(), "trees/ is gone");
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(trove_dir.join("config"))?)?;
+    assert_eq!(cfg["format"], 2);
     let first = env.snapshots()?[0]["id"]
         .as_str()
         .ok_or("no id")?

@@ -1177,9 +1177,13 @@ impl Hostile {
     fn put<L: serde::Serialize, D: serde::Serialize>(&self, t: &TreeObject<L, D>) -> Res<TreeId> {
         let payload = encode_tree(t)?;
         let id = TreeId(hash_bytes(self.repo.algo(), &payload));
-        let p = self.repo.tree_path(&id);
-        fs::create_dir_all(p.parent().ok_or("parent")?)?;
-        fs::write(&p, frame_tree(&payload)?)?;
+        // Through a write session, as trove stores a tree (in a pack).
+        let w = self.repo.writer();
+        let framed = frame_tree(&payload)?;
+        trove::repo::RepoWrite::put_with(&w, trove::repo::StoreKind::Tree, id.0, &mut || {
+            Ok(framed.clone())
+        })?;
+        trove::repo::RepoWrite::commit(&w)?;
         Ok(id)
     }
 

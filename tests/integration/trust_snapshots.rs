@@ -404,11 +404,7 @@ fn store_tree<L: serde::Serialize, D: serde::Serialize>(
 ) -> Res<TreeId> {
     let payload = encode_tree(t)?;
     let id = TreeId(hash_bytes(HashAlgo::Blake3, &payload));
-    let path = repo.join(".trove/trees").join(id.fanout());
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&path, frame_tree(&payload)?)?;
+    damage::add_tree_pack(repo, &[(id.0 .0, frame_tree(&payload)?)])?;
     Ok(id)
 }
 

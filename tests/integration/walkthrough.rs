@@ -458,15 +458,17 @@ fn deleting_the_stat_cache_makes_a_run_slower_never_wrong() -> TestResult {
     Ok(())
 }
 
-/// Every tree object file in the repository.
-fn tree_files(env: &TestEnv) -> crate::common::Res<std::collections::BTreeSet<std::path::PathBuf>> {
-    let mut out = std::collections::BTreeSet::new();
-    for fan in std::fs::read_dir(env.dst(".trove/trees"))? {
-        for t in std::fs::read_dir(fan?.path())? {
-            out.insert(t?.path());
-        }
-    }
-    Ok(out)
+/// Every tree object in the repository, by id.
+fn tree_files(env: &TestEnv) -> crate::common::Res<std::collections::BTreeSet<String>> {
+    crate::damage::tree_hashes(&env.backup)
+}
+
+/// The tree pack files of the repository.
+fn pack_files(env: &TestEnv) -> crate::common::Res<std::collections::BTreeSet<std::path::PathBuf>> {
+    Ok(crate::damage::tree_packs(&env.backup)?
+        .into_iter()
+        .map(|(p, _, _)| p)
+        .collect())
 }
 
 #[test]
@@ -478,9 +480,16 @@ fn changing_one_file_writes_only_the_trees_on_its_path() -> TestResult {
     }
     env.backup_ok(&[])?;
     let before = tree_files(&env)?;
+    let packs_before = pack_files(&env)?;
     env.write("a/b/c/deep.txt", "v2")?;
     env.backup_ok(&[])?;
     let added: Vec<_> = tree_files(&env)?.difference(&before).cloned().collect();
+    // All of them in one new file: the run's tree pack.
+    let new_packs: Vec<_> = pack_files(&env)?
+        .difference(&packs_before)
+        .cloned()
+        .collect();
+    assert_eq!(new_packs.len(), 1, "{new_packs:?}");
     // The source trees of /, a, a/b, a/b/c, and the archive trees on the
     // same path (the old content became versions/a/b/c/deep.txt/v1.bak):
     // eight at most, whatever the 60 other directories.
