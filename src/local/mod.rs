@@ -444,7 +444,7 @@ impl crate::repo::RepoRead for LocalRepo {
     }
     fn list(&self, kind: StoreKind, f: &mut dyn FnMut(Digest)) -> Result<()> {
         match kind {
-            StoreKind::Object => objects::for_each_stored(self, kind, f),
+            StoreKind::Object => objects::for_each_object(self, f),
             StoreKind::Tree => self.tree_list(f),
         }
     }

@@ -830,20 +830,22 @@ pub fn hash_object(algo: HashAlgo, path: &Path) -> Result<Digest> {
     crate::hash::hash_reader(algo, f, size, path)
 }
 
-/// Call `f` with every digest stored under `kind`, one fan-out folder at a
-/// time (in no particular order), without listing the store whole.
-pub fn for_each_stored(repo: &LocalRepo, kind: StoreKind, f: &mut dyn FnMut(Digest)) -> Result<()> {
-    let top = match kind {
-        StoreKind::Object => repo.objects_dir(),
-        StoreKind::Tree => repo.trees_dir(),
-    };
-    for fan in fs::read_dir(&top).ctx("list", &top)? {
-        let fan = fan.ctx("list", &top)?;
+/// Call `f` with every digest named in a fan-out store (`top/ab/<hex>`:
+/// the objects, or a format 1 `trees/`), with its folder entry and the
+/// folder, one fan-out folder at a time (in no particular order), without
+/// listing the store whole. Names that are not a digest of their folder
+/// are not stored contents.
+pub(super) fn for_each_fanned(
+    top: &Path,
+    f: &mut dyn FnMut(Digest, &fs::DirEntry, &Path) -> Result<()>,
+) -> Result<()> {
+    for fan in fs::read_dir(top).ctx("list", top)? {
+        let fan = fan.ctx("list", top)?;
         let fan_name = fan.file_name();
         let Some(fan_name) = fan_name.to_str() else {
             continue;
         };
-        if !fan.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+        if !fan.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
         let dir = fan.path();
@@ -852,11 +854,19 @@ pub fn for_each_stored(repo: &LocalRepo, kind: StoreKind, f: &mut dyn FnMut(Dige
             let name = ent.file_name();
             let Some(name) = name.to_str() else { continue };
             if let Some(d) = Digest::from_hex(name).filter(|_| name.starts_with(fan_name)) {
-                f(d);
+                f(d, &ent, &dir)?;
             }
         }
     }
     Ok(())
+}
+
+/// Call `f` with every stored object's digest.
+pub fn for_each_object(repo: &LocalRepo, f: &mut dyn FnMut(Digest)) -> Result<()> {
+    for_each_fanned(&repo.objects_dir(), &mut |d, _, _| {
+        f(d);
+        Ok(())
+    })
 }
 
 /// Every object in the store with where it is (`RepoRead::list_objects_located`):
@@ -868,34 +878,24 @@ pub fn for_each_object_located(
     f: &mut dyn FnMut(ObjectId, crate::repo::Located),
 ) -> Result<()> {
     use std::os::unix::fs::{DirEntryExt, MetadataExt};
-    let top = repo.objects_dir();
-    for fan in fs::read_dir(&top).ctx("list", &top)? {
-        let fan = fan.ctx("list", &top)?;
-        let fan_name = fan.file_name();
-        let Some(fan_name) = fan_name.to_str() else {
-            continue;
-        };
-        if !fan.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            continue;
-        }
-        let dir = fan.path();
-        let dev = fs::symlink_metadata(&dir).ctx("stat", &dir)?.dev();
-        for ent in fs::read_dir(&dir).ctx("list", &dir)? {
-            let ent = ent.ctx("list", &dir)?;
-            let name = ent.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(d) = Digest::from_hex(name).filter(|_| name.starts_with(fan_name)) {
-                let regular = ent.file_type().map(|t| t.is_file()).unwrap_or(false);
-                let at = crate::repo::Located {
-                    dev,
-                    ino: ent.ino(),
-                    regular,
-                };
-                f(ObjectId(d), at);
+    let mut folder: Option<(PathBuf, u64)> = None;
+    for_each_fanned(&repo.objects_dir(), &mut |d, ent, dir| {
+        let dev = match &folder {
+            Some((p, dev)) if p == dir => *dev,
+            _ => {
+                let dev = fs::symlink_metadata(dir).ctx("stat", dir)?.dev();
+                folder = Some((dir.to_path_buf(), dev));
+                dev
             }
-        }
-    }
-    Ok(())
+        };
+        let at = crate::repo::Located {
+            dev,
+            ino: ent.ino(),
+            regular: ent.file_type().is_ok_and(|t| t.is_file()),
+        };
+        f(ObjectId(d), at);
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -720,29 +720,12 @@ impl LocalRepo {
     }
 }
 
-/// Call `f` with every tree of a format 1 `trees/` folder, one fan-out
-/// folder at a time (names that are not a tree's are not trees).
+/// Call `f` with every tree of a format 1 `trees/` folder.
 fn for_each_loose(top: &Path, f: &mut dyn FnMut(Digest)) -> Result<()> {
-    for fan in fs::read_dir(top).ctx("list", top)? {
-        let fan = fan.ctx("list", top)?;
-        let fan_name = fan.file_name();
-        let Some(fan_name) = fan_name.to_str() else {
-            continue;
-        };
-        if !fan.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let dir = fan.path();
-        for ent in fs::read_dir(&dir).ctx("list", &dir)? {
-            let ent = ent.ctx("list", &dir)?;
-            let name = ent.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(d) = Digest::from_hex(name).filter(|_| name.starts_with(fan_name)) {
-                f(d);
-            }
-        }
-    }
-    Ok(())
+    super::objects::for_each_fanned(top, &mut |d, _, _| {
+        f(d);
+        Ok(())
+    })
 }
 
 /// What one collection of packs did.
