@@ -14,6 +14,7 @@
 //! about plans, the browsable layout or the command line.
 
 pub mod cache;
+mod fanout;
 pub mod lock;
 pub mod objects;
 pub mod pack;
