@@ -26,7 +26,7 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TROVE = os.path.join(REPO, "target", "release", "trove")
+TROVE = os.environ.get("TROVE") or os.path.join(REPO, "target", "release", "trove")
 TICK = os.sysconf("SC_CLK_TCK")
 
 

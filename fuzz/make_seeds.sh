@@ -68,7 +68,7 @@ done
 for f in "$W"/b/.trove/packs/*.pack; do put tree_pack "$f"; done
 for f in "$W"/b/.trove/snapshots/*; do put snapshot_record "$f"; done
 put repo_config "$W/b/.trove/config"
-put stat_cache "$W/b/.trove/cache/stat-v2"
+put stat_cache "$W/b/.trove/cache/stat-v3"
 cp "$REPO/config.json" "$W/c1.json"
 cat >"$W/c2.json" <<'JSON'
 {"sources": ["./a", "/b"], "backup_root": "./bk", "log_dir": "logs", "log_level": "debug",

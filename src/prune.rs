@@ -239,10 +239,14 @@ pub(crate) fn record_listing(
         m.record_error(b"", e);
     }
     let tree = crate::browsable::update::finish_tree_update(repo, &m, &id)?;
-    let files = old.0.iter().filter(|e| e.file_id().is_some()).count();
-    let records = cache::load(repo, latest.map(|l| &l.id), files);
+    let records = cache::load(repo, latest.map(|l| &l.id), old.0);
     if !records.is_empty() {
-        cache::save(repo, Some(id), cache::carry(old.0, records, &plan.entries))?;
+        cache::save(
+            repo,
+            Some(id),
+            &plan.entries,
+            cache::carry(old.0, records, &plan.entries),
+        )?;
     }
     Ok(Recorded { id, record, tree })
 }

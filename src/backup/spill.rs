@@ -44,6 +44,10 @@ pub(super) enum Rec {
     /// Every entry below directory `path` equals the previous one: its
     /// tree is `id` again.
     Same { path: Vec<u8>, id: TreeId },
+    /// Directory `path` (whose own record came just before) was kept whole
+    /// without being walked: its tree is `id` again, and nothing below it
+    /// has a record.
+    Kept { path: Vec<u8>, id: TreeId },
 }
 
 /// Writes records of type `T`.

@@ -82,6 +82,48 @@ fn flat(item: Item) -> Flat<Leaf, Meta> {
     }
 }
 
+/// Entry counts of a listing, as the snapshot's summary keeps them.
+#[derive(Default)]
+struct Tally {
+    files: u64,
+    bytes: u64,
+    dirs: u64,
+    symlinks: u64,
+    specials: u64,
+}
+
+impl Tally {
+    fn add(&mut self, item: &Item) {
+        match item {
+            Item::Leaf(Leaf::File { size, .. }) => {
+                self.files += 1;
+                self.bytes += size;
+            }
+            Item::Leaf(Leaf::Symlink { .. }) => self.symlinks += 1,
+            Item::Leaf(Leaf::Special { .. }) => self.specials += 1,
+            Item::Dir(_) => self.dirs += 1,
+        }
+    }
+}
+
+/// Add what folders kept whole hold to the counts of the paths walked:
+/// the previous snapshot's totals less what the walked paths had there
+/// (the rest is exactly the folders kept whole, unchanged). Their owners
+/// are not known without reading them, so the previous snapshot's owner
+/// names are kept beside the new ones.
+fn add_kept(counts: &mut crate::plan::PlanCounts, prev: &SnapshotRecord, seen: &Tally) {
+    let s = &prev.summary;
+    let files = s.files.saturating_sub(seen.files);
+    counts.files += files;
+    counts.unchanged += files;
+    counts.bytes += s.bytes.saturating_sub(seen.bytes);
+    counts.dirs += s.dirs.saturating_sub(seen.dirs);
+    counts.symlinks += s.symlinks.saturating_sub(seen.symlinks);
+    counts.specials += s.specials.saturating_sub(seen.specials);
+    counts.uids.extend(prev.owners.users.iter().map(|u| u.0));
+    counts.gids.extend(prev.owners.groups.iter().map(|g| g.0));
+}
+
 fn history_ids(h: Option<&History>) -> Vec<ObjectId> {
     h.map(|h| h.object_ids().collect()).unwrap_or_default()
 }
@@ -99,13 +141,20 @@ struct Pass2<'a> {
     src: TreeWriter<Leaf, Meta, Sink<'a>>,
     arch: TreeWriter<History, (), Sink<'a>>,
     prev_arch: Option<FlatCursor<'a, History, ()>>,
-    arch_next: Option<(Vec<u8>, History)>,
+    /// The previous archive's next item: a history, or (`None`) a folder
+    /// not yet entered, so a folder kept whole can be skipped unread.
+    arch_next: Option<(Vec<u8>, Option<History>)>,
     last_old_arch: Option<Vec<u8>>,
     last_new_arch: Option<Vec<u8>>,
     /// Either archive has a path below another one's (the browsable tree
     /// may then need conflict resolution, which only a full render does).
     arch_nests: bool,
     cache: Option<cache::Writer>,
+    /// The previous run's cache (records of folders kept whole come from it).
+    cache_from: &'a cache::Reader,
+    /// What the previous entries of the records seen add up to (with the
+    /// previous snapshot's totals, what folders kept whole hold).
+    prev_seen: Tally,
     log: Writer<LogRec>,
     debug: bool,
     /// The differing part of the old and new renderings, when collected.
@@ -117,18 +166,20 @@ struct Pass2<'a> {
 }
 
 impl Pass2<'_> {
-    /// The previous archive's next history (folders skipped).
+    /// The previous archive's next item (a folder is entered when the
+    /// item after it is asked for).
     fn advance_archive(&mut self) -> Result<()> {
         self.arch_next = None;
         let Some(c) = self.prev_arch.as_mut() else {
             return Ok(());
         };
-        while let Some((p, f)) = c.next()? {
-            if let Flat::Leaf(h) = f {
+        match c.next()? {
+            Some((p, Flat::Leaf(h))) => {
                 self.arch_nests |= nests(&mut self.last_old_arch, &p);
-                self.arch_next = Some((p, h));
-                return Ok(());
+                self.arch_next = Some((p, Some(h)));
             }
+            Some((p, Flat::Dir(()))) => self.arch_next = Some((p, None)),
+            None => {}
         }
         Ok(())
     }
@@ -144,7 +195,28 @@ impl Pass2<'_> {
                 break;
             };
             self.advance_archive()?;
-            self.path(p, None, None, None, Some(h))?;
+            if let Some(h) = h {
+                self.path(p, None, None, None, Some(h))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A folder kept whole (its own record came just before): its source
+    /// tree, its archive folder and its cache records are the previous
+    /// ones, taken as they are. Retention is not applied inside it: a run
+    /// that looks at the folder again (every full scan) does that.
+    fn kept(&mut self, path: &[u8], id: TreeId) -> Result<()> {
+        self.src.unchanged(path, id)?;
+        if matches!(&self.arch_next, Some((p, None)) if p == path) {
+            let arch = self.prev_arch.as_mut().and_then(FlatCursor::skip_dir);
+            self.advance_archive()?;
+            if let Some(a) = arch {
+                self.arch.push_tree(path, (), a)?;
+            }
+        }
+        if let Some(w) = self.cache.as_mut() {
+            w.carry_subtree(self.cache_from, path)?;
         }
         Ok(())
     }
@@ -152,7 +224,9 @@ impl Pass2<'_> {
     fn record(&mut self, rec: Rec) -> Result<()> {
         match rec {
             Rec::Same { path, id } => self.src.unchanged(&path, id),
+            Rec::Kept { path, id } => self.kept(&path, id),
             Rec::Gone { path, item } => {
+                self.prev_seen.add(&item);
                 self.drain_archive(Some(&path))?;
                 let h = self.take_history(&path)?;
                 self.path(path, Some(item), None, None, h)
@@ -170,14 +244,17 @@ impl Pass2<'_> {
                     PrevAt::Same => Some(item.clone()),
                     PrevAt::Other(p) => Some(p),
                 };
+                if let Some(p) = &prev {
+                    self.prev_seen.add(p);
+                }
                 self.path(path, prev, Some(item), Some(extra), h)
             }
         }
     }
 
     fn take_history(&mut self, path: &[u8]) -> Result<Option<History>> {
-        if self.arch_next.as_ref().is_some_and(|(p, _)| p == path) {
-            let h = self.arch_next.take().map(|(_, h)| h);
+        if matches!(&self.arch_next, Some((p, Some(_))) if p == path) {
+            let h = self.arch_next.take().and_then(|(_, h)| h);
             self.advance_archive()?;
             return Ok(h);
         }
@@ -248,7 +325,7 @@ impl Pass2<'_> {
         }
         if let Some(item) = cur {
             if let (true, Some(w)) = (is_file, self.cache.as_mut()) {
-                w.push(extra.flatten())?;
+                w.push(&path, extra.flatten())?;
             }
             self.src.push(&path, flat(item))?;
         }
@@ -422,6 +499,31 @@ fn scope_of(
     }))
 }
 
+/// Rewrite the previous format's stat cache for the latest snapshot (its
+/// records are in the path order of the snapshot's files, which only the
+/// snapshot's trees give), so the first run after the upgrade does not read
+/// every file. The cache is disposable: a failure only costs that read.
+fn upgrade_cache(repo: &LocalRepo, latest: &Snapshot) {
+    let done = (|| -> Result<bool> {
+        let limit = latest.record.source_limit();
+        let mut cur = FlatCursor::<Leaf, Meta>::new(repo, &latest.record.root, None, limit)?;
+        let mut files = std::iter::from_fn(|| loop {
+            match cur.next() {
+                Ok(Some((p, Flat::Leaf(Leaf::File { .. })))) => return Some(Ok(p)),
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        });
+        cache::upgrade_v2(repo, &latest.id, &mut files)
+    })();
+    match done {
+        Ok(true) => tracing::debug!("stat cache upgraded to its folder-indexed format"),
+        Ok(false) => {}
+        Err(e) => tracing::debug!("stat cache not upgraded ({e}): every file is read once"),
+    }
+}
+
 pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     let s = &c.opts.settings;
     let scan_opts = super::scan_options(s, c.root)?;
@@ -439,6 +541,11 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     // writes nothing there (the repository may not even be writable).
     let scratch = c.writer.map_or_else(std::env::temp_dir, LocalRepo::tmp_dir);
     let prev_rec = c.latest.as_ref().map(|l| &l.record);
+    if let (Some(r), false, Some(l)) = (c.writer, c.opts.rehash, &c.latest) {
+        if cache::needs_upgrade(r) {
+            upgrade_cache(r, l);
+        }
+    }
     let cache_reader = match (c.repo, c.opts.rehash, &c.latest) {
         (Some(r), false, Some(l)) => cache::Reader::open(r, Some(&l.id)),
         _ => cache::Reader::empty(),
@@ -456,7 +563,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
         WalkInput {
             repo: c.repo,
             prev_root: prev_rec.map(|r| r.root),
-            cache: cache_reader,
+            cache: &cache_reader,
             algo: c.algo,
             batch: batch.as_ref(),
             layout: c.layout,
@@ -483,9 +590,22 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     // DUPLICATE: every kept top-level content must be known before the
     // first newcomer is decided, and they come from anywhere in the tree.
     let mut dups = Dups::new(walked.newcomers);
-    if !dups.is_empty() && walked.any_top_kept {
+    // Folders kept whole hold kept files too; they are read only when a
+    // newcomer's content was already stored (else it cannot be theirs).
+    let read_kept = walked.kept_whole > 0 && walked.known_newcomer;
+    if !dups.is_empty() && (walked.any_top_kept || read_kept) {
         let mut r = spilled.reader()?;
         while let Some(rec) = r.next()? {
+            if let (Rec::Kept { id, .. }, true, Some(repo), Some(prev)) =
+                (&rec, read_kept, c.repo, prev_rec)
+            {
+                let mut kept = FlatCursor::<Leaf, Meta>::new(repo, id, None, prev.source_limit())?;
+                while let Some((_, f)) = kept.next()? {
+                    if let Flat::Leaf(Leaf::File { id, dup: false, .. }) = f {
+                        dups.note_top(&id);
+                    }
+                }
+            }
             if let Rec::Cur { item, prev, .. } = &rec {
                 let p = match prev {
                     PrevAt::None => None,
@@ -527,6 +647,8 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
         last_new_arch: None,
         arch_nests: false,
         cache: cache_w,
+        cache_from: &cache_reader,
+        prev_seen: Tally::default(),
         log: Writer::create(&scratch)?,
         debug: tracing::enabled!(tracing::Level::DEBUG),
         diff: None,
@@ -558,11 +680,16 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
         diff,
         dropped,
         arch_nests,
+        prev_seen,
         ..
     } = p2;
     let root_id = src.finish()?;
     let arch_id = arch.finish()?;
-    let counts = planner.counts;
+    let mut counts = planner.counts;
+    if let (true, Some(prev)) = (walked.kept_whole > 0, prev_rec) {
+        tracing::debug!("{} folders kept whole, unread", walked.kept_whole);
+        add_kept(&mut counts, prev, &prev_seen);
+    }
     let log = log.finish()?;
     super::fill_counts(report, &counts);
     crate::log::mem_phase("planned");

@@ -263,6 +263,9 @@ struct MergedEntry {
     /// Keep the previous entry if there is no current one.
     carry: Option<Carry>,
     subdir: Option<SubdirToWalk>,
+    /// A previous folder kept whole, unread: its tree (a watch run's folder
+    /// outside the paths events named, whose cache records all vouch).
+    whole: Option<TreeId>,
 }
 
 /// A directory on the walk's stack: the merged names it still has to
@@ -273,6 +276,9 @@ struct DirBeingWalked {
     unqueued: VecDeque<Arc<ListingSlot>>,
     /// Emit enter/leave marks (the folder is in the new listing).
     current: bool,
+    /// The cache records of its previous file entries, in order (none if
+    /// the cache has none for it).
+    records: std::vec::IntoIter<Option<StatExtra>>,
 }
 
 /// A record of the read window (a path, or a folder's enter or leave mark),
@@ -283,6 +289,13 @@ enum WindowRecord {
         cur: Option<(Item, Option<StatExtra>)>,
         prev: Option<Item>,
         read: bool,
+        /// Its read stored a content the repository did not have.
+        fresh: bool,
+    },
+    /// A previous folder kept whole (after its own path record).
+    Kept {
+        path: Vec<u8>,
+        id: TreeId,
     },
     Enter {
         path: Vec<u8>,
@@ -344,6 +357,11 @@ pub(super) struct Walked {
     pub cache_complete: bool,
     /// The previous listing had any entry.
     pub had_prev: bool,
+    /// Folders kept whole (`Rec::Kept`).
+    pub kept_whole: u64,
+    /// A newcomer's content was in the repository before this run (it may
+    /// then be a duplicate of a file inside a folder kept whole).
+    pub known_newcomer: bool,
 }
 
 /// The walk's state.
@@ -359,8 +377,10 @@ struct Walker<'a> {
     run_start: i64,
     on_error: OnError,
     progress: &'a dyn Progress,
-    cache: cache::Reader,
+    cache: &'a cache::Reader,
     cache_complete: bool,
+    kept_whole: u64,
+    known_newcomer: bool,
     spill: &'a mut SpillWriter,
     window: Vec<WindowRecord>,
     window_bytes: u64,
@@ -466,6 +486,7 @@ impl<'a> Walker<'a> {
             cur = out.entries.into_iter().zip(out.extra).collect();
             subdirs = s.into_iter().collect();
         }
+        let records = self.folder_records(path, &prev_nodes);
         Ok(self.merge(
             path,
             cur,
@@ -475,6 +496,7 @@ impl<'a> Walker<'a> {
             &carry_paths,
             current,
             current,
+            records,
         ))
     }
 
@@ -492,6 +514,7 @@ impl<'a> Walker<'a> {
         carry_paths: &[Vec<u8>],
         current: bool,
         keep_stdin: bool,
+        records: Vec<Option<StatExtra>>,
     ) -> DirBeingWalked {
         let off = if path.is_empty() { 0 } else { path.len() + 1 };
         let mut steps = VecDeque::with_capacity(cur.len().max(prev_nodes.len()));
@@ -546,7 +569,17 @@ impl<'a> Walker<'a> {
             } else {
                 None
             };
-            let child = if cur_dir {
+            // A folder a watch run keeps as it was, whose records all
+            // vouch: kept whole, unread.
+            let whole = match (cur_dir, carry) {
+                (false, Some(Carry::Scope)) => {
+                    self.whole(&child_path, prev_item.as_ref(), prev_sub)
+                }
+                _ => None,
+            };
+            let child = if whole.is_some() {
+                None
+            } else if cur_dir {
                 (task.is_some() || prev_sub.is_some()).then(|| SubdirToWalk {
                     slot: ListingSlot::new(ListingJob {
                         scan: task.map(|t| (self.source_of(&child_path), t)),
@@ -577,14 +610,46 @@ impl<'a> Walker<'a> {
                 prev: prev_item,
                 carry,
                 subdir: child,
+                whole,
             });
         }
-        self.finish_open_dir(steps, current)
+        self.finish_open_dir(steps, current, records)
+    }
+
+    /// The cache records of a folder's previous file entries.
+    fn folder_records(
+        &self,
+        path: &[u8],
+        prev_nodes: &[Node<Leaf, Meta>],
+    ) -> Vec<Option<StatExtra>> {
+        let files = prev_nodes
+            .iter()
+            .filter(|n| matches!(n.leaf, Some(Leaf::File { .. })))
+            .count();
+        if files == 0 {
+            return Vec::new();
+        }
+        self.cache.folder(path, files).unwrap_or_default()
+    }
+
+    /// The tree of a previous folder a watch run can keep whole: every
+    /// file below it has a cache record that vouches for it (one without
+    /// must be read, so the folder is walked instead).
+    fn whole(&self, path: &[u8], prev: Option<&Item>, sub: Option<TreeId>) -> Option<TreeId> {
+        match (prev, sub) {
+            (Some(Item::Dir(_)), Some(id)) if self.cache.subtree_complete(path) => Some(id),
+            _ => None,
+        }
     }
 
     /// A [`DirBeingWalked`] of `steps`, its first subdirectories queued for
     /// listing.
-    fn finish_open_dir(&mut self, steps: VecDeque<MergedEntry>, current: bool) -> DirBeingWalked {
+    fn finish_open_dir(
+        &mut self,
+        steps: VecDeque<MergedEntry>,
+        current: bool,
+        records: Vec<Option<StatExtra>>,
+    ) -> DirBeingWalked {
         let mut unqueued: VecDeque<Arc<ListingSlot>> = steps
             .iter()
             .filter_map(|s| s.subdir.as_ref().map(|c| c.slot.clone()))
@@ -596,6 +661,7 @@ impl<'a> Walker<'a> {
             steps,
             unqueued,
             current,
+            records: records.into_iter(),
         }
     }
 
@@ -613,8 +679,9 @@ impl<'a> Walker<'a> {
             Some(t) => t.entries,
             None => Vec::new(),
         };
+        let records = self.folder_records(path, &prev_nodes);
         let Some(scope) = self.scope.take() else {
-            return Ok(self.finish_open_dir(VecDeque::new(), true));
+            return Ok(self.finish_open_dir(VecDeque::new(), true, records));
         };
         // The names: the previous ones and any named path new in here.
         let mut names: Vec<Vec<u8>> = prev_nodes.iter().map(|n| n.name.clone()).collect();
@@ -658,6 +725,7 @@ impl<'a> Walker<'a> {
                         subdirs = l.subdirs.into_iter().collect();
                     }
                     let prev_node: Vec<Node<Leaf, Meta>> = n.into_iter().collect();
+                    // Its record (a file) comes from this folder's records.
                     let mut f = self.merge(
                         path,
                         cur,
@@ -667,6 +735,7 @@ impl<'a> Walker<'a> {
                         &carry_paths,
                         false,
                         true,
+                        Vec::new(),
                     );
                     steps.append(&mut f.steps);
                 }
@@ -698,21 +767,24 @@ impl<'a> Walker<'a> {
                             partial: Some(down.map(|(i, t, _)| (i, t))),
                             current,
                         }),
+                        whole: None,
                     });
                 }
                 Relation::Outside => {
+                    let whole = self.whole(&child_path, prev_item.as_ref(), prev_sub);
                     steps.push_back(MergedEntry {
                         path: child_path,
                         cur: None,
                         prev: prev_item,
                         carry: Some(Carry::Scope),
-                        subdir: prev_sub.map(SubdirToWalk::kept),
+                        subdir: prev_sub.filter(|_| whole.is_none()).map(SubdirToWalk::kept),
+                        whole,
                     });
                 }
             }
         }
         self.scope = Some(scope);
-        Ok(self.finish_open_dir(steps, true))
+        Ok(self.finish_open_dir(steps, true, records))
     }
 
     /// The source a snapshot path belongs to.
@@ -735,7 +807,17 @@ impl<'a> Walker<'a> {
                     self.queue.push(s);
                 }
             }
-            self.step(step, &mut stack)?;
+            // One cache record per previous file, in name order.
+            let record = match &step.prev {
+                Some(item @ Item::Leaf(Leaf::File { .. })) => {
+                    let r = dir.records.next().flatten();
+                    // A stdin file has no record: it is never read.
+                    self.cache_complete &= r.is_some() || is_stdin(item);
+                    Some(r)
+                }
+                _ => None,
+            };
+            self.step(step, record.flatten(), &mut stack)?;
             if self.window.len() >= WINDOW_RECORDS || self.window_bytes >= WINDOW_BYTES {
                 self.flush()?;
                 if self.on_error == OnError::Fail
@@ -750,24 +832,20 @@ impl<'a> Walker<'a> {
         self.flush()
     }
 
-    fn step(&mut self, step: MergedEntry, stack: &mut Vec<DirBeingWalked>) -> Result<()> {
+    fn step(
+        &mut self,
+        step: MergedEntry,
+        record: Option<StatExtra>,
+        stack: &mut Vec<DirBeingWalked>,
+    ) -> Result<()> {
         let MergedEntry {
             path,
             mut cur,
             prev,
             carry,
             subdir: child,
+            whole,
         } = step;
-        // One cache record per previous file, in path order.
-        let record = match &prev {
-            Some(item @ Item::Leaf(Leaf::File { .. })) => {
-                let r = self.cache.next_record();
-                // A stdin file has no record: it is never read.
-                self.cache_complete &= r.is_some() || is_stdin(item);
-                r
-            }
-            _ => None,
-        };
         self.had_prev |= prev.is_some();
         if !path.contains(&b'/') {
             if let Some(p) = prev.as_ref().map(|_| &path) {
@@ -829,12 +907,25 @@ impl<'a> Walker<'a> {
             read = true;
             self.window_bytes += *size;
         }
+        if let Some(id) = whole {
+            self.window.push(WindowRecord::Path {
+                path: path.clone(),
+                cur,
+                prev,
+                read,
+                fresh: false,
+            });
+            self.kept_whole += 1;
+            self.window.push(WindowRecord::Kept { path, id });
+            return Ok(());
+        }
         let Some(c) = child else {
             self.window.push(WindowRecord::Path {
                 path,
                 cur,
                 prev,
                 read,
+                fresh: false,
             });
             return Ok(());
         };
@@ -843,6 +934,7 @@ impl<'a> Walker<'a> {
             cur,
             prev,
             read,
+            fresh: false,
         });
         let loaded = c.slot.take(self.env);
         if let Some(id) = c.prev_id {
@@ -904,11 +996,12 @@ impl<'a> Walker<'a> {
             .collect();
         let mut failed: HashSet<usize> = HashSet::new();
         for ((k, p), r) in todo.into_iter().zip(results) {
-            let WindowRecord::Path { cur, .. } = &mut self.window[k] else {
+            let WindowRecord::Path { cur, fresh, .. } = &mut self.window[k] else {
                 continue;
             };
             match r {
                 Ok((xa, ing)) => {
+                    *fresh = ing.stored;
                     if let Some((Item::Leaf(Leaf::File { size, id, meta, .. }), x)) = cur {
                         *id = ing.id;
                         *size = ing.size;
@@ -938,8 +1031,13 @@ impl<'a> Walker<'a> {
         for (k, w) in window.into_iter().enumerate() {
             match w {
                 WindowRecord::Path {
-                    path, cur, prev, ..
-                } => self.finish_path(path, cur, prev, failed.contains(&k))?,
+                    path,
+                    cur,
+                    prev,
+                    fresh,
+                    ..
+                } => self.finish_path(path, cur, prev, failed.contains(&k), fresh)?,
+                WindowRecord::Kept { path, id } => self.spill.write(&Rec::Kept { path, id })?,
                 WindowRecord::Enter { path, prev_id } => {
                     self.same.push((path, prev_id, prev_id.is_some()));
                 }
@@ -970,6 +1068,7 @@ impl<'a> Walker<'a> {
         mut cur: Option<(Item, Option<StatExtra>)>,
         prev: Option<Item>,
         read_failed: bool,
+        fresh: bool,
     ) -> Result<()> {
         if self
             .carry_under
@@ -1014,6 +1113,7 @@ impl<'a> Walker<'a> {
                 if let Some((Item::Leaf(Leaf::File { id, size, .. }), _)) = &cur {
                     if *size > 0 {
                         self.newcomers.push(id)?;
+                        self.known_newcomer |= !fresh;
                     }
                 }
             }
@@ -1103,6 +1203,7 @@ fn scope_sources(
     f: &mut DirBeingWalked,
     tasks: &[(Vec<u8>, DirTask)],
     source_of: impl Fn(&[u8]) -> usize,
+    whole: impl Fn(&[u8], Option<&Item>, Option<TreeId>) -> Option<TreeId>,
 ) {
     for step in f.steps.iter_mut() {
         let prev_id = step.subdir.as_ref().and_then(|c| c.prev_id);
@@ -1134,7 +1235,10 @@ fn scope_sources(
             Relation::Outside => {
                 step.cur = None;
                 step.carry = Some(Carry::Scope);
-                step.subdir = prev_id.map(SubdirToWalk::kept);
+                step.whole = whole(&step.path, step.prev.as_ref(), prev_id);
+                step.subdir = prev_id
+                    .filter(|_| step.whole.is_none())
+                    .map(SubdirToWalk::kept);
             }
         }
     }
@@ -1150,7 +1254,7 @@ fn scope_sources(
 pub(super) struct WalkInput<'a> {
     pub repo: Option<&'a LocalRepo>,
     pub prev_root: Option<TreeId>,
-    pub cache: cache::Reader,
+    pub cache: &'a cache::Reader,
     pub algo: HashAlgo,
     pub batch: Option<&'a Batch<'a>>,
     pub layout: &'a Layout,
@@ -1211,6 +1315,8 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             progress: input.progress,
             cache: input.cache,
             cache_complete: true,
+            kept_whole: 0,
+            known_newcomer: false,
             spill,
             window: Vec::new(),
             window_bytes: 0,
@@ -1280,9 +1386,26 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
                 .iter()
                 .map(|t| (t.path().to_vec(), t.clone()))
                 .collect();
-            let mut f = w.merge(b"", cur, tasks.into(), prev_nodes, None, &[], true, true);
+            let records = w.folder_records(b"", &prev_nodes);
+            let mut f = w.merge(
+                b"",
+                cur,
+                tasks.into(),
+                prev_nodes,
+                None,
+                &[],
+                true,
+                true,
+                records,
+            );
             if let Some(scope) = &w.scope {
-                scope_sources(scope, &mut f, &by_name, |p| w.source_of(p));
+                scope_sources(
+                    scope,
+                    &mut f,
+                    &by_name,
+                    |p| w.source_of(p),
+                    |p, i, s| w.whole(p, i, s),
+                );
             }
             f
         };
@@ -1306,6 +1429,8 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             known_trees: w.known_trees,
             cache_complete: w.cache_complete,
             had_prev: w.had_prev,
+            kept_whole: w.kept_whole,
+            known_newcomer: w.known_newcomer,
         })
     })
 }

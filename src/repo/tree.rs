@@ -562,6 +562,16 @@ where
         Ok(())
     }
 
+    /// A directory at `path` that is the stored tree `id`, with nothing
+    /// pushed below it (a subtree kept whole): it costs no encoding.
+    pub fn push_tree(&mut self, path: &[u8], meta: D, id: TreeId) -> Result<()> {
+        self.push(path, Flat::Dir(meta))?;
+        if let Some(d) = self.stack.last_mut().filter(|d| d.path == path) {
+            d.known = Some(id);
+        }
+        Ok(())
+    }
+
     /// Close every directory and return the root's id.
     pub fn finish(mut self) -> Result<TreeId> {
         while self.stack.len() > 1 {
@@ -615,6 +625,13 @@ impl<'r, L: TreeLeaf, D: DeserializeOwned> FlatCursor<'r, L, D> {
             root: *root,
             budget,
         })
+    }
+
+    /// The directory whose `Dir` item was just yielded, skipped: its
+    /// contents are not visited (nor its tree read), and its id is
+    /// returned.
+    pub fn skip_dir(&mut self) -> Option<TreeId> {
+        self.pending.take().map(|(_, id)| id)
     }
 
     /// The next item in path order, or `None` at the end.

@@ -1155,3 +1155,71 @@ fn a_file_stored_by_backup_stdin_stays_through_watch_runs() -> TestResult {
     assert_eq!(code, Some(0), "{text}");
     Ok(())
 }
+
+/// Folders an event run does not look at are kept whole: their trees,
+/// archive folders and stat-cache records are taken as they are, unread.
+/// The snapshot it writes is still the one a full scan writes (a full scan
+/// after it finds nothing to record and reads none of their files), their
+/// versions and deleted files stay browsable, and a new file with the
+/// content of a file deep inside one is still a duplicate.
+#[test]
+fn folders_kept_whole_by_an_event_run_are_recorded_as_a_full_scan_records_them() -> TestResult {
+    let env = TestEnv::new()?;
+    env.write("top.txt", "top")?;
+    env.write("a/b/c/deep.txt", "deep content")?;
+    env.write("a/b/x.txt", "x1")?;
+    env.write("a/y.txt", "y")?;
+    env.write("b/z.txt", "z")?;
+    env.write("b/gone.txt", "gone")?;
+    env.write("b/sub/w.txt", "w")?;
+    std::fs::create_dir_all(env.src("a/empty"))?;
+    std::os::unix::fs::symlink("c/deep.txt", env.src("a/b/link"))?;
+    env.backup_ok(&[])?;
+    // A version and a deleted file inside folders the event run keeps.
+    env.write("a/b/x.txt", "x2")?;
+    std::fs::remove_file(env.src("b/gone.txt"))?;
+    // Past the racy window, so the initial run's cache vouches for every
+    // file and the folders can be kept whole.
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut w = Watch::start(&env, &[], &[])?;
+    w.initial()?;
+
+    env.write("top.txt", "top, changed")?;
+    env.write("copy.txt", "deep content")?;
+    let runs = w.wait_for("top.txt modified and copy.txt recorded", |l| {
+        total(l, "modified") >= 1 && total(l, "duplicates") + total(l, "backed_up") >= 1
+    })?;
+    assert_eq!(
+        (total(&runs, "duplicates"), total(&runs, "backed_up")),
+        (1, 0),
+        "copy.txt has the content of a/b/c/deep.txt: {runs:?}"
+    );
+    let last = runs
+        .last()
+        .map(|l| l["report"].clone())
+        .ok_or("no run line")?;
+    assert!(w.stop("TERM")?.success(), "{}", w.context());
+
+    let full = env.backup_ok(&["--json"])?;
+    let full: Value = serde_json::from_str(&full.stdout)?;
+    assert_eq!(full["changed"], false, "a full scan found more: {full}");
+    // Only the two files the event run read, too fresh then to vouch for.
+    assert!(
+        full["files_read"].as_u64().is_some_and(|n| n <= 2),
+        "files of the folders kept whole were read again: {full}"
+    );
+    for key in ["files", "dirs", "symlinks", "bytes"] {
+        assert_eq!(
+            last[key], full[key],
+            "{key}: event run {last}, full scan {full}"
+        );
+    }
+    assert_eq!(last["files"], 7, "{last}");
+    assert_dst(&env, "versions/a/b/x.txt/v1.bak", b"x1")?;
+    assert_dst(&env, "_deleted/b/gone.txt", b"gone")?;
+    assert_dst(&env, "_duplicates/copy.txt", b"deep content")?;
+    assert_dst(&env, "a/b/c/deep.txt", b"deep content")?;
+    let (code, text) = verify(&env)?;
+    assert_eq!(code, Some(0), "{text}");
+    Ok(())
+}
