@@ -53,7 +53,7 @@ command -v strace >/dev/null && HAVE_STRACE=1
 
 echo "== building (cargo build --release)"
 (cd "$REPO" && cargo build --release --quiet)
-TROVE=$REPO/target/release/trove
+TROVE=${CARGO_TARGET_DIR:-$REPO/target}/release/trove
 
 if [ -e "$DATA/.src-mutated" ] || [ ! -d "$SRC" ]; then
     rm -rf "$SRC" "$DATA/.src-mutated"

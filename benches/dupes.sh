@@ -49,7 +49,7 @@ HAVE_JDUPES=$(have_tool jdupes "apt-get update && apt-get install -y jdupes")
 
 echo "== building (cargo build --release)"
 (cd "$REPO" && cargo build --release --quiet)
-TROVE=$REPO/target/release/trove
+TROVE=${CARGO_TARGET_DIR:-$REPO/target}/release/trove
 
 PARAMS="files=$FILES bytes=$BYTES seed=$SEED large=${LARGE_COPIES}x${LARGE_MIB}MiB"
 if [ ! -d "$TREE" ] || [ "$(cat "$DATA/.tree-params" 2>/dev/null)" != "$PARAMS" ]; then

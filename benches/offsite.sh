@@ -108,7 +108,7 @@ if [ -n "${TROVE_BIN:-}" ]; then
 elif [ -n "${CARGO_TARGET_DIR:-}" ]; then
     TROVE=$CARGO_TARGET_DIR/release/trove
 else
-    TROVE=$REPO/target/release/trove
+    TROVE=${CARGO_TARGET_DIR:-$REPO/target}/release/trove
 fi
 SRC=$DATA/src
 DEST=$DATA/dest

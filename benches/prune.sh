@@ -28,7 +28,7 @@ command -v restic >/dev/null || {
 }
 export RESTIC_PASSWORD=trove-bench
 (cd "$REPO" && cargo build --release --quiet)
-TROVE=$REPO/target/release/trove
+TROVE=${CARGO_TARGET_DIR:-$REPO/target}/release/trove
 SRC=$DATA/src
 DEST=$DATA/trove
 RREPO=$DATA/restic

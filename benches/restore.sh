@@ -63,7 +63,7 @@ RESTIC=(restic -q -r "$RREPO" --cache-dir "$DATA/restic-cache")
 
 echo "== building (cargo build --release)"
 (cd "$REPO" && cargo build --release --quiet)
-TROVE=$REPO/target/release/trove
+TROVE=${CARGO_TARGET_DIR:-$REPO/target}/release/trove
 
 rm -rf "$SRC" "$DEST" "$RREPO" "$DATA/restic-cache" "$DATA"/out-* "$BALLAST" "$OUT"
 sync

@@ -34,7 +34,7 @@ rm -rf "$OUT" "$DEST"
 mkdir -p "$OUT"
 
 (cd "$REPO" && cargo build --release --quiet)
-TROVE=$REPO/target/release/trove
+TROVE=${CARGO_TARGET_DIR:-$REPO/target}/release/trove
 
 if [ ! -d "$SRC" ]; then
     echo "generating $FILES files ($BYTES bytes) in $SRC"

@@ -13,7 +13,8 @@ first `trove backup` when it is not a repository yet. Reports:
   watch process used for that run (from /proc/PID/stat);
 * the CPU the idle watch process used over --idle seconds.
 
-Uses target/release/trove (build it first).
+Uses $TROVE, else $CARGO_TARGET_DIR/release/trove, else target/release/trove
+(build it first).
 """
 import argparse
 import json
@@ -26,7 +27,9 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TROVE = os.environ.get("TROVE") or os.path.join(REPO, "target", "release", "trove")
+TROVE = os.environ.get("TROVE") or os.path.join(
+    os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target"), "release", "trove"
+)
 TICK = os.sysconf("SC_CLK_TCK")
 
 

@@ -70,8 +70,11 @@ struct TreeSpool {
 
 /// Below these sizes a batch is made durable with one fsync per file (in
 /// parallel) instead of `syncfs`, which also waits for every other
-/// process's dirty data on the filesystem.
-const SMALL_BATCH_FILES: u64 = 2000;
+/// process's dirty data on the filesystem. At 2,000 files the per-file
+/// fsyncs of a 1% rerun of 100,000 files (about 2,000 new objects) took
+/// 0.35 s of its 1.4–1.6 s, against 0.15 s for `syncfs`: a few hundred
+/// files is where one flush of the filesystem starts to pay.
+const SMALL_BATCH_FILES: u64 = 512;
 const SMALL_BATCH_BYTES: u64 = 64 << 20;
 const TMP_PREFIX: &str = "b";
 const QUEUED_OBJECT: &str = "obj-";
