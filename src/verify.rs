@@ -17,7 +17,7 @@
 //! source.
 
 use crate::browsable::apply;
-use crate::browsable::check::{self, DevIno, Inodes, Places};
+use crate::browsable::check::{self, DevIno, Inodes, ObjectList, Places};
 use crate::browsable::render;
 use crate::error::{Error, Result};
 use crate::id::{ObjectId, SnapshotId, TreeId};
@@ -172,17 +172,29 @@ pub struct VerifyReport {
 }
 
 /// A set of (object, size) built by appending: sorted and deduplicated
-/// whenever it doubles, so it costs 40 bytes per distinct object, not a
-/// hash table's two or three times that.
+/// whenever it doubles, so it costs 36 bytes per distinct object (sizes
+/// narrowed as [`ObjectList`] keeps them, the big ones apart), not a hash
+/// table's two or three times that.
 #[derive(Default)]
 struct RefSet {
-    v: Vec<(ObjectId, u64)>,
+    v: Vec<(ObjectId, u32)>,
+    /// True sizes of the objects whose narrow size is `BIG` (unsorted,
+    /// perhaps repeated; few).
+    big: Vec<(ObjectId, u64)>,
     compact_at: usize,
 }
 
 impl RefSet {
+    fn push(&mut self, id: ObjectId, size: u64) {
+        let narrow = check::narrow_size(size);
+        if u64::from(narrow) != size {
+            self.big.push((id, size));
+        }
+        self.v.push((id, narrow));
+    }
+
     fn insert(&mut self, id: ObjectId, size: u64) {
-        self.v.push((id, size));
+        self.push(id, size);
         if self.v.len() >= self.compact_at {
             self.compact();
             self.compact_at = (self.v.len() * 2).max(1 << 16);
@@ -199,7 +211,7 @@ impl RefSet {
     /// binary search per entry of every old tree was a fifth of a quick
     /// verify's time.
     fn insert_excluding(&mut self, id: ObjectId, size: u64, exclude: &RefSet) {
-        self.v.push((id, size));
+        self.push(id, size);
         if self.v.len() >= self.compact_at {
             self.compact_excluding(exclude);
             self.compact_at = (self.v.len() * 2).max(1 << 16);
@@ -600,7 +612,7 @@ pub struct StoreCheck {
     hostile: HashSet<SnapshotId>,
     /// Every referenced object (sorted by id) with its recorded size, and
     /// beside it where it is in the store.
-    objs: Vec<(ObjectId, u64)>,
+    objs: ObjectList,
     at: Places,
     /// Objects found bad so far (missing ones of unpinned snapshots
     /// included: `finish_objects` tells them apart).
@@ -740,12 +752,12 @@ fn gather_store(
     let required = walk.objects;
     walk.optional.compact_excluding(&required);
     let optional: Vec<ObjectId> = walk.optional.v.iter().map(|(id, _)| *id).collect();
-    let mut objs: Vec<(ObjectId, u64)> = required.v;
-    objs.extend(walk.optional.v);
-    objs.sort_unstable_by_key(|(id, _)| *id);
-    objs.shrink_to_fit();
+    let (mut v, mut big) = (required.v, required.big);
+    v.extend(walk.optional.v);
+    big.extend(walk.optional.big);
+    let objs = ObjectList::new(v, big);
     report.objects = objs.len() as u64;
-    report.object_bytes = objs.iter().map(|(_, s)| s).sum();
+    report.object_bytes = objs.total_bytes();
     let sample = opts.sample_percent.map(|p| Sample {
         percent: p,
         seed: opts.seed.unwrap_or_else(random_seed),
@@ -760,10 +772,9 @@ fn gather_store(
             None => true,
         }
     };
-    let to_hash: u64 = objs
-        .iter()
-        .filter(|(id, _)| hash_it(id))
-        .map(|(_, s)| s)
+    let to_hash: u64 = (0..objs.len())
+        .filter(|&i| hash_it(&objs.id(i)))
+        .map(|i| objs.size(i))
         .sum();
     progress.phase("objects", objs.len() as u64, to_hash);
     let hashed = Mutex::new((0u64, 0u64));
@@ -784,18 +795,14 @@ fn gather_store(
     if opts.quick && defer_sizes {
         let (mut n, mut bytes) = (0u64, 0u64);
         let mut listed = vec![false; objs.len()];
-        let listing = repo.list_objects_located(&mut |id, loc| match crate::id::search_by_id(
-            &objs,
-            &id,
-            |(x, _)| x,
-        ) {
-            Ok(i) => {
+        let listing = repo.list_objects_located(&mut |id, loc| match objs.index(&id) {
+            Some(i) => {
                 if loc.regular {
                     at.set(i, Some((loc.dev, loc.ino)));
                     listed[i] = true;
                 }
             }
-            Err(_) => {
+            None => {
                 n += 1;
                 bytes += repo.size(StoreKind::Object, &id.0).unwrap_or(0);
             }
@@ -813,14 +820,14 @@ fn gather_store(
             progress.advance(1, 0);
             return None;
         }
-        let (id, size) = &objs[i];
-        let h = hash_it(id);
-        let (here, r) = check_object(repo, id, *size, h);
+        let (id, size) = objs.get(i);
+        let h = hash_it(&id);
+        let (here, r) = check_object(repo, &id, size, h);
         if h && here.is_some() {
             let mut g = hashed.lock().unwrap_or_else(|p| p.into_inner());
             g.0 += 1;
             g.1 += size;
-            progress.advance(1, *size);
+            progress.advance(1, size);
         } else {
             progress.advance(1, 0);
         }
@@ -828,7 +835,7 @@ fn gather_store(
             bad_found
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push((*id, b));
+                .push((id, b));
         }
         Some(here)
     });
@@ -872,7 +879,7 @@ fn finish_objects(repo: &dyn RepoRead, sc: &mut StoreCheck) -> Result<()> {
     let checked: Vec<(usize, Option<DevIno>, Option<BadObject>)> = later
         .par_iter()
         .map(|&i| {
-            let (id, size) = objs[i];
+            let (id, size) = objs.get(i);
             let (here, bad) = check_object(repo, &id, size, false);
             (i, here, bad)
         })
@@ -880,7 +887,7 @@ fn finish_objects(repo: &dyn RepoRead, sc: &mut StoreCheck) -> Result<()> {
     for (i, here, bad) in checked {
         sc.at.set(i, here);
         if let Some(b) = bad {
-            sc.bad.push((sc.objs[i].0, b));
+            sc.bad.push((sc.objs.id(i), b));
         }
     }
     sc.unproven = Vec::new();
@@ -1057,7 +1064,7 @@ mod tests {
                 req.insert(id(*b), u64::from(*b));
             }
             req.compact();
-            let mut opt = RefSet { v: Vec::new(), compact_at: 7 };
+            let mut opt = RefSet { v: Vec::new(), big: Vec::new(), compact_at: 7 };
             for b in &optional {
                 opt.insert_excluding(id(*b), u64::from(*b), &req);
             }
@@ -1070,6 +1077,45 @@ mod tests {
             let got: Vec<ObjectId> = opt.v.iter().map(|(i, _)| *i).collect();
             let want: Vec<ObjectId> = want.into_iter().map(id).collect();
             proptest::prop_assert_eq!(got, want);
+        }
+
+        /// The object list built from the sets answers every object's
+        /// recorded size, the 32-bit ones and the big ones kept apart
+        /// (4 GiB and more, and the one size that marks them).
+        #[test]
+        fn object_list_keeps_every_size(
+            required in proptest::collection::vec(0u8..40, 0..60),
+            optional in proptest::collection::vec(0u8..40, 0..200),
+        ) {
+            let id = |b: u8| ObjectId(crate::id::Digest([b; 32]));
+            let size = |b: u8| match b % 4 {
+                0 => u64::from(b),
+                1 => (1 << 32) + u64::from(b),
+                2 => u64::from(u32::MAX),
+                _ => u64::from(u32::MAX - 1) - u64::from(b),
+            };
+            let mut req = RefSet::default();
+            for b in &required {
+                req.insert(id(*b), size(*b));
+            }
+            req.compact();
+            let mut opt = RefSet { v: Vec::new(), big: Vec::new(), compact_at: 7 };
+            for b in &optional {
+                opt.insert_excluding(id(*b), size(*b), &req);
+            }
+            opt.compact_excluding(&req);
+            let (mut v, mut big) = (req.v, req.big);
+            v.extend(opt.v);
+            big.extend(opt.big);
+            let list = ObjectList::new(v, big);
+            let want: std::collections::BTreeSet<u8> =
+                required.iter().chain(&optional).copied().collect();
+            proptest::prop_assert_eq!(list.len(), want.len());
+            for (i, b) in want.iter().enumerate() {
+                proptest::prop_assert_eq!(list.get(i), (id(*b), size(*b)));
+                proptest::prop_assert_eq!(list.index(&id(*b)), Some(i));
+            }
+            proptest::prop_assert_eq!(list.total_bytes(), want.iter().map(|b| size(*b)).sum::<u64>());
         }
     }
 

@@ -31,16 +31,81 @@ pub type DevIno = (u64, u64);
 /// An inode number that stands for "not in the store". (A real inode
 /// numbered `u64::MAX` would read as missing; no filesystem hands it out.)
 const MISSING: u64 = u64::MAX;
+/// The same in the narrow list: inode numbers from `u32::MAX` up make the
+/// list wide.
+const MISSING32: u32 = u32::MAX;
 
 /// Where each referenced object is in the store, beside the id-sorted
 /// list of objects: an inode number each, all on the store's device but
-/// for the few recorded apart. Eight bytes an object, where a
+/// for the few recorded apart. Four bytes an object while every inode
+/// number fits in 32 bits (ext4's always do), eight once one does not; a
 /// `(device, inode)` option took 24 (about 45 MiB at three million).
 pub struct Places {
     dev: u64,
-    ino: Vec<u64>,
+    ino: Inos,
     /// Objects on another device than the store's: (index, device), sorted.
     elsewhere: Vec<(usize, u64)>,
+}
+
+/// The inode numbers of [`Places`], narrow until one needs 64 bits.
+enum Inos {
+    Narrow(Vec<u32>),
+    Wide(Vec<u64>),
+}
+
+impl Inos {
+    /// The inode number at `i` (`MISSING` if not found), or None past the end.
+    fn get(&self, i: usize) -> Option<u64> {
+        match self {
+            Inos::Narrow(v) => v.get(i).map(|&x| {
+                if x == MISSING32 {
+                    MISSING
+                } else {
+                    u64::from(x)
+                }
+            }),
+            Inos::Wide(v) => v.get(i).copied(),
+        }
+    }
+
+    /// `ino` as a narrow slot, unless it needs the wide list.
+    fn narrow(ino: u64) -> Option<u32> {
+        if ino == MISSING {
+            return Some(MISSING32);
+        }
+        u32::try_from(ino).ok().filter(|x| *x != MISSING32)
+    }
+
+    fn put(&mut self, i: usize, ino: u64) {
+        if let Inos::Narrow(v) = self {
+            match Inos::narrow(ino) {
+                Some(x) => {
+                    if let Some(slot) = v.get_mut(i) {
+                        *slot = x;
+                    }
+                    return;
+                }
+                None => {
+                    let wide = v
+                        .iter()
+                        .map(|&x| {
+                            if x == MISSING32 {
+                                MISSING
+                            } else {
+                                u64::from(x)
+                            }
+                        })
+                        .collect();
+                    *self = Inos::Wide(wide);
+                }
+            }
+        }
+        if let Inos::Wide(v) = self {
+            if let Some(slot) = v.get_mut(i) {
+                *slot = ino;
+            }
+        }
+    }
 }
 
 impl Places {
@@ -48,13 +113,13 @@ impl Places {
     pub fn new(dev: u64, n: usize) -> Places {
         Places {
             dev,
-            ino: vec![MISSING; n],
+            ino: Inos::Narrow(vec![MISSING32; n]),
             elsewhere: Vec::new(),
         }
     }
 
     pub fn get(&self, i: usize) -> Option<DevIno> {
-        let ino = *self.ino.get(i)?;
+        let ino = self.ino.get(i)?;
         if ino == MISSING {
             return None;
         }
@@ -65,20 +130,25 @@ impl Places {
         Some((dev, ino))
     }
 
+    /// Whether object `i` was found in the store.
+    pub fn present(&self, i: usize) -> bool {
+        self.ino.get(i).is_some_and(|ino| ino != MISSING)
+    }
+
     pub fn set(&mut self, i: usize, at: Option<DevIno>) {
-        let Some(slot) = self.ino.get_mut(i) else {
+        if self.ino.get(i).is_none() {
             return;
-        };
+        }
         let found = self.elsewhere.binary_search_by_key(&i, |e| e.0);
         match at {
             None => {
-                *slot = MISSING;
+                self.ino.put(i, MISSING);
                 if let Ok(k) = found {
                     self.elsewhere.remove(k);
                 }
             }
             Some((dev, ino)) => {
-                *slot = ino;
+                self.ino.put(i, ino);
                 match found {
                     Ok(k) if dev == self.dev => {
                         self.elsewhere.remove(k);
@@ -95,24 +165,118 @@ impl Places {
     /// (`Some(place)`); the others keep theirs.
     pub fn fill(&mut self, f: impl Fn(usize) -> Option<Option<DevIno>> + Sync) {
         let dev = self.dev;
-        let apart: std::sync::Mutex<Vec<(usize, u64)>> = std::sync::Mutex::new(Vec::new());
-        self.ino.par_iter_mut().enumerate().for_each(|(i, slot)| {
-            if let Some(at) = f(i) {
-                *slot = match at {
-                    None => MISSING,
-                    Some((d, ino)) => {
-                        if d != dev {
-                            apart.lock().unwrap_or_else(|p| p.into_inner()).push((i, d));
+        // Set one at a time afterwards: places on another device, and
+        // inode numbers the narrow list cannot hold.
+        let later: std::sync::Mutex<Vec<(usize, DevIno)>> = std::sync::Mutex::new(Vec::new());
+        let set_later = |i: usize, at: DevIno| {
+            later
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((i, at));
+        };
+        match &mut self.ino {
+            Inos::Narrow(v) => v.par_iter_mut().enumerate().for_each(|(i, slot)| {
+                if let Some(at) = f(i) {
+                    *slot = match at {
+                        None => MISSING32,
+                        Some((d, ino)) => match Inos::narrow(ino) {
+                            Some(x) if d == dev => x,
+                            _ => {
+                                set_later(i, (d, ino));
+                                MISSING32
+                            }
+                        },
+                    };
+                }
+            }),
+            Inos::Wide(v) => v.par_iter_mut().enumerate().for_each(|(i, slot)| {
+                if let Some(at) = f(i) {
+                    *slot = match at {
+                        None => MISSING,
+                        Some((d, ino)) => {
+                            if d != dev {
+                                set_later(i, (d, ino));
+                            }
+                            ino
                         }
-                        ino
-                    }
-                };
-            }
-        });
-        for (i, d) in apart.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            let slot = self.ino[i];
-            self.set(i, Some((d, slot)));
+                    };
+                }
+            }),
         }
+        for (i, at) in later.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            self.set(i, Some(at));
+        }
+    }
+}
+
+/// The size slot of [`ObjectList`] that says "in the list of big ones".
+const BIG: u32 = u32::MAX;
+
+/// A size as [`ObjectList`] keeps it: 32 bits, or `BIG`.
+pub fn narrow_size(size: u64) -> u32 {
+    u32::try_from(size)
+        .ok()
+        .filter(|s| *s != BIG)
+        .unwrap_or(BIG)
+}
+
+/// The referenced objects, sorted by id, with their recorded sizes: 36
+/// bytes an object (a 32-bit size; the rare objects of 4 GiB and more in
+/// a sorted list of their own), where `(id, u64)` took 40.
+#[derive(Default)]
+pub struct ObjectList {
+    v: Vec<(ObjectId, u32)>,
+    big: Vec<(ObjectId, u64)>,
+}
+
+impl ObjectList {
+    /// The list from `v` (sizes narrowed by [`narrow_size`]) and the true
+    /// sizes of its `BIG` ones; both are sorted and deduplicated here.
+    pub fn new(mut v: Vec<(ObjectId, u32)>, mut big: Vec<(ObjectId, u64)>) -> ObjectList {
+        v.sort_unstable_by_key(|(id, _)| *id);
+        v.dedup_by_key(|(id, _)| *id);
+        v.shrink_to_fit();
+        big.sort_unstable_by_key(|(id, _)| *id);
+        big.dedup_by_key(|(id, _)| *id);
+        ObjectList { v, big }
+    }
+
+    pub fn len(&self) -> usize {
+        self.v.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.v.is_empty()
+    }
+
+    pub fn id(&self, i: usize) -> ObjectId {
+        self.v[i].0
+    }
+
+    /// Object `i`'s recorded size.
+    pub fn size(&self, i: usize) -> u64 {
+        let (id, s) = &self.v[i];
+        if *s != BIG {
+            return u64::from(*s);
+        }
+        match self.big.binary_search_by_key(id, |(b, _)| *b) {
+            Ok(k) => self.big[k].1,
+            // Unreachable by construction (every BIG slot has its entry);
+            // the narrow value is the best answer left.
+            Err(_) => u64::from(BIG),
+        }
+    }
+
+    pub fn get(&self, i: usize) -> (ObjectId, u64) {
+        (self.id(i), self.size(i))
+    }
+
+    pub fn index(&self, id: &ObjectId) -> Option<usize> {
+        crate::id::search_by_id(&self.v, id, |(x, _)| x).ok()
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        (0..self.len()).map(|i| self.size(i)).sum()
     }
 }
 
@@ -120,7 +284,7 @@ impl Places {
 /// missing: [`Places`] beside the id-sorted `objs`, found by search (a
 /// hash map of a million objects took about 100 MiB).
 pub struct Inodes<'a> {
-    pub objs: &'a [(ObjectId, u64)],
+    pub objs: &'a ObjectList,
     pub at: &'a Places,
     /// Beside `objs` (or empty): `at` came from the store's listing and
     /// the object's size is not proven yet. A browsable file that is the
@@ -130,7 +294,7 @@ pub struct Inodes<'a> {
 
 impl Inodes<'_> {
     pub fn index(&self, id: &ObjectId) -> Option<usize> {
-        crate::id::search_by_id(self.objs, id, |(x, _)| x).ok()
+        self.objs.index(id)
     }
 
     pub fn get(&self, id: &ObjectId) -> Option<DevIno> {
@@ -168,11 +332,9 @@ impl Inodes<'_> {
 
     /// Bytes of the referenced objects that are present.
     pub fn present_bytes(&self) -> u64 {
-        self.objs
-            .iter()
-            .zip(&self.at.ino)
-            .filter(|(_, ino)| **ino != MISSING)
-            .map(|((_, size), _)| size)
+        (0..self.objs.len())
+            .filter(|&i| self.at.present(i))
+            .map(|i| self.objs.size(i))
             .sum()
     }
 }
@@ -656,5 +818,39 @@ mod tests {
         assert_eq!(p.get(3), Some((7, 301)));
         assert_eq!(p.get(4), None);
         assert!(p.elsewhere.is_empty(), "{:?}", p.elsewhere);
+    }
+
+    /// Inode numbers that do not fit in 32 bits (XFS, btrfs) widen the
+    /// list, set one at a time or on every core, and every place set
+    /// before reads back the same.
+    #[test]
+    fn places_widen_for_inode_numbers_past_32_bits() {
+        let big = u64::from(u32::MAX);
+        let mut p = Places::new(7, 5);
+        p.set(0, Some((7, 5)));
+        p.set(1, Some((9, 6)));
+        assert!(matches!(p.ino, Inos::Narrow(_)));
+        p.set(2, Some((7, big)));
+        assert!(matches!(p.ino, Inos::Wide(_)));
+        assert_eq!(p.get(0), Some((7, 5)));
+        assert_eq!(p.get(1), Some((9, 6)));
+        assert_eq!(p.get(2), Some((7, big)));
+        assert_eq!(p.get(3), None);
+        assert!(p.present(2) && !p.present(3));
+
+        let mut q = Places::new(7, 4);
+        q.fill(|i| match i {
+            0 => Some(Some((7, 1))),
+            1 => Some(Some((7, big + 1))),
+            2 => Some(Some((8, 1 << 40))),
+            _ => Some(None),
+        });
+        let want = [Some((7, 1)), Some((7, big + 1)), Some((8, 1 << 40)), None];
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(q.get(i), *w, "{i}");
+        }
+        q.set(1, None);
+        assert_eq!(q.get(1), None);
+        assert!(!q.present(1));
     }
 }
