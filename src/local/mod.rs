@@ -357,6 +357,12 @@ impl LocalRepo {
 
     /// Remove leftovers of interrupted writes. Only a writer holding the
     /// exclusive lock may call this: nobody else can be writing there.
+    ///
+    /// A `tmp/` that grew large is then replaced by a fresh one: ext4
+    /// never shrinks a directory, so the one a first backup queued 100,000
+    /// contents in stays 10 MB of blocks, and every later listing of it
+    /// (each run lists it to clean it and to commit) read all of them — a
+    /// quarter of a one-change watch run's CPU.
     pub fn clean_tmp(&self) -> Result<()> {
         let tmp = self.tmp_dir();
         let rd = fs::read_dir(&tmp).ctx("list", &tmp)?;
@@ -364,9 +370,27 @@ impl LocalRepo {
             let ent = ent.ctx("list", &tmp)?;
             fsutil::remove_any(&ent.path())?;
         }
+        let grown = fs::symlink_metadata(&tmp).is_ok_and(|m| m.len() > TMP_SHRINK_AT);
+        if grown {
+            // A rename onto an empty directory replaces it in one step, so
+            // `tmp/` exists at every instant; a crash leaves at most an
+            // empty `tmp.new/`, which the next replacement reuses. Nothing
+            // is synced: the old and the new `tmp/` are both empty.
+            let fresh = self.dir.join(TMP_FRESH);
+            fsutil::remove_any(&fresh)?;
+            fsutil::create_private_dir(&fresh)?;
+            fs::rename(&fresh, &tmp).ctx("replace", &tmp)?;
+        }
         Ok(())
     }
 }
+
+/// A `tmp/` whose directory blocks span more than this once emptied
+/// (about 3,000 names on ext4) is replaced by a fresh one.
+pub(crate) const TMP_SHRINK_AT: u64 = 256 * 1024;
+/// The fresh `tmp/` while it is made (beside `tmp/`, so a rename can
+/// replace it).
+const TMP_FRESH: &str = "tmp.new";
 
 /// `pinned`: the snapshots besides the latest whose content is kept
 /// complete (one id a line; see `gc`).

@@ -947,6 +947,48 @@ mod tests {
         Ok(())
     }
 
+    /// A `tmp/` that held many queued files (a first backup's) is empty
+    /// and small again once the next writer has cleaned it, a stray
+    /// `tmp.new/` of an interrupted replacement included, and a batch
+    /// writes there as before.
+    #[test]
+    fn a_grown_tmp_folder_is_replaced_by_a_small_one() -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let repo = LocalRepo::init(&dir.path().join("b"), HashAlgo::Blake3)?;
+        let tmp = repo.tmp_dir();
+        for i in 0..8000 {
+            let p = tmp.join(format!("o-{i:08}-{:064}", i));
+            fs::write(&p, b"").ctx("write", &p)?;
+        }
+        let stray = repo.dir.join("tmp.new");
+        fs::create_dir(&stray).ctx("mkdir", &stray)?;
+        let before = fs::metadata(&tmp).ctx("stat", &tmp)?;
+        repo.clean_tmp()?;
+        let after = fs::metadata(&tmp).ctx("stat", &tmp)?;
+        assert!(after.is_dir());
+        assert_eq!(after.mode() & 0o777, 0o700);
+        assert_eq!(fs::read_dir(&tmp).ctx("ls", &tmp)?.count(), 0);
+        assert!(
+            after.len() <= crate::local::TMP_SHRINK_AT,
+            "tmp/ still spans {} bytes ({} before cleaning)",
+            after.len(),
+            before.len()
+        );
+        assert!(!stray.exists(), "the stray tmp.new/ is gone");
+        let batch = Batch::new(&repo);
+        let src = dir.path().join("f");
+        fs::write(&src, b"content").ctx("write", &src)?;
+        let ing = ingest(HashAlgo::Blake3, Some(&batch), &src, false)
+            .map_err(|e| Error::Internal(format!("{e:?}")))?;
+        batch.commit()?;
+        assert_eq!(
+            fs::read(repo.object_path(&ing.id)).ctx("read", "obj")?,
+            b"content"
+        );
+        Ok(())
+    }
+
     #[test]
     fn many_threads_store_one_small_content_once() -> Result<()> {
         same_content_from_many_threads(21)
