@@ -17,7 +17,7 @@
 //! source.
 
 use crate::browsable::apply;
-use crate::browsable::check::{self, DevIno, Inodes, ObjectList, Places};
+use crate::browsable::check::{self, DevIno, Flags, Inodes, ObjectList, Places};
 use crate::browsable::render;
 use crate::error::{Error, Result};
 use crate::id::{ObjectId, SnapshotId, TreeId};
@@ -33,8 +33,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
 
 #[derive(Clone, Debug, Default)]
@@ -621,7 +619,7 @@ pub struct StoreCheck {
     optional: Vec<ObjectId>,
     /// Beside `objs`: placed by a listing, size not yet proven (empty
     /// when nothing waits).
-    unproven: Vec<AtomicBool>,
+    unproven: Flags,
     /// Unreferenced objects and bytes, when a listing already counted them.
     unreferenced: Option<(u64, u64)>,
 }
@@ -647,6 +645,7 @@ fn gather_store(
     progress: &dyn Progress,
     defer_sizes: bool,
 ) -> Result<StoreCheck> {
+    crate::log::mem_phase("start");
     let mut report = VerifyReport::default();
     let scan = snapshot::scan(repo)?;
     // With a record that may be newer than every readable one damaged,
@@ -790,16 +789,16 @@ fn gather_store(
         .and_then(|_| std::fs::metadata(repo.locate_store(StoreKind::Object)).ok())
         .map_or(0, |m| std::os::unix::fs::MetadataExt::dev(&m));
     let mut at = Places::new(store_dev, objs.len());
-    let mut unproven: Vec<AtomicBool> = Vec::new();
+    let mut unproven = Flags::default();
     let mut unreferenced = None;
     if opts.quick && defer_sizes {
         let (mut n, mut bytes) = (0u64, 0u64);
-        let mut listed = vec![false; objs.len()];
+        let listed = Flags::new(objs.len());
         let listing = repo.list_objects_located(&mut |id, loc| match objs.index(&id) {
             Some(i) => {
                 if loc.regular {
                     at.set(i, Some((loc.dev, loc.ino)));
-                    listed[i] = true;
+                    listed.set(i);
                 }
             }
             None => {
@@ -810,13 +809,13 @@ fn gather_store(
         if let Some(r) = listing {
             r?;
             unreferenced = Some((n, bytes));
-            unproven = listed.into_iter().map(AtomicBool::new).collect();
+            unproven = listed;
         }
     }
     // In the order of `objs` (sorted by id): where each one is, where the
     // listing did not already say.
     at.fill(|i| {
-        if unproven.get(i).is_some_and(|u| u.load(Relaxed)) {
+        if unproven.get(i) == Some(true) {
             progress.advance(1, 0);
             return None;
         }
@@ -868,13 +867,7 @@ fn gather_store(
 /// recorded size), and every bad object becomes a problem naming the
 /// snapshots and paths that use it, after the store's other problems.
 fn finish_objects(repo: &dyn RepoRead, sc: &mut StoreCheck) -> Result<()> {
-    let later: Vec<usize> = sc
-        .unproven
-        .iter()
-        .enumerate()
-        .filter(|(_, u)| u.load(Relaxed))
-        .map(|(i, _)| i)
-        .collect();
+    let later: Vec<usize> = sc.unproven.ones().collect();
     let objs = &sc.objs;
     let checked: Vec<(usize, Option<DevIno>, Option<BadObject>)> = later
         .par_iter()
@@ -890,7 +883,7 @@ fn finish_objects(repo: &dyn RepoRead, sc: &mut StoreCheck) -> Result<()> {
             sc.bad.push((sc.objs.id(i), b));
         }
     }
-    sc.unproven = Vec::new();
+    sc.unproven = Flags::default();
     let report = &mut sc.report;
     let mut bad: Vec<(ObjectId, BadObject)> = Vec::new();
     for (id, b) in std::mem::take(&mut sc.bad) {
@@ -922,7 +915,7 @@ fn finish_objects(repo: &dyn RepoRead, sc: &mut StoreCheck) -> Result<()> {
     let inodes = Inodes {
         objs: &sc.objs,
         at: &sc.at,
-        unproven: &[],
+        unproven: &Flags::default(),
     };
     report.object_bytes = inodes.present_bytes();
     (report.unreferenced_objects, report.unreferenced_bytes) = match sc.unreferenced {
@@ -1008,6 +1001,7 @@ pub fn run(
     // Object problems (found before the browsable check or by the stats
     // after it) come before the browsable tree's, as they always have.
     finish_objects(repo, &mut sc)?;
+    crate::log::mem_phase("objects finished");
     let mut report = sc.report;
     report.browsable_entries = browsable_entries;
     report.problems.append(&mut problems);
@@ -1116,6 +1110,9 @@ mod tests {
                 proptest::prop_assert_eq!(list.index(&id(*b)), Some(i));
             }
             proptest::prop_assert_eq!(list.total_bytes(), want.iter().map(|b| size(*b)).sum::<u64>());
+            for b in (0u8..40).filter(|b| !want.contains(b)) {
+                proptest::prop_assert_eq!(list.index(&id(b)), None);
+            }
         }
     }
 
