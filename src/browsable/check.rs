@@ -410,10 +410,8 @@ impl Inodes<'_> {
                 .is_some_and(|m| (m.dev(), m.ino()) == here),
             _ => false,
         };
-        if same {
-            if listed.is_some() {
-                self.unproven.clear(i);
-            }
+        if same && listed.is_some() {
+            self.unproven.clear(i);
         }
         same
     }

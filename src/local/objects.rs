@@ -835,10 +835,7 @@ pub fn hash_object(algo: HashAlgo, path: &Path) -> Result<Digest> {
 
 /// Call `f` with every stored object's digest.
 pub fn for_each_object(repo: &LocalRepo, f: &mut dyn FnMut(Digest)) -> Result<()> {
-    super::fanout::for_each_fanned(&repo.objects_dir(), &mut |d, _, _| {
-        f(d);
-        Ok(())
-    })
+    super::fanout::for_each_fanned(&repo.objects_dir(), f)
 }
 
 /// Every object in the store with where it is (`RepoRead::list_objects_located`):
@@ -849,23 +846,15 @@ pub fn for_each_object_located(
     repo: &LocalRepo,
     f: &mut dyn FnMut(ObjectId, crate::repo::Located),
 ) -> Result<()> {
-    use std::os::unix::fs::{DirEntryExt, MetadataExt};
-    let mut folder: Option<(PathBuf, u64)> = None;
-    super::fanout::for_each_fanned(&repo.objects_dir(), &mut |d, ent, dir| {
-        let dev = match &folder {
-            Some((p, dev)) if p == dir => *dev,
-            _ => {
-                let dev = fs::symlink_metadata(dir).ctx("stat", dir)?.dev();
-                folder = Some((dir.to_path_buf(), dev));
-                dev
-            }
-        };
-        let at = crate::repo::Located {
-            dev,
-            ino: ent.ino(),
-            regular: ent.file_type().is_ok_and(|t| t.is_file()),
-        };
-        f(ObjectId(d), at);
+    super::fanout::for_each_fan_folder(&repo.objects_dir(), &mut |folder| {
+        for e in &folder.entries {
+            let at = crate::repo::Located {
+                dev: folder.dev,
+                ino: e.ino,
+                regular: e.regular,
+            };
+            f(ObjectId(e.digest), at);
+        }
         Ok(())
     })
 }

@@ -722,10 +722,7 @@ impl LocalRepo {
 
 /// Call `f` with every tree of a format 1 `trees/` folder.
 fn for_each_loose(top: &Path, f: &mut dyn FnMut(Digest)) -> Result<()> {
-    super::fanout::for_each_fanned(top, &mut |d, _, _| {
-        f(d);
-        Ok(())
-    })
+    super::fanout::for_each_fanned(top, f)
 }
 
 /// What one collection of packs did.
