@@ -231,7 +231,7 @@ pub struct ObjectList {
     /// `starts[p]`: the first index whose id begins with a prefix of
     /// `bits` bits at least `p`; one more slot holds the length. Ids are
     /// hashes, spread evenly, so a lookup reads one slot and searches the
-    /// four to eight ids up to the next: a search of the whole list missed
+    /// eight to sixteen ids up to the next: a search of the whole list missed
     /// the cache at most of its steps (38% of a quick verify's CPU at
     /// three million objects). Empty past `u32::MAX` objects, which are
     /// searched whole.
@@ -255,8 +255,8 @@ impl ObjectList {
         v.shrink_to_fit();
         big.sort_unstable_by_key(|(id, _)| *id);
         big.dedup_by_key(|(id, _)| *id);
-        // Four to eight objects a prefix: 2^bits between n/8 and n/4.
-        let bits = (v.len() / 4).max(1).ilog2().clamp(1, 32);
+        // Eight to sixteen objects a prefix: 2^bits between n/16 and n/8.
+        let bits = (v.len() / 8).max(1).ilog2().clamp(1, 32);
         let mut starts = Vec::new();
         if u32::try_from(v.len()).is_ok() {
             starts.reserve_exact((1 << bits) + 1);
