@@ -147,7 +147,9 @@ id_type!(
 );
 
 /// Search a slice sorted by id (ids unique) for `id`, answering as
-/// `binary_search_by_key` does. Ids are hashes, spread evenly, so the
+/// `binary_search_by_key` does. (`verify`'s object list finds ids through
+/// a table of their prefixes and falls back on this past `u32::MAX`
+/// objects.) Ids are hashes, spread evenly, so the
 /// search first interpolates on the ids' first eight bytes (a few probes
 /// into a million entries, where a binary search misses the cache at most
 /// of its twenty steps: that was most of a quick verify's CPU time), then

@@ -184,8 +184,8 @@ struct RefSet {
 
 impl RefSet {
     fn push(&mut self, id: ObjectId, size: u64) {
-        let narrow = check::narrow_size(size);
-        if u64::from(narrow) != size {
+        let (narrow, big) = check::narrow_size(size);
+        if big {
             self.big.push((id, size));
         }
         self.v.push((id, narrow));

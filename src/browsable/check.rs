@@ -57,14 +57,17 @@ impl Inos {
     /// The inode number at `i` (`MISSING` if not found), or None past the end.
     fn get(&self, i: usize) -> Option<u64> {
         match self {
-            Inos::Narrow(v) => v.get(i).map(|&x| {
-                if x == MISSING32 {
-                    MISSING
-                } else {
-                    u64::from(x)
-                }
-            }),
+            Inos::Narrow(v) => v.get(i).map(|&x| Inos::widen(x)),
             Inos::Wide(v) => v.get(i).copied(),
+        }
+    }
+
+    /// A narrow slot as a wide one.
+    fn widen(x: u32) -> u64 {
+        if x == MISSING32 {
+            MISSING
+        } else {
+            u64::from(x)
         }
     }
 
@@ -86,16 +89,7 @@ impl Inos {
                     return;
                 }
                 None => {
-                    let wide = v
-                        .iter()
-                        .map(|&x| {
-                            if x == MISSING32 {
-                                MISSING
-                            } else {
-                                u64::from(x)
-                            }
-                        })
-                        .collect();
+                    let wide = v.iter().map(|&x| Inos::widen(x)).collect();
                     *self = Inos::Wide(wide);
                 }
             }
@@ -212,12 +206,14 @@ impl Places {
 /// The size slot of [`ObjectList`] that says "in the list of big ones".
 const BIG: u32 = u32::MAX;
 
-/// A size as [`ObjectList`] keeps it: 32 bits, or `BIG`.
-pub fn narrow_size(size: u64) -> u32 {
-    u32::try_from(size)
-        .ok()
-        .filter(|s| *s != BIG)
-        .unwrap_or(BIG)
+/// A size as [`ObjectList`] keeps it: its 32-bit slot, and whether the
+/// true size goes in the list of big ones (4 GiB and more, and the one
+/// 32-bit size that is the `BIG` mark).
+pub fn narrow_size(size: u64) -> (u32, bool) {
+    match u32::try_from(size) {
+        Ok(s) if s != BIG => (s, false),
+        _ => (BIG, true),
+    }
 }
 
 /// The referenced objects, sorted by id, with their recorded sizes: 36
@@ -297,8 +293,8 @@ impl ObjectList {
         }
         match self.big.binary_search_by_key(id, |(b, _)| *b) {
             Ok(k) => self.big[k].1,
-            // Unreachable by construction (every BIG slot has its entry);
-            // the narrow value is the best answer left.
+            // Only a caller that narrowed a size without keeping it apart
+            // gets here; the mark is the best answer left.
             Err(_) => u64::from(BIG),
         }
     }
@@ -366,9 +362,18 @@ impl Flags {
         }
     }
 
-    /// The flags set, in order.
+    /// The flags set, in order (a word of clear flags is skipped whole).
     pub fn ones(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.len).filter(|&i| self.get(i) == Some(true))
+        self.words.iter().enumerate().flat_map(|(w, word)| {
+            let mut bits = word.load(Relaxed);
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    w * 64 + b
+                })
+            })
+        })
     }
 }
 
@@ -943,6 +948,16 @@ mod tests {
             assert_eq!(list.index(&ObjectId(Digest([0xff; 32]))), None);
             assert_eq!(list.index(&ObjectId(Digest([0; 32]))), None);
         }
+    }
+
+    /// Sizes that fit in 32 bits stay there but for the one that marks
+    /// the big ones, which goes apart with every size past 32 bits.
+    #[test]
+    fn sizes_are_narrowed_or_kept_apart() {
+        assert_eq!(narrow_size(0), (0, false));
+        assert_eq!(narrow_size(u64::from(u32::MAX) - 1), (u32::MAX - 1, false));
+        assert_eq!(narrow_size(u64::from(u32::MAX)), (BIG, true));
+        assert_eq!(narrow_size(1 << 40), (BIG, true));
     }
 
     /// Flags set and cleared from any thread read back, bit by bit.

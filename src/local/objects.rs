@@ -846,7 +846,7 @@ pub fn for_each_object_located(
     repo: &LocalRepo,
     f: &mut dyn FnMut(ObjectId, crate::repo::Located),
 ) -> Result<()> {
-    super::fanout::for_each_fan_folder(&repo.objects_dir(), &mut |folder| {
+    super::fanout::for_each_fan_folder(&repo.objects_dir(), true, &mut |folder| {
         for e in &folder.entries {
             let at = crate::repo::Located {
                 dev: folder.dev,
