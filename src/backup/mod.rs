@@ -82,6 +82,9 @@ pub struct BackupReport {
     pub objects_removed: u64,
     pub bytes_freed: u64,
     pub files_read: u64,
+    /// Folders whose walk found nothing changed below them, carried into
+    /// the new snapshot whole (their records not planned again).
+    pub carried_folders: u64,
     pub new_objects: u64,
     pub new_bytes: u64,
     /// Of the new objects, those stored in place of a damaged copy

@@ -48,6 +48,12 @@ pub(super) enum Rec {
     /// without being walked: its tree is `id` again, and nothing below it
     /// has a record.
     Kept { path: Vec<u8>, id: TreeId },
+    /// Directory `path` (whose own record came just before) was walked and
+    /// every record below it would be written again exactly, cache records
+    /// included: its tree is `id` again, and nothing below it has a record
+    /// (an ordinary run's folder carried whole; its archive folder is still
+    /// walked, for retention).
+    Carried { path: Vec<u8>, id: TreeId },
 }
 
 /// Writes records of type `T`.

@@ -221,10 +221,24 @@ impl Pass2<'_> {
         Ok(())
     }
 
+    /// A folder an ordinary run carried whole: its source tree and cache
+    /// records are the previous ones. Its archive folder is not skipped:
+    /// its histories come through `drain_archive`, where retention applies
+    /// as in every run (an unchanged path's history changes only by
+    /// retention).
+    fn carried(&mut self, path: &[u8], id: TreeId) -> Result<()> {
+        self.src.unchanged(path, id)?;
+        if let Some(w) = self.cache.as_mut() {
+            w.carry_subtree(self.cache_from, path)?;
+        }
+        Ok(())
+    }
+
     fn record(&mut self, rec: Rec) -> Result<()> {
         match rec {
             Rec::Same { path, id } => self.src.unchanged(&path, id),
             Rec::Kept { path, id } => self.kept(&path, id),
+            Rec::Carried { path, id } => self.carried(&path, id),
             Rec::Gone { path, item } => {
                 self.prev_seen.add(&item);
                 self.drain_archive(Some(&path))?;
@@ -583,6 +597,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     crate::log::mem_phase("walked");
     report.excluded = walked.excluded;
     report.files_read = walked.stats.files_read.into_inner();
+    report.carried_folders = walked.carried_whole;
     report.new_objects = walked.stats.new_objects.into_inner();
     report.new_bytes = walked.stats.new_bytes.into_inner();
     super::report_issues(walked.issues, s.on_error, report)?;
@@ -592,11 +607,11 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     let mut dups = Dups::new(walked.newcomers);
     // Folders kept whole hold kept files too; they are read only when a
     // newcomer's content was already stored (else it cannot be theirs).
-    let read_kept = walked.kept_whole > 0 && walked.known_newcomer;
+    let read_kept = walked.kept_whole + walked.carried_whole > 0 && walked.known_newcomer;
     if !dups.is_empty() && (walked.any_top_kept || read_kept) {
         let mut r = spilled.reader()?;
         while let Some(rec) = r.next()? {
-            if let (Rec::Kept { id, .. }, true, Some(repo), Some(prev)) =
+            if let (Rec::Kept { id, .. } | Rec::Carried { id, .. }, true, Some(repo), Some(prev)) =
                 (&rec, read_kept, c.repo, prev_rec)
             {
                 let mut kept = FlatCursor::<Leaf, Meta>::new(repo, id, None, prev.source_limit())?;
@@ -686,6 +701,9 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     let root_id = src.finish()?;
     let arch_id = arch.finish()?;
     let mut counts = planner.counts;
+    if walked.carried_whole > 0 {
+        walked.carried.add_to(&mut counts);
+    }
     if let (true, Some(prev)) = (walked.kept_whole > 0, prev_rec) {
         tracing::debug!("{} folders kept whole, unread", walked.kept_whole);
         add_kept(&mut counts, prev, &prev_seen);

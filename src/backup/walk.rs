@@ -291,6 +291,8 @@ enum WindowRecord {
         read: bool,
         /// Its read stored a content the repository did not have.
         fresh: bool,
+        /// A file the cache vouched for (not read: its record stays).
+        vouched: bool,
     },
     /// A previous folder kept whole (after its own path record).
     Kept {
@@ -302,6 +304,76 @@ enum WindowRecord {
         prev_id: Option<TreeId>,
     },
     Leave,
+}
+
+/// A folder entered and not yet left, as the finishing of records sees
+/// it.
+struct OpenMark {
+    path: Vec<u8>,
+    prev_id: Option<TreeId>,
+    /// Every record below it so far equals the previous one.
+    same: bool,
+    /// ... and would be written again exactly (cache records included):
+    /// its records are held, and it may be carried whole. Only the
+    /// innermost marks have it (a record that clears it clears it for
+    /// every open folder, as they all hold that record).
+    carry: bool,
+    /// Where its records start in `Walker::held`.
+    held_at: usize,
+}
+
+/// Records held back for folders that may be carried whole, at most
+/// (the direct entries of the open folders: a folder wider than this is
+/// spilled as before).
+const HELD_MAX: usize = 16384;
+
+/// The counts of the entries below folders carried whole: what pass 2's
+/// planner would have counted for them (all unchanged).
+#[derive(Default)]
+pub(super) struct CarriedCounts {
+    pub files: u64,
+    pub bytes: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub specials: u64,
+    pub uids: std::collections::BTreeSet<u32>,
+    pub gids: std::collections::BTreeSet<u32>,
+}
+
+impl CarriedCounts {
+    fn add(&mut self, item: &Item) {
+        let meta = match item {
+            Item::Leaf(l) => {
+                match l {
+                    Leaf::File { size, .. } => {
+                        self.files += 1;
+                        self.bytes += size;
+                    }
+                    Leaf::Symlink { .. } => self.symlinks += 1,
+                    Leaf::Special { .. } => self.specials += 1,
+                }
+                l.meta()
+            }
+            Item::Dir(m) => {
+                self.dirs += 1;
+                m
+            }
+        };
+        self.uids.insert(meta.uid);
+        self.gids.insert(meta.gid);
+    }
+
+    /// Add them to the planner's counts: every carried file is unchanged.
+    pub fn add_to(&self, c: &mut crate::plan::PlanCounts) {
+        c.files += self.files;
+        c.unchanged += self.files;
+        c.bytes += self.bytes;
+        c.dirs += self.dirs;
+        c.symlinks += self.symlinks;
+        c.specials += self.specials;
+        c.uids.extend(&self.uids);
+        c.gids.extend(&self.gids);
+    }
 }
 
 /// The paths a watch run looks at again (everything else keeps its
@@ -359,6 +431,10 @@ pub(super) struct Walked {
     pub had_prev: bool,
     /// Folders kept whole (`Rec::Kept`).
     pub kept_whole: u64,
+    /// Folders an ordinary run carried whole (`Rec::Carried`), and what
+    /// their entries add to the counts.
+    pub carried_whole: u64,
+    pub carried: CarriedCounts,
     /// A newcomer's content was in the repository before this run (it may
     /// then be a duplicate of a file inside a folder kept whole).
     pub known_newcomer: bool,
@@ -384,8 +460,18 @@ struct Walker<'a> {
     spill: &'a mut SpillWriter,
     window: Vec<WindowRecord>,
     window_bytes: u64,
-    /// Enter marks not yet left, as (path, previous id, same so far).
-    same: Vec<(Vec<u8>, Option<TreeId>, bool)>,
+    /// Enter marks not yet left, outermost first.
+    same: Vec<OpenMark>,
+    /// Ordinary runs carry a folder whole when nothing below it changed
+    /// (not watch runs, which carry their own way; not with debug lines,
+    /// which name every file).
+    carry_enabled: bool,
+    /// Final records of the open folders that may still be carried whole
+    /// (their marks are the innermost ones, `carry` set), in path order.
+    held: Vec<Rec>,
+    /// What the entries below folders carried whole add to the counts.
+    carried: CarriedCounts,
+    carried_whole: u64,
     /// A path whose read failed: the previous entries below it are kept.
     carry_under: Option<Vec<u8>>,
     newcomers: Newcomers,
@@ -874,6 +960,7 @@ impl<'a> Walker<'a> {
             });
         }
         let mut read = false;
+        let mut vouched_file = false;
         if let Some((Item::Leaf(Leaf::File { size, id, meta, .. }), Some(x))) = &mut cur {
             let vouched = match (&prev, record) {
                 (
@@ -890,6 +977,7 @@ impl<'a> Walker<'a> {
             match vouched {
                 Some(pid) => {
                     *id = pid;
+                    vouched_file = true;
                     // The cache vouches for the inode (its ctime is the
                     // same, and setting an attribute changes it): its
                     // attributes are the recorded ones, not read again.
@@ -914,6 +1002,7 @@ impl<'a> Walker<'a> {
                 prev,
                 read,
                 fresh: false,
+                vouched: vouched_file,
             });
             self.kept_whole += 1;
             self.window.push(WindowRecord::Kept { path, id });
@@ -926,6 +1015,7 @@ impl<'a> Walker<'a> {
                 prev,
                 read,
                 fresh: false,
+                vouched: vouched_file,
             });
             return Ok(());
         };
@@ -935,6 +1025,7 @@ impl<'a> Walker<'a> {
             prev,
             read,
             fresh: false,
+            vouched: vouched_file,
         });
         let loaded = c.slot.take(self.env);
         if let Some(id) = c.prev_id {
@@ -1035,29 +1126,93 @@ impl<'a> Walker<'a> {
                     cur,
                     prev,
                     fresh,
+                    vouched,
                     ..
-                } => self.finish_path(path, cur, prev, failed.contains(&k), fresh)?,
-                WindowRecord::Kept { path, id } => self.spill.write(&Rec::Kept { path, id })?,
-                WindowRecord::Enter { path, prev_id } => {
-                    self.same.push((path, prev_id, prev_id.is_some()));
+                } => self.finish_path(path, cur, prev, failed.contains(&k), fresh, vouched)?,
+                WindowRecord::Kept { path, id } => {
+                    // Its contents were never seen here: nothing above it
+                    // can be carried by this walk's own count.
+                    self.break_carry()?;
+                    self.spill.write(&Rec::Kept { path, id })?;
                 }
-                WindowRecord::Leave => {
-                    let Some((path, prev_id, same)) = self.same.pop() else {
-                        continue;
-                    };
-                    match (same, prev_id) {
-                        (true, Some(id)) => self.spill.write(&Rec::Same { path, id })?,
-                        _ => self.not_same(),
+                WindowRecord::Enter { path, prev_id } => {
+                    let carry = self.carry_enabled && prev_id.is_some();
+                    if !carry {
+                        self.break_carry()?;
+                    }
+                    self.same.push(OpenMark {
+                        path,
+                        prev_id,
+                        same: prev_id.is_some(),
+                        carry,
+                        held_at: self.held.len(),
+                    });
+                }
+                WindowRecord::Leave => self.leave()?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A folder's records are all in: carry it whole, say it is the same
+    /// tree, or tell its parent it differs.
+    fn leave(&mut self) -> Result<()> {
+        let Some(m) = self.same.pop() else {
+            return Ok(());
+        };
+        match (m.same, m.prev_id) {
+            (true, Some(id)) if m.carry => {
+                // Everything below it is held and vouched for: drop its
+                // records (counted here) for one mark.
+                for r in self.held.drain(m.held_at..) {
+                    if let Rec::Cur { item, .. } = &r {
+                        self.carried.add(item);
                     }
                 }
+                self.carried_whole += 1;
+                self.emit(Rec::Carried { path: m.path, id })
             }
+            (true, Some(id)) => {
+                self.break_carry()?;
+                self.spill.write(&Rec::Same { path: m.path, id })
+            }
+            _ => {
+                self.break_carry()?;
+                self.not_same();
+                Ok(())
+            }
+        }
+    }
+
+    /// Write a final record: held back while every open folder it is in
+    /// may still be carried whole, else to the spill.
+    fn emit(&mut self, r: Rec) -> Result<()> {
+        if self.same.last().is_some_and(|m| m.carry) {
+            if self.held.len() < HELD_MAX {
+                self.held.push(r);
+                return Ok(());
+            }
+            // A folder too wide to hold: spill as before.
+            self.break_carry()?;
+        }
+        self.spill.write(&r)
+    }
+
+    /// No open folder will be carried whole: spill what they held, in
+    /// path order (everything held comes before what follows).
+    fn break_carry(&mut self) -> Result<()> {
+        for m in &mut self.same {
+            m.carry = false;
+        }
+        for r in std::mem::take(&mut self.held) {
+            self.spill.write(&r)?;
         }
         Ok(())
     }
 
     fn not_same(&mut self) {
         if let Some(top) = self.same.last_mut() {
-            top.2 = false;
+            top.same = false;
         }
     }
 
@@ -1069,6 +1224,7 @@ impl<'a> Walker<'a> {
         prev: Option<Item>,
         read_failed: bool,
         fresh: bool,
+        vouched: bool,
     ) -> Result<()> {
         if self
             .carry_under
@@ -1123,6 +1279,7 @@ impl<'a> Walker<'a> {
         let Some((item, extra)) = cur else {
             if let Some(p) = prev {
                 self.not_same();
+                self.break_carry()?;
                 self.spill.write(&Rec::Gone { path, item: p })?;
             }
             return Ok(());
@@ -1138,7 +1295,18 @@ impl<'a> Walker<'a> {
         if !matches!(prev, PrevAt::Same) {
             self.not_same();
         }
-        self.spill.write(&Rec::Cur {
+        // Carried whole only if a full run would write this record again
+        // exactly: the same entry and, for a file, the same cache record
+        // (vouched for, not read; a stdin file has none).
+        let carriable = matches!(prev, PrevAt::Same)
+            && match &item {
+                Item::Leaf(Leaf::File { .. }) => vouched && extra.is_some() && !is_stdin(&item),
+                _ => true,
+            };
+        if !carriable {
+            self.break_carry()?;
+        }
+        self.emit(Rec::Cur {
             path,
             item,
             extra,
@@ -1321,6 +1489,10 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             window: Vec::new(),
             window_bytes: 0,
             same: Vec::new(),
+            carry_enabled: input.scope.is_none() && !tracing::enabled!(tracing::Level::DEBUG),
+            held: Vec::new(),
+            carried: CarriedCounts::default(),
+            carried_whole: 0,
             carry_under: None,
             newcomers: Newcomers {
                 dir: input.scratch.to_path_buf(),
@@ -1410,6 +1582,8 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             f
         };
         w.walk(vec![root])?;
+        // Only a walk stopped early leaves folders open.
+        w.break_carry()?;
         let newcomers = std::mem::replace(
             &mut w.newcomers,
             Newcomers {
@@ -1430,6 +1604,8 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             cache_complete: w.cache_complete,
             had_prev: w.had_prev,
             kept_whole: w.kept_whole,
+            carried_whole: w.carried_whole,
+            carried: w.carried,
             known_newcomer: w.known_newcomer,
         })
     })

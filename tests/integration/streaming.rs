@@ -174,61 +174,190 @@ fn check_runs(ops: Vec<Vec<Op>>, max_versions: u64, scoped: bool) {
         for op in &batch {
             apply(&src, op);
         }
-        let (prev, prev_archive) = match LocalRepo::open(&dest)
+        let has_prev = LocalRepo::open(&dest)
             .ok()
             .and_then(|r| snapshot::latest(&r).ok().flatten().map(|s| (r, s)))
-        {
-            Some((r, s)) => {
-                trove::repo::snapshot::load_snapshot(&r, &s.record).expect("previous snapshot")
-            }
-            None => (Vec::new(), Vec::new()),
-        };
-        let cur = scanned(&src);
-        if scoped && !prev.is_empty() {
+            .is_some_and(|(r, s)| {
+                !trove::repo::snapshot::load_snapshot(&r, &s.record)
+                    .expect("previous snapshot")
+                    .0
+                    .is_empty()
+            });
+        if scoped && has_prev {
             opts.scope = Some(batch.iter().flat_map(touched).collect());
         }
-        let report = backup::run(&opts, &NoProgress).expect("backup");
-        let repo = LocalRepo::open(&dest).expect("repo");
-        let latest = snapshot::latest(&repo).expect("list").expect("a snapshot");
-        let (entries, archive) =
-            trove::repo::snapshot::load_snapshot(&repo, &latest.record).expect("load");
-        let want = plan::plan(
-            &prev,
-            &prev_archive,
-            cur,
-            &PlanOptions {
-                max_versions,
-                deleted_max_age_ns: None,
-                now_ns: latest.record.time_ns,
-            },
-        );
-        assert_eq!(entries, want.entries, "listing after {batch:?}");
-        assert_eq!(archive, want.archive, "archive after {batch:?}");
-        let s = &latest.record.summary;
-        let c = &want.counts;
-        assert_eq!(
-            (s.files, s.dirs, s.symlinks, s.bytes),
-            (c.files, c.dirs, c.symlinks, c.bytes)
-        );
-        assert_eq!(
-            (
-                s.backed_up,
-                s.duplicates,
-                s.modified,
-                s.unchanged,
-                s.deleted
-            ),
-            (
-                c.backed_up,
-                c.duplicates,
-                c.modified,
-                c.unchanged,
-                c.deleted
-            )
-        );
-        assert_eq!(report.retention_removed, c.retention_removed);
-        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        run_and_check(&opts, &src, &dest, &format!("{batch:?}"));
     }
+}
+
+/// One backup, checked against what the whole-listing planner makes of
+/// the previous snapshot and a fresh scan of the source.
+fn run_and_check(
+    opts: &BackupOptions,
+    src: &Path,
+    dest: &Path,
+    what: &str,
+) -> trove::backup::BackupReport {
+    let max_versions = opts.settings.max_versions;
+    let (prev, prev_archive) = match LocalRepo::open(dest)
+        .ok()
+        .and_then(|r| snapshot::latest(&r).ok().flatten().map(|s| (r, s)))
+    {
+        Some((r, s)) => {
+            trove::repo::snapshot::load_snapshot(&r, &s.record).expect("previous snapshot")
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    let cur = scanned(src);
+    let report = backup::run(opts, &NoProgress).expect("backup");
+    let repo = LocalRepo::open(dest).expect("repo");
+    let latest = snapshot::latest(&repo).expect("list").expect("a snapshot");
+    let (entries, archive) =
+        trove::repo::snapshot::load_snapshot(&repo, &latest.record).expect("load");
+    let want = plan::plan(
+        &prev,
+        &prev_archive,
+        cur,
+        &PlanOptions {
+            max_versions,
+            deleted_max_age_ns: None,
+            now_ns: latest.record.time_ns,
+        },
+    );
+    assert_eq!(entries, want.entries, "listing after {what}");
+    assert_eq!(archive, want.archive, "archive after {what}");
+    let s = &latest.record.summary;
+    let c = &want.counts;
+    assert_eq!(
+        (s.files, s.dirs, s.symlinks, s.bytes),
+        (c.files, c.dirs, c.symlinks, c.bytes),
+        "totals after {what}"
+    );
+    assert_eq!(
+        (
+            s.backed_up,
+            s.duplicates,
+            s.modified,
+            s.unchanged,
+            s.deleted
+        ),
+        (
+            c.backed_up,
+            c.duplicates,
+            c.modified,
+            c.unchanged,
+            c.deleted
+        ),
+        "decisions after {what}"
+    );
+    assert_eq!(
+        report.retention_removed, c.retention_removed,
+        "after {what}"
+    );
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    // The owners a full listing has, exactly (not the previous ones kept).
+    let mut uids: Vec<u32> = want
+        .entries
+        .iter()
+        .map(|e| match &e.item {
+            Item::Leaf(l) => l.meta().uid,
+            Item::Dir(m) => m.uid,
+        })
+        .collect();
+    uids.sort_unstable();
+    uids.dedup();
+    let got: Vec<u32> = latest.record.owners.users.iter().map(|u| u.0).collect();
+    if opts.scope.is_none() {
+        assert_eq!(got, uids, "owners after {what}");
+    }
+    report
+}
+
+/// Past the stat cache's racy window: the files written so far get
+/// records the next run can vouch with.
+fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(
+        (trove::local::cache::RACY_WINDOW_NS / 1_000_000) as u64 + 100,
+    ));
+}
+
+/// Ordinary runs carry a folder whole when every record below it would be
+/// written again exactly (same entries, every file vouched for by the stat
+/// cache): its tree and its cache records are the previous ones, its
+/// entries are counted without being planned again. The snapshots must be
+/// the whole-listing planner's all the same: a newcomer duplicating a file
+/// inside a carried folder is a DUPLICATE, lowering `max_versions` trims a
+/// history inside a carried folder, and the carried cache records still
+/// vouch for every file on the next run.
+#[test]
+fn folders_carried_whole_give_the_whole_listing_planners_snapshots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    let dest = dir.path().join("dest");
+    for (p, body) in [
+        ("t", "top"),
+        ("a/f1", "one"),
+        ("a/b/f2", "two"),
+        ("a/b/v", "v1"),
+        ("a/b/c/f3", "three"),
+        ("d/f4", "four"),
+        ("d/e/f5", "five"),
+        ("d/e/g/f6", "six"),
+    ] {
+        let p = src.join(p);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(&p, body).expect("write");
+    }
+    fs::create_dir_all(src.join("empty")).expect("mkdir");
+    symlink("f4", src.join("d/link")).expect("symlink");
+    let mut settings = BackupSettings::resolve(
+        BackupOverrides {
+            sources: vec![src.clone()],
+            backup_root: Some(dest.clone()),
+            ..BackupOverrides::default()
+        },
+        None,
+    )
+    .expect("settings");
+    settings.max_versions = 3;
+    let mut opts = BackupOptions {
+        settings,
+        rehash: false,
+        dry_run: false,
+        always_snapshot: true,
+        allow_damaged_latest: false,
+        wait: true,
+        scope: None,
+    };
+    settle();
+    let r = run_and_check(&opts, &src, &dest, "the first run");
+    assert_eq!((r.carried_folders, r.files_read), (0, 8));
+    let r = run_and_check(&opts, &src, &dest, "a run with no change");
+    assert_eq!(r.files_read, 0);
+    // The top folder holds everything: every folder below it is carried.
+    assert!(r.carried_folders >= 3, "{}", r.carried_folders);
+
+    // A modified file (a version), and a newcomer with the content of a
+    // file in a folder that is carried (d/e).
+    fs::write(src.join("a/b/v"), "v2").expect("write");
+    fs::write(src.join("a/new"), "five").expect("write");
+    let r = run_and_check(&opts, &src, &dest, "a version and a duplicate");
+    assert_eq!((r.modified, r.duplicates), (1, 1));
+    assert!(r.carried_folders >= 2, "{}", r.carried_folders);
+    fs::write(src.join("a/b/v"), "v3").expect("write");
+    run_and_check(&opts, &src, &dest, "a second version");
+    // Past the racy window, a run records a/b/v's stat; the next one
+    // carries a/b whole while a lower limit trims its history.
+    settle();
+    run_and_check(&opts, &src, &dest, "a run recording the last stat");
+    opts.settings.max_versions = 1;
+    let r = run_and_check(&opts, &src, &dest, "a lower max_versions");
+    assert_eq!(r.retention_removed, 1);
+    assert!(r.carried_folders >= 3, "{}", r.carried_folders);
+    assert_eq!(r.files_read, 0);
+    // The carried records line up with their files: nothing is read.
+    let r = run_and_check(&opts, &src, &dest, "a last run with no change");
+    assert_eq!((r.files_read, r.unchanged), (0, 9));
 }
 
 proptest! {
