@@ -136,28 +136,23 @@ fn touched(op: &Op) -> Vec<Vec<u8>> {
     }
 }
 
-/// `scoped`: every run after the first is a watch run that looks only at
-/// the paths the batch's changes touched.
 fn check_history(ops: Vec<Vec<Op>>, max_versions: u64) {
     check_runs(ops, max_versions, false)
 }
 
-fn check_runs(ops: Vec<Vec<Op>>, max_versions: u64, scoped: bool) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let src = dir.path().join("src");
-    let dest = dir.path().join("dest");
-    fs::create_dir_all(&src).expect("mkdir");
+/// Backup options for `src` into `dest`, keeping `max_versions`.
+fn options(src: &Path, dest: &Path, max_versions: u64) -> BackupOptions {
     let mut settings = BackupSettings::resolve(
         BackupOverrides {
-            sources: vec![src.clone()],
-            backup_root: Some(dest.clone()),
+            sources: vec![src.to_path_buf()],
+            backup_root: Some(dest.to_path_buf()),
             ..BackupOverrides::default()
         },
         None,
     )
     .expect("settings");
     settings.max_versions = max_versions;
-    let mut opts = BackupOptions {
+    BackupOptions {
         settings,
         rehash: false,
         dry_run: false,
@@ -169,7 +164,17 @@ fn check_runs(ops: Vec<Vec<Op>>, max_versions: u64, scoped: bool) {
         // lock still held for a moment.
         wait: true,
         scope: None,
-    };
+    }
+}
+
+/// `scoped`: every run after the first is a watch run that looks only at
+/// the paths the batch's changes touched.
+fn check_runs(ops: Vec<Vec<Op>>, max_versions: u64, scoped: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    let dest = dir.path().join("dest");
+    fs::create_dir_all(&src).expect("mkdir");
+    let mut opts = options(&src, &dest, max_versions);
     for batch in ops {
         for op in &batch {
             apply(&src, op);
@@ -310,25 +315,7 @@ fn folders_carried_whole_give_the_whole_listing_planners_snapshots() {
     }
     fs::create_dir_all(src.join("empty")).expect("mkdir");
     symlink("f4", src.join("d/link")).expect("symlink");
-    let mut settings = BackupSettings::resolve(
-        BackupOverrides {
-            sources: vec![src.clone()],
-            backup_root: Some(dest.clone()),
-            ..BackupOverrides::default()
-        },
-        None,
-    )
-    .expect("settings");
-    settings.max_versions = 3;
-    let mut opts = BackupOptions {
-        settings,
-        rehash: false,
-        dry_run: false,
-        always_snapshot: true,
-        allow_damaged_latest: false,
-        wait: true,
-        scope: None,
-    };
+    let mut opts = options(&src, &dest, 3);
     settle();
     let r = run_and_check(&opts, &src, &dest, "the first run");
     assert_eq!((r.carried_folders, r.files_read), (0, 8));
