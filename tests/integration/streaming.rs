@@ -366,3 +366,29 @@ proptest! {
         check_runs(ops, max_versions, true);
     }
 }
+
+/// A folder with more entries than a walk holds back for carrying is
+/// spilled record by record as before (and never carried), while a narrow
+/// folder beside it still is: the snapshots stay the planner's.
+#[test]
+fn a_folder_wider_than_what_is_held_is_spilled_and_still_right() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    let dest = dir.path().join("dest");
+    let wide = src.join("wide");
+    fs::create_dir_all(&wide).expect("mkdir");
+    fs::create_dir_all(src.join("narrow")).expect("mkdir");
+    // More than the 16,384 records held at most.
+    for i in 0..16_500 {
+        fs::write(wide.join(format!("f{i:05}")), format!("{}", i % 7)).expect("write");
+    }
+    fs::write(src.join("narrow/x"), "x1").expect("write");
+    let opts = options(&src, &dest, 3);
+    settle();
+    run_and_check(&opts, &src, &dest, "the first run");
+    let r = run_and_check(&opts, &src, &dest, "a run with no change");
+    assert_eq!((r.files_read, r.carried_folders), (0, 1));
+    fs::write(src.join("wide/f00003"), "changed").expect("write");
+    let r = run_and_check(&opts, &src, &dest, "a change in the wide folder");
+    assert_eq!((r.files_read, r.modified, r.carried_folders), (1, 1, 1));
+}
