@@ -106,6 +106,43 @@ impl PlanCounts {
     pub fn copied(&self) -> u64 {
         self.backed_up + self.duplicates + self.modified
     }
+
+    /// Count an entry of the new listing: its kind, a file's bytes, its
+    /// owners.
+    pub fn count_entry(&mut self, item: &Item) {
+        let meta = match item {
+            Item::Leaf(l) => {
+                match l {
+                    Leaf::File { size, .. } => {
+                        self.files += 1;
+                        self.bytes += size;
+                    }
+                    Leaf::Symlink { .. } => self.symlinks += 1,
+                    Leaf::Special { .. } => self.specials += 1,
+                }
+                l.meta()
+            }
+            Item::Dir(m) => {
+                self.dirs += 1;
+                m
+            }
+        };
+        self.uids.insert(meta.uid);
+        self.gids.insert(meta.gid);
+    }
+
+    /// Add entries counted elsewhere as unchanged (a folder carried whole
+    /// by the walk, planned nowhere): every file among them is unchanged.
+    pub fn add_unchanged(&mut self, other: &PlanCounts) {
+        self.files += other.files;
+        self.unchanged += other.files;
+        self.bytes += other.bytes;
+        self.dirs += other.dirs;
+        self.symlinks += other.symlinks;
+        self.specials += other.specials;
+        self.uids.extend(&other.uids);
+        self.gids.extend(&other.gids);
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -413,21 +450,7 @@ impl<'o> PathPlanner<'o> {
             });
         }
         if let Some(c) = cur.as_deref() {
-            match c {
-                Item::Leaf(Leaf::File { size, .. }) => {
-                    self.counts.files += 1;
-                    self.counts.bytes += size;
-                }
-                Item::Leaf(Leaf::Symlink { .. }) => self.counts.symlinks += 1,
-                Item::Leaf(Leaf::Special { .. }) => self.counts.specials += 1,
-                Item::Dir(_) => self.counts.dirs += 1,
-            }
-            let m = match c {
-                Item::Leaf(l) => l.meta(),
-                Item::Dir(m) => m,
-            };
-            self.counts.uids.insert(m.uid);
-            self.counts.gids.insert(m.gid);
+            self.counts.count_entry(c);
         }
         // Retention over every history, so lowering the limit applies to
         // every path, not only to the ones touched in this run.

@@ -82,36 +82,16 @@ fn flat(item: Item) -> Flat<Leaf, Meta> {
     }
 }
 
-/// Entry counts of a listing, as the snapshot's summary keeps them.
-#[derive(Default)]
-struct Tally {
-    files: u64,
-    bytes: u64,
-    dirs: u64,
-    symlinks: u64,
-    specials: u64,
-}
-
-impl Tally {
-    fn add(&mut self, item: &Item) {
-        match item {
-            Item::Leaf(Leaf::File { size, .. }) => {
-                self.files += 1;
-                self.bytes += size;
-            }
-            Item::Leaf(Leaf::Symlink { .. }) => self.symlinks += 1,
-            Item::Leaf(Leaf::Special { .. }) => self.specials += 1,
-            Item::Dir(_) => self.dirs += 1,
-        }
-    }
-}
-
 /// Add what folders kept whole hold to the counts of the paths walked:
 /// the previous snapshot's totals less what the walked paths had there
 /// (the rest is exactly the folders kept whole, unchanged). Their owners
 /// are not known without reading them, so the previous snapshot's owner
 /// names are kept beside the new ones.
-fn add_kept(counts: &mut crate::plan::PlanCounts, prev: &SnapshotRecord, seen: &Tally) {
+fn add_kept(
+    counts: &mut crate::plan::PlanCounts,
+    prev: &SnapshotRecord,
+    seen: &crate::plan::PlanCounts,
+) {
     let s = &prev.summary;
     let files = s.files.saturating_sub(seen.files);
     counts.files += files;
@@ -154,7 +134,7 @@ struct Pass2<'a> {
     cache_from: &'a cache::Reader,
     /// What the previous entries of the records seen add up to (with the
     /// previous snapshot's totals, what folders kept whole hold).
-    prev_seen: Tally,
+    prev_seen: crate::plan::PlanCounts,
     log: Writer<LogRec>,
     debug: bool,
     /// The differing part of the old and new renderings, when collected.
@@ -240,7 +220,7 @@ impl Pass2<'_> {
             Rec::Kept { path, id } => self.kept(&path, id),
             Rec::Carried { path, id } => self.carried(&path, id),
             Rec::Gone { path, item } => {
-                self.prev_seen.add(&item);
+                self.prev_seen.count_entry(&item);
                 self.drain_archive(Some(&path))?;
                 let h = self.take_history(&path)?;
                 self.path(path, Some(item), None, None, h)
@@ -259,7 +239,7 @@ impl Pass2<'_> {
                     PrevAt::Other(p) => Some(p),
                 };
                 if let Some(p) = &prev {
-                    self.prev_seen.add(p);
+                    self.prev_seen.count_entry(p);
                 }
                 self.path(path, prev, Some(item), Some(extra), h)
             }
@@ -663,7 +643,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
         arch_nests: false,
         cache: cache_w,
         cache_from: &cache_reader,
-        prev_seen: Tally::default(),
+        prev_seen: crate::plan::PlanCounts::default(),
         log: Writer::create(&scratch)?,
         debug: tracing::enabled!(tracing::Level::DEBUG),
         diff: None,
@@ -702,7 +682,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     let arch_id = arch.finish()?;
     let mut counts = planner.counts;
     if walked.carried_whole > 0 {
-        walked.carried.add_to(&mut counts);
+        counts.add_unchanged(&walked.carried);
     }
     if let (true, Some(prev)) = (walked.kept_whole > 0, prev_rec) {
         tracing::debug!("{} folders kept whole, unread", walked.kept_whole);

@@ -327,55 +327,6 @@ struct OpenMark {
 /// spilled as before).
 const HELD_MAX: usize = 16384;
 
-/// The counts of the entries below folders carried whole: what pass 2's
-/// planner would have counted for them (all unchanged).
-#[derive(Default)]
-pub(super) struct CarriedCounts {
-    pub files: u64,
-    pub bytes: u64,
-    pub dirs: u64,
-    pub symlinks: u64,
-    pub specials: u64,
-    pub uids: std::collections::BTreeSet<u32>,
-    pub gids: std::collections::BTreeSet<u32>,
-}
-
-impl CarriedCounts {
-    fn add(&mut self, item: &Item) {
-        let meta = match item {
-            Item::Leaf(l) => {
-                match l {
-                    Leaf::File { size, .. } => {
-                        self.files += 1;
-                        self.bytes += size;
-                    }
-                    Leaf::Symlink { .. } => self.symlinks += 1,
-                    Leaf::Special { .. } => self.specials += 1,
-                }
-                l.meta()
-            }
-            Item::Dir(m) => {
-                self.dirs += 1;
-                m
-            }
-        };
-        self.uids.insert(meta.uid);
-        self.gids.insert(meta.gid);
-    }
-
-    /// Add them to the planner's counts: every carried file is unchanged.
-    pub fn add_to(&self, c: &mut crate::plan::PlanCounts) {
-        c.files += self.files;
-        c.unchanged += self.files;
-        c.bytes += self.bytes;
-        c.dirs += self.dirs;
-        c.symlinks += self.symlinks;
-        c.specials += self.specials;
-        c.uids.extend(&self.uids);
-        c.gids.extend(&self.gids);
-    }
-}
-
 /// The paths a watch run looks at again (everything else keeps its
 /// previous state): `roots`, sorted and none below another; `refresh`,
 /// the folders holding them, whose own metadata is read again (an entry
@@ -434,7 +385,7 @@ pub(super) struct Walked {
     /// Folders an ordinary run carried whole (`Rec::Carried`), and what
     /// their entries add to the counts.
     pub carried_whole: u64,
-    pub carried: CarriedCounts,
+    pub carried: crate::plan::PlanCounts,
     /// A newcomer's content was in the repository before this run (it may
     /// then be a duplicate of a file inside a folder kept whole).
     pub known_newcomer: bool,
@@ -469,8 +420,9 @@ struct Walker<'a> {
     /// Final records of the open folders that may still be carried whole
     /// (their marks are the innermost ones, `carry` set), in path order.
     held: Vec<Rec>,
-    /// What the entries below folders carried whole add to the counts.
-    carried: CarriedCounts,
+    /// What the entries below folders carried whole count (as the planner
+    /// counts an unchanged entry).
+    carried: crate::plan::PlanCounts,
     carried_whole: u64,
     /// A path whose read failed: the previous entries below it are kept.
     carry_under: Option<Vec<u8>>,
@@ -1166,7 +1118,7 @@ impl<'a> Walker<'a> {
                 // records (counted here) for one mark.
                 for r in self.held.drain(m.held_at..) {
                     if let Rec::Cur { item, .. } = &r {
-                        self.carried.add(item);
+                        self.carried.count_entry(item);
                     }
                 }
                 self.carried_whole += 1;
@@ -1491,7 +1443,7 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             same: Vec::new(),
             carry_enabled: input.scope.is_none() && !tracing::enabled!(tracing::Level::DEBUG),
             held: Vec::new(),
-            carried: CarriedCounts::default(),
+            carried: crate::plan::PlanCounts::default(),
             carried_whole: 0,
             carry_under: None,
             newcomers: Newcomers {
