@@ -17,7 +17,7 @@ use super::{BackupOptions, BackupReport, Problem};
 use crate::audit::Layout;
 use crate::browsable::apply::{LazyRender, Materializer};
 use crate::browsable::render::{self, BrowsableEntry, Escapes};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::{HashAlgo, ObjectId, TreeId};
 use crate::local::cache;
 use crate::local::objects::Batch;
@@ -518,70 +518,33 @@ fn upgrade_cache(repo: &LocalRepo, latest: &Snapshot) {
     }
 }
 
-pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
-    let s = &c.opts.settings;
-    let scan_opts = super::scan_options(s, c.root)?;
-    let source_records = super::source_records(c.layout)?;
-    // --rehash reads every file: it also checks the objects it finds
-    // stored and re-stores damaged ones (the repair `verify` advises).
-    let batch = c.writer.map(|r| {
-        if c.opts.rehash {
-            Batch::repairing(r)
-        } else {
-            Batch::new(r)
-        }
-    });
-    // Scratch files go to the repository's tmp/ in a real run; a dry run
-    // writes nothing there (the repository may not even be writable).
-    let scratch = c.writer.map_or_else(std::env::temp_dir, LocalRepo::tmp_dir);
-    let prev_rec = c.latest.as_ref().map(|l| &l.record);
-    if let (Some(r), false, Some(l)) = (c.writer, c.opts.rehash, &c.latest) {
-        if cache::needs_upgrade(r) {
-            upgrade_cache(r, l);
-        }
-    }
-    let cache_reader = match (c.repo, c.opts.rehash, &c.latest) {
-        (Some(r), false, Some(l)) => cache::Reader::open(r, Some(&l.id)),
-        _ => cache::Reader::empty(),
-    };
-    // A watch run looks again only at the paths events named, when there
-    // is a previous snapshot to take everything else from.
-    let scope = match (c.repo, &c.latest, &c.opts.scope) {
-        (Some(r), Some(l), Some(paths)) => scope_of(r, &l.record, c.layout, paths)?,
-        _ => None,
-    };
-    c.progress.phase("backing up", 0, 0);
-    crate::log::mem_phase("start");
-    let mut spill = Writer::create(&scratch)?;
-    let walked = walk::walk(
-        WalkInput {
-            repo: c.repo,
-            prev_root: prev_rec.map(|r| r.root),
-            cache: &cache_reader,
-            algo: c.algo,
-            batch: batch.as_ref(),
-            layout: c.layout,
-            opts: &scan_opts,
-            source_metas: source_records.iter().map(|r| r.meta.clone()).collect(),
-            follow: s.follow_symlinks,
-            run_start: c.run_start,
-            on_error: s.on_error,
-            progress: c.progress,
-            scratch: &scratch,
-            scope,
-        },
-        &mut spill,
-    )?;
-    c.progress.finish();
-    let spilled = spill.finish()?;
-    crate::log::mem_phase("walked");
-    report.excluded = walked.excluded;
-    report.files_read = walked.stats.files_read.into_inner();
-    report.carried_folders = walked.carried_whole;
-    report.new_objects = walked.stats.new_objects.into_inner();
-    report.new_bytes = walked.stats.new_bytes.into_inner();
-    super::report_issues(walked.issues, s.on_error, report)?;
+/// What pass 2 leaves for the commit and the browsable update.
+struct Planned {
+    root_id: TreeId,
+    arch_id: TreeId,
+    counts: crate::plan::PlanCounts,
+    log: Spilled<LogRec>,
+    diff: Option<(Vec<BrowsableEntry>, Vec<BrowsableEntry>)>,
+    dropped: Vec<ObjectId>,
+    arch_nests: bool,
+    cache: Option<cache::Writer>,
+    old_esc: Escapes,
+    new_esc: Escapes,
+}
 
+/// The DUPLICATE question, then pass 2: stream the spill back beside the
+/// previous archive, plan every path and build both new trees.
+fn plan(
+    c: &Ctx<'_>,
+    walked: walk::Walked,
+    spilled: Spilled<Rec>,
+    batch: Option<&Batch<'_>>,
+    cache_reader: &cache::Reader,
+    scratch: &Path,
+    report: &mut BackupReport,
+) -> Result<Planned> {
+    let s = &c.opts.settings;
+    let prev_rec = c.latest.as_ref().map(|l| &l.record);
     // DUPLICATE: every kept top-level content must be known before the
     // first newcomer is decided, and they come from anywhere in the tree.
     let mut dups = Dups::new(walked.newcomers);
@@ -634,17 +597,17 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     let mut p2 = Pass2 {
         planner: PathPlanner::new(&popts),
         dups,
-        src: TreeWriter::new(sink(c.algo, batch.as_ref(), Some(&walked.known_trees))),
-        arch: TreeWriter::new(sink(c.algo, batch.as_ref(), None)),
+        src: TreeWriter::new(sink(c.algo, batch, Some(&walked.known_trees))),
+        arch: TreeWriter::new(sink(c.algo, batch, None)),
         prev_arch,
         arch_next: None,
         last_old_arch: None,
         last_new_arch: None,
         arch_nests: false,
         cache: cache_w,
-        cache_from: &cache_reader,
+        cache_from: cache_reader,
         prev_seen: crate::plan::PlanCounts::default(),
-        log: Writer::create(&scratch)?,
+        log: Writer::create(scratch)?,
         debug: tracing::enabled!(tracing::Level::DEBUG),
         diff: None,
         old_esc: &old_esc,
@@ -666,18 +629,26 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     drop(r);
     drop(spilled);
     p2.drain_archive(None)?;
-    let Pass2 {
-        planner,
-        src,
-        arch,
-        cache: cache_w,
-        log,
-        diff,
-        dropped,
-        arch_nests,
-        prev_seen,
-        ..
-    } = p2;
+    // Moved into a block of its own so that what is left of `p2` (which
+    // borrows the escapes) is dropped before they are returned.
+    let (planner, src, arch, cache_w, log, diff, dropped, arch_nests, prev_seen) = {
+        let p2 = p2;
+        let Pass2 {
+            planner,
+            src,
+            arch,
+            cache,
+            log,
+            diff,
+            dropped,
+            arch_nests,
+            prev_seen,
+            ..
+        } = p2;
+        (
+            planner, src, arch, cache, log, diff, dropped, arch_nests, prev_seen,
+        )
+    };
     let root_id = src.finish()?;
     let arch_id = arch.finish()?;
     let mut counts = planner.counts;
@@ -691,6 +662,128 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     let log = log.finish()?;
     super::fill_counts(report, &counts);
     crate::log::mem_phase("planned");
+    Ok(Planned {
+        root_id,
+        arch_id,
+        counts,
+        log,
+        diff,
+        dropped,
+        arch_nests,
+        cache: cache_w,
+        old_esc,
+        new_esc,
+    })
+}
+
+pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
+    let s = &c.opts.settings;
+    let scan_opts = super::scan_options(s, c.root)?;
+    let source_records = super::source_records(c.layout)?;
+    // --rehash reads every file: it also checks the objects it finds
+    // stored and re-stores damaged ones (the repair `verify` advises).
+    let batch = c.writer.map(|r| {
+        if c.opts.rehash {
+            Batch::repairing(r)
+        } else {
+            Batch::new(r)
+        }
+    });
+    // Scratch files go to the repository's tmp/ in a real run; a dry run
+    // writes nothing there (the repository may not even be writable).
+    let scratch = c.writer.map_or_else(std::env::temp_dir, LocalRepo::tmp_dir);
+    let prev_rec = c.latest.as_ref().map(|l| &l.record);
+    if let (Some(r), false, Some(l)) = (c.writer, c.opts.rehash, &c.latest) {
+        if cache::needs_upgrade(r) {
+            upgrade_cache(r, l);
+        }
+    }
+    let cache_reader = match (c.repo, c.opts.rehash, &c.latest) {
+        (Some(r), false, Some(l)) => cache::Reader::open(r, Some(&l.id)),
+        _ => cache::Reader::empty(),
+    };
+    // A watch run looks again only at the paths events named, when there
+    // is a previous snapshot to take everything else from.
+    let scope = match (c.repo, &c.latest, &c.opts.scope) {
+        (Some(r), Some(l), Some(paths)) => scope_of(r, &l.record, c.layout, paths)?,
+        _ => None,
+    };
+    c.progress.phase("backing up", 0, 0);
+    crate::log::mem_phase("start");
+    let mut spill = Writer::create(&scratch)?;
+    let mut walked = walk::walk(
+        WalkInput {
+            repo: c.repo,
+            prev_root: prev_rec.map(|r| r.root),
+            cache: &cache_reader,
+            algo: c.algo,
+            batch: batch.as_ref(),
+            layout: c.layout,
+            opts: &scan_opts,
+            source_metas: source_records.iter().map(|r| r.meta.clone()).collect(),
+            follow: s.follow_symlinks,
+            run_start: c.run_start,
+            on_error: s.on_error,
+            progress: c.progress,
+            scratch: &scratch,
+            scope,
+        },
+        &mut spill,
+    )?;
+    c.progress.finish();
+    let spilled = spill.finish()?;
+    crate::log::mem_phase("walked");
+    report.excluded = walked.excluded;
+    report.files_read = walked
+        .stats
+        .files_read
+        .load(std::sync::atomic::Ordering::Relaxed);
+    report.carried_folders = walked.carried_whole;
+    report.new_objects = walked
+        .stats
+        .new_objects
+        .load(std::sync::atomic::Ordering::Relaxed);
+    report.new_bytes = walked
+        .stats
+        .new_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    super::report_issues(std::mem::take(&mut walked.issues), s.on_error, report)?;
+
+    let cache_complete = walked.cache_complete;
+    // Every object of the run is queued now (pass 2 queues trees only):
+    // they are made durable and moved into the store on another thread
+    // while pass 2 plans, so the commit after it syncs only the tree packs.
+    // Like any commit's objects, they are unreferenced (and collected) if
+    // the run stops before its snapshot is written.
+    let planned = std::thread::scope(|sc| -> Result<Planned> {
+        let objects = batch.as_ref().map(|b| sc.spawn(move || b.commit_objects()));
+        let planned = plan(
+            &c,
+            walked,
+            spilled,
+            batch.as_ref(),
+            &cache_reader,
+            &scratch,
+            report,
+        );
+        if let Some(h) = objects {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::Internal("committing objects panicked".into())))?;
+        }
+        planned
+    })?;
+    let Planned {
+        root_id,
+        arch_id,
+        counts,
+        log,
+        diff,
+        dropped,
+        arch_nests,
+        cache: cache_w,
+        old_esc,
+        new_esc,
+    } = planned;
     report.changed = c
         .latest
         .as_ref()
@@ -712,7 +805,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
         tracing::info!("No changes: nothing to back up, no new snapshot");
         // Nothing read and every file vouched for: the cache on disk is
         // already exactly what was written again.
-        if report.files_read == 0 && walked.cache_complete && report.problems.is_empty() {
+        if report.files_read == 0 && cache_complete && report.problems.is_empty() {
             cache_w.discard();
         } else {
             cache_w.finish(latest)?;

@@ -371,6 +371,19 @@ impl<'r> Batch<'r> {
     /// place.
     pub fn commit(&self) -> Result<()> {
         let packs = self.seal_trees()?;
+        self.commit_queued(packs)
+    }
+
+    /// Make the objects queued so far durable and move them into the
+    /// store, leaving the trees for `commit`: a run does this while it
+    /// plans, once its walk has queued every object. No object may be
+    /// queued meanwhile (its check of the store could race the move);
+    /// trees may.
+    pub fn commit_objects(&self) -> Result<()> {
+        self.commit_queued(Vec::new())
+    }
+
+    fn commit_queued(&self, packs: Vec<SealedPack>) -> Result<()> {
         let files = self.files.swap(0, Ordering::Relaxed);
         let bytes = self.bytes.swap(0, Ordering::Relaxed);
         if files == 0 && packs.is_empty() {
