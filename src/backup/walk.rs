@@ -20,7 +20,7 @@ use super::ReadStats;
 use crate::audit::Layout;
 use crate::browsable::render::Escapes;
 use crate::config::OnError;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::id::{HashAlgo, ObjectId, TreeId};
 use crate::local::cache::{self, StatExtra};
 use crate::local::objects::{self, Batch, ReadFailure};
@@ -34,7 +34,7 @@ use crate::scan::{DirListing, DirScanner, DirTask, Issue, IssueKind};
 use rayon::prelude::*;
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering as AtOrd;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 /// Records held back until their files are read, at most.
 const WINDOW_RECORDS: usize = 8192;
@@ -306,6 +306,59 @@ enum WindowRecord {
     Leave,
 }
 
+/// A window handed to the reader: its records, and which of them wait
+/// for their file's read (in the order the reads were sent).
+struct InFlight {
+    window: Vec<WindowRecord>,
+    todo: Vec<usize>,
+}
+
+/// What reading one file gives: its extended attributes and content.
+type ReadResult = std::result::Result<(crate::model::Xattrs, objects::Ingested), ReadFailure>;
+
+/// The walk's end of the file reader: windows' paths go out, their
+/// results come back in the same order.
+struct ReaderLink {
+    jobs: mpsc::SyncSender<Vec<Vec<u8>>>,
+    done: mpsc::Receiver<Vec<ReadResult>>,
+}
+
+/// What the file reader needs to read and store a window's files.
+struct ReadEnv<'a> {
+    algo: HashAlgo,
+    batch: Option<&'a Batch<'a>>,
+    layout: &'a Layout,
+    follow: bool,
+    /// Record extended attributes of files (read beside their content).
+    xattrs: bool,
+    progress: &'a dyn Progress,
+    stats: &'a ReadStats,
+}
+
+impl ReadEnv<'_> {
+    /// Read (and store) the files of one window, in parallel on the rayon
+    /// pool; results in the order of `paths`.
+    fn read(&self, paths: &[Vec<u8>]) -> Vec<ReadResult> {
+        paths
+            .par_iter()
+            .map(|p| {
+                let fs_path = self.layout.fs_path(p);
+                let r = objects::ingest(self.algo, self.batch, &fs_path, self.follow)
+                    .map(|ing| (crate::scan::xattrs_of(self.xattrs, &fs_path), ing));
+                self.stats.files_read.fetch_add(1, AtOrd::Relaxed);
+                if let Ok((_, ing)) = &r {
+                    if ing.stored {
+                        self.stats.new_objects.fetch_add(1, AtOrd::Relaxed);
+                        self.stats.new_bytes.fetch_add(ing.size, AtOrd::Relaxed);
+                    }
+                    self.progress.advance(1, ing.size);
+                }
+                r
+            })
+            .collect()
+    }
+}
+
 /// A folder entered and not yet left, as the finishing of records sees
 /// it.
 struct OpenMark {
@@ -395,15 +448,9 @@ pub(super) struct Walked {
 struct Walker<'a> {
     env: &'a ListingSources<'a>,
     queue: &'a ListingQueue,
-    algo: HashAlgo,
-    batch: Option<&'a Batch<'a>>,
     layout: &'a Layout,
-    follow: bool,
-    /// Record extended attributes of files (read beside their content).
-    xattrs: bool,
     run_start: i64,
     on_error: OnError,
-    progress: &'a dyn Progress,
     cache: &'a cache::Reader,
     cache_complete: bool,
     kept_whole: u64,
@@ -411,6 +458,9 @@ struct Walker<'a> {
     spill: &'a mut SpillWriter,
     window: Vec<WindowRecord>,
     window_bytes: u64,
+    /// The window whose files the reader is reading.
+    in_flight: Option<InFlight>,
+    reader: ReaderLink,
     /// Enter marks not yet left, outermost first.
     same: Vec<OpenMark>,
     /// Ordinary runs carry a folder whole when nothing below it changed
@@ -430,7 +480,6 @@ struct Walker<'a> {
     any_top_kept: bool,
     issues: Vec<Issue>,
     excluded: u64,
-    stats: ReadStats,
     new_top: Vec<Vec<u8>>,
     old_top: Vec<Vec<u8>>,
     known_trees: HashSet<TreeId>,
@@ -867,7 +916,8 @@ impl<'a> Walker<'a> {
                 }
             }
         }
-        self.flush()
+        self.flush()?;
+        self.finish_in_flight()
     }
 
     fn step(
@@ -997,49 +1047,64 @@ impl<'a> Walker<'a> {
         Ok(())
     }
 
-    /// Read the window's files (in parallel), then finish its records in
-    /// order and spill them.
+    /// Hand the window's files to the reader and start a new window. The
+    /// window handed over before is finished first: its records come
+    /// before this one's, and the walk spills in path order. So the walk
+    /// goes on listing while a window's files are read, and at most two
+    /// windows are held.
     fn flush(&mut self) -> Result<()> {
-        let todo: Vec<(usize, Vec<u8>)> = self
-            .window
+        self.finish_in_flight()?;
+        let window = std::mem::take(&mut self.window);
+        self.window_bytes = 0;
+        let todo: Vec<usize> = window
             .iter()
             .enumerate()
             .filter_map(|(k, w)| match w {
-                WindowRecord::Path {
-                    path, read: true, ..
-                } => Some((k, path.clone())),
+                WindowRecord::Path { read: true, .. } => Some(k),
                 _ => None,
             })
             .collect();
-        let (algo, batch, layout, follow, progress, xattrs) = (
-            self.algo,
-            self.batch,
-            self.layout,
-            self.follow,
-            self.progress,
-            self.xattrs,
-        );
-        let stats = &self.stats;
-        let results: Vec<_> = todo
-            .par_iter()
-            .map(|(_, p)| {
-                let fs_path = layout.fs_path(p);
-                let r = objects::ingest(algo, batch, &fs_path, follow)
-                    .map(|ing| (crate::scan::xattrs_of(xattrs, &fs_path), ing));
-                stats.files_read.fetch_add(1, AtOrd::Relaxed);
-                if let Ok((_, ing)) = &r {
-                    if ing.stored {
-                        stats.new_objects.fetch_add(1, AtOrd::Relaxed);
-                        stats.new_bytes.fetch_add(ing.size, AtOrd::Relaxed);
-                    }
-                    progress.advance(1, ing.size);
-                }
-                r
-            })
-            .collect();
+        if !todo.is_empty() {
+            let paths = todo
+                .iter()
+                .filter_map(|&k| match &window[k] {
+                    WindowRecord::Path { path, .. } => Some(path.clone()),
+                    _ => None,
+                })
+                .collect();
+            self.reader.jobs.send(paths).map_err(|_| {
+                Error::Internal("the file reader stopped (a bug: please report it)".into())
+            })?;
+        }
+        self.in_flight = Some(InFlight { window, todo });
+        // A run that stops at the first problem looks at each window's
+        // issues before walking on, as without the reader.
+        if self.on_error == OnError::Fail {
+            self.finish_in_flight()?;
+        }
+        Ok(())
+    }
+
+    /// Wait for the reads of the window handed to the reader, then finish
+    /// its records in order and spill them.
+    fn finish_in_flight(&mut self) -> Result<()> {
+        let Some(InFlight { mut window, todo }) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let results = if todo.is_empty() {
+            Vec::new()
+        } else {
+            self.reader.done.recv().map_err(|_| {
+                Error::Internal("the file reader stopped (a bug: please report it)".into())
+            })?
+        };
+        let layout = self.layout;
         let mut failed: HashSet<usize> = HashSet::new();
-        for ((k, p), r) in todo.into_iter().zip(results) {
-            let WindowRecord::Path { cur, fresh, .. } = &mut self.window[k] else {
+        for (k, r) in todo.into_iter().zip(results) {
+            let WindowRecord::Path {
+                path, cur, fresh, ..
+            } = &mut window[k]
+            else {
                 continue;
             };
             match r {
@@ -1061,16 +1126,14 @@ impl<'a> Walker<'a> {
                     }
                     *cur = None;
                     self.issues.push(Issue {
-                        fs: layout.fs_path(&p),
-                        path: p,
+                        fs: layout.fs_path(path),
+                        path: path.clone(),
                         kind,
                         msg,
                     });
                 }
             }
         }
-        let window = std::mem::take(&mut self.window);
-        self.window_bytes = 0;
         for (k, w) in window.into_iter().enumerate() {
             match w {
                 WindowRecord::Path {
@@ -1406,7 +1469,17 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
     };
     let queue = ListingQueue::default();
     let listers = rayon::current_num_threads().clamp(1, 8);
-    std::thread::scope(|scope| -> Result<Walked> {
+    let stats = ReadStats::default();
+    let read_env = ReadEnv {
+        algo: input.algo,
+        batch: input.batch,
+        layout,
+        follow: input.follow,
+        xattrs: input.opts.xattrs,
+        progress: input.progress,
+        stats: &stats,
+    };
+    let walked = std::thread::scope(|scope| -> Result<Walked> {
         for _ in 0..listers {
             scope.spawn(|| {
                 while let Some(s) = queue.pop() {
@@ -1414,6 +1487,19 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
                 }
             });
         }
+        // The file reader: one window at a time, while the walk goes on.
+        // It stops when the walk drops its end of the channels.
+        let (jobs, jobs_rx) = mpsc::sync_channel::<Vec<Vec<u8>>>(1);
+        let (done_tx, done) = mpsc::sync_channel::<Vec<ReadResult>>(1);
+        let read_env = &read_env;
+        scope.spawn(move || {
+            while let Ok(paths) = jobs_rx.recv() {
+                if done_tx.send(read_env.read(&paths)).is_err() {
+                    break;
+                }
+            }
+        });
+        let reader = ReaderLink { jobs, done };
         // Close the queue however the walk ends, or the listers never do.
         struct CloseOnDrop<'q>(&'q ListingQueue);
         impl Drop for CloseOnDrop<'_> {
@@ -1425,14 +1511,9 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
         let mut w = Walker {
             env: &env,
             queue: &queue,
-            algo: input.algo,
-            batch: input.batch,
             layout,
-            follow: input.follow,
-            xattrs: input.opts.xattrs,
             run_start: input.run_start,
             on_error: input.on_error,
-            progress: input.progress,
             cache: input.cache,
             cache_complete: true,
             kept_whole: 0,
@@ -1440,6 +1521,8 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             spill,
             window: Vec::new(),
             window_bytes: 0,
+            in_flight: None,
+            reader,
             same: Vec::new(),
             carry_enabled: input.scope.is_none() && !tracing::enabled!(tracing::Level::DEBUG),
             held: Vec::new(),
@@ -1454,7 +1537,6 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             any_top_kept: false,
             issues: Vec::new(),
             excluded: 0,
-            stats: ReadStats::default(),
             new_top: Vec::new(),
             old_top: Vec::new(),
             known_trees: HashSet::new(),
@@ -1549,7 +1631,7 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             any_top_kept: w.any_top_kept,
             issues: w.issues,
             excluded: w.excluded,
-            stats: w.stats,
+            stats: ReadStats::default(),
             new_esc: Escapes::for_top_names(w.new_top.iter().map(Vec::as_slice)),
             old_esc: Escapes::for_top_names(w.old_top.iter().map(Vec::as_slice)),
             known_trees: w.known_trees,
@@ -1560,5 +1642,6 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
             carried: w.carried,
             known_newcomer: w.known_newcomer,
         })
-    })
+    })?;
+    Ok(Walked { stats, ..walked })
 }

@@ -151,6 +151,64 @@ fn on_error_policy_ignore_exits_0_and_fail_commits_nothing() -> TestResult {
     Ok(())
 }
 
+/// A walk reads files a window (8,192 records) at a time while it walks
+/// on: unreadable files in the first, a middle and the last window are
+/// each reported and only they are missing; `--on-error fail` stops at
+/// the first one and commits nothing.
+#[test]
+fn unreadable_files_in_several_read_windows_are_each_reported() -> TestResult {
+    let env = env_with_ok_file()?;
+    chmod(env.root(), 0o777)?;
+    let folders = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+    for d in folders {
+        for n in 0..2000 {
+            env.write(&format!("{d}/{n:04}.txt"), &format!("{d} {n}"))?;
+        }
+    }
+    let locked = ["a/0000.txt", "e/1000.txt", "j/1999.txt"];
+    for l in locked {
+        chmod(&env.src(l), 0o000)?;
+    }
+
+    let fail = backup_as_nobody(&env, &["--on-error", "fail"])?;
+    fail.expect_code(1);
+    assert!(
+        fail.stderr.contains("a/0000.txt"),
+        "fail names the first unreadable file: {}",
+        fail.stderr
+    );
+    let snaps = env.repo_cmd(&["snapshots", "--json"])?;
+    let v: serde_json::Value = serde_json::from_slice(&snaps.stdout)?;
+    assert_eq!(v.as_array().map(Vec::len).unwrap_or(0), 0, "nothing committed");
+
+    let r = backup_as_nobody(&env, &[])?;
+    r.expect_code(1);
+    for l in locked {
+        assert_warns_about(&r, &env.src(l), "ermission denied");
+        assert!(!env.dst(l).exists(), "{l} is not in the backup");
+    }
+    for d in folders {
+        let n = std::fs::read_dir(env.dst(d))?.count();
+        let want = 2000 - locked.iter().filter(|l| l.starts_with(d)).count();
+        assert_eq!(n, want, "files backed up in {d}/");
+    }
+    assert_eq!(std::fs::read(env.dst("e/0999.txt"))?, b"e 999");
+    assert_eq!(std::fs::read(env.dst("j/1998.txt"))?, b"j 1998");
+
+    // Readable again: the next run reads exactly them and is clean.
+    for l in locked {
+        chmod(&env.src(l), 0o644)?;
+    }
+    let again = backup_as_nobody(&env, &[])?;
+    again.expect_code(0);
+    for l in locked {
+        let (d, n) = l.split_once('/').unwrap_or_default();
+        let n: u32 = n.trim_end_matches(".txt").parse()?;
+        assert_eq!(std::fs::read(env.dst(l))?, format!("{d} {n}").as_bytes());
+    }
+    Ok(())
+}
+
 #[test]
 fn dangling_symlink_is_recorded_and_shown_as_a_symlink() -> TestResult {
     let env = env_with_ok_file()?;
