@@ -587,23 +587,7 @@ impl<'r> Materializer<'r> {
         // Parents first: once they are known to be real directories, a
         // look at this one cannot pass through a symlink.
         self.ensure_rel(pathbytes::parent(rel), done)?;
-        match self.root()?.lstat(rel) {
-            Ok(Lstat::Found(m)) if m.is_dir() => {}
-            Ok(Lstat::Found(_)) => {
-                self.to_quarantine(rel)?;
-                self.make_dir(rel)?;
-            }
-            Ok(Lstat::Missing) => self.make_dir(rel)?,
-            // A parent checked a moment ago is no folder any more.
-            Ok(Lstat::Blocked) => {
-                return Err(Error::io(
-                    "check folder",
-                    self.fs_path(rel),
-                    io::Error::from_raw_os_error(libc::ENOTDIR),
-                ))
-            }
-            Err(e) => return Err(Error::io("stat", self.fs_path(rel), e)),
-        }
+        self.ensure_dir(rel, false)?;
         done.insert(rel.to_vec());
         Ok(())
     }
@@ -623,21 +607,85 @@ impl<'r> Materializer<'r> {
         }
     }
 
-    /// Check (and create) the parent folders of `paths` one by one, in
-    /// order, before entries are placed in parallel: implicit folders such
-    /// as `versions/<path>/` have no entry of their own, and two threads
-    /// must not both try to move the same thing out of their way.
+    /// Check (and create) the parent folders of `paths` before entries are
+    /// placed in parallel: implicit folders such as `versions/<path>/`
+    /// have no entry of their own. One depth at a time, parents before
+    /// children, and the folders of one depth in parallel (each by one
+    /// thread, so two threads never both move the same thing out of the
+    /// way). Below a folder that could not be made nothing is tried; the
+    /// entries there fail when placed, each reported.
     fn prepare_parents<'a>(&self, paths: impl Iterator<Item = &'a [u8]>) {
-        let mut parents: Vec<&[u8]> = paths
-            .map(pathbytes::parent)
-            .filter(|p| !p.is_empty())
-            .collect();
-        parents.sort_by(|a, b| cmp_paths(a, b));
-        parents.dedup();
-        let mut done = HashSet::new();
-        for p in parents {
-            let r = self.ensure_rel(p, &mut done);
-            self.record(p, r);
+        let mut needed: HashSet<&[u8]> = HashSet::new();
+        for p in paths {
+            let mut d = pathbytes::parent(p);
+            while !d.is_empty() && needed.insert(d) {
+                d = pathbytes::parent(d);
+            }
+        }
+        let mut by_depth: Vec<Vec<&[u8]>> = Vec::new();
+        for d in needed {
+            let depth = d.iter().filter(|&&b| b == b'/').count();
+            if by_depth.len() <= depth {
+                by_depth.resize_with(depth + 1, Vec::new);
+            }
+            by_depth[depth].push(d);
+        }
+        // Folders made here (their children need no look first), and
+        // folders that could not be checked or made.
+        let made: std::sync::Mutex<HashSet<&[u8]>> = std::sync::Mutex::new(HashSet::new());
+        let broken: std::sync::Mutex<HashSet<&[u8]>> = std::sync::Mutex::new(HashSet::new());
+        for mut level in by_depth {
+            level.sort_by(|a, b| cmp_paths(a, b));
+            let (made_above, broken_above) = (
+                std::mem::take(&mut *made.lock().unwrap_or_else(|p| p.into_inner())),
+                std::mem::take(&mut *broken.lock().unwrap_or_else(|p| p.into_inner())),
+            );
+            level.par_iter().for_each(|&d| {
+                let parent = pathbytes::parent(d);
+                if broken_above.contains(parent) {
+                    broken.lock().unwrap_or_else(|p| p.into_inner()).insert(d);
+                    return;
+                }
+                match self.ensure_dir(d, made_above.contains(parent)) {
+                    Ok(true) => {
+                        made.lock().unwrap_or_else(|p| p.into_inner()).insert(d);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.record(d, Err(e));
+                        broken.lock().unwrap_or_else(|p| p.into_inner()).insert(d);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Make `rel` a folder, its parent being one already: true when it was
+    /// made here. A folder just made by this update has nothing in it, so
+    /// `parent_new` skips the look before the mkdir.
+    fn ensure_dir(&self, rel: &[u8], parent_new: bool) -> Result<bool> {
+        if parent_new {
+            self.make_dir(rel)?;
+            return Ok(true);
+        }
+        match self.root()?.lstat(rel) {
+            Ok(Lstat::Found(m)) if m.is_dir() => Ok(false),
+            Ok(Lstat::Found(_)) => {
+                self.to_quarantine(rel)?;
+                self.make_dir(rel)?;
+                Ok(true)
+            }
+            Ok(Lstat::Missing) => {
+                self.make_dir(rel)?;
+                Ok(true)
+            }
+            // A parent checked a moment ago is no folder any more.
+            Ok(Lstat::Blocked) => Err(Error::io(
+                "check folder",
+                self.fs_path(rel),
+                io::Error::from_raw_os_error(libc::ENOTDIR),
+            )),
+            Err(e) => Err(Error::io("stat", self.fs_path(rel), e)),
         }
     }
 
@@ -679,8 +727,18 @@ impl<'r> Materializer<'r> {
                 }
             }
         }
-        // Children before parents, so directories empty out first.
-        for e in removals.iter().rev() {
+        // Files and symlinks first, in parallel (unlinking is
+        // metadata-bound); then folders, children before parents, so they
+        // empty out first.
+        removals
+            .par_iter()
+            .filter(|e| !matches!(e.kind, BrowsableKind::Dir))
+            .for_each(|e| self.record(&e.path, self.remove(e)));
+        for e in removals
+            .iter()
+            .rev()
+            .filter(|e| matches!(e.kind, BrowsableKind::Dir))
+        {
             self.record(&e.path, self.remove(e));
         }
         let mut removed_dirs: Vec<&[u8]> = removals

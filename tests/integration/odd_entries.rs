@@ -179,7 +179,11 @@ fn unreadable_files_in_several_read_windows_are_each_reported() -> TestResult {
     );
     let snaps = env.repo_cmd(&["snapshots", "--json"])?;
     let v: serde_json::Value = serde_json::from_slice(&snaps.stdout)?;
-    assert_eq!(v.as_array().map(Vec::len).unwrap_or(0), 0, "nothing committed");
+    assert_eq!(
+        v.as_array().map(Vec::len).unwrap_or(0),
+        0,
+        "nothing committed"
+    );
 
     let r = backup_as_nobody(&env, &[])?;
     r.expect_code(1);
