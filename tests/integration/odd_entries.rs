@@ -162,7 +162,7 @@ fn unreadable_files_in_several_read_windows_are_each_reported() -> TestResult {
     let folders = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
     for d in folders {
         for n in 0..2000 {
-            env.write(&format!("{d}/{n:04}.txt"), &format!("{d} {n}"))?;
+            env.write(&format!("{d}/{n:04}.txt"), format!("{d} {n}"))?;
         }
     }
     let locked = ["a/0000.txt", "e/1000.txt", "j/1999.txt"];
