@@ -216,16 +216,7 @@ MAT=$DATA/view
 # order alternates, and on such a filesystem the step first waits out the
 # window after the first backups' removals (SETTLE seconds, default 370).
 # benches/restore.sh times both states, settled and right after a delete.
-RDEV=$(basename "$(df --output=source "$DATA" | tail -1)")
-if [ "$(cat "/sys/fs/ext4/$RDEV/journal_task" 2>/dev/null)" = "<none>" ]; then
-    SETTLE=${SETTLE:-370}
-else
-    SETTLE=${SETTLE:-0}
-fi
-if [ "$SETTLE" != 0 ]; then
-    echo "  (ext4 without a journal: waiting ${SETTLE}s so no recently freed inode is in the way of either)"
-    sleep "$SETTLE"
-fi
+settle_deletes "so no recently freed inode is in the way of either"
 for r in $(seq "$REPS"); do
     if [ $((r % 2)) = 1 ]; then
         measure "cp_a_r.$r" cp -a "$SRC" "$CPX.r$r"

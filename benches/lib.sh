@@ -47,6 +47,26 @@ have_tool() {
     fi
 }
 
+# settle_deletes WHY: on ext4 without a journal (`journal_task` says
+# `<none>`), an inode freed within the last 60 s (360 s once its
+# inode-table block is dirtied again) is passed over, one look-up each, by
+# every creation in its group; wait SETTLE seconds (default 370 there,
+# else 0) so a timed step does not pay for the harness's own deletes.
+settle_deletes() {
+    local dev
+    dev=$(basename "$(df --output=source "$DATA" | tail -1)")
+    if [ "$(cat "/sys/fs/ext4/$dev/journal_task" 2>/dev/null)" = "<none>" ]; then
+        SETTLE=${SETTLE:-370}
+    else
+        SETTLE=${SETTLE:-0}
+    fi
+    if [ "$SETTLE" != 0 ]; then
+        echo "  (ext4 without a journal: waiting ${SETTLE}s $1)"
+        sync
+        sleep "$SETTLE"
+    fi
+}
+
 # Busy CPU time of the whole machine so far, in 1/100 s (USER_HZ).
 busy_ticks() {
     awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat

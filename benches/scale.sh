@@ -37,20 +37,11 @@ mkdir -p "$OUT"
 # journal an inode freed within the last 60 s (360 s once its inode-table
 # block is dirtied again) is passed over, one look-up each, by every
 # creation in its group, so a first backup started right after that
-# delete timed the harness's own `rm` (2026-12-06: 384 s and 465 s of CPU
-# against 305 s and 296 s settled; docs/DESIGN.md "Restore performance").
-# Wait the window out, as benches/compare.sh does before its restores.
-RDEV=$(basename "$(df --output=source "$DATA" | tail -1)")
-if [ "$(cat "/sys/fs/ext4/$RDEV/journal_task" 2>/dev/null)" = "<none>" ]; then
-    SETTLE=${SETTLE:-370}
-else
-    SETTLE=${SETTLE:-0}
-fi
-if [ "$SETTLE" != 0 ]; then
-    echo "ext4 without a journal: waiting ${SETTLE}s after removing the previous dest/"
-    sync
-    sleep "$SETTLE"
-fi
+# delete timed the harness's own `rm` too (docs/DESIGN.md "Restore
+# performance").
+# Wait the window out (lib.sh), as benches/compare.sh does before its
+# restores.
+settle_deletes "after removing the previous dest/"
 
 (cd "$REPO" && cargo build --release --quiet)
 TROVE=${CARGO_TARGET_DIR:-$REPO/target}/release/trove
