@@ -7,13 +7,14 @@
 //! Each path comes out as one record of the merged walk, with its current
 //! entry (hashed: vouched for by the cache or read) and its previous one,
 //! appended to a spill file that pass 2 streams back. Memory is the open
-//! directories, a bounded look-ahead of listed directories, a window of
-//! records waiting for their files to be read, and the newcomers' contents
-//! (the one global question, DUPLICATE, needs them).
+//! directories, a bounded look-ahead of listed directories, two windows of
+//! records (one whose files are being read, one being filled), and the
+//! newcomers' contents (the one global question, DUPLICATE, needs them).
 //!
 //! Listing and stat'ing directories and decoding previous trees run ahead
-//! of the walk on lister threads; reading files runs on the rayon pool, a
-//! window at a time.
+//! of the walk on lister threads; reading files runs on a reader thread
+//! (in parallel on the rayon pool), one window while the walk fills the
+//! next.
 
 use super::spill::{PrevAt, Rec, SpillWriter};
 use super::ReadStats;
