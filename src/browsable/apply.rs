@@ -592,15 +592,17 @@ impl<'r> Materializer<'r> {
         Ok(())
     }
 
-    fn make_dir(&self, rel: &[u8]) -> Result<()> {
+    /// Make folder `rel`: true when this call made it (false when a
+    /// folder was there already).
+    fn make_dir(&self, rel: &[u8]) -> Result<bool> {
         let root = self.root()?;
         match root.mkdir(rel, 0o777) {
             Ok(()) => {
                 self.stats.created.fetch_add(1, AtOrd::Relaxed);
-                Ok(())
+                Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match root.lstat(rel) {
-                Ok(Lstat::Found(m)) if m.is_dir() => Ok(()),
+                Ok(Lstat::Found(m)) if m.is_dir() => Ok(false),
                 _ => Err(Error::io("create directory", self.fs_path(rel), e)),
             },
             Err(e) => Err(Error::io("create directory", self.fs_path(rel), e)),
@@ -634,8 +636,7 @@ impl<'r> Materializer<'r> {
         // folders that could not be checked or made.
         let made: std::sync::Mutex<HashSet<&[u8]>> = std::sync::Mutex::new(HashSet::new());
         let broken: std::sync::Mutex<HashSet<&[u8]>> = std::sync::Mutex::new(HashSet::new());
-        for mut level in by_depth {
-            level.sort_by(|a, b| cmp_paths(a, b));
+        for level in by_depth {
             let (made_above, broken_above) = (
                 std::mem::take(&mut *made.lock().unwrap_or_else(|p| p.into_inner())),
                 std::mem::take(&mut *broken.lock().unwrap_or_else(|p| p.into_inner())),
@@ -660,25 +661,22 @@ impl<'r> Materializer<'r> {
         }
     }
 
-    /// Make `rel` a folder, its parent being one already: true when it was
-    /// made here. A folder just made by this update has nothing in it, so
-    /// `parent_new` skips the look before the mkdir.
+    /// Make `rel` a folder, its parent being one already: true when this
+    /// call made it. A folder this update made has nothing in it, so
+    /// `parent_new` skips the look before the mkdir (a folder found there
+    /// after all, by a racing writer, counts as not made: its children get
+    /// the look).
     fn ensure_dir(&self, rel: &[u8], parent_new: bool) -> Result<bool> {
         if parent_new {
-            self.make_dir(rel)?;
-            return Ok(true);
+            return self.make_dir(rel);
         }
         match self.root()?.lstat(rel) {
             Ok(Lstat::Found(m)) if m.is_dir() => Ok(false),
             Ok(Lstat::Found(_)) => {
                 self.to_quarantine(rel)?;
-                self.make_dir(rel)?;
-                Ok(true)
+                self.make_dir(rel)
             }
-            Ok(Lstat::Missing) => {
-                self.make_dir(rel)?;
-                Ok(true)
-            }
+            Ok(Lstat::Missing) => self.make_dir(rel),
             // A parent checked a moment ago is no folder any more.
             Ok(Lstat::Blocked) => Err(Error::io(
                 "check folder",
