@@ -4,7 +4,9 @@
 //! A run never writes into `objects/` directly. Each new content is copied
 //! into `tmp/` while it is hashed (one read of the source), and queued in a
 //! [`Batch`]. [`Batch::commit`] then makes the whole batch durable with one
-//! filesystem sync, renames every file into place, and syncs again. So an
+//! filesystem sync, renames every file into place, and syncs again (a long
+//! walk commits its objects every few tens of thousands, so `tmp/` never
+//! holds millions of entries). So an
 //! object that exists under its name always holds exactly the bytes of that
 //! name — after SIGKILL or power loss alike — and a crash before the commit
 //! leaves only `tmp/` garbage, removed by the next writer.
@@ -116,6 +118,14 @@ impl<'r> Batch<'r> {
     /// The repository the batch writes to.
     pub fn repo(&self) -> &'r LocalRepo {
         self.repo
+    }
+
+    /// How many objects (and bytes) are queued since the last commit.
+    pub fn queued(&self) -> (u64, u64) {
+        (
+            self.files.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// How many damaged objects commits of this batch replaced.
@@ -375,10 +385,10 @@ impl<'r> Batch<'r> {
     }
 
     /// Make the objects queued so far durable and move them into the
-    /// store, leaving the trees for `commit`: a run does this while it
-    /// plans, once its walk has queued every object. No object may be
-    /// queued meanwhile (its check of the store could race the move);
-    /// trees may.
+    /// store, leaving the trees for `commit`: a long walk does this
+    /// between read windows, and a run once more while it plans, once its
+    /// walk has queued every object. No object may be queued meanwhile
+    /// (its check of the store could race the move); trees may.
     pub fn commit_objects(&self) -> Result<()> {
         self.commit_queued(Vec::new())
     }

@@ -144,6 +144,8 @@ struct Scenario {
     /// Snapshots that existed before the run: (id, tree), which must still
     /// restore afterwards (prune keeps them: keep_last covers them all).
     earlier: Vec<(String, Tree)>,
+    /// Environment of the faulted runs.
+    env: Vec<(&'static str, String)>,
 }
 
 fn write(root: &Path, rel: &str, data: &[u8]) -> Res<()> {
@@ -299,6 +301,7 @@ fn scenario(w: Writer) -> Res<Scenario> {
             expected_latest: listing(&src, false)?,
             template,
             earlier,
+            env: Vec::new(),
         });
     }
     std::fs::create_dir(&src)?;
@@ -382,6 +385,7 @@ fn scenario(w: Writer) -> Res<Scenario> {
         expected_latest: listing(&src, false)?,
         template,
         earlier,
+        env: Vec::new(),
     })
 }
 
@@ -420,10 +424,12 @@ fn run_faulted(
     trace: &str,
     inject: Option<&str>,
     trace_out: Option<&Path>,
+    env: &[(&'static str, String)],
 ) -> Res<(Outcome, Output)> {
     let mut c = Command::new("strace");
     c.current_dir(dir)
         .env_remove("TROVE_REPO")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .args(["-f", "-qq", "-e"])
         .arg(format!("trace={trace}"));
     // With an injection, the trace says which call took the fault.
@@ -517,7 +523,14 @@ fn run_watch_once(mut c: Command) -> Res<Output> {
 fn call_counts(s: &Scenario) -> Res<BTreeMap<String, u32>> {
     let d = fresh_copy(s)?;
     let trace = d.path().join("strace.out");
-    let (outcome, out) = run_faulted(s.writer, d.path(), &MUTATING.join(","), None, Some(&trace))?;
+    let (outcome, out) = run_faulted(
+        s.writer,
+        d.path(),
+        &MUTATING.join(","),
+        None,
+        Some(&trace),
+        &s.env,
+    )?;
     if outcome != Outcome::Completed {
         return Err(format!(
             "undisturbed {:?} run failed: {}",
@@ -718,7 +731,7 @@ fn kill_sweep_of(s: &Scenario, pick: Pick, only: Option<&[&str]>, tally: &mut Ta
     for (call, n) in select(every_point(&counts, &calls), pick) {
         let d = fresh_copy(s)?;
         let inject = format!("{call}:signal=KILL:when={n}");
-        let (outcome, out) = run_faulted(s.writer, d.path(), &call, Some(&inject), None)?;
+        let (outcome, out) = run_faulted(s.writer, d.path(), &call, Some(&inject), None, &s.env)?;
         tally.points += 1;
         match outcome {
             Outcome::Killed => tally.killed += 1,
@@ -748,7 +761,7 @@ fn error_sweep(s: &Scenario, pick: Pick, tally: &mut Tally) -> Res<()> {
         let calls = calls.as_str();
         let d = fresh_copy(s)?;
         let inject = format!("{calls}:error={errno}:when={n}");
-        let (outcome, out) = run_faulted(s.writer, d.path(), calls, Some(&inject), None)?;
+        let (outcome, out) = run_faulted(s.writer, d.path(), calls, Some(&inject), None, &s.env)?;
         tally.points += 1;
         // materialize reports failed entries on stdout, with the rest of
         // its report: the message may be in either.
@@ -876,6 +889,126 @@ fn killed_at_every_step_of_writing_or_removing_tree_packs_leaves_a_whole_reposit
     }
     tally.report("tree pack kill sweep");
     assert!(tally.killed > 0, "no kill point was reached");
+    assert!(
+        tally.failures.is_empty(),
+        "{} kill points broke a promise:\n{}",
+        tally.failures.len(),
+        tally.failures.join("\n")
+    );
+    Ok(())
+}
+
+/// A first backup of more files than a walk queues before it commits:
+/// TROVE_COMMIT_EVERY lowers that count from 65,536 to 3,000, so 12,000
+/// files (two read windows of at most 8,192 entries) commit twice during
+/// the walk. A content of the first window comes again in the second,
+/// after the commit that stored it.
+fn long_walk_scenario() -> Res<Scenario> {
+    let template = tempfile::tempdir()?;
+    let dir = template.path();
+    let src = dir.join("source");
+    let mut rng = Lcg(0xc0ffee);
+    for i in 0..12_000u32 {
+        let body = if i % 997 == 0 {
+            b"shared content\n".to_vec()
+        } else {
+            format!("file {i} {}\n", rng.next_u64()).into_bytes()
+        };
+        write(&src, &format!("d{:02}/f{i:05}.txt", i / 1000), &body)?;
+    }
+    std::fs::write(
+        config(dir),
+        r#"{ "sources": ["./source"], "backup_root": "./backup" }"#,
+    )?;
+    Ok(Scenario {
+        writer: Writer::FirstBackup,
+        expected_latest: listing(&src, false)?,
+        template,
+        earlier: Vec::new(),
+        env: vec![("TROVE_COMMIT_EVERY", "3000".to_owned())],
+    })
+}
+
+/// Regular files below `dir`.
+fn files_below(dir: &Path) -> Res<usize> {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let t = e.file_type()?;
+        if t.is_dir() {
+            n += files_below(&e.path())?;
+        } else if t.is_file() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// A walk that commits its objects as it goes, killed inside those
+/// commits and between them: what was committed is in the store before
+/// any snapshot names it, and the repository is whole after each kill
+/// (the next run finishes, `verify` passes, the snapshot restores to the
+/// source, `tmp/` is empty).
+#[test]
+fn killed_while_a_long_walk_commits_its_objects_leaves_a_whole_repository() -> TestResult {
+    if !strace_usable() {
+        return Ok(());
+    }
+    let s = long_walk_scenario()?;
+    // A large commit syncs the filesystem before its renames and after
+    // them, so the reader thread's third syncfs starts the walk's second
+    // commit: the first is whole, and no snapshot is written yet.
+    let d = fresh_copy(&s)?;
+    let (outcome, out) = run_faulted(
+        s.writer,
+        d.path(),
+        "syncfs",
+        Some("syncfs:signal=KILL:when=3"),
+        None,
+        &s.env,
+    )?;
+    assert_eq!(
+        outcome,
+        Outcome::Killed,
+        "the run never made a third syncfs in one thread: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = files_below(&d.path().join("backup/.trove/objects"))?;
+    assert!(
+        stored >= 8000,
+        "only {stored} objects were in the store when the walk's second commit began"
+    );
+    let snapshots = files_below(&d.path().join("backup/.trove/snapshots"))?;
+    assert_eq!(snapshots, 0, "a snapshot was written before the walk ended");
+    check_whole(&s, d.path())?;
+
+    // Inside the first and second commits' renames, and at the syncs.
+    let mut tally = Tally::default();
+    for (call, n) in [
+        ("rename", 4000),
+        ("rename", 10000),
+        ("syncfs", 2),
+        ("syncfs", 4),
+    ] {
+        let d = fresh_copy(&s)?;
+        let inject = format!("{call}:signal=KILL:when={n}");
+        let (outcome, out) = run_faulted(s.writer, d.path(), call, Some(&inject), None, &s.env)?;
+        tally.points += 1;
+        match outcome {
+            Outcome::Killed => tally.killed += 1,
+            Outcome::Completed => tally.completed += 1,
+            Outcome::Failed | Outcome::Panicked => tally.failures.push(format!(
+                "killed at {call} #{n}: {:?}: {}",
+                outcome,
+                String::from_utf8_lossy(&out.stderr)
+            )),
+        }
+        if let Err(e) = check_whole(&s, d.path()) {
+            tally.failures.push(format!("killed at {call} #{n}: {e}"));
+        }
+    }
+    tally.report("long walk kill points");
+    assert_eq!(tally.killed, 4, "a kill point was not reached");
     assert!(
         tally.failures.is_empty(),
         "{} kill points broke a promise:\n{}",
@@ -1087,7 +1220,14 @@ fn a_failed_removal_of_an_emptied_folder_is_named_and_finished_by_the_next_run()
     // Which of its thread's unlinkat calls removes `_deleted`.
     let probe = fresh_copy(&s)?;
     let trace = probe.path().join("probe.out");
-    run_faulted(Writer::Prune, probe.path(), "unlinkat", None, Some(&trace))?;
+    run_faulted(
+        Writer::Prune,
+        probe.path(),
+        "unlinkat",
+        None,
+        Some(&trace),
+        &[],
+    )?;
     let mut per_thread: BTreeMap<String, u32> = BTreeMap::new();
     let mut point = None;
     for line in std::fs::read_to_string(&trace)?.lines() {
@@ -1105,7 +1245,14 @@ fn a_failed_removal_of_an_emptied_folder_is_named_and_finished_by_the_next_run()
     let n = point.ok_or("prune never removed the emptied _deleted/ folder")?;
     let d = fresh_copy(&s)?;
     let inject = format!("unlinkat:error=EIO:when={n}");
-    let (outcome, out) = run_faulted(Writer::Prune, d.path(), "unlinkat", Some(&inject), None)?;
+    let (outcome, out) = run_faulted(
+        Writer::Prune,
+        d.path(),
+        "unlinkat",
+        Some(&inject),
+        None,
+        &[],
+    )?;
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
