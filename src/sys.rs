@@ -239,20 +239,3 @@ pub fn gid_of(name: &[u8]) -> Option<u32> {
         |gr| Some(gr.gr_gid),
     )
 }
-
-/// Have the allocator hand freed memory back to the system at once
-/// (glibc's `M_TRIM_THRESHOLD` fixed at its 128 KiB default, which also
-/// keeps buffers of 128 KiB and more in their own mappings). Left to
-/// itself glibc raises both thresholds after the first large buffer is
-/// freed, and each thread's arena then keeps megabytes it no longer uses:
-/// with eight file readers a first backup of 100,000 files peaked at
-/// 35 MiB instead of 25 (3,000,000 files: 136 MiB, over the 128 MiB
-/// goal). Elsewhere (musl, other systems) this does nothing.
-pub fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a tuning parameter of the allocator; it
-    // takes two integers and touches no memory of ours.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
-    }
-}

@@ -22,7 +22,6 @@ use std::io::Write;
 
 /// Run one parsed command line: dispatch only.
 pub fn run(cli: Cli) -> Result<Outcome> {
-    crate::sys::return_freed_memory();
     match &cli.command {
         Command::Init(a) => commands::init(&cli, a),
         Command::Backup(a) => commands::backup(&cli, a),
