@@ -639,6 +639,16 @@ struct Tally {
 }
 
 impl Tally {
+    /// Fail the test when any fault point broke a promise.
+    fn assert_whole(&self) {
+        assert!(
+            self.failures.is_empty(),
+            "{} kill points broke a promise:\n{}",
+            self.failures.len(),
+            self.failures.join("\n")
+        );
+    }
+
     fn report(&self, what: &str) {
         eprintln!(
             "{what}: {} fault points: {} killed, {} failed with a message, {} completed; {} broke a promise",
@@ -729,25 +739,32 @@ fn kill_sweep_of(s: &Scenario, pick: Pick, only: Option<&[&str]>, tally: &mut Ta
         .filter(|c| only.is_none_or(|o| o.contains(c)))
         .collect();
     for (call, n) in select(every_point(&counts, &calls), pick) {
-        let d = fresh_copy(s)?;
-        let inject = format!("{call}:signal=KILL:when={n}");
-        let (outcome, out) = run_faulted(s.writer, d.path(), &call, Some(&inject), None, &s.env)?;
-        tally.points += 1;
-        match outcome {
-            Outcome::Killed => tally.killed += 1,
-            Outcome::Failed => tally.failed += 1,
-            Outcome::Completed => tally.completed += 1,
-            Outcome::Panicked => tally.failures.push(format!(
-                "{:?} killed at {call} #{n}: panicked: {}",
-                s.writer,
-                String::from_utf8_lossy(&out.stderr)
-            )),
-        }
-        if let Err(e) = check_whole(s, d.path()) {
-            tally
-                .failures
-                .push(format!("{:?} killed at {call} #{n}: {e}", s.writer));
-        }
+        kill_point(s, &call, n, tally)?;
+    }
+    Ok(())
+}
+
+/// Kill the writer at its `n`th `call` (the first thread to make it) in a
+/// fresh copy of the scenario, then check the repository is whole.
+fn kill_point(s: &Scenario, call: &str, n: u32, tally: &mut Tally) -> Res<()> {
+    let d = fresh_copy(s)?;
+    let inject = format!("{call}:signal=KILL:when={n}");
+    let (outcome, out) = run_faulted(s.writer, d.path(), call, Some(&inject), None, &s.env)?;
+    tally.points += 1;
+    match outcome {
+        Outcome::Killed => tally.killed += 1,
+        Outcome::Failed => tally.failed += 1,
+        Outcome::Completed => tally.completed += 1,
+        Outcome::Panicked => tally.failures.push(format!(
+            "{:?} killed at {call} #{n}: panicked: {}",
+            s.writer,
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
+    if let Err(e) = check_whole(s, d.path()) {
+        tally
+            .failures
+            .push(format!("{:?} killed at {call} #{n}: {e}", s.writer));
     }
     Ok(())
 }
@@ -889,12 +906,7 @@ fn killed_at_every_step_of_writing_or_removing_tree_packs_leaves_a_whole_reposit
     }
     tally.report("tree pack kill sweep");
     assert!(tally.killed > 0, "no kill point was reached");
-    assert!(
-        tally.failures.is_empty(),
-        "{} kill points broke a promise:\n{}",
-        tally.failures.len(),
-        tally.failures.join("\n")
-    );
+    tally.assert_whole();
     Ok(())
 }
 
@@ -990,31 +1002,11 @@ fn killed_while_a_long_walk_commits_its_objects_leaves_a_whole_repository() -> T
         ("syncfs", 2),
         ("syncfs", 4),
     ] {
-        let d = fresh_copy(&s)?;
-        let inject = format!("{call}:signal=KILL:when={n}");
-        let (outcome, out) = run_faulted(s.writer, d.path(), call, Some(&inject), None, &s.env)?;
-        tally.points += 1;
-        match outcome {
-            Outcome::Killed => tally.killed += 1,
-            Outcome::Completed => tally.completed += 1,
-            Outcome::Failed | Outcome::Panicked => tally.failures.push(format!(
-                "killed at {call} #{n}: {:?}: {}",
-                outcome,
-                String::from_utf8_lossy(&out.stderr)
-            )),
-        }
-        if let Err(e) = check_whole(&s, d.path()) {
-            tally.failures.push(format!("killed at {call} #{n}: {e}"));
-        }
+        kill_point(&s, call, n, &mut tally)?;
     }
     tally.report("long walk kill points");
     assert_eq!(tally.killed, 4, "a kill point was not reached");
-    assert!(
-        tally.failures.is_empty(),
-        "{} kill points broke a promise:\n{}",
-        tally.failures.len(),
-        tally.failures.join("\n")
-    );
+    tally.assert_whole();
     Ok(())
 }
 
