@@ -1512,16 +1512,6 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
     };
     let queue = ListingQueue::default();
     let listers = rayon::current_num_threads().clamp(1, 8);
-    // Files are read by more threads than there are cores: a read of a
-    // file the page cache does not hold waits for the disk, and with one
-    // read in flight per core a first backup of 3,000,000 files spent a
-    // quarter of its time in I/O wait with a core idle. A pool that cannot
-    // be made (no threads left) reads on the shared pool instead.
-    let read_pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(READERS)
-        .thread_name(|i| format!("trove-read-{i}"))
-        .build()
-        .ok();
     let stats = ReadStats::default();
     let read_env = ReadEnv {
         algo: input.algo,
@@ -1546,10 +1536,24 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
         let (jobs, jobs_rx) = mpsc::sync_channel::<Vec<Vec<u8>>>(1);
         let (done_tx, done) = mpsc::sync_channel::<Result<Vec<ReadResult>>>(1);
         let read_env = &read_env;
-        let pool = &read_pool;
         scope.spawn(move || {
+            // Files are read by more threads than there are cores: a read
+            // of a file the page cache does not hold waits for the disk,
+            // and with one read in flight per core a first backup of
+            // 3,000,000 files spent a quarter of its time in I/O wait with
+            // a core idle. The pool is made for the first window with
+            // files to read (a no-change run makes none); one that cannot
+            // be made (no threads left) reads on the shared pool instead.
+            let mut pool: Option<Option<rayon::ThreadPool>> = None;
             while let Ok(paths) = jobs_rx.recv() {
-                let read = match pool {
+                let p = pool.get_or_insert_with(|| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(READERS)
+                        .thread_name(|i| format!("trove-read-{i}"))
+                        .build()
+                        .ok()
+                });
+                let read = match p {
                     Some(p) => p.install(|| read_env.read(&paths)),
                     None => read_env.read(&paths),
                 };
