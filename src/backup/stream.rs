@@ -11,7 +11,7 @@
 //! the newcomers' contents, the ids of the previous trees and the part of
 //! the browsable tree that changes.
 
-use super::spill::{PrevAt, Rec, Spilled, Writer};
+use super::spill::{self, PrevAt, Rec, Spilled, Writer};
 use super::walk::{self, WalkInput};
 use super::{BackupOptions, BackupReport, Problem};
 use crate::audit::Layout;
@@ -236,7 +236,7 @@ impl Pass2<'_> {
                 let prev = match prev {
                     PrevAt::None => None,
                     PrevAt::Same => Some(item.clone()),
-                    PrevAt::Other(p) => Some(p),
+                    PrevAt::Other(p) => Some(*p),
                 };
                 if let Some(p) = &prev {
                     self.prev_seen.count_entry(p);
@@ -275,7 +275,7 @@ impl Pass2<'_> {
         );
         let is_file = matches!(cur, Some(Item::Leaf(Leaf::File { .. })));
         if self.debug && is_file && self.decisions.is_empty() {
-            self.log.write(&(path.clone(), None))?;
+            self.log.write((path.clone(), None))?;
         }
         let mut retention = false;
         for d in self.decisions.drain(..) {
@@ -283,7 +283,7 @@ impl Pass2<'_> {
                 d,
                 Decision::RetainDropVersion { .. } | Decision::RetainDropDeleted
             );
-            self.log.write(&(path.clone(), Some(d)))?;
+            self.log.write((path.clone(), Some(d)))?;
         }
         if old_hist != kept {
             if retention {
@@ -518,6 +518,25 @@ fn upgrade_cache(repo: &LocalRepo, latest: &Snapshot) {
     }
 }
 
+/// A writer of scratch records: in memory when the previous snapshot
+/// says this run's records will fit (a 1% rerun of 100,000 files then
+/// never encodes one), else in a file from the start — a first backup, or
+/// a tree of millions, whose peak memory this must not raise.
+fn scratch_writer<T: serde::Serialize + spill::Footprint>(
+    c: &Ctx<'_>,
+    scratch: &Path,
+) -> Result<Writer<T>> {
+    let expected = c.latest.as_ref().map(|l| {
+        let s = &l.record.summary;
+        // Paths gone since, and a folder's closing record, come on top.
+        (s.files + s.dirs + s.symlinks + s.specials).saturating_mul(5) / 4
+    });
+    match expected {
+        Some(n) if spill::fits_in_memory::<T>(n) => Ok(Writer::in_memory(scratch)),
+        _ => Writer::create(scratch),
+    }
+}
+
 /// What pass 2 leaves for the commit and the browsable update.
 struct Planned {
     root_id: TreeId,
@@ -568,7 +587,7 @@ fn plan(
                 let p = match prev {
                     PrevAt::None => None,
                     PrevAt::Same => Some(item),
-                    PrevAt::Other(p) => Some(p),
+                    PrevAt::Other(p) => Some(p.as_ref()),
                 };
                 if let (
                     Change::Unchanged { dup: false } | Change::Modified,
@@ -607,7 +626,7 @@ fn plan(
         cache: cache_w,
         cache_from: cache_reader,
         prev_seen: crate::plan::PlanCounts::default(),
-        log: Writer::create(scratch)?,
+        log: scratch_writer(c, scratch)?,
         debug: tracing::enabled!(tracing::Level::DEBUG),
         diff: None,
         old_esc: &old_esc,
@@ -622,12 +641,11 @@ fn plan(
     if !fresh && c.writer.is_some() {
         p2.diff = Some((Vec::new(), Vec::new()));
     }
-    let mut r = spilled.reader()?;
+    let mut r = spilled.into_reader()?;
     while let Some(rec) = r.next()? {
         p2.record(rec)?;
     }
     drop(r);
-    drop(spilled);
     p2.drain_archive(None)?;
     // Moved into a block of its own so that what is left of `p2` (which
     // borrows the escapes) is dropped before they are returned.
@@ -710,7 +728,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     };
     c.progress.phase("backing up", 0, 0);
     crate::log::mem_phase("start");
-    let mut spill = Writer::create(&scratch)?;
+    let mut spill = scratch_writer(&c, &scratch)?;
     let mut walked = walk::walk(
         WalkInput {
             repo: c.repo,

@@ -1191,7 +1191,7 @@ impl<'a> Walker<'a> {
                     // Its contents were never seen here: nothing above it
                     // can be carried by this walk's own count.
                     self.break_carry()?;
-                    self.spill.write(&Rec::Kept { path, id })?;
+                    self.spill.write(Rec::Kept { path, id })?;
                 }
                 WindowRecord::Enter { path, prev_id } => {
                     let carry = self.carry_enabled && prev_id.is_some();
@@ -1232,7 +1232,7 @@ impl<'a> Walker<'a> {
             }
             (true, Some(id)) => {
                 self.break_carry()?;
-                self.spill.write(&Rec::Same { path: m.path, id })
+                self.spill.write(Rec::Same { path: m.path, id })
             }
             _ => {
                 self.break_carry()?;
@@ -1253,7 +1253,7 @@ impl<'a> Walker<'a> {
             // A folder too wide to hold: spill as before.
             self.break_carry()?;
         }
-        self.spill.write(&r)
+        self.spill.write(r)
     }
 
     /// No open folder will be carried whole: spill what they held, in
@@ -1263,7 +1263,7 @@ impl<'a> Walker<'a> {
             m.carry = false;
         }
         for r in std::mem::take(&mut self.held) {
-            self.spill.write(&r)?;
+            self.spill.write(r)?;
         }
         Ok(())
     }
@@ -1338,7 +1338,7 @@ impl<'a> Walker<'a> {
             if let Some(p) = prev {
                 self.not_same();
                 self.break_carry()?;
-                self.spill.write(&Rec::Gone { path, item: p })?;
+                self.spill.write(Rec::Gone { path, item: p })?;
             }
             return Ok(());
         };
@@ -1347,7 +1347,7 @@ impl<'a> Walker<'a> {
         }
         let prev = match prev {
             Some(p) if p == item => PrevAt::Same,
-            Some(p) => PrevAt::Other(p),
+            Some(p) => PrevAt::Other(Box::new(p)),
             None => PrevAt::None,
         };
         if !matches!(prev, PrevAt::Same) {
