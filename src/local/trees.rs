@@ -145,7 +145,7 @@ struct PackFile {
 }
 
 /// Where one tree is: 48 bytes a tree.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Loc {
     id: [u8; 32],
     off: u64,
@@ -174,6 +174,24 @@ pub struct PackIndex {
     dir: PathBuf,
     packs: Vec<PackFile>,
     locs: Vec<Loc>,
+    /// `fan[k]`: how many of `locs` have ids whose first two bytes are
+    /// below `k` (git's pack index fan-out, by two bytes), so a lookup
+    /// searches the few ids that share those bytes. Plain binary
+    /// searches over every tree of every pack were 6% of a 1% rerun's
+    /// CPU, each step a cache miss and a 32-byte compare.
+    fan: Vec<u32>,
+}
+
+/// The fan-out table of `locs` (sorted by id): see [`PackIndex::fan`].
+fn fan_out(locs: &[Loc]) -> Vec<u32> {
+    let mut fan = vec![0u32; (1 << 16) + 1];
+    for l in locs {
+        fan[usize::from(u16::from_be_bytes([l.id[0], l.id[1]])) + 1] += 1;
+    }
+    for k in 1..fan.len() {
+        fan[k] += fan[k - 1];
+    }
+    fan
 }
 
 /// Open a pack for reading without following a link or blocking on a
@@ -288,6 +306,7 @@ impl PackIndex {
         Ok(PackIndex {
             dir: dir.to_path_buf(),
             packs,
+            fan: fan_out(&locs),
             locs,
         })
     }
@@ -334,15 +353,21 @@ impl PackIndex {
         PackIndex {
             dir: self.dir.clone(),
             packs,
+            fan: fan_out(&locs),
             locs,
         }
     }
 
     /// The locations of `d` (none, one, or copies in several packs).
     fn find(&self, d: &Digest) -> &[Loc] {
-        let lo = self.locs.partition_point(|l| l.id < d.0);
-        let hi = lo + self.locs[lo..].partition_point(|l| l.id == d.0);
-        &self.locs[lo..hi]
+        let k = usize::from(u16::from_be_bytes([d.0[0], d.0[1]]));
+        let (from, to) = (self.fan[k] as usize, self.fan[k + 1] as usize);
+        let Some(bucket) = self.locs.get(from..to) else {
+            return &[];
+        };
+        let lo = bucket.partition_point(|l| l.id < d.0);
+        let hi = lo + bucket[lo..].partition_point(|l| l.id == d.0);
+        &bucket[lo..hi]
     }
 
     pub fn has(&self, d: &Digest) -> bool {
@@ -984,6 +1009,58 @@ mod tests {
     use crate::repo::{RepoRead, RepoWrite, StoreKind};
 
     type R = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    #[test]
+    fn fan_out_lookups_find_exactly_what_a_scan_finds() {
+        // Ids sharing their first two bytes (and the extremes 0x0000 and
+        // 0xffff), some stored in two packs.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut locs = Vec::new();
+        for i in 0..5000u32 {
+            let mut id = [0u8; 32];
+            for c in id.chunks_mut(8) {
+                c.copy_from_slice(&next().to_le_bytes());
+            }
+            match i % 5 {
+                0 => id[..2].copy_from_slice(&[0, 0]),
+                1 => id[..2].copy_from_slice(&[0xff, 0xff]),
+                2 => id[..2].copy_from_slice(&[0x12, 0x34]),
+                _ => {}
+            }
+            for pack in 0..(1 + i % 3 / 2) {
+                locs.push(Loc {
+                    id,
+                    off: u64::from(i),
+                    pack,
+                    len: i,
+                });
+            }
+        }
+        locs.sort_unstable_by_key(|l| (l.id, l.pack));
+        let idx = PackIndex {
+            dir: PathBuf::new(),
+            packs: Vec::new(),
+            fan: fan_out(&locs),
+            locs: locs.clone(),
+        };
+        let mut probes: Vec<[u8; 32]> = locs.iter().step_by(7).map(|l| l.id).collect();
+        for l in locs.iter().step_by(11) {
+            let mut near = l.id;
+            near[31] ^= 1;
+            probes.push(near);
+        }
+        probes.extend([[0u8; 32], [0xff; 32]]);
+        for p in probes {
+            let want: Vec<Loc> = locs.iter().filter(|l| l.id == p).copied().collect();
+            assert_eq!(idx.find(&Digest(p)), want.as_slice(), "{p:?}");
+        }
+    }
 
     fn repo() -> std::result::Result<(tempfile::TempDir, LocalRepo), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
