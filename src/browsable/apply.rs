@@ -89,9 +89,16 @@ pub struct Materializer<'r> {
 #[derive(Debug, PartialEq, Eq)]
 enum Disk {
     Missing,
-    Matches,
-    /// Trove's own entry with other content (safe to replace).
-    Ours,
+    /// `linked`: a hardlink of the entry's own object, so no copy of it
+    /// needs rescuing before it is removed (see `rescue_copy`).
+    Matches {
+        linked: bool,
+    },
+    /// Trove's own entry with other content (safe to replace); `linked`
+    /// as above, for the entry that used to be there.
+    Ours {
+        linked: bool,
+    },
     /// Something trove did not put there.
     Foreign,
 }
@@ -197,19 +204,19 @@ impl<'r> Materializer<'r> {
         let Some(m) = self.lstat(&e.path)? else {
             return Ok(Disk::Missing);
         };
-        if self.matches(e, &m)? {
-            return Ok(Disk::Matches);
+        if let Some(linked) = self.fit(e, &m)? {
+            return Ok(Disk::Matches { linked });
         }
         if let Some(o) = old {
-            if self.matches(o, &m)? {
-                return Ok(Disk::Ours);
+            if let Some(linked) = self.fit(o, &m)? {
+                return Ok(Disk::Ours { linked });
             }
         }
         // A hardlink of a stored object is trove's own whichever snapshot
         // put it there (one whose record is damaged, after `backup
         // --allow-damaged-latest`): its content stays in the store.
         if self.is_object_link(&e.path, &m)? {
-            return Ok(Disk::Ours);
+            return Ok(Disk::Ours { linked: false });
         }
         // An empty directory carries no data: it is safe to replace.
         if m.is_dir()
@@ -219,7 +226,7 @@ impl<'r> Materializer<'r> {
                 .map(|l| l.is_empty())
                 .unwrap_or(false)
         {
-            return Ok(Disk::Ours);
+            return Ok(Disk::Ours { linked: false });
         }
         Ok(Disk::Foreign)
     }
@@ -235,28 +242,32 @@ impl<'r> Materializer<'r> {
         Ok(fs::symlink_metadata(&obj).is_ok_and(|om| m.same_inode(&om)))
     }
 
-    fn matches(&self, e: &BrowsableEntry, m: &EntryStat) -> Result<bool> {
+    /// Whether what is on disk (`m`) shows `e`: `None` if not, else
+    /// whether it is a hardlink of `e`'s object (an equal copy, an empty
+    /// file, a folder or a symlink is not).
+    fn fit(&self, e: &BrowsableEntry, m: &EntryStat) -> Result<Option<bool>> {
+        let equal = |yes: bool| if yes { Some(false) } else { None };
         Ok(match &e.kind {
-            BrowsableKind::Dir => m.is_dir(),
-            BrowsableKind::Symlink { target } => {
+            BrowsableKind::Dir => equal(m.is_dir()),
+            BrowsableKind::Symlink { target } => equal(
                 m.is_symlink()
                     && self
                         .root()?
                         .read_link(&e.path)
-                        .is_ok_and(|t| t == target.as_slice())
-            }
+                        .is_ok_and(|t| t == target.as_slice()),
+            ),
             BrowsableKind::File { id, size } => {
                 if !m.is_file() || m.size != *size {
-                    false
+                    None
                 } else if *size == 0 {
-                    true
+                    Some(false)
                 } else {
                     let obj = self.repo.object_path(id);
                     match fs::symlink_metadata(&obj) {
-                        Ok(om) if m.same_inode(&om) => true,
+                        Ok(om) if m.same_inode(&om) => Some(true),
                         // A copy (link fallback): check its bytes.
-                        _ if m.nlink == 1 => self.hash_entry(&e.path, *size)? == id.0,
-                        _ => false,
+                        _ if m.nlink == 1 => equal(self.hash_entry(&e.path, *size)? == id.0),
+                        _ => None,
                     }
                 }
             }
@@ -378,8 +389,12 @@ impl<'r> Materializer<'r> {
     fn remove(&self, e: &BrowsableEntry) -> Result<()> {
         match self.inspect(e, None)? {
             Disk::Missing => Ok(()),
-            Disk::Matches => {
-                self.rescue_copy(e, &e.path)?;
+            Disk::Matches { linked } => {
+                // A hardlink of the object is no copy to rescue: two stats
+                // saved on every file a run removes.
+                if !linked {
+                    self.rescue_copy(e, &e.path)?;
+                }
                 let root = self.root()?;
                 let r = match e.kind {
                     BrowsableKind::Dir => match root.rmdir(&e.path) {
@@ -398,7 +413,7 @@ impl<'r> Materializer<'r> {
                     Err(err) => Err(Error::io("remove", self.fs_path(&e.path), err)),
                 }
             }
-            Disk::Ours if !matches!(e.kind, BrowsableKind::Dir) => {
+            Disk::Ours { .. } if !matches!(e.kind, BrowsableKind::Dir) => {
                 // A hardlink of another stored object: nothing is lost.
                 match self.root()?.unlink(&e.path) {
                     Ok(()) => {
@@ -409,7 +424,7 @@ impl<'r> Materializer<'r> {
                     Err(err) => Err(Error::io("remove", self.fs_path(&e.path), err)),
                 }
             }
-            Disk::Ours | Disk::Foreign => {
+            Disk::Ours { .. } | Disk::Foreign => {
                 if matches!(e.kind, BrowsableKind::Dir) {
                     Ok(())
                 } else {
@@ -441,7 +456,7 @@ impl<'r> Materializer<'r> {
             }
         }
         match self.inspect(e, old)? {
-            Disk::Matches => {
+            Disk::Matches { .. } => {
                 if self.relink && self.try_relink(e, &e.path)? {
                     self.stats.relinked.fetch_add(1, AtOrd::Relaxed);
                 } else {
@@ -450,8 +465,8 @@ impl<'r> Materializer<'r> {
                 return Ok(());
             }
             Disk::Missing => {}
-            Disk::Ours => {
-                if let Some(o) = old {
+            Disk::Ours { linked } => {
+                if let (Some(o), false) = (old, linked) {
                     self.rescue_copy(o, &e.path)?;
                 }
                 self.remove_ours(&e.path)?
