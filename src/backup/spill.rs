@@ -328,6 +328,11 @@ mod tests {
             0,
             "the scratch file has no name"
         );
+        reads_back(s, &recs)
+    }
+
+    /// `s` gives `recs` back twice, then once more when consumed.
+    fn reads_back(s: Spilled<Rec>, recs: &[Rec]) -> Result<()> {
         for _ in 0..2 {
             assert_eq!(read_all(s.reader()?)?, recs);
         }
@@ -370,12 +375,7 @@ mod tests {
             w.write(r.clone())?;
         }
         assert!(w.file.is_none(), "1000 records fit in the budget");
-        let s = w.finish()?;
-        for _ in 0..2 {
-            assert_eq!(read_all(s.reader()?)?, recs);
-        }
-        assert_eq!(read_all(s.into_reader()?)?, recs);
-        Ok(())
+        reads_back(w.finish()?, &recs)
     }
 
     #[test]
@@ -401,12 +401,7 @@ mod tests {
         );
         assert!(w.mem.is_empty(), "nothing is left behind in memory");
         assert_eq!(w.records, 1000);
-        let s = w.finish()?;
-        for _ in 0..2 {
-            assert_eq!(read_all(s.reader()?)?, recs);
-        }
-        assert_eq!(read_all(s.into_reader()?)?, recs);
-        Ok(())
+        reads_back(w.finish()?, &recs)
     }
 
     #[test]
