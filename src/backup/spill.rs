@@ -114,11 +114,10 @@ pub(super) struct Writer<T> {
     mem: Vec<T>,
     /// Their bytes, as [`MEMORY_BUDGET`] counts them.
     mem_bytes: usize,
-    /// Whether records may stay in memory at all.
-    in_memory: bool,
     /// [`MEMORY_BUDGET`], smaller in tests.
     budget: usize,
-    /// The scratch file, once records have gone to it.
+    /// The scratch file, once records go to it (from the start for
+    /// [`Writer::create`]); records stay in memory while there is none.
     file: Option<ZstdWriter>,
     dir: PathBuf,
     buf: Vec<u8>,
@@ -133,7 +132,6 @@ impl<T: Serialize + Footprint> Writer<T> {
     /// A writer whose records go to a new scratch file in `dir`.
     pub fn create(dir: &Path) -> Result<Writer<T>> {
         let mut w = Writer::in_memory(dir);
-        w.in_memory = false;
         w.file = Some(w.open_file()?);
         Ok(w)
     }
@@ -144,7 +142,6 @@ impl<T: Serialize + Footprint> Writer<T> {
         Writer {
             mem: Vec::new(),
             mem_bytes: 0,
-            in_memory: true,
             budget: MEMORY_BUDGET,
             file: None,
             dir: dir.to_path_buf(),
@@ -161,44 +158,20 @@ impl<T: Serialize + Footprint> Writer<T> {
 
     pub fn write(&mut self, r: T) -> Result<()> {
         self.records += 1;
-        if self.in_memory {
-            self.mem_bytes += std::mem::size_of::<T>() + r.heap_bytes();
-            self.mem.push(r);
-            if self.mem_bytes > self.budget {
-                self.move_to_file()?;
+        if let Some(enc) = self.file.as_mut() {
+            return encode(enc, &mut self.buf, &self.what, &r);
+        }
+        self.mem_bytes += std::mem::size_of::<T>() + r.heap_bytes();
+        self.mem.push(r);
+        if self.mem_bytes > self.budget {
+            // Every record so far goes to the file, and the rest follow.
+            let mut enc = self.open_file()?;
+            for r in std::mem::take(&mut self.mem) {
+                encode(&mut enc, &mut self.buf, &self.what, &r)?;
             }
-            return Ok(());
+            self.file = Some(enc);
+            self.mem_bytes = 0;
         }
-        self.encode(&r)
-    }
-
-    /// Over budget: every record so far goes to the file, and the rest
-    /// follow them there.
-    fn move_to_file(&mut self) -> Result<()> {
-        self.in_memory = false;
-        self.file = Some(self.open_file()?);
-        for r in std::mem::take(&mut self.mem) {
-            self.encode(&r)?;
-        }
-        self.mem_bytes = 0;
-        Ok(())
-    }
-
-    fn encode(&mut self, r: &T) -> Result<()> {
-        let Some(enc) = self.file.as_mut() else {
-            return Err(Error::Internal(
-                "a scratch record with no file to go to".into(),
-            ));
-        };
-        self.buf.clear();
-        self.buf.extend_from_slice(&[0; 4]);
-        let mut buf = std::mem::take(&mut self.buf);
-        buf = postcard::to_extend(r, buf)
-            .map_err(|e| Error::Internal(format!("encode a scratch record: {e}")))?;
-        let len = (buf.len() - 4) as u32;
-        buf[..4].copy_from_slice(&len.to_le_bytes());
-        enc.write_all(&buf).ctx("write", &self.what)?;
-        self.buf = buf;
         Ok(())
     }
 
@@ -213,6 +186,21 @@ impl<T: Serialize + Footprint> Writer<T> {
             what: self.what,
         })
     }
+}
+
+/// Append `r` to the stream `enc` (its length, then its encoding),
+/// with `buf` as the scratch buffer.
+fn encode<T: Serialize>(enc: &mut ZstdWriter, buf: &mut Vec<u8>, what: &Path, r: &T) -> Result<()> {
+    buf.clear();
+    buf.extend_from_slice(&[0; 4]);
+    let mut b = std::mem::take(buf);
+    b = postcard::to_extend(r, b)
+        .map_err(|e| Error::Internal(format!("encode a scratch record: {e}")))?;
+    let len = (b.len() - 4) as u32;
+    b[..4].copy_from_slice(&len.to_le_bytes());
+    enc.write_all(&b).ctx("write", what)?;
+    *buf = b;
+    Ok(())
 }
 
 enum Store<T> {

@@ -393,7 +393,7 @@ impl PackIndex {
 
     /// The locations of `d` (none, one, or copies in several packs).
     fn find(&self, d: &Digest) -> &[Loc] {
-        let k = usize::from(u16::from_be_bytes([d.0[0], d.0[1]]));
+        let k = bucket(&d.0);
         let (from, to) = (self.fan[k] as usize, self.fan[k + 1] as usize);
         let Some(bucket) = self.locs.get(from..to) else {
             return &[];
