@@ -50,6 +50,14 @@ pub struct PruneReport {
     /// ("path: reason"); the snapshot has them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub browsable_incomplete: Vec<String>,
+    /// How many entries could not be put in place (the list above keeps
+    /// the first thousand).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub browsable_incomplete_total: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn plan_options(o: &PruneOptions) -> PlanOptions {
@@ -68,7 +76,7 @@ struct Trim {
     /// The snapshot recording the trim (not in a dry run).
     snapshot: Option<SnapshotId>,
     /// Browsable-tree entries the update could not place.
-    tree_failures: Vec<(Vec<u8>, String)>,
+    tree_failures: crate::browsable::apply::Failures,
 }
 
 /// Per-file retention decided for the latest snapshot, nothing written.
@@ -138,7 +146,7 @@ fn file_retention(
         return Ok(Trim {
             removed,
             snapshot: None,
-            tree_failures: Vec::new(),
+            tree_failures: Default::default(),
         });
     }
     let batch = Batch::new(repo);
@@ -319,7 +327,7 @@ pub fn run(repo: &LocalRepo, o: &PruneOptions) -> Result<PruneReport> {
     }
     let mut trim = Trim::default();
     if let Some(latest) = &latest {
-        let mut failures = Vec::new();
+        let mut failures = crate::browsable::apply::Failures::default();
         if !o.dry_run {
             failures = crate::browsable::update::catch_up_browsable(repo, latest)?.failures;
         }
@@ -332,8 +340,10 @@ pub fn run(repo: &LocalRepo, o: &PruneOptions) -> Result<PruneReport> {
         if !failures.is_empty() && trim.snapshot.is_some() {
             repo.clear_marker()?;
         }
-        failures.append(&mut trim.tree_failures);
+        failures.append(std::mem::take(&mut trim.tree_failures));
+        report.browsable_incomplete_total = failures.total;
         report.browsable_incomplete = failures
+            .first
             .into_iter()
             .map(|(p, msg)| format!("{}: {msg}", crate::pathbytes::display(&p)))
             .collect();

@@ -97,6 +97,9 @@ pub struct BackupReport {
     /// snapshot has them: `trove materialize` (or the next backup)
     /// completes the tree once the cause is fixed.
     pub browsable_incomplete: Vec<Problem>,
+    /// How many entries of the browsable tree could not be put in place
+    /// (`browsable_incomplete` keeps the first thousand).
+    pub browsable_incomplete_total: u64,
     /// Problems that count for the exit code (not `--on-error ignore`).
     pub failed: bool,
 }
@@ -390,7 +393,8 @@ fn catch_up(r: &LocalRepo, snap: &Snapshot, report: &mut BackupReport) -> Result
     let up = catch_up_browsable(r, snap)?;
     report.link_fallback_copies += up.copies;
     report.failed |= !up.failures.is_empty();
-    for (p, msg) in up.failures {
+    report.browsable_incomplete_total += up.failures.total;
+    for (p, msg) in up.failures.first {
         report.browsable_incomplete.push(Problem {
             path: pathbytes::display_path(&pathbytes::to_fs(&r.root, &p)),
             message: msg,

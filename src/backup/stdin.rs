@@ -386,8 +386,9 @@ pub fn run(opts: &StdinOptions, progress: &dyn Progress) -> Result<BackupReport>
     report.changed = true;
     report.snapshot = Some(done.id.short());
     report.link_fallback_copies += done.tree.copies;
-    for (p, msg) in done.tree.failures {
-        report.failed = true;
+    report.failed |= !done.tree.failures.is_empty();
+    report.browsable_incomplete_total += done.tree.failures.total;
+    for (p, msg) in done.tree.failures.first {
         report.browsable_incomplete.push(Problem {
             path: layout.browsable_for_log(&p),
             message: msg,

@@ -927,8 +927,9 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     }
     crate::log::mem_phase("browsable updated");
     report.link_fallback_copies += up.copies;
-    for (p, msg) in up.failures {
-        report.failed = true;
+    report.failed |= !up.failures.is_empty();
+    report.browsable_incomplete_total += up.failures.total;
+    for (p, msg) in up.failures.first {
         report.browsable_incomplete.push(Problem {
             path: c.layout.browsable_for_log(&p),
             message: msg,

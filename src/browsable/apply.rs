@@ -60,6 +60,55 @@ impl Stats {
     }
 }
 
+/// Reasons kept for the entries that could not be put in place, the
+/// first in path order; the rest are counted. A full disk fails every
+/// entry after it: at three million entries their paths and messages
+/// took a gigabyte, where a report shows the first and a log twenty.
+pub const KEPT_FAILURES: usize = 1000;
+
+/// Entries that could not be put in place: the first [`KEPT_FAILURES`]
+/// in path order with their reasons (path in the tree, reason), and how
+/// many there were in all.
+#[derive(Debug, Default)]
+pub struct Failures {
+    pub first: Vec<(Vec<u8>, String)>,
+    pub total: u64,
+}
+
+impl Failures {
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Failures counted but not kept.
+    pub fn more(&self) -> u64 {
+        self.total - self.first.len() as u64
+    }
+
+    /// One more failure. The kept ones are trimmed once they reach twice
+    /// the bound, so trimming costs little per failure.
+    pub fn add(&mut self, path: &[u8], reason: String) {
+        self.total += 1;
+        self.first.push((path.to_vec(), reason));
+        if self.first.len() >= 2 * KEPT_FAILURES {
+            self.trim();
+        }
+    }
+
+    /// Sorted by path, the first [`KEPT_FAILURES`] kept.
+    fn trim(&mut self) {
+        self.first.sort_by(|a, b| cmp_paths(&a.0, &b.0));
+        self.first.truncate(KEPT_FAILURES);
+    }
+
+    /// The kept failures followed by `other`'s, counted together.
+    pub fn append(&mut self, other: Failures) {
+        self.total += other.total;
+        self.first.extend(other.first);
+        self.trim();
+    }
+}
+
 pub struct Materializer<'r> {
     repo: &'r LocalRepo,
     target: PathBuf,
@@ -72,7 +121,7 @@ pub struct Materializer<'r> {
     /// Entries that could not be put in place (path, reason). One bad entry
     /// (a path too long for the target, a missing object) never stops the
     /// rest of the tree from being built.
-    failures: std::sync::Mutex<Vec<(Vec<u8>, String)>>,
+    failures: std::sync::Mutex<Failures>,
     /// The target and `.trove`, opened on first use: every change below
     /// them goes through these handles, never through a symlink.
     root: OnceLock<RootDir>,
@@ -113,7 +162,7 @@ impl<'r> Materializer<'r> {
             quarantine: LocalRepo::quarantine_of_run(&stamp),
             stats: Stats::default(),
             relink: false,
-            failures: std::sync::Mutex::new(Vec::new()),
+            failures: std::sync::Mutex::new(Failures::default()),
             root: OnceLock::new(),
             store_dir: OnceLock::new(),
             exposed: AtomicBool::new(false),
@@ -126,7 +175,7 @@ impl<'r> Materializer<'r> {
             self.failures
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push((path.to_vec(), e.to_string()));
+                .add(path, e.to_string());
         }
     }
 
@@ -136,11 +185,11 @@ impl<'r> Materializer<'r> {
         self.record(rel, Err(e));
     }
 
-    /// The entries that failed, in path order.
-    pub fn take_failures(&self) -> Vec<(Vec<u8>, String)> {
-        let mut v = std::mem::take(&mut *self.failures.lock().unwrap_or_else(|p| p.into_inner()));
-        v.sort_by(|a, b| cmp_paths(&a.0, &b.0));
-        v
+    /// The entries that failed: the first in path order, and how many.
+    pub fn take_failures(&self) -> Failures {
+        let mut f = std::mem::take(&mut *self.failures.lock().unwrap_or_else(|p| p.into_inner()));
+        f.trim();
+        f
     }
 
     /// Whether an update by differences met something that may hide
@@ -1169,8 +1218,11 @@ pub struct MaterializeReport {
     /// Entries trove did not create, left in place (or quarantined with
     /// `--prune-extra`).
     pub extra: Vec<String>,
-    /// Entries that could not be put in place: (path, reason).
+    /// Entries that could not be put in place: (path, reason), the
+    /// first [`KEPT_FAILURES`] in path order.
     pub failures: Vec<(String, String)>,
+    /// How many entries could not be put in place, in all.
+    pub failures_total: u64,
 }
 
 impl MaterializeReport {
@@ -1246,6 +1298,7 @@ pub fn rebuild(
     m.relink = true;
     let extra = m.reconcile(&desired, prune_extra)?;
     let failures = m.take_failures();
+    let failures_total = failures.total;
     if at_root {
         if failures.is_empty() {
             repo.write_marker(&snap.id)?;
@@ -1273,7 +1326,9 @@ pub fn rebuild(
         } else {
             extra.iter().map(|p| pathbytes::display(p)).collect()
         },
+        failures_total,
         failures: failures
+            .first
             .into_iter()
             .map(|(p, msg)| (pathbytes::display(&p), msg))
             .collect(),
@@ -1285,6 +1340,41 @@ mod tests {
     use super::*;
     use crate::id::{Digest, HashAlgo, ObjectId};
     use crate::local::objects::Batch;
+
+    /// A full disk fails every entry after it: of millions of failures
+    /// only the first thousand in path order are kept (never more than
+    /// twice that at once), and every one is counted.
+    #[test]
+    fn failures_keep_the_first_in_path_order_and_count_all() {
+        let n = 5 * KEPT_FAILURES + 7;
+        let name = |k: usize| format!("d/{k:06}").into_bytes();
+        let mut f = Failures::default();
+        for i in 0..n {
+            // Every k once, out of order (7919 is prime to n).
+            let k = (i * 7919) % n;
+            f.add(&name(k), format!("reason {k}"));
+            assert!(f.first.len() < 2 * KEPT_FAILURES);
+        }
+        f.trim();
+        assert_eq!(f.total, n as u64);
+        assert_eq!(f.more(), (n - KEPT_FAILURES) as u64);
+        let want: Vec<Vec<u8>> = (0..KEPT_FAILURES).map(name).collect();
+        let got: Vec<Vec<u8>> = f.first.iter().map(|(p, _)| p.clone()).collect();
+        assert_eq!(got, want);
+        assert!(f
+            .first
+            .iter()
+            .enumerate()
+            .all(|(k, (_, m))| *m == format!("reason {k}")));
+
+        let mut g = Failures::default();
+        assert!(g.is_empty());
+        g.add(b"a", "first".into());
+        g.append(f);
+        assert_eq!(g.total, n as u64 + 1);
+        assert_eq!(g.first.len(), KEPT_FAILURES);
+        assert_eq!(g.first[0].0, b"a");
+    }
     use crate::model::{Archived, Entry};
     use crate::repo::snapshot::Summary;
 

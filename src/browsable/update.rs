@@ -5,7 +5,7 @@
 //! entry is in place). Knows the local repository (the tree hardlinks its
 //! objects); never writes into the store.
 
-use crate::browsable::apply::{Materializer, Stats};
+use crate::browsable::apply::{Failures, Materializer, Stats};
 use crate::browsable::render::{self, Escapes};
 use crate::error::Result;
 use crate::id::SnapshotId;
@@ -17,8 +17,9 @@ use crate::repo::snapshot::{self, Snapshot};
 /// The outcome of updating the browsable tree.
 pub struct TreeUpdate {
     pub copies: u64,
-    /// Entries that could not be placed (path in the tree, reason).
-    pub failures: Vec<(Vec<u8>, String)>,
+    /// Entries that could not be placed (path in the tree, reason): the
+    /// first in path order, and how many.
+    pub failures: Failures,
 }
 
 /// What must change in the browsable tree to go from showing one
@@ -103,13 +104,13 @@ pub(crate) fn finish_tree_update(
     }
     let mut failures = m.take_failures();
     const SHOWN: usize = 20;
-    for (p, msg) in failures.iter().take(SHOWN) {
+    for (p, msg) in failures.first.iter().take(SHOWN) {
         tracing::warn!("browsable tree: {}: {msg}", show_rel(p));
     }
-    if failures.len() > SHOWN {
+    if failures.total > SHOWN as u64 {
         tracing::warn!(
             "browsable tree: {} more entries could not be placed (the snapshot has them; `trove materialize` or the next backup puts them in place)",
-            failures.len() - SHOWN
+            failures.total - SHOWN as u64
         );
     }
     let recorded = if failures.is_empty() {
@@ -121,7 +122,7 @@ pub(crate) fn finish_tree_update(
     };
     if let Err(e) = recorded {
         tracing::warn!("browsable tree: {e}");
-        failures.push((Vec::new(), e.to_string()));
+        failures.add(b"", e.to_string());
     }
     Ok(TreeUpdate {
         copies: Stats::get(&m.stats.copied),
@@ -146,7 +147,7 @@ pub fn catch_up_browsable(repo: &LocalRepo, latest: &Snapshot) -> Result<TreeUpd
     if marker == Some(latest.id) {
         return Ok(TreeUpdate {
             copies: 0,
-            failures: Vec::new(),
+            failures: Failures::default(),
         });
     }
     let (entries, archive) = crate::repo::snapshot::load_snapshot(repo, &latest.record)?;

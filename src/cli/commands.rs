@@ -278,7 +278,7 @@ pub(super) fn materialize(cli: &Cli, a: &MaterializeArgs) -> Result<Outcome> {
     output::emit(cli, &report, |out| {
         output::materialize(out, &report, cli.quiet)
     })?;
-    Ok(outcome(!report.failures.is_empty()))
+    Ok(outcome(report.failures_total > 0))
 }
 
 pub(super) fn diff(cli: &Cli, a: &DiffArgs) -> Result<Outcome> {

@@ -414,7 +414,7 @@ pub(super) fn pull(cli: &Cli, a: &PullArgs) -> Result<Outcome> {
         Err(Error::NoSuchSnapshot(_)) => None,
         Err(e) => return Err(e).context("building the browsable tree of the pulled repository"),
     };
-    let failures = materialized.as_ref().map_or(0, |m| m.failures.len());
+    let failures = materialized.as_ref().map_or(0, |m| m.failures_total);
     let summary = serde_json::json!({
         "pull": report,
         "repository": repo.root,

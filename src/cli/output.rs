@@ -97,7 +97,7 @@ pub(super) fn backup_summary(
             out,
             "{committed}the browsable tree at {} is incomplete: {} entries could not be put in place (first: {}: {}); once the cause is fixed (e.g. space freed), `trove materialize --repo {}` or the next backup completes it",
             shown(root),
-            r.browsable_incomplete.len(),
+            r.browsable_incomplete_total,
             first.path,
             first.message,
             shown(root),
@@ -522,6 +522,14 @@ pub(super) fn materialize(
     for (p, msg) in &report.failures {
         writeln!(out, "error: {p}: {msg}")?;
     }
+    let more = report.failures_total - report.failures.len() as u64;
+    if more > 0 {
+        writeln!(
+            out,
+            "error: {more} more entries could not be put in place (the first {} are named above)",
+            report.failures.len()
+        )?;
+    }
     if quiet {
         return Ok(());
     }
@@ -662,7 +670,7 @@ pub(super) fn prune(
             out,
             "the browsable tree at {} is incomplete: {} entries could not be put in place (first: {}); once the cause is fixed, `trove materialize --repo {}` completes it",
             crate::pathbytes::display_path(root),
-            report.browsable_incomplete.len(),
+            report.browsable_incomplete_total,
             first,
             crate::pathbytes::display_path(root),
         )?;
