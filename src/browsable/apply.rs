@@ -80,11 +80,6 @@ impl Failures {
         self.total == 0
     }
 
-    /// Failures counted but not kept.
-    pub fn more(&self) -> u64 {
-        self.total - self.first.len() as u64
-    }
-
     /// One more failure. The kept ones are trimmed once they reach twice
     /// the bound, so trimming costs little per failure.
     pub fn add(&mut self, path: &[u8], reason: String) {
@@ -1340,6 +1335,8 @@ mod tests {
     use super::*;
     use crate::id::{Digest, HashAlgo, ObjectId};
     use crate::local::objects::Batch;
+    use crate::model::{Archived, Entry};
+    use crate::repo::snapshot::Summary;
 
     /// A full disk fails every entry after it: of millions of failures
     /// only the first thousand in path order are kept (never more than
@@ -1357,7 +1354,6 @@ mod tests {
         }
         f.trim();
         assert_eq!(f.total, n as u64);
-        assert_eq!(f.more(), (n - KEPT_FAILURES) as u64);
         let want: Vec<Vec<u8>> = (0..KEPT_FAILURES).map(name).collect();
         let got: Vec<Vec<u8>> = f.first.iter().map(|(p, _)| p.clone()).collect();
         assert_eq!(got, want);
@@ -1375,8 +1371,6 @@ mod tests {
         assert_eq!(g.first.len(), KEPT_FAILURES);
         assert_eq!(g.first[0].0, b"a");
     }
-    use crate::model::{Archived, Entry};
-    use crate::repo::snapshot::Summary;
 
     fn file(p: &str, dup: bool, n: u8) -> Entry {
         Entry {

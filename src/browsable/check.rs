@@ -227,10 +227,10 @@ pub struct ObjectList {
     /// `starts[p]`: the first index whose id begins with a prefix of
     /// `bits` bits at least `p`; one more slot holds the length. Ids are
     /// hashes, spread evenly, so a lookup reads one slot and searches the
-    /// thirty-two to sixty-four ids up to the next: a search of the whole list missed
-    /// the cache at most of its steps (38% of a quick verify's CPU at
-    /// three million objects). Empty past `u32::MAX` objects, which are
-    /// searched whole.
+    /// thirty-two to sixty-four ids up to the next (see `index`): a
+    /// search of the whole list missed the cache at most of its steps
+    /// (38% of a quick verify's CPU at three million objects). Empty past
+    /// `u32::MAX` objects, which are searched whole.
     starts: Vec<u32>,
     bits: u32,
 }
