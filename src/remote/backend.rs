@@ -829,6 +829,19 @@ fn error_detail(e: &opendal::Error) -> String {
     detail
 }
 
+/// An error of the one-key LIST that asks whether the bucket is there:
+/// a LIST of the bucket's root finds no object missing, so a bare 404
+/// (SeaweedFS answers one, without NoSuchBucket, for a bucket made a
+/// moment before) means the bucket, not ": no such object".
+fn listing_error(e: &opendal::Error) -> BackendError {
+    match classify(e, "") {
+        BackendError::NotFound { .. } => BackendError::NoBucket {
+            detail: error_detail(e),
+        },
+        other => other,
+    }
+}
+
 /// Sort an opendal error into the kinds the commands report.
 fn classify(e: &opendal::Error, path: &str) -> BackendError {
     use opendal::ErrorKind as K;
@@ -1131,9 +1144,9 @@ impl Backend for S3Backend {
         let mut lister = self
             .op
             .lister_options("/", opts)
-            .map_err(|e| classify(&e, ""))?;
+            .map_err(|e| listing_error(&e))?;
         match lister.next() {
-            Some(Err(e)) => Err(classify(&e, "")),
+            Some(Err(e)) => Err(listing_error(&e)),
             _ => Ok(()),
         }
     }
@@ -1194,6 +1207,25 @@ impl Backend for S3Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The LIST that asks for the bucket: a bare 404 is a missing bucket
+    /// (named as one, so the caller says which bucket to create), a
+    /// refusal stays a refusal.
+    #[test]
+    fn a_404_to_the_bucket_listing_is_a_missing_bucket() {
+        let e = opendal::Error::new(opendal::ErrorKind::NotFound, "status: 404");
+        assert!(matches!(classify(&e, ""), BackendError::NotFound { .. }));
+        assert!(
+            matches!(listing_error(&e), BackendError::NoBucket { .. }),
+            "{}",
+            listing_error(&e)
+        );
+        let denied = opendal::Error::new(opendal::ErrorKind::PermissionDenied, "status: 403");
+        assert!(matches!(
+            listing_error(&denied),
+            BackendError::Denied { .. }
+        ));
+    }
 
     type R = Result<(), Box<dyn std::error::Error>>;
 
