@@ -46,8 +46,32 @@ impl FromStr for HashAlgo {
 
 /// A 256-bit digest. The typed ids below wrap it so that an object id can
 /// never be passed where a tree id is expected.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Digest(pub [u8; 32]);
+
+/// The byte order of the digests (every sorted list of ids on disk
+/// relies on it), eight bytes at a time: the derived order called
+/// `memcmp` for every comparison, the hottest leaf of a quick verify's
+/// sorts at three million objects.
+impl Ord for Digest {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let word = |d: &[u8; 32], k: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&d[8 * k..8 * k + 8]);
+            u64::from_be_bytes(b)
+        };
+        (0..4)
+            .map(|k| word(&self.0, k).cmp(&word(&other.0, k)))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    }
+}
+
+impl PartialOrd for Digest {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Digest {
     pub fn to_hex(&self) -> String {
@@ -198,6 +222,35 @@ pub fn search_by_id<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Digests order as their bytes do, whichever byte first differs.
+    #[test]
+    fn digests_order_as_their_bytes() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2000 {
+            let mut a = [0u8; 32];
+            for c in a.chunks_mut(8) {
+                c.copy_from_slice(&next().to_le_bytes());
+            }
+            let mut b = a;
+            // Equal up to a byte anywhere, then anything.
+            let at = (next() % 33) as usize;
+            for x in b.iter_mut().skip(at) {
+                *x = next() as u8;
+            }
+            let (da, db) = (Digest(a), Digest(b));
+            assert_eq!(da.cmp(&db), a.cmp(&b), "{da:?} {db:?}");
+            assert_eq!(db.cmp(&da), b.cmp(&a));
+            assert_eq!(da.cmp(&db).is_eq(), da == db);
+            assert_eq!(da.partial_cmp(&db), Some(a.cmp(&b)));
+        }
+    }
 
     #[test]
     fn search_by_id_answers_as_binary_search() {

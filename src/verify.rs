@@ -200,7 +200,9 @@ impl RefSet {
     }
 
     fn compact(&mut self) {
-        self.v.sort_unstable_by_key(|(id, _)| *id);
+        // On every core: at three million objects the sorts were a third
+        // of the tree walk, which otherwise runs on one.
+        self.v.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.v.dedup_by_key(|(id, _)| *id);
     }
 

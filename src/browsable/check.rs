@@ -251,7 +251,9 @@ impl ObjectList {
     /// The list from `v` (sizes narrowed by [`narrow_size`]) and the true
     /// sizes of its `BIG` ones; both are sorted and deduplicated here.
     pub fn new(mut v: Vec<(ObjectId, u32)>, mut big: Vec<(ObjectId, u64)>) -> ObjectList {
-        v.sort_unstable_by_key(|(id, _)| *id);
+        // On every core (a verify's list is sorted already, but not
+        // every caller's).
+        v.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
         v.dedup_by_key(|(id, _)| *id);
         v.shrink_to_fit();
         big.sort_unstable_by_key(|(id, _)| *id);
