@@ -227,6 +227,28 @@ impl LocalRepo {
             .any(|sub| fs::read_dir(dir.join(sub)).is_ok_and(|mut rd| rd.next().is_some()))
     }
 
+    /// Whether the object store holds no object at all: every entry of
+    /// `objects/` is an empty fan-out folder. Anything else, and any error
+    /// while looking, counts as not empty (the answer may only ever cost
+    /// a look-up, never skip one that was needed).
+    pub fn objects_empty(&self) -> bool {
+        let dir = self.objects_dir();
+        let Ok(rd) = fs::read_dir(&dir) else {
+            return false;
+        };
+        for ent in rd {
+            let Ok(ent) = ent else {
+                return false;
+            };
+            let empty = ent.file_type().is_ok_and(|t| t.is_dir())
+                && fs::read_dir(ent.path()).is_ok_and(|mut sub| sub.next().is_none());
+            if !empty {
+                return false;
+            }
+        }
+        true
+    }
+
     fn read_config(root: &Path) -> Result<LocalRepo> {
         let dir = Self::dir_of(root);
         let cfg_path = dir.join("config");

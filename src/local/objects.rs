@@ -31,6 +31,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 /// Files written to `tmp/` and waiting to be renamed into a store.
 ///
@@ -59,6 +60,62 @@ pub struct Batch<'r> {
     repaired: AtomicU64,
     /// The trees queued since the last commit, in a pack being written.
     trees: std::sync::Mutex<TreeSpool>,
+    /// Set on the batch's first look at the store: where it found the
+    /// store empty, which objects its commits have put there since.
+    fresh: OnceLock<Option<Committed>>,
+}
+
+/// The objects a batch has committed into a store that was empty when it
+/// first looked, as a Bloom filter: an object the filter has never seen
+/// is not stored, and a first backup skips the look-up for it. That
+/// look-up of a name that is not there, in a fan-out folder of ~12,000
+/// names, was 7% of a 3,000,000-file first backup's CPU (twice its cost
+/// per file at 100,000). A false "maybe" (about 1% at 3,000,000
+/// objects, 20% at 10,000,000) costs only the look-up it saved.
+///
+/// Sound because only the batch's commits add objects while it runs
+/// (the writer holds the exclusive lock), and each commit marks what it
+/// moves before moving it; a commit also never replaces a name, so even
+/// an object that came some other way is never overwritten.
+struct Committed {
+    words: Box<[AtomicU64]>,
+}
+
+/// 2^25 bits (4 MiB), three probes: sized for the few million objects
+/// of a large first backup, and allocated only for an empty store.
+const COMMITTED_BITS_LOG2: u32 = 25;
+const COMMITTED_PROBES: usize = 3;
+
+impl Committed {
+    fn new() -> Committed {
+        let words = (1usize << COMMITTED_BITS_LOG2) / 64;
+        Committed {
+            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// The bits of `d`: a digest is uniform, so its own bytes are the
+    /// filter's hash functions.
+    fn bits(d: &Digest) -> [usize; COMMITTED_PROBES] {
+        let mask = (1u64 << COMMITTED_BITS_LOG2) - 1;
+        std::array::from_fn(|i| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&d.0[8 * i..8 * i + 8]);
+            (u64::from_le_bytes(w) & mask) as usize
+        })
+    }
+
+    fn insert(&self, d: &Digest) {
+        for b in Self::bits(d) {
+            self.words[b / 64].fetch_or(1 << (b % 64), Ordering::Relaxed);
+        }
+    }
+
+    fn may_hold(&self, d: &Digest) -> bool {
+        Self::bits(d)
+            .iter()
+            .all(|&b| self.words[b / 64].load(Ordering::Relaxed) & (1 << (b % 64)) != 0)
+    }
 }
 
 /// The trees of a write session: the pack being written, those already
@@ -101,6 +158,7 @@ impl<'r> Batch<'r> {
             sound: std::sync::Mutex::new(HashSet::new()),
             repaired: AtomicU64::new(0),
             trees: std::sync::Mutex::new(TreeSpool::default()),
+            fresh: OnceLock::new(),
         }
     }
 
@@ -133,11 +191,24 @@ impl<'r> Batch<'r> {
         self.repaired.load(Ordering::Relaxed)
     }
 
+    /// The objects committed since the batch found the store empty (None
+    /// where it was not, and in repair mode, which must look at every
+    /// stored copy). Decided on first use, which comes before the first
+    /// commit: objects are checked before they are queued.
+    fn fresh(&self) -> Option<&Committed> {
+        self.fresh
+            .get_or_init(|| (!self.repair && self.repo.objects_empty()).then(Committed::new))
+            .as_ref()
+    }
+
     /// Whether content `d` of `len` bytes needs no writing: stored (and,
     /// in repair mode, stored intact).
     fn is_stored(&self, kind: StoreKind, d: &Digest, len: u64) -> bool {
         if kind == StoreKind::Tree {
             return self.repo.tree_has(d);
+        }
+        if self.fresh().is_some_and(|f| !f.may_hold(d)) {
+            return false;
         }
         let p = self.repo.object_path(&ObjectId(*d));
         if !self.repair {
@@ -433,9 +504,15 @@ impl<'r> Batch<'r> {
         // listed: a listing returns every entry that is neither added nor
         // removed during it exactly once, and only entries already returned
         // are removed.
+        // Only a filter already made can have missed an object: one made
+        // after this commit would find the store not empty.
+        let fresh = self.fresh.get().and_then(Option::as_ref);
         let mut dirs: HashSet<PathBuf> = HashSet::new();
         for q in moves {
             let (tmp, kind, d) = q?;
+            if let (StoreKind::Object, Some(f)) = (kind, fresh) {
+                f.insert(&d);
+            }
             let dest = self.repo.digest_path(kind, &d);
             if let Some(dir) = dest.parent() {
                 if !dirs.contains(dir) {
@@ -452,7 +529,15 @@ impl<'r> Batch<'r> {
                 quarantine_object(self.repo, &dest)?;
                 self.repaired.fetch_add(1, Ordering::Relaxed);
             }
-            fs::rename(&tmp, &dest).ctx("move into store", &dest)?;
+            match fsutil::rename_noreplace(&tmp, &dest) {
+                Ok(()) => {}
+                // Stored meanwhile by other means (a browsable file put
+                // back as its object): the name keeps the copy it has.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    fs::remove_file(&tmp).ctx("remove temporary file", &tmp)?;
+                }
+                Err(e) => return Err(Error::io("move into store", &dest, e)),
+            }
         }
         let had_packs = !packs.is_empty();
         let installed = trees::install(self.repo, packs)?;
@@ -998,6 +1083,60 @@ mod tests {
             fs::read(repo.object_path(&ing.id)).ctx("read", "obj")?,
             b"content"
         );
+        Ok(())
+    }
+
+    /// The filter of a batch that found the store empty never says "not
+    /// stored" of an object it was given, and says "maybe" of few others.
+    #[test]
+    fn the_committed_filter_never_forgets_and_rarely_imagines() {
+        let f = Committed::new();
+        let digest = |i: u64| Digest(*blake3::hash(&i.to_le_bytes()).as_bytes());
+        for i in 0..100_000 {
+            f.insert(&digest(i));
+        }
+        assert!((0..100_000).all(|i| f.may_hold(&digest(i))));
+        let imagined = (100_000..200_000)
+            .filter(|&i| f.may_hold(&digest(i)))
+            .count();
+        assert!(
+            imagined < 10,
+            "{imagined} of 100,000 absent digests said maybe"
+        );
+    }
+
+    /// A first backup's batch (empty store) skips the look-up of objects
+    /// it never committed, still finds those it did (same content in a
+    /// later commit is not stored twice), and its commit keeps an object
+    /// that reached the store some other way instead of replacing it.
+    #[test]
+    fn a_batch_on_an_empty_store_finds_what_it_committed_and_replaces_nothing() -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let repo = LocalRepo::init(&dir.path().join("b"), HashAlgo::Blake3)?;
+        let d = |b: &[u8]| Digest(*blake3::hash(b).as_bytes());
+        let batch = Batch::new(&repo);
+        assert!(batch.put_bytes(StoreKind::Object, d(b"one"), b"one")?);
+        assert!(batch.fresh().is_some(), "the store was empty");
+        batch.commit()?;
+        assert!(!batch.put_bytes(StoreKind::Object, d(b"one"), b"one")?);
+        // Put back by other means after the batch looked: the filter has
+        // not seen it, so it is queued again, and the commit keeps the
+        // copy in the store (the browsable tree may link to it).
+        let other = repo.object_path(&ObjectId(d(b"two")));
+        if let Some(parent) = other.parent() {
+            fsutil::create_private_dir(parent)?;
+        }
+        fs::write(&other, b"two").ctx("write", &other)?;
+        let ino = fs::metadata(&other).ctx("stat", &other)?.ino();
+        batch.put_bytes(StoreKind::Object, d(b"two"), b"two")?;
+        batch.commit()?;
+        assert_eq!(fs::metadata(&other).ctx("stat", &other)?.ino(), ino);
+        assert_eq!(fs::read_dir(repo.tmp_dir()).ctx("ls", "tmp")?.count(), 0);
+        // A batch on a store that holds objects looks every one up.
+        let next = Batch::new(&repo);
+        assert!(!next.put_bytes(StoreKind::Object, d(b"two"), b"two")?);
+        assert!(next.fresh().is_none());
         Ok(())
     }
 
