@@ -524,9 +524,13 @@ impl<'r> Batch<'r> {
                     }
                 }
             }
-            chunk.par_iter().try_for_each(|(tmp, kind, d)| {
-                self.move_in(tmp, &self.repo.digest_path(*kind, d))
-            })?;
+            chunk
+                .par_chunks(chunk.len().div_ceil(MOVERS))
+                .try_for_each(|part| {
+                    part.iter().try_for_each(|(tmp, kind, d)| {
+                        self.move_in(tmp, &self.repo.digest_path(*kind, d))
+                    })
+                })?;
         }
         let had_packs = !packs.is_empty();
         let installed = trees::install(self.repo, packs)?;
@@ -562,7 +566,7 @@ impl Batch<'_> {
     /// time; links into different fan-out folders run side by side. A
     /// crash between the two leaves the name in `tmp/` too, which the
     /// next writer removes (the object keeps its store name). Where the
-    /// filesystem refuses hardlinks, a rename does it.
+    /// link fails (a filesystem without hardlinks), a rename does it.
     fn move_in(&self, tmp: &Path, dest: &Path) -> Result<()> {
         if self.repair && fs::symlink_metadata(dest).is_ok() {
             quarantine_object(self.repo, dest)?;
@@ -573,14 +577,15 @@ impl Batch<'_> {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 fs::remove_file(tmp).ctx("remove temporary file", tmp)
             }
-            Err(e) if fsutil::link_refused(&e) => match fsutil::rename_noreplace(tmp, dest) {
+            // The link only saves time: whatever refused it (no hardlinks
+            // here, or an error), the rename is the move it stands for.
+            Err(_) => match fsutil::rename_noreplace(tmp, dest) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     fs::remove_file(tmp).ctx("remove temporary file", tmp)
                 }
                 Err(e) => Err(Error::io("move into store", dest, e)),
             },
-            Err(e) => Err(Error::io("move into store", dest, e)),
         }
     }
 }
@@ -588,6 +593,9 @@ impl Batch<'_> {
 /// Queued files a commit moves at once (listed, their folders made, then
 /// moved in parallel).
 const MOVE_CHUNK: usize = 4096;
+/// Threads moving a chunk: the unlinks all take `tmp/`'s lock, and more
+/// movers than cores only wait (spinning) for it.
+const MOVERS: usize = 2;
 
 /// Move a damaged stored file out of the store into
 /// `.trove/quarantine/objects/` (under a fresh name: nothing there is ever
