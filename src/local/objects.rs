@@ -4,7 +4,7 @@
 //! A run never writes into `objects/` directly. Each new content is copied
 //! into `tmp/` while it is hashed (one read of the source), and queued in a
 //! [`Batch`]. [`Batch::commit`] then makes the whole batch durable with one
-//! filesystem sync, renames every file into place, and syncs again (a long
+//! filesystem sync, moves every file into place, and syncs again (a long
 //! walk commits its objects every few tens of thousands, so `tmp/` never
 //! holds millions of entries). So an
 //! object that exists under its name always holds exactly the bytes of that
@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-/// Files written to `tmp/` and waiting to be renamed into a store.
+/// Files written to `tmp/` and waiting to be moved into a store.
 ///
 /// A queued file is named after its digest (`tmp/obj-<hex>`,
 /// `tmp/tree-<hex>`), so the directory itself is the set of queued
@@ -530,7 +530,7 @@ impl<'r> Batch<'r> {
         }
         let had_packs = !packs.is_empty();
         let installed = trees::install(self.repo, packs)?;
-        // 2. The renames themselves are durable before the caller writes a
+        // 2. The moves themselves are durable before the caller writes a
         //    snapshot record that refers to these names.
         if small {
             dirs.par_iter().try_for_each(|d| fsutil::fsync_dir(d))?;
