@@ -55,13 +55,8 @@ pub struct Digest(pub [u8; 32]);
 /// sorts at three million objects.
 impl Ord for Digest {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        let word = |d: &[u8; 32], k: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&d[8 * k..8 * k + 8]);
-            u64::from_be_bytes(b)
-        };
         (0..4)
-            .map(|k| word(&self.0, k).cmp(&word(&other.0, k)))
+            .map(|k| self.word(k).cmp(&other.word(k)))
             .find(|o| o.is_ne())
             .unwrap_or(std::cmp::Ordering::Equal)
     }
@@ -74,6 +69,15 @@ impl PartialOrd for Digest {
 }
 
 impl Digest {
+    /// Bytes `8k..8k + 8` (k < 4) as a big-endian number: the words
+    /// order as the digests do, and, a digest being a hash, each is as
+    /// good as random.
+    pub fn word(&self, k: usize) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[8 * k..8 * k + 8]);
+        u64::from_be_bytes(b)
+    }
+
     pub fn to_hex(&self) -> String {
         let mut s = String::with_capacity(64);
         for b in self.0 {
@@ -219,6 +223,18 @@ pub fn search_by_id<T>(
     }
 }
 
+/// A xorshift generator from `seed` (not zero): the tests' random ids,
+/// the same every run.
+#[cfg(test)]
+pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,13 +242,7 @@ mod tests {
     /// Digests order as their bytes do, whichever byte first differs.
     #[test]
     fn digests_order_as_their_bytes() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..2000 {
             let mut a = [0u8; 32];
             for c in a.chunks_mut(8) {

@@ -301,3 +301,8 @@ pub fn now_ns() -> i64 {
         Err(e) => -(e.duration().as_nanos() as i64),
     }
 }
+
+/// For `skip_serializing_if`: a count of zero is left out of a report.
+pub(crate) fn is_zero(n: &u64) -> bool {
+    *n == 0
+}

@@ -52,12 +52,8 @@ pub struct PruneReport {
     pub browsable_incomplete: Vec<String>,
     /// How many entries could not be put in place (the list above keeps
     /// the first thousand).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "crate::model::is_zero")]
     pub browsable_incomplete_total: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 fn plan_options(o: &PruneOptions) -> PlanOptions {

@@ -110,7 +110,7 @@ pub struct VerifyProblem {
     /// [`MAX_PATHS`], see `paths_total`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "crate::model::is_zero")]
     pub paths_total: u64,
 }
 
@@ -126,10 +126,6 @@ impl VerifyProblem {
             paths_total: 0,
         }
     }
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// How many affected paths a problem lists.

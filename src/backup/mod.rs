@@ -104,6 +104,26 @@ pub struct BackupReport {
     pub failed: bool,
 }
 
+impl BackupReport {
+    /// Note what a browsable-tree update did: its fallback copies, and
+    /// the entries it could not place (`show` names one for the report).
+    fn add_tree_update(
+        &mut self,
+        up: crate::browsable::update::TreeUpdate,
+        show: impl Fn(&[u8]) -> String,
+    ) {
+        self.link_fallback_copies += up.copies;
+        self.failed |= !up.failures.is_empty();
+        self.browsable_incomplete_total += up.failures.total;
+        for (p, msg) in up.failures.first {
+            self.browsable_incomplete.push(Problem {
+                path: show(&p),
+                message: msg,
+            });
+        }
+    }
+}
+
 /// Normalise a path for containment checks: absolute, symlinks resolved
 /// for the part that exists.
 fn normalize(p: &Path) -> PathBuf {
@@ -391,15 +411,9 @@ fn warn_damaged(scan: &snapshot::Scan) {
 /// before a run changes it, noting what could not be placed.
 fn catch_up(r: &LocalRepo, snap: &Snapshot, report: &mut BackupReport) -> Result<()> {
     let up = catch_up_browsable(r, snap)?;
-    report.link_fallback_copies += up.copies;
-    report.failed |= !up.failures.is_empty();
-    report.browsable_incomplete_total += up.failures.total;
-    for (p, msg) in up.failures.first {
-        report.browsable_incomplete.push(Problem {
-            path: pathbytes::display_path(&pathbytes::to_fs(&r.root, &p)),
-            message: msg,
-        });
-    }
+    report.add_tree_update(up, |p| {
+        pathbytes::display_path(&pathbytes::to_fs(&r.root, p))
+    });
     Ok(())
 }
 

@@ -13,7 +13,7 @@
 //! brings nothing, record no snapshot. Ordinary runs keep the file
 //! (`FileExt::stdin`; see `walk`).
 
-use super::{BackupReport, Problem};
+use super::BackupReport;
 use crate::audit::Layout;
 use crate::config::BackupSettings;
 use crate::error::{Error, Result};
@@ -385,15 +385,7 @@ pub fn run(opts: &StdinOptions, progress: &dyn Progress) -> Result<BackupReport>
     crate::log::mem_phase("recorded");
     report.changed = true;
     report.snapshot = Some(done.id.short());
-    report.link_fallback_copies += done.tree.copies;
-    report.failed |= !done.tree.failures.is_empty();
-    report.browsable_incomplete_total += done.tree.failures.total;
-    for (p, msg) in done.tree.failures.first {
-        report.browsable_incomplete.push(Problem {
-            path: layout.browsable_for_log(&p),
-            message: msg,
-        });
-    }
+    report.add_tree_update(done.tree, |p| layout.browsable_for_log(p));
     super::warn_link_copies(&report);
     let dropped = if plan.counts.retention_removed > 0 {
         dropped_by_retention(&old_archive, &plan.archive)

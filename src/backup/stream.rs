@@ -13,7 +13,7 @@
 
 use super::spill::{self, PrevAt, Rec, Spilled, Writer};
 use super::walk::{self, WalkInput};
-use super::{BackupOptions, BackupReport, Problem};
+use super::{BackupOptions, BackupReport};
 use crate::audit::Layout;
 use crate::browsable::apply::{LazyRender, Materializer};
 use crate::browsable::render::{self, BrowsableEntry, Escapes};
@@ -926,15 +926,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
         relink_repaired(repo, &snap)?;
     }
     crate::log::mem_phase("browsable updated");
-    report.link_fallback_copies += up.copies;
-    report.failed |= !up.failures.is_empty();
-    report.browsable_incomplete_total += up.failures.total;
-    for (p, msg) in up.failures.first {
-        report.browsable_incomplete.push(Problem {
-            path: c.layout.browsable_for_log(&p),
-            message: msg,
-        });
-    }
+    report.add_tree_update(up, |p| c.layout.browsable_for_log(p));
     super::warn_link_copies(report);
     if counts.specials > 0 {
         tracing::info!(

@@ -237,9 +237,7 @@ pub struct ObjectList {
 
 /// The first eight bytes of `id`, as a number: ordered as the ids are.
 fn head(id: &ObjectId) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&id.0 .0[..8]);
-    u64::from_be_bytes(b)
+    id.0.word(0)
 }
 
 /// The first `bits` bits of `id` (0 < bits < 64), as a number.
@@ -956,13 +954,7 @@ mod tests {
     #[test]
     fn object_list_finds_each_id_by_its_prefix() {
         use crate::id::Digest;
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::id::xorshift(0x9e37_79b9_7f4a_7c15);
         for n in [1usize, 2, 5, 63, 1000, 40_000] {
             let mut ids: Vec<ObjectId> = (0..n)
                 .map(|_| {

@@ -94,15 +94,11 @@ impl Committed {
         }
     }
 
-    /// The bits of `d`: a digest is uniform, so its own bytes are the
+    /// The bits of `d`: a digest is uniform, so its own words are the
     /// filter's hash functions.
     fn bits(d: &Digest) -> [usize; COMMITTED_PROBES] {
         let mask = (1u64 << COMMITTED_BITS_LOG2) - 1;
-        std::array::from_fn(|i| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&d.0[8 * i..8 * i + 8]);
-            (u64::from_le_bytes(w) & mask) as usize
-        })
+        std::array::from_fn(|i| (d.word(i) & mask) as usize)
     }
 
     fn insert(&self, d: &Digest) {
@@ -510,23 +506,24 @@ impl<'r> Batch<'r> {
         let mut dirs: HashSet<PathBuf> = HashSet::new();
         let mut moves = moves.peekable();
         while moves.peek().is_some() {
-            let chunk: Vec<(PathBuf, StoreKind, Digest)> =
-                moves.by_ref().take(MOVE_CHUNK).collect::<Result<_>>()?;
-            for (_, kind, d) in &chunk {
+            let mut chunk: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(MOVE_CHUNK);
+            for q in moves.by_ref().take(MOVE_CHUNK) {
+                let (tmp, kind, d) = q?;
                 if let (StoreKind::Object, Some(f)) = (kind, fresh) {
-                    f.insert(d);
+                    f.insert(&d);
                 }
-                let dest = self.repo.digest_path(*kind, d);
+                let dest = self.repo.digest_path(kind, &d);
                 if let Some(dir) = dest.parent() {
                     if !dirs.contains(dir) {
                         fsutil::create_private_dir(dir)?;
                         dirs.insert(dir.to_path_buf());
                     }
                 }
+                chunk.push((tmp, dest));
             }
-            chunk.par_iter().try_for_each(|(tmp, kind, d)| {
-                self.move_in(tmp, &self.repo.digest_path(*kind, d))
-            })?;
+            chunk
+                .par_iter()
+                .try_for_each(|(tmp, dest)| self.move_in(tmp, dest))?;
         }
         let had_packs = !packs.is_empty();
         let installed = trees::install(self.repo, packs)?;
