@@ -517,32 +517,54 @@ impl<'r> Materializer<'r> {
             }
             Disk::Foreign => self.to_quarantine(&e.path)?,
         }
-        self.ensure_rel(pathbytes::parent(&e.path), &mut HashSet::new())?;
+        // Both callers made every parent folder first (`prepare_parents`),
+        // so the way is checked again, one folder at a time, only when the
+        // create finds a folder on it missing or not a folder (someone
+        // removed or replaced it meanwhile): a 1% rerun saved 15,000
+        // stats on the folders above the files it replaced.
+        match self.create(e, &p) {
+            Err(Error::Io { source, .. })
+                if source.kind() == io::ErrorKind::NotFound
+                    || source.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                self.ensure_rel(pathbytes::parent(&e.path), &mut HashSet::new())?;
+                self.create(e, &p)
+            }
+            r => r,
+        }
+    }
+
+    /// Make `e` at its path (`p` for messages), nothing being there.
+    fn create(&self, e: &BrowsableEntry, p: &Path) -> Result<()> {
+        let root = self.root()?;
         match &e.kind {
             BrowsableKind::Dir => {
-                root.mkdir(&e.path, 0o777).ctx("create directory", &p)?;
+                root.mkdir(&e.path, 0o777).ctx("create directory", p)?;
                 self.stats.created.fetch_add(1, AtOrd::Relaxed);
             }
             BrowsableKind::Symlink { target } => {
-                root.symlink(target, &e.path).ctx("create symlink", &p)?;
+                root.symlink(target, &e.path).ctx("create symlink", p)?;
                 self.stats.created.fetch_add(1, AtOrd::Relaxed);
             }
             BrowsableKind::File { size: 0, .. } => {
                 // Empty files are never hardlinked: every empty file would
                 // otherwise share one inode and its link limit.
-                root.create_new(&e.path, 0o444).ctx("create", &p)?;
+                root.create_new(&e.path, 0o444).ctx("create", p)?;
                 self.stats.created.fetch_add(1, AtOrd::Relaxed);
             }
             BrowsableKind::File { id, .. } => {
                 let obj = self.repo.object_path(id);
-                if fs::symlink_metadata(&obj).is_err() {
-                    return Err(Error::Missing {
-                        what: "object",
-                        id: id.to_hex(),
-                        path: obj,
-                    });
+                match fs::symlink_metadata(&obj) {
+                    Err(_) => {
+                        return Err(Error::Missing {
+                            what: "object",
+                            id: id.to_hex(),
+                            path: obj,
+                        })
+                    }
+                    Ok(m) if !m.is_file() => return Err(not_a_file(&obj, &m)),
+                    Ok(_) => {}
                 }
-                check_object_type(&obj)?;
                 match self.link_or_copy(&obj, &e.path)? {
                     Placed::Linked => self.stats.linked.fetch_add(1, AtOrd::Relaxed),
                     Placed::Copied => self.stats.copied.fetch_add(1, AtOrd::Relaxed),
@@ -1183,16 +1205,21 @@ impl<'r> LazyRender<'r> {
 /// (a hardlink of a symlink is a symlink).
 fn check_object_type(obj: &Path) -> Result<()> {
     match fs::symlink_metadata(obj) {
-        Ok(m) if !m.is_file() => Err(Error::corrupt(
-            "object",
-            obj,
-            format!(
-                "it is {}, not a regular file, so it is not linked into the browsable tree",
-                crate::fsutil::describe_type(&m.file_type())
-            ),
-        )),
+        Ok(m) if !m.is_file() => Err(not_a_file(obj, &m)),
         _ => Ok(()),
     }
+}
+
+/// The error for an object `obj` that is not a regular file (`m`).
+fn not_a_file(obj: &Path, m: &fs::Metadata) -> Error {
+    Error::corrupt(
+        "object",
+        obj,
+        format!(
+            "it is {}, not a regular file, so it is not linked into the browsable tree",
+            crate::fsutil::describe_type(&m.file_type())
+        ),
+    )
 }
 
 /// The outcome of `trove materialize`.
