@@ -96,10 +96,15 @@ pub fn init(console: LevelFilter, file: Option<(&Path, LogLevel)>) -> Result<Log
             // A short queue: the writer thread keeps up with a run's
             // lines, and a long one would hold a first backup's hundred
             // thousand lines in memory.
+            // Buffered: the writer thread writes each batch of queued
+            // lines with one call and flushes whenever the queue runs
+            // dry (and at the end), so a line waits in the buffer no
+            // longer than it would in the queue (a 1% rerun of 100,000
+            // files logs 4,000 lines: 4,000 writes before).
             let (nb, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
                 .lossy(false)
                 .buffered_lines_limit(4096)
-                .finish(f);
+                .finish(std::io::BufWriter::with_capacity(64 * 1024, f));
             let lvl = match level {
                 LogLevel::Info => LevelFilter::INFO,
                 LogLevel::Debug => LevelFilter::DEBUG,
