@@ -263,6 +263,39 @@ impl History {
     }
 }
 
+/// Bounds every history of an archive is within: the most versions any
+/// one path keeps and the oldest deleted content's time. While retention
+/// cannot cut into them (`plan::retention_is_idle`), a history no run
+/// touches stays exactly as it is, so a run may carry a folder of the
+/// previous archive whole, unread, and the bounds along with it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveBounds {
+    pub most_versions: u64,
+    pub oldest_deleted_ns: Option<i64>,
+}
+
+impl ArchiveBounds {
+    /// Widen the bounds to hold `h`.
+    pub fn note(&mut self, h: &History) {
+        self.most_versions = self.most_versions.max(h.versions.len() as u64);
+        if let Some(d) = &h.deleted {
+            self.note_deleted(d.time_ns);
+        }
+    }
+
+    /// Widen the bounds to hold everything `other` bounds.
+    pub fn widen(&mut self, other: &ArchiveBounds) {
+        self.most_versions = self.most_versions.max(other.most_versions);
+        if let Some(t) = other.oldest_deleted_ns {
+            self.note_deleted(t);
+        }
+    }
+
+    fn note_deleted(&mut self, t: i64) {
+        self.oldest_deleted_ns = Some(self.oldest_deleted_ns.map_or(t, |o| o.min(t)));
+    }
+}
+
 /// The identity of a source file as seen by a stat call; two equal values
 /// mean "the file was not changed in between" (a write updates mtime and
 /// ctime, and ctime cannot be set back by an unprivileged writer).

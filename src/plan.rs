@@ -7,7 +7,7 @@
 //! inputs always give the same plan and the tests are plain tables.
 
 use crate::id::ObjectId;
-use crate::model::{Archived, Entry, History, Item, Leaf};
+use crate::model::{ArchiveBounds, Archived, Entry, History, Item, Leaf};
 use crate::pathbytes::cmp_paths;
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -210,6 +210,19 @@ fn deleted_expires(h: &History, opts: &PlanOptions) -> bool {
         (Some(max_age), Some(d)) => d.time_ns < opts.now_ns.saturating_sub(max_age),
         _ => false,
     }
+}
+
+/// Whether per-file retention under `opts` leaves every history within
+/// `b` as it is (the rules of `version_expires` and `deleted_expires`, for
+/// the worst history the bounds allow): a run may then carry a folder of
+/// the previous archive whole, unread.
+pub fn retention_is_idle(b: &ArchiveBounds, opts: &PlanOptions) -> bool {
+    let versions_fit = b.most_versions <= opts.max_versions.max(1);
+    let deleted_fit = match (opts.deleted_max_age_ns, b.oldest_deleted_ns) {
+        (Some(max_age), Some(t)) => t >= opts.now_ns.saturating_sub(max_age),
+        _ => true,
+    };
+    versions_fit && deleted_fit
 }
 
 /// Whether per-file retention would remove anything from `archive` (the
@@ -907,6 +920,57 @@ mod tests {
         fn arb_scan() -> impl Strategy<Value = Vec<Entry>> {
             prop::collection::btree_map("[a-d]{1,2}", 0u8..4, 0..8)
                 .prop_map(|m| sorted(m.into_iter().map(|(p, c)| file(&p, c)).collect()))
+        }
+
+        fn arb_history() -> impl Strategy<Value = History> {
+            let archived = |t: i64| Archived {
+                id: id(1),
+                size: 10,
+                meta: Meta::default(),
+                time_ns: t,
+            };
+            (0usize..6, prop::option::of(0i64..3000)).prop_map(move |(n, del)| History {
+                next_version: n as u64 + 1,
+                versions: (1..=n as u64).map(|v| (v, archived(v as i64))).collect(),
+                deleted: del.map(archived),
+            })
+        }
+
+        proptest! {
+            /// Bounds that call retention idle are right: the planner
+            /// leaves every history within them exactly as it was, with no
+            /// decision, whatever the limits and the clock.
+            #[test]
+            fn prop_idle_retention_keeps_every_history_within_the_bounds(
+                hs in prop::collection::vec(arb_history(), 0..8),
+                max_versions in 0u64..6,
+                max_age in prop::option::of(0i64..3000),
+                now in 0i64..6000,
+            ) {
+                let o = PlanOptions { max_versions, deleted_max_age_ns: max_age, now_ns: now };
+                let mut b = ArchiveBounds::default();
+                for h in &hs {
+                    b.note(h);
+                }
+                let mut halves = ArchiveBounds::default();
+                let (x, y) = hs.split_at(hs.len() / 2);
+                let (mut bx, mut by) = (ArchiveBounds::default(), ArchiveBounds::default());
+                x.iter().for_each(|h| bx.note(h));
+                y.iter().for_each(|h| by.note(h));
+                halves.widen(&bx);
+                halves.widen(&by);
+                prop_assert_eq!(halves, b);
+                if retention_is_idle(&b, &o) {
+                    for h in &hs {
+                        let mut planner = PathPlanner::new(&o);
+                        let mut out = Vec::new();
+                        let kept = planner.step(None, None, Some(h.clone()), &mut Dups::new(Vec::new()), &mut out);
+                        prop_assert!(out.is_empty());
+                        let same = (!h.is_empty() || h.next_version > 1).then(|| h.clone());
+                        prop_assert_eq!(kept, same);
+                    }
+                }
+            }
         }
 
         proptest! {

@@ -18,11 +18,11 @@ use crate::audit::Layout;
 use crate::browsable::apply::{LazyRender, Materializer};
 use crate::browsable::render::{self, BrowsableEntry, Escapes};
 use crate::error::{Error, Result};
-use crate::id::{HashAlgo, ObjectId, TreeId};
+use crate::id::{HashAlgo, ObjectId, SnapshotId, TreeId};
 use crate::local::cache;
 use crate::local::objects::Batch;
 use crate::local::LocalRepo;
-use crate::model::{History, Item, Leaf, Meta};
+use crate::model::{ArchiveBounds, History, Item, Leaf, Meta};
 use crate::pathbytes::{self, cmp_paths};
 use crate::plan::{classify, Change, Decision, Dups, PathPlanner, PlanOptions};
 use crate::progress::Progress;
@@ -162,6 +162,14 @@ struct Pass2<'a> {
     new_esc: &'a Escapes,
     dropped: Vec<ObjectId>,
     decisions: Vec<Decision>,
+    /// Retention cannot change any history of the previous archive (its
+    /// bounds say so): a carried folder's archive folder is carried too.
+    carry_archive: bool,
+    /// The bounds of the histories written into the new archive.
+    bounds: ArchiveBounds,
+    /// A folder of the previous archive was carried unread (its bounds are
+    /// the previous archive's).
+    carried_unread: bool,
 }
 
 impl Pass2<'_> {
@@ -207,26 +215,38 @@ impl Pass2<'_> {
     /// that looks at the folder again (every full scan) does that.
     fn kept(&mut self, path: &[u8], id: TreeId) -> Result<()> {
         self.src.unchanged(path, id)?;
-        if matches!(&self.arch_next, Some((p, None)) if p == path) {
-            let arch = self.prev_arch.as_mut().and_then(FlatCursor::skip_dir);
-            self.advance_archive()?;
-            if let Some(a) = arch {
-                self.arch.push_tree(path, (), a)?;
-            }
-        }
+        self.carry_archive_folder(path)?;
         if let Some(w) = self.cache.as_mut() {
             w.carry_subtree(self.cache_from, path)?;
         }
         Ok(())
     }
 
+    /// The previous archive's folder at `path`, if that is where it
+    /// stands, taken into the new archive as it is, unread.
+    fn carry_archive_folder(&mut self, path: &[u8]) -> Result<()> {
+        if matches!(&self.arch_next, Some((p, None)) if p == path) {
+            let arch = self.prev_arch.as_mut().and_then(FlatCursor::skip_dir);
+            self.advance_archive()?;
+            if let Some(a) = arch {
+                self.arch.push_tree(path, (), a)?;
+                self.carried_unread = true;
+            }
+        }
+        Ok(())
+    }
+
     /// A folder an ordinary run carried whole: its source tree and cache
-    /// records are the previous ones. Its archive folder is not skipped:
-    /// its histories come through `drain_archive`, where retention applies
-    /// as in every run (an unchanged path's history changes only by
-    /// retention).
+    /// records are the previous ones. An unchanged path's history changes
+    /// only by retention, so its archive folder is carried whole too when
+    /// retention cannot change any history of the previous archive;
+    /// otherwise its histories come through `drain_archive`, where
+    /// retention applies as in every run.
     fn carried(&mut self, path: &[u8], id: TreeId) -> Result<()> {
         self.src.unchanged(path, id)?;
+        if self.carry_archive {
+            self.carry_archive_folder(path)?;
+        }
         if let Some(w) = self.cache.as_mut() {
             w.carry_subtree(self.cache_from, path)?;
         }
@@ -324,6 +344,7 @@ impl Pass2<'_> {
         }
         if let Some(h) = kept {
             self.arch_nests |= nests(&mut self.last_new_arch, &path);
+            self.bounds.note(&h);
             self.arch.push(&path, Flat::Leaf(h))?;
         }
         if prev != cur {
@@ -568,16 +589,20 @@ struct Planned {
     cache: Option<cache::Writer>,
     old_esc: Escapes,
     new_esc: Escapes,
+    /// The new archive's bounds, when known (see `Pass2::carried_unread`).
+    bounds: Option<ArchiveBounds>,
 }
 
 /// The DUPLICATE question, then pass 2: stream the spill back beside the
 /// previous archive, plan every path and build both new trees.
+#[allow(clippy::too_many_arguments)] // one call site: the run's parts
 fn plan(
     c: &Ctx<'_>,
     walked: walk::Walked,
     spilled: Spilled<Rec>,
     store: Option<TreeTx>,
     cache_reader: &cache::Reader,
+    prev_bounds: Option<ArchiveBounds>,
     scratch: &Path,
     report: &mut BackupReport,
 ) -> Result<Planned> {
@@ -652,6 +677,9 @@ fn plan(
         new_esc: &new_esc,
         dropped: Vec::new(),
         decisions: Vec::new(),
+        carry_archive: prev_bounds.is_some_and(|b| crate::plan::retention_is_idle(&b, &popts)),
+        bounds: ArchiveBounds::default(),
+        carried_unread: false,
     };
     p2.advance_archive()?;
     // A run after an empty snapshot fills the browsable tree like a first
@@ -668,6 +696,7 @@ fn plan(
     p2.drain_archive(None)?;
     // Moved into a block of its own so that what is left of `p2` (which
     // borrows the escapes) is dropped before they are returned.
+    let bounds;
     let (planner, src, arch, cache_w, log, diff, dropped, arch_nests, prev_seen) = {
         let p2 = p2;
         let Pass2 {
@@ -680,8 +709,18 @@ fn plan(
             dropped,
             arch_nests,
             prev_seen,
+            bounds: seen,
+            carried_unread,
             ..
         } = p2;
+        bounds = match (carried_unread, prev_bounds) {
+            (false, _) => Some(seen),
+            (true, Some(mut b)) => {
+                b.widen(&seen);
+                Some(b)
+            }
+            (true, None) => None,
+        };
         (
             planner, src, arch, cache, log, diff, dropped, arch_nests, prev_seen,
         )
@@ -710,6 +749,7 @@ fn plan(
         cache: cache_w,
         old_esc,
         new_esc,
+        bounds,
     })
 }
 
@@ -738,6 +778,10 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
     let cache_reader = match (c.repo, c.opts.rehash, &c.latest) {
         (Some(r), false, Some(l)) => cache::Reader::open(r, Some(&l.id)),
         _ => cache::Reader::empty(),
+    };
+    let prev_bounds = match (c.repo, &c.latest) {
+        (Some(r), Some(l)) => r.read_archive_bounds(&l.id),
+        _ => None,
     };
     // A watch run looks again only at the paths events named, when there
     // is a previous snapshot to take everything else from.
@@ -803,7 +847,16 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
         };
         // Every sender is gone when `plan` returns, so the tree writer
         // ends; its own error comes first (pass 2 then only saw it stop).
-        let planned = plan(&c, walked, spilled, store, &cache_reader, &scratch, report);
+        let planned = plan(
+            &c,
+            walked,
+            spilled,
+            store,
+            &cache_reader,
+            prev_bounds,
+            &scratch,
+            report,
+        );
         if let Some(h) = trees {
             h.join()
                 .unwrap_or_else(|_| Err(Error::Internal("storing trees panicked".into())))?;
@@ -825,6 +878,7 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
         cache: cache_w,
         old_esc,
         new_esc,
+        bounds,
     } = planned;
     report.changed = c
         .latest
@@ -845,6 +899,9 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
             relink_repaired(repo, l)?;
         }
         tracing::info!("No changes: nothing to back up, no new snapshot");
+        if let (Some(b), Some(l), false) = (&bounds, &c.latest, bounds == prev_bounds) {
+            save_bounds(repo, &l.id, b);
+        }
         // Nothing read and every file vouched for: the cache on disk is
         // already exactly what was written again.
         if report.files_read == 0 && cache_complete && report.problems.is_empty() {
@@ -936,12 +993,23 @@ pub(super) fn run(c: Ctx<'_>, report: &mut BackupReport) -> Result<()> {
         );
     }
     cache_w.finish(Some(snap_id))?;
+    if let Some(b) = &bounds {
+        save_bounds(repo, &snap_id, b);
+    }
     crate::log::mem_phase("cache saved");
     let latest = Snapshot {
         id: snap_id,
         record,
     };
     super::collect_after_run(repo, s, c.run_start, c.collect, &dropped, &latest, report)
+}
+
+/// Record the new archive's bounds for the next run; a failure only makes
+/// that run read the whole archive, so it is a warning.
+fn save_bounds(repo: &LocalRepo, snap: &SnapshotId, b: &ArchiveBounds) {
+    if let Err(e) = repo.write_archive_bounds(snap, b) {
+        tracing::warn!("{e}: the next run reads the whole archive of versions and deleted files");
+    }
 }
 
 /// Whether the browsable tree must be brought back to the snapshot after

@@ -23,12 +23,18 @@ pub mod trees;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::id::{Digest, HashAlgo, ObjectId, SnapshotId, TreeId};
-use crate::model::now_ns;
+use crate::model::{now_ns, ArchiveBounds};
 use crate::repo::StoreKind;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// `cache/archive-v1`: magic and version, the snapshot's id, the most
+/// versions of one path, a flag and the oldest deleted time, then a BLAKE3
+/// of all that.
+const BOUNDS_MAGIC: &[u8; 5] = b"trvB\x01";
+const BOUNDS_LEN: usize = 5 + 32 + 8 + 1 + 8;
 
 /// The folders of `.trove` that hold part of every snapshot, and what,
 /// in a repository of `format`: the trees are in `trees/` (format 1) or
@@ -335,6 +341,51 @@ impl LocalRepo {
             Err(e) => Err(Error::io("remove", &p, e)),
         }
     }
+    /// `cache/archive-v1`: the bounds of a snapshot's archive (see
+    /// [`crate::model::ArchiveBounds`]).
+    fn archive_bounds_path(&self) -> PathBuf {
+        self.cache_dir().join("archive-v1")
+    }
+    /// The bounds of snapshot `id`'s archive, if the file names that
+    /// snapshot and is whole; `None` otherwise (it is disposable: without
+    /// it a run reads the whole archive and writes it again).
+    pub fn read_archive_bounds(&self, id: &SnapshotId) -> Option<ArchiveBounds> {
+        let data = fs::read(self.archive_bounds_path()).ok()?;
+        let (body, sum) = data.split_at_checked(BOUNDS_LEN)?;
+        if sum != blake3::hash(body).as_bytes() || !body.starts_with(BOUNDS_MAGIC) {
+            return None;
+        }
+        let rest = &body[BOUNDS_MAGIC.len()..];
+        let (snap, rest) = rest.split_at_checked(32)?;
+        if snap != id.0 .0.as_slice() {
+            return None;
+        }
+        let most_versions = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+        let oldest = i64::from_le_bytes(rest.get(9..17)?.try_into().ok()?);
+        Some(ArchiveBounds {
+            most_versions,
+            oldest_deleted_ns: (rest[8] == 1).then_some(oldest),
+        })
+    }
+    /// Record the bounds of snapshot `id`'s archive. Not synced: a file a
+    /// crash left torn, or one naming another snapshot, is ignored.
+    pub fn write_archive_bounds(&self, id: &SnapshotId, b: &ArchiveBounds) -> Result<()> {
+        let mut body = Vec::with_capacity(BOUNDS_LEN + 32);
+        body.extend_from_slice(BOUNDS_MAGIC);
+        body.extend_from_slice(&id.0 .0);
+        body.extend_from_slice(&b.most_versions.to_le_bytes());
+        body.push(u8::from(b.oldest_deleted_ns.is_some()));
+        body.extend_from_slice(&b.oldest_deleted_ns.unwrap_or(0).to_le_bytes());
+        let sum = blake3::hash(&body);
+        body.extend_from_slice(sum.as_bytes());
+        let dest = self.archive_bounds_path();
+        let tmp = self.tmp_dir().join(fsutil::tmp_name("bounds"));
+        fs::write(&tmp, &body).ctx("write", &tmp)?;
+        fs::rename(&tmp, &dest).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io("rename into place", &dest, e)
+        })
+    }
     pub fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")
     }
@@ -619,5 +670,41 @@ impl crate::repo::RepoWrite for objects::Batch<'_> {
     }
     fn remove_leftover(&self, p: &Path) -> Result<()> {
         fsutil::remove_any(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_bounds_come_back_only_for_their_snapshot_and_whole() -> Result<()> {
+        let t = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let repo = LocalRepo::init(t.path(), HashAlgo::Blake3)?;
+        let (a, b) = (SnapshotId(Digest([1; 32])), SnapshotId(Digest([2; 32])));
+        assert_eq!(repo.read_archive_bounds(&a), None);
+        for bounds in [
+            ArchiveBounds::default(),
+            ArchiveBounds {
+                most_versions: 7,
+                oldest_deleted_ns: Some(-5),
+            },
+        ] {
+            repo.write_archive_bounds(&a, &bounds)?;
+            assert_eq!(repo.read_archive_bounds(&a), Some(bounds));
+            assert_eq!(repo.read_archive_bounds(&b), None);
+        }
+        // Torn or altered: ignored, never misread.
+        let p = repo.archive_bounds_path();
+        let data = fs::read(&p).map_err(|e| Error::io("read", &p, e))?;
+        for bad in [data[..data.len() - 1].to_vec(), {
+            let mut d = data.clone();
+            d[40] ^= 1;
+            d
+        }] {
+            fs::write(&p, bad).map_err(|e| Error::io("write", &p, e))?;
+            assert_eq!(repo.read_archive_bounds(&a), None);
+        }
+        Ok(())
     }
 }

@@ -225,7 +225,10 @@ fn run_and_check(
         cur,
         &PlanOptions {
             max_versions,
-            deleted_max_age_ns: None,
+            deleted_max_age_ns: opts
+                .settings
+                .deleted_max_age_days
+                .map(trove::retention::days_ns),
             now_ns: latest.record.time_ns,
         },
     );
@@ -345,6 +348,30 @@ fn folders_carried_whole_give_the_whole_listing_planners_snapshots() {
     // The carried records line up with their files: nothing is read.
     let r = run_and_check(&opts, &src, &dest, "a last run with no change");
     assert_eq!((r.files_read, r.unchanged), (0, 9));
+
+    // While retention cannot change a history, a carried folder's archive
+    // folder is carried unread too (the archive's bounds say so): a
+    // deleted file's history in a carried folder stays as it is through
+    // runs elsewhere, then expires as soon as an age limit reaches it.
+    fs::remove_file(src.join("d/e/g/f6")).expect("remove");
+    let r = run_and_check(&opts, &src, &dest, "a deletion");
+    assert_eq!(r.deleted, 1);
+    fs::write(src.join("t"), "top 2").expect("write");
+    settle();
+    let r = run_and_check(&opts, &src, &dest, "a change beside the deletion");
+    assert_eq!((r.modified, r.retention_removed), (1, 0));
+    let r = run_and_check(&opts, &src, &dest, "a run with no change after it");
+    assert_eq!((r.files_read, r.retention_removed), (0, 0));
+    assert!(r.carried_folders >= 3, "{}", r.carried_folders);
+    opts.settings.deleted_max_age_days = Some(0);
+    fs::write(src.join("a/f1"), "one 2").expect("write");
+    let r = run_and_check(&opts, &src, &dest, "an age limit the deletion is past");
+    assert_eq!((r.modified, r.retention_removed), (1, 1));
+    assert!(r.carried_folders >= 1, "{}", r.carried_folders);
+    // The bounds are recorded again without the deleted entry: the next
+    // run carries everything, and the planner agrees.
+    let r = run_and_check(&opts, &src, &dest, "a last run after the expiry");
+    assert_eq!(r.retention_removed, 0);
 }
 
 proptest! {
