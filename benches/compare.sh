@@ -7,27 +7,30 @@
 # DATA_DIR (outside the repository; /tmp/... is fine) receives:
 #   src/        the source tree (made by gen_tree.py when missing; a tree
 #               left mutated by an earlier run is regenerated first)
-#   dest/       trove's backup root
-#   cp-copy/    the cp -a anchor's target
+#   dest/       trove's backup root (dest.f1, dest.f2: earlier first
+#               backups), cp-copy.*: the anchors' copies, rsync/: rsync's
+#               — all removed at the end, after the last timed step
 #   results/    raw timings (raw.tsv), command output, strace summaries,
 #               and the markdown report (report.md)
 #
 # Environment: FILES (100000), BYTES (450000000), SEED (1), REPS (3),
-# SETTLE (seconds without deletes before the restore step: 370 on ext4
-# without a journal, else 0),
-# KEEP=1 to leave dest/ and cp-copy/ in place at the end; PROFILE=large
-# for LARGE_FILES (3) random files of LARGE_MIB (1024) MiB instead.
-# Steps: first backup (vs cp -a), no-change rerun (vs find), restore (vs
-# cp -a), verify (vs b3sum over the same bytes), materialize --target (vs
-# cp -al), rerun after a 1% mutation (vs find).
+# SETTLE (seconds to wait without deletes before the 1% step, and before
+# the first step when this run removed an old source or leftovers: 370 on
+# ext4 without a journal, else 0),
+# KEEP=1 to leave the repositories and copies in place at the end;
+# PROFILE=large for LARGE_FILES (3) random files of LARGE_MIB (1024) MiB
+# instead.
+# Steps, in this order: first backup (vs cp -a), no-change rerun (vs
+# find), rerun after a 1% mutation (vs find), restore (vs cp -a), verify
+# (vs b3sum over the same bytes), materialize --target (vs cp -al).
 #
 # Method: nothing is dropped from the page cache (every step runs warm, the
 # source is read from memory); `sync` runs, untimed, before every timed
 # command so none of them pays for the previous one's dirty pages. Each
 # anchor runs right before its trove counterpart (restore and cp -a
-# alternate, in new folders, after SETTLE seconds without deletes on ext4
-# without a journal: see the restore step), the pair is repeated REPS
-# times and the median is reported. Peak RSS comes from GNU time (%M).
+# alternate), every timed writer writes into a new folder and no timed
+# step follows a large delete (see settle_deletes), the pair is repeated
+# REPS times and the median is reported. Peak RSS comes from GNU time (%M).
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -55,7 +58,11 @@ echo "== building (cargo build --release)"
 (cd "$REPO" && cargo build --release --quiet)
 TROVE=${CARGO_TARGET_DIR:-$REPO/target}/release/trove
 
+# Whether this run removed something large before its first step (then it
+# waits out ext4's freed-inode window: see settle_deletes).
+LEFT=0
 if [ -e "$DATA/.src-mutated" ] || [ ! -d "$SRC" ]; then
+    [ -d "$SRC" ] && LEFT=1
     rm -rf "$SRC" "$DATA/.src-mutated"
     if [ "$PROFILE" = large ]; then
         echo "== generating $SRC ($LARGE_FILES random files of $LARGE_MIB MiB)"
@@ -72,7 +79,12 @@ if [ -e "$DATA/.src-mutated" ] || [ ! -d "$SRC" ]; then
     # them and the "no-change" reruns read everything again.
     sleep 2.5
 fi
-rm -rf "$OUT" "$DEST" "$CPX" "$CPX".r* "$DATA"/restored*
+# An earlier run's leftovers (it removes them at its end unless stopped
+# half-way, or KEEP=1).
+for d in "$DEST" "$DEST".f* "$CPX" "$CPX".* "$DATA"/restored* "$DATA"/view* "$DATA/rsync"; do
+    [ -e "$d" ] && LEFT=1 && rm -rf "$d"
+done
+rm -rf "$OUT"
 mkdir -p "$OUT"
 # Run everything from DATA_DIR: trove picks up ./config.json when present,
 # and the repository's own config.json must not interfere.
@@ -87,44 +99,43 @@ cd "$DATA"
 cat "$OUT/facts.txt"
 
 
-reset_dir() {
-    rm -rf "$1"
-    sync
-}
 
 HAVE_RSYNC=0
 command -v rsync >/dev/null && HAVE_RSYNC=1
 HAVE_B3=0
 command -v b3sum >/dev/null && HAVE_B3=1
 RS=$DATA/rsync
+# Every copy and repository of this step goes to a new folder, and all of
+# them are removed at the end: a writer of 100,000 files right after the
+# removal of another 100,000 pays ext4's walk over the freed inodes (see
+# the 1% step), and until 2026-12-07 each copy here followed the removal
+# of the previous one (`cp -a` 2.0 s in its first run, 25.1 and 28.9 s in
+# the next two). The last run's repository is the one the later steps use.
+[ "$LEFT" = 1 ] && settle_deletes "after removing an earlier run's source or leftovers"
 echo "== first backup vs cp -a, rsync -a, cat, b3sum (x$REPS)"
 for r in $(seq "$REPS"); do
-    reset_dir "$CPX"
-    measure "cp_a.$r" cp -a "$SRC" "$CPX"
-    reset_dir "$CPX"
-    measure "cp_a_sync.$r" bash -c 'cp -a "$1" "$2" && sync' _ "$SRC" "$CPX"
-    reset_dir "$CPX"
+    measure "cp_a.$r" cp -a "$SRC" "$CPX.a$r"
+    measure "cp_a_sync.$r" bash -c 'cp -a "$1" "$2" && sync' _ "$SRC" "$CPX.s$r"
     # Read bandwidth: every byte of every file, once.
     measure "cat.$r" bash -c 'find "$1" -type f -print0 | xargs -0 -r cat >/dev/null' _ "$SRC"
     if [ "$HAVE_B3" = 1 ]; then
         measure "b3_first.$r" bash -c 'find "$1" -type f -print0 | xargs -0 -r b3sum >/dev/null' _ "$SRC"
     fi
     if [ "$HAVE_RSYNC" = 1 ]; then
-        reset_dir "$RS"
         mkdir -p "$RS"
-        measure "rsync_first.$r" rsync -a "$SRC/" "$RS/base/"
+        measure "rsync_first.$r" rsync -a "$SRC/" "$RS/base$r/"
     fi
-    reset_dir "$DEST"
-    measure "first.$r" "$TROVE" backup "$SRC" "$DEST" -q
+    FIRST_DEST=$DEST
+    [ "$r" -lt "$REPS" ] && FIRST_DEST=$DEST.f$r
+    measure "first.$r" "$TROVE" backup "$SRC" "$FIRST_DEST" -q
 done
-[ "${KEEP:-0}" = 1 ] || reset_dir "$CPX"
 
 echo "== no-change rerun vs find walk (x$REPS)"
 for r in $(seq "$REPS"); do
     measure "find.$r" bash -c 'find "$1" -printf "%s %T@ %i\n" >/dev/null' _ "$SRC"
     if [ "$HAVE_RSYNC" = 1 ]; then
         # rsnapshot's incremental: a new folder, unchanged files hardlinked.
-        measure "rsync_ld.$r" rsync -a --link-dest="$RS/base" "$SRC/" "$RS/nc.$r/"
+        measure "rsync_ld.$r" rsync -a --link-dest="$RS/base$REPS" "$SRC/" "$RS/nc.$r/"
     fi
     measure "nochange.$r" "$TROVE" backup "$SRC" "$DEST" -q
 done
@@ -218,7 +229,7 @@ for r in $(seq "$REPS"); do
     sleep 2.1
     measure "find_mut.$r" bash -c 'find "$1" -printf "%s %T@ %i\n" >/dev/null' _ "$SRC"
     if [ "$HAVE_RSYNC" = 1 ]; then
-        measure "rsync_ld_mut.$r" rsync -a --link-dest="$RS/base" "$SRC/" "$RS/mut.$r/"
+        measure "rsync_ld_mut.$r" rsync -a --link-dest="$RS/base$REPS" "$SRC/" "$RS/mut.$r/"
     fi
     measure "mutated.$r" "$TROVE" backup "$SRC" "$DEST" -q
 done
@@ -253,18 +264,16 @@ for r in $(seq "$REPS"); do
         measure "b3sum.$r" bash -c 'find "$1" -type f -print0 | xargs -0 -r b3sum >/dev/null' _ "$SRC"
     fi
     measure "verify.$r" "$TROVE" verify --repo "$DEST" -q
-    measure "cp_al.$r" cp -al "$SRC" "$CPX"
-    reset_dir "$CPX"
-    reset_dir "$MAT"
-    measure "materialize.$r" "$TROVE" materialize --repo "$DEST" --target "$MAT" -q
-    reset_dir "$MAT"
+    measure "cp_al.$r" cp -al "$SRC" "$CPX.l$r"
+    measure "materialize.$r" "$TROVE" materialize --repo "$DEST" --target "$MAT.$r" -q
 done
 sync
 [ "$HAVE_B3SUM" = 1 ] || echo "  b3sum not installed (apt-get install -y b3sum): verify has no anchor"
 
-[ "${KEEP:-0}" = 1 ] || reset_dir "$RS"
-[ "${KEEP:-0}" = 1 ] || reset_dir "$DEST"
-# The restored copies go last, with the rsync copies: nothing timed follows.
+# Every copy goes last: nothing timed follows.
+if [ "${KEEP:-0}" != 1 ]; then
+    rm -rf "$RS" "$DEST" "$DEST".f* "$CPX".* "$MAT".*
+fi
 for r in $(seq "$REPS"); do
     rm -rf "$CPX.r$r" "$RST.$r"
 done
