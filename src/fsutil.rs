@@ -71,6 +71,21 @@ pub fn sync_filesystem(path: &Path) -> Result<()> {
 /// Write `data` to `dest` atomically and durably: a reader sees either the
 /// old file or the complete new one, never a torn write, even after a crash.
 pub fn atomic_write(tmp_dir: &Path, dest: &Path, data: &[u8], mode: u32) -> Result<()> {
+    replace_file(tmp_dir, dest, data, mode, true)
+}
+
+/// Write `data` to `dest` through a new file in `tmp_dir` renamed over it:
+/// a running reader sees the old file or the complete new one. With
+/// `durable`, the file and the rename are synced too ([`atomic_write`]);
+/// without, a crash may leave the file empty or torn, which only a
+/// disposable file whose reader checks it can afford.
+pub fn replace_file(
+    tmp_dir: &Path,
+    dest: &Path,
+    data: &[u8],
+    mode: u32,
+    durable: bool,
+) -> Result<()> {
     let tmp = tmp_dir.join(tmp_name("w"));
     let mut f = OpenOptions::new()
         .write(true)
@@ -78,10 +93,13 @@ pub fn atomic_write(tmp_dir: &Path, dest: &Path, data: &[u8], mode: u32) -> Resu
         .mode(mode)
         .open(&tmp)
         .ctx("create", &tmp)?;
-    let written = f
-        .write_all(data)
-        .ctx("write", &tmp)
-        .and_then(|()| f.sync_all().ctx("fsync", &tmp));
+    let written = f.write_all(data).ctx("write", &tmp).and_then(|()| {
+        if durable {
+            f.sync_all().ctx("fsync", &tmp)
+        } else {
+            Ok(())
+        }
+    });
     drop(f);
     if let Err(e) = written {
         // A full disk must not leave a torn file behind in tmp/.
@@ -92,10 +110,10 @@ pub fn atomic_write(tmp_dir: &Path, dest: &Path, data: &[u8], mode: u32) -> Resu
         let _ = fs::remove_file(&tmp);
         return Err(crate::error::Error::io("rename into place", dest, e));
     }
-    if let Some(parent) = dest.parent() {
-        fsync_dir(parent)?;
+    match dest.parent() {
+        Some(parent) if durable => fsync_dir(parent),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Create a directory (and parents) with mode 0700 where it is missing.

@@ -350,7 +350,7 @@ impl LocalRepo {
     /// snapshot and is whole; `None` otherwise (it is disposable: without
     /// it a run reads the whole archive and writes it again).
     pub fn read_archive_bounds(&self, id: &SnapshotId) -> Option<ArchiveBounds> {
-        let data = fs::read(self.archive_bounds_path()).ok()?;
+        let data = fsutil::read_repo_file(&self.archive_bounds_path()).ok()?;
         let (body, sum) = data.split_at_checked(BOUNDS_LEN)?;
         if sum != blake3::hash(body).as_bytes() || !body.starts_with(BOUNDS_MAGIC) {
             return None;
@@ -378,13 +378,13 @@ impl LocalRepo {
         body.extend_from_slice(&b.oldest_deleted_ns.unwrap_or(0).to_le_bytes());
         let sum = blake3::hash(&body);
         body.extend_from_slice(sum.as_bytes());
-        let dest = self.archive_bounds_path();
-        let tmp = self.tmp_dir().join(fsutil::tmp_name("bounds"));
-        fs::write(&tmp, &body).ctx("write", &tmp)?;
-        fs::rename(&tmp, &dest).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::io("rename into place", &dest, e)
-        })
+        fsutil::replace_file(
+            &self.tmp_dir(),
+            &self.archive_bounds_path(),
+            &body,
+            0o600,
+            false,
+        )
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")

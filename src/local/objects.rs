@@ -566,21 +566,20 @@ impl Batch<'_> {
             quarantine_object(self.repo, dest)?;
             self.repaired.fetch_add(1, Ordering::Relaxed);
         }
+        let taken = |e: &io::Error| e.kind() == io::ErrorKind::AlreadyExists;
         match fs::hard_link(tmp, dest) {
-            Ok(()) => fs::remove_file(tmp).ctx("remove temporary file", tmp),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                fs::remove_file(tmp).ctx("remove temporary file", tmp)
-            }
+            // Linked, or the name is taken: the temp name goes either way.
+            Ok(()) => {}
+            Err(e) if taken(&e) => {}
             // The link only saves time: whatever refused it (no hardlinks
             // here, or an error), the rename is the move it stands for.
             Err(_) => match fsutil::rename_noreplace(tmp, dest) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    fs::remove_file(tmp).ctx("remove temporary file", tmp)
-                }
-                Err(e) => Err(Error::io("move into store", dest, e)),
+                Ok(()) => return Ok(()),
+                Err(e) if taken(&e) => {}
+                Err(e) => return Err(Error::io("move into store", dest, e)),
             },
         }
+        fs::remove_file(tmp).ctx("remove temporary file", tmp)
     }
 }
 
