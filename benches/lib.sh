@@ -67,6 +67,15 @@ settle_deletes() {
     fi
 }
 
+# warm DIR...: read every file below DIR once, untimed, so the command
+# measured next finds them in the page cache. trove drops from the cache
+# the source files it has read (docs/DESIGN.md, "Pass 1"), so without this
+# an anchor timed after a trove run read its input from the disk while
+# trove's had been cached by the step before.
+warm() {
+    find "$@" -type f -print0 | xargs -0 -r cat >/dev/null
+}
+
 # Busy CPU time of the whole machine so far, in 1/100 s (USER_HZ).
 busy_ticks() {
     awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat

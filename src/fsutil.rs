@@ -201,6 +201,16 @@ pub fn rename_noreplace(src: &Path, dest: &Path) -> io::Result<()> {
     fs::rename(src, dest)
 }
 
+/// Tell the kernel that the pages `file` has in the page cache will not be
+/// read again soon (`POSIX_FADV_DONTNEED`), so it drops the clean ones now.
+/// A backup reads each changed source file once: kept cached, a 3,000,000-
+/// file first backup's sources (one 4 KiB page each, 12 GB) pushed the
+/// kernel into reclaiming the run's own inodes and folders (borg drops its
+/// input the same way). Advice only: an error changes nothing.
+pub fn drop_cached(file: &File) {
+    let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
+}
+
 /// Read until `buf` is full or the file ends; returns the bytes read.
 pub fn read_full(f: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;

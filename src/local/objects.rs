@@ -885,6 +885,7 @@ fn ingest_once(
         }
         total += n as u64;
     }
+    fsutil::drop_cached(&file);
     let after = match fs::symlink_metadata(src) {
         Ok(m) if follow => match fs::metadata(src) {
             Ok(m2) => StatKey::of(&m2),
