@@ -106,3 +106,80 @@ fn same_size_same_mtime_rewrite_is_detected() -> TestResult {
     assert_eq!(std::fs::read(env.dst("d0/f0.txt"))?, b"CONTENT 0");
     Ok(())
 }
+
+/// Pages of `path` the page cache holds (`mincore` over a mapping that is
+/// never touched, so it does not fault any in).
+fn cached_pages(path: &std::path::Path) -> Res<usize> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len() as usize;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    // SAFETY: a fresh read-only shared mapping of an open file, only passed
+    // to mincore (never read) and unmapped before returning.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let mut resident = vec![0u8; len.div_ceil(page)];
+    // SAFETY: `map` spans `len` bytes and `resident` has a byte per page.
+    let rc = unsafe { libc::mincore(map, len, resident.as_mut_ptr()) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: `map` came from the mmap above and is not used after this.
+    unsafe { libc::munmap(map, len) };
+    if rc != 0 {
+        return Err(err.into());
+    }
+    Ok(resident.iter().filter(|b| **b & 1 == 1).count())
+}
+
+/// A backup reads each new file once and leaves its pages out of the page
+/// cache (docs/DESIGN.md, "Pass 1"): a first backup of millions of small
+/// files otherwise filled memory with pages it never reads again.
+#[test]
+fn a_backup_leaves_the_files_it_read_out_of_the_page_cache() -> TestResult {
+    let env = TestEnv::new()?;
+    let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    env.write("big.bin", &big)?;
+    env.write("small.txt", "a small file, read whole\n".repeat(100))?;
+    let files = [env.src("big.bin"), env.src("small.txt")];
+    for f in &files {
+        // Written pages are dirty, and only clean ones can be dropped: sync
+        // them, then read them back so they are surely cached.
+        std::fs::File::open(f)?.sync_all()?;
+        std::fs::read(f)?;
+        if cached_pages(f)? == 0 {
+            eprintln!(
+                "skipped: {} is not held in the page cache after a read here",
+                f.display()
+            );
+            return Ok(());
+        }
+    }
+    // tmpfs keeps a file's pages whatever it is advised: they are the file.
+    let st = rustix::fs::statfs(env.source.as_path())?;
+    if st.f_type == 0x0102_1994 {
+        eprintln!("skipped: the test folder is on tmpfs, whose pages cannot be dropped");
+        return Ok(());
+    }
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_eq!(files_read(&env, &[])?, 2);
+    for f in &files {
+        assert_eq!(
+            cached_pages(f)?,
+            0,
+            "{} is still in the page cache after the backup read it",
+            f.display()
+        );
+    }
+    Ok(())
+}
