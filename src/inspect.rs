@@ -386,6 +386,35 @@ fn lookup(repo: &dyn RepoRead, root: &TreeId, path: &[u8]) -> Result<State> {
     Ok(State::Absent)
 }
 
+/// The archive record of `path` (its earlier versions and deleted
+/// content), following only the archive trees on its way.
+fn archive_lookup(repo: &dyn RepoRead, root: &TreeId, path: &[u8]) -> Result<Option<History>> {
+    let comps: Vec<&[u8]> = path.split(|&c| c == b'/').collect();
+    let mut cur = *root;
+    for (i, c) in comps.iter().enumerate() {
+        if i > MAX_DEPTH {
+            return Err(Error::corrupt(
+                "tree object",
+                repo.locate(StoreKind::Tree, &cur.0),
+                "nested deeper than any real tree",
+            ));
+        }
+        let mut nodes = tree::load_tree::<History, ()>(repo, &cur)?.entries;
+        let Ok(k) = nodes.binary_search_by(|n| n.name.as_slice().cmp(c)) else {
+            return Ok(None);
+        };
+        let n = nodes.swap_remove(k);
+        if i + 1 == comps.len() {
+            return Ok(n.leaf);
+        }
+        match n.dir {
+            Some((child, ())) => cur = child,
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
 /// Where content `id` of `path` shows in the browsable tree of the latest
 /// snapshot, if anywhere.
 struct Locator {
@@ -395,23 +424,26 @@ struct Locator {
 }
 
 impl Locator {
-    fn new(path: &[u8], entries: &[Entry], archive: &[(Vec<u8>, History)]) -> Locator {
-        let current = entries
-            .binary_search_by(|e| pathbytes::cmp_paths(&e.path, path))
-            .ok()
-            .and_then(|i| match &entries[i].item {
-                Item::Leaf(Leaf::File { id, dup, .. }) => Some((*id, *dup)),
-                _ => None,
-            });
-        let history = archive
-            .binary_search_by(|(p, _)| pathbytes::cmp_paths(p, path))
-            .ok()
-            .map(|i| archive[i].1.clone());
-        Locator {
-            esc: Escapes::for_entries(entries),
+    /// What the latest snapshot says about `path`, read from the trees on
+    /// its way only (a whole listing is about 220 bytes an entry: 630 MiB
+    /// at 3,000,000 files): its current content, its archive record, and
+    /// the escapes of the reserved top-level names, which the root tree's
+    /// names decide.
+    fn new(repo: &dyn RepoRead, latest: &Snapshot, path: &[u8]) -> Result<Locator> {
+        let esc = Escapes::for_top_names(
+            load(repo, &latest.record.root, 0)?
+                .iter()
+                .map(|n| n.name.as_slice()),
+        );
+        let current = match lookup(repo, &latest.record.root, path)? {
+            State::Leaf(Leaf::File { id, dup, .. }) => Some((id, dup)),
+            _ => None,
+        };
+        Ok(Locator {
+            esc,
             current,
-            history,
-        }
+            history: archive_lookup(repo, &latest.record.archive, path)?,
+        })
     }
 
     fn locate(&self, repo: &dyn RepoRead, path: &[u8], id: &ObjectId) -> String {
@@ -461,9 +493,7 @@ pub fn history(repo: &dyn RepoRead, path: &str) -> Result<Vec<HistoryRow>> {
         tracing::warn!("{}: the history leaves this record out", d.error);
     }
     let snaps = scan.snapshots;
-    let (entries, archive) = crate::repo::snapshot::load_snapshot(repo, &latest.record)?;
-    let loc = Locator::new(rel, &entries, &archive);
-    drop((entries, archive));
+    let loc = Locator::new(repo, &latest, rel)?;
     let mut rows = Vec::new();
     let mut prev = State::Absent;
     for s in &snaps {
@@ -527,6 +557,61 @@ pub fn history(repo: &dyn RepoRead, path: &str) -> Result<Vec<HistoryRow>> {
         )));
     }
     Ok(rows)
+}
+
+/// The entries of `snap` at or below `path` (relative, without slashes at
+/// either end), in path order, reading only the trees on its way and the
+/// ones below it: `ls PATH` of a small folder costs that folder, not the
+/// snapshot (whose whole listing takes about 220 bytes an entry). Empty
+/// when the snapshot does not have `path`.
+pub fn listing_at(repo: &dyn RepoRead, snap: &Snapshot, path: &[u8]) -> Result<Vec<Entry>> {
+    let comps: Vec<&[u8]> = path.split(|&c| c == b'/').collect();
+    let mut cur = snap.record.root;
+    for (i, c) in comps.iter().enumerate() {
+        let mut nodes = load(repo, &cur, i)?;
+        let Ok(k) = nodes.binary_search_by(|n| n.name.as_slice().cmp(c)) else {
+            return Ok(Vec::new());
+        };
+        let n = nodes.swap_remove(k);
+        drop(nodes);
+        if i + 1 < comps.len() {
+            match n.dir {
+                Some((child, _)) => cur = child,
+                None => return Ok(Vec::new()),
+            }
+            continue;
+        }
+        let mut out = Vec::new();
+        if let Some(l) = n.leaf {
+            out.push(Entry {
+                path: path.to_vec(),
+                item: Item::Leaf(l),
+            });
+        }
+        if let Some((child, meta)) = n.dir {
+            out.push(Entry {
+                path: path.to_vec(),
+                item: Item::Dir(meta),
+            });
+            let mut below = tree::FlatCursor::<Leaf, Meta>::new(
+                repo,
+                &child,
+                None,
+                snap.record.source_limit(),
+            )?;
+            while let Some((p, f)) = below.next()? {
+                out.push(Entry {
+                    path: pathbytes::join(path, &p),
+                    item: match f {
+                        tree::Flat::Leaf(l) => Item::Leaf(l),
+                        tree::Flat::Dir(m) => Item::Dir(m),
+                    },
+                });
+            }
+        }
+        return Ok(out);
+    }
+    Ok(Vec::new())
 }
 
 /// `trove ls [PATH]`: the entries of a snapshot at or below `path`

@@ -211,7 +211,17 @@ fn ls_of(
     repo: &dyn RepoRead,
     remote: Option<&RemoteRepo>,
 ) -> Result<Outcome> {
-    let (snap, entries) = resolved_listing(repo, a.snapshot.as_deref().unwrap_or("latest"))?;
+    let spec = a.snapshot.as_deref().unwrap_or("latest");
+    let under = a.path.as_deref().map_or("", |p| p.trim_matches('/'));
+    let (snap, entries) = if under.is_empty() {
+        resolved_listing(repo, spec)?
+    } else {
+        // Only the trees on the path's way and below it.
+        let snap = snapshot::resolve(repo, spec)?;
+        let entries = crate::inspect::listing_at(repo, &snap, under.as_bytes())
+            .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
+        (snap, entries)
+    };
     let shown = crate::inspect::ls(&entries, a.path.as_deref(), &snap.id)?;
     let rows = output::ls_rows(&shown);
     super::offsite::emit_remote(cli, remote, &rows, |out| output::ls(out, &rows))?;

@@ -264,6 +264,59 @@ fn ls_shows_the_latest_or_a_given_snapshot_and_filters_by_path() -> TestResult {
     Ok(())
 }
 
+/// `ls PATH` reads only the trees on the path's way and below it: its rows
+/// are the rows of the whole listing at or under PATH, in the same order,
+/// also where names sort around the separator (`a b`, `a-b`, `a.b` beside
+/// the folder `a`).
+#[test]
+fn ls_of_a_path_gives_the_rows_of_the_whole_listing_below_it_in_order() -> TestResult {
+    let env = TestEnv::new()?;
+    for (rel, data) in [
+        ("a/z.txt", "z"),
+        ("a/in/deep.txt", "deep"),
+        ("a b", "space"),
+        ("a-b/c.txt", "dash"),
+        ("a.b", "dot"),
+        ("b/a/x.txt", "x"),
+    ] {
+        env.write(rel, data)?;
+    }
+    env.backup_ok(&[])?;
+    let rows = |args: &[&str]| -> Res<Vec<serde_json::Value>> {
+        let mut all = vec!["ls", "--json"];
+        all.extend_from_slice(args);
+        let out = env.repo_cmd(&all)?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(v.as_array().ok_or("ls --json is an array")?.clone())
+    };
+    let whole = rows(&[])?;
+    for path in ["a", "a/", "/a/in", "a b", "a-b", "a.b", "b/a", "b/a/x.txt"] {
+        let p = path.trim_matches('/');
+        let want: Vec<&serde_json::Value> = whole
+            .iter()
+            .filter(|r| {
+                r["path"]
+                    .as_str()
+                    .is_some_and(|q| q == p || q.starts_with(&format!("{p}/")))
+            })
+            .collect();
+        assert!(!want.is_empty(), "{path}");
+        let got = rows(&["latest", path])?;
+        assert_eq!(got.iter().collect::<Vec<_>>(), want, "ls {path}");
+    }
+    // Through a file, or below a name that is not there: not in the snapshot.
+    for path in ["a.b/x", "a/z.txt/deeper", "c", "a/i"] {
+        let out = env.repo_cmd(&["ls", "latest", path])?;
+        assert_eq!(out.status.code(), Some(2), "ls {path}");
+    }
+    Ok(())
+}
+
 #[test]
 fn ls_of_a_path_not_in_the_snapshot_is_exit_2() -> TestResult {
     let env = TestEnv::new()?;

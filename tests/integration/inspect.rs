@@ -263,6 +263,43 @@ fn history_lists_every_state_with_where_its_content_is_now() -> TestResult {
     Ok(())
 }
 
+/// `history` finds a nested path's current content and archive record by
+/// walking only the trees on its way; the top-level name `versions` is
+/// reserved in the browsable tree, so its current location is an escaped
+/// one, and every location it names holds that row's content.
+#[test]
+fn history_locates_a_nested_path_below_a_reserved_top_level_name() -> TestResult {
+    let env = TestEnv::new()?;
+    env.write(
+        "keep.txt",
+        "keeps the tree from being empty
+",
+    )?;
+    let rel = "versions/deep/er/f.txt";
+    let contents = ["one\n", "two, longer\n", "three, longer still\n"];
+    for c in contents {
+        env.write(rel, c)?;
+        env.backup_ok(&[])?;
+    }
+    let r = env.repo_run(&["history", rel, "--json"])?;
+    r.expect_code(0);
+    let rows: serde_json::Value = serde_json::from_str(&r.stdout)?;
+    let rows = rows.as_array().ok_or("history is not a list")?;
+    let events: Vec<&str> = rows.iter().filter_map(|r| r["event"].as_str()).collect();
+    assert_eq!(events, vec!["added", "modified", "modified"]);
+    let locations: Vec<&str> = rows
+        .iter()
+        .map(|r| r["location"].as_str().ok_or("no location"))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(locations[0], format!("versions/{rel}/v1.bak"));
+    assert_eq!(locations[1], format!("versions/{rel}/v2.bak"));
+    assert_ne!(locations[2], rel, "the reserved top-level name is escaped");
+    for (loc, c) in locations.iter().zip(contents) {
+        assert_eq!(std::fs::read(env.dst(loc))?, c.as_bytes(), "{loc}");
+    }
+    Ok(())
+}
+
 #[test]
 fn history_shows_a_metadata_only_change() -> TestResult {
     let env = TestEnv::new()?;

@@ -1348,6 +1348,14 @@ fn ls_and_verify_name_a_path_recorded_twice() -> TestResult {
     let r = trove(&h.env, &["ls"])?;
     assert_refused(&r, "ls of a snapshot with a path recorded twice");
     assert!(r.stderr.contains("trap"), "ls names the path: {}", r.stderr);
+    // `ls PATH` reads only the trees on the path's way: the same refusal.
+    let r = trove(&h.env, &["ls", "latest", "trap"])?;
+    assert_refused(&r, "ls PATH of a snapshot with a path recorded twice");
+    assert!(
+        r.stderr.contains("trap"),
+        "ls PATH names the path: {}",
+        r.stderr
+    );
     let r = trove(&h.env, &["verify"])?;
     r.expect_code(1);
     assert!(
