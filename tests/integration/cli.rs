@@ -192,7 +192,8 @@ fn snapshots_lists_every_run_in_human_and_json_form() -> TestResult {
     Ok(())
 }
 
-fn ls_json(env: &TestEnv, args: &[&str]) -> Res<BTreeMap<String, serde_json::Value>> {
+/// The rows of `trove ls --json ARGS…`, in the order printed.
+fn ls_rows(env: &TestEnv, args: &[&str]) -> Res<Vec<serde_json::Value>> {
     let mut all = vec!["ls", "--json"];
     all.extend_from_slice(args);
     let out = env.repo_cmd(&all)?;
@@ -202,10 +203,13 @@ fn ls_json(env: &TestEnv, args: &[&str]) -> Res<BTreeMap<String, serde_json::Val
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    Ok(v.as_array()
-        .ok_or("ls --json is an array")?
-        .iter()
-        .filter_map(|e| Some((e["path"].as_str()?.to_string(), e.clone())))
+    Ok(v.as_array().ok_or("ls --json is an array")?.clone())
+}
+
+fn ls_json(env: &TestEnv, args: &[&str]) -> Res<BTreeMap<String, serde_json::Value>> {
+    Ok(ls_rows(env, args)?
+        .into_iter()
+        .filter_map(|e| Some((e["path"].as_str()?.to_string(), e)))
         .collect())
 }
 
@@ -282,19 +286,7 @@ fn ls_of_a_path_gives_the_rows_of_the_whole_listing_below_it_in_order() -> TestR
         env.write(rel, data)?;
     }
     env.backup_ok(&[])?;
-    let rows = |args: &[&str]| -> Res<Vec<serde_json::Value>> {
-        let mut all = vec!["ls", "--json"];
-        all.extend_from_slice(args);
-        let out = env.repo_cmd(&all)?;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        Ok(v.as_array().ok_or("ls --json is an array")?.clone())
-    };
-    let whole = rows(&[])?;
+    let whole = ls_rows(&env, &[])?;
     for path in ["a", "a/", "/a/in", "a b", "a-b", "a.b", "b/a", "b/a/x.txt"] {
         let p = path.trim_matches('/');
         let want: Vec<&serde_json::Value> = whole
@@ -306,7 +298,7 @@ fn ls_of_a_path_gives_the_rows_of_the_whole_listing_below_it_in_order() -> TestR
             })
             .collect();
         assert!(!want.is_empty(), "{path}");
-        let got = rows(&["latest", path])?;
+        let got = ls_rows(&env, &["latest", path])?;
         assert_eq!(got.iter().collect::<Vec<_>>(), want, "ls {path}");
     }
     // Through a file, or below a name that is not there: not in the snapshot.
