@@ -41,7 +41,7 @@
 //! the incremental collection deletes nothing.
 
 use crate::error::{Error, Result};
-use crate::id::{ObjectId, SnapshotId, TreeId};
+use crate::id::{IdMap, IdSet, ObjectId, SnapshotId, TreeId};
 use crate::model::{History, Leaf, Meta};
 use crate::repo::snapshot::{self, Snapshot, SnapshotRecord};
 use crate::repo::tree::{self, Flat, FlatCursor, MAX_DEPTH};
@@ -118,9 +118,9 @@ struct Mark<'r> {
     repo: &'r dyn RepoRead,
     /// Every tree reached, and (for trees reached from a pinned snapshot)
     /// whether all content below it is in the store.
-    trees: HashMap<TreeId, bool>,
-    objects: HashSet<ObjectId>,
-    stored: &'r HashSet<ObjectId>,
+    trees: IdMap<TreeId, bool>,
+    objects: IdSet<ObjectId>,
+    stored: &'r IdSet<ObjectId>,
 }
 
 impl Mark<'_> {
@@ -201,17 +201,20 @@ pub fn referenced(
     repo: &dyn RepoRead,
     snaps: &[&Snapshot],
 ) -> Result<(HashSet<TreeId>, HashSet<ObjectId>)> {
-    let none = HashSet::new();
+    let none = IdSet::default();
     let mut mark = Mark {
         repo,
-        trees: HashMap::new(),
-        objects: HashSet::new(),
+        trees: IdMap::default(),
+        objects: IdSet::default(),
         stored: &none,
     };
     for s in snaps {
         mark.snapshot(s, true)?;
     }
-    Ok((mark.trees.into_keys().collect(), mark.objects))
+    Ok((
+        mark.trees.into_keys().collect(),
+        mark.objects.into_iter().collect(),
+    ))
 }
 
 /// A collection stops at the first thing it cannot read: deleting while
@@ -320,14 +323,14 @@ pub fn plan(
         HashSet::new()
     };
     let pinned = |s: &Snapshot| keeps_content(&s.id, latest_id.as_ref(), &pins);
-    let stored: HashSet<ObjectId> = list_sorted(repo, StoreKind::Object)?
+    let stored: IdSet<ObjectId> = list_sorted(repo, StoreKind::Object)?
         .into_iter()
         .map(ObjectId)
         .collect();
     let mut mark = Mark {
         repo,
-        trees: HashMap::new(),
-        objects: HashSet::new(),
+        trees: IdMap::default(),
+        objects: IdSet::default(),
         stored: &stored,
     };
     // Pinned snapshots first: a tree shared with an unpinned one is then
@@ -352,12 +355,12 @@ pub fn plan(
     for s in remaining.iter().filter(|s| !pinned(s)) {
         mark.snapshot(s, false)?;
     }
-    let mut dead: HashSet<ObjectId> = HashSet::new();
+    let mut dead: Vec<ObjectId> = Vec::new();
     for id in &stored {
         if mark.objects.contains(id) {
             report.objects_left += 1;
         } else {
-            dead.insert(*id);
+            dead.push(*id);
         }
     }
     let mut dead_objects: Vec<(ObjectId, u64)> = dead
