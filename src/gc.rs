@@ -200,7 +200,7 @@ impl Mark<'_> {
 pub fn referenced(
     repo: &dyn RepoRead,
     snaps: &[&Snapshot],
-) -> Result<(HashSet<TreeId>, HashSet<ObjectId>)> {
+) -> Result<(IdSet<TreeId>, IdSet<ObjectId>)> {
     let none = IdSet::default();
     let mut mark = Mark {
         repo,
@@ -211,10 +211,7 @@ pub fn referenced(
     for s in snaps {
         mark.snapshot(s, true)?;
     }
-    Ok((
-        mark.trees.into_keys().collect(),
-        mark.objects.into_iter().collect(),
-    ))
+    Ok((mark.trees.into_keys().collect(), mark.objects))
 }
 
 /// A collection stops at the first thing it cannot read: deleting while

@@ -360,59 +360,60 @@ enum State {
     Leaf(Leaf),
 }
 
-/// Find `path` in the source tree of a snapshot, following only the
-/// directories on its way.
-fn lookup(repo: &dyn RepoRead, root: &TreeId, path: &[u8]) -> Result<State> {
+/// The node at `path` (components joined by `/`) among `nodes`, the
+/// entries of a tree at `depth`, reading only the trees on its way.
+fn find_below<L: tree::TreeLeaf, D: serde::de::DeserializeOwned>(
+    repo: &dyn RepoRead,
+    mut nodes: Vec<Node<L, D>>,
+    path: &[u8],
+    depth: usize,
+) -> Result<Option<Node<L, D>>> {
     let comps: Vec<&[u8]> = path.split(|&c| c == b'/').collect();
-    let mut cur = *root;
     for (i, c) in comps.iter().enumerate() {
-        let nodes = load(repo, &cur, i)?;
-        let Ok(k) = nodes.binary_search_by(|n| n.name.as_slice().cmp(c)) else {
-            return Ok(State::Absent);
-        };
-        let n = &nodes[k];
-        if i + 1 == comps.len() {
-            return Ok(match (&n.leaf, &n.dir) {
-                (Some(l), _) => State::Leaf(l.clone()),
-                (None, Some((_, m))) => State::Dir(m.clone()),
-                (None, None) => State::Absent,
-            });
-        }
-        match &n.dir {
-            Some((child, _)) => cur = *child,
-            None => return Ok(State::Absent),
-        }
-    }
-    Ok(State::Absent)
-}
-
-/// The archive record of `path` (its earlier versions and deleted
-/// content), following only the archive trees on its way.
-fn archive_lookup(repo: &dyn RepoRead, root: &TreeId, path: &[u8]) -> Result<Option<History>> {
-    let comps: Vec<&[u8]> = path.split(|&c| c == b'/').collect();
-    let mut cur = *root;
-    for (i, c) in comps.iter().enumerate() {
-        if i > MAX_DEPTH {
-            return Err(Error::corrupt(
-                "tree object",
-                repo.locate(StoreKind::Tree, &cur.0),
-                "nested deeper than any real tree",
-            ));
-        }
-        let mut nodes = tree::load_tree::<History, ()>(repo, &cur)?.entries;
         let Ok(k) = nodes.binary_search_by(|n| n.name.as_slice().cmp(c)) else {
             return Ok(None);
         };
         let n = nodes.swap_remove(k);
         if i + 1 == comps.len() {
-            return Ok(n.leaf);
+            return Ok(Some(n));
         }
-        match n.dir {
-            Some((child, ())) => cur = child,
-            None => return Ok(None),
+        let Some((child, _)) = n.dir else {
+            return Ok(None);
+        };
+        if depth + i + 1 > MAX_DEPTH {
+            return Err(Error::corrupt(
+                "tree object",
+                repo.locate(StoreKind::Tree, &child.0),
+                "nested deeper than any real tree",
+            ));
         }
+        nodes = tree::load_tree::<L, D>(repo, &child)?.entries;
     }
     Ok(None)
+}
+
+/// The node at `path` below the tree `root` (source or archive).
+fn find_node<L: tree::TreeLeaf, D: serde::de::DeserializeOwned>(
+    repo: &dyn RepoRead,
+    root: &TreeId,
+    path: &[u8],
+) -> Result<Option<Node<L, D>>> {
+    find_below(repo, tree::load_tree::<L, D>(repo, root)?.entries, path, 0)
+}
+
+/// What a source node says of its path.
+fn state_of(node: Option<SrcNode>) -> State {
+    match node.map(|n| (n.leaf, n.dir)) {
+        Some((Some(l), _)) => State::Leaf(l),
+        Some((None, Some((_, m)))) => State::Dir(m),
+        _ => State::Absent,
+    }
+}
+
+/// Find `path` in the source tree of a snapshot, following only the
+/// directories on its way.
+fn lookup(repo: &dyn RepoRead, root: &TreeId, path: &[u8]) -> Result<State> {
+    Ok(state_of(find_node(repo, root, path)?))
 }
 
 /// Where content `id` of `path` shows in the browsable tree of the latest
@@ -430,19 +431,18 @@ impl Locator {
     /// the escapes of the reserved top-level names, which the root tree's
     /// names decide.
     fn new(repo: &dyn RepoRead, latest: &Snapshot, path: &[u8]) -> Result<Locator> {
-        let esc = Escapes::for_top_names(
-            load(repo, &latest.record.root, 0)?
-                .iter()
-                .map(|n| n.name.as_slice()),
-        );
-        let current = match lookup(repo, &latest.record.root, path)? {
+        let root = load(repo, &latest.record.root, 0)?;
+        let esc = Escapes::for_top_names(root.iter().map(|n| n.name.as_slice()));
+        let current = match state_of(find_below(repo, root, path, 0)?) {
             State::Leaf(Leaf::File { id, dup, .. }) => Some((id, dup)),
             _ => None,
         };
+        let history =
+            find_node::<History, ()>(repo, &latest.record.archive, path)?.and_then(|n| n.leaf);
         Ok(Locator {
             esc,
             current,
-            history: archive_lookup(repo, &latest.record.archive, path)?,
+            history,
         })
     }
 
@@ -565,53 +565,28 @@ pub fn history(repo: &dyn RepoRead, path: &str) -> Result<Vec<HistoryRow>> {
 /// snapshot (whose whole listing takes about 220 bytes an entry). Empty
 /// when the snapshot does not have `path`.
 pub fn listing_at(repo: &dyn RepoRead, snap: &Snapshot, path: &[u8]) -> Result<Vec<Entry>> {
-    let comps: Vec<&[u8]> = path.split(|&c| c == b'/').collect();
-    let mut cur = snap.record.root;
-    for (i, c) in comps.iter().enumerate() {
-        let mut nodes = load(repo, &cur, i)?;
-        let Ok(k) = nodes.binary_search_by(|n| n.name.as_slice().cmp(c)) else {
-            return Ok(Vec::new());
-        };
-        let n = nodes.swap_remove(k);
-        drop(nodes);
-        if i + 1 < comps.len() {
-            match n.dir {
-                Some((child, _)) => cur = child,
-                None => return Ok(Vec::new()),
-            }
-            continue;
-        }
-        let mut out = Vec::new();
-        if let Some(l) = n.leaf {
-            out.push(Entry {
-                path: path.to_vec(),
-                item: Item::Leaf(l),
-            });
-        }
-        if let Some((child, meta)) = n.dir {
-            out.push(Entry {
-                path: path.to_vec(),
-                item: Item::Dir(meta),
-            });
-            let mut below = tree::FlatCursor::<Leaf, Meta>::new(
-                repo,
-                &child,
-                None,
-                snap.record.source_limit(),
-            )?;
-            while let Some((p, f)) = below.next()? {
-                out.push(Entry {
-                    path: pathbytes::join(path, &p),
-                    item: match f {
-                        tree::Flat::Leaf(l) => Item::Leaf(l),
-                        tree::Flat::Dir(m) => Item::Dir(m),
-                    },
-                });
-            }
-        }
-        return Ok(out);
+    let Some(n) = find_node::<Leaf, Meta>(repo, &snap.record.root, path)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    if let Some(l) = n.leaf {
+        out.push(Entry {
+            path: path.to_vec(),
+            item: Item::Leaf(l),
+        });
     }
-    Ok(Vec::new())
+    if let Some((child, meta)) = n.dir {
+        out.push(Entry {
+            path: path.to_vec(),
+            item: Item::Dir(meta),
+        });
+        let mut below =
+            tree::FlatCursor::<Leaf, Meta>::new(repo, &child, None, snap.record.source_limit())?;
+        while let Some((p, f)) = below.next()? {
+            out.push(tree::source_entry((pathbytes::join(path, &p), f)));
+        }
+    }
+    Ok(out)
 }
 
 /// `trove ls [PATH]`: the entries of a snapshot at or below `path`

@@ -34,7 +34,7 @@ use crate::repo::tree::{self, Node, TreeObject};
 use crate::scan::{DirListing, DirScanner, DirTask, Issue, IssueKind};
 use rayon::prelude::*;
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering as AtOrd};
+use std::sync::atomic::Ordering as AtOrd;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 /// Records held back until their files are read, at most.
@@ -376,8 +376,6 @@ struct ReadEnv<'a> {
     /// A fixed count of queued objects that makes the reader commit, in
     /// place of [`commit_due`]'s (see `commit_if_due`).
     commit_every: Option<u64>,
-    /// Objects the reader's commits have moved into the store so far.
-    committed: AtomicU64,
 }
 
 impl ReadEnv<'_> {
@@ -416,10 +414,9 @@ impl ReadEnv<'_> {
         let (files, bytes) = b.queued();
         let due = self
             .commit_every
-            .unwrap_or_else(|| commit_due(self.committed.load(AtOrd::Relaxed)));
+            .unwrap_or_else(|| commit_due(b.committed()));
         if files >= due || bytes >= COMMIT_EVERY_BYTES {
             b.commit_objects()?;
-            self.committed.fetch_add(files, AtOrd::Relaxed);
         }
         Ok(())
     }
@@ -1545,7 +1542,6 @@ pub(super) fn walk(input: WalkInput<'_>, spill: &mut SpillWriter) -> Result<Walk
         progress: input.progress,
         stats: &stats,
         commit_every: commit_every_fixed(),
-        committed: AtomicU64::new(0),
     };
     let walked = std::thread::scope(|scope| -> Result<Walked> {
         for _ in 0..listers {

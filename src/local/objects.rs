@@ -58,6 +58,8 @@ pub struct Batch<'r> {
     sound: std::sync::Mutex<HashSet<Digest>>,
     /// Objects the last commit re-stored over a damaged copy.
     repaired: AtomicU64,
+    /// Objects this batch's commits have moved into the store.
+    committed: AtomicU64,
     /// The trees queued since the last commit, in a pack being written.
     trees: std::sync::Mutex<TreeSpool>,
     /// Set on the batch's first look at the store: where it found the
@@ -153,6 +155,7 @@ impl<'r> Batch<'r> {
             repair: false,
             sound: std::sync::Mutex::new(HashSet::new()),
             repaired: AtomicU64::new(0),
+            committed: AtomicU64::new(0),
             trees: std::sync::Mutex::new(TreeSpool::default()),
             fresh: OnceLock::new(),
         }
@@ -180,6 +183,11 @@ impl<'r> Batch<'r> {
             self.files.load(Ordering::Relaxed),
             self.bytes.load(Ordering::Relaxed),
         )
+    }
+
+    /// How many objects this batch's commits have moved into the store.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
     }
 
     /// How many damaged objects commits of this batch replaced.
@@ -541,6 +549,7 @@ impl<'r> Batch<'r> {
             fsutil::sync_filesystem(&self.repo.dir)?;
         }
         trees::added(self.repo, &installed);
+        self.committed.fetch_add(files, Ordering::Relaxed);
         Ok(())
     }
 }

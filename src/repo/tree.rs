@@ -804,16 +804,19 @@ impl Walk<'_> {
     }
 }
 
+/// A source tree's flat item as a listing entry.
+pub fn source_entry((path, f): FlatItem<Leaf, Meta>) -> Entry {
+    Entry {
+        path,
+        item: match f {
+            Flat::Leaf(l) => Item::Leaf(l),
+            Flat::Dir(m) => Item::Dir(m),
+        },
+    }
+}
+
 pub fn flat_to_source(flat: Vec<(Vec<u8>, Flat<Leaf, Meta>)>) -> Vec<Entry> {
-    flat.into_iter()
-        .map(|(path, f)| Entry {
-            path,
-            item: match f {
-                Flat::Leaf(l) => Item::Leaf(l),
-                Flat::Dir(m) => Item::Dir(m),
-            },
-        })
-        .collect()
+    flat.into_iter().map(source_entry).collect()
 }
 
 pub fn flat_to_archive(flat: Vec<(Vec<u8>, Flat<History, ()>)>) -> Vec<(Vec<u8>, History)> {
