@@ -107,8 +107,6 @@ fn bench_e2e(c: &mut Criterion) {
         b.iter_batched(
             || tempfile::tempdir().expect("temp dir"),
             |t| {
-                let (entries, _) =
-                    trove::repo::snapshot::load_snapshot(&repo, &snap.record).expect("load");
                 let o = trove::restore::RestoreOptions {
                     target: t.path().join("r"),
                     paths: Vec::new(),
@@ -117,7 +115,7 @@ fn bench_e2e(c: &mut Criterion) {
                     numeric_owner: false,
                     xattrs: true,
                 };
-                trove::restore::run(&repo, &snap, entries, &o, &NoProgress).expect("restore")
+                trove::restore::run(&repo, &snap, &o, &NoProgress).expect("restore")
             },
             BatchSize::PerIteration,
         )

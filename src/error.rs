@@ -87,6 +87,14 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// Reading a snapshot's trees failed: the error says which snapshot.
+    #[error("reading snapshot {snapshot}: {source}")]
+    InSnapshot {
+        snapshot: String,
+        #[source]
+        source: Box<Error>,
+    },
+
     #[error("repository folder {path} is missing: it holds {what}, so the repository is damaged. Put it back from a copy of the repository; `trove verify` names what is lost")]
     MissingFolder { path: PathBuf, what: &'static str },
 
@@ -277,6 +285,7 @@ impl Error {
             | Error::ProducerFailed { .. }
             | Error::EmptyInput { .. } => ErrorKind::Runtime,
             Error::Internal(_) => ErrorKind::Internal,
+            Error::InSnapshot { source, .. } => source.kind(),
         }
     }
 

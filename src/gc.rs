@@ -41,11 +41,11 @@
 //! the incremental collection deletes nothing.
 
 use crate::error::{Error, Result};
-use crate::id::{IdMap, IdSet, ObjectId, SnapshotId, TreeId};
+use crate::id::{Digest, IdMap, IdSet, ObjectId, SnapshotId, TreeId};
 use crate::model::{History, Leaf, Meta};
 use crate::repo::snapshot::{self, Snapshot, SnapshotRecord};
 use crate::repo::tree::{self, Flat, FlatCursor, MAX_DEPTH};
-use crate::repo::{list_sorted, RepoRead, RepoWrite, StoreKind};
+use crate::repo::{RepoRead, RepoWrite, StoreKind};
 use crate::retention::{self, Decision, Policy};
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
@@ -112,6 +112,95 @@ fn write_pinned(repo: &dyn RepoWrite, ids: &[SnapshotId]) -> Result<()> {
     repo.write_pins(Some(text.as_bytes()))
 }
 
+/// The stored objects, for a local collection's mark and sweep, at 16
+/// bytes an object instead of a hash set's ~40: the first 128 bits of
+/// every stored id, sorted, found through a table of where each leading
+/// 16-bit value starts, and a mark bit each. At 3,000,000 objects that is
+/// 48 MiB where the id sets it replaced took over 250.
+///
+/// Two ids sharing their first 128 bits (a collision of the hash cut to
+/// 128 bits: about n²/2¹²⁹, 10⁻²⁵ at 10⁷ objects) would count as one:
+/// marking either keeps both, the safe side for the sweep.
+struct Stored {
+    keys: Vec<u128>,
+    /// `starts[b]..starts[b + 1]`: the keys whose first 16 bits are `b`.
+    starts: Vec<usize>,
+    marked: Vec<u64>,
+}
+
+impl Stored {
+    fn key(d: &Digest) -> u128 {
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&d.0[..16]);
+        u128::from_be_bytes(k)
+    }
+
+    /// The repository's stored objects, listed once.
+    fn list(repo: &dyn RepoRead) -> Result<Stored> {
+        let mut keys = Vec::new();
+        repo.list(StoreKind::Object, &mut |d| keys.push(Stored::key(&d)))?;
+        keys.sort_unstable();
+        keys.dedup();
+        keys.shrink_to_fit();
+        let mut starts = vec![0usize; (1 << 16) + 1];
+        for k in &keys {
+            starts[(k >> 112) as usize + 1] += 1;
+        }
+        for b in 1..starts.len() {
+            starts[b] += starts[b - 1];
+        }
+        let marked = vec![0u64; keys.len().div_ceil(64)];
+        Ok(Stored {
+            keys,
+            starts,
+            marked,
+        })
+    }
+
+    fn find(&self, d: &Digest) -> Option<usize> {
+        let k = Stored::key(d);
+        let b = (k >> 112) as usize;
+        let (lo, hi) = (self.starts[b], self.starts[b + 1]);
+        self.keys[lo..hi].binary_search(&k).ok().map(|i| lo + i)
+    }
+
+    /// Mark `d` referenced; whether it is stored.
+    fn mark(&mut self, d: &Digest) -> bool {
+        match self.find(d) {
+            Some(i) => {
+                self.marked[i / 64] |= 1 << (i % 64);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn is_marked(&self, i: usize) -> bool {
+        self.marked[i / 64] & (1 << (i % 64)) != 0
+    }
+}
+
+/// Where the mark notes the objects it reaches.
+enum Objects<'r> {
+    /// Every id, in a set (what a remote prune keeps: [`referenced`]).
+    Collect(IdSet<ObjectId>),
+    /// A mark bit on each stored object (a local collection).
+    Stored(&'r mut Stored),
+}
+
+impl Objects<'_> {
+    /// Note `o` referenced; whether it is known to be stored.
+    fn note(&mut self, o: ObjectId) -> bool {
+        match self {
+            Objects::Collect(set) => {
+                set.insert(o);
+                false
+            }
+            Objects::Stored(st) => st.mark(&o.0),
+        }
+    }
+}
+
 /// The marking walk. Any unreadable tree aborts the collection: deleting
 /// while part of the graph is unknown could delete live content.
 struct Mark<'r> {
@@ -119,8 +208,7 @@ struct Mark<'r> {
     /// Every tree reached, and (for trees reached from a pinned snapshot)
     /// whether all content below it is in the store.
     trees: IdMap<TreeId, bool>,
-    objects: IdSet<ObjectId>,
-    stored: &'r IdSet<ObjectId>,
+    objects: Objects<'r>,
 }
 
 impl Mark<'_> {
@@ -147,10 +235,8 @@ impl Mark<'_> {
         for n in &t.entries {
             if collect_objects {
                 if let Some(l) = &n.leaf {
-                    l.object_refs(&mut |o, _, _| {
-                        complete &= self.stored.contains(&o);
-                        self.objects.insert(o);
-                    });
+                    let objects = &mut self.objects;
+                    l.object_refs(&mut |o, _, _| complete &= objects.note(o));
                 }
             }
             if let Some((child, _)) = &n.dir {
@@ -201,17 +287,19 @@ pub fn referenced(
     repo: &dyn RepoRead,
     snaps: &[&Snapshot],
 ) -> Result<(IdSet<TreeId>, IdSet<ObjectId>)> {
-    let none = IdSet::default();
     let mut mark = Mark {
         repo,
         trees: IdMap::default(),
-        objects: IdSet::default(),
-        stored: &none,
+        objects: Objects::Collect(IdSet::default()),
     };
     for s in snaps {
         mark.snapshot(s, true)?;
     }
-    Ok((mark.trees.into_keys().collect(), mark.objects))
+    let objects = match mark.objects {
+        Objects::Collect(set) => set,
+        Objects::Stored(_) => IdSet::default(),
+    };
+    Ok((mark.trees.into_keys().collect(), objects))
 }
 
 /// A collection stops at the first thing it cannot read: deleting while
@@ -320,15 +408,11 @@ pub fn plan(
         HashSet::new()
     };
     let pinned = |s: &Snapshot| keeps_content(&s.id, latest_id.as_ref(), &pins);
-    let stored: IdSet<ObjectId> = list_sorted(repo, StoreKind::Object)?
-        .into_iter()
-        .map(ObjectId)
-        .collect();
+    let mut stored = Stored::list(repo)?;
     let mut mark = Mark {
         repo,
         trees: IdMap::default(),
-        objects: IdSet::default(),
-        stored: &stored,
+        objects: Objects::Stored(&mut stored),
     };
     // Pinned snapshots first: a tree shared with an unpinned one is then
     // already walked with its objects collected. A kept snapshot whose
@@ -346,20 +430,25 @@ pub fn plan(
         }
     }
     if let (Some(objs), Some(latest)) = (latest_objects, remaining.last()) {
-        mark.objects.extend(objs.iter().copied());
+        for o in objs {
+            mark.objects.note(*o);
+        }
         mark.snapshot(latest, false)?;
     }
     for s in remaining.iter().filter(|s| !pinned(s)) {
         mark.snapshot(s, false)?;
     }
+    let trees = mark.trees;
+    // The sweep lists the store again and looks each id up: the ids are
+    // not kept in full. One the first listing did not have was added
+    // since (by a backup beside a dry run's shared lock): not judged, so
+    // it stays.
     let mut dead: Vec<ObjectId> = Vec::new();
-    for id in &stored {
-        if mark.objects.contains(id) {
-            report.objects_left += 1;
-        } else {
-            dead.push(*id);
-        }
-    }
+    repo.list(StoreKind::Object, &mut |d| match stored.find(&d) {
+        Some(i) if !stored.is_marked(i) => dead.push(ObjectId(d)),
+        _ => report.objects_left += 1,
+    })?;
+    drop(stored);
     let mut dead_objects: Vec<(ObjectId, u64)> = dead
         .par_iter()
         .map(|id| {
@@ -377,17 +466,19 @@ pub fn plan(
             size: *size,
         })
         .collect();
-    let dead_trees: Vec<TreeId> = list_sorted(repo, StoreKind::Tree)?
-        .into_iter()
-        .map(TreeId)
-        .filter(|t| !mark.trees.contains_key(t))
-        .collect();
+    let mut dead_trees: Vec<TreeId> = Vec::new();
+    repo.list(StoreKind::Tree, &mut |d| {
+        if !trees.contains_key(&TreeId(d)) {
+            dead_trees.push(TreeId(d));
+        }
+    })?;
+    dead_trees.sort_unstable();
     report.trees_removed = dead_trees.len() as u64;
     report.tree_bytes_removed = dead_trees
         .par_iter()
         .map(|t| repo.size(StoreKind::Tree, &t.0).unwrap_or(0))
         .sum();
-    drop(mark);
+    drop(trees);
     let tmp = repo.leftovers();
     report.tmp_removed = tmp.len() as u64;
     let pinned_ids = if policy.is_set() {
@@ -612,33 +703,52 @@ pub fn stats(repo: &dyn RepoRead) -> Result<RepoStats> {
             symlinks: r.summary.symlinks,
             bytes: r.summary.bytes,
         });
-        let (_, archive) = snapshot::load_snapshot(repo, r)?;
-        for (_, h) in &archive {
-            st.versions += h.versions.len() as u64;
-            st.version_bytes += h.versions.iter().map(|(_, a)| a.size).sum::<u64>();
-            if let Some(d) = &h.deleted {
-                st.deleted += 1;
-                st.deleted_bytes += d.size;
+        // The archive read as a stream: its entries are counted, not kept.
+        let mut c = FlatCursor::<History, ()>::new(repo, &r.archive, None, tree::Limit::archive())?;
+        while let Some((_, f)) = c.next()? {
+            if let Flat::Leaf(h) = f {
+                st.versions += h.versions.len() as u64;
+                st.version_bytes += h.versions.iter().map(|(_, a)| a.size).sum::<u64>();
+                if let Some(d) = &h.deleted {
+                    st.deleted += 1;
+                    st.deleted_bytes += d.size;
+                }
             }
         }
         st.logical_bytes = r.summary.bytes + st.version_bytes + st.deleted_bytes;
     }
-    let sizes = |kind: StoreKind| -> Result<(u64, u64)> {
-        let ids = list_sorted(repo, kind)?;
-        let bytes: u64 = ids
-            .par_iter()
-            .map(|d| repo.size(kind, d).unwrap_or(0))
-            .sum();
-        Ok((ids.len() as u64, bytes))
-    };
-    (st.objects, st.stored_bytes) = sizes(StoreKind::Object)?;
-    (st.trees, st.tree_bytes) = sizes(StoreKind::Tree)?;
+    (st.objects, st.stored_bytes) = stored_sizes(repo, StoreKind::Object)?;
+    (st.trees, st.tree_bytes) = stored_sizes(repo, StoreKind::Tree)?;
     st.dedup_ratio = if st.stored_bytes == 0 {
         1.0
     } else {
         st.logical_bytes as f64 / st.stored_bytes as f64
     };
     Ok(st)
+}
+
+/// How many entries `kind` stores and their bytes, listed as a stream and
+/// sized a chunk at a time in parallel (the ids are never all held).
+fn stored_sizes(repo: &dyn RepoRead, kind: StoreKind) -> Result<(u64, u64)> {
+    const CHUNK: usize = 1 << 16;
+    let size_of = |ids: &[Digest]| -> u64 {
+        ids.par_iter()
+            .map(|d| repo.size(kind, d).unwrap_or(0))
+            .sum()
+    };
+    let (mut n, mut bytes) = (0u64, 0u64);
+    let mut chunk = Vec::with_capacity(CHUNK);
+    repo.list(kind, &mut |d| {
+        chunk.push(d);
+        if chunk.len() == CHUNK {
+            n += chunk.len() as u64;
+            bytes += size_of(&chunk);
+            chunk.clear();
+        }
+    })?;
+    n += chunk.len() as u64;
+    bytes += size_of(&chunk);
+    Ok((n, bytes))
 }
 
 /// The full collection at the end of a backup run with a keep policy (the
@@ -668,6 +778,40 @@ mod tests {
     use super::*;
     use crate::id::HashAlgo;
     use crate::repo::memory::{fixture, MemoryRepo};
+
+    proptest::proptest! {
+        /// The stored-object index finds exactly the stored ids (those
+        /// sharing a 16-bit bucket and neighbours in it included), and a
+        /// mark lands on the id marked and no other.
+        #[test]
+        fn stored_index_finds_and_marks_exactly_what_is_stored(
+            stored in proptest::collection::vec(proptest::array::uniform32(0u8..), 0..200),
+            absent in proptest::collection::vec(proptest::array::uniform32(0u8..), 0..50),
+            bucket in 0u8..4,
+        ) {
+            let repo = MemoryRepo::new(HashAlgo::Blake3);
+            // Crowd a few buckets: the first two bytes from a tiny range.
+            let crowd = |mut d: [u8; 32]| { d[0] = bucket; d[1] %= 3; Digest(d) };
+            let stored: Vec<Digest> = stored.into_iter().map(crowd).collect();
+            for d in &stored {
+                repo.corrupt(StoreKind::Object, d, b"x");
+            }
+            let mut st = Stored::list(&repo).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            for d in &stored {
+                proptest::prop_assert!(st.find(d).is_some());
+            }
+            for d in absent.into_iter().map(crowd) {
+                proptest::prop_assert_eq!(st.find(&d).is_some(), stored.contains(&d));
+            }
+            if let Some(first) = stored.first() {
+                proptest::prop_assert!(st.mark(first));
+                for d in &stored {
+                    let i = st.find(d).unwrap_or(usize::MAX);
+                    proptest::prop_assert_eq!(st.is_marked(i), d.0[..16] == first.0[..16]);
+                }
+            }
+        }
+    }
 
     fn keep_last(n: u32) -> Policy {
         Policy {

@@ -189,18 +189,6 @@ fn snapshots_of(cli: &Cli, repo: &dyn RepoRead, remote: Option<&RemoteRepo>) -> 
     Ok(outcome(!scan.damaged.is_empty()))
 }
 
-/// The snapshot `spec` names (id prefix, `latest`, a time) and its source
-/// listing.
-fn resolved_listing(
-    repo: &dyn RepoRead,
-    spec: &str,
-) -> Result<(snapshot::Snapshot, Vec<crate::model::Entry>)> {
-    let snap = snapshot::resolve(repo, spec)?;
-    let (entries, _) = crate::repo::snapshot::load_snapshot(repo, &snap.record)
-        .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
-    Ok((snap, entries))
-}
-
 pub(super) fn ls(cli: &Cli, a: &LsArgs) -> Result<Outcome> {
     reading(cli, |repo, remote| ls_of(cli, a, repo, remote))
 }
@@ -213,15 +201,30 @@ fn ls_of(
 ) -> Result<Outcome> {
     let spec = a.snapshot.as_deref().unwrap_or("latest");
     let under = a.path.as_deref().map_or("", |p| p.trim_matches('/'));
-    let (snap, entries) = if under.is_empty() {
-        resolved_listing(repo, spec)?
-    } else {
-        // Only the trees on the path's way and below it.
-        let snap = snapshot::resolve(repo, spec)?;
-        let entries = crate::inspect::listing_at(repo, &snap, under.as_bytes())
-            .with_context(|| format!("reading snapshot {}", snap.id.short()))?;
-        (snap, entries)
-    };
+    let snap = snapshot::resolve(repo, spec)?;
+    let reading = || format!("reading snapshot {}", snap.id.short());
+    if under.is_empty() {
+        // The whole snapshot: printed as its trees are read, never held.
+        let rec = &snap.record;
+        snapshot::check_archive(repo, rec).with_context(reading)?;
+        let mut w = output::ListWriter::new(std::io::stdout().lock(), cli.json);
+        let mut c = crate::repo::tree::FlatCursor::new(repo, &rec.root, None, rec.source_limit())
+            .with_context(reading)?;
+        while let Some(item) = c.next().with_context(reading)? {
+            let e = crate::repo::tree::source_entry(item);
+            for r in output::ls_rows(&[&e]) {
+                w.row(&r, |out| output::ls(out, std::slice::from_ref(&r)))?;
+            }
+        }
+        w.finish()?;
+        if let (true, Some(remote)) = (cli.json, remote) {
+            super::offsite::list_requests(remote)?;
+        }
+        return Ok(Outcome::Ok);
+    }
+    // Only the trees on the path's way and below it.
+    let entries =
+        crate::inspect::listing_at(repo, &snap, under.as_bytes()).with_context(reading)?;
     let shown = crate::inspect::ls(&entries, a.path.as_deref(), &snap.id)?;
     let rows = output::ls_rows(&shown);
     super::offsite::emit_remote(cli, remote, &rows, |out| output::ls(out, &rows))?;
@@ -238,10 +241,10 @@ fn restore_from(
     repo: &dyn RepoRead,
     remote: Option<&RemoteRepo>,
 ) -> Result<Outcome> {
-    let (snap, entries) = resolved_listing(repo, &a.snapshot)?;
+    let snap = snapshot::resolve(repo, &a.snapshot)?;
     let opts = settings::restore_options(a);
     let bar = TermProgress::new(cli);
-    let report = crate::restore::run(repo, &snap, entries, &opts, &bar);
+    let report = crate::restore::run(repo, &snap, &opts, &bar);
     drop(bar);
     let report = report?;
     super::offsite::emit_remote(cli, remote, &report, |out| {

@@ -578,7 +578,7 @@ pub(super) fn emit_remote<R: serde::Serialize>(
     let Some(remote) = remote else {
         return output::emit(cli, report, human);
     };
-    let (url, stats) = (remote.url(), remote.backend().stats());
+    let stats = remote.backend().stats();
     if !cli.json {
         return output::emit(cli, report, human);
     }
@@ -591,13 +591,21 @@ pub(super) fn emit_remote<R: serde::Serialize>(
         }
         _ => {
             output::json(&mut std::io::stdout().lock(), &v)?;
-            let line = serde_json::json!({ "remote": url, "requests": stats });
-            let line = with_cache(remote, &line)?;
-            use std::io::Write;
-            writeln!(std::io::stderr().lock(), "{line}")?;
-            Ok(())
+            list_requests(remote)
         }
     }
+}
+
+/// After a list printed as `--json` from `remote` (by [`emit_remote`],
+/// or row by row): the requests it made, as one JSON object on standard
+/// error.
+pub(super) fn list_requests(remote: &RemoteRepo) -> Result<()> {
+    let (url, stats) = (remote.url(), remote.backend().stats());
+    let line = serde_json::json!({ "remote": url, "requests": stats });
+    let line = with_cache(remote, &line)?;
+    use std::io::Write;
+    writeln!(std::io::stderr().lock(), "{line}")?;
+    Ok(())
 }
 
 /// `report` as JSON with, beside its `requests`, what the local cache

@@ -22,6 +22,55 @@ pub(super) fn json<T: Serialize>(out: &mut impl Write, v: &T) -> anyhow::Result<
     Ok(())
 }
 
+/// A list printed as it is produced (`ls` of a whole snapshot, whose
+/// rows are never all held): each row's human lines, or the array
+/// [`json`] prints for the whole list, byte for byte.
+pub(super) struct ListWriter<W: Write> {
+    out: W,
+    json: bool,
+    rows: u64,
+}
+
+impl<W: Write> ListWriter<W> {
+    pub(super) fn new(out: W, json: bool) -> ListWriter<W> {
+        ListWriter { out, json, rows: 0 }
+    }
+
+    pub(super) fn row<T: Serialize>(
+        &mut self,
+        row: &T,
+        human: impl FnOnce(&mut W) -> io::Result<()>,
+    ) -> anyhow::Result<()> {
+        self.rows += 1;
+        if !self.json {
+            human(&mut self.out)?;
+            return Ok(());
+        }
+        // serde_json's pretty array: "[", then each element indented by
+        // two spaces, separated by ",".
+        self.out
+            .write_all(if self.rows == 1 { b"[\n" } else { b",\n" })?;
+        let text = serde_json::to_string_pretty(row)?;
+        for (i, line) in text.split('\n').enumerate() {
+            if i > 0 {
+                self.out.write_all(b"\n")?;
+            }
+            self.out.write_all(b"  ")?;
+            self.out.write_all(line.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn finish(mut self) -> anyhow::Result<()> {
+        if self.json {
+            self.out
+                .write_all(if self.rows == 0 { b"[]\n" } else { b"\n]\n" })?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
 /// A human figure with the exact count beside it, for what a user may
 /// want to audit or compare: `4.9 KiB (5,000 bytes)`.
 pub(super) fn bytes_exact(n: u64) -> String {
@@ -1228,6 +1277,38 @@ pub(super) fn remote_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A list written row by row is byte for byte the array `json`
+    /// prints for the whole list: empty, one row, rows with nested
+    /// objects, empty and filled arrays, strings holding escaped newlines.
+    #[test]
+    fn a_streamed_list_is_the_whole_list_as_json() -> anyhow::Result<()> {
+        let row = |i: u64| {
+            serde_json::json!({
+                "path": format!("d/f{i}\nx"),
+                "size": i,
+                "xattrs": if i.is_multiple_of(2) { serde_json::json!([]) } else { serde_json::json!([{"name": "user.a", "value": "b"}]) },
+                "link": null,
+            })
+        };
+        for n in [0, 1, 3] {
+            let rows: Vec<serde_json::Value> = (0..n).map(row).collect();
+            let mut whole = Vec::new();
+            json(&mut whole, &rows)?;
+            let mut streamed = Vec::new();
+            let mut w = ListWriter::new(&mut streamed, true);
+            for r in &rows {
+                w.row(r, |_| Ok(()))?;
+            }
+            w.finish()?;
+            assert_eq!(
+                String::from_utf8_lossy(&streamed),
+                String::from_utf8_lossy(&whole),
+                "{n} rows"
+            );
+        }
+        Ok(())
+    }
 
     #[test]
     fn thousands_are_separated_by_commas() {

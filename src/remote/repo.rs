@@ -1652,9 +1652,9 @@ impl RepoRead for RemoteRepo {
         }
     }
     fn will_read(&self, objects: &[ObjectId]) {
-        // Content is read next, the trees were read before: their packs
-        // need not stay in memory beside it.
-        *lock(&self.inner.tree_packs) = TreePacks::default();
+        // A restore says this once per batch, between reads of its trees:
+        // the tree packs stay cached (at most TREE_CACHE), or each batch
+        // would read them again.
         let Ok(idx) = self.index() else {
             return;
         };

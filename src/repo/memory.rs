@@ -214,6 +214,38 @@ pub mod fixture {
         Meta::basic(0o644, 0, 0, 1_700_000_000_000_000_000)
     }
 
+    /// Commit a first snapshot whose source is `entries` as given (sorted
+    /// by path, folders before what they hold), with an empty archive.
+    pub fn commit_listing(repo: &MemoryRepo, entries: &[Entry]) -> Result<Snapshot> {
+        let none = HashSet::new();
+        let root = tree::write_tree(repo.algo(), entries, repo, &none)?;
+        let empty: Vec<(Vec<u8>, History)> = Vec::new();
+        let arch = tree::write_tree(repo.algo(), &empty, repo, &none)?;
+        repo.commit()?;
+        let count = |dir: bool| {
+            entries
+                .iter()
+                .filter(|e| matches!(e.item, Item::Dir(_)) == dir)
+                .count() as u64
+        };
+        let record = SnapshotRecord {
+            seq: 1,
+            time_ns: 1_700_000_001_000_000_000,
+            parent: None,
+            sources: Vec::new(),
+            root,
+            archive: arch,
+            summary: Summary {
+                files: count(false),
+                dirs: count(true),
+                ..Summary::default()
+            },
+            owners: Default::default(),
+        };
+        let id = snapshot::write(repo, &record)?;
+        Ok(Snapshot { id, record })
+    }
+
     /// Commit a snapshot whose source holds `files` (path, content; the
     /// folders on their paths are added) and whose archive keeps
     /// `versions` (path, earlier content), as the child of `parent`.

@@ -15,7 +15,7 @@
 use crate::error::{Error, IoContext, Result};
 use crate::hash::hash_bytes;
 use crate::id::{SnapshotId, TreeId};
-use crate::model::{Entry, Meta};
+use crate::model::{Entry, History, Meta};
 use crate::repo::tree::{self, Archive};
 use crate::repo::{RepoRead, RepoWrite};
 use serde::{Deserialize, Serialize};
@@ -479,6 +479,16 @@ pub fn format_time(ns: i64) -> String {
 /// Load a snapshot's two trees: its source listing and its archive.
 pub fn load_snapshot(repo: &dyn RepoRead, rec: &SnapshotRecord) -> Result<(Vec<Entry>, Archive)> {
     load_listing(repo, rec, &mut HashSet::new())
+}
+
+/// Read `rec`'s archive trees through, holding none of them: a reader
+/// that shows only the source (`restore`, `ls`) still refuses a snapshot
+/// whose trees are damaged or hostile, as the whole-listing readers do.
+pub fn check_archive(repo: &dyn RepoRead, rec: &SnapshotRecord) -> Result<()> {
+    let mut c =
+        tree::FlatCursor::<History, ()>::new(repo, &rec.archive, None, tree::Limit::archive())?;
+    while c.next()?.is_some() {}
+    Ok(())
 }
 
 /// [`load_snapshot`], noting every tree id met in `seen`.
