@@ -901,25 +901,104 @@ impl<'r> Materializer<'r> {
     pub fn reconcile(&self, desired: &[BrowsableEntry], prune_extra: bool) -> Result<Vec<Vec<u8>>> {
         fsutil::create_private_dir(&self.target)?;
         self.reconciled.store(true, AtOrd::Relaxed);
-        // What is on disk is unknown, but the fast path is still safe: it
-        // only links where nothing exists (EEXIST sends it to the slow
-        // path, which inspects what is there).
-        let changes: Vec<(&BrowsableEntry, Option<&BrowsableEntry>)> =
-            desired.iter().map(|e| (e, None)).collect();
+        self.place_over(desired);
+        let extra = extra_paths(&self.target, desired)?;
+        // Folders the rendering has, or holds something below.
+        let mut needed: HashSet<&[u8]> = HashSet::new();
+        if prune_extra {
+            for e in desired {
+                let mut p: &[u8] = &e.path;
+                while !p.is_empty() && needed.insert(p) {
+                    p = pathbytes::parent(p);
+                }
+            }
+        }
+        self.settle_extras(&extra, prune_extra, &|p: &[u8]| needed.contains(p))
+    }
+
+    /// [`reconcile`](Self::reconcile) of the snapshot `rec` rendered
+    /// lazily ([`LazyRender`]), so neither its listing nor its rendering
+    /// is ever held: placed a run at a time, then the extras found by a
+    /// walk of the disk merged with a second pass of the rendering, both
+    /// in path order. Returns the rendering's size and the extras, or
+    /// `None` where the lazy rendering is not exact (the caller renders
+    /// whole).
+    pub fn reconcile_lazy(
+        &self,
+        repo: &LocalRepo,
+        rec: &SnapshotRecord,
+        prune_extra: bool,
+    ) -> Result<Option<(u64, Vec<Vec<u8>>)>> {
+        let Some(mut render) = LazyRender::new(repo, rec)? else {
+            return Ok(None);
+        };
+        fsutil::create_private_dir(&self.target)?;
+        self.reconciled.store(true, AtOrd::Relaxed);
+        let mut total = 0u64;
+        let mut run = Vec::with_capacity(PLACE_RUN);
+        loop {
+            let next = render.next()?;
+            let done = next.is_none();
+            run.extend(next);
+            if done || run.len() == PLACE_RUN {
+                total += run.len() as u64;
+                self.place_over(&run);
+                run.clear();
+            }
+            if done {
+                break;
+            }
+        }
+        let Some(mut again) = LazyRender::new(repo, rec)? else {
+            return Err(Error::Internal(
+                "the lazy rendering of a snapshot changed between two reads".into(),
+            ));
+        };
+        let extra = extra_paths_lazy(&self.target, &mut again)?;
+        // No extra holds anything the rendering has (else it would not be
+        // extra), and every folder visited to find them holds something
+        // the rendering has: a folder is wanted unless it is at or below
+        // an extra. The extras are in path order, so the one that could
+        // hold `p` is the last at or before it.
+        let wanted = |p: &[u8]| {
+            let i = extra.partition_point(|e| cmp_paths(e, p).is_le());
+            !(i > 0 && pathbytes::is_at_or_under(p, &extra[i - 1]))
+        };
+        let foreign = self.settle_extras(&extra, prune_extra, &wanted)?;
+        Ok(Some((total, foreign)))
+    }
+
+    /// Place every entry of `desired` over whatever is on disk: parents
+    /// checked first, then folders, then the rest in parallel. What is
+    /// there is unknown, but the fast path is still safe: it only links
+    /// where nothing exists (EEXIST sends it to the slow path, which
+    /// inspects what is there).
+    fn place_over(&self, desired: &[BrowsableEntry]) {
         self.prepare_parents(desired.iter().map(|e| e.path.as_slice()));
-        for (e, _) in changes
+        for e in desired
             .iter()
-            .filter(|(e, _)| matches!(e.kind, BrowsableKind::Dir))
+            .filter(|e| matches!(e.kind, BrowsableKind::Dir))
         {
             self.record(&e.path, self.place(e, None, false));
         }
-        changes
+        desired
             .par_iter()
-            .filter(|(e, _)| !matches!(e.kind, BrowsableKind::Dir))
-            .for_each(|(e, _)| self.record(&e.path, self.place(e, None, true)));
+            .filter(|e| !matches!(e.kind, BrowsableKind::Dir))
+            .for_each(|e| self.record(&e.path, self.place(e, None, true)));
+    }
+
+    /// The extras found (`extra`, in path order): trove's own leftovers
+    /// removed, the rest returned and, with `prune_extra`, quarantined,
+    /// with the folders that held only those unless `wanted` has them.
+    fn settle_extras(
+        &self,
+        extra: &[Vec<u8>],
+        prune_extra: bool,
+        wanted: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<Vec<Vec<u8>>> {
         let mut foreign = Vec::new();
-        for p in extra_paths(&self.target, desired)? {
-            self.clear_stale(&p, &mut foreign)?;
+        for p in extra {
+            self.clear_stale(p, &mut foreign)?;
         }
         foreign.sort_by(|a, b| cmp_paths(a, b));
         if prune_extra {
@@ -928,17 +1007,10 @@ impl<'r> Materializer<'r> {
             }
             // Folders that held only quarantined entries go too (an empty
             // folder carries no data), unless the rendering has them.
-            let mut needed: HashSet<&[u8]> = HashSet::new();
-            for e in desired {
-                let mut p: &[u8] = &e.path;
-                while !p.is_empty() && needed.insert(p) {
-                    p = pathbytes::parent(p);
-                }
-            }
             let mut dirs: Vec<&[u8]> = foreign.iter().map(|p| pathbytes::parent(p)).collect();
             dirs.sort_by(|a, b| cmp_paths(b, a));
             dirs.dedup();
-            self.prune_empty_dirs(&dirs, &|p: &[u8]| needed.contains(p));
+            self.prune_empty_dirs(&dirs, wanted);
         }
         Ok(foreign)
     }
@@ -1019,6 +1091,49 @@ pub fn extra_paths_in(target: &Path, sets: &PathSets<'_>) -> Result<Vec<Vec<u8>>
     find_extra(target, Vec::new(), &sets.listed, &sets.ancestors, &mut out)?;
     out.sort_by(|a, b| cmp_paths(a, b));
     Ok(out)
+}
+
+/// Entries a lazy reconcile places per step (as a first backup's fill
+/// does): the rendering is held a run at a time.
+const PLACE_RUN: usize = 8192;
+
+/// [`extra_paths`] against a lazy rendering: the disk walked in path
+/// order (each folder's names sorted, a folder's contents right after
+/// it) beside the rendering's own path order, so a path on disk is wanted
+/// when the rendering's next path at or after it is it or lies below it.
+/// Memory: the walk's open folders and the extras.
+pub fn extra_paths_lazy(target: &Path, render: &mut LazyRender<'_>) -> Result<Vec<Vec<u8>>> {
+    let mut head = render.next()?;
+    let mut out = Vec::new();
+    find_extra_lazy(target, Vec::new(), render, &mut head, &mut out)?;
+    Ok(out)
+}
+
+fn find_extra_lazy(
+    target: &Path,
+    rel: Vec<u8>,
+    render: &mut LazyRender<'_>,
+    head: &mut Option<BrowsableEntry>,
+    out: &mut Vec<Vec<u8>>,
+) -> Result<()> {
+    for (name, is_dir) in browsable_names(target, &rel)? {
+        let p = pathbytes::join(&rel, &name);
+        while head
+            .as_ref()
+            .is_some_and(|h| cmp_paths(&h.path, &p).is_lt())
+        {
+            *head = render.next()?;
+        }
+        let wanted = head
+            .as_ref()
+            .is_some_and(|h| pathbytes::is_at_or_under(&h.path, &p));
+        if !wanted {
+            out.push(p);
+        } else if is_dir {
+            find_extra_lazy(target, p, render, head, out)?;
+        }
+    }
+    Ok(())
 }
 
 /// The names in folder `rel` of a browsable tree at `target`, sorted, each
@@ -1313,12 +1428,20 @@ pub fn rebuild(
             .map(Path::to_path_buf)
             .unwrap_or_else(|| repo.root.clone())
     };
-    let (entries, archive) = crate::repo::snapshot::load_snapshot(repo, &snap.record)?;
-    let desired = crate::browsable::render::render(&entries, &archive);
-    drop((entries, archive));
     let mut m = Materializer::new(repo, &dest);
     m.relink = true;
-    let extra = m.reconcile(&desired, prune_extra)?;
+    let (total, extra) = match m.reconcile_lazy(repo, &snap.record, prune_extra)? {
+        Some(done) => done,
+        None => {
+            // Reserved names escaped or a nesting archive: only the whole
+            // rendering is exact.
+            let (entries, archive) = crate::repo::snapshot::load_snapshot(repo, &snap.record)?;
+            let desired = crate::browsable::render::render(&entries, &archive);
+            drop((entries, archive));
+            let extra = m.reconcile(&desired, prune_extra)?;
+            (desired.len() as u64, extra)
+        }
+    };
     let failures = m.take_failures();
     let failures_total = failures.total;
     if at_root {
@@ -1334,7 +1457,7 @@ pub fn rebuild(
     Ok(MaterializeReport {
         snapshot: snap.id.short(),
         target: pathbytes::display_path(&dest),
-        entries: desired.len() as u64,
+        entries: total,
         linked: Stats::get(&s.linked),
         copied: Stats::get(&s.copied),
         created: Stats::get(&s.created),

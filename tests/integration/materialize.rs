@@ -630,3 +630,79 @@ fn a_first_backup_larger_than_one_fill_run_builds_the_whole_tree() -> TestResult
     // verify also checks that every file is a hardlink of its object.
     verify_ok(&env)
 }
+
+/// `materialize` places a rendering of several runs (8,192 entries each)
+/// without holding it, and finds what is extra by walking the disk beside
+/// a second pass of the rendering: extras before, between and after the
+/// runs, inside wanted folders, inside `versions/` and as whole folders
+/// are all found (and with `--prune-extra` quarantined, their folders
+/// removed), files removed from the tree come back, and the result is the
+/// tree a backup builds.
+#[test]
+fn a_rendering_larger_than_one_run_is_reconciled_and_every_extra_found() -> TestResult {
+    let env = TestEnv::new()?;
+    let n = 10_000;
+    let path = |i: usize| format!("d{:02}/s{:02}/f{i:05}.txt", i % 23, i % 7);
+    for i in 0..n {
+        env.write(&path(i), format!("content {i}\n"))?;
+    }
+    env.backup_ok(&[])?;
+    for i in (0..n).step_by(97) {
+        env.write(&path(i), format!("content {i}, second\n"))?;
+    }
+    env.backup_ok(&[])?;
+    let built = env.tree()?;
+    assert!(built.keys().any(|k| k.starts_with(b"versions/d22/")));
+
+    let view = env.root().join("view");
+    materialize(&env, &["--target", &view.display().to_string()])?.expect_code(0);
+    assert_eq!(
+        built,
+        listing(&view, false)?,
+        "a fresh target gets the tree"
+    );
+
+    // Damage and strays all over the backup root.
+    std::fs::remove_file(env.dst(&path(0)))?;
+    std::fs::remove_file(env.dst(&path(n - 1)))?;
+    std::fs::remove_dir_all(env.dst("d11"))?;
+    let strays = [
+        "aaa-first.txt",
+        "d05/s03/zz-stray.txt",
+        "d11x/stray.txt",
+        "versions/d03/stray.bak",
+        "zzz-last/deeper/stray.txt",
+    ];
+    for s in strays {
+        std::fs::create_dir_all(env.dst(s).parent().ok_or("no parent")?)?;
+        std::fs::write(env.dst(s), s)?;
+    }
+    let r = materialize(&env, &[])?;
+    r.expect_code(0);
+    for want in [
+        "aaa-first.txt",
+        "d05/s03/zz-stray.txt",
+        "d11x",
+        "versions/d03/stray.bak",
+        "zzz-last",
+    ] {
+        assert!(
+            r.stdout.contains(&format!("extra: {want}")),
+            "{want} reported: {}",
+            r.stdout
+        );
+    }
+    assert_eq!(r.stdout.matches("extra: ").count(), 5, "{}", r.stdout);
+    materialize(&env, &["--prune-extra"])?.expect_code(0);
+    let q = quarantine(&env)?;
+    for s in strays {
+        assert_eq!(
+            q.get(s.as_bytes()),
+            Some(&Node::File(s.as_bytes().to_vec())),
+            "{s} quarantined"
+        );
+    }
+    assert_eq!(env.tree()?, built, "the tree is whole again, strays gone");
+    verify_ok(&env)?;
+    assert_second_run_is_a_no_op(&env, &env.backup, &[])
+}
