@@ -361,7 +361,14 @@ pub fn run(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
-    run_in_batches(repo, snap, opts, progress, BATCH)
+    // A remote reads best knowing everything first (`plans_reads`): its
+    // memory is its index's, which grows with the repository anyway.
+    let batch = if repo.plans_reads() {
+        usize::MAX
+    } else {
+        BATCH
+    };
+    run_in_batches(repo, snap, opts, progress, batch)
 }
 
 /// [`run`] writing `batch` entries at a time (tests use small batches to

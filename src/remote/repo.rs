@@ -1637,6 +1637,9 @@ impl RepoRead for RemoteRepo {
     fn local_dir(&self) -> Option<&Path> {
         None
     }
+    fn plans_reads(&self) -> bool {
+        true
+    }
     fn read_order(&self, id: &ObjectId) -> u64 {
         let Ok(idx) = self.index() else {
             return u64::MAX;
@@ -1652,9 +1655,10 @@ impl RepoRead for RemoteRepo {
         }
     }
     fn will_read(&self, objects: &[ObjectId]) {
-        // A restore says this once per batch, between reads of its trees:
-        // the tree packs stay cached (at most TREE_CACHE), or each batch
-        // would read them again.
+        // Content is read next, the trees were read before (a restore
+        // from a remote reads all it writes first: `plans_reads`): their
+        // packs need not stay in memory beside it.
+        *lock(&self.inner.tree_packs) = TreePacks::default();
         let Ok(idx) = self.index() else {
             return;
         };

@@ -126,6 +126,15 @@ pub trait RepoRead: Sync {
     /// A hint that these objects are about to be read, in this order (a
     /// restore says so first): a remote plans its ranged reads from it.
     fn will_read(&self, _objects: &[ObjectId]) {}
+    /// Whether reads cost least when every object to be read is known
+    /// first: a remote reads each pack front to back once, merging the
+    /// wanted blobs of a pack into a few ranged reads, where reading in
+    /// parts would read the gaps between them again for each part (a
+    /// restore in batches downloaded 2.7 times the bytes, 731 requests
+    /// against 204). A restore then writes in one batch.
+    fn plans_reads(&self) -> bool {
+        false
+    }
     /// A sort key for reading objects cheaply: objects read in the order
     /// of their keys are read front to back where they are stored (a
     /// remote's packs). Everything is equal (0) where order does not matter.
