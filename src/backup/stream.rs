@@ -456,21 +456,10 @@ fn fill(m: &Materializer<'_>, repo: &LocalRepo, rec: &SnapshotRecord) -> Result<
         let (e, a) = crate::repo::snapshot::load_snapshot(repo, rec)?;
         return crate::browsable::update::TreeDiff::between((&[], &[]), (&e, &a)).apply(m, &e);
     };
-    let mut run = Vec::with_capacity(FILL_RUN);
-    loop {
-        let next = render.next()?;
-        let done = next.is_none();
-        run.extend(next);
-        if done || run.len() == FILL_RUN {
-            // Nothing is removed from an empty tree, so no folder is ever
-            // pruned and which ones are wanted does not matter.
-            m.apply(&[], &run, &|_| true)?;
-            run.clear();
-        }
-        if done {
-            return Ok(());
-        }
-    }
+    // Nothing is removed from an empty tree, so no folder is ever pruned
+    // and which ones are wanted does not matter.
+    render.in_runs(FILL_RUN, &mut |run| m.apply(&[], run, &|_| true))?;
+    Ok(())
 }
 
 /// The paths a watch run looks at again, from the paths events named:

@@ -934,21 +934,10 @@ impl<'r> Materializer<'r> {
         };
         fsutil::create_private_dir(&self.target)?;
         self.reconciled.store(true, AtOrd::Relaxed);
-        let mut total = 0u64;
-        let mut run = Vec::with_capacity(PLACE_RUN);
-        loop {
-            let next = render.next()?;
-            let done = next.is_none();
-            run.extend(next);
-            if done || run.len() == PLACE_RUN {
-                total += run.len() as u64;
-                self.place_over(&run);
-                run.clear();
-            }
-            if done {
-                break;
-            }
-        }
+        let total = render.in_runs(PLACE_RUN, &mut |run| {
+            self.place_over(run);
+            Ok(())
+        })?;
         let Some(mut again) = LazyRender::new(repo, rec)? else {
             return Err(Error::Internal(
                 "the lazy rendering of a snapshot changed between two reads".into(),
@@ -1292,6 +1281,31 @@ impl<'r> LazyRender<'r> {
             r.heads.push(h);
         }
         Ok(Some(r))
+    }
+
+    /// Hand `f` the rest of the rendering `len` entries at a time, in path
+    /// order (the last run shorter, possibly empty: `f` is called at least
+    /// once); returns how many entries there were.
+    pub fn in_runs(
+        &mut self,
+        len: usize,
+        f: &mut dyn FnMut(&[BrowsableEntry]) -> Result<()>,
+    ) -> Result<u64> {
+        let mut total = 0u64;
+        let mut run = Vec::with_capacity(len);
+        loop {
+            let next = self.next()?;
+            let done = next.is_none();
+            run.extend(next);
+            if done || run.len() >= len {
+                total += run.len() as u64;
+                f(&run)?;
+                run.clear();
+            }
+            if done {
+                return Ok(total);
+            }
+        }
     }
 
     #[allow(clippy::should_implement_trait)] // fallible: Result<Option<_>>
