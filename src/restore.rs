@@ -165,6 +165,7 @@ fn walk_selected(
     let mut c = tree::FlatCursor::<Leaf, Meta>::new(repo, &rec.root, None, rec.source_limit())
         .map_err(in_snap)?;
     let mut found = vec![false; sel.wanted.len()];
+    // The previous path, in one buffer reused for every entry.
     let mut prev: Option<Vec<u8>> = None;
     while let Some(item) = c.next().map_err(in_snap)? {
         let e = tree::source_entry(item);
@@ -181,10 +182,13 @@ fn walk_selected(
                     ));
                 }
             }
-            prev = Some(e.path.clone());
-        }
-        for (w, hit) in sel.wanted.iter().zip(found.iter_mut()) {
-            *hit |= pathbytes::is_at_or_under(&e.path, w);
+            let p = prev.get_or_insert_with(Vec::new);
+            p.clear();
+            p.extend_from_slice(&e.path);
+            // Which requested paths exist is the checking pass's question.
+            for (w, hit) in sel.wanted.iter().zip(found.iter_mut()) {
+                *hit |= pathbytes::is_at_or_under(&e.path, w);
+            }
         }
         let dir = matches!(e.item, Item::Dir(_));
         if sel.under_wanted(&e.path) || (dir && sel.above_wanted(&e.path)) {
